@@ -1,0 +1,358 @@
+//! The bilinear block `y = s·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + (1−s)·x`.
+
+use nalgebra::{DMatrix, DVector};
+
+use super::{CpFactors, Parameter, TensorBlock, check_finite, check_len, check_shape};
+use crate::error::{Error, Result};
+use crate::scalar::{Real, to_f64};
+
+/// A bilinear layer (a "bilinear MLP" or gated linear unit without
+/// nonlinearity): `y = s·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + (1−s)·x`,
+/// with `L, R ∈ R^{h×m}`, an optional down projection `D ∈ R^{n×h}`
+/// (absent: the identity, `n = h`), optional biases, and a residual scale
+/// `s` (1: no residual; otherwise `n = m`). This is the research code's
+/// `lerp(x, D(Lx ∘ Rx), s)`.
+///
+/// Its padded CP form has rank `1 + h` (`+ m` when `s ≠ 1`):
+///
+/// ```text
+/// U_1 = [e_0ᵀ; (b_L│L); (0│I_m)]     U_2 = [e_0ᵀ; (b_R│R); (1│0) × m]
+/// D̃  = [(1; s·b_D) │ (0; s·D) │ (0; (1−s)·I_m)]
+/// ```
+///
+/// Both legs read the same input, so the block is symmetric under `S_2`:
+/// swapping `L_r ↔ R_r` (with their biases) for any unit `r` changes the
+/// tensor but not the function, nor the tensor similarity.
+///
+/// # Example
+///
+/// ```
+/// use nalgebra::{dmatrix, dvector};
+/// use tensor_similarity::{Bilinear, TensorBlock};
+///
+/// let layer = Bilinear::builder(dmatrix![1.0, 0.0; 0.0, 1.0], dmatrix![1.0, 1.0; 0.0, 2.0])
+///     .down(dmatrix![1.0, -1.0])
+///     .build()?;
+/// // (x0 · (x0 + x1)) − (x1 · 2 x1) at x = (1, 2): 3 − 8
+/// assert_eq!(layer.forward(&dvector![1.0, 2.0])?, dvector![-5.0]);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bilinear<T: Real = f64> {
+    left: DMatrix<T>,
+    right: DMatrix<T>,
+    down: Option<DMatrix<T>>,
+    left_bias: Option<DVector<T>>,
+    right_bias: Option<DVector<T>>,
+    down_bias: Option<DVector<T>>,
+    residual: T,
+    cp: CpFactors<T>,
+}
+
+/// Collects the optional parts of a [`Bilinear`] block; [`build`](Self::build)
+/// checks them.
+#[derive(Clone, Debug)]
+#[must_use = "call .build() to get the block"]
+pub struct BilinearBuilder<T: Real = f64> {
+    left: DMatrix<T>,
+    right: DMatrix<T>,
+    down: Option<DMatrix<T>>,
+    left_bias: Option<DVector<T>>,
+    right_bias: Option<DVector<T>>,
+    down_bias: Option<DVector<T>>,
+    residual: T,
+}
+
+impl<T: Real> BilinearBuilder<T> {
+    /// The down projection `D` (`n × h`); `None` keeps the identity.
+    pub fn down(mut self, down: impl Into<Option<DMatrix<T>>>) -> Self {
+        self.down = down.into();
+        self
+    }
+
+    /// The bias `b_L` of the left factor (length `h`).
+    pub fn left_bias(mut self, bias: impl Into<Option<DVector<T>>>) -> Self {
+        self.left_bias = bias.into();
+        self
+    }
+
+    /// The bias `b_R` of the right factor (length `h`).
+    pub fn right_bias(mut self, bias: impl Into<Option<DVector<T>>>) -> Self {
+        self.right_bias = bias.into();
+        self
+    }
+
+    /// The output bias `b_D` (length `n`).
+    pub fn down_bias(mut self, bias: impl Into<Option<DVector<T>>>) -> Self {
+        self.down_bias = bias.into();
+        self
+    }
+
+    /// The residual scale `s` (default 1: no residual).
+    pub fn residual(mut self, scale: T) -> Self {
+        self.residual = scale;
+        self
+    }
+
+    /// The block; an error naming the first part with a wrong shape or a
+    /// non-finite value, or a residual that does not fit the widths.
+    pub fn build(self) -> Result<Bilinear<T>> {
+        let (h, m) = self.left.shape();
+        if h == 0 || m == 0 {
+            return Err(Error::InvalidBlock(format!(
+                "bilinear left factor has empty shape {:?}",
+                (h, m)
+            )));
+        }
+        check_shape("bilinear right factor", &self.right, (h, m))?;
+        check_finite("bilinear left factor", &self.left)?;
+        check_finite("bilinear right factor", &self.right)?;
+        let n = match &self.down {
+            Some(d) => {
+                if d.ncols() != h || d.nrows() == 0 {
+                    return Err(Error::Shape {
+                        what: "bilinear down projection".into(),
+                        expected: (d.nrows().max(1), h),
+                        found: d.shape(),
+                    });
+                }
+                check_finite("bilinear down projection", d)?;
+                d.nrows()
+            }
+            None => h,
+        };
+        for (what, bias, len) in [
+            ("bilinear left bias", &self.left_bias, h),
+            ("bilinear right bias", &self.right_bias, h),
+            ("bilinear down bias", &self.down_bias, n),
+        ] {
+            if let Some(b) = bias {
+                check_len(what, b, len)?;
+                check_finite(what, b)?;
+            }
+        }
+        let s = self.residual;
+        if !s.is_finite() {
+            return Err(Error::NonFinite {
+                what: "bilinear residual scale".into(),
+                row: 0,
+                col: 0,
+                value: to_f64(s),
+            });
+        }
+        let skip = if s == T::one() { 0 } else { m };
+        if skip > 0 && n != m {
+            return Err(Error::Residual {
+                scale: to_f64(s),
+                input: m,
+                output: n,
+            });
+        }
+
+        let rank = 1 + h + skip;
+        let one = T::one();
+        let mut u1 = DMatrix::zeros(rank, m + 1);
+        let mut u2 = DMatrix::zeros(rank, m + 1);
+        u1[(0, 0)] = one;
+        u2[(0, 0)] = one;
+        u1.view_mut((1, 1), (h, m)).copy_from(&self.left);
+        u2.view_mut((1, 1), (h, m)).copy_from(&self.right);
+        if let Some(b) = &self.left_bias {
+            u1.view_mut((1, 0), (h, 1)).copy_from(b);
+        }
+        if let Some(b) = &self.right_bias {
+            u2.view_mut((1, 0), (h, 1)).copy_from(b);
+        }
+        let mut out = DMatrix::zeros(n + 1, rank);
+        out[(0, 0)] = one;
+        if let Some(b) = &self.down_bias {
+            out.view_mut((1, 0), (n, 1)).copy_from(&(b * s));
+        }
+        match &self.down {
+            Some(d) => out.view_mut((1, 1), (n, h)).copy_from(&(d * s)),
+            None => out.view_mut((1, 1), (n, h)).fill_diagonal(s),
+        }
+        for i in 0..skip {
+            // Residual unit i: (x_i) ∘ (1), written back to output i with weight 1 − s.
+            u1[(1 + h + i, 1 + i)] = one;
+            u2[(1 + h + i, 0)] = one;
+            out[(1 + i, 1 + h + i)] = one - s;
+        }
+        let cp = CpFactors::new(&[u1, u2], Some(out))?;
+        Ok(Bilinear {
+            left: self.left,
+            right: self.right,
+            down: self.down,
+            left_bias: self.left_bias,
+            right_bias: self.right_bias,
+            down_bias: self.down_bias,
+            residual: s,
+            cp,
+        })
+    }
+}
+
+impl<T: Real> Bilinear<T> {
+    /// `D(Lx ∘ Rx)` without biases, down projection or residual
+    /// (the identity down projection makes `n = h`).
+    pub fn new(left: DMatrix<T>, right: DMatrix<T>) -> Result<Self> {
+        Self::builder(left, right).build()
+    }
+
+    /// A builder starting from the factors `L`, `R` (`h × m` each).
+    pub fn builder(left: DMatrix<T>, right: DMatrix<T>) -> BilinearBuilder<T> {
+        BilinearBuilder {
+            left,
+            right,
+            down: None,
+            left_bias: None,
+            right_bias: None,
+            down_bias: None,
+            residual: T::one(),
+        }
+    }
+
+    /// A builder from a fused weight `[L; R]` (`2h × m`, as GLU-style PyTorch
+    /// layers store it) and an optional fused bias `[b_L; b_R]`.
+    ///
+    /// ```
+    /// use nalgebra::{dmatrix, dvector};
+    /// use tensor_similarity::{Bilinear, TensorBlock};
+    /// let fused = dmatrix![1.0, 0.0; 0.0, 1.0; 2.0, 0.0; 0.0, 3.0];
+    /// let layer = Bilinear::from_fused(fused, None)?.build()?;
+    /// assert_eq!(layer.forward(&dvector![1.0, 1.0])?, dvector![2.0, 3.0]);
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn from_fused(
+        fused: DMatrix<T>,
+        fused_bias: Option<DVector<T>>,
+    ) -> Result<BilinearBuilder<T>> {
+        let (rows, m) = fused.shape();
+        if rows == 0 || rows % 2 != 0 {
+            return Err(Error::Shape {
+                what: "fused bilinear weight (rows: L then R)".into(),
+                expected: (2 * rows.div_ceil(2).max(1), m),
+                found: (rows, m),
+            });
+        }
+        let h = rows / 2;
+        let builder = Self::builder(fused.rows(0, h).into_owned(), fused.rows(h, h).into_owned());
+        Ok(match fused_bias {
+            Some(b) => {
+                check_len("fused bilinear bias", &b, rows)?;
+                builder
+                    .left_bias(b.rows(0, h).into_owned())
+                    .right_bias(b.rows(h, h).into_owned())
+            }
+            None => builder,
+        })
+    }
+
+    /// `L`, `h × m`.
+    pub fn left(&self) -> &DMatrix<T> {
+        &self.left
+    }
+
+    /// `R`, `h × m`.
+    pub fn right(&self) -> &DMatrix<T> {
+        &self.right
+    }
+
+    /// `D`, `n × h`, if not the identity.
+    pub fn down(&self) -> Option<&DMatrix<T>> {
+        self.down.as_ref()
+    }
+
+    /// `b_L`, if present.
+    pub fn left_bias(&self) -> Option<&DVector<T>> {
+        self.left_bias.as_ref()
+    }
+
+    /// `b_R`, if present.
+    pub fn right_bias(&self) -> Option<&DVector<T>> {
+        self.right_bias.as_ref()
+    }
+
+    /// `b_D`, if present.
+    pub fn down_bias(&self) -> Option<&DVector<T>> {
+        self.down_bias.as_ref()
+    }
+
+    /// The residual scale `s`.
+    pub fn residual(&self) -> T {
+        self.residual
+    }
+
+    /// Hidden width `h`.
+    pub fn hidden_width(&self) -> usize {
+        self.left.nrows()
+    }
+
+    /// A builder holding this block's parts, to change some of them.
+    pub fn to_builder(&self) -> BilinearBuilder<T> {
+        BilinearBuilder {
+            left: self.left.clone(),
+            right: self.right.clone(),
+            down: self.down.clone(),
+            left_bias: self.left_bias.clone(),
+            right_bias: self.right_bias.clone(),
+            down_bias: self.down_bias.clone(),
+            residual: self.residual,
+        }
+    }
+}
+
+impl<T: Real> TensorBlock<T> for Bilinear<T> {
+    fn cp_factors(&self) -> &CpFactors<T> {
+        &self.cp
+    }
+
+    fn kind(&self) -> &'static str {
+        "bilinear"
+    }
+
+    fn parameters(&self) -> Vec<Parameter<'_, T>> {
+        let h = self.hidden_width();
+        let mut p = vec![
+            Parameter::matrix("left", &self.left),
+            Parameter::vector_or_zeros("left_bias", self.left_bias.as_ref(), h),
+            Parameter::matrix("right", &self.right),
+            Parameter::vector_or_zeros("right_bias", self.right_bias.as_ref(), h),
+        ];
+        if let Some(d) = &self.down {
+            p.push(Parameter::matrix("down", d));
+        }
+        p.push(Parameter::vector_or_zeros(
+            "down_bias",
+            self.down_bias.as_ref(),
+            self.output_width(),
+        ));
+        p
+    }
+
+    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+        check_len("bilinear input", x, self.left.ncols())?;
+        let mut l = &self.left * x;
+        let mut r = &self.right * x;
+        if let Some(b) = &self.left_bias {
+            l += b;
+        }
+        if let Some(b) = &self.right_bias {
+            r += b;
+        }
+        let z = l.component_mul(&r);
+        let mut y = match &self.down {
+            Some(d) => d * z,
+            None => z,
+        };
+        if let Some(b) = &self.down_bias {
+            y += b;
+        }
+        let s = self.residual;
+        Ok(if s == T::one() {
+            y
+        } else {
+            y * s + x * (T::one() - s)
+        })
+    }
+}

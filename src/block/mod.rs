@@ -1,0 +1,382 @@
+//! Blocks: the multilinear layers a model is a chain of.
+//!
+//! A block of order `k` maps a padded input `x̃ = (1, x)` of width `m+1` to a
+//! padded output `ỹ` of width `n+1` through `k` copies of its input,
+//! `ỹ = B(x̃, …, x̃)`. Every block is given in **padded CP form** (SPEC §1):
+//!
+//! ```text
+//! ỹ = D̃ ((U_1 x̃) ∘ … ∘ (U_k x̃)),      B[o, i_1…i_k] = Σ_ρ D̃[o,ρ] Π_j U_j[ρ, i_j]
+//! ```
+//!
+//! with input factors `U_j ∈ R^{r×(m+1)}` and output factor `D̃ ∈ R^{(n+1)×r}`,
+//! held by [`CpFactors`]. A new block kind implements [`TensorBlock`] by
+//! handing out its factors (and, if its legs do not all read the same input,
+//! a smaller [`SymmetryGroup`]); the recursion needs nothing else.
+//!
+//! | kind | order | padded form |
+//! |---|---|---|
+//! | [`Linear`] | 1 | `U_1 = [[1, 0ᵀ], [b, W]]`, `D̃ = I` |
+//! | [`Bilinear`] | 2 | `U_1 = [e_0ᵀ; (b_L│L); (0│I)]`, `U_2 = [e_0ᵀ; (b_R│R); (1│0)…]`, `D̃ = [(1; s b_D)│(0; s D)│(0; (1−s) I)]` |
+//! | [`CpBlock`] | any | given |
+
+mod bilinear;
+mod cp;
+mod linear;
+
+pub use bilinear::{Bilinear, BilinearBuilder};
+pub use cp::CpBlock;
+pub use linear::Linear;
+
+use std::borrow::Cow;
+
+use nalgebra::{DMatrix, DMatrixView, DVector};
+
+use crate::error::{Error, Result};
+use crate::scalar::{Real, to_f64};
+use crate::symmetry::{Full, SymmetryGroup};
+
+/// The padded CP factors of a block of order `k` and rank `r`:
+/// input factors `U_1 … U_k ∈ R^{r×(m+1)}` (stored stacked, `[U_1; …; U_k]`,
+/// so that one GEMM applies all of them) and an output factor
+/// `D̃ ∈ R^{(n+1)×r}`, or the identity (`r = n+1`) for blocks whose input
+/// factor already is the whole map, such as [`Linear`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpFactors<T: Real> {
+    order: usize,
+    stacked_inputs: DMatrix<T>,
+    output: Option<DMatrix<T>>,
+}
+
+impl<T: Real> CpFactors<T> {
+    /// Factors from `U_1 … U_k` and `D̃` (`None`: identity), checked for
+    /// matching shapes and finite values.
+    ///
+    /// This does not check that the block keeps the constant (`ỹ_0 = 1`);
+    /// [`CpBlock::new`] does.
+    pub fn new(inputs: &[DMatrix<T>], output: Option<DMatrix<T>>) -> Result<Self> {
+        let first = inputs
+            .first()
+            .ok_or_else(|| Error::InvalidBlock("a block needs at least one input factor".into()))?;
+        let (rank, padded_in) = first.shape();
+        if padded_in == 0 || rank == 0 {
+            return Err(Error::InvalidBlock(format!(
+                "input factor 1 has empty shape {:?}",
+                first.shape()
+            )));
+        }
+        for (j, u) in inputs.iter().enumerate() {
+            check_shape(&format!("input factor {}", j + 1), u, (rank, padded_in))?;
+            check_finite(&format!("input factor {}", j + 1), u)?;
+        }
+        if let Some(d) = &output {
+            if d.ncols() != rank || d.nrows() == 0 {
+                return Err(Error::Shape {
+                    what: "output factor".into(),
+                    expected: (d.nrows().max(1), rank),
+                    found: d.shape(),
+                });
+            }
+            check_finite("output factor", d)?;
+        }
+        let k = inputs.len();
+        let mut stacked_inputs = DMatrix::zeros(k * rank, padded_in);
+        for (j, u) in inputs.iter().enumerate() {
+            stacked_inputs.rows_mut(j * rank, rank).copy_from(u);
+        }
+        Ok(Self {
+            order: k,
+            stacked_inputs,
+            output,
+        })
+    }
+
+    /// Order `k`: the number of input legs.
+    pub fn order(&self) -> usize {
+        self.order
+    }
+
+    /// Rank `r`: the number of CP terms.
+    pub fn rank(&self) -> usize {
+        self.stacked_inputs.nrows() / self.order
+    }
+
+    /// Unpadded input width `m`.
+    pub fn input_width(&self) -> usize {
+        self.stacked_inputs.ncols() - 1
+    }
+
+    /// Unpadded output width `n`.
+    pub fn output_width(&self) -> usize {
+        match &self.output {
+            Some(d) => d.nrows() - 1,
+            None => self.rank() - 1,
+        }
+    }
+
+    /// `[U_1; …; U_k]`, `k·r × (m+1)`.
+    pub fn stacked_inputs(&self) -> &DMatrix<T> {
+        &self.stacked_inputs
+    }
+
+    /// `U_j` (0-based `j`), `r × (m+1)`.
+    ///
+    /// # Panics
+    ///
+    /// If `j ≥ k`.
+    #[track_caller]
+    pub fn input(&self, j: usize) -> DMatrixView<'_, T> {
+        assert!(
+            j < self.order,
+            "input factor {j} of a block of order {}",
+            self.order
+        );
+        let r = self.rank();
+        self.stacked_inputs.rows(j * r, r)
+    }
+
+    /// `D̃`, `(n+1) × r`; `None` when it is the identity.
+    pub fn output(&self) -> Option<&DMatrix<T>> {
+        self.output.as_ref()
+    }
+
+    /// `ỹ = D̃ ((U_1 x̃) ∘ … ∘ (U_k x̃))` for a padded input `x̃`.
+    pub fn apply_padded(&self, x_padded: &DVector<T>) -> Result<DVector<T>> {
+        check_len("padded input", x_padded, self.input_width() + 1)?;
+        let all = &self.stacked_inputs * x_padded;
+        let r = self.rank();
+        let mut z = all.rows(0, r).into_owned();
+        for j in 1..self.order {
+            z.component_mul_assign(&all.rows(j * r, r));
+        }
+        Ok(match &self.output {
+            Some(d) => d * z,
+            None => z,
+        })
+    }
+
+    /// The dense tensor `B` as an `(n+1) × (m+1)^k` matrix; column
+    /// `Σ_j i_j (m+1)^{k−1−j}` holds `B[:, i_1…i_k]` (leg 1 varies slowest).
+    ///
+    /// Exponential in `k`: meant for tests and tiny blocks.
+    pub fn dense(&self) -> DMatrix<T> {
+        let r = self.rank();
+        let w = self.input_width() + 1;
+        // Khatri–Rao product of the input factors, one CP term per row.
+        let mut kr = self.input(0).into_owned();
+        for j in 1..self.order {
+            let u = self.input(j);
+            let mut next = DMatrix::zeros(r, kr.ncols() * w);
+            for rho in 0..r {
+                for a in 0..kr.ncols() {
+                    for b in 0..w {
+                        next[(rho, a * w + b)] = kr[(rho, a)] * u[(rho, b)];
+                    }
+                }
+            }
+            kr = next;
+        }
+        match &self.output {
+            Some(d) => d * kr,
+            None => kr,
+        }
+    }
+}
+
+/// One named parameter tensor of a block, for weight-space baselines and
+/// file output. Values are column-major; a missing bias is given as zeros.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parameter<'a, T: Clone> {
+    /// What the tensor is (`"weight"`, `"left_bias"`, …).
+    pub role: &'static str,
+    /// `(rows, columns)`; vectors are `(len, 1)`.
+    pub shape: (usize, usize),
+    /// The entries, column-major.
+    pub values: Cow<'a, [T]>,
+}
+
+impl<'a, T: Real> Parameter<'a, T> {
+    /// A borrowed matrix parameter.
+    pub fn matrix(role: &'static str, m: &'a DMatrix<T>) -> Self {
+        Self {
+            role,
+            shape: m.shape(),
+            values: Cow::Borrowed(m.as_slice()),
+        }
+    }
+
+    /// A borrowed vector parameter, or zeros of length `len` when absent.
+    pub fn vector_or_zeros(role: &'static str, v: Option<&'a DVector<T>>, len: usize) -> Self {
+        match v {
+            Some(v) => Self {
+                role,
+                shape: (v.len(), 1),
+                values: Cow::Borrowed(v.as_slice()),
+            },
+            None => Self {
+                role,
+                shape: (len, 1),
+                values: Cow::Owned(vec![T::zero(); len]),
+            },
+        }
+    }
+}
+
+/// A multilinear block in padded CP form: what a model is a chain of.
+///
+/// Implement [`cp_factors`](Self::cp_factors) (and, where the legs do not
+/// all read the same input, [`symmetry`](Self::symmetry)) to add a block kind;
+/// every metric works from these. The other methods have defaults that a
+/// kind may override with a faster or more faithful version.
+///
+/// The trait is dyn-safe: a [`Model`](crate::Model) holds
+/// `Arc<dyn TensorBlock<T>>`. Implementations must be immutable.
+///
+/// # Example: a new block kind
+///
+/// ```
+/// use nalgebra::{dmatrix, DMatrix};
+/// use tensor_similarity::{CpFactors, TensorBlock};
+///
+/// /// Elementwise square `y_i = x_i²` on 2 inputs.
+/// #[derive(Debug)]
+/// struct Square(CpFactors<f64>);
+///
+/// impl TensorBlock<f64> for Square {
+///     fn cp_factors(&self) -> &CpFactors<f64> { &self.0 }
+/// }
+///
+/// // U_1 = U_2 = I_3 (the padded identity): (x̃ ∘ x̃) = (1, x_1², x_2²).
+/// let u: DMatrix<f64> = DMatrix::identity(3, 3);
+/// let square = Square(CpFactors::new(&[u.clone(), u], None)?);
+/// assert_eq!(square.order(), 2);
+/// let y = square.forward(&nalgebra::dvector![3.0, -2.0])?;
+/// assert_eq!(y, nalgebra::dvector![9.0, 4.0]);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+pub trait TensorBlock<T: Real>: core::fmt::Debug + Send + Sync {
+    /// The padded CP factors `U_1 … U_k`, `D̃`.
+    fn cp_factors(&self) -> &CpFactors<T>;
+
+    /// The permutations of the input legs under which the block's function
+    /// is invariant; the default, `S_k`, is right when every leg reads the
+    /// same `x̃`.
+    fn symmetry(&self) -> &dyn SymmetryGroup {
+        &Full
+    }
+
+    /// A short name of the block kind (`"linear"`, `"bilinear"`, …).
+    fn kind(&self) -> &'static str {
+        "cp"
+    }
+
+    /// The block's parameters in a fixed order, for weight-space baselines.
+    /// The default lists the CP factors.
+    fn parameters(&self) -> Vec<Parameter<'_, T>> {
+        let cp = self.cp_factors();
+        let mut p = vec![Parameter::matrix("inputs", cp.stacked_inputs())];
+        if let Some(d) = cp.output() {
+            p.push(Parameter::matrix("output", d));
+        }
+        p
+    }
+
+    /// Order `k`.
+    fn order(&self) -> usize {
+        self.cp_factors().order()
+    }
+
+    /// Unpadded input width `m`.
+    fn input_width(&self) -> usize {
+        self.cp_factors().input_width()
+    }
+
+    /// Unpadded output width `n`.
+    fn output_width(&self) -> usize {
+        self.cp_factors().output_width()
+    }
+
+    /// The block's function on an unpadded input: `y = ỹ[1:]`.
+    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+        check_len("block input", x, self.input_width())?;
+        let y = self.cp_factors().apply_padded(&pad(x))?;
+        Ok(y.rows(1, y.len() - 1).into_owned())
+    }
+}
+
+impl<T: Real, B: TensorBlock<T> + ?Sized> TensorBlock<T> for std::sync::Arc<B> {
+    fn cp_factors(&self) -> &CpFactors<T> {
+        (**self).cp_factors()
+    }
+    fn symmetry(&self) -> &dyn SymmetryGroup {
+        (**self).symmetry()
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn parameters(&self) -> Vec<Parameter<'_, T>> {
+        (**self).parameters()
+    }
+    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+        (**self).forward(x)
+    }
+}
+
+/// `x̃ = (1, x)`.
+pub fn pad<T: Real>(x: &DVector<T>) -> DVector<T> {
+    DVector::from_iterator(
+        x.len() + 1,
+        core::iter::once(T::one()).chain(x.iter().copied()),
+    )
+}
+
+pub(crate) fn check_shape<T: Real>(
+    what: &str,
+    m: &DMatrix<T>,
+    expected: (usize, usize),
+) -> Result<()> {
+    if m.shape() != expected {
+        return Err(Error::Shape {
+            what: what.to_owned(),
+            expected,
+            found: m.shape(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_len<T: Real>(what: &str, v: &DVector<T>, expected: usize) -> Result<()> {
+    if v.len() != expected {
+        return Err(Error::Shape {
+            what: what.to_owned(),
+            expected: (expected, 1),
+            found: (v.len(), 1),
+        });
+    }
+    Ok(())
+}
+
+/// An error naming the first NaN or infinity in `m`.
+pub(crate) fn check_finite<
+    T: Real,
+    R: nalgebra::Dim,
+    C: nalgebra::Dim,
+    S: nalgebra::RawStorage<T, R, C>,
+>(
+    what: &str,
+    m: &nalgebra::Matrix<T, R, C, S>,
+) -> Result<()> {
+    for c in 0..m.ncols() {
+        for r in 0..m.nrows() {
+            let v = m[(r, c)];
+            if !v.is_finite() {
+                return Err(Error::NonFinite {
+                    what: what.to_owned(),
+                    row: r,
+                    col: c,
+                    value: to_f64(v),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The crate's error type.
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Which of the two models an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The first (left) model.
+    A,
+    /// The second (right) model.
+    B,
+}
+
+impl core::fmt::Display for Side {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Side::A => "A",
+            Side::B => "B",
+        })
+    }
+}
+
+/// Why two models cannot be compared position by position.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Incomparable {
+    /// The models have different numbers of blocks.
+    #[error("model A has {a} blocks but model B has {b}")]
+    Depth {
+        /// Blocks of model A.
+        a: usize,
+        /// Blocks of model B.
+        b: usize,
+    },
+    /// Blocks at one position have different orders.
+    #[error("block {block} has order {a} in model A but order {b} in model B")]
+    Order {
+        /// Position of the block (0-based).
+        block: usize,
+        /// Order in model A.
+        a: usize,
+        /// Order in model B.
+        b: usize,
+    },
+    /// The input widths differ.
+    #[error("model A reads inputs of width {a} but model B reads width {b}")]
+    InputWidth {
+        /// Input width of model A.
+        a: usize,
+        /// Input width of model B.
+        b: usize,
+    },
+    /// The output widths differ.
+    #[error("model A writes outputs of width {a} but model B writes width {b}")]
+    OutputWidth {
+        /// Output width of model A.
+        a: usize,
+        /// Output width of model B.
+        b: usize,
+    },
+    /// The two models' parameters have different shapes (weight-space metrics).
+    #[error(
+        "parameter {index} ({role} of block {block}) has shape {a:?} in model A but {b:?} in model B"
+    )]
+    ParameterShape {
+        /// Position of the block (0-based).
+        block: usize,
+        /// Index of the parameter within the block.
+        index: usize,
+        /// Role of the parameter, as the block names it.
+        role: &'static str,
+        /// Shape in model A.
+        a: (usize, usize),
+        /// Shape in model B.
+        b: (usize, usize),
+    },
+}
+
+/// Everything that can go wrong; each variant names the offending object.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A matrix or vector has the wrong shape.
+    #[error("{what}: expected shape {expected:?}, found {found:?}")]
+    Shape {
+        /// What was being checked.
+        what: String,
+        /// The expected `(rows, columns)`.
+        expected: (usize, usize),
+        /// The `(rows, columns)` found.
+        found: (usize, usize),
+    },
+    /// A value is NaN or infinite.
+    #[error("{what} holds a non-finite value ({value}) at ({row}, {col})")]
+    NonFinite {
+        /// What was being checked.
+        what: String,
+        /// Row of the first non-finite entry.
+        row: usize,
+        /// Column of the first non-finite entry.
+        col: usize,
+        /// The value found.
+        value: f64,
+    },
+    /// Consecutive blocks of a model do not fit together.
+    #[error(
+        "block {block} reads inputs of width {found}, but the block before it writes width {expected}"
+    )]
+    WidthMismatch {
+        /// Position of the block whose input does not fit (0-based).
+        block: usize,
+        /// The width the previous block writes.
+        expected: usize,
+        /// The width this block reads.
+        found: usize,
+    },
+    /// A model was built without blocks.
+    #[error("a model needs at least one block")]
+    EmptyModel,
+    /// A residual scale other than 1 needs equal input and output widths.
+    #[error(
+        "residual scale {scale} mixes the input back in, so the output width {output} must equal the input width {input}"
+    )]
+    Residual {
+        /// The residual scale `s`.
+        scale: f64,
+        /// Input width `m`.
+        input: usize,
+        /// Output width `n`.
+        output: usize,
+    },
+    /// A block's factors are inconsistent (e.g. they do not preserve the constant).
+    #[error("invalid block: {0}")]
+    InvalidBlock(String),
+    /// A permutation or permutation group is malformed.
+    #[error("invalid symmetry: {0}")]
+    Symmetry(String),
+    /// An input metric, output weighting or other option is invalid.
+    #[error("invalid option {what}: {reason}")]
+    InvalidOption {
+        /// The option.
+        what: &'static str,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The two models cannot be compared.
+    #[error("models are not comparable: {0}")]
+    Incomparable(#[from] Incomparable),
+    /// A model's norm is zero, so its cosine with anything is undefined.
+    #[error("model {0} has zero norm under this metric, so its similarity is undefined")]
+    ZeroNorm(Side),
+    /// A computation produced NaN or infinity although the inputs were finite.
+    #[error("numerical breakdown at block {block}: {reason}")]
+    NumericalBreakdown {
+        /// Position of the block (0-based).
+        block: usize,
+        /// What became non-finite.
+        reason: String,
+    },
+}

@@ -1,0 +1,71 @@
+//! Exact, symmetry-invariant similarity of tensor-based neural networks.
+//!
+//! Linear layers, bilinear MLPs `D(Lx ∘ Rx)` and other multilinear blocks
+//! compose into one multilinear map: the model's **end-to-end tensor** `T`.
+//! The cosine of two such tensors compares two networks on every input at
+//! once, and is invariant to the symmetries that leave the function alone
+//! (hidden-unit permutation, rescaling, swapping a bilinear unit's factors,
+//! an affine change of basis of a hidden stream). Forming `T` is exponential
+//! in depth; the **Gram recursion** ([`recursion`]) computes its inner
+//! products exactly in polynomial time.
+//!
+//! ```
+//! use nalgebra::DMatrix;
+//! use tensor_similarity::{similarity, Bilinear, Linear, Model};
+//!
+//! let embed = Linear::new(DMatrix::from_fn(4, 3, |i, j| (i * 3 + j) as f64 * 0.1 - 0.5), None)?;
+//! let mlp = Bilinear::new(DMatrix::from_fn(5, 4, |i, j| ((i + j) % 3) as f64 - 1.0),
+//!                         DMatrix::from_fn(5, 4, |i, j| ((2 * i + j) % 4) as f64 * 0.5))?;
+//! let head = Linear::new(DMatrix::from_fn(2, 5, |i, j| (i + j) as f64 * 0.2), None)?;
+//! let a = Model::builder().block(embed).block(mlp).block(head).build()?;
+//! assert!((similarity(&a, &a)? - 1.0).abs() < 1e-12);
+//! # Ok::<(), tensor_similarity::Error>(())
+//! ```
+//!
+//! # Map
+//!
+//! | module | what |
+//! |---|---|
+//! | [`block`] | [`TensorBlock`] and the kinds [`Linear`], [`Bilinear`], [`CpBlock`] |
+//! | [`symmetry`] | [`SymmetryGroup`]: [`Full`], [`Trivial`], [`PermutationGroup`] |
+//! | [`Model`] | a checked chain of blocks |
+//! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`] |
+//! | [`baseline`] | weight cosine |
+//!
+//! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
+//! recursion, symmetries and numerical stability.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod baseline;
+pub mod block;
+mod error;
+mod model;
+pub mod recursion;
+mod scalar;
+pub mod symmetry;
+
+pub use baseline::weight_cosine;
+pub use block::{
+    Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Parameter, TensorBlock, pad,
+};
+pub use error::{Error, Incomparable, Result, Side};
+pub use model::{Model, ModelBuilder};
+pub use recursion::{RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step};
+pub use scalar::{LogScaled, Real};
+pub use symmetry::{Full, Permutation, PermutationGroup, SymmetryGroup, Trivial};
+
+/// The tensor similarity of `a` and `b` (SPEC §2) with the default options:
+/// identity input metric, all outputs. See [`TensorSimilarity`] for more.
+///
+/// An error if the models cannot be compared (different input or output
+/// widths, depths, or block orders) or either has zero norm.
+pub fn similarity<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<f64> {
+    TensorSimilarity::new().similarity(a, b)
+}
+
+/// The raw tensor inner product `⟨A, B⟩` (SPEC §2), in log scale.
+pub fn inner_product<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
+    TensorSimilarity::new().inner_product(a, b)
+}

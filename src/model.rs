@@ -1,0 +1,199 @@
+//! Models: checked chains of blocks.
+
+use std::sync::Arc;
+
+use nalgebra::{DMatrix, DVector};
+
+use crate::block::{TensorBlock, check_len};
+use crate::error::{Error, Incomparable, Result};
+use crate::scalar::Real;
+
+/// A chain of blocks `f = B_L ∘ … ∘ B_1` with matching widths.
+///
+/// Its end-to-end tensor has `K = Π k_ℓ` input legs
+/// ([`degree`](Self::degree)); the metrics never form it. Cloning is cheap:
+/// blocks are shared.
+///
+/// # Example
+///
+/// ```
+/// use nalgebra::{DMatrix, dvector};
+/// use tensor_similarity::{Bilinear, Linear, Model};
+///
+/// let model = Model::builder()
+///     .block(Linear::new(DMatrix::from_element(3, 2, 0.5), None)?)
+///     .block(Bilinear::new(DMatrix::identity(4, 3), DMatrix::identity(4, 3))?)
+///     .block(Linear::new(DMatrix::from_element(2, 4, 1.0), None)?)
+///     .build()?;
+/// assert_eq!((model.input_width(), model.output_width()), (2, 2));
+/// assert_eq!(model.degree(), 2);
+/// assert_eq!(model.forward(&dvector![1.0, 1.0])?, dvector![3.0, 3.0]);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Model<T: Real = f64> {
+    blocks: Vec<Arc<dyn TensorBlock<T>>>,
+}
+
+/// Collects blocks for [`Model::new`].
+#[derive(Debug)]
+#[must_use = "call .build() to get the model"]
+pub struct ModelBuilder<T: Real = f64> {
+    blocks: Vec<Arc<dyn TensorBlock<T>>>,
+}
+
+impl<T: Real> Default for ModelBuilder<T> {
+    fn default() -> Self {
+        Self { blocks: Vec::new() }
+    }
+}
+
+impl<T: Real> ModelBuilder<T> {
+    /// Appends a block.
+    pub fn block(mut self, block: impl TensorBlock<T> + 'static) -> Self {
+        self.blocks.push(Arc::new(block));
+        self
+    }
+
+    /// Appends a shared block.
+    pub fn shared_block(mut self, block: Arc<dyn TensorBlock<T>>) -> Self {
+        self.blocks.push(block);
+        self
+    }
+
+    /// The model; an error if it is empty or widths do not chain.
+    pub fn build(self) -> Result<Model<T>> {
+        Model::new(self.blocks)
+    }
+}
+
+impl<T: Real> Model<T> {
+    /// The chain of `blocks`; an error if it is empty or block `ℓ` does not
+    /// read the width block `ℓ−1` writes.
+    pub fn new(blocks: Vec<Arc<dyn TensorBlock<T>>>) -> Result<Self> {
+        if blocks.is_empty() {
+            return Err(Error::EmptyModel);
+        }
+        for (i, pair) in blocks.windows(2).enumerate() {
+            let (expected, found) = (pair[0].output_width(), pair[1].input_width());
+            if expected != found {
+                return Err(Error::WidthMismatch {
+                    block: i + 1,
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(Self { blocks })
+    }
+
+    /// An empty builder.
+    pub fn builder() -> ModelBuilder<T> {
+        ModelBuilder::default()
+    }
+
+    /// The blocks, input first.
+    pub fn blocks(&self) -> &[Arc<dyn TensorBlock<T>>] {
+        &self.blocks
+    }
+
+    /// Number of blocks `L`.
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Input width `d`.
+    pub fn input_width(&self) -> usize {
+        self.blocks[0].input_width()
+    }
+
+    /// Output width `n_L`.
+    pub fn output_width(&self) -> usize {
+        self.blocks[self.blocks.len() - 1].output_width()
+    }
+
+    /// The order `k_ℓ` of each block.
+    pub fn orders(&self) -> Vec<usize> {
+        self.blocks.iter().map(|b| b.order()).collect()
+    }
+
+    /// `K = Π k_ℓ`, the number of input legs of the end-to-end tensor
+    /// (saturating at `usize::MAX`).
+    pub fn degree(&self) -> usize {
+        self.blocks
+            .iter()
+            .fold(1usize, |k, b| k.saturating_mul(b.order()))
+    }
+
+    /// Total number of parameters, as the blocks list them.
+    pub fn parameter_count(&self) -> usize {
+        self.blocks
+            .iter()
+            .flat_map(|b| b.parameters())
+            .map(|p| p.values.len())
+            .sum()
+    }
+
+    /// `f(x)`.
+    pub fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+        check_len("model input", x, self.input_width())?;
+        self.blocks.iter().try_fold(x.clone(), |h, b| b.forward(&h))
+    }
+
+    /// `f` applied to each row of `inputs` (`samples × d`), giving
+    /// `samples × n_L`.
+    pub fn forward_rows(&self, inputs: &DMatrix<T>) -> Result<DMatrix<T>> {
+        if inputs.ncols() != self.input_width() {
+            return Err(Error::Shape {
+                what: "model inputs (one sample per row)".into(),
+                expected: (inputs.nrows(), self.input_width()),
+                found: inputs.shape(),
+            });
+        }
+        let mut out = DMatrix::zeros(inputs.nrows(), self.output_width());
+        for (i, row) in inputs.row_iter().enumerate() {
+            let y = self.forward(&row.transpose())?;
+            out.row_mut(i).copy_from(&y.transpose());
+        }
+        Ok(out)
+    }
+
+    /// An error unless `self` (A) and `other` (B) have the same depth, input
+    /// and output widths, and block orders position by position: what a
+    /// position-by-position recursion needs.
+    pub fn check_comparable(&self, other: &Self) -> Result<()> {
+        let (a, b) = (self, other);
+        if a.depth() != b.depth() {
+            return Err(Incomparable::Depth {
+                a: a.depth(),
+                b: b.depth(),
+            }
+            .into());
+        }
+        if a.input_width() != b.input_width() {
+            return Err(Incomparable::InputWidth {
+                a: a.input_width(),
+                b: b.input_width(),
+            }
+            .into());
+        }
+        if a.output_width() != b.output_width() {
+            return Err(Incomparable::OutputWidth {
+                a: a.output_width(),
+                b: b.output_width(),
+            }
+            .into());
+        }
+        for (block, (x, y)) in a.blocks.iter().zip(&b.blocks).enumerate() {
+            if x.order() != y.order() {
+                return Err(Incomparable::Order {
+                    block,
+                    a: x.order(),
+                    b: y.order(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
