@@ -353,16 +353,19 @@ fn order_three_blocks_and_explicit_groups_match_dense_tensor() {
     let (ua, da) = make(&mut r);
     let (ub, db) = make(&mut r);
     let swap01 = Permutation::new(vec![1, 0, 2]).unwrap();
-    let all: Vec<Vec<usize>> = Permutation::all(3)
-        .into_iter()
-        .map(|p| p.images().to_vec())
-        .collect();
+    // The oracle's group elements, written out.
+    let all: Vec<Vec<usize>> = vec![
+        vec![0, 1, 2],
+        vec![0, 2, 1],
+        vec![1, 0, 2],
+        vec![1, 2, 0],
+        vec![2, 0, 1],
+        vec![2, 1, 0],
+    ];
     let pair: Vec<Vec<usize>> = vec![vec![0, 1, 2], vec![1, 0, 2]];
     let id: Vec<Vec<usize>> = vec![vec![0, 1, 2]];
-    let groups: Vec<(
-        std::sync::Arc<dyn tensor_similarity::SymmetryGroup>,
-        &Vec<Vec<usize>>,
-    )> = vec![
+    type Group = std::sync::Arc<dyn tensor_similarity::SymmetryGroup>;
+    let groups: Vec<(Group, &Vec<Vec<usize>>)> = vec![
         (std::sync::Arc::new(tensor_similarity::Full), &all),
         (
             std::sync::Arc::new(PermutationGroup::generated_by(&[swap01]).unwrap()),
