@@ -108,6 +108,14 @@ fn difference(one: &Net, zero: &Net) -> Net {
     }
 }
 
+/// `TensorSimilarity::difference_similarity` of `[A0, A1, B0, B1]`.
+fn difference_similarity(nets: [&Net; 4]) -> f64 {
+    let [a0, a1, b0, b1] = nets.map(|n| n.model::<f64>());
+    TensorSimilarity::new()
+        .difference_similarity(&a0, &a1, &b0, &b1)
+        .unwrap()
+}
+
 #[test]
 fn difference_similarity_matches_the_difference_models() {
     let o = Options::default();
@@ -126,14 +134,7 @@ fn difference_similarity_matches_the_difference_models() {
         &difference(&b1, &b0).model::<f64>(),
     )
     .unwrap();
-    let found = TensorSimilarity::new()
-        .difference_similarity(
-            &a0.model::<f64>(),
-            &a1.model::<f64>(),
-            &b0.model::<f64>(),
-            &b1.model::<f64>(),
-        )
-        .unwrap();
+    let found = difference_similarity([&a0, &a1, &b0, &b1]);
     assert!((found - expected).abs() < 1e-10, "{found} vs {expected}");
 }
 
@@ -180,13 +181,10 @@ fn difference_similarity_survives_raw_products_beyond_f64() {
             .ln_abs()
             > 1000.0
     );
-    let found = metric
-        .difference_similarity(
-            &a0.model::<f64>(),
-            &a1.model::<f64>(),
-            &b0.model::<f64>(),
-            &b1.model::<f64>(),
-        )
-        .unwrap();
+    let found = difference_similarity([&a0, &a1, &b0, &b1]);
+    eprintln!(
+        "deep difference similarity: {found} vs {expected}, error {:e}",
+        (found - expected).abs()
+    );
     assert!((found - expected).abs() < 1e-6, "{found} vs {expected}");
 }
