@@ -446,3 +446,38 @@ fn linear_models_reduce_to_the_frobenius_product_of_padded_matrices() {
         }
     }
 }
+
+#[test]
+fn recursion_matches_dense_tensor_with_each_bias_alone() {
+    // Every subset of {b_L, b_R, b_D} on every bilinear block.
+    for mask in 0..8u32 {
+        let mut r = rng(500 + mask as u64);
+        let o = Options {
+            biases: true,
+            residual: 0.7,
+            ..Options::default()
+        };
+        let mut a = Net::random(&mut r, 2, 3, &[3, 2], 2, o);
+        let b = Net::random(&mut r, 2, 3, &[2, 3], 2, o);
+        for layer in &mut a.layers {
+            if let Layer::Bilinear(p) = layer {
+                if mask & 1 == 0 {
+                    p.bl = None;
+                }
+                if mask & 2 == 0 {
+                    p.br = None;
+                }
+                if mask & 4 == 0 {
+                    p.bd = None;
+                }
+            }
+        }
+        let found = similarity(&a.model::<f64>(), &b.model::<f64>()).unwrap();
+        assert_close(
+            found,
+            oracle_cosine(&a, &b),
+            1e-10,
+            &format!("bias mask {mask:03b}"),
+        );
+    }
+}
