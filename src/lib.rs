@@ -52,7 +52,9 @@ pub use block::{
 };
 pub use error::{Error, Incomparable, Result, Side};
 pub use model::{Model, ModelBuilder};
-pub use recursion::{RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step};
+pub use recursion::{
+    GramWorkspace, RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step,
+};
 pub use scalar::{LogScaled, Real};
 pub use symmetry::{Full, Permutation, PermutationGroup, SymmetryGroup, Trivial};
 

@@ -20,13 +20,16 @@
 //! after every block and carries the scale as a logarithm: nothing
 //! overflows at any depth, and inner products come back as [`LogScaled`].
 
-use nalgebra::{DMatrix, DMatrixView, Dyn};
+mod kernel;
+
+pub use kernel::GramWorkspace;
+
+use nalgebra::DMatrix;
 
 use crate::block::TensorBlock;
 use crate::error::{Error, Result, Side};
 use crate::model::Model;
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
-use crate::symmetry::leg_pairings;
 
 /// A similarity that is the cosine of an inner product between models,
 /// computed layer by layer.
@@ -213,7 +216,7 @@ impl TensorSimilarity {
     /// per-layer analyses.
     pub fn cross_grams<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<ScaledGram<T>>> {
         let mut grams = Vec::with_capacity(a.depth());
-        self.recurse(a, b, |g, ln_scale| {
+        self.recurse(a, Some(b), |g, ln_scale| {
             grams.push(ScaledGram {
                 gram: g.clone(),
                 ln_scale,
@@ -223,25 +226,42 @@ impl TensorSimilarity {
     }
 
     /// Runs the recursion, handing each normalised `G_ℓ` and its log scale to
-    /// `visit`, and returns the last.
+    /// `visit`, and returns the last. `b = None` is the self product of `a`,
+    /// which takes the symmetric kernel ([`GramWorkspace::self_step`]).
+    ///
+    /// One workspace and two Gram buffers serve every layer: nothing is
+    /// allocated in the loop once they have grown to the largest shapes.
     fn recurse<T: Real>(
         &self,
         a: &Model<T>,
-        b: &Model<T>,
+        b: Option<&Model<T>>,
         mut visit: impl FnMut(&DMatrix<T>, f64),
     ) -> Result<(DMatrix<T>, f64)> {
-        a.check_comparable(b)?;
+        let other = b.unwrap_or(a);
+        a.check_comparable(other)?;
         let width = a.input_width() + 1;
         let mut g = match &self.input_metric {
             Some(m) => {
                 crate::block::check_shape("input metric", m, (width, width))?;
-                m.map(from_f64)
+                match b {
+                    Some(_) => m.map(from_f64),
+                    // M is symmetric up to rounding; the self kernel needs it exactly.
+                    None => DMatrix::from_fn(width, width, |i, j| {
+                        from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
+                    }),
+                }
             }
             None => DMatrix::identity(width, width),
         };
+        let mut next = DMatrix::zeros(0, 0);
+        let mut workspace = GramWorkspace::new();
         let mut ln_scale = 0.0;
-        for (position, (block_a, block_b)) in a.blocks().iter().zip(b.blocks()).enumerate() {
-            g = gram_step(&**block_a, &**block_b, &g)?;
+        for (position, (block_a, block_b)) in a.blocks().iter().zip(other.blocks()).enumerate() {
+            match b {
+                Some(_) => workspace.step(&**block_a, &**block_b, &g, &mut next)?,
+                None => workspace.self_step(&**block_a, &g, &mut next)?,
+            }
+            core::mem::swap(&mut g, &mut next);
             // Homogeneity: step(e^s Ĝ) = e^{k s} step(Ĝ).
             ln_scale *= block_a.order() as f64;
             let largest = g.amax();
@@ -290,7 +310,17 @@ impl TensorSimilarity {
 
 impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
     fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
-        let (g, ln_scale) = self.recurse(a, b, |_, _| {})?;
+        let (g, ln_scale) = self.recurse(a, Some(b), |_, _| {})?;
+        let value = self.read_out(&g, a.output_width())?;
+        Ok(LogScaled::from_scaled(to_f64(value), ln_scale))
+    }
+
+    /// `⟨A, A⟩` with the symmetric kernel: every `G_AA` is symmetric, so
+    /// only the lower half of each `H` is computed (about half the work of
+    /// [`inner_product`](Self::inner_product)`(a, a)`, same value up to
+    /// rounding).
+    fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
+        let (g, ln_scale) = self.recurse(a, None, |_, _| {})?;
         let value = self.read_out(&g, a.output_width())?;
         Ok(LogScaled::from_scaled(to_f64(value), ln_scale))
     }
@@ -317,57 +347,9 @@ pub fn gram_step<T: Real>(
     b: &dyn TensorBlock<T>,
     g: &DMatrix<T>,
 ) -> Result<DMatrix<T>> {
-    let (fa, fb) = (a.cp_factors(), b.cp_factors());
-    let k = fa.order();
-    if fb.order() != k {
-        return Err(crate::error::Incomparable::Order {
-            block: 0,
-            a: k,
-            b: fb.order(),
-        }
-        .into());
-    }
-    crate::block::check_shape(
-        "cross Gram matrix",
-        g,
-        (fa.input_width() + 1, fb.input_width() + 1),
-    )?;
-    let (ra, rb) = (fa.rank(), fb.rank());
-
-    // All k² leg-pair products from one stacked product.
-    let x = (fa.stacked_inputs() * g) * transposed(fb.stacked_inputs());
-
-    let mut h = DMatrix::zeros(ra, rb);
-    let mut term = DMatrix::zeros(ra, rb);
-    for (pi, weight) in leg_pairings(a.symmetry(), b.symmetry(), k)? {
-        term.copy_from(&x.view((0, pi.apply(0) * rb), (ra, rb)));
-        for j in 1..k {
-            term.component_mul_assign(&x.view((j * ra, pi.apply(j) * rb), (ra, rb)));
-        }
-        let weight: T = from_f64(weight);
-        h.zip_apply(&term, |acc, t| *acc += weight * t);
-    }
-
-    let left = match fa.output() {
-        Some(d) => d * h,
-        None => h,
-    };
-    Ok(match fb.output() {
-        Some(d) => left * transposed(d),
-        None => left,
-    })
-}
-
-/// `mᵀ` as a strided view: no copy, and the GEMM kernel reads it directly.
-fn transposed<T: Real>(m: &DMatrix<T>) -> DMatrixView<'_, T, Dyn, Dyn> {
-    let (rows, cols) = m.shape();
-    DMatrixView::from_slice_with_strides_generic(
-        m.as_slice(),
-        Dyn(cols),
-        Dyn(rows),
-        Dyn(rows),
-        Dyn(1),
-    )
+    let mut out = DMatrix::zeros(0, 0);
+    GramWorkspace::new().step(a, b, g, &mut out)?;
+    Ok(out)
 }
 
 fn check_symmetric(what: &'static str, m: &DMatrix<f64>) -> Result<()> {
