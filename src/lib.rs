@@ -58,6 +58,11 @@ pub use recursion::{RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, g
 pub use scalar::{LogScaled, Real};
 pub use symmetry::{Full, Permutation, PermutationGroup, SymmetryGroup, Trivial};
 
+// The README's Rust example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The tensor similarity of `a` and `b` (SPEC §2) with the default options:
 /// identity input metric, all outputs. See [`TensorSimilarity`] for more.
 ///

@@ -2,9 +2,9 @@
 //! and dtype, files written by hand through the safetensors crate for every
 //! role, and the layout `save` writes checked with the safetensors crate.
 
-mod common;
+mod files;
 
-use common::*;
+use files::*;
 use nalgebra::{DMatrix, DVector};
 use safetensors::{Dtype as St, SafeTensors};
 use tensor_similarity::io::{self, Dtype, Layout, LoadOptions};
