@@ -68,7 +68,8 @@ pub fn bilinear_projection(seed: u64, residual: f64) -> Model<f64> {
         .unwrap()
 }
 
-/// One tensor to write by hand: name, dtype, shape, row-major values.
+/// One tensor to write by hand: name, shape, row-major values.
+#[derive(Clone, Debug)]
 pub struct Raw {
     pub name: String,
     pub shape: Vec<usize>,
