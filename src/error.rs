@@ -153,6 +153,14 @@ pub enum Error {
         "model {0} has zero norm under this metric (or one below rounding error), so its similarity is undefined"
     )]
     ZeroNorm(Side),
+    /// A model file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong, naming the tensor or role.
+        source: crate::io::FileError,
+    },
     /// A computation produced NaN or infinity although the inputs were finite.
     #[error("numerical breakdown at block {block}: {reason}")]
     NumericalBreakdown {

@@ -31,6 +31,8 @@
 //! | [`Model`] | a checked chain of blocks |
 //! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`] |
 //! | [`baseline`] | weight cosine |
+//! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
+//! | [`matrix`] | pairwise similarity matrices, in parallel |
 //!
 //! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
 //! recursion, symmetries and numerical stability.
@@ -41,6 +43,8 @@
 pub mod baseline;
 pub mod block;
 mod error;
+pub mod io;
+pub mod matrix;
 mod model;
 pub mod recursion;
 mod scalar;

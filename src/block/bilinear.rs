@@ -320,6 +320,10 @@ impl<T: Real> TensorBlock<T> for Bilinear<T> {
         "bilinear"
     }
 
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
+    }
+
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
         let h = self.hidden_width();
         let mut p = vec![
