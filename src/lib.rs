@@ -29,7 +29,7 @@
 //! | [`block`] | [`TensorBlock`] and the kinds [`Linear`], [`Bilinear`], [`CpBlock`] |
 //! | [`symmetry`] | [`SymmetryGroup`]: [`Full`], [`Trivial`], [`PermutationGroup`] |
 //! | [`Model`] | a checked chain of blocks |
-//! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`] |
+//! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`], [`GramWorkspace`] |
 //! | [`baseline`] | weight cosine |
 //! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
 //! | [`matrix`] | pairwise similarity matrices, in parallel |

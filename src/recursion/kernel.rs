@@ -34,9 +34,13 @@ use crate::scalar::{Real, from_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
 
 /// Default number of units of `A` per tile: large enough for the GEMMs to
-/// run at full speed, small enough that a tile of `X` stays in the outer
-/// cache levels and that the diagonal tiles of a self product waste little.
-const DEFAULT_TILE: usize = 128;
+/// run at full speed (their inner dimension in `Z += D̃_A[:, tile] H[tile, :]`
+/// is the tile), small enough that a tile of `X` stays in the outer caches.
+const DEFAULT_TILE: usize = 256;
+
+/// A self product computes the diagonal tiles in full, `1 + t/h` times the
+/// exact half: it takes tiles of about `h/16` units, within these bounds.
+const SELF_TILE: (usize, usize) = (32, 128);
 
 /// A unit whose input rows are `U_1[ρ,:] = c_1 e_{i_1}ᵀ`, `U_2[ρ,:] = c_2 e_{i_2}ᵀ`
 /// (a zero row has `c = 0`).
@@ -124,7 +128,8 @@ impl<T: Real> GramWorkspace<T> {
     }
 
     /// An empty workspace walking `tile` units of `A` at a time (at least 1;
-    /// the default is 128). Only speed and scratch memory depend on it.
+    /// the default is 256; self products take at most `h/16`, within
+    /// 32…128). Only speed and scratch memory depend on it.
     pub fn with_tile(tile: usize) -> Self {
         Self {
             tile: tile.max(1),
@@ -393,9 +398,11 @@ impl<T: Real> GramWorkspace<T> {
         let mut z = view_mut(z, n, r);
         z.fill(zero);
 
+        let self_tile = (dense.len() / 16).clamp(SELF_TILE.0, SELF_TILE.1);
+        let tile = (*tile).min(self_tile);
         let mut start = dense.start;
         while start < dense.end {
-            let tt = (*tile).min(dense.end - start);
+            let tt = tile.min(dense.end - start);
             let end = start + tt;
             let nc = end - dense.start;
             let yt = tile_inputs(y, u, r, start, tt, g);
