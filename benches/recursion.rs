@@ -164,21 +164,36 @@ fn gram_step_group<T: Real>(c: &mut Criterion<cpu::ThreadCpu>, name: &str) {
         );
         let g: DMatrix<T> = gaussian(&mut rng, d + 1, d + 1, 1.0 / (d as f64).sqrt());
         let gs = symmetric::<T>(&mut rng, d + 1);
-        let mut ws = GramWorkspace::new();
+        // One workspace per kind of step, to report each one's scratch.
         let mut out = DMatrix::zeros(0, 0);
+        let mut ws = GramWorkspace::new();
         group.bench_function(BenchmarkId::new("step", &id), |bench| {
             bench.iter(|| ws.step(&a, &b, black_box(&g), &mut out).expect("valid"))
         });
+        let mut ws_self = GramWorkspace::new();
         group.bench_function(BenchmarkId::new("self", &id), |bench| {
-            bench.iter(|| ws.self_step(&a, black_box(&gs), &mut out).expect("valid"))
+            bench.iter(|| {
+                ws_self
+                    .self_step(&a, black_box(&gs), &mut out)
+                    .expect("valid")
+            })
         });
+        let mut ws_residual = GramWorkspace::new();
         group.bench_function(BenchmarkId::new("residual", &id), |bench| {
-            bench.iter(|| ws.step(&ra, &rb, black_box(&g), &mut out).expect("valid"))
+            bench.iter(|| {
+                ws_residual
+                    .step(&ra, &rb, black_box(&g), &mut out)
+                    .expect("valid")
+            })
         });
         if name == "f64" {
+            let mib = |w: &GramWorkspace<T>| (w.scratch_len() * size_of::<T>()) as f64 / 1048576.0;
             eprintln!(
-                "scratch at {id}: {:.1} MiB (models: 2 × {:.1} MiB of parameters)",
-                (ws.scratch_len() * size_of::<T>()) as f64 / 1048576.0,
+                "scratch at {id}: step {:.1} MiB, self {:.1} MiB, residual {:.1} MiB \
+                 (parameters of the two models: 2 × {:.1} MiB)",
+                mib(&ws),
+                mib(&ws_self),
+                mib(&ws_residual),
                 ((3 * h * d + 2 * h + d) * size_of::<T>()) as f64 / 1048576.0,
             );
         }

@@ -26,7 +26,7 @@
 
 use core::ops::Range;
 
-use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn};
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVectorView, Dyn};
 
 use crate::block::{CpFactors, TensorBlock, check_shape};
 use crate::error::{Error, Incomparable, Result};
@@ -85,7 +85,9 @@ impl<T> Default for Units<T> {
 ///
 /// let l = DMatrix::from_fn(5, 3, |i, j| (i as f64 - j as f64) * 0.3);
 /// let r = DMatrix::from_fn(5, 3, |i, j| ((i * j) % 3) as f64 - 0.5);
-/// let block = Bilinear::builder(l, r).residual(0.5).build()?;
+/// let d = DMatrix::from_fn(3, 5, |i, j| ((i + 2 * j) % 4) as f64 - 1.5);
+/// // A residual stream (s = 0.5) and a down projection back to width 3.
+/// let block = Bilinear::builder(l, r).down(d).residual(0.5).build()?;
 /// let g = DMatrix::<f64>::identity(4, 4);
 ///
 /// let mut ws = GramWorkspace::new();
@@ -323,23 +325,26 @@ impl<T: Real> GramWorkspace<T> {
                 }
             }
             let ne = rows.len();
-            let mut gs = view_mut(gsel, ne, wb);
+            // (G[rows, :])ᵀ, then (G[rows, :] U_jBᵀ)ᵀ = U_jB G[rows, :]ᵀ: with
+            // `ne` columns, which GEMM (or, for the lone constant unit, a
+            // column-wise gemv) handles at full speed.
+            let mut gs = view_mut(gsel, wb, ne);
             for (q, &i) in rows.iter().enumerate() {
-                gs.row_mut(q).copy_from(&g.row(i));
+                gs.column_mut(q).tr_copy_from(&g.row(i));
             }
             let wv = grow(w, 2 * ne * ndb);
             if ndb > 0 {
                 let (w1, w2) = wv.split_at_mut(ne * ndb);
-                DMatrixViewMut::from_slice(w1, ne, ndb).gemm(
+                DMatrixViewMut::from_slice(w1, ndb, ne).gemm(
                     one,
+                    &ub.view((dense_b.start, 0), (ndb, wb)),
                     &gs,
-                    &transposed(ub, dense_b.start, ndb),
                     zero,
                 );
-                DMatrixViewMut::from_slice(w2, ne, ndb).gemm(
+                DMatrixViewMut::from_slice(w2, ndb, ne).gemm(
                     one,
+                    &ub.view((rb + dense_b.start, 0), (ndb, wb)),
                     &gs,
-                    &transposed(ub, rb + dense_b.start, ndb),
                     zero,
                 );
             }
@@ -347,18 +352,27 @@ impl<T: Real> GramWorkspace<T> {
             let hrow = grow(h, rb);
             for s in &units_a.selectors {
                 let [c1, c2] = s.coef;
-                let (e1, e2) = (slot[s.index[0]], slot[s.index[1]]);
-                for c in 0..ndb {
-                    let (p, q) = (c * ne + e1, c * ne + e2);
-                    hrow[dense_b.start + c] = c1 * c2 * (wid * w1[p] * w2[q] + wsw * w2[p] * w1[q]);
+                let (e1, e2) = (slot[s.index[0]] * ndb, slot[s.index[1]] * ndb);
+                let (w1a, w2a) = (&w1[e1..e1 + ndb], &w2[e1..e1 + ndb]);
+                let (w1b, w2b) = (&w1[e2..e2 + ndb], &w2[e2..e2 + ndb]);
+                let c12 = c1 * c2;
+                for (c, v) in hrow[dense_b.clone()].iter_mut().enumerate() {
+                    *v = c12 * (wid * w1a[c] * w2b[c] + wsw * w2a[c] * w1b[c]);
                 }
                 for sb in &units_b.selectors {
                     hrow[sb.unit] = selector_pair(s, sb, g, wid, wsw);
                 }
                 column_nonzeros(da, s.unit, nonzeros);
-                for &(o, d) in nonzeros.iter() {
-                    for (c, &v) in hrow.iter().enumerate() {
-                        z[(o, c)] += d * v;
+                if 4 * nonzeros.len() > na {
+                    // A dense output column (the constant unit with a bias):
+                    // one rank-1 update, column by column.
+                    let hrow = DVectorView::from_slice(hrow, rb);
+                    z.ger(one, &da.column(s.unit), &hrow, one);
+                } else {
+                    for &(o, d) in nonzeros.iter() {
+                        for (c, &v) in hrow.iter().enumerate() {
+                            z[(o, c)] += d * v;
+                        }
                     }
                 }
             }
@@ -735,9 +749,12 @@ fn columns_transposed<T: Real>(
     )
 }
 
-/// The first `len` scalars of `buf`, grown (never shrunk) to hold them.
+/// The first `len` scalars of `buf`, grown (never shrunk) to hold them:
+/// exactly, not doubled, since the buffers are large and their final size
+/// is known.
 fn grow<T: Real>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     if buf.len() < len {
+        buf.reserve_exact(len - buf.len());
         buf.resize(len, T::zero());
     }
     &mut buf[..len]
