@@ -12,10 +12,11 @@
 //! nonzero (`U_j[ρ,:] = c_j e_{i_j}ᵀ`) reads single entries of `G`: the
 //! constant unit `e_0` and the `m` residual units of a bilinear block with
 //! `s ≠ 1` are of this kind. Their rows of `X` are rows of `G U_Bᵀ`, their
-//! columns are columns of `U_A G`, and their output columns of `D̃` are
-//! sparse, so they are gathered and scattered instead of multiplied: the
-//! residual costs `O(h m²)` instead of raising the rank from `1+h` to
-//! `1+h+m` in every `O(r² m)` product. Only the units outside the span of
+//! columns are columns of `U_A G`, and their rows of `H` reach `G'` through
+//! the nonzeros of their columns of `D̃` (one for a residual unit), so they
+//! are gathered and scattered instead of multiplied: the residual costs
+//! `O(h m²)` instead of raising the rank from `1+h` to `1+h+m` in every
+//! `O(r² m)` product. Only the units outside the span of
 //! the non-selector units are treated this way, so the dense units stay one
 //! contiguous range that GEMMs can read in place.
 //!
