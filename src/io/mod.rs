@@ -162,7 +162,8 @@ pub struct ModelFile {
     /// How the layout was found: [`Layout::Described`] for files with
     /// metadata, otherwise the research layout recognised.
     pub layout: Layout,
-    /// Every tensor of the file with its block and role, in block order.
+    /// Every tensor of the file with its block and role, in block order (a
+    /// tensor serving two roles, such as tied weights, is listed for each).
     pub tensors: Vec<TensorEntry>,
 }
 
