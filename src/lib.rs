@@ -36,6 +36,13 @@
 //!
 //! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
 //! recursion, symmetries and numerical stability.
+//!
+//! # Features
+//!
+//! * `cli` (default): the `tensor-similarity` binary (`compare`, `matrix`,
+//!   `inspect`; see `docs/cli.md`) and its dependencies (clap, indicatif,
+//!   plotters, an embedded font). The library itself, [`io`] and [`matrix`]
+//!   included, needs none of them: `default-features = false` drops them.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]

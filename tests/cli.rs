@@ -227,6 +227,24 @@ fn matrix_fails_cleanly_on_a_bad_file() {
         "{err}"
     );
     assert!(stdout(&out).is_empty());
+    // A heatmap of one model is refused; an unwritable CSV path is an error.
+    let png = dir.path().join("one.png");
+    let out = run(&["matrix", s(&m[0].0), "--plot", s(&png)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("at least two models"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "matrix",
+        s(&m[0].0),
+        s(&m[1].0),
+        "-o",
+        "/nonexistent/dir/x.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("x.csv"), "{}", stderr(&out));
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The metrics the command line offers, dispatched in one place.
+//! The metrics the command line offers, dispatched in one place
+//! ([`Metric::kernel`]): a new metric is one match arm.
 
 use nalgebra::DMatrix;
 use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
@@ -15,6 +16,13 @@ pub enum Metric {
     Weight,
 }
 
+/// How a metric computes: as the cosine of an inner product (so a matrix
+/// computes each norm once), or pair by pair.
+enum Kernel {
+    Recursive(Box<dyn RecursiveSimilarity<f64> + Sync>),
+    Pairwise(fn(&Model, &Model) -> Result<f64>),
+}
+
 impl Metric {
     /// The name used on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -25,31 +33,36 @@ impl Metric {
         }
     }
 
+    fn kernel(self) -> Result<Kernel> {
+        Ok(match self {
+            Metric::Tensor => Kernel::Recursive(Box::new(TensorSimilarity::new())),
+            Metric::Gaussian => {
+                return Err(tensor_similarity::Error::InvalidOption {
+                    what: "--metric",
+                    reason: "the gaussian metric is not available in this build yet; \
+                             use tensor or weight"
+                        .into(),
+                });
+            }
+            Metric::Weight => Kernel::Pairwise(weight_cosine),
+        })
+    }
+
     /// The similarity of `a` and `b`.
     pub fn compare(self, a: &Model, b: &Model) -> Result<f64> {
-        match self {
-            Metric::Tensor => TensorSimilarity::new().similarity(a, b),
-            Metric::Gaussian => Err(gaussian_unavailable()),
-            Metric::Weight => weight_cosine(a, b),
+        match self.kernel()? {
+            Kernel::Recursive(metric) => metric.similarity(a, b),
+            Kernel::Pairwise(f) => f(a, b),
         }
     }
 
     /// The matrix of all pairwise similarities, calling `progress` per pair.
     pub fn matrix(self, models: &[Model], progress: impl Fn() + Sync) -> Result<DMatrix<f64>> {
-        match self {
-            Metric::Tensor => similarity_matrix(&TensorSimilarity::new(), models, progress),
-            Metric::Gaussian => Err(gaussian_unavailable()),
-            Metric::Weight => pairwise_matrix(models, progress, |i, j| {
-                weight_cosine(&models[i], &models[j])
-            }),
+        match self.kernel()? {
+            Kernel::Recursive(metric) => similarity_matrix(&&*metric, models, progress),
+            Kernel::Pairwise(f) => {
+                pairwise_matrix(models, progress, |i, j| f(&models[i], &models[j]))
+            }
         }
-    }
-}
-
-fn gaussian_unavailable() -> tensor_similarity::Error {
-    tensor_similarity::Error::InvalidOption {
-        what: "--metric",
-        reason: "the gaussian metric is not available in this build yet; use tensor or weight"
-            .into(),
     }
 }
