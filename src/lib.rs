@@ -41,6 +41,7 @@
 pub mod baseline;
 pub mod block;
 mod error;
+pub mod gaussian;
 mod model;
 pub mod recursion;
 mod scalar;
@@ -51,6 +52,7 @@ pub use block::{
     Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Parameter, TensorBlock, pad,
 };
 pub use error::{Error, Incomparable, Result, Side};
+pub use gaussian::{GaussianReport, GaussianSimilarity};
 pub use model::{Model, ModelBuilder};
 pub use recursion::{RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step};
 pub use scalar::{LogScaled, Real};
