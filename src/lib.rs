@@ -30,7 +30,8 @@
 //! | [`symmetry`] | [`SymmetryGroup`]: [`Full`], [`Trivial`], [`PermutationGroup`] |
 //! | [`Model`] | a checked chain of blocks |
 //! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`] |
-//! | [`baseline`] | weight cosine |
+//! | [`gaussian`] | [`GaussianSimilarity`]: `E[f_A·f_B]` under `N(μ, Σ)`, exact or Gaussian closure |
+//! | [`baseline`] | weight cosine, empirical output cosines, linear CKA, a `N(μ, Σ)` sampler |
 //!
 //! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
 //! recursion, symmetries and numerical stability.
@@ -47,7 +48,9 @@ pub mod recursion;
 mod scalar;
 pub mod symmetry;
 
-pub use baseline::weight_cosine;
+pub use baseline::{
+    linear_cka, linear_cka_of, mean_sample_cosine, output_cosine, sample_gaussian, weight_cosine,
+};
 pub use block::{
     Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Parameter, TensorBlock, pad,
 };
