@@ -158,11 +158,7 @@ pub fn output_cosine<T: Real>(a: &Model<T>, b: &Model<T>, inputs: &DMatrix<T>) -
 /// assert!((mean_sample_cosine(&a, &b, &x)? - expected).abs() < 1e-15);
 /// # Ok::<(), tensor_similarity::Error>(())
 /// ```
-pub fn mean_sample_cosine<T: Real>(
-    a: &Model<T>,
-    b: &Model<T>,
-    inputs: &DMatrix<T>,
-) -> Result<f64> {
+pub fn mean_sample_cosine<T: Real>(a: &Model<T>, b: &Model<T>, inputs: &DMatrix<T>) -> Result<f64> {
     let (ya, yb) = outputs(a, b, inputs, "mean per-sample cosine", 1)?;
     let mut total = 0.0;
     for (sample, (ra, rb)) in ya.row_iter().zip(yb.row_iter()).enumerate() {

@@ -167,7 +167,9 @@ pub enum Error {
     },
     /// A model's output on one sample is the zero vector, so the per-sample
     /// cosine is undefined there.
-    #[error("model {side} outputs the zero vector on sample {sample}, so its per-sample cosine is undefined")]
+    #[error(
+        "model {side} outputs the zero vector on sample {sample}, so its per-sample cosine is undefined"
+    )]
     ZeroOutput {
         /// The model.
         side: Side,

@@ -434,7 +434,15 @@ impl<T: Real> Moments<T> {
         let cross = through_outputs(
             fa,
             fb,
-            covariance(fa, fb, &legs_a, &legs_b, &self.a.mean, &self.b.mean, &self.cross),
+            covariance(
+                fa,
+                fb,
+                &legs_a,
+                &legs_b,
+                &self.a.mean,
+                &self.b.mean,
+                &self.cross,
+            ),
         );
         let ca = a.normalise(block)?;
         let cb = b.normalise(block)?;
@@ -498,18 +506,15 @@ impl<T: Real> Legs<T> {
         let mut pair = vec![DVector::zeros(0); k * k];
         for i in 0..k {
             for j in i + 1..k {
-                pair[i * k + j] = DVector::from_fn(r, |rho, _| {
-                    uc.row(i * r + rho).dot(&u.row(j * r + rho))
-                });
+                pair[i * k + j] =
+                    DVector::from_fn(r, |rho, _| uc.row(i * r + rho).dot(&u.row(j * r + rho)));
             }
         }
         let mut subset_moments = vec![DVector::from_element(r, T::one()); 1 << k];
         for mask in 1..1usize << k {
             let i = mask.trailing_zeros() as usize;
             let rest = mask & !(1 << i);
-            let mut alpha = means
-                .rows(i * r, r)
-                .component_mul(&subset_moments[rest]);
+            let mut alpha = means.rows(i * r, r).component_mul(&subset_moments[rest]);
             for j in (i + 1..k).filter(|j| rest & (1 << j) != 0) {
                 alpha += pair[i * k + j].component_mul(&subset_moments[rest & !(1 << j)]);
             }
@@ -537,7 +542,12 @@ impl<T: Real> Legs<T> {
     }
 
     /// The block's output moments for one side (unnormalised scale update).
-    fn output_side(&self, f: &CpFactors<T>, side: &Activation<T>, block: usize) -> Result<Activation<T>> {
+    fn output_side(
+        &self,
+        f: &CpFactors<T>,
+        side: &Activation<T>,
+        block: usize,
+    ) -> Result<Activation<T>> {
         let mean = match f.output() {
             Some(d) => d * self.mean(),
             None => self.mean().clone(),
@@ -695,8 +705,12 @@ fn covariance_order2<T: Real>(
     let (ra, rb) = (legs_a.rank, legs_b.rank);
     let second = c_ab + m_a * m_b.transpose();
     let x = fa.stacked_inputs() * second * fb.stacked_inputs().transpose();
-    let mut h = x.view((0, 0), (ra, rb)).component_mul(&x.view((ra, rb), (ra, rb)));
-    h += x.view((0, rb), (ra, rb)).component_mul(&x.view((ra, 0), (ra, rb)));
+    let mut h = x
+        .view((0, 0), (ra, rb))
+        .component_mul(&x.view((ra, rb), (ra, rb)));
+    h += x
+        .view((0, rb), (ra, rb))
+        .component_mul(&x.view((ra, 0), (ra, rb)));
     let two: T = from_f64(2.0);
     h.ger(-two, &legs_a.at_mean(), &legs_b.at_mean(), T::one());
     h
