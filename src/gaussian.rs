@@ -781,19 +781,20 @@ mod tests {
     #[test]
     fn subset_moments_match_three_leg_isserlis() {
         let mut seed = 11;
-        let (r, w) = (3, 4);
+        let (r, w) = (3usize, 4);
         let us: Vec<_> = (0..3).map(|_| random(r, w, &mut seed)).collect();
         let f = CpFactors::new(&us, None).unwrap();
         let side = random_side(w, &mut seed);
         let legs = Legs::new(&f, &side);
         let mu: Vec<_> = us.iter().map(|u| u * &side.mean).collect();
         let c = |i: usize, j: usize| &us[i] * &side.cov * us[j].transpose();
-        for rho in 0..r {
+        let (c01, c02, c12) = (c(0, 1), c(0, 2), c(1, 2));
+        for (rho, &got) in legs.mean().iter().enumerate() {
             let expected = mu[0][rho] * mu[1][rho] * mu[2][rho]
-                + mu[0][rho] * c(1, 2)[(rho, rho)]
-                + mu[1][rho] * c(0, 2)[(rho, rho)]
-                + mu[2][rho] * c(0, 1)[(rho, rho)];
-            assert!((legs.mean()[rho] - expected).abs() < 1e-12 * expected.abs().max(1.0));
+                + mu[0][rho] * c12[(rho, rho)]
+                + mu[1][rho] * c02[(rho, rho)]
+                + mu[2][rho] * c01[(rho, rho)];
+            assert!((got - expected).abs() < 1e-12 * expected.abs().max(1.0));
         }
     }
 

@@ -88,7 +88,8 @@ impl<T: Real, S: RecursiveSimilarity<T> + ?Sized> RecursiveSimilarity<T> for &S 
 /// which only an indefinite input metric can produce).
 pub fn cosine(ab: LogScaled, aa: LogScaled, bb: LogScaled) -> Result<f64> {
     for (norm, side) in [(aa, Side::A), (bb, Side::B)] {
-        if !(norm.signum() > 0.0) {
+        // NaN counts as not positive.
+        if norm.signum().partial_cmp(&0.0) != Some(core::cmp::Ordering::Greater) {
             return Err(Error::ZeroNorm(side));
         }
     }

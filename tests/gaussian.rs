@@ -438,7 +438,7 @@ fn closure_cases_report_their_error() {
             Arc::new(linear(rng, 3, 2)),
         ])
     };
-    let cases = vec![
+    let cases = [
         ("two bilinear blocks", two(&mut rng), two(&mut rng)),
         ("three bilinear blocks", three(&mut rng), three(&mut rng)),
         (
@@ -580,17 +580,18 @@ fn bias_of(v: Option<&DVector<f64>>) -> DVector<f64> {
     v.cloned().unwrap()
 }
 
+/// `(L, b_L, R, b_R, D, b_D)`.
+type BilinearParts = (
+    DMatrix<f64>,
+    DVector<f64>,
+    DMatrix<f64>,
+    DVector<f64>,
+    DMatrix<f64>,
+    DVector<f64>,
+);
+
 /// Rebuilds a bilinear block from parts `(L, b_L, R, b_R, D, b_D)`.
-fn rebuild(
-    parts: (
-        DMatrix<f64>,
-        DVector<f64>,
-        DMatrix<f64>,
-        DVector<f64>,
-        DMatrix<f64>,
-        DVector<f64>,
-    ),
-) -> Bilinear {
+fn rebuild(parts: BilinearParts) -> Bilinear {
     let (l, bl, r, br, d, bd) = parts;
     Bilinear::builder(l, r)
         .left_bias(bl)
@@ -601,16 +602,7 @@ fn rebuild(
         .unwrap()
 }
 
-fn unpack(
-    b: &Bilinear,
-) -> (
-    DMatrix<f64>,
-    DVector<f64>,
-    DMatrix<f64>,
-    DVector<f64>,
-    DMatrix<f64>,
-    DVector<f64>,
-) {
+fn unpack(b: &Bilinear) -> BilinearParts {
     (
         b.left().clone(),
         bias_of(b.left_bias()),
