@@ -80,7 +80,7 @@ use nalgebra::{DMatrix, DVector};
 use crate::block::{CpFactors, check_finite, check_shape};
 use crate::error::{Error, Incomparable, Result, Side};
 use crate::model::Model;
-use crate::recursion::RecursiveSimilarity;
+use crate::recursion::{RecursiveSimilarity, cosine};
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
 
 /// The highest block order the Wick expansion accepts: its cost grows like
@@ -96,6 +96,13 @@ pub const MAX_GAUSSIAN_ORDER: usize = 8;
 ///
 /// The models need the same depth, input width and output width; their
 /// hidden widths and block orders may differ position by position.
+///
+/// `E[f_A·f_B]` is bilinear in the functions, so the provided
+/// [`difference_similarity`](RecursiveSimilarity::difference_similarity)
+/// is exact when every pair it combines is exact. Closure values are not
+/// bilinear in the models, so their combination is an approximation too. It
+/// can fail with [`Error::ZeroNorm`] when a combined squared norm comes out
+/// non-positive.
 ///
 /// # Example
 ///
@@ -271,6 +278,17 @@ impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
         Ok(self.propagate(a, b, false)?.read_out())
     }
 
+    /// One pass: the joint state already holds both sides' moments, so
+    /// `⟨f_A,f_A⟩` and `⟨f_B,f_B⟩` come with `⟨f_A,f_B⟩`.
+    fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
+        let state = self.propagate(a, b, false)?;
+        cosine(
+            state.read_out(),
+            state.a.read_out_self(),
+            state.b.read_out_self(),
+        )
+    }
+
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
         Ok(self.propagate(a, a, true)?.read_out())
     }
@@ -377,6 +395,16 @@ struct Activation<T: Real> {
 }
 
 impl<T: Real> Activation<T> {
+    /// `E[|f|²] = Σ_{o≥1} (Ĉ[o,o] + m̂[o]²)`, scaled back.
+    fn read_out_self(&self) -> LogScaled {
+        let n = self.mean.len() - 1;
+        let mut value = T::zero();
+        for o in 1..=n {
+            value += self.cov[(o, o)] + self.mean[o] * self.mean[o];
+        }
+        LogScaled::from_scaled(to_f64(value), 2.0 * self.ln_scale)
+    }
+
     /// Divides by `c = max(max |m̂|, √max diag Ĉ)`, adds `ln c` to the scale
     /// and returns `c` (1 for an all-zero state, which stays as it is).
     fn normalise(&mut self, block: usize) -> Result<T> {

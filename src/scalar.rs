@@ -149,8 +149,16 @@ impl fmt::Display for LogScaled {
         } else {
             // Print as a decimal mantissa and exponent that f64 cannot hold.
             let log10 = self.ln_abs / core::f64::consts::LN_10;
-            let exponent = log10.floor();
-            let mantissa = self.sign * 10f64.powf(log10 - exponent);
+            let mut exponent = log10.floor();
+            // ln_abs ≈ 2300 carries about 12 significant digits of the
+            // mantissa; rounding to them keeps 10^1000 from printing as
+            // 9.99999999999…e999.
+            let mut mantissa = (10f64.powf(log10 - exponent) * 1e11).round() / 1e11;
+            if mantissa >= 10.0 {
+                mantissa /= 10.0;
+                exponent += 1.0;
+            }
+            let mantissa = self.sign * mantissa;
             write!(f, "{mantissa}e{exponent}")
         }
     }

@@ -1024,6 +1024,25 @@ fn f32_agrees_with_f64() {
     assert!((s64 - s32).abs() < 1e-4, "{s64} vs {s32}");
 }
 
+/// The one-pass `similarity` equals the cosine of the three separate
+/// products (each its own pass), on exact and closure cases.
+#[test]
+fn one_pass_similarity_matches_three_products() {
+    let mut rng = rng(12);
+    let d = 3;
+    let (mu, sigma) = input_distribution(&mut rng, d);
+    for gaussian in [GaussianSimilarity::new(), metric(&mu, &sigma)] {
+        let a = Parts::random(&mut rng, d).model();
+        let b = Parts::random(&mut rng, d).model();
+        let p = products(&gaussian, &a, &b);
+        let sim = gaussian.similarity(&a, &b).unwrap();
+        assert!(
+            (sim - p[0] / (p[1] * p[2]).sqrt()).abs() < 1e-12,
+            "{sim} vs {p:?}"
+        );
+    }
+}
+
 #[test]
 fn metric_and_report_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
