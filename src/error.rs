@@ -147,9 +147,20 @@ pub enum Error {
     /// The two models cannot be compared.
     #[error("models are not comparable: {0}")]
     Incomparable(#[from] Incomparable),
-    /// A model's norm is zero, so its cosine with anything is undefined.
-    #[error("model {0} has zero norm under this metric, so its similarity is undefined")]
+    /// A model's norm is zero (or lost to rounding), so its cosine with
+    /// anything is undefined.
+    #[error(
+        "model {0} has zero norm under this metric (or one below rounding error), so its similarity is undefined"
+    )]
     ZeroNorm(Side),
+    /// A model file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong, naming the tensor or role.
+        source: crate::io::FileError,
+    },
     /// A computation produced NaN or infinity although the inputs were finite.
     #[error("numerical breakdown at block {block}: {reason}")]
     NumericalBreakdown {

@@ -31,6 +31,7 @@
 //! | [`Model`] | a checked chain of blocks |
 //! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`] |
 //! | [`baseline`] | weight cosine |
+//! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
 //!
 //! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
 //! recursion, symmetries and numerical stability.
@@ -41,6 +42,7 @@
 pub mod baseline;
 pub mod block;
 mod error;
+pub mod io;
 mod model;
 pub mod recursion;
 mod scalar;
@@ -55,6 +57,11 @@ pub use model::{Model, ModelBuilder};
 pub use recursion::{RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step};
 pub use scalar::{LogScaled, Real};
 pub use symmetry::{Full, Permutation, PermutationGroup, SymmetryGroup, Trivial};
+
+// The README's Rust example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// The tensor similarity of `a` and `b` (SPEC §2) with the default options:
 /// identity input metric, all outputs. See [`TensorSimilarity`] for more.

@@ -88,7 +88,7 @@ impl<T: Real, S: RecursiveSimilarity<T> + ?Sized> RecursiveSimilarity<T> for &S 
 /// which only an indefinite input metric can produce).
 pub fn cosine(ab: LogScaled, aa: LogScaled, bb: LogScaled) -> Result<f64> {
     for (norm, side) in [(aa, Side::A), (bb, Side::B)] {
-        if !(norm.signum() > 0.0) {
+        if norm.signum().is_nan() || norm.signum() <= 0.0 {
             return Err(Error::ZeroNorm(side));
         }
     }
@@ -113,13 +113,13 @@ pub struct ScaledGram<T: Real> {
 
 /// What the final Gram matrix is read out with.
 #[derive(Clone, Debug, PartialEq)]
-enum Readout<T: Real> {
+enum Readout {
     /// `Σ_{o≥1} G[o,o]`: all outputs.
     Trace,
     /// `Σ_{o∈S} G[o+1,o+1]`: some outputs.
     Select(Vec<usize>),
     /// `tr(Q G[1:,1:])`.
-    Weights(DMatrix<T>),
+    Weights(DMatrix<f64>),
 }
 
 /// The tensor similarity of SPEC §2: the cosine of two models' symmetrised
@@ -144,19 +144,22 @@ enum Readout<T: Real> {
 /// assert!((first.similarity(&a, &b)? - 1.0).abs() < 1e-12);
 /// # Ok::<(), tensor_similarity::Error>(())
 /// ```
+///
+/// The options are kept in `f64` and rounded to the models' scalar type where
+/// they are used, so one `TensorSimilarity` serves `f32` and `f64` models.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TensorSimilarity<T: Real = f64> {
-    input_metric: Option<DMatrix<T>>,
-    readout: Readout<T>,
+pub struct TensorSimilarity {
+    input_metric: Option<DMatrix<f64>>,
+    readout: Readout,
 }
 
-impl<T: Real> Default for TensorSimilarity<T> {
+impl Default for TensorSimilarity {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T: Real> TensorSimilarity<T> {
+impl TensorSimilarity {
     /// `M = I_{d+1}` (inputs `x ∼ N(0, I)`), all outputs.
     pub fn new() -> Self {
         Self {
@@ -168,7 +171,7 @@ impl<T: Real> TensorSimilarity<T> {
     /// The input metric `M` on every input leg, `(d+1) × (d+1)` over padded
     /// inputs; `M = E[x̃ x̃ᵀ]` gives the data-aware similarity. An error unless
     /// it is square, symmetric, finite and has a non-negative diagonal.
-    pub fn with_input_metric(mut self, metric: DMatrix<T>) -> Result<Self> {
+    pub fn with_input_metric(mut self, metric: DMatrix<f64>) -> Result<Self> {
         check_symmetric("input metric", &metric)?;
         self.input_metric = Some(metric);
         Ok(self)
@@ -177,13 +180,13 @@ impl<T: Real> TensorSimilarity<T> {
     /// The input metric of `x ∼ N(μ, Σ)`: `M = E[x̃ x̃ᵀ] = [[1, μᵀ], [μ, Σ + μμᵀ]]`.
     pub fn with_input_gaussian(
         self,
-        mean: &nalgebra::DVector<T>,
-        covariance: &DMatrix<T>,
+        mean: &nalgebra::DVector<f64>,
+        covariance: &DMatrix<f64>,
     ) -> Result<Self> {
         let d = mean.len();
         crate::block::check_shape("input covariance", covariance, (d, d))?;
         let mut m = DMatrix::zeros(d + 1, d + 1);
-        m[(0, 0)] = T::one();
+        m[(0, 0)] = 1.0;
         m.view_mut((1, 0), (d, 1)).copy_from(mean);
         m.view_mut((0, 1), (1, d)).copy_from(&mean.transpose());
         m.view_mut((1, 1), (d, d))
@@ -192,7 +195,7 @@ impl<T: Real> TensorSimilarity<T> {
     }
 
     /// Weights the outputs: `⟨A,B⟩ = tr(Q G_L[1:,1:])`, `Q` symmetric `n_L × n_L`.
-    pub fn with_output_weights(mut self, weights: DMatrix<T>) -> Result<Self> {
+    pub fn with_output_weights(mut self, weights: DMatrix<f64>) -> Result<Self> {
         check_symmetric("output weights", &weights)?;
         self.readout = Readout::Weights(weights);
         Ok(self)
@@ -208,7 +211,7 @@ impl<T: Real> TensorSimilarity<T> {
     /// The normalised cross Gram matrices `G_1 … G_L` of `a` and `b`, each with
     /// its log scale: the state of the recursion after every block, for
     /// per-layer analyses.
-    pub fn cross_grams(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<ScaledGram<T>>> {
+    pub fn cross_grams<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<ScaledGram<T>>> {
         let mut grams = Vec::with_capacity(a.depth());
         self.recurse(a, b, |g, ln_scale| {
             grams.push(ScaledGram {
@@ -221,7 +224,7 @@ impl<T: Real> TensorSimilarity<T> {
 
     /// Runs the recursion, handing each normalised `G_ℓ` and its log scale to
     /// `visit`, and returns the last.
-    fn recurse(
+    fn recurse<T: Real>(
         &self,
         a: &Model<T>,
         b: &Model<T>,
@@ -232,7 +235,7 @@ impl<T: Real> TensorSimilarity<T> {
         let mut g = match &self.input_metric {
             Some(m) => {
                 crate::block::check_shape("input metric", m, (width, width))?;
-                m.clone()
+                m.map(from_f64)
             }
             None => DMatrix::identity(width, width),
         };
@@ -257,7 +260,7 @@ impl<T: Real> TensorSimilarity<T> {
         Ok((g, ln_scale))
     }
 
-    fn read_out(&self, g: &DMatrix<T>, n: usize) -> Result<T> {
+    fn read_out<T: Real>(&self, g: &DMatrix<T>, n: usize) -> Result<T> {
         let mut value = T::zero();
         match &self.readout {
             Readout::Trace => (1..=n).for_each(|o| value += g[(o, o)]),
@@ -276,14 +279,16 @@ impl<T: Real> TensorSimilarity<T> {
             }
             Readout::Weights(q) => {
                 crate::block::check_shape("output weights", q, (n, n))?;
-                value = q.dot(&g.view((1, 1), (n, n)).transpose());
+                value = q
+                    .map(from_f64::<T>)
+                    .dot(&g.view((1, 1), (n, n)).transpose());
             }
         }
         Ok(value)
     }
 }
 
-impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity<T> {
+impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
     fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
         let (g, ln_scale) = self.recurse(a, b, |_, _| {})?;
         let value = self.read_out(&g, a.output_width())?;
@@ -365,7 +370,7 @@ fn transposed<T: Real>(m: &DMatrix<T>) -> DMatrixView<'_, T, Dyn, Dyn> {
     )
 }
 
-fn check_symmetric<T: Real>(what: &'static str, m: &DMatrix<T>) -> Result<()> {
+fn check_symmetric(what: &'static str, m: &DMatrix<f64>) -> Result<()> {
     let (r, c) = m.shape();
     if r != c || r == 0 {
         return Err(Error::InvalidOption {
@@ -375,9 +380,9 @@ fn check_symmetric<T: Real>(what: &'static str, m: &DMatrix<T>) -> Result<()> {
     }
     crate::block::check_finite(what, m)?;
     let scale = m.amax();
-    let tolerance = scale * T::default_epsilon() * from_f64(64.0);
+    let tolerance = scale * f64::EPSILON * 64.0;
     for i in 0..r {
-        if m[(i, i)] < T::zero() {
+        if m[(i, i)] < 0.0 {
             return Err(Error::InvalidOption {
                 what,
                 reason: format!("diagonal entry {i} is negative"),

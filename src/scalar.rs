@@ -147,11 +147,25 @@ impl fmt::Display for LogScaled {
         if v.is_finite() || !self.is_finite() {
             write!(f, "{v}")
         } else {
-            // Print as a decimal mantissa and exponent that f64 cannot hold.
+            // A decimal mantissa and an exponent that f64 cannot hold. ln_abs
+            // carries about 16 significant digits, of which log10(ln_abs)
+            // are spent on the exponent: 10 digits of mantissa by default.
             let log10 = self.ln_abs / core::f64::consts::LN_10;
-            let exponent = log10.floor();
-            let mantissa = self.sign * 10f64.powf(log10 - exponent);
-            write!(f, "{mantissa}e{exponent}")
+            let mut exponent = log10.floor();
+            let precision = f.precision().unwrap_or(10);
+            let mut digits = format!("{:.*}", precision, 10f64.powf(log10 - exponent));
+            if digits.starts_with("10") {
+                exponent += 1.0;
+                digits = format!("{:.*}", precision, 1.0);
+            }
+            if f.precision().is_none() && digits.contains('.') {
+                digits = digits
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_owned();
+            }
+            let sign = if self.sign < 0.0 { "-" } else { "" };
+            write!(f, "{sign}{digits}e{exponent}")
         }
     }
 }
@@ -248,7 +262,7 @@ mod tests {
         assert_eq!(s.signum(), -1.0);
         assert!((s.ln_abs() - 1000.0).abs() < 1e-12);
         assert!((x - x).is_zero());
-        assert!(((x * x).sqrt() / x).to_f64() - 1.0 < 1e-12);
+        assert!((((x * x).sqrt() / x).to_f64() - 1.0).abs() < 1e-12);
         assert_eq!(
             format!(
                 "{}",
@@ -256,5 +270,8 @@ mod tests {
             ),
             "1e1000"
         );
+        let minus_two = LogScaled::from_ln(-1.0, 1000.0 * core::f64::consts::LN_10 + 2f64.ln());
+        assert_eq!(format!("{minus_two:.3}"), "-2.000e1000");
+        assert_eq!(format!("{}", LogScaled::from(2.5)), "2.5");
     }
 }

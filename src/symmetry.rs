@@ -179,15 +179,7 @@ impl PermutationGroup {
     /// The group with exactly these elements; an error unless they share one
     /// degree, contain the identity and are closed under composition.
     pub fn new(mut elements: Vec<Permutation>) -> Result<Self> {
-        let degree = elements
-            .first()
-            .map(Permutation::degree)
-            .ok_or_else(|| Error::Symmetry("a group needs at least the identity".into()))?;
-        if let Some(p) = elements.iter().find(|p| p.degree() != degree) {
-            return Err(Error::Symmetry(format!(
-                "{p:?} does not act on {degree} legs"
-            )));
-        }
+        let degree = common_degree(&elements, "a group needs at least the identity")?;
         elements.sort();
         elements.dedup();
         if elements
@@ -216,15 +208,7 @@ impl PermutationGroup {
 
     /// The smallest group containing `generators`.
     pub fn generated_by(generators: &[Permutation]) -> Result<Self> {
-        let degree = generators
-            .first()
-            .map(Permutation::degree)
-            .ok_or_else(|| Error::Symmetry("no generators given".into()))?;
-        if let Some(p) = generators.iter().find(|p| p.degree() != degree) {
-            return Err(Error::Symmetry(format!(
-                "{p:?} does not act on {degree} legs"
-            )));
-        }
+        let degree = common_degree(generators, "no generators given")?;
         let mut elements = vec![Permutation::identity(degree)];
         let mut frontier = elements.clone();
         while let Some(p) = frontier.pop() {
@@ -242,6 +226,21 @@ impl PermutationGroup {
     /// Number of legs the group acts on.
     pub fn degree(&self) -> usize {
         self.degree
+    }
+}
+
+/// The degree all `perms` share; an error if there are none or they differ.
+fn common_degree(perms: &[Permutation], if_empty: &str) -> Result<usize> {
+    let degree = perms
+        .first()
+        .map(Permutation::degree)
+        .ok_or_else(|| Error::Symmetry(if_empty.into()))?;
+    match perms.iter().find(|p| p.degree() != degree) {
+        Some(p) => Err(Error::Symmetry(format!(
+            "{:?} does not act on {degree} legs",
+            p.images()
+        ))),
+        None => Ok(degree),
     }
 }
 

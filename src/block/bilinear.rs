@@ -290,9 +290,18 @@ impl<T: Real> Bilinear<T> {
 
     /// A builder holding this block's parts, to change some of them.
     pub fn to_builder(&self) -> BilinearBuilder<T> {
+        self.to_builder_with_factors(self.left.clone(), self.right.clone())
+    }
+
+    /// A builder holding this block's parts but with new factors `L`, `R`.
+    pub fn to_builder_with_factors(
+        &self,
+        left: DMatrix<T>,
+        right: DMatrix<T>,
+    ) -> BilinearBuilder<T> {
         BilinearBuilder {
-            left: self.left.clone(),
-            right: self.right.clone(),
+            left,
+            right,
             down: self.down.clone(),
             left_bias: self.left_bias.clone(),
             right_bias: self.right_bias.clone(),
@@ -309,6 +318,10 @@ impl<T: Real> TensorBlock<T> for Bilinear<T> {
 
     fn kind(&self) -> &'static str {
         "bilinear"
+    }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
     }
 
     fn parameters(&self) -> Vec<Parameter<'_, T>> {

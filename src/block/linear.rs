@@ -78,6 +78,10 @@ impl<T: Real> TensorBlock<T> for Linear<T> {
         "linear"
     }
 
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
+    }
+
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
         vec![
             Parameter::matrix("weight", &self.weight),

@@ -269,6 +269,14 @@ pub trait TensorBlock<T: Real>: core::fmt::Debug + Send + Sync {
         "cp"
     }
 
+    /// The block as [`Any`](core::any::Any), so that code which knows concrete
+    /// kinds (such as [`io::save`](crate::io::save), which writes a
+    /// [`Bilinear`]'s residual scale, not available from its factors) can
+    /// recover them. The default, `None`, suits kinds nothing downcasts to.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        None
+    }
+
     /// The block's parameters in a fixed order, for weight-space baselines.
     /// The default lists the CP factors.
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
@@ -312,6 +320,9 @@ impl<T: Real, B: TensorBlock<T> + ?Sized> TensorBlock<T> for std::sync::Arc<B> {
     }
     fn kind(&self) -> &'static str {
         (**self).kind()
+    }
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        (**self).as_any()
     }
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
         (**self).parameters()

@@ -1,0 +1,214 @@
+//! From a layout and a file's tensors to a checked [`Model`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use nalgebra::{DMatrix, DVector};
+
+use super::read::{RawFile, RawTensor};
+use super::spec::{BlockSpec, Factors};
+use super::{FileError, TensorEntry};
+use crate::block::{Bilinear, Linear, TensorBlock};
+use crate::model::Model;
+
+/// Builds the model that `blocks` describe from `file`'s tensors, checking
+/// every shape against its role and the width the previous block writes,
+/// and that every tensor of the file is used.
+pub(crate) fn build(
+    file: &RawFile,
+    blocks: &[BlockSpec],
+    layout: &str,
+    default_residual: Option<f64>,
+) -> Result<(Model<f64>, Vec<TensorEntry>), FileError> {
+    let mut reader = Reader {
+        file,
+        used: Vec::new(),
+    };
+    let mut built: Vec<Arc<dyn TensorBlock<f64>>> = Vec::with_capacity(blocks.len());
+    let mut width: Option<usize> = None;
+    for (i, spec) in blocks.iter().enumerate() {
+        let block: Arc<dyn TensorBlock<f64>> = match spec {
+            BlockSpec::Linear { weight, bias } => {
+                let role = Role::new(i, "linear");
+                let w = reader.matrix(weight, role.of("weight"), None, width)?;
+                let b = reader.vector(bias.as_deref(), role.of("bias"), w.nrows())?;
+                Arc::new(Linear::new(w, b).map_err(|e| block_error(i, e))?)
+            }
+            BlockSpec::Bilinear {
+                factors,
+                down,
+                down_bias,
+                residual,
+            } => {
+                let role = Role::new(i, "bilinear");
+                let (builder, h) = match factors {
+                    Factors::Split {
+                        left,
+                        right,
+                        left_bias,
+                        right_bias,
+                    } => {
+                        let l = reader.matrix(left, role.of("left"), None, width)?;
+                        let (h, m) = l.shape();
+                        let r = reader.matrix(right, role.of("right"), Some(h), Some(m))?;
+                        let lb = reader.vector(left_bias.as_deref(), role.of("left_bias"), h)?;
+                        let rb = reader.vector(right_bias.as_deref(), role.of("right_bias"), h)?;
+                        (Bilinear::builder(l, r).left_bias(lb).right_bias(rb), h)
+                    }
+                    Factors::Fused { fused, bias } => {
+                        let f = reader.matrix(fused, role.of("fused"), None, width)?;
+                        if f.nrows() % 2 != 0 {
+                            return Err(FileError::TensorShape {
+                                tensor: fused.clone(),
+                                role: role.of("fused").2,
+                                expected: "[2h, m]: an even number of rows, L then R".into(),
+                                found: vec![f.nrows(), f.ncols()],
+                            });
+                        }
+                        let b = reader.vector(bias.as_deref(), role.of("fused_bias"), f.nrows())?;
+                        let h = f.nrows() / 2;
+                        (
+                            Bilinear::from_fused(f, b).map_err(|e| block_error(i, e))?,
+                            h,
+                        )
+                    }
+                };
+                let d = match down {
+                    Some(name) => Some(reader.matrix(name, role.of("down"), None, Some(h))?),
+                    None => None,
+                };
+                let n = d.as_ref().map_or(h, |d| d.nrows());
+                let db = reader.vector(down_bias.as_deref(), role.of("down_bias"), n)?;
+                let mut builder = builder.down(d).down_bias(db);
+                if let Some(s) = residual.or(default_residual) {
+                    builder = builder.residual(s);
+                }
+                Arc::new(builder.build().map_err(|e| block_error(i, e))?)
+            }
+        };
+        width = Some(block.output_width());
+        built.push(block);
+    }
+    let model = Model::new(built).map_err(|e| match e {
+        crate::Error::WidthMismatch { block, .. } => block_error(block, e),
+        other => block_error(0, other),
+    })?;
+    let used: BTreeSet<&str> = reader.used.iter().map(|t| t.name.as_str()).collect();
+    let mut names: Vec<&String> = file.tensors.keys().collect();
+    names.sort();
+    if let Some(unused) = names.into_iter().find(|n| !used.contains(n.as_str())) {
+        return Err(FileError::UnusedTensor {
+            tensor: unused.clone(),
+            layout: layout.to_owned(),
+        });
+    }
+    Ok((model, reader.used))
+}
+
+fn block_error(block: usize, e: crate::Error) -> FileError {
+    FileError::Block {
+        block,
+        source: Box::new(e),
+    }
+}
+
+/// "block 2 (bilinear)": the prefix of every role name.
+struct Role {
+    block: usize,
+    kind: &'static str,
+}
+
+impl Role {
+    fn new(block: usize, kind: &'static str) -> Self {
+        Self { block, kind }
+    }
+
+    fn of(&self, role: &'static str) -> (usize, &'static str, String) {
+        (
+            self.block,
+            role,
+            format!("block {} ({}) {role}", self.block, self.kind),
+        )
+    }
+}
+
+struct Reader<'a> {
+    file: &'a RawFile,
+    used: Vec<TensorEntry>,
+}
+
+impl Reader<'_> {
+    fn get(
+        &mut self,
+        name: &str,
+        role: &(usize, &'static str, String),
+    ) -> Result<&RawTensor, FileError> {
+        let t = self
+            .file
+            .tensors
+            .get(name)
+            .ok_or_else(|| FileError::MissingTensor {
+                tensor: name.to_owned(),
+                role: role.2.clone(),
+            })?;
+        self.used.push(TensorEntry {
+            name: name.to_owned(),
+            block: role.0,
+            role: role.1,
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        });
+        Ok(t)
+    }
+
+    /// A 2-D tensor `[rows, cols]` (row-major in the file), non-empty, with
+    /// the given sizes where known.
+    fn matrix(
+        &mut self,
+        name: &str,
+        role: (usize, &'static str, String),
+        rows: Option<usize>,
+        cols: Option<usize>,
+    ) -> Result<DMatrix<f64>, FileError> {
+        let t = self.get(name, &role)?;
+        let fits = |want: Option<usize>, got: usize| got > 0 && want.is_none_or(|w| w == got);
+        match t.shape[..] {
+            [r, c] if fits(rows, r) && fits(cols, c) => {
+                Ok(DMatrix::from_row_slice(r, c, &t.values))
+            }
+            _ => {
+                let dim = |d: Option<usize>| d.map_or("*".to_owned(), |d| d.to_string());
+                let mut expected = format!("[{}, {}]", dim(rows), dim(cols));
+                if cols.is_some() && rows.is_none() {
+                    expected.push_str(" (columns: the width the previous block writes)");
+                }
+                Err(FileError::TensorShape {
+                    tensor: name.to_owned(),
+                    role: role.2,
+                    expected,
+                    found: t.shape.clone(),
+                })
+            }
+        }
+    }
+
+    /// An optional 1-D tensor of length `len`.
+    fn vector(
+        &mut self,
+        name: Option<&str>,
+        role: (usize, &'static str, String),
+        len: usize,
+    ) -> Result<Option<DVector<f64>>, FileError> {
+        let Some(name) = name else { return Ok(None) };
+        let t = self.get(name, &role)?;
+        if t.shape[..] != [len] {
+            return Err(FileError::TensorShape {
+                tensor: name.to_owned(),
+                role: role.2,
+                expected: format!("[{len}]"),
+                found: t.shape.clone(),
+            });
+        }
+        Ok(Some(DVector::from_column_slice(&t.values)))
+    }
+}

@@ -1,0 +1,118 @@
+//! What can go wrong reading or writing a model file.
+
+/// Why a model file could not be read or written; wrapped with the file's
+/// path in [`Error::File`](crate::Error::File). Each variant names the
+/// tensor, or the block and role, that is at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The operating system could not read or write the file.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file is shorter than its header says: cut off, or a header that
+    /// declares an absurd size. Nothing of the declared size is allocated.
+    #[error("truncated file: the {what} needs {declared} bytes but only {available} remain")]
+    Truncated {
+        /// The part whose declared size does not fit.
+        what: &'static str,
+        /// Bytes the header declares.
+        declared: u64,
+        /// Bytes the file has for it.
+        available: u64,
+    },
+    /// Not a valid safetensors file: a header that is not JSON, or offsets,
+    /// shapes and dtypes that disagree with each other or with the file.
+    #[error("not a valid safetensors file: {reason}")]
+    Corrupt {
+        /// What the safetensors reader found.
+        reason: String,
+    },
+    /// The `tensor_similarity` metadata is not valid JSON or does not follow
+    /// the schema of `docs/format.md`.
+    #[error("invalid tensor_similarity metadata: {reason}")]
+    Metadata {
+        /// What is wrong, naming the block and key.
+        reason: String,
+    },
+    /// The file has no `tensor_similarity` metadata and its tensor names fit
+    /// neither research layout.
+    #[error("unknown layout: {reason}")]
+    UnknownLayout {
+        /// The names expected and those found.
+        reason: String,
+    },
+    /// A tensor that the layout names is not in the file.
+    #[error("missing tensor {tensor:?} ({role})")]
+    MissingTensor {
+        /// The tensor's name.
+        tensor: String,
+        /// The block and role it was wanted for.
+        role: String,
+    },
+    /// The file holds a tensor that the layout does not use; ignoring it
+    /// could silently compare a different model.
+    #[error("tensor {tensor:?} is not used by the layout ({layout})")]
+    UnusedTensor {
+        /// The tensor's name.
+        tensor: String,
+        /// The layout that was read.
+        layout: String,
+    },
+    /// A tensor's shape does not fit its role.
+    #[error("tensor {tensor:?} ({role}) has shape {found:?}, expected {expected}")]
+    TensorShape {
+        /// The tensor's name.
+        tensor: String,
+        /// The block and role.
+        role: String,
+        /// The shape it needs, in words (`[*, 5]`: any rows, 5 columns).
+        expected: String,
+        /// The shape it has.
+        found: Vec<usize>,
+    },
+    /// A tensor's dtype is not one of F64, F32, F16, BF16.
+    #[error("tensor {tensor:?} has dtype {dtype}; only F64, F32, F16 and BF16 are read")]
+    Dtype {
+        /// The tensor's name.
+        tensor: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// A tensor holds NaN or an infinity.
+    #[error("tensor {tensor:?} holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite {
+        /// The tensor's name.
+        tensor: String,
+        /// Row-major index of the first non-finite entry.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// The tensors are well-formed but do not make a valid block (for
+    /// example a residual scale on a block whose widths differ).
+    #[error("block {block}: {source}")]
+    Block {
+        /// Position of the block (0-based).
+        block: usize,
+        /// Why the block was rejected.
+        source: Box<crate::Error>,
+    },
+    /// The chosen layout cannot express the model (on save).
+    #[error("the {layout} layout cannot express this model: {reason}")]
+    Unsupported {
+        /// The layout.
+        layout: &'static str,
+        /// Which block does not fit, and why.
+        reason: String,
+    },
+    /// A value does not fit the dtype chosen for saving.
+    #[error("tensor {tensor:?}: value {value} overflows {dtype}")]
+    Overflow {
+        /// The tensor's name.
+        tensor: String,
+        /// The dtype.
+        dtype: &'static str,
+        /// The value.
+        value: f64,
+    },
+}

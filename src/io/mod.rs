@@ -1,0 +1,302 @@
+//! Model files: safetensors checkpoints in, models out, and back (SPEC §5).
+//!
+//! A file's layout is read from `__metadata__["tensor_similarity"]`, a JSON
+//! object `{"version": 1, "blocks": [...]}` whose blocks name their tensors
+//! by role, so any PyTorch `state_dict` can be described without renaming:
+//!
+//! ```text
+//! {"kind": "linear",   "weight": NAME, "bias": NAME?}
+//! {"kind": "bilinear", "left": NAME, "right": NAME,      // or "fused": NAME (rows: L then R)
+//!                      "down": NAME?, "left_bias": NAME?, "right_bias": NAME?,
+//!                      "fused_bias": NAME?, "down_bias": NAME?, "residual": FLOAT?}
+//! ```
+//!
+//! Without it, the names of two research layouts are recognised
+//! ([`Layout::EmbedBodyHead`], [`Layout::BiLinearProjection`]), with the
+//! residual scale of [`LoadOptions`]. Tensors may be F64, F32, F16 or BF16
+//! (stored row-major, `[out, in]` as PyTorch does); they are computed in
+//! `f64`. `docs/format.md` has the details and a PyTorch snippet.
+//!
+//! Every failure is an [`Error::File`](crate::Error::File) naming the file,
+//! with a [`FileError`] naming the tensor or role: missing or unused
+//! tensors, wrong shapes, unsupported dtypes, non-finite values, truncated
+//! or corrupt files, invalid metadata. A header's declared sizes are
+//! checked against the file's length before anything of that size is
+//! allocated.
+//!
+//! # Example
+//!
+//! ```
+//! use nalgebra::DMatrix;
+//! use tensor_similarity::{io, similarity, Bilinear, Linear, Model};
+//!
+//! let model = Model::builder()
+//!     .block(Bilinear::new(DMatrix::from_fn(4, 3, |i, j| (i + j) as f64), DMatrix::identity(4, 3))?)
+//!     .block(Linear::new(DMatrix::from_fn(2, 4, |i, j| (i * j) as f64 - 1.0), None)?)
+//!     .build()?;
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("model.safetensors");
+//! io::save(&model, &path, io::Layout::BiLinearProjection)?;
+//! let back = io::load(&path)?;
+//! assert!((similarity(&model, &back)? - 1.0).abs() < 1e-12);
+//! # Ok::<(), tensor_similarity::Error>(())
+//! ```
+
+mod build;
+mod error;
+mod infer;
+mod read;
+mod spec;
+mod write;
+
+pub use error::FileError;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Where the blocks' tensors are found in a file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Layout {
+    /// Described by `__metadata__["tensor_similarity"]`; any chain of linear
+    /// and bilinear blocks. [`save`] names the tensors `blocks.{i}.{role}`.
+    #[default]
+    Described,
+    /// `embed.weight`, then `body.{i}.l.weight`, `body.{i}.r.weight`,
+    /// `body.{i}.d.weight` for `i = 0, 1, …`, then `head.weight`, each with
+    /// an optional `.bias`: a linear embedding, bilinear blocks with down
+    /// projections, and a linear head.
+    EmbedBodyHead,
+    /// `bi_linear.weight` (fused `[L; R]`, `2h × m`) with an optional
+    /// `bi_linear.bias`, then `projection.weight` (+ bias): a bilinear
+    /// block without down projection, then a linear layer.
+    BiLinearProjection,
+}
+
+impl Layout {
+    /// A short name, as error messages and `inspect` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Described => "tensor_similarity metadata",
+            Layout::EmbedBodyHead => "embed/body/head",
+            Layout::BiLinearProjection => "bi_linear/projection",
+        }
+    }
+}
+
+/// How to read files; only files without metadata need options.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadOptions {
+    /// The residual scale `s` of every bilinear block in a file without
+    /// metadata (the research code sets one for the whole model); `None`
+    /// means 1, no residual. Metadata, where present, always wins.
+    pub residual_scale: Option<f64>,
+}
+
+/// The element type of a stored tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Dtype {
+    /// IEEE binary64.
+    F64,
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16 (11-bit significand, relative precision `2⁻¹¹`).
+    F16,
+    /// bfloat16 (8-bit significand, relative precision `2⁻⁸`).
+    BF16,
+}
+
+impl Dtype {
+    /// The safetensors name (`"F64"`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F64 => "F64",
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+        }
+    }
+
+    /// The unit roundoff `u`: rounding a finite, in-range `x` to this dtype
+    /// changes it by at most `u·|x|`.
+    pub fn unit_roundoff(self) -> f64 {
+        match self {
+            Dtype::F64 => f64::EPSILON / 2.0,
+            Dtype::F32 => f32::EPSILON as f64 / 2.0,
+            Dtype::F16 => 2f64.powi(-11),
+            Dtype::BF16 => 2f64.powi(-8),
+        }
+    }
+}
+
+impl core::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One tensor of a loaded file and the role it plays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// The tensor's name in the file.
+    pub name: String,
+    /// The block it belongs to (0-based).
+    pub block: usize,
+    /// Its role in the block (`"weight"`, `"left"`, `"fused_bias"`, …).
+    pub role: &'static str,
+    /// Its stored element type.
+    pub dtype: Dtype,
+    /// Its stored shape.
+    pub shape: Vec<usize>,
+}
+
+/// A loaded file: the model, the layout it was read with, and its tensors.
+#[derive(Clone, Debug)]
+pub struct ModelFile {
+    /// The model, in `f64`.
+    pub model: Model<f64>,
+    /// How the layout was found: [`Layout::Described`] for files with
+    /// metadata, otherwise the research layout recognised.
+    pub layout: Layout,
+    /// Every tensor of the file with its block and role, in block order.
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// The model in the file at `path`, with default [`LoadOptions`].
+pub fn load(path: impl AsRef<Path>) -> Result<Model<f64>> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// The model in the file at `path`.
+pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model<f64>> {
+    open(path, options).map(|f| f.model)
+}
+
+/// The model in the file at `path`, with its layout and tensors (what
+/// `tensor-similarity inspect` shows).
+pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<ModelFile> {
+    let path = path.as_ref();
+    open_inner(path, options).map_err(|source| Error::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelFile, FileError> {
+    let file = read::read(path)?;
+    let (layout, blocks) = match file.metadata.get(spec::KEY) {
+        Some(json) => (Layout::Described, spec::from_json(json)?),
+        None => infer::infer(&file.tensors, options.residual_scale)?,
+    };
+    let (model, tensors) = build::build(&file, &blocks, layout.name(), None)?;
+    Ok(ModelFile {
+        model,
+        layout,
+        tensors,
+    })
+}
+
+/// Writes `model` to `path` in F64 under `layout`; see [`save_as`].
+pub fn save(model: &Model<f64>, path: impl AsRef<Path>, layout: Layout) -> Result<()> {
+    save_as(model, path, layout, Dtype::F64)
+}
+
+/// Writes `model` to `path` under `layout`, storing values as `dtype`.
+///
+/// Every layout also writes `__metadata__["tensor_similarity"]` naming the
+/// tensors, so that what the research layouts' names cannot say (a residual
+/// scale other than 1, which their loaders take from the model's config)
+/// survives a round trip: the loader prefers metadata to names. An absent
+/// bias is not written; an absent down projection is written as the
+/// identity where the layout requires one (`body.{i}.d.weight`).
+///
+/// An error if the layout cannot express the model (a block kind other than
+/// [`Linear`](crate::Linear) and [`Bilinear`](crate::Bilinear), or blocks
+/// in an order the research layout does not have), if a value overflows
+/// `dtype`, or if the file cannot be written.
+pub fn save_as(
+    model: &Model<f64>,
+    path: impl AsRef<Path>,
+    layout: Layout,
+    dtype: Dtype,
+) -> Result<()> {
+    let path = path.as_ref();
+    save_inner(model, path, layout, dtype).map_err(|source| Error::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn save_inner(
+    model: &Model<f64>,
+    path: &Path,
+    layout: Layout,
+    dtype: Dtype,
+) -> core::result::Result<(), FileError> {
+    let (specs, tensors) = write::tensors(model, layout)?;
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, values)| {
+            let bytes = encode(&name, dtype, &values)?;
+            Ok((name, shape, bytes))
+        })
+        .collect::<core::result::Result<_, FileError>>()?;
+    let views = encoded
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(st_dtype(dtype), shape.clone(), bytes)
+                .map_err(|e| FileError::Corrupt {
+                    reason: format!("tensor {name:?}: {e}"),
+                })?;
+            Ok((name.as_str(), view))
+        })
+        .collect::<core::result::Result<Vec<_>, FileError>>()?;
+    let metadata = HashMap::from([(spec::KEY.to_owned(), spec::to_json(&specs))]);
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| FileError::Corrupt {
+        reason: e.to_string(),
+    })?;
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+fn st_dtype(dtype: Dtype) -> safetensors::Dtype {
+    match dtype {
+        Dtype::F64 => safetensors::Dtype::F64,
+        Dtype::F32 => safetensors::Dtype::F32,
+        Dtype::F16 => safetensors::Dtype::F16,
+        Dtype::BF16 => safetensors::Dtype::BF16,
+    }
+}
+
+/// Little-endian bytes of `values` rounded to `dtype`; an error if one
+/// overflows it.
+fn encode(name: &str, dtype: Dtype, values: &[f64]) -> core::result::Result<Vec<u8>, FileError> {
+    let mut out = Vec::with_capacity(values.len() * 8);
+    for &v in values {
+        let (bytes, back): (Vec<u8>, f64) = match dtype {
+            Dtype::F64 => (v.to_le_bytes().to_vec(), v),
+            Dtype::F32 => ((v as f32).to_le_bytes().to_vec(), (v as f32).into()),
+            Dtype::F16 => {
+                let h = half::f16::from_f64(v);
+                (h.to_le_bytes().to_vec(), h.to_f64())
+            }
+            Dtype::BF16 => {
+                let h = half::bf16::from_f64(v);
+                (h.to_le_bytes().to_vec(), h.to_f64())
+            }
+        };
+        if !back.is_finite() {
+            return Err(FileError::Overflow {
+                tensor: name.to_owned(),
+                dtype: dtype.name(),
+                value: v,
+            });
+        }
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}

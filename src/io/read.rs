@@ -1,0 +1,179 @@
+//! Reading a safetensors file into named `f64` tensors.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{SafeTensorError, SafeTensors};
+use serde_json::Value;
+
+use super::{Dtype, FileError};
+
+/// One tensor of a file, converted to `f64`, row-major.
+#[derive(Clone, Debug)]
+pub(crate) struct RawTensor {
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) values: Vec<f64>,
+}
+
+/// A file's tensors by name and its `__metadata__`.
+#[derive(Debug)]
+pub(crate) struct RawFile {
+    pub(crate) tensors: HashMap<String, RawTensor>,
+    pub(crate) metadata: HashMap<String, String>,
+}
+
+/// The length prefix of a safetensors file: a little-endian `u64` giving
+/// the header's size in bytes.
+const PREFIX: usize = 8;
+
+/// Reads and checks the file, then converts every tensor.
+///
+/// The only allocation sized by the file's content is the file itself; a
+/// header's declared sizes are checked against the file's length (here, and
+/// by the safetensors reader for data offsets) before anything of that size
+/// exists, and tensor buffers are at most 4× the file's data section.
+pub(crate) fn read(path: &Path) -> Result<RawFile, FileError> {
+    let bytes = std::fs::read(path)?;
+    parse(&bytes)
+}
+
+/// As [`read`], on the bytes of a file.
+pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
+    let available = bytes.len() as u64;
+    let Some(prefix) = bytes.get(..PREFIX) else {
+        return Err(FileError::Truncated {
+            what: "header length prefix",
+            declared: PREFIX as u64,
+            available,
+        });
+    };
+    let mut n = [0u8; PREFIX];
+    n.copy_from_slice(prefix);
+    let declared = u64::from_le_bytes(n);
+    if declared > available - PREFIX as u64 {
+        return Err(FileError::Truncated {
+            what: "header",
+            declared,
+            available: available - PREFIX as u64,
+        });
+    }
+    let (header_len, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e, bytes, declared as usize))?;
+    // read_metadata has checked that the data offsets tile the rest of the
+    // file exactly and match each shape and dtype; `get` keeps this panic-free.
+    let data = bytes.get(PREFIX + header_len..).unwrap_or_default();
+    let mut tensors = HashMap::with_capacity(header.tensors().len());
+    for (name, info) in header.tensors() {
+        let (start, end) = info.data_offsets;
+        let raw = data.get(start..end).ok_or_else(|| FileError::Corrupt {
+            reason: format!("tensor {name:?} has data offsets outside the file"),
+        })?;
+        let dtype = match info.dtype {
+            safetensors::Dtype::F64 => Dtype::F64,
+            safetensors::Dtype::F32 => Dtype::F32,
+            safetensors::Dtype::F16 => Dtype::F16,
+            safetensors::Dtype::BF16 => Dtype::BF16,
+            other => {
+                return Err(FileError::Dtype {
+                    tensor: name,
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        let values = decode(dtype, raw);
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(FileError::NonFinite {
+                tensor: name,
+                index,
+                value,
+            });
+        }
+        tensors.insert(
+            name,
+            RawTensor {
+                dtype,
+                shape: info.shape.clone(),
+                values,
+            },
+        );
+    }
+    Ok(RawFile {
+        tensors,
+        metadata: header.metadata().clone().unwrap_or_default(),
+    })
+}
+
+/// Little-endian `bytes` of `dtype` as `f64`. The safetensors reader has
+/// checked that the length is the element count times the element size.
+fn decode(dtype: Dtype, bytes: &[u8]) -> Vec<f64> {
+    fn each<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f64) -> Vec<f64> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(c);
+                f(a)
+            })
+            .collect()
+    }
+    match dtype {
+        Dtype::F64 => each(bytes, f64::from_le_bytes),
+        Dtype::F32 => each(bytes, |b| f32::from_le_bytes(b).into()),
+        Dtype::F16 => each(bytes, |b| half::f16::from_le_bytes(b).to_f64()),
+        Dtype::BF16 => each(bytes, |b| half::bf16::from_le_bytes(b).to_f64()),
+    }
+}
+
+/// The error for what the safetensors reader rejected. A file whose data
+/// section is shorter than its header declares is reported as truncated,
+/// with both sizes (the header is valid JSON by then, so reading the largest
+/// declared offset from it cannot fail in a way that matters).
+fn corrupt(e: SafeTensorError, bytes: &[u8], header_len: usize) -> FileError {
+    if let SafeTensorError::MetadataIncompleteBuffer = e {
+        let available = (bytes.len() - PREFIX - header_len) as u64;
+        if let Some(declared) = declared_data_len(bytes.get(PREFIX..PREFIX + header_len)) {
+            if declared > available {
+                return FileError::Truncated {
+                    what: "tensor data",
+                    declared,
+                    available,
+                };
+            }
+        }
+    }
+    let reason = match e {
+        SafeTensorError::InvalidHeader(e) => format!("the header is not UTF-8 ({e})"),
+        SafeTensorError::InvalidHeaderDeserialization(e) | SafeTensorError::JsonError(e) => {
+            format!("the header is not a safetensors JSON header ({e})")
+        }
+        SafeTensorError::HeaderTooLarge => "the header is larger than 100 MB".into(),
+        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
+            "the header length prefix is invalid".into()
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("tensor {name:?} has data offsets that overlap or leave gaps")
+        }
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's data offsets do not match its shape and dtype".into()
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's declared size overflows".into(),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "the tensors' data does not end where the file ends (truncated file or trailing bytes)"
+                .into()
+        }
+        other => other.to_string(),
+    };
+    FileError::Corrupt { reason }
+}
+
+/// The largest `data_offsets[1]` in a header: the data length it declares.
+fn declared_data_len(header: Option<&[u8]>) -> Option<u64> {
+    let value: Value = serde_json::from_slice(header?).ok()?;
+    value
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+}

@@ -1,0 +1,379 @@
+//! Shared test support: seeded random networks as plain parameter data,
+//! the symmetry transformations of SPEC §2, and conversion to `Model`.
+//!
+//! The networks here are plain data with their own forward pass, so that
+//! oracles built on them share no code with the library.
+#![allow(dead_code)]
+
+use nalgebra::{DMatrix, DVector};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use tensor_similarity::{Bilinear, Linear, Model, Real};
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn gaussian_matrix(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
+    DMatrix::from_fn(rows, cols, |_, _| {
+        scale * rng.sample::<f64, _>(StandardNormal)
+    })
+}
+
+pub fn gaussian_vector(rng: &mut StdRng, len: usize, scale: f64) -> DVector<f64> {
+    DVector::from_fn(len, |_, _| scale * rng.sample::<f64, _>(StandardNormal))
+}
+
+fn cast<T: Real>(m: &DMatrix<f64>) -> DMatrix<T> {
+    m.map(|x| nalgebra::convert::<f64, T>(x))
+}
+
+fn cast_vec<T: Real>(v: &DVector<f64>) -> DVector<T> {
+    v.map(|x| nalgebra::convert::<f64, T>(x))
+}
+
+#[derive(Clone, Debug)]
+pub struct LinearParams {
+    pub w: DMatrix<f64>,
+    pub b: Option<DVector<f64>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BilinearParams {
+    pub l: DMatrix<f64>,
+    pub r: DMatrix<f64>,
+    pub d: Option<DMatrix<f64>>,
+    pub bl: Option<DVector<f64>>,
+    pub br: Option<DVector<f64>>,
+    pub bd: Option<DVector<f64>>,
+    pub s: f64,
+    /// Build through `Bilinear::from_fused`.
+    pub fused: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Layer {
+    Linear(LinearParams),
+    Bilinear(BilinearParams),
+}
+
+/// A network as plain data.
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub layers: Vec<Layer>,
+}
+
+/// What random bilinear layers get.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub biases: bool,
+    pub down: bool,
+    pub residual: f64,
+    pub fused: bool,
+    pub scale: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            biases: true,
+            down: true,
+            residual: 1.0,
+            fused: false,
+            scale: 1.0,
+        }
+    }
+}
+
+impl LinearParams {
+    pub fn random(rng: &mut StdRng, n: usize, m: usize, bias: bool, scale: f64) -> Self {
+        let w = gaussian_matrix(rng, n, m, scale / (m as f64).sqrt());
+        let b = bias.then(|| gaussian_vector(rng, n, 0.5 * scale));
+        Self { w, b }
+    }
+
+    pub fn forward(&self, x: &DVector<f64>) -> DVector<f64> {
+        let y = &self.w * x;
+        match &self.b {
+            Some(b) => y + b,
+            None => y,
+        }
+    }
+}
+
+impl BilinearParams {
+    /// A bilinear layer `m → n` of hidden width `h` (`n = h` without `down`).
+    pub fn random(rng: &mut StdRng, m: usize, h: usize, n: usize, o: Options) -> Self {
+        let sc = o.scale / (m as f64).sqrt();
+        let l = gaussian_matrix(rng, h, m, sc);
+        let r = gaussian_matrix(rng, h, m, sc);
+        let d = o
+            .down
+            .then(|| gaussian_matrix(rng, n, h, o.scale / (h as f64).sqrt()));
+        let n = if o.down { n } else { h };
+        let bl = o.biases.then(|| gaussian_vector(rng, h, 0.5 * o.scale));
+        let br = o.biases.then(|| gaussian_vector(rng, h, 0.5 * o.scale));
+        let bd = o.biases.then(|| gaussian_vector(rng, n, 0.5 * o.scale));
+        Self {
+            l,
+            r,
+            d,
+            bl,
+            br,
+            bd,
+            s: o.residual,
+            fused: o.fused,
+        }
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.l.nrows()
+    }
+
+    /// `y = s·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + (1−s)·x`, written out.
+    pub fn forward(&self, x: &DVector<f64>) -> DVector<f64> {
+        let h = self.hidden();
+        let mut z = DVector::zeros(h);
+        for u in 0..h {
+            let mut a = self.bl.as_ref().map_or(0.0, |b| b[u]);
+            let mut c = self.br.as_ref().map_or(0.0, |b| b[u]);
+            for i in 0..x.len() {
+                a += self.l[(u, i)] * x[i];
+                c += self.r[(u, i)] * x[i];
+            }
+            z[u] = a * c;
+        }
+        let mut y = match &self.d {
+            Some(d) => d * z,
+            None => z,
+        };
+        if let Some(b) = &self.bd {
+            y += b;
+        }
+        if self.s != 1.0 {
+            y * self.s + x * (1.0 - self.s)
+        } else {
+            y
+        }
+    }
+}
+
+impl Layer {
+    pub fn forward(&self, x: &DVector<f64>) -> DVector<f64> {
+        match self {
+            Layer::Linear(p) => p.forward(x),
+            Layer::Bilinear(p) => p.forward(x),
+        }
+    }
+
+    pub fn input_width(&self) -> usize {
+        match self {
+            Layer::Linear(p) => p.w.ncols(),
+            Layer::Bilinear(p) => p.l.ncols(),
+        }
+    }
+}
+
+impl Net {
+    /// `embed (d → w)`, `depth` bilinear layers on a stream of width `w`
+    /// with hidden widths `hidden[i]`, and `head (w → out)`. With
+    /// `o.down == false` the stream width changes to the hidden width and
+    /// the residual must be 1.
+    pub fn random(
+        rng: &mut StdRng,
+        d: usize,
+        w: usize,
+        hidden: &[usize],
+        out: usize,
+        o: Options,
+    ) -> Self {
+        let mut layers = vec![Layer::Linear(LinearParams::random(
+            rng, w, d, o.biases, 1.0,
+        ))];
+        let mut width = w;
+        for &h in hidden {
+            let p = BilinearParams::random(rng, width, h, width, o);
+            width = if o.down { width } else { h };
+            layers.push(Layer::Bilinear(p));
+        }
+        layers.push(Layer::Linear(LinearParams::random(
+            rng, out, width, o.biases, 1.0,
+        )));
+        Net { layers }
+    }
+
+    pub fn forward(&self, x: &DVector<f64>) -> DVector<f64> {
+        self.layers.iter().fold(x.clone(), |h, l| l.forward(&h))
+    }
+
+    pub fn model<T: Real>(&self) -> Model<T> {
+        let mut b = Model::builder();
+        for layer in &self.layers {
+            b = match layer {
+                Layer::Linear(p) => {
+                    b.block(Linear::new(cast(&p.w), p.b.as_ref().map(cast_vec)).unwrap())
+                }
+                Layer::Bilinear(p) => {
+                    let builder = if p.fused {
+                        let mut fused = DMatrix::zeros(2 * p.hidden(), p.l.ncols());
+                        fused.rows_mut(0, p.hidden()).copy_from(&p.l);
+                        fused.rows_mut(p.hidden(), p.hidden()).copy_from(&p.r);
+                        let fused_bias = match (&p.bl, &p.br) {
+                            (None, None) => None,
+                            (bl, br) => {
+                                let h = p.hidden();
+                                let mut v = DVector::zeros(2 * h);
+                                if let Some(bl) = bl {
+                                    v.rows_mut(0, h).copy_from(bl);
+                                }
+                                if let Some(br) = br {
+                                    v.rows_mut(h, h).copy_from(br);
+                                }
+                                Some(v)
+                            }
+                        };
+                        Bilinear::from_fused(cast(&fused), fused_bias.as_ref().map(cast_vec))
+                            .unwrap()
+                    } else {
+                        Bilinear::builder(cast(&p.l), cast(&p.r))
+                            .left_bias(p.bl.as_ref().map(cast_vec))
+                            .right_bias(p.br.as_ref().map(cast_vec))
+                    };
+                    b.block(
+                        builder
+                            .down(p.d.as_ref().map(cast))
+                            .down_bias(p.bd.as_ref().map(cast_vec))
+                            .residual(nalgebra::convert(p.s))
+                            .build()
+                            .unwrap(),
+                    )
+                }
+            };
+        }
+        b.build().unwrap()
+    }
+
+    fn bilinear_mut(&mut self, index: usize) -> &mut BilinearParams {
+        match &mut self.layers[index] {
+            Layer::Bilinear(p) => p,
+            Layer::Linear(_) => panic!("layer {index} is not bilinear"),
+        }
+    }
+
+    /// Permutes the hidden units of bilinear layer `index` by `perm`
+    /// (unit `u` moves to position `perm[u]`).
+    pub fn permute_hidden(&mut self, index: usize, perm: &[usize]) {
+        let p = self.bilinear_mut(index);
+        assert!(
+            p.d.is_some(),
+            "a hidden permutation needs a down projection to absorb it"
+        );
+        let h = p.hidden();
+        let (l, r, d) = (p.l.clone(), p.r.clone(), p.d.clone().unwrap());
+        let (bl, br) = (p.bl.clone(), p.br.clone());
+        for u in 0..h {
+            let v = perm[u];
+            p.l.row_mut(v).copy_from(&l.row(u));
+            p.r.row_mut(v).copy_from(&r.row(u));
+            p.d.as_mut().unwrap().column_mut(v).copy_from(&d.column(u));
+            if let (Some(dst), Some(src)) = (p.bl.as_mut(), bl.as_ref()) {
+                dst[v] = src[u];
+            }
+            if let (Some(dst), Some(src)) = (p.br.as_mut(), br.as_ref()) {
+                dst[v] = src[u];
+            }
+        }
+    }
+
+    /// `L_u → α_u L_u`, `R_u → β_u R_u`, `D_{:,u} → D_{:,u}/(α_u β_u)`, biases along.
+    pub fn rescale_hidden(&mut self, index: usize, alpha: &[f64], beta: &[f64]) {
+        let p = self.bilinear_mut(index);
+        for u in 0..p.hidden() {
+            p.l.row_mut(u).scale_mut(alpha[u]);
+            p.r.row_mut(u).scale_mut(beta[u]);
+            if let Some(b) = p.bl.as_mut() {
+                b[u] *= alpha[u];
+            }
+            if let Some(b) = p.br.as_mut() {
+                b[u] *= beta[u];
+            }
+            p.d.as_mut()
+                .expect("rescaling needs a down projection")
+                .column_mut(u)
+                .scale_mut(1.0 / (alpha[u] * beta[u]));
+        }
+    }
+
+    /// Swaps `L_u ↔ R_u` (with biases) for the units in `units`.
+    pub fn swap_factors(&mut self, index: usize, units: &[usize]) {
+        let p = self.bilinear_mut(index);
+        for &u in units {
+            let lu = p.l.row(u).clone_owned();
+            p.l.row_mut(u).copy_from(&p.r.row(u));
+            p.r.row_mut(u).copy_from(&lu);
+            match (p.bl.as_mut(), p.br.as_mut()) {
+                (Some(a), Some(b)) => core::mem::swap(&mut a[u], &mut b[u]),
+                (None, None) => {}
+                _ => panic!("swap with one bias only"),
+            }
+        }
+    }
+
+    /// The affine change of basis `x ↦ P x + t` of the stream between the
+    /// embedding and the head: every layer writing the stream gets `P̃ D̃`,
+    /// every layer reading it `U P̃⁻¹`. Needs residual-stream models
+    /// (bilinear layers with a down projection back to the stream).
+    pub fn change_stream_basis(&mut self, p: &DMatrix<f64>, t: &DVector<f64>) {
+        let p_inv = p.clone().try_inverse().expect("P must be invertible");
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            match layer {
+                Layer::Linear(q) if i == 0 => {
+                    // writes: y' = P (W x + b) + t
+                    q.w = p * &q.w;
+                    q.b = Some(p * q.b.clone().unwrap_or_else(|| DVector::zeros(p.nrows())) + t);
+                }
+                Layer::Linear(q) => {
+                    assert_eq!(i, last);
+                    // reads: W x = W P⁻¹ (x' − t)
+                    let shift = &q.w * &p_inv * t;
+                    q.w = &q.w * &p_inv;
+                    q.b = Some(q.b.clone().unwrap_or_else(|| DVector::zeros(q.w.nrows())) - shift);
+                }
+                Layer::Bilinear(q) => {
+                    let d =
+                        q.d.as_ref()
+                            .expect("a stream change needs down projections");
+                    let h = q.hidden();
+                    for (f, b) in [(&mut q.l, &mut q.bl), (&mut q.r, &mut q.br)] {
+                        let shift = &*f * &p_inv * t;
+                        *f = &*f * &p_inv;
+                        *b = Some(b.clone().unwrap_or_else(|| DVector::zeros(h)) - shift);
+                    }
+                    q.d = Some(p * d);
+                    q.bd = Some(p * q.bd.clone().unwrap_or_else(|| DVector::zeros(p.nrows())) + t);
+                }
+            }
+        }
+    }
+}
+
+/// A random well-conditioned invertible matrix: `Q diag(σ)` with a random
+/// orthogonal `Q` and `σ ∈ [0.5, 2]`.
+pub fn random_invertible(rng: &mut StdRng, n: usize) -> DMatrix<f64> {
+    let q = gaussian_matrix(rng, n, n, 1.0).qr().q();
+    let sigma = DVector::from_fn(n, |_, _| rng.random_range(0.5..2.0));
+    q * DMatrix::from_diagonal(&sigma)
+}
+
+/// A uniformly random cyclic permutation of `0..n` (Sattolo's algorithm):
+/// no unit stays in place.
+pub fn random_cycle(rng: &mut StdRng, n: usize) -> Vec<usize> {
+    let mut a: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..i);
+        a.swap(i, j);
+    }
+    a
+}

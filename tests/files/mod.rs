@@ -1,0 +1,145 @@
+//! Helpers shared by the file tests: seeded models and hand-written files.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use nalgebra::{DMatrix, DVector};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use tensor_similarity::{Bilinear, Linear, Model};
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn matrix(rng: &mut StdRng, r: usize, c: usize) -> DMatrix<f64> {
+    DMatrix::from_fn(r, c, |_, _| {
+        rng.sample::<f64, _>(StandardNormal) / (c as f64).sqrt()
+    })
+}
+
+pub fn vector(rng: &mut StdRng, n: usize) -> DVector<f64> {
+    DVector::from_fn(n, |_, _| 0.3 * rng.sample::<f64, _>(StandardNormal))
+}
+
+/// embed (d→w, bias) · bilinear blocks with down projection, all biases and
+/// residual `s` · head (w→c, bias): fits every layout but bi_linear/projection.
+pub fn embed_body_head(seed: u64, depth: usize, residual: f64) -> Model<f64> {
+    let (d, w, h, c) = (5, 4, 6, 3);
+    let mut r = rng(seed);
+    let mut b =
+        Model::builder().block(Linear::new(matrix(&mut r, w, d), Some(vector(&mut r, w))).unwrap());
+    for _ in 0..depth {
+        b = b.block(
+            Bilinear::builder(matrix(&mut r, h, w), matrix(&mut r, h, w))
+                .down(matrix(&mut r, w, h))
+                .left_bias(vector(&mut r, h))
+                .right_bias(vector(&mut r, h))
+                .down_bias(vector(&mut r, w))
+                .residual(residual)
+                .build()
+                .unwrap(),
+        );
+    }
+    b.block(Linear::new(matrix(&mut r, c, w), Some(vector(&mut r, c))).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// bilinear without down (fused biases) · projection with bias.
+pub fn bilinear_projection(seed: u64, residual: f64) -> Model<f64> {
+    let (d, c) = (4, 3);
+    let mut r = rng(seed);
+    Model::builder()
+        .block(
+            Bilinear::builder(matrix(&mut r, d, d), matrix(&mut r, d, d))
+                .left_bias(vector(&mut r, d))
+                .right_bias(vector(&mut r, d))
+                .residual(residual)
+                .build()
+                .unwrap(),
+        )
+        .block(Linear::new(matrix(&mut r, c, d), Some(vector(&mut r, c))).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// One tensor to write by hand: name, shape, row-major values.
+#[derive(Clone, Debug)]
+pub struct Raw {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+pub fn raw(name: &str, shape: &[usize], values: Vec<f64>) -> Raw {
+    assert_eq!(shape.iter().product::<usize>(), values.len());
+    Raw {
+        name: name.into(),
+        shape: shape.to_vec(),
+        values,
+    }
+}
+
+/// Row-major values of `m`, written out index by index.
+pub fn row_major(m: &DMatrix<f64>) -> Vec<f64> {
+    let mut v = Vec::new();
+    for i in 0..m.nrows() {
+        for j in 0..m.ncols() {
+            v.push(m[(i, j)]);
+        }
+    }
+    v
+}
+
+pub fn encode(dtype: Dtype, values: &[f64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &v in values {
+        match dtype {
+            Dtype::F64 => out.extend_from_slice(&v.to_le_bytes()),
+            Dtype::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
+            Dtype::F16 => out.extend_from_slice(&half::f16::from_f64(v).to_le_bytes()),
+            Dtype::BF16 => out.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
+            Dtype::I64 => out.extend_from_slice(&(v as i64).to_le_bytes()),
+            other => panic!("test helper does not write {other:?}"),
+        }
+    }
+    out
+}
+
+/// `v` rounded to `dtype` and back, as the file stores it.
+pub fn round(dtype: Dtype, v: f64) -> f64 {
+    match dtype {
+        Dtype::F64 => v,
+        Dtype::F32 => v as f32 as f64,
+        Dtype::F16 => half::f16::from_f64(v).to_f64(),
+        Dtype::BF16 => half::bf16::from_f64(v).to_f64(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The bytes of a safetensors file with `tensors` in `dtype` and optional
+/// `tensor_similarity` metadata, through the safetensors crate (not ours).
+pub fn file_bytes(tensors: &[Raw], dtype: Dtype, metadata: Option<&str>) -> Vec<u8> {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| encode(dtype, &t.values)).collect();
+    let views: Vec<(&str, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            (
+                t.name.as_str(),
+                TensorView::new(dtype, t.shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta = metadata.map(|m| HashMap::from([("tensor_similarity".to_owned(), m.to_owned())]));
+    safetensors::serialize(views, meta).unwrap()
+}
+
+pub fn write_file(path: &Path, tensors: &[Raw], dtype: Dtype, metadata: Option<&str>) {
+    std::fs::write(path, file_bytes(tensors, dtype, metadata)).unwrap();
+}
