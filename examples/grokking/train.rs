@@ -144,7 +144,9 @@ impl Params {
         // move the other.
         let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
         let mut gaussian = |rows: usize, cols: usize, std: f64| {
-            DMatrix::from_fn(rows, cols, |_, _| std * rng.sample::<f64, _>(StandardNormal))
+            DMatrix::from_fn(rows, cols, |_, _| {
+                std * rng.sample::<f64, _>(StandardNormal)
+            })
         };
         let s_in = gain / ((2 * p) as f64).sqrt();
         let s_out = gain / (hidden as f64).sqrt();
@@ -312,9 +314,19 @@ impl AdamW {
         let c2 = 1.0 - cfg.beta2.powi(self.t);
         let decay = 1.0 - cfg.learning_rate * cfg.weight_decay;
         let (ms, vs) = (self.m.tensors_mut(), self.v.tensors_mut());
-        for (((theta, g), m), v) in params.tensors_mut().into_iter().zip(grad.tensors()).zip(ms).zip(vs)
+        for (((theta, g), m), v) in params
+            .tensors_mut()
+            .into_iter()
+            .zip(grad.tensors())
+            .zip(ms)
+            .zip(vs)
         {
-            for (((theta, &g), m), v) in theta.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
+            for (((theta, &g), m), v) in theta
+                .iter_mut()
+                .zip(g.iter())
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+            {
                 *m = cfg.beta1 * *m + (1.0 - cfg.beta1) * g;
                 *v = cfg.beta2 * *v + (1.0 - cfg.beta2) * g * g;
                 let step = (*m / c1) / ((*v / c2).sqrt() + cfg.eps);
@@ -340,17 +352,22 @@ pub struct CurvePoint {
 /// Runs `cfg.steps` full-batch AdamW steps from the seeded initialisation.
 ///
 /// `on_step(step, params)` is called before the first step (`step = 0`) and
-/// after every step; the caller decides what to record.
-pub fn train(cfg: &Config, split: &Split, mut on_step: impl FnMut(usize, &Params)) -> Params {
+/// after every step; the caller decides what to record, and an error from
+/// it stops the run.
+pub fn train<E>(
+    cfg: &Config,
+    split: &Split,
+    mut on_step: impl FnMut(usize, &Params) -> Result<(), E>,
+) -> Result<Params, E> {
     let mut params = Params::init(cfg.p, cfg.hidden, cfg.init_gain, cfg.seed);
     let mut opt = AdamW::new(&params);
-    on_step(0, &params);
+    on_step(0, &params)?;
     for step in 1..=cfg.steps {
         let (_, grad) = params.loss_and_gradient(&split.train);
         opt.step(cfg, &mut params, &grad);
-        on_step(step, &params);
+        on_step(step, &params)?;
     }
-    params
+    Ok(params)
 }
 
 /// A curve point for `params` after `step` steps.
@@ -369,14 +386,17 @@ pub fn measure(step: usize, params: &Params, split: &Split) -> CurvePoint {
     }
 }
 
-/// `count` distinct steps in `0..=total`, log-spaced: dense early, sparse
-/// late (consecutive steps at the start, where the geometric spacing is
-/// below one step). Always contains `0` and `total`.
-pub fn log_schedule(total: usize, count: usize) -> Vec<usize> {
+/// `count` distinct steps in `0..=total`, log-spaced in `step + offset`:
+/// dense early, sparse late. The offset keeps the first few dozen
+/// checkpoints from all landing on the first few steps, where nothing has
+/// happened yet. Always contains `0` and `total`.
+pub fn log_schedule(total: usize, count: usize, offset: usize) -> Vec<usize> {
     let count = count.clamp(2, total + 1);
+    let c = offset.max(1) as f64;
+    let ratio = (total as f64 + c) / c;
     let mut steps = vec![0];
     for i in 1..count {
-        let ideal = (total as f64).powf((i - 1) as f64 / (count - 2).max(1) as f64);
+        let ideal = c * ratio.powf(i as f64 / (count - 1) as f64) - c;
         let prev = steps[steps.len() - 1];
         // Leave room for the steps still to come.
         let room = total - (count - 1 - i);
@@ -464,8 +484,14 @@ mod tests {
 
     #[test]
     fn schedule_is_increasing_and_spans_the_run() {
-        for (total, count) in [(10_000, 100), (50, 100), (7, 3), (1, 5)] {
-            let s = log_schedule(total, count);
+        for (total, count, offset) in [
+            (10_000, 100, 200),
+            (10_000, 100, 0),
+            (50, 100, 5),
+            (7, 3, 1),
+            (1, 5, 0),
+        ] {
+            let s = log_schedule(total, count, offset);
             assert_eq!(s.len(), count.min(total + 1));
             assert_eq!((s[0], s[s.len() - 1]), (0, total));
             assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
@@ -475,8 +501,15 @@ mod tests {
     #[test]
     fn training_reduces_the_loss() {
         let (cfg, split) = small();
+        let cfg = Config {
+            hidden: 8,
+            steps: 150,
+            ..cfg
+        };
         let start = Params::init(cfg.p, cfg.hidden, cfg.init_gain, cfg.seed).evaluate(&split.train);
-        let end = train(&cfg, &split, |_, _| {}).evaluate(&split.train);
+        let end = train(&cfg, &split, |_, _| Ok::<_, ()>(()))
+            .unwrap()
+            .evaluate(&split.train);
         assert!(end.loss < 0.5 * start.loss, "{start:?} -> {end:?}");
     }
 }
