@@ -82,6 +82,59 @@ pub fn output_matrix(
     })
 }
 
+/// How the squared norm of the symmetrised end-to-end tensor
+/// `T[o, i, j] = ½ Σ_r W[o,r] (L[r,i] R[r,j] + L[r,j] R[r,i])` splits by the
+/// inputs that read each entry. A valid input `e_a ⊕ e_b` reads
+/// `f_o = T[o,a,a] + 2 T[o,a,P+b] + T[o,P+b,P+b]`: cross entries (one index
+/// per token slot), and diagonal entries (one token alone). Entries with two
+/// different indices in the same slot are read by no valid input, yet count
+/// in the tensor similarity like any other.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorShares {
+    /// `‖T‖²` (all outputs).
+    pub norm_squared: f64,
+    /// Share on cross entries `(a, P+b)` and `(P+b, a)`.
+    pub cross: f64,
+    /// Share on diagonal entries `(i, i)`.
+    pub diagonal: f64,
+    /// Share on same-slot entries `(i, j)`, `i ≠ j`, that no valid input reads.
+    pub unread: f64,
+}
+
+/// [`TensorShares`] of `params`, from the dense tensor, one output at a time.
+pub fn tensor_shares(params: &Params) -> TensorShares {
+    let p = params.p();
+    let (mut cross, mut diagonal, mut unread) = (0.0, 0.0, 0.0);
+    let lt = params.left.transpose();
+    for o in 0..p {
+        let mut scaled = lt.clone();
+        for (r, mut col) in scaled.column_iter_mut().enumerate() {
+            col *= params.proj[(o, r)];
+        }
+        let m = scaled * &params.right;
+        for j in 0..2 * p {
+            for i in 0..2 * p {
+                let t = 0.5 * (m[(i, j)] + m[(j, i)]);
+                let t2 = t * t;
+                if i == j {
+                    diagonal += t2;
+                } else if (i < p) == (j < p) {
+                    unread += t2;
+                } else {
+                    cross += t2;
+                }
+            }
+        }
+    }
+    let norm_squared = cross + diagonal + unread;
+    TensorShares {
+        norm_squared,
+        cross: cross / norm_squared,
+        diagonal: diagonal / norm_squared,
+        unread: unread / norm_squared,
+    }
+}
+
 /// The symmetric matrix with unit diagonal whose entries `i < j` are `f(i, j)`.
 fn symmetric(n: usize, mut f: impl FnMut(usize, usize) -> Result<f64>) -> Result<DMatrix<f64>> {
     let mut m = DMatrix::identity(n, n);

@@ -69,6 +69,9 @@ struct Args {
     /// Seed of the split and the initial weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Redraw the figure from the CSVs of an earlier run in OUT; no training.
+    #[arg(long)]
+    plot_only: bool,
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -87,7 +90,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         curve_points: 400,
         progress: true,
     };
-    let study = study::run(&cfg, &opts, &args.out)?;
+    let study = if args.plot_only {
+        study::read_back(&args.out)?
+    } else {
+        study::run(&cfg, &opts, &args.out)?
+    };
     let figure = args.out.join("grokking.png");
     plot::draw(
         &plot::Figure {
@@ -142,7 +149,9 @@ fn report(study: &study::Study, total: f64) {
     }
     let n = study.steps.len();
     let index = |s: usize| study.steps.iter().position(|&t| t >= s).unwrap_or(n - 1);
-    println!("similarity to the final checkpoint (tensor / weight / output):");
+    println!(
+        "similarity to the final checkpoint (tensor / weight / output / output on train inputs):"
+    );
     let mut marks = vec![("init", 0)];
     for (name, s) in [
         ("memorised", memorised),
@@ -155,11 +164,28 @@ fn report(study: &study::Study, total: f64) {
     }
     for (name, k) in marks {
         println!(
-            "  {name:>15} (step {:>6}): {:.3} / {:.3} / {:.3}",
+            "  {name:>15} (step {:>6}): {:.3} / {:.3} / {:.3} / {:.3}",
             study.steps[k],
             study.tensor[(k, n - 1)],
             study.weight[(k, n - 1)],
-            study.output[(k, n - 1)]
+            study.output[(k, n - 1)],
+            study.output_train[(k, n - 1)]
+        );
+    }
+    let mean_gap = |m: &nalgebra::DMatrix<f64>| (m - &study.tensor).abs().mean();
+    println!(
+        "mean |difference| from the tensor similarity: weight {:.3}, output {:.3}, output on train inputs {:.3}",
+        mean_gap(&study.weight),
+        mean_gap(&study.output),
+        mean_gap(&study.output_train)
+    );
+    if !study.shares.is_empty() {
+        println!("share of ‖T‖² on cross (a, P+b) / diagonal / unread same-slot entries:");
+    }
+    for (step, s) in &study.shares {
+        println!(
+            "  step {step:>6}: {:.3} / {:.3} / {:.3}",
+            s.cross, s.diagonal, s.unread
         );
     }
     println!(

@@ -48,10 +48,10 @@ pub fn register_font() -> Result<(), Box<dyn Error>> {
 /// Light background colours of the four phases.
 fn phase_colour(phase: Phase) -> RGBColor {
     match phase {
-        Phase::Memorise => RGBColor(255, 224, 204),
-        Phase::Plateau => RGBColor(232, 232, 232),
-        Phase::Grok => RGBColor(210, 240, 210),
-        Phase::Generalised => RGBColor(208, 226, 250),
+        Phase::Memorise => RGBColor(250, 205, 175),
+        Phase::Plateau => RGBColor(222, 222, 222),
+        Phase::Grok => RGBColor(185, 232, 185),
+        Phase::Generalised => RGBColor(185, 210, 245),
     }
 }
 
@@ -96,10 +96,10 @@ fn draw_bands<Y: Ranged<ValueType = f64>>(
     fig: &Figure<'_>,
     chart: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<LogCoord<f64>, Y>>,
     (y0, y1): (f64, f64),
-    label_y: f64,
+    label_y: [f64; 2],
 ) -> Result<(), Box<dyn Error>> {
     let (x0, x1) = step_axis(fig);
-    for (phase, start, end) in fig.phases.bands(x1 as usize) {
+    for (k, (phase, start, end)) in fig.phases.bands(x1 as usize).into_iter().enumerate() {
         let (a, b) = ((start as f64).max(x0), (end as f64).min(x1));
         if b <= a {
             continue;
@@ -108,17 +108,21 @@ fn draw_bands<Y: Ranged<ValueType = f64>>(
             [(a, y0), (b, y1)],
             phase_colour(phase).filled(),
         )))?;
-        let mid = (a * b).sqrt();
+        use plotters::style::text_anchor::{HPos, Pos, VPos};
+        // The last band's name ends at the right edge rather than running off it.
+        let (x, h) = if b >= x1 {
+            (b, HPos::Right)
+        } else {
+            ((a * b).sqrt(), HPos::Center)
+        };
         chart.draw_series(std::iter::once(Text::new(
             phase.name(),
-            (mid, label_y),
+            // Alternate rows so that narrow neighbouring bands keep their names apart.
+            (x, label_y[k % 2]),
             (FONT, 17)
                 .into_font()
                 .color(&BLACK)
-                .pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Top,
-                )),
+                .pos(Pos::new(h, VPos::Top)),
         )))?;
     }
     Ok(())
@@ -127,7 +131,7 @@ fn draw_bands<Y: Ranged<ValueType = f64>>(
 fn draw_loss(fig: &Figure<'_>, area: &Area<'_>) -> Result<(), Box<dyn Error>> {
     let (x0, x1) = step_axis(fig);
     let losses = || fig.curves.iter().flat_map(|c| [c.train.loss, c.test.loss]);
-    let hi = losses().fold(1e-12f64, f64::max) * 3.0;
+    let hi = losses().fold(1e-12f64, f64::max) * 12.0;
     let lo = losses().filter(|&l| l > 0.0).fold(hi, f64::min).max(1e-9) / 3.0;
     let mut chart = ChartBuilder::on(area)
         .caption("cross-entropy", (FONT, 22))
@@ -135,7 +139,7 @@ fn draw_loss(fig: &Figure<'_>, area: &Area<'_>) -> Result<(), Box<dyn Error>> {
         .x_label_area_size(50)
         .y_label_area_size(80)
         .build_cartesian_2d((x0..x1).log_scale(), (lo..hi).log_scale())?;
-    draw_bands(fig, &mut chart, (lo, hi), hi)?;
+    draw_bands(fig, &mut chart, (lo, hi), [hi, hi / 3.0])?;
     chart
         .configure_mesh()
         .x_desc("step")
@@ -183,8 +187,8 @@ fn draw_accuracy(fig: &Figure<'_>, area: &Area<'_>) -> Result<(), Box<dyn Error>
         .margin(12)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d((x0..x1).log_scale(), 0.0..1.08)?;
-    draw_bands(fig, &mut chart, (0.0, 1.08), 1.08)?;
+        .build_cartesian_2d((x0..x1).log_scale(), 0.0..1.16)?;
+    draw_bands(fig, &mut chart, (0.0, 1.16), [1.16, 1.11])?;
     chart
         .configure_mesh()
         .x_desc("step")
@@ -233,6 +237,8 @@ fn draw_heatmap(
 ) -> Result<(), Box<dyn Error>> {
     let n = matrix.nrows();
     let nf = n as f64;
+    // A strip of phase colours along the top and left edges, as in the curves.
+    let strip = 0.04 * nf;
     let label = |v: &f64| {
         let i = v.floor().clamp(0.0, nf - 1.0) as usize;
         fig.steps[i].to_string()
@@ -244,7 +250,7 @@ fn draw_heatmap(
         .margin(14)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..nf, 0.0..nf)?;
+        .build_cartesian_2d(-strip..nf, 0.0..nf + strip)?;
     chart
         .configure_mesh()
         .disable_mesh()
@@ -271,6 +277,23 @@ fn draw_heatmap(
                 Rectangle::new([(j as f64, y - 1.0), (j as f64 + 1.0, y)], colour.filled())
             }),
     )?;
+    let last = fig.steps.last().copied().unwrap_or(0);
+    let bands = fig.phases.bands(last);
+    let phase_of = |step: usize| {
+        bands
+            .iter()
+            .rev()
+            .find(|(_, start, _)| step >= *start)
+            .map_or(Phase::Memorise, |b| b.0)
+    };
+    chart.draw_series(fig.steps.iter().enumerate().flat_map(|(k, &step)| {
+        let colour = phase_colour(phase_of(step)).filled();
+        let (k, y) = (k as f64, nf - k as f64);
+        [
+            Rectangle::new([(k, nf + 0.2 * strip), (k + 1.0, nf + strip)], colour),
+            Rectangle::new([(-strip, y - 1.0), (-0.2 * strip, y)], colour),
+        ]
+    }))?;
     for boundary in fig.phases.boundaries() {
         if let Some(k) = fig.steps.iter().position(|&s| s >= boundary) {
             let k = k as f64;

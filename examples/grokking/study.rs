@@ -43,6 +43,11 @@ pub struct Study {
     pub weight: DMatrix<f64>,
     /// Global output cosine over all `P²` inputs between checkpoints.
     pub output: DMatrix<f64>,
+    /// Global output cosine over the training inputs only.
+    pub output_train: DMatrix<f64>,
+    /// How the tensor's norm splits by the inputs that read it, at the
+    /// first checkpoint, the first at or after each phase boundary, and the last.
+    pub shares: Vec<(usize, compare::TensorShares)>,
     /// Wall time of training (with curves and checkpoint files).
     pub train_time: Duration,
     /// Wall time of the three matrices (with reloading the files).
@@ -122,17 +127,36 @@ pub fn run(cfg: &Config, opts: &Options, out: &Path) -> Result<Study, Box<dyn Er
     let refs: Vec<&Params> = kept.iter().collect();
     let output = compare::output_matrix(&refs, &split.all, chunk, || progress.inc(1));
     progress.finish();
+    let output_train = compare::output_matrix(&refs, &split.train, chunk, || {});
+    let phases = Phases::detect(&curves);
+    let mut marks = vec![0, steps.len() - 1];
+    marks.extend(
+        phases
+            .boundaries()
+            .iter()
+            .filter_map(|&b| steps.iter().position(|&s| s >= b)),
+    );
+    marks.sort_unstable();
+    marks.dedup();
+    let shares: Vec<_> = marks
+        .iter()
+        .map(|&k| (steps[k], compare::tensor_shares(&kept[k])))
+        .collect();
     let compare_time = start.elapsed();
 
     let stems: Vec<String> = steps.iter().map(|s| format!("step_{s:06}")).collect();
     write_matrix(&out.join("tensor_similarity.csv"), &stems, &tensor)?;
     write_matrix(&out.join("weight_cosine.csv"), &stems, &weight)?;
     write_matrix(&out.join("output_cosine.csv"), &stems, &output)?;
+    write_matrix(&out.join("output_cosine_train.csv"), &stems, &output_train)?;
     write_curves(&out.join("curves.csv"), &curves)?;
+    write_shares(&out.join("tensor_shares.csv"), &shares)?;
 
     Ok(Study {
-        phases: Phases::detect(&curves),
+        phases,
         steps,
+        output_train,
+        shares,
         files,
         curves,
         tensor,
@@ -143,6 +167,69 @@ pub fn run(cfg: &Config, opts: &Options, out: &Path) -> Result<Study, Box<dyn Er
     })
 }
 
+/// The curves, checkpoint steps and matrices of an earlier run, read back
+/// from the CSVs in `out` (to redraw the figure without training again).
+pub fn read_back(out: &Path) -> Result<Study, Box<dyn Error>> {
+    let (steps, tensor) = read_matrix(&out.join("tensor_similarity.csv"))?;
+    let (_, weight) = read_matrix(&out.join("weight_cosine.csv"))?;
+    let (_, output) = read_matrix(&out.join("output_cosine.csv"))?;
+    let (_, output_train) = read_matrix(&out.join("output_cosine_train.csv"))?;
+    let text = fs::read_to_string(out.join("curves.csv"))?;
+    let mut curves = Vec::new();
+    for line in text.lines().skip(1) {
+        let v: Vec<f64> = line.split(',').map(str::parse).collect::<Result<_, _>>()?;
+        if v.len() != 6 {
+            return Err(format!("curves.csv: expected 6 columns, found {}", v.len()).into());
+        }
+        let m = |loss, accuracy| train::Metrics { loss, accuracy };
+        curves.push(CurvePoint {
+            step: v[0] as usize,
+            train: m(v[1], v[2]),
+            test: m(v[3], v[4]),
+            weight_norm: v[5],
+        });
+    }
+    Ok(Study {
+        phases: Phases::detect(&curves),
+        files: Vec::new(),
+        output_train,
+        shares: Vec::new(),
+        steps,
+        curves,
+        tensor,
+        weight,
+        output,
+        train_time: Duration::ZERO,
+        compare_time: Duration::ZERO,
+    })
+}
+
+fn read_matrix(path: &Path) -> Result<(Vec<usize>, DMatrix<f64>), Box<dyn Error>> {
+    let text = fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .ok_or_else(|| format!("{}: empty", path.display()))?;
+    let steps = header
+        .split(',')
+        .map(|s| s.trim_start_matches("step_").parse())
+        .collect::<Result<Vec<usize>, _>>()?;
+    let rows: Vec<f64> = lines
+        .flat_map(|l| l.split(','))
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let n = steps.len();
+    if rows.len() != n * n {
+        return Err(format!(
+            "{}: expected {n}×{n} values, found {}",
+            path.display(),
+            rows.len()
+        )
+        .into());
+    }
+    Ok((steps, DMatrix::from_row_slice(n, n, &rows)))
+}
+
 /// The matrix as CSV with a header row of checkpoint names, as the CLI's
 /// `matrix` command writes it.
 fn write_matrix(path: &Path, names: &[String], m: &DMatrix<f64>) -> std::io::Result<()> {
@@ -151,6 +238,19 @@ fn write_matrix(path: &Path, names: &[String], m: &DMatrix<f64>) -> std::io::Res
     for row in m.row_iter() {
         let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
         writeln!(f, "{}", cells.join(","))?;
+    }
+    f.flush()
+}
+
+fn write_shares(path: &Path, shares: &[(usize, compare::TensorShares)]) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::new(fs::File::create(path)?);
+    writeln!(f, "step,norm_squared,cross,diagonal,unread")?;
+    for (step, s) in shares {
+        writeln!(
+            f,
+            "{step},{},{},{},{}",
+            s.norm_squared, s.cross, s.diagonal, s.unread
+        )?;
     }
     f.flush()
 }
@@ -249,6 +349,24 @@ mod tests {
             };
             assert_eq!(text.lines().count(), expected + 1, "{file}");
         }
+    }
+
+    #[test]
+    fn dense_tensor_norm_matches_the_recursion() {
+        use tensor_similarity::RecursiveSimilarity;
+        let cfg = small();
+        let params = Params::init(cfg.p, cfg.hidden, 1.0, 9);
+        let shares = compare::tensor_shares(&params);
+        let recursion = tensor_similarity::TensorSimilarity::new()
+            .squared_norm(&to_model(&params).unwrap())
+            .unwrap()
+            .to_f64();
+        assert!(
+            (shares.norm_squared - recursion).abs() < 1e-12 * recursion,
+            "{} vs {recursion}",
+            shares.norm_squared
+        );
+        assert!((shares.cross + shares.diagonal + shares.unread - 1.0).abs() < 1e-12);
     }
 
     #[test]
