@@ -32,9 +32,17 @@
 //! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`] |
 //! | [`baseline`] | weight cosine |
 //! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
+//! | [`matrix`] | pairwise similarity matrices, in parallel |
 //!
 //! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
 //! recursion, symmetries and numerical stability.
+//!
+//! # Features
+//!
+//! * `cli` (default): the `tensor-similarity` binary (`compare`, `matrix`,
+//!   `inspect`; see `docs/cli.md`) and its dependencies (clap, indicatif,
+//!   plotters, an embedded font). The library itself, [`io`] and [`matrix`]
+//!   included, needs none of them: `default-features = false` drops them.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -43,6 +51,7 @@ pub mod baseline;
 pub mod block;
 mod error;
 pub mod io;
+pub mod matrix;
 mod model;
 pub mod recursion;
 mod scalar;

@@ -435,6 +435,13 @@ fn unreadable_paths_are_io_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("absent.safetensors");
     assert!(matches!(load_error(&p), FileError::Io(_)));
+    // A directory, and a device without end, are refused before reading.
+    assert!(matches!(load_error(dir.path()), FileError::Io(_)));
+    #[cfg(unix)]
+    assert!(matches!(
+        load_error(Path::new("/dev/zero")),
+        FileError::Io(_)
+    ));
     let model = Model::builder()
         .block(Linear::new(DMatrix::identity(2, 2), None).unwrap())
         .build()

@@ -174,6 +174,8 @@ impl Reader<'_> {
         let fits = |want: Option<usize>, got: usize| got > 0 && want.is_none_or(|w| w == got);
         match t.shape[..] {
             [r, c] if fits(rows, r) && fits(cols, c) => {
+                // `values` has r·c entries: the reader decoded exactly the
+                // bytes that safetensors checked against shape × dtype size.
                 Ok(DMatrix::from_row_slice(r, c, &t.values))
             }
             _ => {

@@ -17,7 +17,7 @@
 //! (stored row-major, `[out, in]` as PyTorch does); they are computed in
 //! `f64`. `docs/format.md` has the details and a PyTorch snippet.
 //!
-//! Every failure is an [`Error::File`](crate::Error::File) naming the file,
+//! Every failure is an [`Error::File`] naming the file,
 //! with a [`FileError`] naming the tensor or role: missing or unused
 //! tensors, wrong shapes, unsupported dtypes, non-finite values, truncated
 //! or corrupt files, invalid metadata. A header's declared sizes are
@@ -162,7 +162,8 @@ pub struct ModelFile {
     /// How the layout was found: [`Layout::Described`] for files with
     /// metadata, otherwise the research layout recognised.
     pub layout: Layout,
-    /// Every tensor of the file with its block and role, in block order.
+    /// Every tensor of the file with its block and role, in block order (a
+    /// tensor serving two roles, such as tied weights, is listed for each).
     pub tensors: Vec<TensorEntry>,
 }
 
@@ -277,16 +278,25 @@ fn st_dtype(dtype: Dtype) -> safetensors::Dtype {
 fn encode(name: &str, dtype: Dtype, values: &[f64]) -> core::result::Result<Vec<u8>, FileError> {
     let mut out = Vec::with_capacity(values.len() * 8);
     for &v in values {
-        let (bytes, back): (Vec<u8>, f64) = match dtype {
-            Dtype::F64 => (v.to_le_bytes().to_vec(), v),
-            Dtype::F32 => ((v as f32).to_le_bytes().to_vec(), (v as f32).into()),
+        let back = match dtype {
+            Dtype::F64 => {
+                out.extend_from_slice(&v.to_le_bytes());
+                v
+            }
+            Dtype::F32 => {
+                let x = v as f32;
+                out.extend_from_slice(&x.to_le_bytes());
+                x.into()
+            }
             Dtype::F16 => {
-                let h = half::f16::from_f64(v);
-                (h.to_le_bytes().to_vec(), h.to_f64())
+                let x = half::f16::from_f64(v);
+                out.extend_from_slice(&x.to_le_bytes());
+                x.to_f64()
             }
             Dtype::BF16 => {
-                let h = half::bf16::from_f64(v);
-                (h.to_le_bytes().to_vec(), h.to_f64())
+                let x = half::bf16::from_f64(v);
+                out.extend_from_slice(&x.to_le_bytes());
+                x.to_f64()
             }
         };
         if !back.is_finite() {
@@ -296,7 +306,6 @@ fn encode(name: &str, dtype: Dtype, values: &[f64]) -> core::result::Result<Vec<
                 value: v,
             });
         }
-        out.extend_from_slice(&bytes);
     }
     Ok(out)
 }

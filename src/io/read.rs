@@ -34,6 +34,13 @@ const PREFIX: usize = 8;
 /// by the safetensors reader for data offsets) before anything of that size
 /// exists, and tensor buffers are at most 4× the file's data section.
 pub(crate) fn read(path: &Path) -> Result<RawFile, FileError> {
+    // A device or pipe has no length to check against (and /dev/zero none at all).
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(FileError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
     let bytes = std::fs::read(path)?;
     parse(&bytes)
 }

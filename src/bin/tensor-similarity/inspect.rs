@@ -1,0 +1,131 @@
+//! `inspect`: what a model file holds.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde_json::json;
+use tensor_similarity::io::ModelFile;
+use tensor_similarity::{Bilinear, TensorBlock};
+
+/// One block's summary.
+struct Row {
+    kind: &'static str,
+    input: usize,
+    output: usize,
+    order: usize,
+    hidden: Option<usize>,
+    residual: Option<f64>,
+    parameters: usize,
+    dtypes: Vec<&'static str>,
+}
+
+fn rows(file: &ModelFile) -> Vec<Row> {
+    file.model
+        .blocks()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let bilinear = b.as_any().and_then(|a| a.downcast_ref::<Bilinear>());
+            let tensors = file.tensors.iter().filter(|t| t.block == i);
+            let mut dtypes: Vec<&'static str> = tensors.clone().map(|t| t.dtype.name()).collect();
+            dtypes.sort_unstable();
+            dtypes.dedup();
+            Row {
+                kind: b.kind(),
+                input: b.input_width(),
+                output: b.output_width(),
+                order: b.order(),
+                hidden: bilinear.map(|b| b.hidden_width()),
+                residual: bilinear.map(|b| b.residual()),
+                parameters: tensors.map(|t| t.shape.iter().product::<usize>()).sum(),
+                dtypes,
+            }
+        })
+        .collect()
+}
+
+/// A human-readable table.
+pub fn table(path: &Path, file: &ModelFile) -> String {
+    let m = &file.model;
+    let rows = rows(file);
+    let total: usize = rows.iter().map(|r| r.parameters).sum();
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "file:       {}", path.display());
+    let _ = writeln!(out, "layout:     {}", file.layout.name());
+    let _ = writeln!(
+        out,
+        "model:      {} blocks, input width {}, output width {}, degree {}, {} parameters",
+        m.depth(),
+        m.input_width(),
+        m.output_width(),
+        m.degree(),
+        total
+    );
+    let _ = writeln!(
+        out,
+        "\n{:>5}  {:<9} {:>6} {:>6} {:>5} {:>6} {:>8} {:>10}  dtypes",
+        "block", "kind", "in", "out", "order", "hidden", "residual", "parameters"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<9} {:>6} {:>6} {:>5} {:>6} {:>8} {:>10}  {}",
+            i,
+            r.kind,
+            r.input,
+            r.output,
+            r.order,
+            r.hidden.map_or("-".into(), |h| h.to_string()),
+            r.residual.map_or("-".into(), |s| s.to_string()),
+            r.parameters,
+            r.dtypes.join(",")
+        );
+    }
+    let _ = writeln!(out, "\ntensors:");
+    let width = file.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for t in &file.tensors {
+        let _ = writeln!(
+            out,
+            "  {:<width$}  block {} {:<10} {:<4} {:?}",
+            t.name,
+            t.block,
+            t.role,
+            t.dtype.name(),
+            t.shape
+        );
+    }
+    out
+}
+
+/// The same as JSON.
+pub fn json(path: &Path, file: &ModelFile) -> String {
+    let m = &file.model;
+    let blocks: Vec<_> = rows(file)
+        .into_iter()
+        .map(|r| {
+            json!({
+                "kind": r.kind, "input_width": r.input, "output_width": r.output,
+                "order": r.order, "hidden_width": r.hidden, "residual": r.residual,
+                "parameters": r.parameters, "dtypes": r.dtypes,
+            })
+        })
+        .collect();
+    let tensors: Vec<_> = file
+        .tensors
+        .iter()
+        .map(|t| json!({"name": t.name, "block": t.block, "role": t.role, "dtype": t.dtype.name(), "shape": t.shape}))
+        .collect();
+    let mut s = json!({
+        "file": path.display().to_string(),
+        "layout": file.layout.name(),
+        "input_width": m.input_width(),
+        "output_width": m.output_width(),
+        "degree": m.degree(),
+        "blocks": blocks,
+        "tensors": tensors,
+    })
+    .to_string();
+    s.push('\n');
+    s
+}

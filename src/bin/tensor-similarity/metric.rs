@@ -1,0 +1,68 @@
+//! The metrics the command line offers, dispatched in one place
+//! ([`Metric::kernel`]): a new metric is one match arm.
+
+use nalgebra::DMatrix;
+use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
+use tensor_similarity::{Model, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine};
+
+/// Which similarity to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Metric {
+    /// Tensor similarity (SPEC §2): cosine of the symmetrised end-to-end tensors.
+    Tensor,
+    /// Gaussian functional similarity (SPEC §3): E[f_A·f_B] over x ~ N(0, I).
+    Gaussian,
+    /// Cosine of all parameters concatenated (SPEC §4 baseline).
+    Weight,
+}
+
+/// How a metric computes: as the cosine of an inner product (so a matrix
+/// computes each norm once), or pair by pair.
+enum Kernel {
+    Recursive(Box<dyn RecursiveSimilarity<f64> + Sync>),
+    Pairwise(fn(&Model, &Model) -> Result<f64>),
+}
+
+impl Metric {
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Tensor => "tensor",
+            Metric::Gaussian => "gaussian",
+            Metric::Weight => "weight",
+        }
+    }
+
+    fn kernel(self) -> Result<Kernel> {
+        Ok(match self {
+            Metric::Tensor => Kernel::Recursive(Box::new(TensorSimilarity::new())),
+            Metric::Gaussian => {
+                return Err(tensor_similarity::Error::InvalidOption {
+                    what: "--metric",
+                    reason: "the gaussian metric is not available in this build yet; \
+                             use tensor or weight"
+                        .into(),
+                });
+            }
+            Metric::Weight => Kernel::Pairwise(weight_cosine),
+        })
+    }
+
+    /// The similarity of `a` and `b`.
+    pub fn compare(self, a: &Model, b: &Model) -> Result<f64> {
+        match self.kernel()? {
+            Kernel::Recursive(metric) => metric.similarity(a, b),
+            Kernel::Pairwise(f) => f(a, b),
+        }
+    }
+
+    /// The matrix of all pairwise similarities, calling `progress` per pair.
+    pub fn matrix(self, models: &[Model], progress: impl Fn() + Sync) -> Result<DMatrix<f64>> {
+        match self.kernel()? {
+            Kernel::Recursive(metric) => similarity_matrix(&&*metric, models, progress),
+            Kernel::Pairwise(f) => {
+                pairwise_matrix(models, progress, |i, j| f(&models[i], &models[j]))
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The `tensor-similarity` binary, run as a user would: values on stdout,
+//! errors as one line on stderr with a non-zero exit code.
+
+mod files;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use files::*;
+use tensor_similarity::io::{self, Dtype, Layout};
+use tensor_similarity::{Model, similarity, weight_cosine};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tensor-similarity"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// `n` related models (one base, perturbed), saved in varied layouts and dtypes.
+fn models(dir: &Path, n: usize) -> Vec<(PathBuf, Model<f64>)> {
+    (0..n)
+        .map(|i| {
+            let model = embed_body_head(100 + i as u64, 1, 1.0);
+            let path = dir.join(format!("model-{i}.safetensors"));
+            let (layout, dtype) = [
+                (Layout::Described, Dtype::F64),
+                (Layout::EmbedBodyHead, Dtype::F64),
+                (Layout::Described, Dtype::F64),
+            ][i % 3];
+            io::save_as(&model, &path, layout, dtype).unwrap();
+            (path, model)
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn compare_prints_the_similarity_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let out = run(&["compare", s(&m[0].0), s(&m[1].0)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1);
+    let value: f64 = text.trim().parse().unwrap();
+    // Shortest round-trip printing: the exact f64 the library computes.
+    assert_eq!(value, similarity(&m[0].1, &m[1].1).unwrap());
+
+    let out = run(&["compare", s(&m[0].0), s(&m[1].0), "--metric", "weight"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: f64 = stdout(&out).trim().parse().unwrap();
+    assert_eq!(value, weight_cosine(&m[0].1, &m[1].1).unwrap());
+}
+
+#[test]
+fn compare_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let out = run(&["compare", s(&m[0].0), s(&m[1].0), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["metric"], "tensor");
+    assert_eq!(v["a"], s(&m[0].0));
+    assert_eq!(
+        v["similarity"].as_f64().unwrap(),
+        similarity(&m[0].1, &m[1].1).unwrap()
+    );
+}
+
+#[test]
+fn compare_residual_scale_applies_to_files_without_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bi_linear/projection file written without metadata, h = m = 2.
+    let tensors = [
+        raw(
+            "bi_linear.weight",
+            &[4, 2],
+            vec![1.0, 0.5, -1.0, 2.0, 0.25, 1.0, 3.0, -0.5],
+        ),
+        raw("projection.weight", &[1, 2], vec![1.0, -1.0]),
+    ];
+    let path = dir.path().join("plain.safetensors");
+    write_file(&path, &tensors, safetensors::Dtype::F32, None);
+    let plain = io::load(&path).unwrap();
+    let mixed = io::load_with(
+        &path,
+        &io::LoadOptions {
+            residual_scale: Some(0.5),
+        },
+    )
+    .unwrap();
+    // The same s = 1 model with metadata, which ignores the option.
+    let described = dir.path().join("described.safetensors");
+    io::save(&plain, &described, Layout::Described).unwrap();
+    let expected = similarity(&mixed, &plain).unwrap();
+    assert!(
+        expected < 0.999,
+        "the residual changes the model: {expected}"
+    );
+    let out = run(&[
+        "compare",
+        s(&path),
+        s(&described),
+        "--residual-scale",
+        "0.5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim().parse::<f64>().unwrap(), expected);
+    let out = run(&["compare", s(&path), s(&described)]);
+    assert_eq!(stdout(&out).trim().parse::<f64>().unwrap(), 1.0);
+}
+
+#[test]
+fn compare_errors_are_one_line_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 1);
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not a model at all").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["compare", s(&m[0].0), s(&bad)], "bad.safetensors"),
+        (
+            vec!["compare", s(&m[0].0), "/nonexistent/x.safetensors"],
+            "x.safetensors",
+        ),
+        (
+            vec!["compare", s(&m[0].0), s(&m[0].0), "--metric", "gaussian"],
+            "gaussian",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stdout(&out).is_empty());
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+    }
+    // Incomparable models: different output widths.
+    let other = dir.path().join("other.safetensors");
+    io::save(&bilinear_projection(1, 1.0), &other, Layout::Described).unwrap();
+    let out = run(&["compare", s(&m[0].0), s(&other)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not comparable"), "{}", stderr(&out));
+    // A usage error is clap's (exit 2).
+    let out = run(&["compare", s(&m[0].0)]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The CSV's header and rows.
+fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<f64>>) {
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn matrix_writes_a_symmetric_csv_with_unit_diagonal_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 4);
+    let csv = dir.path().join("out.csv");
+    let png = dir.path().join("out.png");
+    let mut args = vec!["matrix"];
+    args.extend(m.iter().map(|(p, _)| s(p)));
+    args.extend(["-o", s(&csv), "--plot", s(&png)]);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (header, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap());
+    assert_eq!(header, ["model-0", "model-1", "model-2", "model-3"]);
+    assert_eq!(rows.len(), 4);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 4);
+        assert_eq!(row[i], 1.0);
+        for (j, &v) in row.iter().enumerate() {
+            assert_eq!(v, rows[j][i], "symmetric");
+            if i != j {
+                let direct = similarity(&m[i].1, &m[j].1).unwrap();
+                assert!((v - direct).abs() < 1e-12, "{v} vs {direct}");
+            }
+        }
+    }
+    let png = std::fs::read(&png).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    assert!(png.len() > 1000);
+
+    // Without -o the CSV goes to stdout; weight metric too.
+    let mut args = vec!["matrix", "--metric", "weight"];
+    args.extend(m.iter().map(|(p, _)| s(p)));
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, rows) = parse_csv(&stdout(&out));
+    let direct = weight_cosine(&m[1].1, &m[3].1).unwrap();
+    assert!((rows[1][3] - direct).abs() < 1e-12);
+}
+
+#[test]
+fn matrix_fails_cleanly_on_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let bad = dir.path().join("cut.safetensors");
+    let bytes = std::fs::read(&m[0].0).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run(&["matrix", s(&m[0].0), s(&m[1].0), s(&bad)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cut.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+    // A heatmap of one model is refused; an unwritable CSV path is an error.
+    let png = dir.path().join("one.png");
+    let out = run(&["matrix", s(&m[0].0), "--plot", s(&png)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("at least two models"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "matrix",
+        s(&m[0].0),
+        s(&m[1].0),
+        "-o",
+        "/nonexistent/dir/x.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("x.csv"), "{}", stderr(&out));
+}
+
+#[test]
+fn inspect_describes_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ebh.safetensors");
+    io::save_as(
+        &embed_body_head(5, 2, 0.5),
+        &path,
+        Layout::EmbedBodyHead,
+        Dtype::BF16,
+    )
+    .unwrap();
+    let out = run(&["inspect", s(&path)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("layout:     tensor_similarity metadata"),
+        "{text}"
+    );
+    assert!(
+        text.contains("4 blocks, input width 5, output width 3, degree 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("body.1.d.weight") && text.contains("BF16"),
+        "{text}"
+    );
+    // A bilinear row: kind, widths 4 → 4, order 2, hidden 6, residual 0.5,
+    // 2·6·4 + 4·6 + 6 + 6 + 4 = 88 parameters.
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        fields[..9],
+        ["1", "bilinear", "4", "4", "2", "6", "0.5", "88", "BF16"]
+    );
+
+    let out = run(&["inspect", s(&path), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["blocks"].as_array().unwrap().len(), 4);
+    assert_eq!(v["blocks"][0]["kind"], "linear");
+    assert_eq!(v["blocks"][0]["parameters"], 5 * 4 + 4);
+
+    let out = run(&["inspect", "/nonexistent.safetensors"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1);
+}

@@ -1,0 +1,85 @@
+//! `similarity_matrix`: each norm once, each pair once, the same values as
+//! pair-by-pair similarities.
+
+mod files;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use files::*;
+use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
+use tensor_similarity::{
+    Error, LogScaled, Model, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
+};
+
+/// The tensor similarity, counting the recursions it runs.
+#[derive(Default)]
+struct Counting {
+    norms: AtomicUsize,
+    products: AtomicUsize,
+}
+
+impl RecursiveSimilarity<f64> for Counting {
+    fn inner_product(&self, a: &Model<f64>, b: &Model<f64>) -> Result<LogScaled> {
+        self.products.fetch_add(1, Ordering::Relaxed);
+        TensorSimilarity::new().inner_product(a, b)
+    }
+    fn squared_norm(&self, a: &Model<f64>) -> Result<LogScaled> {
+        self.norms.fetch_add(1, Ordering::Relaxed);
+        TensorSimilarity::new().inner_product(a, a)
+    }
+}
+
+#[test]
+fn each_norm_once_each_pair_once_and_the_same_values() {
+    let models: Vec<Model<f64>> = (0..7).map(|i| embed_body_head(i, 1, 1.0)).collect();
+    let metric = Counting::default();
+    let calls = AtomicUsize::new(0);
+    let m = similarity_matrix(&metric, &models, || {
+        calls.fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
+    let n = models.len();
+    assert_eq!(metric.norms.load(Ordering::Relaxed), n);
+    assert_eq!(metric.products.load(Ordering::Relaxed), n * (n - 1) / 2);
+    assert_eq!(calls.load(Ordering::Relaxed), n * (n - 1) / 2);
+    for i in 0..n {
+        assert_eq!(m[(i, i)], 1.0);
+        for j in 0..n {
+            assert_eq!(m[(i, j)], m[(j, i)]);
+            if i != j {
+                let direct = TensorSimilarity::new()
+                    .similarity(&models[i], &models[j])
+                    .unwrap();
+                assert!((m[(i, j)] - direct).abs() < 1e-12);
+            }
+        }
+    }
+}
+
+#[test]
+fn pairwise_matrix_matches_the_weight_cosine() {
+    let models: Vec<Model<f64>> = (0..4).map(|i| bilinear_projection(i, 1.0)).collect();
+    let m = pairwise_matrix(&models, || {}, |i, j| weight_cosine(&models[i], &models[j])).unwrap();
+    for i in 0..4 {
+        for j in 0..4 {
+            let expected = if i == j {
+                1.0
+            } else {
+                weight_cosine(&models[i], &models[j]).unwrap()
+            };
+            assert_eq!(m[(i, j)], expected);
+        }
+    }
+}
+
+#[test]
+fn errors_come_back_and_small_inputs_work() {
+    let models = vec![embed_body_head(1, 1, 1.0), bilinear_projection(2, 1.0)];
+    let e = similarity_matrix(&TensorSimilarity::new(), &models, || {}).unwrap_err();
+    assert!(matches!(e, Error::Incomparable(_)), "{e}");
+    let one = similarity_matrix(&TensorSimilarity::new(), &models[..1], || {}).unwrap();
+    assert_eq!(one.shape(), (1, 1));
+    assert_eq!(one[(0, 0)], 1.0);
+    let none = similarity_matrix(&TensorSimilarity::new(), &[] as &[Model<f64>], || {}).unwrap();
+    assert_eq!(none.shape(), (0, 0));
+}
