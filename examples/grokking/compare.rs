@@ -8,38 +8,20 @@
 //!   empirical baseline that sees exactly the inputs the task has.
 
 use nalgebra::DMatrix;
-use tensor_similarity::{
-    Model, RecursiveSimilarity, Result, TensorSimilarity, cosine, weight_cosine,
-};
+use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
+use tensor_similarity::{Model, Result, TensorSimilarity, weight_cosine};
 
 use crate::train::{Batch, Params};
 
-/// The tensor similarity matrix: each self inner product once, then every
-/// pair `i < j`; `tick()` after each entry computed.
-pub fn tensor_matrix(models: &[Model<f64>], mut tick: impl FnMut()) -> Result<DMatrix<f64>> {
-    let metric = TensorSimilarity::new();
-    let norms = models
-        .iter()
-        .map(|m| {
-            let n = metric.squared_norm(m);
-            tick();
-            n
-        })
-        .collect::<Result<Vec<_>>>()?;
-    symmetric(models.len(), |i, j| {
-        let c = cosine(
-            metric.inner_product(&models[i], &models[j])?,
-            norms[i],
-            norms[j],
-        );
-        tick();
-        c
-    })
+/// The tensor similarity matrix, by the library's parallel
+/// [`similarity_matrix`]; `tick()` after each pair.
+pub fn tensor_matrix(models: &[Model<f64>], tick: impl Fn() + Sync) -> Result<DMatrix<f64>> {
+    similarity_matrix(&TensorSimilarity::new(), models, tick)
 }
 
 /// The weight cosine matrix.
 pub fn weight_matrix(models: &[Model<f64>]) -> Result<DMatrix<f64>> {
-    symmetric(models.len(), |i, j| weight_cosine(&models[i], &models[j]))
+    pairwise_matrix(models, || {}, |i, j| weight_cosine(&models[i], &models[j]))
 }
 
 /// The global output cosine matrix over every pair in `inputs`.
@@ -82,68 +64,107 @@ pub fn output_matrix(
     })
 }
 
-/// How the squared norm of the symmetrised end-to-end tensor
-/// `T[o, i, j] = ½ Σ_r W[o,r] (L[r,i] R[r,j] + L[r,j] R[r,i])` splits by the
-/// inputs that read each entry. A valid input `e_a ⊕ e_b` reads
-/// `f_o = T[o,a,a] + 2 T[o,a,P+b] + T[o,P+b,P+b]`: cross entries (one index
-/// per token slot), and diagonal entries (one token alone). Entries with two
-/// different indices in the same slot are read by no valid input, yet count
-/// in the tensor similarity like any other.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TensorShares {
-    /// `‖T‖²` (all outputs).
-    pub norm_squared: f64,
-    /// Share on cross entries `(a, P+b)` and `(P+b, a)`.
+/// The symmetrised end-to-end tensor, one `2P × 2P` matrix per output:
+/// `T[o][i, j] = ½ Σ_r W[o,r] (L[r,i] R[r,j] + L[r,j] R[r,i])`, built
+/// densely from the weights (independently of the Gram recursion).
+pub fn dense_tensor(params: &Params) -> Vec<DMatrix<f64>> {
+    let lt = params.left.transpose();
+    (0..params.p())
+        .map(|o| {
+            let mut scaled = lt.clone();
+            for (r, mut col) in scaled.column_iter_mut().enumerate() {
+                col *= params.proj[(o, r)];
+            }
+            let m = scaled * &params.right;
+            (&m + m.transpose()) * 0.5
+        })
+        .collect()
+}
+
+/// The entries of the tensor grouped by the inputs that read them. A valid
+/// input `e_a ⊕ e_b` reads `f_o = T[o,a,a] + 2 T[o,a,P+b] + T[o,P+b,P+b]`:
+/// **cross** entries (one index in each token slot) and **diagonal**
+/// entries (one token alone). **Unread** entries, two different indices in
+/// the same slot, are read by no valid input (they say what the network
+/// would do with two first tokens), yet count in the tensor similarity like
+/// any other entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Groups {
+    /// Entries `(a, P+b)` and `(P+b, a)`.
     pub cross: f64,
-    /// Share on diagonal entries `(i, i)`.
+    /// Entries `(i, i)`.
     pub diagonal: f64,
-    /// Share on same-slot entries `(i, j)`, `i ≠ j`, that no valid input reads.
+    /// Entries `(i, j)`, `i ≠ j`, in the same slot.
     pub unread: f64,
 }
 
-/// [`TensorShares`] of `params`, from the dense tensor, one output at a time.
-pub fn tensor_shares(params: &Params) -> TensorShares {
-    let p = params.p();
-    let (mut cross, mut diagonal, mut unread) = (0.0, 0.0, 0.0);
-    let lt = params.left.transpose();
-    for o in 0..p {
-        let mut scaled = lt.clone();
-        for (r, mut col) in scaled.column_iter_mut().enumerate() {
-            col *= params.proj[(o, r)];
+impl Groups {
+    /// The sum over all groups.
+    pub fn total(&self) -> f64 {
+        self.cross + self.diagonal + self.unread
+    }
+
+    fn map(self, other: Self, f: impl Fn(f64, f64) -> f64) -> Self {
+        Self {
+            cross: f(self.cross, other.cross),
+            diagonal: f(self.diagonal, other.diagonal),
+            unread: f(self.unread, other.unread),
         }
-        let m = scaled * &params.right;
-        for j in 0..2 * p {
-            for i in 0..2 * p {
-                let t = 0.5 * (m[(i, j)] + m[(j, i)]);
-                let t2 = t * t;
+    }
+}
+
+/// `⟨T_A, T_B⟩` restricted to each group of entries; the groups sum to the
+/// full tensor inner product.
+pub fn grouped_inner_product(a: &[DMatrix<f64>], b: &[DMatrix<f64>]) -> Groups {
+    let mut g = Groups::default();
+    for (ta, tb) in a.iter().zip(b) {
+        let p = ta.nrows() / 2;
+        for j in 0..ta.ncols() {
+            for i in 0..ta.nrows() {
+                let v = ta[(i, j)] * tb[(i, j)];
                 if i == j {
-                    diagonal += t2;
+                    g.diagonal += v;
                 } else if (i < p) == (j < p) {
-                    unread += t2;
+                    g.unread += v;
                 } else {
-                    cross += t2;
+                    g.cross += v;
                 }
             }
         }
     }
-    let norm_squared = cross + diagonal + unread;
-    TensorShares {
-        norm_squared,
-        cross: cross / norm_squared,
-        diagonal: diagonal / norm_squared,
-        unread: unread / norm_squared,
-    }
+    g
 }
 
-/// The symmetric matrix with unit diagonal whose entries `i < j` are `f(i, j)`.
-fn symmetric(n: usize, mut f: impl FnMut(usize, usize) -> Result<f64>) -> Result<DMatrix<f64>> {
-    let mut m = DMatrix::identity(n, n);
-    for i in 0..n {
-        for j in i + 1..n {
-            let v = f(i, j)?;
-            m[(i, j)] = v;
-            m[(j, i)] = v;
-        }
+/// A checkpoint's tensor seen group by group against a reference (the final
+/// checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorParts {
+    /// The checkpoint's step.
+    pub step: usize,
+    /// Share of the checkpoint's `‖T‖²` in each group.
+    pub share: Groups,
+    /// Cosine to the reference within each group.
+    pub cosine: Groups,
+    /// Cosine to the reference over all entries (the tensor similarity).
+    pub total_cosine: f64,
+}
+
+/// [`TensorParts`] of `params` against the dense tensor `reference` and its
+/// grouped squared norms `reference_norms`.
+pub fn tensor_parts(
+    step: usize,
+    params: &Params,
+    reference: &[DMatrix<f64>],
+    reference_norms: Groups,
+) -> TensorParts {
+    let t = dense_tensor(params);
+    let own = grouped_inner_product(&t, &t);
+    let cross = grouped_inner_product(&t, reference);
+    let norms = own.map(reference_norms, |x, y| (x * y).sqrt());
+    TensorParts {
+        step,
+        share: own.map(own, |x, _| x / own.total()),
+        cosine: cross.map(norms, |x, n| x / n),
+        total_cosine: cross.total() / (own.total() * reference_norms.total()).sqrt(),
     }
-    Ok(m)
 }

@@ -118,9 +118,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         &figure,
     )?;
     report(&study, start.elapsed().as_secs_f64());
+    if args.plot_only {
+        println!("redrew {}", figure.display());
+        return Ok(());
+    }
     println!(
-        "wrote {} and CSVs in {}",
+        "wrote {}, CSVs and {} checkpoints in {}",
         figure.display(),
+        study.files.len(),
         args.out.display()
     );
     Ok(())
@@ -179,13 +184,17 @@ fn report(study: &study::Study, total: f64) {
         mean_gap(&study.output),
         mean_gap(&study.output_train)
     );
-    if !study.shares.is_empty() {
-        println!("share of ‖T‖² on cross (a, P+b) / diagonal / unread same-slot entries:");
-    }
-    for (step, s) in &study.shares {
+    if !study.parts.is_empty() {
         println!(
-            "  step {step:>6}: {:.3} / {:.3} / {:.3}",
-            s.cross, s.diagonal, s.unread
+            "the tensor by entry groups: share of ‖T‖² and cosine to the final checkpoint \
+             (cross (a, P+b) / diagonal / unread same-slot; all)"
+        );
+    }
+    for p in &study.parts {
+        let (s, c) = (p.share, p.cosine);
+        println!(
+            "  step {:>6}: share {:.3} / {:.3} / {:.3}; cosine {:.3} / {:.3} / {:.3}; {:.3}",
+            p.step, s.cross, s.diagonal, s.unread, c.cross, c.diagonal, c.unread, p.total_cosine
         );
     }
     println!(

@@ -45,9 +45,9 @@ pub struct Study {
     pub output: DMatrix<f64>,
     /// Global output cosine over the training inputs only.
     pub output_train: DMatrix<f64>,
-    /// How the tensor's norm splits by the inputs that read it, at the
+    /// The tensor group by group against the final checkpoint's, at the
     /// first checkpoint, the first at or after each phase boundary, and the last.
-    pub shares: Vec<(usize, compare::TensorShares)>,
+    pub parts: Vec<compare::TensorParts>,
     /// Wall time of training (with curves and checkpoint files).
     pub train_time: Duration,
     /// Wall time of the three matrices (with reloading the files).
@@ -118,7 +118,7 @@ pub fn run(cfg: &Config, opts: &Options, out: &Path) -> Result<Study, Box<dyn Er
     let start = Instant::now();
     let models = files.iter().map(io::load).collect::<Result<Vec<_>, _>>()?;
     let n = models.len();
-    let progress = bar(n + n * (n - 1) / 2, "tensor", opts.progress);
+    let progress = bar(n * (n - 1) / 2, "tensor", opts.progress);
     let tensor = compare::tensor_matrix(&models, || progress.inc(1))?;
     progress.finish();
     let weight = compare::weight_matrix(&models)?;
@@ -138,9 +138,11 @@ pub fn run(cfg: &Config, opts: &Options, out: &Path) -> Result<Study, Box<dyn Er
     );
     marks.sort_unstable();
     marks.dedup();
-    let shares: Vec<_> = marks
+    let reference = compare::dense_tensor(&kept[kept.len() - 1]);
+    let reference_norms = compare::grouped_inner_product(&reference, &reference);
+    let parts: Vec<_> = marks
         .iter()
-        .map(|&k| (steps[k], compare::tensor_shares(&kept[k])))
+        .map(|&k| compare::tensor_parts(steps[k], &kept[k], &reference, reference_norms))
         .collect();
     let compare_time = start.elapsed();
 
@@ -150,13 +152,13 @@ pub fn run(cfg: &Config, opts: &Options, out: &Path) -> Result<Study, Box<dyn Er
     write_matrix(&out.join("output_cosine.csv"), &stems, &output)?;
     write_matrix(&out.join("output_cosine_train.csv"), &stems, &output_train)?;
     write_curves(&out.join("curves.csv"), &curves)?;
-    write_shares(&out.join("tensor_shares.csv"), &shares)?;
+    write_parts(&out.join("tensor_parts.csv"), &parts)?;
 
     Ok(Study {
         phases,
         steps,
         output_train,
-        shares,
+        parts,
         files,
         curves,
         tensor,
@@ -193,7 +195,7 @@ pub fn read_back(out: &Path) -> Result<Study, Box<dyn Error>> {
         phases: Phases::detect(&curves),
         files: Vec::new(),
         output_train,
-        shares: Vec::new(),
+        parts: Vec::new(),
         steps,
         curves,
         tensor,
@@ -242,14 +244,19 @@ fn write_matrix(path: &Path, names: &[String], m: &DMatrix<f64>) -> std::io::Res
     f.flush()
 }
 
-fn write_shares(path: &Path, shares: &[(usize, compare::TensorShares)]) -> std::io::Result<()> {
+fn write_parts(path: &Path, parts: &[compare::TensorParts]) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(fs::File::create(path)?);
-    writeln!(f, "step,norm_squared,cross,diagonal,unread")?;
-    for (step, s) in shares {
+    writeln!(
+        f,
+        "step,share_cross,share_diagonal,share_unread,\
+         cosine_final_cross,cosine_final_diagonal,cosine_final_unread,cosine_final"
+    )?;
+    for p in parts {
+        let (s, c) = (p.share, p.cosine);
         writeln!(
             f,
-            "{step},{},{},{},{}",
-            s.norm_squared, s.cross, s.diagonal, s.unread
+            "{},{},{},{},{},{},{},{}",
+            p.step, s.cross, s.diagonal, s.unread, c.cross, c.diagonal, c.unread, p.total_cosine
         )?;
     }
     f.flush()
@@ -352,21 +359,34 @@ mod tests {
     }
 
     #[test]
-    fn dense_tensor_norm_matches_the_recursion() {
-        use tensor_similarity::RecursiveSimilarity;
+    fn dense_tensor_cosine_matches_the_recursion() {
         let cfg = small();
-        let params = Params::init(cfg.p, cfg.hidden, 1.0, 9);
-        let shares = compare::tensor_shares(&params);
-        let recursion = tensor_similarity::TensorSimilarity::new()
-            .squared_norm(&to_model(&params).unwrap())
-            .unwrap()
-            .to_f64();
-        assert!(
-            (shares.norm_squared - recursion).abs() < 1e-12 * recursion,
-            "{} vs {recursion}",
-            shares.norm_squared
+        let (a, b) = (
+            Params::init(cfg.p, cfg.hidden, 1.0, 9),
+            Params::init(cfg.p, cfg.hidden, 1.0, 10),
         );
-        assert!((shares.cross + shares.diagonal + shares.unread - 1.0).abs() < 1e-12);
+        let reference = compare::dense_tensor(&b);
+        let norms = compare::grouped_inner_product(&reference, &reference);
+        let parts = compare::tensor_parts(0, &a, &reference, norms);
+        let recursion =
+            tensor_similarity::similarity(&to_model(&a).unwrap(), &to_model(&b).unwrap()).unwrap();
+        assert!(
+            (parts.total_cosine - recursion).abs() < 1e-12,
+            "{} vs {recursion}",
+            parts.total_cosine
+        );
+        let s = parts.share;
+        assert!((s.cross + s.diagonal + s.unread - 1.0).abs() < 1e-12);
+        // Against itself every group's cosine is 1.
+        let own = compare::tensor_parts(0, &b, &reference, norms);
+        for c in [
+            own.cosine.cross,
+            own.cosine.diagonal,
+            own.cosine.unread,
+            own.total_cosine,
+        ] {
+            assert!((c - 1.0).abs() < 1e-12, "{c}");
+        }
     }
 
     #[test]
