@@ -78,6 +78,21 @@ fn bar(len: usize, prefix: &'static str, show: bool) -> ProgressBar {
 
 /// Runs the study, writing checkpoints and CSVs under `out`.
 pub fn run(cfg: &Config, opts: &Options, out: &Path) -> Result<Study, Box<dyn Error>> {
+    if cfg.p < 2 || cfg.hidden == 0 || cfg.steps == 0 || opts.checkpoints < 2 {
+        return Err(format!(
+            "need P ≥ 2, a hidden width ≥ 1, at least one step and two checkpoints; \
+             got P = {}, width {}, {} steps, {} checkpoints",
+            cfg.p, cfg.hidden, cfg.steps, opts.checkpoints
+        )
+        .into());
+    }
+    if !(cfg.train_fraction > 0.0 && cfg.train_fraction < 1.0) {
+        return Err(format!(
+            "the train fraction must lie in (0, 1), got {}",
+            cfg.train_fraction
+        )
+        .into());
+    }
     let dir = out.join("checkpoints");
     fs::create_dir_all(&dir)?;
     let split = Split::new(cfg.p, cfg.train_fraction, cfg.seed);
@@ -386,6 +401,37 @@ mod tests {
             own.total_cosine,
         ] {
             assert!((c - 1.0).abs() < 1e-12, "{c}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |checkpoints| Options {
+            checkpoints,
+            curve_points: 5,
+            progress: false,
+        };
+        for (cfg, checkpoints) in [
+            (
+                Config {
+                    steps: 0,
+                    ..small()
+                },
+                5,
+            ),
+            (Config { p: 1, ..small() }, 5),
+            (
+                Config {
+                    train_fraction: 1.0,
+                    ..small()
+                },
+                5,
+            ),
+            (small(), 1),
+        ] {
+            let err = run(&cfg, &opts(checkpoints), dir.path()).unwrap_err();
+            assert!(err.to_string().contains("got"), "{err}");
         }
     }
 

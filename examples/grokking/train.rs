@@ -391,7 +391,8 @@ pub fn measure(step: usize, params: &Params, split: &Split) -> CurvePoint {
 /// checkpoints from all landing on the first few steps, where nothing has
 /// happened yet. Always contains `0` and `total`.
 pub fn log_schedule(total: usize, count: usize, offset: usize) -> Vec<usize> {
-    let count = count.clamp(2, total + 1);
+    // At most every step; at least the two ends (one when `total = 0`).
+    let count = count.max(2).min(total + 1);
     let c = offset.max(1) as f64;
     let ratio = (total as f64 + c) / c;
     let mut steps = vec![0];
@@ -490,6 +491,7 @@ mod tests {
             (50, 100, 5),
             (7, 3, 1),
             (1, 5, 0),
+            (0, 5, 3),
         ] {
             let s = log_schedule(total, count, offset);
             assert_eq!(s.len(), count.min(total + 1));
