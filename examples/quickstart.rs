@@ -10,9 +10,12 @@
 //! * a **perturbed** copy: every weight of `A` plus 10 % noise;
 //! * an **unrelated** model of the same shapes.
 //!
-//! and prints, for each pair, the tensor similarity and the weight cosine.
-//! The twin is identical in function (tensor similarity 1 to rounding)
-//! while its weights look unrelated.
+//! and prints, for each pair, the tensor similarity and the weight cosine,
+//! then every other metric of the crate: the Gaussian functional similarity
+//! (here a Gaussian closure: the models have two bilinear blocks), and on
+//! 4096 standard normal inputs the empirical output cosine, the mean
+//! per-sample cosine and linear CKA. The twin is identical in function
+//! (tensor similarity 1 to rounding) while its weights look unrelated.
 //!
 //! Run with `cargo run --release --example quickstart`.
 
@@ -20,7 +23,8 @@ use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-use tensor_similarity::{Bilinear, Linear, Model, similarity, weight_cosine};
+use tensor_similarity::baseline::{linear_cka, mean_sample_cosine, output_cosine, sample_gaussian};
+use tensor_similarity::{Bilinear, GaussianSimilarity, Linear, Model, similarity, weight_cosine};
 
 const INPUT: usize = 8;
 const STREAM: usize = 12;
@@ -230,6 +234,32 @@ fn main() -> Result<(), tensor_similarity::Error> {
     );
     assert!(twin.1 < 0.5, "yet its weights look unrelated");
     assert!(unrelated.0 < perturbed.0 && perturbed.0 < twin.0);
+
+    // Every other metric, on the same pairs.
+    let gaussian = GaussianSimilarity::new();
+    let mut rng = StdRng::seed_from_u64(5);
+    let inputs = sample_gaussian(
+        &mut rng,
+        &DVector::zeros(INPUT),
+        &DMatrix::identity(INPUT, INPUT),
+        4096,
+    )?;
+    println!(
+        "\n{:<18} {:>10} {:>8} {:>14} {:>12} {:>8}",
+        "pair", "gaussian", "exact", "output cosine", "per-sample", "CKA"
+    );
+    for (name, other) in &models[1..] {
+        let report = gaussian.report(model_a, other)?;
+        println!(
+            "{:<18} {:>10.6} {:>8} {:>14.6} {:>12.6} {:>8.4}",
+            format!("A vs {name}"),
+            report.similarity,
+            report.exact,
+            output_cosine(model_a, other, &inputs)?,
+            mean_sample_cosine(model_a, other, &inputs)?,
+            linear_cka(model_a, other, &inputs)?
+        );
+    }
     // The forward pass agrees too, on a point.
     let x = DVector::from_fn(INPUT, |i, _| (i as f64 * 0.7).sin());
     let (ya, yt) = (model_a.forward(&x)?, models[1].1.forward(&x)?);

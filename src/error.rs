@@ -161,6 +161,42 @@ pub enum Error {
         /// What went wrong, naming the tensor or role.
         source: crate::io::FileError,
     },
+    /// A block's order is beyond what the Gaussian metric's Wick expansion
+    /// accepts (its cost grows factorially with the order).
+    #[error(
+        "block {block} of model {side} has order {order}; the Gaussian metric accepts orders up to {max}"
+    )]
+    OrderTooHigh {
+        /// Position of the block (0-based).
+        block: usize,
+        /// The model it belongs to.
+        side: Side,
+        /// Its order `k`.
+        order: usize,
+        /// The highest order accepted.
+        max: usize,
+    },
+    /// A model's output on one sample is the zero vector, so the per-sample
+    /// cosine is undefined there.
+    #[error(
+        "model {side} outputs the zero vector on sample {sample}, so its per-sample cosine is undefined"
+    )]
+    ZeroOutput {
+        /// The model.
+        side: Side,
+        /// The sample (row of the input matrix, 0-based).
+        sample: usize,
+    },
+    /// An input matrix for an empirical metric has no rows.
+    #[error("{what} needs at least {needed} samples (rows), found {found}")]
+    TooFewSamples {
+        /// The metric.
+        what: &'static str,
+        /// The least number of rows it needs.
+        needed: usize,
+        /// The rows given.
+        found: usize,
+    },
     /// A computation produced NaN or infinity although the inputs were finite.
     #[error("numerical breakdown at block {block}: {reason}")]
     NumericalBreakdown {

@@ -33,6 +33,8 @@
 //! | [`baseline`] | weight cosine |
 //! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
 //! | [`matrix`] | pairwise similarity matrices, in parallel |
+//! | [`gaussian`] | [`GaussianSimilarity`]: `E[f_A·f_B]` under `N(μ, Σ)`, exact or Gaussian closure |
+//! | [`baseline`] | weight cosine, empirical output cosines, linear CKA, a `N(μ, Σ)` sampler |
 //!
 //! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
 //! recursion, symmetries and numerical stability.
@@ -50,6 +52,7 @@
 pub mod baseline;
 pub mod block;
 mod error;
+pub mod gaussian;
 pub mod io;
 pub mod matrix;
 mod model;
@@ -57,11 +60,14 @@ pub mod recursion;
 mod scalar;
 pub mod symmetry;
 
-pub use baseline::weight_cosine;
+pub use baseline::{
+    linear_cka, linear_cka_of, mean_sample_cosine, output_cosine, sample_gaussian, weight_cosine,
+};
 pub use block::{
     Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Parameter, TensorBlock, pad,
 };
 pub use error::{Error, Incomparable, Result, Side};
+pub use gaussian::{GaussianReport, GaussianSimilarity};
 pub use model::{Model, ModelBuilder};
 pub use recursion::{
     GramWorkspace, RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step,

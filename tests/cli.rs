@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 
 use files::*;
 use tensor_similarity::io::{self, Dtype, Layout};
-use tensor_similarity::{Model, similarity, weight_cosine};
+use tensor_similarity::{
+    GaussianSimilarity, Model, RecursiveSimilarity, similarity, weight_cosine,
+};
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tensor-similarity"))
@@ -62,6 +64,32 @@ fn compare_prints_the_similarity_alone() {
     assert!(out.status.success(), "{}", stderr(&out));
     let value: f64 = stdout(&out).trim().parse().unwrap();
     assert_eq!(value, weight_cosine(&m[0].1, &m[1].1).unwrap());
+}
+
+#[test]
+fn compare_gaussian_says_whether_it_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let metric = GaussianSimilarity::new();
+    let out = run(&["compare", s(&m[0].0), s(&m[1].0), "--metric", "gaussian"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: f64 = stdout(&out).trim().parse().unwrap();
+    assert_eq!(value, metric.similarity(&m[0].1, &m[1].1).unwrap());
+    let out = run(&[
+        "compare",
+        s(&m[0].0),
+        s(&m[1].0),
+        "--metric",
+        "gaussian",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["metric"], "gaussian");
+    assert_eq!(v["exact"], metric.is_exact(&m[0].1, &m[1].1));
+    // The tensor metric is always exact and says nothing.
+    let out = run(&["compare", s(&m[0].0), s(&m[1].0), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v.get("exact").is_none());
 }
 
 #[test]
@@ -133,10 +161,6 @@ fn compare_errors_are_one_line_on_stderr() {
         (
             vec!["compare", s(&m[0].0), "/nonexistent/x.safetensors"],
             "x.safetensors",
-        ),
-        (
-            vec!["compare", s(&m[0].0), s(&m[0].0), "--metric", "gaussian"],
-            "gaussian",
         ),
     ];
     for (args, needle) in cases {

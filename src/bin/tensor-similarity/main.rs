@@ -123,13 +123,16 @@ fn run(command: Command) -> Result<(), String> {
             let (ma, mb) = (load(&a, &options)?, load(&b, &options)?);
             let sim = metric.compare(&ma, &mb).map_err(|e| e.to_string())?;
             let text = if json {
-                serde_json::json!({
+                let mut value = serde_json::json!({
                     "a": a.display().to_string(),
                     "b": b.display().to_string(),
                     "metric": metric.name(),
                     "similarity": sim,
-                })
-                .to_string()
+                });
+                if let Some(exact) = metric.exact(&ma, &mb) {
+                    value["exact"] = exact.into();
+                }
+                value.to_string()
             } else {
                 // `{}` prints the shortest string that parses back to the same f64.
                 format!("{sim}")

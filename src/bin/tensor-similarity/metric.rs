@@ -3,7 +3,9 @@
 
 use nalgebra::DMatrix;
 use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
-use tensor_similarity::{Model, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine};
+use tensor_similarity::{
+    GaussianSimilarity, Model, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
+};
 
 /// Which similarity to compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -36,16 +38,19 @@ impl Metric {
     fn kernel(self) -> Result<Kernel> {
         Ok(match self {
             Metric::Tensor => Kernel::Recursive(Box::new(TensorSimilarity::new())),
-            Metric::Gaussian => {
-                return Err(tensor_similarity::Error::InvalidOption {
-                    what: "--metric",
-                    reason: "the gaussian metric is not available in this build yet; \
-                             use tensor or weight"
-                        .into(),
-                });
-            }
+            Metric::Gaussian => Kernel::Recursive(Box::new(GaussianSimilarity::new())),
             Metric::Weight => Kernel::Pairwise(weight_cosine),
         })
+    }
+
+    /// Whether the value for `a` and `b` is exact: `Some(false)` where the
+    /// Gaussian metric falls back to a Gaussian closure, `None` for metrics
+    /// that are always exact.
+    pub fn exact(self, a: &Model, b: &Model) -> Option<bool> {
+        match self {
+            Metric::Gaussian => Some(GaussianSimilarity::new().is_exact(a, b)),
+            Metric::Tensor | Metric::Weight => None,
+        }
     }
 
     /// The similarity of `a` and `b`.

@@ -1,0 +1,107 @@
+//! The Gaussian metric's moment propagation against the tensor metric's Gram
+//! recursion on the same models, `embed → bilinear → head`, over a sweep of
+//! widths, for one inner product and for a full similarity; and the general
+//! Wick sum (order 3) at one width.
+//!
+//! Run with `cargo bench --bench gaussian`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use nalgebra::DMatrix;
+use tensor_similarity::{
+    Bilinear, CpBlock, Full, GaussianSimilarity, Linear, Model, RecursiveSimilarity, TensorBlock,
+    TensorSimilarity,
+};
+
+/// Deterministic pseudo-random entries in `[−scale, scale]`.
+fn matrix(rows: usize, cols: usize, seed: u64, scale: f64) -> DMatrix<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    DMatrix::from_fn(rows, cols, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        scale * ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
+    })
+}
+
+fn bilinear_model(d: usize, h: usize, seed: u64) -> Model {
+    Model::builder()
+        .block(Linear::new(matrix(d, d, seed, 1.0), None).unwrap())
+        .block(
+            Bilinear::builder(matrix(h, d, seed + 1, 1.0), matrix(h, d, seed + 2, 1.0))
+                .down(matrix(d, h, seed + 3, 1.0))
+                .build()
+                .unwrap(),
+        )
+        .block(Linear::new(matrix(10, d, seed + 4, 1.0), None).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A cubic CP block of rank `r` on `d` inputs, then a head.
+fn cubic_model(d: usize, r: usize, seed: u64) -> Model {
+    let factor = |s| {
+        let mut u = matrix(r + 1, d + 1, s, 1.0);
+        u.row_mut(0).fill(0.0);
+        u[(0, 0)] = 1.0;
+        u
+    };
+    let mut out = matrix(d + 1, r + 1, seed + 9, 1.0);
+    out.row_mut(0).fill(0.0);
+    out[(0, 0)] = 1.0;
+    let cube: Arc<dyn TensorBlock<f64>> = Arc::new(
+        CpBlock::with_symmetry(
+            vec![factor(seed), factor(seed + 1), factor(seed + 2)],
+            out,
+            Arc::new(Full),
+        )
+        .unwrap(),
+    );
+    Model::builder()
+        .shared_block(cube)
+        .block(Linear::new(matrix(10, d, seed + 4, 1.0), None).unwrap())
+        .build()
+        .unwrap()
+}
+
+fn metrics(c: &mut Criterion) {
+    let mut group = c.benchmark_group("inner_product");
+    for d in [32, 64, 128] {
+        let (a, b) = (bilinear_model(d, 2 * d, 1), bilinear_model(d, 2 * d, 10));
+        group.bench_with_input(BenchmarkId::new("gaussian", d), &d, |bench, _| {
+            let metric = GaussianSimilarity::new();
+            bench.iter(|| metric.inner_product(black_box(&a), black_box(&b)).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("tensor", d), &d, |bench, _| {
+            let metric = TensorSimilarity::new();
+            bench.iter(|| metric.inner_product(black_box(&a), black_box(&b)).unwrap())
+        });
+    }
+    let (a, b) = (cubic_model(32, 64, 1), cubic_model(32, 64, 10));
+    group.bench_function(BenchmarkId::new("gaussian_order3", 32), |bench| {
+        let metric = GaussianSimilarity::new();
+        bench.iter(|| metric.inner_product(black_box(&a), black_box(&b)).unwrap())
+    });
+    group.finish();
+
+    // A full cosine: the tensor metric runs three recursions, the Gaussian
+    // metric one pass (the joint state holds both self moments).
+    let mut group = c.benchmark_group("similarity");
+    for d in [32, 64, 128] {
+        let (a, b) = (bilinear_model(d, 2 * d, 1), bilinear_model(d, 2 * d, 10));
+        group.bench_with_input(BenchmarkId::new("gaussian", d), &d, |bench, _| {
+            let metric = GaussianSimilarity::new();
+            bench.iter(|| metric.similarity(black_box(&a), black_box(&b)).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("tensor", d), &d, |bench, _| {
+            let metric = TensorSimilarity::new();
+            bench.iter(|| metric.similarity(black_box(&a), black_box(&b)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, metrics);
+criterion_main!(benches);

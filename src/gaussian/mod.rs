@@ -1,0 +1,409 @@
+//! Gaussian functional similarity (SPEC §3): the cosine of two models'
+//! functions in `L²(N(μ, Σ))`,
+//!
+//! ```text
+//! ⟨f_A, f_B⟩ = E_{x∼N(μ,Σ)}[f_A(x) · f_B(x)],     sim = ⟨f_A,f_B⟩ / √(⟨f_A,f_A⟩⟨f_B,f_B⟩)
+//! ```
+//!
+//! over the non-constant outputs, uncentred (default `μ = 0, Σ = I`).
+//!
+//! # Moment propagation
+//!
+//! The state after block `ℓ` is the joint first and second moments of the two
+//! models' padded activations `ã`, `b̃`: the means `m_A, m_B` and the
+//! covariance blocks `C_AA, C_AB, C_BB`. At the input `ã = b̃ = x̃ = (1, x)`,
+//! so `m = (1, μ)` and `C = [[0, 0], [0, Σ]]` for all three blocks. A block
+//! in padded CP form `ỹ = D̃ z`, `z = (U_1 ã) ∘ … ∘ (U_k ã)`, needs `E[z_A]`
+//! and `Cov(z_A, z_B)` (and the same for `A, A` and `B, B`); then
+//! `m' = D̃ E[z]` and `C'_AB = D̃_A Cov(z_A, z_B) D̃_Bᵀ`.
+//!
+//! Write `u_j = U_j ã` (`j = 1…k_A`) and `v_j = U_j b̃` (`j = 1…k_B`) for the
+//! legs. If `(ã, b̃)` is jointly Gaussian, Isserlis' (Wick's) theorem for a
+//! non-centred Gaussian gives `E[Π_j u_j[ρ] Π_j v_j[ρ']]` as the sum over all
+//! partitions of the `k_A + k_B` legs into singletons (a mean, `U_j m`) and
+//! pairs (a covariance, `U_i C U_jᵀ`): a pair of an A-leg and a B-leg is a
+//! matrix over `(ρ, ρ')`, a pair within one side is that side's diagonal.
+//! The sum is evaluated grouped by its set `M` of cross pairs (A-leg, B-leg):
+//!
+//! ```text
+//! E[z_A z_Bᵀ] = Σ_M (∘_{(i,j)∈M} X_ij) ∘ (α_A(A∖M) ⊗ α_B(B∖M)),   X_ij = U^A_i C_AB (U^B_j)ᵀ
+//! ```
+//!
+//! where `α_A(S)[ρ] = E[Π_{j∈S} u_j[ρ]]` sums the partitions of the A-legs in
+//! `S` into singletons and A–A pairs (computed once per subset, by the
+//! recursion `α(S) = μ_i ∘ α(S∖i) + Σ_{j∈S∖i} diag(U_i C U_jᵀ) ∘ α(S∖{i,j})`).
+//! The empty `M` is `E[z_A] E[z_B]ᵀ`, so `Cov(z_A, z_B)` is the sum over the
+//! non-empty `M` and needs no subtraction. The two blocks at one position may
+//! have different orders and kinds. For `k_A = k_B = 2` the second-moment
+//! form of SPEC §3 is used instead:
+//! `Cov(z_A, z_B) = X̂_11∘X̂_22 + X̂_12∘X̂_21 − 2 (μ_a1∘μ_a2)(μ_b1∘μ_b2)ᵀ` with
+//! `X̂_ij` built from the second moment `S_AB = C_AB + m_A m_Bᵀ` (the
+//! `E[a_1a_2] ⊗ E[b_1b_2]` term of SPEC §3 cancels against `E[z_A]E[z_B]ᵀ`).
+//!
+//! A block's symmetry group plays no part: the metric compares functions,
+//! and the function does not depend on the order of legs that read the same
+//! input.
+//!
+//! # Exact or Gaussian closure
+//!
+//! Linear blocks propagate first and second moments exactly whatever the
+//! distribution. A block of order `k ≥ 2` needs moments of order up to `2k`
+//! of its input, and Isserlis gives them only for a Gaussian input. The
+//! result is therefore **exact** (up to rounding) when every block of order
+//! `≥ 2` in either model reads a jointly Gaussian `(ã, b̃)`: that is when all
+//! such blocks of both models sit at **one position** `ℓ` (before it both
+//! activations are affine images of the same Gaussian `x`; after it only
+//! linear blocks follow). [`GaussianSimilarity::is_exact`] tests this.
+//!
+//! Otherwise the result is a **Gaussian closure**: at every block of order
+//! `≥ 2` after the first such position, the joint law of `(ã, b̃)` is replaced
+//! by the Gaussian with the same (tracked) mean and covariance, and the
+//! block's output moments are those it would have under that Gaussian. What
+//! is dropped is every joint cumulant of order `≥ 3` of the block's inputs
+//! (their skewness and excess kurtosis, e.g. `E[q(x)·(vᵀx)(wᵀx)]` for a
+//! quadratic `q` produced by an earlier bilinear block). The closure is an
+//! approximation of `E[f_A f_B]` with no error bound; its measured error on
+//! random two- and three-block models is in `docs/metrics.md`.
+//!
+//! # Normalisation
+//!
+//! A block's output moments are homogeneous in its input state when the
+//! means count with degree 1 and the covariances with degree 2 (the constant
+//! channel `ã_0` included), so each model's state is kept as
+//! `ã = λ_A â` with `(m̂_A, Ĉ_AA)` divided by their largest entry (of `|m̂|`
+//! and `√diag Ĉ`) after every block and `ln λ_A ← k_A ln λ_A + ln c_A`
+//! carried apart, and `Ĉ_AB = C_AB / (λ_A λ_B)`. Inner products come back as
+//! [`LogScaled`], and nothing overflows at any depth.
+
+mod wick;
+
+use nalgebra::{DMatrix, DVector};
+
+use wick::{Activation, Moments};
+
+use crate::block::{check_finite, check_shape};
+use crate::error::{Error, Incomparable, Result, Side};
+use crate::model::Model;
+use crate::recursion::{RecursiveSimilarity, cosine};
+use crate::scalar::{LogScaled, Real, from_f64, to_f64};
+
+/// The highest block order the Wick expansion accepts: its cost grows like
+/// `Σ_p C(k,p)² p!` (the partial matchings between the legs of the two blocks), about
+/// 1.4 million Hadamard products of `r_A × r_B` matrices at `k = 8`.
+pub const MAX_GAUSSIAN_ORDER: usize = 8;
+
+/// The Gaussian functional similarity of SPEC §3:
+/// `⟨f_A, f_B⟩ = E_{x∼N(μ,Σ)}[f_A(x)·f_B(x)]` by propagation of the joint
+/// means and covariances of the two models' activations (see the
+/// [module documentation](self) for the Isserlis/Wick expansion, what
+/// "exact" and "closure" mean, and the normalisation).
+///
+/// The models need the same depth, input width and output width; their
+/// hidden widths and block orders may differ position by position.
+///
+/// `E[f_A·f_B]` is bilinear in the functions, so the provided
+/// [`difference_similarity`](RecursiveSimilarity::difference_similarity)
+/// is exact when every pair it combines is exact. Closure values are not
+/// bilinear in the models, so their combination is an approximation too. It
+/// can fail with [`Error::ZeroNorm`] when a combined squared norm comes out
+/// non-positive.
+///
+/// # Example
+///
+/// ```
+/// use nalgebra::{dmatrix, dvector};
+/// use tensor_similarity::{Bilinear, GaussianSimilarity, Model, RecursiveSimilarity};
+///
+/// // f(x) = x_1 · x_2 and g(x) = x_1²: uncorrelated under N(0, I).
+/// let f = Model::builder().block(Bilinear::new(dmatrix![1.0, 0.0], dmatrix![0.0, 1.0])?).build()?;
+/// let g = Model::builder().block(Bilinear::new(dmatrix![1.0, 0.0], dmatrix![1.0, 0.0])?).build()?;
+/// let metric = GaussianSimilarity::new();
+/// assert!(metric.similarity(&f, &g)?.abs() < 1e-12);
+/// // E[x_1⁴] = 3.
+/// assert!((metric.squared_norm(&g)?.to_f64() - 3.0).abs() < 1e-12);
+/// // With mean μ = (1, 1): E[x_1 x_2 · x_1²] = μ_2 E[x_1³] = 4, E[(x_1x_2)²] = 4, E[x_1⁴] = 10.
+/// let shifted = GaussianSimilarity::new().with_mean(dvector![1.0, 1.0])?;
+/// let report = shifted.report(&f, &g)?;
+/// assert!(report.exact);
+/// assert!((report.similarity - 4.0 / (4.0f64 * 10.0).sqrt()).abs() < 1e-12);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GaussianSimilarity<T: Real = f64> {
+    mean: Option<DVector<T>>,
+    covariance: Option<DMatrix<T>>,
+}
+
+/// A Gaussian similarity together with whether it is exact.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GaussianReport {
+    /// `⟨f_A,f_B⟩ / √(⟨f_A,f_A⟩⟨f_B,f_B⟩) ∈ [−1, 1]`.
+    pub similarity: f64,
+    /// `true` when every block of order `≥ 2` of either model sits at one
+    /// position, so that Isserlis applies to a truly Gaussian input and the
+    /// result is exact up to rounding; `false` when later blocks used the
+    /// Gaussian closure (see the [module documentation](self)).
+    pub exact: bool,
+}
+
+impl<T: Real> GaussianSimilarity<T> {
+    /// The standard normal input `N(0, I)`.
+    pub fn new() -> Self {
+        Self {
+            mean: None,
+            covariance: None,
+        }
+    }
+
+    /// The input mean `μ` (length `d`, checked against the models when they
+    /// are compared); an error if it holds a NaN or infinity.
+    pub fn with_mean(mut self, mean: DVector<T>) -> Result<Self> {
+        check_finite("input mean", &mean)?;
+        self.mean = Some(mean);
+        Ok(self)
+    }
+
+    /// The input covariance `Σ` (`d × d`); an error unless it is square,
+    /// finite, symmetric and positive semidefinite (a singular `Σ`, a
+    /// Gaussian on a subspace, is allowed).
+    pub fn with_covariance(mut self, covariance: DMatrix<T>) -> Result<Self> {
+        covariance_factor(&covariance)?;
+        self.covariance = Some(covariance);
+        Ok(self)
+    }
+
+    /// `N(μ, Σ)` at once: [`with_mean`](Self::with_mean) then
+    /// [`with_covariance`](Self::with_covariance), and an error if their
+    /// sizes differ.
+    pub fn with_input(self, mean: DVector<T>, covariance: DMatrix<T>) -> Result<Self> {
+        let d = mean.len();
+        check_shape("input covariance", &covariance, (d, d))?;
+        self.with_mean(mean)?.with_covariance(covariance)
+    }
+
+    /// Whether [`similarity`](RecursiveSimilarity::similarity) and
+    /// [`inner_product`](RecursiveSimilarity::inner_product) of `a` and `b`
+    /// are exact (up to rounding): at most one position holds a block of
+    /// order `≥ 2` in either model. Otherwise they use the Gaussian closure.
+    ///
+    /// Exactness of the two self products `⟨f_A,f_A⟩`, `⟨f_B,f_B⟩` alone
+    /// needs only that each model has at most one such block; the cross
+    /// product also needs the two to be at the same position.
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{Bilinear, GaussianSimilarity, Linear, Model};
+    ///
+    /// let lin = || Linear::new(DMatrix::<f64>::identity(2, 2), None).unwrap();
+    /// let bil = || Bilinear::new(DMatrix::<f64>::identity(2, 2), DMatrix::identity(2, 2)).unwrap();
+    /// let first = Model::builder().block(bil()).block(lin()).build()?;
+    /// let second = Model::builder().block(lin()).block(bil()).build()?;
+    /// let metric = GaussianSimilarity::<f64>::new();
+    /// assert!(metric.is_exact(&first, &first));
+    /// assert!(!metric.is_exact(&first, &second));
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn is_exact(&self, a: &Model<T>, b: &Model<T>) -> bool {
+        let nonlinear = |m: &Model<T>, position: usize| {
+            m.blocks().get(position).is_some_and(|x| x.order() >= 2)
+        };
+        (0..a.depth().max(b.depth()))
+            .filter(|&p| nonlinear(a, p) || nonlinear(b, p))
+            .count()
+            <= 1
+    }
+
+    /// The similarity and whether it is exact.
+    pub fn report(&self, a: &Model<T>, b: &Model<T>) -> Result<GaussianReport> {
+        Ok(GaussianReport {
+            similarity: self.similarity(a, b)?,
+            exact: self.is_exact(a, b),
+        })
+    }
+
+    /// The initial state `m = (1, μ)`, `C = [[0, 0], [0, Σ]]`, normalised.
+    fn input_state(&self, d: usize) -> Result<Moments<T>> {
+        let mut mean = DVector::zeros(d + 1);
+        mean[0] = T::one();
+        if let Some(mu) = &self.mean {
+            check_len_for("input mean", mu.len(), d)?;
+            mean.rows_mut(1, d).copy_from(mu);
+        }
+        let mut cov = DMatrix::zeros(d + 1, d + 1);
+        match &self.covariance {
+            Some(sigma) => {
+                check_shape("input covariance", sigma, (d, d))?;
+                cov.view_mut((1, 1), (d, d)).copy_from(sigma);
+            }
+            None => cov.view_mut((1, 1), (d, d)).fill_diagonal(T::one()),
+        }
+        let mut side = Activation {
+            mean,
+            cov,
+            ln_scale: 0.0,
+        };
+        side.normalise(0)?;
+        Ok(Moments {
+            cross: side.cov.clone(),
+            a: side.clone(),
+            b: side,
+        })
+    }
+
+    /// Propagates the joint moments through both models; with `same`, `b` is
+    /// `a` and the B side and cross block are copies of the A side.
+    fn propagate(&self, a: &Model<T>, b: &Model<T>, same: bool) -> Result<Moments<T>> {
+        check_comparable(a, b)?;
+        let mut state = self.input_state(a.input_width())?;
+        for (position, (block_a, block_b)) in a.blocks().iter().zip(b.blocks()).enumerate() {
+            let (fa, fb) = (block_a.cp_factors(), block_b.cp_factors());
+            for (f, side) in [(fa, Side::A), (fb, Side::B)] {
+                if f.order() > MAX_GAUSSIAN_ORDER {
+                    return Err(Error::OrderTooHigh {
+                        block: position,
+                        side,
+                        order: f.order(),
+                        max: MAX_GAUSSIAN_ORDER,
+                    });
+                }
+            }
+            state = if same {
+                state.step_same(fa, position)?
+            } else {
+                state.step(fa, fb, position)?
+            };
+        }
+        Ok(state)
+    }
+}
+
+impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
+    fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
+        Ok(self.propagate(a, b, false)?.read_out())
+    }
+
+    /// One pass: the joint state already holds both sides' moments, so
+    /// `⟨f_A,f_A⟩` and `⟨f_B,f_B⟩` come with `⟨f_A,f_B⟩`.
+    fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
+        let state = self.propagate(a, b, false)?;
+        cosine(
+            state.read_out(),
+            state.a.read_out_self(),
+            state.b.read_out_self(),
+        )
+    }
+
+    fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
+        Ok(self.propagate(a, a, true)?.read_out())
+    }
+}
+
+/// Same depth, input width and output width: what the Gaussian metric needs
+/// (block orders and hidden widths may differ).
+fn check_comparable<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<()> {
+    if a.depth() != b.depth() {
+        return Err(Incomparable::Depth {
+            a: a.depth(),
+            b: b.depth(),
+        }
+        .into());
+    }
+    check_same_io(a, b)
+}
+
+/// Same input and output widths: what any function-space comparison needs.
+pub(crate) fn check_same_io<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<()> {
+    if a.input_width() != b.input_width() {
+        return Err(Incomparable::InputWidth {
+            a: a.input_width(),
+            b: b.input_width(),
+        }
+        .into());
+    }
+    if a.output_width() != b.output_width() {
+        return Err(Incomparable::OutputWidth {
+            a: a.output_width(),
+            b: b.output_width(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn check_len_for(what: &str, found: usize, expected: usize) -> Result<()> {
+    if found != expected {
+        return Err(Error::Shape {
+            what: what.to_owned(),
+            expected: (expected, 1),
+            found: (found, 1),
+        });
+    }
+    Ok(())
+}
+
+/// A factor `F` with `F Fᵀ = Σ` (`F = V Λ^{1/2}` from the eigendecomposition,
+/// so that a singular `Σ` works); an error unless `Σ` is square, finite,
+/// symmetric and positive semidefinite up to rounding.
+pub(crate) fn covariance_factor<T: Real>(covariance: &DMatrix<T>) -> Result<DMatrix<T>> {
+    let what = "input covariance";
+    let (r, c) = covariance.shape();
+    if r != c || r == 0 {
+        return Err(Error::InvalidOption {
+            what,
+            reason: format!("must be square and non-empty, found {r}×{c}"),
+        });
+    }
+    check_finite(what, covariance)?;
+    let scale = covariance.amax();
+    let tolerance = scale * T::default_epsilon() * from_f64(64.0 * r as f64);
+    for i in 0..r {
+        for j in 0..i {
+            if (covariance[(i, j)] - covariance[(j, i)]).abs() > tolerance {
+                return Err(Error::InvalidOption {
+                    what,
+                    reason: format!(
+                        "not symmetric at ({i}, {j}): {} vs {}",
+                        to_f64(covariance[(i, j)]),
+                        to_f64(covariance[(j, i)])
+                    ),
+                });
+            }
+        }
+    }
+    let symmetric = (covariance + covariance.transpose()) * from_f64::<T>(0.5);
+    let eigen = symmetric.symmetric_eigen();
+    let mut factor = eigen.eigenvectors;
+    for (i, &lambda) in eigen.eigenvalues.iter().enumerate() {
+        if lambda < -tolerance {
+            return Err(Error::InvalidOption {
+                what,
+                reason: format!(
+                    "not positive semidefinite: eigenvalue {:.6e}",
+                    to_f64(lambda)
+                ),
+            });
+        }
+        let root = lambda.max(T::zero()).sqrt();
+        factor.column_mut(i).scale_mut(root);
+    }
+    Ok(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covariance_factor_accepts_singular_and_rejects_indefinite() {
+        let singular = DMatrix::from_row_slice(2, 2, &[1.0, 1.0, 1.0, 1.0]);
+        let f = covariance_factor(&singular).unwrap();
+        assert!((&f * f.transpose() - &singular).amax() < 1e-12);
+        let indefinite = DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0]);
+        assert!(matches!(
+            covariance_factor(&indefinite),
+            Err(Error::InvalidOption { .. })
+        ));
+        let asymmetric = DMatrix::from_row_slice(2, 2, &[1.0, 0.5, 0.0, 1.0]);
+        assert!(covariance_factor(&asymmetric).is_err());
+    }
+}
