@@ -407,3 +407,62 @@ fn f32_kernel_paths_agree_with_f64() {
         }
     }
 }
+
+#[test]
+fn f32_squared_norm_equals_the_f32_self_inner_product_and_f64() {
+    let mut rng = rng(19);
+    let (d, width, h) = (3, 4, 9);
+    let to32 = |m: &DMatrix<f64>| m.map(|x| x as f32);
+    let embed = gaussian(&mut rng, width, d, 0.6);
+    let blocks: Vec<(DMatrix<f64>, DMatrix<f64>, DMatrix<f64>, DVector<f64>)> = (0..3)
+        .map(|_| {
+            (
+                gaussian(&mut rng, h, width, 0.5),
+                gaussian(&mut rng, h, width, 0.5),
+                gaussian(&mut rng, width, h, 0.3),
+                vector(&mut rng, h),
+            )
+        })
+        .collect();
+    let head = gaussian(&mut rng, 2, width, 1.0);
+    let m64 = {
+        let mut b = Model::builder().block(Linear::new(embed.clone(), None).unwrap());
+        for (l, r, dn, bias) in &blocks {
+            b = b.block(
+                Bilinear::builder(l.clone(), r.clone())
+                    .down(dn.clone())
+                    .left_bias(bias.clone())
+                    .residual(0.5)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        b.block(Linear::new(head.clone(), None).unwrap())
+            .build()
+            .unwrap()
+    };
+    let m32: Model<f32> = {
+        let mut b = Model::builder().block(Linear::new(to32(&embed), None).unwrap());
+        for (l, r, dn, bias) in &blocks {
+            b = b.block(
+                Bilinear::builder(to32(l), to32(r))
+                    .down(to32(dn))
+                    .left_bias(bias.map(|x| x as f32))
+                    .residual(0.5)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        b.block(Linear::new(to32(&head), None).unwrap())
+            .build()
+            .unwrap()
+    };
+    let metric = TensorSimilarity::new();
+    let own32 = metric.squared_norm(&m32).unwrap();
+    let general32 = metric.inner_product(&m32, &m32).unwrap();
+    let reference = metric.squared_norm(&m64).unwrap();
+    for (what, x) in [("self kernel", own32), ("general kernel", general32)] {
+        let rel = ((x - reference) / reference).abs().to_f64();
+        assert!(rel < 1e-5, "{what}: {rel:e}");
+    }
+}
