@@ -414,7 +414,8 @@ fn f32_squared_norm_equals_the_f32_self_inner_product_and_f64() {
     let (d, width, h) = (3, 4, 9);
     let to32 = |m: &DMatrix<f64>| m.map(|x| x as f32);
     let embed = gaussian(&mut rng, width, d, 0.6);
-    let blocks: Vec<(DMatrix<f64>, DMatrix<f64>, DMatrix<f64>, DVector<f64>)> = (0..3)
+    // (L, R, D, b_L) of each block.
+    let blocks: Vec<_> = (0..3)
         .map(|_| {
             (
                 gaussian(&mut rng, h, width, 0.5),
