@@ -16,7 +16,7 @@ use rand::Rng;
 
 use crate::block::check_finite;
 use crate::error::{Error, Incomparable, Result, Side};
-use crate::gaussian::{check_same_io, covariance_factor};
+use crate::gaussian::covariance_factor;
 use crate::model::Model;
 use crate::scalar::{Real, from_f64, to_f64};
 
@@ -345,7 +345,7 @@ fn outputs<T: Real>(
     what: &'static str,
     needed: usize,
 ) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
-    check_same_io(a, b)?;
+    a.check_same_io(b)?;
     check_inputs(a, inputs, what, needed)?;
     let scaled = |m: &Model<T>, side: Side| -> Result<DMatrix<f64>> {
         let y = m.forward_rows(inputs)?.map(to_f64);

@@ -158,18 +158,10 @@ impl<T: Real> Model<T> {
         Ok(out)
     }
 
-    /// An error unless `self` (A) and `other` (B) have the same depth, input
-    /// and output widths, and block orders position by position: what a
-    /// position-by-position recursion needs.
-    pub fn check_comparable(&self, other: &Self) -> Result<()> {
+    /// An error unless `self` (A) and `other` (B) have the same input and
+    /// output widths: what any function-space comparison needs.
+    pub fn check_same_io(&self, other: &Self) -> Result<()> {
         let (a, b) = (self, other);
-        if a.depth() != b.depth() {
-            return Err(Incomparable::Depth {
-                a: a.depth(),
-                b: b.depth(),
-            }
-            .into());
-        }
         if a.input_width() != b.input_width() {
             return Err(Incomparable::InputWidth {
                 a: a.input_width(),
@@ -184,6 +176,27 @@ impl<T: Real> Model<T> {
             }
             .into());
         }
+        Ok(())
+    }
+
+    /// As [`check_same_io`](Self::check_same_io), and the same depth: what a
+    /// position-by-position recursion needs when blocks may differ in order.
+    pub fn check_same_depth_and_io(&self, other: &Self) -> Result<()> {
+        if self.depth() != other.depth() {
+            return Err(Incomparable::Depth {
+                a: self.depth(),
+                b: other.depth(),
+            }
+            .into());
+        }
+        self.check_same_io(other)
+    }
+
+    /// As [`check_same_depth_and_io`](Self::check_same_depth_and_io), and the
+    /// same block orders position by position: what the tensor recursion needs.
+    pub fn check_comparable(&self, other: &Self) -> Result<()> {
+        let (a, b) = (self, other);
+        a.check_same_depth_and_io(b)?;
         for (block, (x, y)) in a.blocks.iter().zip(&b.blocks).enumerate() {
             if x.order() != y.order() {
                 return Err(Incomparable::Order {

@@ -82,7 +82,7 @@ use nalgebra::{DMatrix, DVector};
 use wick::{Activation, Moments};
 
 use crate::block::{check_finite, check_shape};
-use crate::error::{Error, Incomparable, Result, Side};
+use crate::error::{Error, Result, Side};
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, cosine};
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
@@ -253,7 +253,8 @@ impl<T: Real> GaussianSimilarity<T> {
     /// Propagates the joint moments through both models; with `same`, `b` is
     /// `a` and the B side and cross block are copies of the A side.
     fn propagate(&self, a: &Model<T>, b: &Model<T>, same: bool) -> Result<Moments<T>> {
-        check_comparable(a, b)?;
+        // Block orders and hidden widths may differ.
+        a.check_same_depth_and_io(b)?;
         let mut state = self.input_state(a.input_width())?;
         for (position, (block_a, block_b)) in a.blocks().iter().zip(b.blocks()).enumerate() {
             let (fa, fb) = (block_a.cp_factors(), block_b.cp_factors());
@@ -296,38 +297,6 @@ impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
         Ok(self.propagate(a, a, true)?.read_out())
     }
-}
-
-/// Same depth, input width and output width: what the Gaussian metric needs
-/// (block orders and hidden widths may differ).
-fn check_comparable<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<()> {
-    if a.depth() != b.depth() {
-        return Err(Incomparable::Depth {
-            a: a.depth(),
-            b: b.depth(),
-        }
-        .into());
-    }
-    check_same_io(a, b)
-}
-
-/// Same input and output widths: what any function-space comparison needs.
-pub(crate) fn check_same_io<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<()> {
-    if a.input_width() != b.input_width() {
-        return Err(Incomparable::InputWidth {
-            a: a.input_width(),
-            b: b.input_width(),
-        }
-        .into());
-    }
-    if a.output_width() != b.output_width() {
-        return Err(Incomparable::OutputWidth {
-            a: a.output_width(),
-            b: b.output_width(),
-        }
-        .into());
-    }
-    Ok(())
 }
 
 fn check_len_for(what: &str, found: usize, expected: usize) -> Result<()> {
