@@ -42,7 +42,9 @@ pub fn heatmap(
     let bar_area = 130;
     let side = cell * n as u32;
     let width = label_area + side + bar_area + 30;
-    let height = side + label_area + 60;
+    // The column labels are rotated; the axis description sits below them.
+    let desc_area = 28;
+    let height = side + label_area + desc_area + 60;
     let (lo, hi) = range(m);
 
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
@@ -52,7 +54,7 @@ pub fn heatmap(
     let mut chart = ChartBuilder::on(&main)
         .caption(format!("{metric} similarity"), (FONT, 20))
         .margin(10)
-        .x_label_area_size(label_area)
+        .x_label_area_size(label_area + desc_area)
         .y_label_area_size(label_area)
         .build_cartesian_2d(segments(n), segments(n))
         .map_err(|e| e.to_string())?;
