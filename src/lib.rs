@@ -30,14 +30,14 @@
 //! | [`symmetry`] | [`SymmetryGroup`]: [`Full`], [`Trivial`], [`PermutationGroup`] |
 //! | [`Model`] | a checked chain of blocks |
 //! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`], [`GramWorkspace`] |
-//! | [`baseline`] | weight cosine |
-//! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
-//! | [`matrix`] | pairwise similarity matrices, in parallel |
 //! | [`gaussian`] | [`GaussianSimilarity`]: `E[f_A·f_B]` under `N(μ, Σ)`, exact or Gaussian closure |
 //! | [`baseline`] | weight cosine, empirical output cosines, linear CKA, a `N(μ, Σ)` sampler |
+//! | [`matrix`] | pairwise similarity matrices, in parallel |
+//! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
 //!
-//! The exact definitions are in the crate's `SPEC.md`; `docs/` explains the
-//! recursion, symmetries and numerical stability.
+//! The exact definitions ("SPEC §n" throughout these docs) are in the
+//! repository's `docs/SPEC.md`; `docs/` also explains the recursion,
+//! symmetries, numerical stability, metrics, file format and performance.
 //!
 //! # Features
 //!
