@@ -129,7 +129,7 @@ fn oracle_cosine(a: &Net, b: &Net) -> f64 {
 
 fn assert_close(found: f64, expected: f64, tol: f64, what: &str) {
     assert!(
-        (found - expected).abs() <= tol,
+        approx::abs_diff_eq!(found, expected, epsilon = tol),
         "{what}: recursion {found}, oracle {expected}, difference {:e}",
         (found - expected).abs()
     );

@@ -3,6 +3,8 @@
 
 mod common;
 
+use approx::assert_abs_diff_eq;
+
 use common::{Layer, LinearParams, Net, Options, random_cycle, rng};
 use nalgebra::DMatrix;
 use rand::Rng;
@@ -45,7 +47,7 @@ fn eight_blocks_of_scale_25_match_their_twin_without_overflow() {
     assert!(ip.ln_abs() > 1000.0, "ln ⟨A,B⟩ = {}", ip.ln_abs());
     assert_eq!(ip.to_f64(), f64::INFINITY);
     let sim = similarity(&ma, &mb).unwrap();
-    assert!((sim - 1.0).abs() < 1e-8, "similarity {sim}");
+    assert_abs_diff_eq!(sim, 1.0, epsilon = 1e-8);
     // An unrelated deep model is still comparable.
     let c = deep_net(3).model::<f64>();
     let other = similarity(&ma, &c).unwrap();
@@ -74,7 +76,7 @@ fn f32_agrees_with_f64() {
     let a = deep_net(1);
     let b = twin(&a, 2);
     let s32 = similarity(&a.model::<f32>(), &b.model::<f32>()).unwrap();
-    assert!((s32 - 1.0).abs() < 1e-4, "f32 deep twin {s32}");
+    assert_abs_diff_eq!(s32, 1.0, epsilon = 1e-4);
 }
 
 /// The bilinear block of `[L_1; L_0]`, `[R_1; R_0]`, `[D_1, −D_0]`,
@@ -135,7 +137,7 @@ fn difference_similarity_matches_the_difference_models() {
     )
     .unwrap();
     let found = difference_similarity([&a0, &a1, &b0, &b1]);
-    assert!((found - expected).abs() < 1e-10, "{found} vs {expected}");
+    assert_abs_diff_eq!(found, expected, epsilon = 1e-10);
 }
 
 #[test]
@@ -182,9 +184,5 @@ fn difference_similarity_survives_raw_products_beyond_f64() {
             > 1000.0
     );
     let found = difference_similarity([&a0, &a1, &b0, &b1]);
-    eprintln!(
-        "deep difference similarity: {found} vs {expected}, error {:e}",
-        (found - expected).abs()
-    );
-    assert!((found - expected).abs() < 1e-6, "{found} vs {expected}");
+    assert_abs_diff_eq!(found, expected, epsilon = 1e-10);
 }
