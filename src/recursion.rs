@@ -175,7 +175,7 @@ impl TensorSimilarity {
     /// inputs; `M = E[x̃ x̃ᵀ]` gives the data-aware similarity. An error unless
     /// it is square, symmetric, finite and has a non-negative diagonal.
     pub fn with_input_metric(mut self, metric: DMatrix<f64>) -> Result<Self> {
-        check_symmetric("input metric", &metric)?;
+        check_metric("input metric", &metric)?;
         self.input_metric = Some(metric);
         Ok(self)
     }
@@ -199,7 +199,7 @@ impl TensorSimilarity {
 
     /// Weights the outputs: `⟨A,B⟩ = tr(Q G_L[1:,1:])`, `Q` symmetric `n_L × n_L`.
     pub fn with_output_weights(mut self, weights: DMatrix<f64>) -> Result<Self> {
-        check_symmetric("output weights", &weights)?;
+        check_metric("output weights", &weights)?;
         self.readout = Readout::Weights(weights);
         Ok(self)
     }
@@ -352,32 +352,17 @@ pub fn gram_step<T: Real>(
     Ok(out)
 }
 
-fn check_symmetric(what: &'static str, m: &DMatrix<f64>) -> Result<()> {
-    let (r, c) = m.shape();
-    if r != c || r == 0 {
-        return Err(Error::InvalidOption {
-            what,
-            reason: format!("must be square and non-empty, found {r}×{c}"),
-        });
-    }
+/// A square, finite, symmetric matrix with a non-negative diagonal: what an
+/// input metric or output weighting must be.
+fn check_metric(what: &'static str, m: &DMatrix<f64>) -> Result<()> {
+    crate::block::check_square(what, m)?;
     crate::block::check_finite(what, m)?;
-    let scale = m.amax();
-    let tolerance = scale * f64::EPSILON * 64.0;
-    for i in 0..r {
-        if m[(i, i)] < 0.0 {
-            return Err(Error::InvalidOption {
-                what,
-                reason: format!("diagonal entry {i} is negative"),
-            });
-        }
-        for j in 0..i {
-            if (m[(i, j)] - m[(j, i)]).abs() > tolerance {
-                return Err(Error::InvalidOption {
-                    what,
-                    reason: format!("not symmetric at ({i}, {j})"),
-                });
-            }
-        }
+    crate::block::check_symmetric(what, m, m.amax() * f64::EPSILON * 64.0)?;
+    match (0..m.nrows()).find(|&i| m[(i, i)] < 0.0) {
+        Some(i) => Err(Error::InvalidOption {
+            what,
+            reason: format!("diagonal entry {i} is negative"),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }

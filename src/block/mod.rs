@@ -355,6 +355,41 @@ pub(crate) fn check_shape<T: Real>(
     Ok(())
 }
 
+/// An error unless `m` is square and non-empty.
+pub(crate) fn check_square<T: Real>(what: &'static str, m: &DMatrix<T>) -> Result<()> {
+    let (r, c) = m.shape();
+    if r != c || r == 0 {
+        return Err(Error::InvalidOption {
+            what,
+            reason: format!("must be square and non-empty, found {r}×{c}"),
+        });
+    }
+    Ok(())
+}
+
+/// An error naming the first pair `(i, j)` with `|m_ij − m_ji| > tolerance`.
+pub(crate) fn check_symmetric<T: Real>(
+    what: &'static str,
+    m: &DMatrix<T>,
+    tolerance: T,
+) -> Result<()> {
+    for j in 0..m.ncols() {
+        for i in j + 1..m.nrows() {
+            if (m[(i, j)] - m[(j, i)]).abs() > tolerance {
+                return Err(Error::InvalidOption {
+                    what,
+                    reason: format!(
+                        "not symmetric at ({i}, {j}): {} vs {}",
+                        to_f64(m[(i, j)]),
+                        to_f64(m[(j, i)])
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_len<T: Real>(what: &str, v: &DVector<T>, expected: usize) -> Result<()> {
     if v.len() != expected {
         return Err(Error::Shape {

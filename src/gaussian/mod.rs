@@ -81,7 +81,7 @@ use nalgebra::{DMatrix, DVector};
 
 use wick::{Activation, Moments};
 
-use crate::block::{check_finite, check_shape};
+use crate::block::{check_finite, check_len, check_shape, check_square, check_symmetric};
 use crate::error::{Error, Result, Side};
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, cosine};
@@ -226,7 +226,7 @@ impl<T: Real> GaussianSimilarity<T> {
         let mut mean = DVector::zeros(d + 1);
         mean[0] = T::one();
         if let Some(mu) = &self.mean {
-            check_len_for("input mean", mu.len(), d)?;
+            check_len("input mean", mu, d)?;
             mean.rows_mut(1, d).copy_from(mu);
         }
         let mut cov = DMatrix::zeros(d + 1, d + 1);
@@ -299,46 +299,17 @@ impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
     }
 }
 
-fn check_len_for(what: &str, found: usize, expected: usize) -> Result<()> {
-    if found != expected {
-        return Err(Error::Shape {
-            what: what.to_owned(),
-            expected: (expected, 1),
-            found: (found, 1),
-        });
-    }
-    Ok(())
-}
-
 /// A factor `F` with `F Fᵀ = Σ` (`F = V Λ^{1/2}` from the eigendecomposition,
 /// so that a singular `Σ` works); an error unless `Σ` is square, finite,
 /// symmetric and positive semidefinite up to rounding.
 pub(crate) fn covariance_factor<T: Real>(covariance: &DMatrix<T>) -> Result<DMatrix<T>> {
     let what = "input covariance";
-    let (r, c) = covariance.shape();
-    if r != c || r == 0 {
-        return Err(Error::InvalidOption {
-            what,
-            reason: format!("must be square and non-empty, found {r}×{c}"),
-        });
-    }
+    check_square(what, covariance)?;
     check_finite(what, covariance)?;
+    let r = covariance.nrows();
     let scale = covariance.amax();
     let tolerance = scale * T::default_epsilon() * from_f64(64.0 * r as f64);
-    for i in 0..r {
-        for j in 0..i {
-            if (covariance[(i, j)] - covariance[(j, i)]).abs() > tolerance {
-                return Err(Error::InvalidOption {
-                    what,
-                    reason: format!(
-                        "not symmetric at ({i}, {j}): {} vs {}",
-                        to_f64(covariance[(i, j)]),
-                        to_f64(covariance[(j, i)])
-                    ),
-                });
-            }
-        }
-    }
+    check_symmetric(what, covariance, tolerance)?;
     let symmetric = (covariance + covariance.transpose()) * from_f64::<T>(0.5);
     let eigen = symmetric.symmetric_eigen();
     let mut factor = eigen.eigenvectors;

@@ -29,8 +29,8 @@ use core::ops::Range;
 
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVectorView, Dyn};
 
-use crate::block::{CpFactors, TensorBlock, check_shape};
-use crate::error::{Error, Incomparable, Result};
+use crate::block::{CpFactors, TensorBlock, check_shape, check_symmetric};
+use crate::error::{Incomparable, Result};
 use crate::scalar::{Real, from_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
 
@@ -663,17 +663,7 @@ fn check_step<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, g: &DMatrix<T>) -> 
 
 fn check_symmetric_gram<T: Real>(g: &DMatrix<T>) -> Result<()> {
     let tolerance = g.amax() * T::default_epsilon() * from_f64(64.0);
-    for j in 0..g.ncols() {
-        for i in j + 1..g.nrows() {
-            if (g[(i, j)] - g[(j, i)]).abs() > tolerance {
-                return Err(Error::InvalidOption {
-                    what: "Gram matrix of a self product",
-                    reason: format!("not symmetric at ({i}, {j})"),
-                });
-            }
-        }
-    }
-    Ok(())
+    check_symmetric("Gram matrix of a self product", g, tolerance)
 }
 
 /// Any order and symmetry, any output factors: all `k²` leg-pair products
