@@ -197,6 +197,45 @@ pub enum Error {
         /// The rows given.
         found: usize,
     },
+    /// A metric does not support a block kind.
+    #[error("block {block} of model {side} is a {kind} block, which {metric} does not support")]
+    Unsupported {
+        /// Position of the block (0-based).
+        block: usize,
+        /// The model it belongs to.
+        side: Side,
+        /// The block's kind.
+        kind: &'static str,
+        /// The metric.
+        metric: &'static str,
+    },
+    /// A sequence model (one with a block that mixes positions, or marked
+    /// as one) was compared without a context length.
+    #[error(
+        "model {0} is a sequence model: give the context length to compare it at (TensorSimilarity::with_context, --context)"
+    )]
+    MissingContext(Side),
+    /// A context length of zero positions.
+    #[error("the context length must be at least 1 position")]
+    ZeroContext,
+    /// A number of heads that does not divide a weight's rows.
+    #[error("{heads} heads do not divide the {rows} rows of {what}")]
+    Heads {
+        /// The weight (`q1`, `v`, …).
+        what: &'static str,
+        /// Its number of rows.
+        rows: usize,
+        /// The number of heads.
+        heads: usize,
+    },
+    /// Rotary position encoding needs an even q/k width per head.
+    #[error(
+        "rotary position encoding pairs dimensions, so the q/k width per head must be even, found {width}"
+    )]
+    OddRotaryWidth {
+        /// The q/k width per head `e`.
+        width: usize,
+    },
     /// A computation produced NaN or infinity although the inputs were finite.
     #[error("numerical breakdown at block {block}: {reason}")]
     NumericalBreakdown {

@@ -64,7 +64,8 @@ pub use baseline::{
     linear_cka, linear_cka_of, mean_sample_cosine, output_cosine, sample_gaussian, weight_cosine,
 };
 pub use block::{
-    Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Parameter, TensorBlock, pad,
+    Attention, AttentionBuilder, Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Mask,
+    Parameter, TensorBlock, pad,
 };
 pub use error::{Error, Incomparable, Result, Side};
 pub use gaussian::{GaussianReport, GaussianSimilarity};

@@ -33,6 +33,7 @@ use crate::scalar::Real;
 #[derive(Clone, Debug)]
 pub struct Model<T: Real = f64> {
     blocks: Vec<Arc<dyn TensorBlock<T>>>,
+    sequence: bool,
 }
 
 /// Collects blocks for [`Model::new`].
@@ -40,11 +41,15 @@ pub struct Model<T: Real = f64> {
 #[must_use = "call .build() to get the model"]
 pub struct ModelBuilder<T: Real = f64> {
     blocks: Vec<Arc<dyn TensorBlock<T>>>,
+    sequence: bool,
 }
 
 impl<T: Real> Default for ModelBuilder<T> {
     fn default() -> Self {
-        Self { blocks: Vec::new() }
+        Self {
+            blocks: Vec::new(),
+            sequence: false,
+        }
     }
 }
 
@@ -61,9 +66,20 @@ impl<T: Real> ModelBuilder<T> {
         self
     }
 
+    /// Marks the model as a sequence model (SPEC §7) even if no block mixes
+    /// positions: it reads `n` positions, and comparisons need a context
+    /// length. A model with an [`Attention`](crate::Attention) block is one
+    /// anyway.
+    pub fn sequence(mut self) -> Self {
+        self.sequence = true;
+        self
+    }
+
     /// The model; an error if it is empty or widths do not chain.
     pub fn build(self) -> Result<Model<T>> {
-        Model::new(self.blocks)
+        let mut model = Model::new(self.blocks)?;
+        model.sequence |= self.sequence;
+        Ok(model)
     }
 }
 
@@ -73,6 +89,18 @@ impl<T: Real> Model<T> {
     pub fn new(blocks: Vec<Arc<dyn TensorBlock<T>>>) -> Result<Self> {
         if blocks.is_empty() {
             return Err(Error::EmptyModel);
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            if b.order() == 0 || b.input_width() == 0 || b.output_width() == 0 {
+                return Err(Error::InvalidBlock(format!(
+                    "block {i} ({}) has order {} and widths {} → {}: a kind without CP factors \
+                     must give its order and widths",
+                    b.kind(),
+                    b.order(),
+                    b.input_width(),
+                    b.output_width()
+                )));
+            }
         }
         for (i, pair) in blocks.windows(2).enumerate() {
             let (expected, found) = (pair[0].output_width(), pair[1].input_width());
@@ -84,7 +112,8 @@ impl<T: Real> Model<T> {
                 });
             }
         }
-        Ok(Self { blocks })
+        let sequence = blocks.iter().any(|b| b.mixes_positions());
+        Ok(Self { blocks, sequence })
     }
 
     /// An empty builder.
@@ -134,7 +163,35 @@ impl<T: Real> Model<T> {
             .sum()
     }
 
-    /// `f(x)`.
+    /// Whether this is a sequence model: one that mixes positions, or was
+    /// marked with [`ModelBuilder::sequence`]. Comparisons then need a
+    /// context length ([`TensorSimilarity::with_context`](crate::TensorSimilarity::with_context)).
+    pub fn is_sequence(&self) -> bool {
+        self.sequence
+    }
+
+    /// Whether some block mixes positions (so the model's function on a
+    /// sequence is not its function on each position).
+    pub fn mixes_positions(&self) -> bool {
+        self.blocks.iter().any(|b| b.mixes_positions())
+    }
+
+    /// The model on a sequence, one position per row: `X ∈ R^{n×d}` to
+    /// `Y ∈ R^{n×n_L}` (SPEC §7).
+    pub fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        if x.ncols() != self.input_width() || x.nrows() == 0 {
+            return Err(Error::Shape {
+                what: "model input sequence (one position per row)".into(),
+                expected: (x.nrows().max(1), self.input_width()),
+                found: x.shape(),
+            });
+        }
+        self.blocks
+            .iter()
+            .try_fold(x.clone(), |h, b| b.forward_sequence(&h))
+    }
+
+    /// `f(x)`; for a sequence model, on a sequence of one position.
     pub fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
         check_len("model input", x, self.input_width())?;
         self.blocks.iter().try_fold(x.clone(), |h, b| b.forward(&h))

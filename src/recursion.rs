@@ -14,19 +14,27 @@
 //! `H = ½ (X_11 ∘ X_22 + X_12 ∘ X_21)`). Then
 //! `⟨A,B⟩ = Σ_{o≥1} G_L[o,o]` (or `tr(Q G_L[1:,1:])`).
 //!
+//! **Sequences** (SPEC §7): on `n` positions the stream is flattened with
+//! one shared constant, `x̃ = (1, X[0], …, X[n−1])`, `G` is
+//! `(n d_A + 1) × (n d_B + 1)`, and each block supplies its step on that
+//! stream ([`TensorBlock::gram_step`]): position-wise blocks act on every
+//! pair of positions, attention mixes them. The loop below does not know
+//! which. It never forms `G_0` or `G_L` when they would be large: a
+//! position-wise first block reads the per-position metric directly, and a
+//! position-wise order-1 last block is read out through its weights.
+//!
 //! All `k²` products `X_{i,j}` come from one stacked product
 //! `[U^A_1; …; U^A_k] · G · [U^B_1; …; U^B_k]ᵀ`. Each step is homogeneous of
 //! degree `k` in `G`, so the recursion divides `G` by its largest entry
 //! after every block and carries the scale as a logarithm: nothing
 //! overflows at any depth, and inner products come back as [`LogScaled`].
 
-mod kernel;
-
-pub use kernel::GramWorkspace;
+pub use crate::block::GramWorkspace;
 
 use nalgebra::DMatrix;
 
 use crate::block::TensorBlock;
+use crate::block::positionwise::padded_block;
 use crate::error::{Error, Result, Side};
 use crate::model::Model;
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
@@ -114,20 +122,22 @@ pub struct ScaledGram<T: Real> {
     pub ln_scale: f64,
 }
 
-/// What the final Gram matrix is read out with.
+/// What the final Gram matrix is read out with, per position.
 #[derive(Clone, Debug, PartialEq)]
-enum Readout {
+enum Outputs {
     /// `Σ_{o≥1} G[o,o]`: all outputs.
     Trace,
     /// `Σ_{o∈S} G[o+1,o+1]`: some outputs.
     Select(Vec<usize>),
-    /// `tr(Q G[1:,1:])`.
+    /// `tr(Q G[1:,1:])`, `Q` per position (`n_L × n_L`) or over the whole
+    /// flattened output (`n n_L × n n_L`).
     Weights(DMatrix<f64>),
 }
 
-/// The tensor similarity of SPEC §2: the cosine of two models' symmetrised
-/// end-to-end tensors under an input metric `M` on every leg and an output
-/// weighting `Q`, computed by the Gram recursion.
+/// The tensor similarity of SPEC §2 and §7: the cosine of two models'
+/// symmetrised end-to-end tensors under an input metric `M` on every leg
+/// and an output weighting `Q`, computed by the Gram recursion; for
+/// sequence models, on the flattened stream of a given context length.
 ///
 /// # Example
 ///
@@ -153,7 +163,9 @@ enum Readout {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorSimilarity {
     input_metric: Option<DMatrix<f64>>,
-    readout: Readout,
+    outputs: Outputs,
+    positions: Option<Vec<usize>>,
+    context: Option<usize>,
 }
 
 impl Default for TensorSimilarity {
@@ -162,25 +174,61 @@ impl Default for TensorSimilarity {
     }
 }
 
+/// The Gram matrix between two blocks: either the lift of a per-position
+/// metric to `n` positions (never formed) or a flattened matrix.
+enum Stream<T: Real> {
+    Lifted(DMatrix<T>),
+    Dense(DMatrix<T>),
+}
+
 impl TensorSimilarity {
-    /// `M = I_{d+1}` (inputs `x ∼ N(0, I)`), all outputs.
+    /// `M = I_{d+1}` (inputs `x ∼ N(0, I)`), all outputs, no context length
+    /// (vector models; a sequence model then asks for one).
     pub fn new() -> Self {
         Self {
             input_metric: None,
-            readout: Readout::Trace,
+            outputs: Outputs::Trace,
+            positions: None,
+            context: None,
         }
     }
 
-    /// The input metric `M` on every input leg, `(d+1) × (d+1)` over padded
-    /// inputs; `M = E[x̃ x̃ᵀ]` gives the data-aware similarity. An error unless
-    /// it is square, symmetric, finite and has a non-negative diagonal.
+    /// Compares sequence models on `n` positions (SPEC §7; weights do not
+    /// depend on `n`). Position-wise models give the same similarity at
+    /// every `n`. An error if `n = 0`.
+    ///
+    /// ```
+    /// use tensor_similarity::{Error, TensorSimilarity};
+    /// assert!(matches!(TensorSimilarity::new().with_context(0), Err(Error::ZeroContext)));
+    /// ```
+    pub fn with_context(mut self, n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::ZeroContext);
+        }
+        self.context = Some(n);
+        Ok(self)
+    }
+
+    /// The context length, if set.
+    pub fn context(&self) -> Option<usize> {
+        self.context
+    }
+
+    /// The input metric `M` on every input leg: `(d+1) × (d+1)` over one
+    /// padded position (for sequences, lifted to the flattened stream with
+    /// the shared constant as for i.i.d. rows: off-diagonal position blocks
+    /// `M[1:,0] M[0,1:] / M[0,0]`), or `(n d + 1) × (n d + 1)` over the
+    /// whole flattened stream at the context length `n`. `M = E[x̃ x̃ᵀ]`
+    /// gives the data-aware similarity. An error unless it is square,
+    /// symmetric, finite and has a non-negative diagonal.
     pub fn with_input_metric(mut self, metric: DMatrix<f64>) -> Result<Self> {
         check_metric("input metric", &metric)?;
         self.input_metric = Some(metric);
         Ok(self)
     }
 
-    /// The input metric of `x ∼ N(μ, Σ)`: `M = E[x̃ x̃ᵀ] = [[1, μᵀ], [μ, Σ + μμᵀ]]`.
+    /// The input metric of `x ∼ N(μ, Σ)` (for sequences: i.i.d. rows):
+    /// `M = E[x̃ x̃ᵀ] = [[1, μᵀ], [μ, Σ + μμᵀ]]`.
     pub fn with_input_gaussian(
         self,
         mean: &nalgebra::DVector<f64>,
@@ -197,138 +245,338 @@ impl TensorSimilarity {
         self.with_input_metric(m)
     }
 
-    /// Weights the outputs: `⟨A,B⟩ = tr(Q G_L[1:,1:])`, `Q` symmetric `n_L × n_L`.
+    /// Weights the outputs: `⟨A,B⟩ = tr(Q G_L[1:,1:])`, `Q` symmetric
+    /// `n_L × n_L` (at every position of a sequence) or `n n_L × n n_L` over
+    /// (position, output), position-major.
     pub fn with_output_weights(mut self, weights: DMatrix<f64>) -> Result<Self> {
         check_metric("output weights", &weights)?;
-        self.readout = Readout::Weights(weights);
+        self.outputs = Outputs::Weights(weights);
         Ok(self)
     }
 
     /// Compares only the listed outputs (0-based; "slice" similarity, e.g.
-    /// one class's logit): `Q` is the 0/1 diagonal selecting them.
+    /// one class's logit): `Q` is the 0/1 diagonal selecting them (at every
+    /// position of a sequence).
     pub fn with_output_selection(mut self, outputs: Vec<usize>) -> Self {
-        self.readout = Readout::Select(outputs);
+        self.outputs = Outputs::Select(outputs);
         self
     }
 
-    /// The normalised cross Gram matrices `G_1 … G_L` of `a` and `b`, each with
-    /// its log scale: the state of the recursion after every block, for
-    /// per-layer analyses.
+    /// For sequence models: compares only the outputs at these positions
+    /// (0-based; e.g. the last position of a language model). Combines with
+    /// an output selection or per-position weights.
+    pub fn with_position_selection(mut self, positions: Vec<usize>) -> Self {
+        self.positions = Some(positions);
+        self
+    }
+
+    /// The normalised cross Gram matrices `G_1 … G_L` of `a` and `b` (for
+    /// sequences, flattened), each with its log scale: the state of the
+    /// recursion after every block, for per-layer analyses.
     pub fn cross_grams<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<ScaledGram<T>>> {
+        let n = self.context_for(a, b)?;
         let mut grams = Vec::with_capacity(a.depth());
-        self.recurse(a, Some(b), |g, ln_scale| {
+        let mut state = (self.input_stream(a, n)?, 0.0);
+        for position in 0..a.depth() {
+            state = self.step(a, Some(b), position, state, n)?;
+            let (Stream::Dense(g) | Stream::Lifted(g)) = &state.0;
             grams.push(ScaledGram {
                 gram: g.clone(),
-                ln_scale,
-            })
-        })?;
+                ln_scale: state.1,
+            });
+        }
         Ok(grams)
     }
 
-    /// Runs the recursion, handing each normalised `G_ℓ` and its log scale to
-    /// `visit`, and returns the last. `b = None` is the self product of `a`,
-    /// which takes the symmetric kernel ([`GramWorkspace::self_step`]).
-    ///
-    /// One workspace and two Gram buffers serve every layer: nothing is
-    /// allocated in the loop once they have grown to the largest shapes.
-    fn recurse<T: Real>(
+    /// `⟨A,B⟩` (`b = None`: `⟨A,A⟩` by the symmetric steps): the recursion
+    /// over every block but the last, then the last block's step read out.
+    fn product<T: Real>(&self, a: &Model<T>, b: Option<&Model<T>>) -> Result<LogScaled> {
+        let n = self.context_for(a, b.unwrap_or(a))?;
+        let last = a.depth() - 1;
+        let mut state = (self.input_stream(a, n)?, 0.0);
+        for position in 0..last {
+            state = self.step(a, b, position, state, n)?;
+        }
+        let (block_a, block_b) = (&a.blocks()[last], &b.unwrap_or(a).blocks()[last]);
+        let ln_scale = state.1 * block_a.order() as f64;
+        let value = match self.fused_readout(&**block_a, &**block_b, &state.0, n)? {
+            Some(v) => v,
+            None => {
+                let (g, ln) = self.step(a, b, last, state, n)?;
+                let (Stream::Dense(g) | Stream::Lifted(g)) = g;
+                return Ok(LogScaled::from_scaled(
+                    to_f64(self.read_out(&g, a.output_width(), n)?),
+                    ln,
+                ));
+            }
+        };
+        if !value.is_finite() {
+            return Err(Error::NumericalBreakdown {
+                block: last,
+                reason: "the inner product overflowed in the last step".into(),
+            });
+        }
+        Ok(LogScaled::from_scaled(to_f64(value), ln_scale))
+    }
+
+    /// The context length a comparison runs at: the one set, else 1 for
+    /// vector models; an error for a sequence model without one.
+    fn context_for<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<usize> {
+        a.check_comparable(b)?;
+        match self.context {
+            Some(n) => Ok(n),
+            None if a.is_sequence() => Err(Error::MissingContext(Side::A)),
+            None if b.is_sequence() => Err(Error::MissingContext(Side::B)),
+            None => Ok(1),
+        }
+    }
+
+    /// `G_0`: the input metric, per position (lifted) or flattened.
+    fn input_stream<T: Real>(&self, a: &Model<T>, n: usize) -> Result<Stream<T>> {
+        let d = a.input_width();
+        let per_position = d + 1;
+        let flat = n * d + 1;
+        Ok(match &self.input_metric {
+            None => Stream::Lifted(DMatrix::identity(per_position, per_position)),
+            Some(m) if m.nrows() == per_position => {
+                if n > 1 && m[(0, 0)] <= 0.0 {
+                    return Err(Error::InvalidOption {
+                        what: "input metric",
+                        reason: "entry (0, 0) must be positive to lift it to a sequence".into(),
+                    });
+                }
+                // Symmetric up to rounding; the self kernels need it exactly.
+                Stream::Lifted(DMatrix::from_fn(per_position, per_position, |i, j| {
+                    from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
+                }))
+            }
+            Some(m) if m.nrows() == flat => Stream::Dense(DMatrix::from_fn(flat, flat, |i, j| {
+                from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
+            })),
+            Some(m) => {
+                return Err(Error::Shape {
+                    what: format!(
+                        "input metric (per position, or flattened over {n} positions: {flat} × {flat})"
+                    ),
+                    expected: (per_position, per_position),
+                    found: m.shape(),
+                });
+            }
+        })
+    }
+
+    /// One block of the recursion, normalised: `(G_{ℓ−1}, ln s) ↦ (G_ℓ, ln s')`.
+    fn step<T: Real>(
         &self,
         a: &Model<T>,
         b: Option<&Model<T>>,
-        mut visit: impl FnMut(&DMatrix<T>, f64),
-    ) -> Result<(DMatrix<T>, f64)> {
-        let other = b.unwrap_or(a);
-        a.check_comparable(other)?;
-        let width = a.input_width() + 1;
-        let mut g = match &self.input_metric {
-            Some(m) => {
-                crate::block::check_shape("input metric", m, (width, width))?;
-                match b {
-                    Some(_) => m.map(from_f64),
-                    // M is symmetric up to rounding; the self kernel needs it exactly.
-                    None => DMatrix::from_fn(width, width, |i, j| {
-                        from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
-                    }),
-                }
-            }
-            None => DMatrix::identity(width, width),
+        position: usize,
+        (g, ln_scale): (Stream<T>, f64),
+        n: usize,
+    ) -> Result<(Stream<T>, f64)> {
+        let block_a = &*a.blocks()[position];
+        let block_b = b.map(|b| &*b.blocks()[position]);
+        let step = |g: &DMatrix<T>, context: usize| match block_b {
+            Some(block_b) => block_a.gram_step(block_b, g, context),
+            None => block_a.self_gram_step(g, context),
         };
-        let mut next = DMatrix::zeros(0, 0);
-        let mut workspace = GramWorkspace::new();
-        let mut ln_scale = 0.0;
-        for (position, (block_a, block_b)) in a.blocks().iter().zip(other.blocks()).enumerate() {
-            match b {
-                Some(_) => workspace.step(&**block_a, &**block_b, &g, &mut next)?,
-                None => workspace.self_step(&**block_a, &g, &mut next)?,
+        let positionwise =
+            !block_a.mixes_positions() && !block_b.is_some_and(|x| x.mixes_positions());
+        let mut next = match g {
+            Stream::Dense(g) => step(&g, n)?,
+            Stream::Lifted(m) if n == 1 => step(&m, 1)?,
+            Stream::Lifted(m) if positionwise => {
+                // Every diagonal position block of G_0 is M, every other one
+                // the independent-rows block m mᵀ / M_00: two per-position steps.
+                let column = m.column(0);
+                let off = (&column * column.transpose()) / m[(0, 0)];
+                lift(&step(&m, 1)?, &step(&off, 1)?, n)
             }
-            core::mem::swap(&mut g, &mut next);
-            // Homogeneity: step(e^s Ĝ) = e^{k s} step(Ĝ).
-            ln_scale *= block_a.order() as f64;
-            let largest = g.amax();
-            if !largest.is_finite() || !ln_scale.is_finite() {
-                return Err(Error::NumericalBreakdown {
-                    block: position,
-                    reason: format!("the Gram matrix overflowed (log scale {ln_scale:.3e})"),
-                });
+            Stream::Lifted(m) => {
+                let off = (&m.column(0) * m.row(0)) / m[(0, 0)];
+                step(&lift(&m, &off, n), n)?
             }
-            if largest > T::zero() {
-                g /= largest;
-                ln_scale += to_f64(largest).ln();
-            }
-            visit(&g, ln_scale);
+        };
+        // Homogeneity: step(e^s Ĝ) = e^{k s} step(Ĝ).
+        let mut ln_scale = ln_scale * block_a.order() as f64;
+        let largest = next.amax();
+        if !largest.is_finite() || !ln_scale.is_finite() {
+            return Err(Error::NumericalBreakdown {
+                block: position,
+                reason: format!("the Gram matrix overflowed (log scale {ln_scale:.3e})"),
+            });
         }
-        Ok((g, ln_scale))
+        if largest > T::zero() {
+            next /= largest;
+            ln_scale += to_f64(largest).ln();
+        }
+        Ok((Stream::Dense(next), ln_scale))
     }
 
-    fn read_out<T: Real>(&self, g: &DMatrix<T>, n: usize) -> Result<T> {
-        let mut value = T::zero();
-        match &self.readout {
-            Readout::Trace => (1..=n).for_each(|o| value += g[(o, o)]),
-            Readout::Select(outputs) => {
+    /// The readout of the last step without forming `G_L`, where the last
+    /// blocks are position-wise of order 1 and the readout is per position:
+    /// `Σ_p tr(Q̃ B_A Ĝ[p,p] B_Bᵀ) = Σ_p ⟨Ĝ[p,p], B_Aᵀ Q̃ B_B⟩` with `B` the
+    /// padded affine map. `None` where that does not apply.
+    fn fused_readout<T: Real>(
+        &self,
+        a: &dyn TensorBlock<T>,
+        b: &dyn TensorBlock<T>,
+        g: &Stream<T>,
+        n: usize,
+    ) -> Result<Option<T>> {
+        let (Some(fa), Some(fb)) = (a.cp_factors(), b.cp_factors()) else {
+            return Ok(None);
+        };
+        let nl = fa.output_width();
+        if fa.order() != 1 || a.mixes_positions() || b.mixes_positions() {
+            return Ok(None);
+        }
+        if let Outputs::Weights(q) = &self.outputs {
+            if q.nrows() != nl {
+                return Ok(None);
+            }
+        }
+        let padded = |f: &crate::block::CpFactors<T>| match f.output() {
+            Some(d) => d * f.stacked_inputs(),
+            None => f.stacked_inputs().clone(),
+        };
+        let (ba, bb) = (padded(fa), padded(fb));
+        let (ba, bb) = (ba.rows(1, nl), bb.rows(1, nl));
+        let kernel = match &self.outputs {
+            Outputs::Trace => ba.transpose() * bb,
+            Outputs::Select(outputs) => {
+                check_outputs(outputs, nl)?;
+                let mut k = DMatrix::zeros(ba.ncols(), bb.ncols());
                 for &o in outputs {
-                    if o >= n {
-                        return Err(Error::InvalidOption {
-                            what: "output selection",
-                            reason: format!(
-                                "output {o} does not exist; the models have {n} outputs"
-                            ),
-                        });
-                    }
-                    value += g[(o + 1, o + 1)];
+                    k += ba.row(o).transpose() * bb.row(o);
+                }
+                k
+            }
+            Outputs::Weights(q) => {
+                crate::block::check_shape("output weights", q, (nl, nl))?;
+                ba.transpose() * (q.map(from_f64::<T>) * bb)
+            }
+        };
+        let positions = self.positions_at(n)?;
+        Ok(Some(match g {
+            Stream::Lifted(m) => m.dot(&kernel) * from_f64::<T>(positions.len() as f64),
+            Stream::Dense(g) => {
+                let (ma, mb) = (fa.input_width(), fb.input_width());
+                let mut block = DMatrix::zeros(ma + 1, mb + 1);
+                let mut value = T::zero();
+                for p in positions {
+                    padded_block(g, p, p, ma, mb, &mut block);
+                    value += block.dot(&kernel);
+                }
+                value
+            }
+        }))
+    }
+
+    /// The positions read out: the selection, checked, or all `n`.
+    fn positions_at(&self, n: usize) -> Result<Vec<usize>> {
+        match &self.positions {
+            None => Ok((0..n).collect()),
+            Some(ps) => match ps.iter().find(|&&p| p >= n) {
+                Some(p) => Err(Error::InvalidOption {
+                    what: "position selection",
+                    reason: format!("position {p} does not exist at context length {n}"),
+                }),
+                None => Ok(ps.clone()),
+            },
+        }
+    }
+
+    /// `⟨A,B⟩` from the flattened `G_L` (`n n_L + 1` square).
+    fn read_out<T: Real>(&self, g: &DMatrix<T>, nl: usize, n: usize) -> Result<T> {
+        let positions = self.positions_at(n)?;
+        let mut value = T::zero();
+        match &self.outputs {
+            Outputs::Trace => {
+                for p in positions {
+                    (0..nl).for_each(|o| value += g[(1 + p * nl + o, 1 + p * nl + o)]);
                 }
             }
-            Readout::Weights(q) => {
-                crate::block::check_shape("output weights", q, (n, n))?;
+            Outputs::Select(outputs) => {
+                check_outputs(outputs, nl)?;
+                for p in positions {
+                    for &o in outputs {
+                        value += g[(1 + p * nl + o, 1 + p * nl + o)];
+                    }
+                }
+            }
+            Outputs::Weights(q) if q.nrows() == nl => {
+                let q = q.map(from_f64::<T>);
+                for p in positions {
+                    value += q.dot(&g.view((1 + p * nl, 1 + p * nl), (nl, nl)).transpose());
+                }
+            }
+            Outputs::Weights(q) => {
+                crate::block::check_shape("output weights", q, (n * nl, n * nl))?;
+                if self.positions.is_some() {
+                    return Err(Error::InvalidOption {
+                        what: "position selection",
+                        reason: "weights over the flattened output already choose positions".into(),
+                    });
+                }
                 value = q
                     .map(from_f64::<T>)
-                    .dot(&g.view((1, 1), (n, n)).transpose());
+                    .dot(&g.view((1, 1), (n * nl, n * nl)).transpose());
             }
         }
         Ok(value)
     }
 }
 
-impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
-    fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
-        let (g, ln_scale) = self.recurse(a, Some(b), |_, _| {})?;
-        let value = self.read_out(&g, a.output_width())?;
-        Ok(LogScaled::from_scaled(to_f64(value), ln_scale))
+/// The flattened Gram matrix whose diagonal position blocks are `diag` and
+/// other position blocks `off` (both padded, sharing their constant row and
+/// column).
+fn lift<T: Real>(diag: &DMatrix<T>, off: &DMatrix<T>, n: usize) -> DMatrix<T> {
+    let (ra, rb) = (diag.nrows() - 1, diag.ncols() - 1);
+    let mut g = DMatrix::zeros(n * ra + 1, n * rb + 1);
+    g[(0, 0)] = diag[(0, 0)];
+    for p in 0..n {
+        g.view_mut((0, 1 + p * rb), (1, rb))
+            .copy_from(&diag.view((0, 1), (1, rb)));
+        g.view_mut((1 + p * ra, 0), (ra, 1))
+            .copy_from(&diag.view((1, 0), (ra, 1)));
+        for q in 0..n {
+            let src = if p == q { diag } else { off };
+            g.view_mut((1 + p * ra, 1 + q * rb), (ra, rb))
+                .copy_from(&src.view((1, 1), (ra, rb)));
+        }
     }
+    g
+}
 
-    /// `⟨A, A⟩` with the symmetric kernel: every `G_AA` is symmetric, so
-    /// only the lower half of each `H` is computed (about half the work of
-    /// [`inner_product`](Self::inner_product)`(a, a)`, same value up to
-    /// rounding).
-    fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
-        let (g, ln_scale) = self.recurse(a, None, |_, _| {})?;
-        let value = self.read_out(&g, a.output_width())?;
-        Ok(LogScaled::from_scaled(to_f64(value), ln_scale))
+fn check_outputs(outputs: &[usize], n: usize) -> Result<()> {
+    match outputs.iter().find(|&&o| o >= n) {
+        Some(o) => Err(Error::InvalidOption {
+            what: "output selection",
+            reason: format!("output {o} does not exist; the models have {n} outputs"),
+        }),
+        None => Ok(()),
     }
 }
 
-/// One step of the Gram recursion: `G' = D̃_A H D̃_Bᵀ` for blocks `a`, `b` of
-/// the same order and the cross Gram matrix `g` of their inputs
-/// (`(m_A+1) × (m_B+1)`); `G'` is `(n_A+1) × (n_B+1)`.
+impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
+    fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
+        self.product(a, Some(b))
+    }
+
+    /// `⟨A, A⟩` with the symmetric steps: every `G_AA` is symmetric, so
+    /// the kernels compute only half of it (about half the work of
+    /// [`inner_product`](Self::inner_product)`(a, a)`, same value up to
+    /// rounding).
+    fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
+        self.product(a, None)
+    }
+}
+
+/// One step of the Gram recursion: `G' = D̃_A H D̃_Bᵀ` for CP blocks `a`, `b`
+/// of the same order and the cross Gram matrix `g` of their inputs
+/// (`(m_A+1) × (m_B+1)`); `G'` is `(n_A+1) × (n_B+1)`. (Any block kind, on
+/// sequences too: [`TensorBlock::gram_step`].)
 ///
 /// # Example
 ///

@@ -225,7 +225,7 @@ fn partition_oracle(
     m: &DVector<f64>,
     c: &DMatrix<f64>,
 ) -> f64 {
-    let (fa, fb) = (a.cp_factors(), b.cp_factors());
+    let (fa, fb) = (a.cp_factors().unwrap(), b.cp_factors().unwrap());
     let dense_out = |f: &CpFactors<f64>| {
         f.output()
             .cloned()

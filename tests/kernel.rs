@@ -68,7 +68,10 @@ fn naive_step(
     g: &DMatrix<f64>,
     (wid, wsw): (f64, f64),
 ) -> DMatrix<f64> {
-    let (ta, tb) = (a.cp_factors().dense(), b.cp_factors().dense());
+    let (ta, tb) = (
+        a.cp_factors().unwrap().dense(),
+        b.cp_factors().unwrap().dense(),
+    );
     let (wa, wb) = (g.nrows(), g.ncols());
     let mut out = DMatrix::zeros(ta.nrows(), tb.nrows());
     for o in 0..ta.nrows() {
@@ -296,8 +299,13 @@ fn blocks_made_only_of_selector_units_and_order_one_blocks_with_output_factors()
     let padded_b = {
         let mut p = DMatrix::zeros(6, m + 1);
         p[(0, 0)] = 1.0;
-        p.view_mut((1, 0), (5, 1))
-            .copy_from(&linear.cp_factors().stacked_inputs().view((1, 0), (5, 1)));
+        p.view_mut((1, 0), (5, 1)).copy_from(
+            &linear
+                .cp_factors()
+                .unwrap()
+                .stacked_inputs()
+                .view((1, 0), (5, 1)),
+        );
         p.view_mut((1, 1), (5, m)).copy_from(&wb);
         p
     };

@@ -312,8 +312,8 @@ impl<T: Real> Bilinear<T> {
 }
 
 impl<T: Real> TensorBlock<T> for Bilinear<T> {
-    fn cp_factors(&self) -> &CpFactors<T> {
-        &self.cp
+    fn cp_factors(&self) -> Option<&CpFactors<T>> {
+        Some(&self.cp)
     }
 
     fn kind(&self) -> &'static str {

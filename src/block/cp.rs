@@ -61,8 +61,8 @@ impl<T: Real> CpBlock<T> {
 }
 
 impl<T: Real> TensorBlock<T> for CpBlock<T> {
-    fn cp_factors(&self) -> &CpFactors<T> {
-        &self.cp
+    fn cp_factors(&self) -> Option<&CpFactors<T>> {
+        Some(&self.cp)
     }
 
     fn symmetry(&self) -> &dyn SymmetryGroup {

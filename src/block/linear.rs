@@ -65,8 +65,8 @@ impl<T: Real> Linear<T> {
 }
 
 impl<T: Real> TensorBlock<T> for Linear<T> {
-    fn cp_factors(&self) -> &CpFactors<T> {
-        &self.cp
+    fn cp_factors(&self) -> Option<&CpFactors<T>> {
+        Some(&self.cp)
     }
 
     /// A single leg has only the identity permutation.

@@ -18,13 +18,19 @@
 //! | [`Linear`] | 1 | `U_1 = [[1, 0ᵀ], [b, W]]`, `D̃ = I` |
 //! | [`Bilinear`] | 2 | `U_1 = [e_0ᵀ; (b_L│L); (0│I)]`, `U_2 = [e_0ᵀ; (b_R│R); (1│0)…]`, `D̃ = [(1; s b_D)│(0; s D)│(0; (1−s) I)]` |
 //! | [`CpBlock`] | any | given |
+//! | [`Attention`] | 5 | none useful: its own Gram step (SPEC §7) |
 
+mod attention;
 mod bilinear;
 mod cp;
+pub(crate) mod kernel;
 mod linear;
+pub(crate) mod positionwise;
 
+pub use attention::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask};
 pub use bilinear::{Bilinear, BilinearBuilder};
 pub use cp::CpBlock;
+pub use kernel::GramWorkspace;
 pub use linear::Linear;
 
 use std::borrow::Cow;
@@ -221,12 +227,24 @@ impl<'a, T: Real> Parameter<'a, T> {
     }
 }
 
-/// A multilinear block in padded CP form: what a model is a chain of.
+/// A multilinear block: what a model is a chain of.
 ///
-/// Implement [`cp_factors`](Self::cp_factors) (and, where the legs do not
-/// all read the same input, [`symmetry`](Self::symmetry)) to add a block kind;
-/// every metric works from these. The other methods have defaults that a
-/// kind may override with a faster or more faithful version.
+/// A block kind supplies **either** its padded CP factors
+/// ([`cp_factors`](Self::cp_factors)), from which every other method has a
+/// default, **or** (for a kind without a useful CP form, such as
+/// [`Attention`], whose CP rank grows as `n²e³` per head) `None` there and
+/// its own [`gram_step`](Self::gram_step), [`self_gram_step`](Self::self_gram_step),
+/// shape ([`order`](Self::order), [`input_width`](Self::input_width),
+/// [`output_width`](Self::output_width)), [`forward_sequence`](Self::forward_sequence)
+/// and [`parameters`](Self::parameters). The recursion calls one method per
+/// block, [`gram_step`](Self::gram_step), and never learns which kind it holds.
+///
+/// **Sequences** (SPEC §7). A model may read `n` positions `X ∈ R^{n×d}`,
+/// flattened with one shared constant, `x̃ = (1, X[0], …, X[n−1])`. Widths
+/// are per position. A CP block acts on every position with shared weights
+/// (its default Gram step lifts the per-position step to the flattened
+/// stream); a kind that mixes positions says so in
+/// [`mixes_positions`](Self::mixes_positions).
 ///
 /// The trait is dyn-safe: a [`Model`](crate::Model) holds
 /// `Arc<dyn TensorBlock<T>>`. Implementations must be immutable.
@@ -242,7 +260,7 @@ impl<'a, T: Real> Parameter<'a, T> {
 /// struct Square(CpFactors<f64>);
 ///
 /// impl TensorBlock<f64> for Square {
-///     fn cp_factors(&self) -> &CpFactors<f64> { &self.0 }
+///     fn cp_factors(&self) -> Option<&CpFactors<f64>> { Some(&self.0) }
 /// }
 ///
 /// // U_1 = U_2 = I_3 (the padded identity): (x̃ ∘ x̃) = (1, x_1², x_2²).
@@ -254,8 +272,9 @@ impl<'a, T: Real> Parameter<'a, T> {
 /// # Ok::<(), tensor_similarity::Error>(())
 /// ```
 pub trait TensorBlock<T: Real>: core::fmt::Debug + Send + Sync {
-    /// The padded CP factors `U_1 … U_k`, `D̃`.
-    fn cp_factors(&self) -> &CpFactors<T>;
+    /// The padded CP factors `U_1 … U_k`, `D̃` of the block at one position;
+    /// `None` for a kind that supplies its own Gram step.
+    fn cp_factors(&self) -> Option<&CpFactors<T>>;
 
     /// The permutations of the input legs under which the block's function
     /// is invariant; the default, `S_k`, is right when every leg reads the
@@ -280,7 +299,9 @@ pub trait TensorBlock<T: Real>: core::fmt::Debug + Send + Sync {
     /// The block's parameters in a fixed order, for weight-space baselines.
     /// The default lists the CP factors.
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
-        let cp = self.cp_factors();
+        let Some(cp) = self.cp_factors() else {
+            return Vec::new();
+        };
         let mut p = vec![Parameter::matrix("inputs", cp.stacked_inputs())];
         if let Some(d) = cp.output() {
             p.push(Parameter::matrix("output", d));
@@ -288,31 +309,107 @@ pub trait TensorBlock<T: Real>: core::fmt::Debug + Send + Sync {
         p
     }
 
-    /// Order `k`.
+    /// Order `k` (0 for a kind without CP factors that does not say).
     fn order(&self) -> usize {
-        self.cp_factors().order()
+        self.cp_factors().map_or(0, CpFactors::order)
     }
 
-    /// Unpadded input width `m`.
+    /// Unpadded input width `m` (per position).
     fn input_width(&self) -> usize {
-        self.cp_factors().input_width()
+        self.cp_factors().map_or(0, CpFactors::input_width)
     }
 
-    /// Unpadded output width `n`.
+    /// Unpadded output width `n` (per position).
     fn output_width(&self) -> usize {
-        self.cp_factors().output_width()
+        self.cp_factors().map_or(0, CpFactors::output_width)
     }
 
-    /// The block's function on an unpadded input: `y = ỹ[1:]`.
+    /// Whether the block mixes positions of a sequence (then a model that
+    /// holds it is a sequence model, compared at a given context length).
+    /// The default, `false`, is right for CP blocks: they act on each
+    /// position with shared weights.
+    fn mixes_positions(&self) -> bool {
+        false
+    }
+
+    /// The block's function on an unpadded input: `y = ỹ[1:]`; for a kind
+    /// that mixes positions, on a sequence of one position.
     fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
         check_len("block input", x, self.input_width())?;
-        let y = self.cp_factors().apply_padded(&pad(x))?;
-        Ok(y.rows(1, y.len() - 1).into_owned())
+        match self.cp_factors() {
+            Some(cp) => {
+                let y = cp.apply_padded(&pad(x))?;
+                Ok(y.rows(1, y.len() - 1).into_owned())
+            }
+            None => {
+                let y =
+                    self.forward_sequence(&DMatrix::from_row_slice(1, x.len(), x.as_slice()))?;
+                Ok(y.row(0).transpose())
+            }
+        }
+    }
+
+    /// The block on a sequence, one position per row: `X ∈ R^{n×m}` to
+    /// `Y ∈ R^{n×n_out}`. The default applies [`forward`](Self::forward)
+    /// to every row (a position-wise block).
+    fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        if self.cp_factors().is_none() {
+            return Err(Error::InvalidBlock(format!(
+                "a {} block without CP factors must supply forward_sequence",
+                self.kind()
+            )));
+        }
+        if x.ncols() != self.input_width() {
+            return Err(Error::Shape {
+                what: format!("{} block input (one position per row)", self.kind()),
+                expected: (x.nrows(), self.input_width()),
+                found: x.shape(),
+            });
+        }
+        let mut y = DMatrix::zeros(x.nrows(), self.output_width());
+        for (p, row) in x.row_iter().enumerate() {
+            y.row_mut(p)
+                .copy_from(&self.forward(&row.transpose())?.transpose());
+        }
+        Ok(y)
+    }
+
+    /// One step of the Gram recursion on the flattened stream of `context`
+    /// positions: `g` is the cross Gram matrix of the two models' padded
+    /// inputs, `(n m_A + 1) × (n m_B + 1)`, and the result that of their
+    /// outputs, `(n n_A + 1) × (n n_B + 1)` (SPEC §2, §7).
+    ///
+    /// The default lifts the CP step ([`gram_step`](crate::gram_step)) to
+    /// every pair of positions; it needs CP factors on both blocks. A kind
+    /// without them overrides this.
+    fn gram_step(
+        &self,
+        other: &dyn TensorBlock<T>,
+        g: &DMatrix<T>,
+        context: usize,
+    ) -> Result<DMatrix<T>> {
+        let a = (
+            kernel::cp_of_kind(self.cp_factors(), self.kind())?,
+            self.symmetry(),
+        );
+        let b = (kernel::cp_of(other)?, other.symmetry());
+        positionwise::step(a, Some(b), g, context)
+    }
+
+    /// [`gram_step`](Self::gram_step) of the block with itself, for `⟨A, A⟩`:
+    /// `g` is symmetric, and so is the result. The default takes the
+    /// symmetric CP kernel ([`GramWorkspace::self_step`]), about half the work.
+    fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
+        let a = (
+            kernel::cp_of_kind(self.cp_factors(), self.kind())?,
+            self.symmetry(),
+        );
+        positionwise::step(a, None, g, context)
     }
 }
 
 impl<T: Real, B: TensorBlock<T> + ?Sized> TensorBlock<T> for std::sync::Arc<B> {
-    fn cp_factors(&self) -> &CpFactors<T> {
+    fn cp_factors(&self) -> Option<&CpFactors<T>> {
         (**self).cp_factors()
     }
     fn symmetry(&self) -> &dyn SymmetryGroup {
@@ -327,8 +424,34 @@ impl<T: Real, B: TensorBlock<T> + ?Sized> TensorBlock<T> for std::sync::Arc<B> {
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
         (**self).parameters()
     }
+    fn order(&self) -> usize {
+        (**self).order()
+    }
+    fn input_width(&self) -> usize {
+        (**self).input_width()
+    }
+    fn output_width(&self) -> usize {
+        (**self).output_width()
+    }
+    fn mixes_positions(&self) -> bool {
+        (**self).mixes_positions()
+    }
     fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
         (**self).forward(x)
+    }
+    fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        (**self).forward_sequence(x)
+    }
+    fn gram_step(
+        &self,
+        other: &dyn TensorBlock<T>,
+        g: &DMatrix<T>,
+        context: usize,
+    ) -> Result<DMatrix<T>> {
+        (**self).gram_step(other, g, context)
+    }
+    fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
+        (**self).self_gram_step(g, context)
     }
 }
 

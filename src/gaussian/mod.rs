@@ -257,7 +257,10 @@ impl<T: Real> GaussianSimilarity<T> {
         a.check_same_depth_and_io(b)?;
         let mut state = self.input_state(a.input_width())?;
         for (position, (block_a, block_b)) in a.blocks().iter().zip(b.blocks()).enumerate() {
-            let (fa, fb) = (block_a.cp_factors(), block_b.cp_factors());
+            let (fa, fb) = (
+                gaussian_factors(&**block_a, Side::A, position)?,
+                gaussian_factors(&**block_b, Side::B, position)?,
+            );
             for (f, side) in [(fa, Side::A), (fb, Side::B)] {
                 if f.order() > MAX_GAUSSIAN_ORDER {
                     return Err(Error::OrderTooHigh {
@@ -346,4 +349,20 @@ mod tests {
         let asymmetric = DMatrix::from_row_slice(2, 2, &[1.0, 0.5, 0.0, 1.0]);
         assert!(covariance_factor(&asymmetric).is_err());
     }
+}
+
+/// A block's CP factors, or the error that the Gaussian metric does not
+/// support its kind (attention: the Gaussian metric on sequences is not
+/// implemented yet).
+fn gaussian_factors<T: Real>(
+    block: &dyn crate::block::TensorBlock<T>,
+    side: Side,
+    position: usize,
+) -> Result<&crate::block::CpFactors<T>> {
+    block.cp_factors().ok_or_else(|| Error::Unsupported {
+        block: position,
+        side,
+        kind: block.kind(),
+        metric: "the Gaussian metric",
+    })
 }

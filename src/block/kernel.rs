@@ -29,8 +29,8 @@ use core::ops::Range;
 
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVectorView, Dyn};
 
-use crate::block::{CpFactors, TensorBlock, check_shape, check_symmetric};
-use crate::error::{Incomparable, Result};
+use super::{CpFactors, TensorBlock, check_shape, check_symmetric};
+use crate::error::{Error, Incomparable, Result};
 use crate::scalar::{Real, from_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
 
@@ -175,17 +175,7 @@ impl<T: Real> GramWorkspace<T> {
         g: &DMatrix<T>,
         out: &mut DMatrix<T>,
     ) -> Result<()> {
-        let (fa, fb) = (a.cp_factors(), b.cp_factors());
-        check_step(fa, fb, g)?;
-        match (fa.order(), fa.output(), fb.output()) {
-            (1, ..) => self.linear(fa, fb, g, out),
-            (2, Some(da), Some(db)) => {
-                let w = pair_weights(a.symmetry(), b.symmetry())?;
-                self.bilinear(fa, da, fb, db, w, g, out);
-            }
-            _ => *out = generic_step(a, b, g)?,
-        }
-        Ok(())
+        self.cp_step((cp_of(a)?, a.symmetry()), (cp_of(b)?, b.symmetry()), g, out)
     }
 
     /// `out ← G' = D̃ H D̃ᵀ` for the self product of block `a` with a
@@ -200,15 +190,44 @@ impl<T: Real> GramWorkspace<T> {
         g: &DMatrix<T>,
         out: &mut DMatrix<T>,
     ) -> Result<()> {
-        let fa = a.cp_factors();
+        self.cp_self_step((cp_of(a)?, a.symmetry()), g, out)
+    }
+
+    /// [`step`](Self::step) on factors and groups.
+    pub(crate) fn cp_step(
+        &mut self,
+        (fa, sa): (&CpFactors<T>, &dyn SymmetryGroup),
+        (fb, sb): (&CpFactors<T>, &dyn SymmetryGroup),
+        g: &DMatrix<T>,
+        out: &mut DMatrix<T>,
+    ) -> Result<()> {
+        check_step(fa, fb, g)?;
+        match (fa.order(), fa.output(), fb.output()) {
+            (1, ..) => self.linear(fa, fb, g, out),
+            (2, Some(da), Some(db)) => {
+                let w = pair_weights(sa, sb)?;
+                self.bilinear(fa, da, fb, db, w, g, out);
+            }
+            _ => *out = generic_step((fa, sa), (fb, sb), g)?,
+        }
+        Ok(())
+    }
+
+    /// [`self_step`](Self::self_step) on factors and a group.
+    pub(crate) fn cp_self_step(
+        &mut self,
+        (fa, sa): (&CpFactors<T>, &dyn SymmetryGroup),
+        g: &DMatrix<T>,
+        out: &mut DMatrix<T>,
+    ) -> Result<()> {
         check_step(fa, fa, g)?;
         check_symmetric_gram(g)?;
         match (fa.order(), fa.output()) {
             (2, Some(da)) => {
-                let w = pair_weights(a.symmetry(), a.symmetry())?;
+                let w = pair_weights(sa, sa)?;
                 self.bilinear_self(fa, da, w, g, out);
             }
-            _ => self.step(a, a, g, out)?,
+            _ => self.cp_step((fa, sa), (fa, sa), g, out)?,
         }
         Ok(())
     }
@@ -661,6 +680,25 @@ fn check_step<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, g: &DMatrix<T>) -> 
     )
 }
 
+/// The CP factors of a block the CP kernels are asked to step; an error
+/// naming the kind of a block that has none (it supplies its own step).
+pub(crate) fn cp_of<T: Real>(block: &dyn TensorBlock<T>) -> Result<&CpFactors<T>> {
+    cp_of_kind(block.cp_factors(), block.kind())
+}
+
+/// As [`cp_of`], from a block's answer and kind.
+pub(crate) fn cp_of_kind<'a, T: Real>(
+    cp: Option<&'a CpFactors<T>>,
+    kind: &str,
+) -> Result<&'a CpFactors<T>> {
+    cp.ok_or_else(|| {
+        Error::InvalidBlock(format!(
+            "a {kind} block has no CP factors: it must supply its own Gram step, \
+             and a CP block cannot be compared with it at the same position"
+        ))
+    })
+}
+
 fn check_symmetric_gram<T: Real>(g: &DMatrix<T>) -> Result<()> {
     let tolerance = g.amax() * T::default_epsilon() * from_f64(64.0);
     check_symmetric("Gram matrix of a self product", g, tolerance)
@@ -668,12 +706,11 @@ fn check_symmetric_gram<T: Real>(g: &DMatrix<T>) -> Result<()> {
 
 /// Any order and symmetry, any output factors: all `k²` leg-pair products
 /// from one stacked product, then the weighted Hadamard products.
-pub(super) fn generic_step<T: Real>(
-    a: &dyn TensorBlock<T>,
-    b: &dyn TensorBlock<T>,
+pub(crate) fn generic_step<T: Real>(
+    (fa, sa): (&CpFactors<T>, &dyn SymmetryGroup),
+    (fb, sb): (&CpFactors<T>, &dyn SymmetryGroup),
     g: &DMatrix<T>,
 ) -> Result<DMatrix<T>> {
-    let (fa, fb) = (a.cp_factors(), b.cp_factors());
     let k = fa.order();
     let (ra, rb) = (fa.rank(), fb.rank());
     let rows_b = fb.stacked_inputs().nrows();
@@ -681,7 +718,7 @@ pub(super) fn generic_step<T: Real>(
 
     let mut h = DMatrix::zeros(ra, rb);
     let mut term = DMatrix::zeros(ra, rb);
-    for (pi, weight) in leg_pairings(a.symmetry(), b.symmetry(), k)? {
+    for (pi, weight) in leg_pairings(sa, sb, k)? {
         term.copy_from(&x.view((0, pi.apply(0) * rb), (ra, rb)));
         for j in 1..k {
             term.component_mul_assign(&x.view((j * ra, pi.apply(j) * rb), (ra, rb)));

@@ -1,0 +1,651 @@
+//! The exact Gram step of two attention blocks (derivation and cost model:
+//! `docs/attention.md`).
+//!
+//! Each block's output `(s, o)` is, as an order-5 tensor on the flattened
+//! padded stream, the sum of three terms:
+//!
+//! * `T1` attention: `α/c Σ_t W[s,t] Σ_h Σ_{a,b,c} O[o,(h,c)] q1[s]_a k1[t]_a q2[s]_b k2[t]_b v[t]_c`,
+//!   every factor a linear form on `x̃` (legs `Q1 K1 Q2 K2 V`);
+//! * `T2` skip: `r · x̃_{(s,o)} ⊗ e_0 ⊗ e_0 ⊗ e_0 ⊗ e_0`;
+//! * `T3` constant: `β_o e_0^{⊗5}` with `β = (1, α b_o)`.
+//!
+//! `G'` sums `⟨T_i^A, P T_j^B⟩_G` over the nine pairs, `P` the average over
+//! `S_5`. Pairs with `T2` or `T3` fix four or five legs to `e_0`, whose
+//! products with `G` are the legs' "mean" values `m = U G e_0`: they are
+//! the block's forward pass, or its derivative, on those values. The pair
+//! `T1 × T1` sums 120 leg bijections; contracting each A score node
+//! (`{Q1,K1}`, `{Q2,K2}`) over its shared index first, both orders of its
+//! two legs at once, leaves 30 assignments, each a chain of small matrices
+//! over head widths.
+
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVector};
+use rayon::prelude::*;
+
+use super::Attention;
+use crate::block::positionwise::padded_block;
+use crate::block::{TensorBlock, check_shape};
+use crate::error::{Error, Result};
+use crate::scalar::{Real, from_f64};
+
+/// Legs: 0 `Q1`, 1 `K1`, 2 `Q2`, 3 `K2` (score legs, nodes `{0,1}` and
+/// `{2,3}`), 4 `V`. The partner of a score leg shares its node's index.
+const PARTNER: [usize; 4] = [1, 0, 3, 2];
+/// Whether a leg reads the query position `s` (else the key position `t`).
+const AT_QUERY: [bool; 5] = [true, false, true, false, false];
+
+/// One block's view of the step: its weights, leg layout and constants.
+struct Side<'a, T: Real> {
+    block: &'a Attention<T>,
+    heads: usize,
+    e: usize,
+    ev: usize,
+    width: usize,
+    out: usize,
+    mask: DMatrix<f64>,
+    /// `F(p)`: the stacked padded leg forms at each position.
+    legs: Vec<DMatrix<T>>,
+}
+
+impl<'a, T: Real> Side<'a, T> {
+    fn new(block: &'a Attention<T>, n: usize) -> Result<Self> {
+        Ok(Self {
+            block,
+            heads: block.heads(),
+            e: block.qk_width(),
+            ev: block.value_width(),
+            width: block.input_width(),
+            out: block.output_width(),
+            mask: block.mask().weights(n)?,
+            legs: (0..n).map(|p| block.leg_factors(p)).collect(),
+        })
+    }
+
+    /// First row of leg `l`, head `h` in the stacked forms.
+    fn row(&self, l: usize, h: usize) -> usize {
+        let he = self.heads * self.e;
+        if l < 4 {
+            l * he + h * self.e
+        } else {
+            4 * he + h * self.ev
+        }
+    }
+
+    /// Width of leg `l` per head.
+    fn leg_width(&self, l: usize) -> usize {
+        if l < 4 { self.e } else { self.ev }
+    }
+
+    /// `β = (1, α b_o)`: the constant term's output, padded.
+    fn beta(&self) -> DVector<T> {
+        let mut beta = DVector::zeros(self.out + 1);
+        beta[0] = T::one();
+        if let Some(b) = self.block.bias(5) {
+            beta.rows_mut(1, self.out)
+                .copy_from(&(b * from_f64::<T>(self.block.scale())));
+        }
+        beta
+    }
+
+    /// The attention term evaluated with every leg at `m(p)` (`phi`,
+    /// `n × out`), and its derivative along `dirs(p)` (one `L × k` matrix
+    /// per position): `(1/5) Σ_j T1(m, …, dirs at leg j, …, m)` per query
+    /// position, `out × k` (`psi`).
+    fn linearize(
+        &self,
+        m: &[DVector<T>],
+        dirs: Option<&[DMatrix<T>]>,
+    ) -> (DMatrix<T>, Vec<DMatrix<T>>) {
+        let n = m.len();
+        let k = dirs.map_or(0, |d| d[0].ncols());
+        let hv = self.heads * self.ev;
+        let mut zphi = DMatrix::<T>::zeros(hv, n);
+        let mut zpsi = vec![DMatrix::<T>::zeros(hv, k); if dirs.is_some() { n } else { 0 }];
+        for s in 0..n {
+            for t in 0..n {
+                let w: T = from_f64(self.mask[(s, t)]);
+                if w == T::zero() {
+                    continue;
+                }
+                for h in 0..self.heads {
+                    let leg = |l: usize| {
+                        let p = if AT_QUERY[l] { s } else { t };
+                        m[p].rows(self.row(l, h), self.leg_width(l))
+                    };
+                    let (s1, s2) = (leg(0).dot(&leg(1)), leg(2).dot(&leg(3)));
+                    let v = leg(4);
+                    add_scaled(
+                        &mut zphi.view_mut((h * self.ev, s), (self.ev, 1)),
+                        w * s1 * s2,
+                        &v,
+                    );
+                    if let Some(dirs) = dirs {
+                        let dir = |l: usize| {
+                            let p = if AT_QUERY[l] { s } else { t };
+                            dirs[p].rows(self.row(l, h), self.leg_width(l))
+                        };
+                        // d(s1 s2) = ds1 s2 + s1 ds2, each a row over the k directions.
+                        let ds1 = dir(0).tr_mul(&leg(1)) + dir(1).tr_mul(&leg(0));
+                        let ds2 = dir(2).tr_mul(&leg(3)) + dir(3).tr_mul(&leg(2));
+                        let dscore = ds1 * s2 + ds2 * s1;
+                        let mut z = zpsi[s].view_mut((h * self.ev, 0), (self.ev, k));
+                        z.ger(w, &v, &dscore, T::one());
+                        add_scaled(&mut z, w * s1 * s2, &dir(4));
+                    }
+                }
+            }
+        }
+        let coef: T = from_f64(self.block.scale() / self.block.score_scale());
+        let o = self.block.weight(5);
+        let phi = (o * zphi).transpose() * coef;
+        let fifth: T = from_f64(0.2);
+        let psi = zpsi.iter().map(|z| (o * z) * (coef * fifth)).collect();
+        (phi, psi)
+    }
+}
+
+/// `G'` for attention blocks `a` and `b` (`None`: the self product) on
+/// `n` positions.
+pub(super) fn gram_step<T: Real>(
+    a: &Attention<T>,
+    b: Option<&Attention<T>>,
+    g: &DMatrix<T>,
+    n: usize,
+) -> Result<DMatrix<T>> {
+    if n == 0 {
+        return Err(Error::ZeroContext);
+    }
+    let sa = Side::new(a, n)?;
+    let sb = Side::new(b.unwrap_or(a), n)?;
+    let (da, db) = (sa.width, sb.width);
+    check_shape("cross Gram matrix", g, (n * da + 1, n * db + 1))?;
+    let (la, lb) = (sa.legs[0].nrows(), sb.legs[0].nrows());
+
+    // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ.
+    let mut ys = Vec::with_capacity(n * n);
+    let mut yts = Vec::with_capacity(n * n);
+    let mut xs = Vec::with_capacity(n * n);
+    let mut block = DMatrix::zeros(da + 1, db + 1);
+    for p in 0..n {
+        for q in 0..n {
+            padded_block(g, p, q, da, db, &mut block);
+            let y = &sa.legs[p] * &block;
+            let yt = &block * sb.legs[q].transpose();
+            xs.push(&y * sb.legs[q].transpose());
+            ys.push(y);
+            yts.push(yt);
+        }
+    }
+    debug_assert_eq!(xs[0].shape(), (la, lb));
+    let at = |p: usize, q: usize| p * n + q;
+
+    // Mean legs m = F G e_0 on each side.
+    let ma: Vec<DVector<T>> = (0..n)
+        .map(|p| ys[at(p, 0)].column(0).into_owned())
+        .collect();
+    let mb: Vec<DVector<T>> = (0..n).map(|q| yts[at(0, q)].row(0).transpose()).collect();
+
+    let (oa, ob) = (sa.out, sb.out);
+    let (ra, rb): (T, T) = (from_f64(a.skip()), from_f64(sb.block.skip()));
+    let (beta_a, beta_b) = (sa.beta(), sb.beta());
+    let g00 = g[(0, 0)];
+    let g00_4 = g00 * g00 * g00 * g00;
+    let g00_5 = g00_4 * g00;
+
+    let (phi_a, _) = sa.linearize(&ma, None);
+    let (phi_b, _) = sb.linearize(&mb, None);
+
+    let mut out = DMatrix::<T>::zeros(n * oa + 1, n * ob + 1);
+    // Constant row and column, and the terms with T3 or T2 × T2.
+    out[(0, 0)] = g00_5;
+    for q in 0..n {
+        for o in 0..ob {
+            let col = 1 + q * ob + o;
+            let mut v = phi_b[(q, o)] + beta_b[1 + o] * g00_5;
+            if rb != T::zero() {
+                v += rb * g[(0, 1 + q * db + o)] * g00_4;
+            }
+            out[(0, col)] = v;
+        }
+    }
+    for p in 0..n {
+        for o in 0..oa {
+            let row = 1 + p * oa + o;
+            let mut v = phi_a[(p, o)] + beta_a[1 + o] * g00_5;
+            if ra != T::zero() {
+                v += ra * g[(1 + p * da + o, 0)] * g00_4;
+            }
+            out[(row, 0)] = v;
+        }
+    }
+    let fifth: T = from_f64(0.2);
+    let four: T = from_f64(4.0);
+    for p in 0..n {
+        for o in 0..oa {
+            let row = 1 + p * oa + o;
+            let (ba, pa) = (beta_a[1 + o], phi_a[(p, o)]);
+            let ga0 = if ra != T::zero() {
+                g[(1 + p * da + o, 0)]
+            } else {
+                T::zero()
+            };
+            for q in 0..n {
+                for o2 in 0..ob {
+                    let col = 1 + q * ob + o2;
+                    let (bb, pb) = (beta_b[1 + o2], phi_b[(q, o2)]);
+                    let mut v = pa * bb + ba * pb + ba * bb * g00_5;
+                    if rb != T::zero() {
+                        v += ba * rb * g[(0, 1 + q * db + o2)] * g00_4;
+                    }
+                    if ra != T::zero() {
+                        v += ra * ga0 * g00_4 * bb;
+                    }
+                    if ra != T::zero() && rb != T::zero() {
+                        let gab = g[(1 + p * da + o, 1 + q * db + o2)];
+                        let g0b = g[(0, 1 + q * db + o2)];
+                        v += ra * rb * fifth * (gab * g00_4 + four * ga0 * g0b * g00 * g00 * g00);
+                    }
+                    out[(row, col)] = v;
+                }
+            }
+        }
+    }
+
+    // T1 × T2: A's attention with one leg on a column of G (B's skip input).
+    if rb != T::zero() {
+        for q in 0..n {
+            let dirs: Vec<DMatrix<T>> = (0..n)
+                .map(|p| ys[at(p, q)].columns(1, db).into_owned())
+                .collect();
+            let (_, psi) = sa.linearize(&ma, Some(&dirs));
+            for p in 0..n {
+                let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
+                add_scaled(&mut blk, rb, &psi[p]);
+            }
+        }
+    }
+    // T2 × T1: B's attention with one leg on a row of G (A's skip input).
+    if ra != T::zero() {
+        for p in 0..n {
+            let dirs: Vec<DMatrix<T>> = (0..n)
+                .map(|q| yts[at(p, q)].rows(1, da).transpose())
+                .collect();
+            let (_, psi) = sb.linearize(&mb, Some(&dirs));
+            for q in 0..n {
+                let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
+                add_scaled(&mut blk, ra, &psi[q].transpose());
+            }
+        }
+    }
+
+    // T1 × T1.
+    let z = attention_pairs(&sa, &sb, &xs, n);
+    let coef: T =
+        from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
+    let (o_a, o_b) = (a.weight(5), sb.block.weight(5));
+    for p in 0..n {
+        for q in 0..n {
+            let zpq = &z[at(p, q)];
+            let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
+            blk.gemm(coef, &(o_a * zpq), &o_b.transpose(), T::one());
+        }
+    }
+    Ok(out)
+}
+
+/// `dst += a · src` for matrices of one shape.
+fn add_scaled<T, R1, C1, S1, R2, C2, S2>(
+    dst: &mut nalgebra::Matrix<T, R1, C1, S1>,
+    a: T,
+    src: &nalgebra::Matrix<T, R2, C2, S2>,
+) where
+    T: Real,
+    R1: nalgebra::Dim,
+    C1: nalgebra::Dim,
+    R2: nalgebra::Dim,
+    C2: nalgebra::Dim,
+    S1: nalgebra::StorageMut<T, R1, C1>,
+    S2: nalgebra::Storage<T, R2, C2>,
+{
+    assert_eq!(dst.shape(), src.shape(), "add_scaled: shapes differ");
+    for j in 0..dst.ncols() {
+        for i in 0..dst.nrows() {
+            dst[(i, j)] += a * src[(i, j)];
+        }
+    }
+}
+
+/// `Z(s,s') = Σ_{t,t'} W_A[s,t] W_B[s',t'] Σ_σ N_σ`, `(H e_v^A) × (H' e_v^B)`
+/// per query pair, summed over the 120 leg bijections `σ` of every head pair.
+fn attention_pairs<T: Real>(
+    sa: &Side<'_, T>,
+    sb: &Side<'_, T>,
+    xs: &[DMatrix<T>],
+    n: usize,
+) -> Vec<DMatrix<T>> {
+    let pairs_a: Vec<(usize, usize)> = valid_pairs(&sa.mask, n);
+    let pairs_b: Vec<(usize, usize)> = valid_pairs(&sb.mask, n);
+    let heads: Vec<(usize, usize)> = (0..sa.heads)
+        .flat_map(|h| (0..sb.heads).map(move |h2| (h, h2)))
+        .collect();
+    // One task per (head pair, A position pair): each adds into its own Z.
+    let parts: Vec<((usize, usize), usize, DMatrix<T>)> = heads
+        .par_iter()
+        .flat_map_iter(|&hh| pairs_a.iter().map(move |&st| (hh, st)))
+        .map(|((h, h2), (s, t))| {
+            let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev * n);
+            let mut scratch = Scratch::new(sb.e, sb.ev);
+            let wa: T = from_f64(sa.mask[(s, t)]);
+            for &(s2, t2) in &pairs_b {
+                let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
+                let blocks = Blocks {
+                    sa,
+                    sb,
+                    xs,
+                    n,
+                    h,
+                    h2,
+                    pos_a: [s, t],
+                    pos_b: [s2, t2],
+                };
+                let mut target = acc.columns_mut(s2 * sb.ev, sb.ev);
+                network_sum(&blocks, &mut scratch, w, &mut target);
+            }
+            ((h, h2), s, acc)
+        })
+        .collect();
+    let mut z = vec![DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev); n * n];
+    for ((h, h2), s, acc) in parts {
+        for s2 in 0..n {
+            let mut blk = z[s * n + s2].view_mut((h * sa.ev, h2 * sb.ev), (sa.ev, sb.ev));
+            blk += acc.columns(s2 * sb.ev, sb.ev);
+        }
+    }
+    z
+}
+
+/// `(s, t)` with `W[s,t] ≠ 0`.
+fn valid_pairs(mask: &DMatrix<f64>, n: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .flat_map(|s| (0..n).map(move |t| (s, t)))
+        .filter(|&(s, t)| mask[(s, t)] != 0.0)
+        .collect()
+}
+
+/// The per-leg products of one head pair at one choice of the four positions.
+struct Blocks<'a, T: Real> {
+    sa: &'a Side<'a, T>,
+    sb: &'a Side<'a, T>,
+    xs: &'a [DMatrix<T>],
+    n: usize,
+    h: usize,
+    h2: usize,
+    pos_a: [usize; 2],
+    pos_b: [usize; 2],
+}
+
+impl<T: Real> Blocks<'_, T> {
+    /// `X_{l,l'} = U^A_l(p) Ĝ[p,q] U^B_{l'}(q)ᵀ` for this head pair, `w_A(l) × w_B(l')`.
+    fn x(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
+        let p = self.pos_a[usize::from(!AT_QUERY[l])];
+        let q = self.pos_b[usize::from(!AT_QUERY[l2])];
+        self.xs[p * self.n + q].view(
+            (self.sa.row(l, self.h), self.sb.row(l2, self.h2)),
+            (self.sa.leg_width(l), self.sb.leg_width(l2)),
+        )
+    }
+}
+
+/// Buffers of one task.
+struct Scratch<T: Real> {
+    /// `E_ν(u, V')` for A node `ν` and B score leg `u`: `e_B × e_v^B`.
+    to_v: Vec<DMatrix<T>>,
+    /// `E_ν(u, w')` for `u ∈ {0,1}`, `w' ∈ {2,3}`: `e_B × e_B`.
+    cross: Vec<DMatrix<T>>,
+    /// `R(u)`, `e_B × e_v^B`.
+    r: DMatrix<T>,
+    /// `Σ_{z'} X(V, z') R(partner z')`, `e_v^A × e_v^B`.
+    m: DMatrix<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    fn new(eb: usize, evb: usize) -> Self {
+        Self {
+            to_v: vec![DMatrix::zeros(eb, evb); 8],
+            cross: vec![DMatrix::zeros(eb, eb); 8],
+            r: DMatrix::zeros(eb, evb),
+            m: DMatrix::zeros(0, 0),
+        }
+    }
+}
+
+/// `E_ν(x', y') = X(2ν, x')ᵀ X(2ν+1, y') + X(2ν+1, x')ᵀ X(2ν, y')`: A node `ν`
+/// contracted over its index, both orders of its legs.
+fn node_pair<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize, out: &mut DMatrix<T>) {
+    let (l1, l2) = (2 * nu, 2 * nu + 1);
+    let (one, zero) = (T::one(), T::zero());
+    out.gemm(one, &b.x(l1, x2).transpose(), &b.x(l2, y2), zero);
+    out.gemm(one, &b.x(l2, x2).transpose(), &b.x(l1, y2), one);
+}
+
+/// `tr E_ν(x', y')` for `x', y'` in one B node (they share its index).
+fn node_trace<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize) -> T {
+    let (l1, l2) = (2 * nu, 2 * nu + 1);
+    b.x(l1, x2).dot(&b.x(l2, y2)) + b.x(l2, x2).dot(&b.x(l1, y2))
+}
+
+/// Adds `w · Σ_σ N_σ` (`e_v^A × e_v^B`) for one head pair and position
+/// choice into `target`.
+fn network_sum<T: Real>(
+    b: &Blocks<'_, T>,
+    s: &mut Scratch<T>,
+    w: T,
+    target: &mut DMatrixViewMut<'_, T>,
+) {
+    let (one, zero) = (T::one(), T::zero());
+    for nu in 0..2 {
+        for u in 0..4 {
+            node_pair(b, nu, u, 4, &mut s.to_v[nu * 4 + u]);
+        }
+        for (i, (x2, y2)) in [(0, 2), (0, 3), (1, 2), (1, 3)].into_iter().enumerate() {
+            node_pair(b, nu, x2, y2, &mut s.cross[nu * 4 + i]);
+        }
+    }
+    // tr E_ν over B node {0,1} and {2,3}.
+    let tr = |nu: usize, node: usize| node_trace(b, nu, 2 * node, 2 * node + 1);
+    let traces = [[tr(0, 0), tr(0, 1)], [tr(1, 0), tr(1, 1)]];
+    let cross_index = |u: usize, w2: usize| -> (usize, bool) {
+        // (index into `cross` within a node's four, transposed?)
+        let (x2, y2, t) = if u < 2 { (u, w2, false) } else { (w2, u, true) };
+        (x2 * 2 + (y2 - 2), t)
+    };
+
+    // Assignments with σ(V) = V': the score legs of B split between the two A nodes.
+    let mut scalar = traces[0][0] * traces[1][1] + traces[0][1] * traces[1][0];
+    for x2 in 0..2 {
+        for y2 in 2..4 {
+            let (i, _) = cross_index(x2, y2);
+            let (j, _) = cross_index(PARTNER[x2], PARTNER[y2]);
+            scalar += s.cross[i].dot(&s.cross[4 + j]);
+        }
+    }
+    s.m.resize_mut(b.sa.ev, b.sb.ev, zero);
+    s.m.copy_from(&b.x(4, 4));
+    s.m *= scalar;
+
+    // σ(V) = z', a score leg: the path enters B node(z') and leaves by u.
+    for z2 in 0..4 {
+        let u = PARTNER[z2];
+        let other = if u < 2 { 1 } else { 0 };
+        s.r.fill(zero);
+        for nu in 0..2 {
+            let bar = 1 - nu;
+            // ν takes {u, V'}; ν̄ takes the other node's two legs.
+            add_scaled(&mut s.r, traces[bar][other], &s.to_v[nu * 4 + u]);
+            // ν takes {u, w'} with w' in the other node; ν̄ takes {partner w', V'}.
+            for w2 in [2 * other, 2 * other + 1] {
+                let (i, t) = cross_index(u, w2);
+                let e = &s.cross[nu * 4 + i];
+                let next = &s.to_v[bar * 4 + PARTNER[w2]];
+                if t {
+                    s.r.gemm(one, &e.transpose(), next, one);
+                } else {
+                    s.r.gemm(one, e, next, one);
+                }
+            }
+        }
+        s.m.gemm(one, &b.x(4, z2), &s.r, one);
+    }
+    add_scaled(target, w, &s.m);
+}
+
+#[cfg(test)]
+mod tests {
+    //! The step against the generic CP step (all 120 bijections, one by
+    //! one) on attention's CP form at context `n`, built here from SPEC §7:
+    //! a different route to the same tensor.
+    use super::*;
+    use crate::block::{AttentionBuilder, CpFactors, Mask, kernel::generic_step};
+    use crate::symmetry::Full;
+
+    fn value(seed: usize, i: usize, j: usize) -> f64 {
+        let x = (seed * 7919 + i * 104_729 + j * 1_299_709) % 10_007;
+        (x as f64 / 10_007.0 - 0.5) * 1.5
+    }
+
+    fn matrix(seed: usize, r: usize, c: usize) -> DMatrix<f64> {
+        DMatrix::from_fn(r, c, |i, j| value(seed, i, j))
+    }
+
+    /// The flattened CP form of `a` at `n` positions: constant, skip and
+    /// attention units, `D̃` over `(s, o)`.
+    fn cp_form(a: &Attention<f64>, n: usize) -> CpFactors<f64> {
+        let d = a.input_width();
+        let out = a.output_width();
+        let flat = n * d + 1;
+        let w = a.mask().weights(n).unwrap();
+        let lift = |f: nalgebra::DVectorView<'_, f64>, p: usize| {
+            let mut v = DVector::zeros(flat);
+            v[0] = f[0];
+            v.rows_mut(1 + p * d, d).copy_from(&f.rows(1, d));
+            v
+        };
+        let mut e0 = DVector::zeros(flat);
+        e0[0] = 1.0;
+        let mut units: Vec<([DVector<f64>; 5], DVector<f64>)> = Vec::new();
+        let mut beta = DVector::zeros(n * out + 1);
+        beta[0] = 1.0;
+        if let Some(b) = a.bias(5) {
+            for s in 0..n {
+                beta.rows_mut(1 + s * out, out).copy_from(&(b * a.scale()));
+            }
+        }
+        units.push((std::array::from_fn(|_| e0.clone()), beta));
+        for s in 0..n {
+            for i in 0..d {
+                let mut sel = DVector::zeros(flat);
+                sel[1 + s * d + i] = 1.0;
+                let mut col = DVector::zeros(n * out + 1);
+                col[1 + s * out + i] = a.skip();
+                let legs = [sel, e0.clone(), e0.clone(), e0.clone(), e0.clone()];
+                units.push((legs, col));
+            }
+        }
+        let (e, ev) = (a.qk_width(), a.value_width());
+        let he = a.heads() * e;
+        for s in 0..n {
+            for t in 0..n {
+                if w[(s, t)] == 0.0 {
+                    continue;
+                }
+                let (fs, ft) = (a.leg_factors(s), a.leg_factors(t));
+                for h in 0..a.heads() {
+                    for i in 0..e {
+                        for j in 0..e {
+                            for c in 0..ev {
+                                let row = |f: &DMatrix<f64>, r: usize, p: usize| {
+                                    lift(f.row(r).transpose().as_view(), p)
+                                };
+                                let legs = [
+                                    row(&fs, h * e + i, s),
+                                    row(&ft, he + h * e + i, t),
+                                    row(&fs, 2 * he + h * e + j, s),
+                                    row(&ft, 3 * he + h * e + j, t),
+                                    row(&ft, 4 * he + h * ev + c, t),
+                                ];
+                                let mut col = DVector::zeros(n * out + 1);
+                                let k = a.scale() * w[(s, t)] / a.score_scale();
+                                col.rows_mut(1 + s * out, out)
+                                    .copy_from(&(a.weight(5).column(h * ev + c) * k));
+                                units.push((legs, col));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let r = units.len();
+        let inputs: Vec<DMatrix<f64>> = (0..5)
+            .map(|j| DMatrix::from_fn(r, flat, |u, i| units[u].0[j][i]))
+            .collect();
+        let output = DMatrix::from_fn(n * out + 1, r, |o, u| units[u].1[o]);
+        CpFactors::new(&inputs, Some(output)).unwrap()
+    }
+
+    fn block(seed: usize, d: usize, heads: usize, e: usize, ev: usize) -> AttentionBuilder<f64> {
+        Attention::builder(
+            heads,
+            matrix(seed, heads * e, d),
+            matrix(seed + 1, heads * e, d),
+            matrix(seed + 2, heads * e, d),
+            matrix(seed + 3, heads * e, d),
+            matrix(seed + 4, heads * ev, d),
+            matrix(seed + 5, d, heads * ev),
+        )
+    }
+
+    fn check(a: &Attention<f64>, b: &Attention<f64>, n: usize) {
+        let (na, nb) = (n * a.input_width() + 1, n * b.input_width() + 1);
+        let g = DMatrix::from_fn(na, nb, |i, j| {
+            value(99, i, j) + if i == j { 1.0 } else { 0.0 }
+        });
+        let fast = gram_step(a, Some(b), &g, n).unwrap();
+        let (ca, cb) = (cp_form(a, n), cp_form(b, n));
+        let slow = generic_step((&ca, &Full), (&cb, &Full), &g).unwrap();
+        let err = (&fast - &slow).amax() / slow.amax();
+        assert!(
+            err < 1e-12,
+            "relative error {err:.3e}\nfast {fast:.5}\nslow {slow:.5}"
+        );
+    }
+
+    #[test]
+    fn matches_the_cp_form() {
+        let plain = block(1, 2, 1, 2, 1).build().unwrap();
+        check(&plain, &plain, 1);
+        check(&plain, &plain, 2);
+        let biased = block(7, 2, 2, 2, 1)
+            .q1_bias(matrix(3, 4, 1).column(0).into_owned())
+            .k2_bias(matrix(4, 4, 1).column(0).into_owned())
+            .v_bias(matrix(5, 2, 1).column(0).into_owned())
+            .o_bias(matrix(6, 2, 1).column(0).into_owned())
+            .rotary(100.0)
+            .scale(0.7)
+            .build()
+            .unwrap();
+        check(&biased, &biased, 2);
+        check(&plain, &biased, 2);
+        let additive = block(11, 2, 1, 2, 2)
+            .skip(1.0)
+            .mask(Mask::None)
+            .build()
+            .unwrap();
+        check(&additive, &biased, 2);
+        let narrow = block(13, 2, 2, 1, 1)
+            .mask(Mask::Diagonal)
+            .scale(0.3)
+            .skip(0.0)
+            .build()
+            .unwrap();
+        check(&narrow, &additive, 2);
+    }
+}

@@ -1,0 +1,96 @@
+//! Position-wise blocks on the flattened stream of a sequence (SPEC §7).
+//!
+//! A CP block applied at every position with shared weights is, on
+//! `x̃ = (1, X[0], …, X[n−1])`, block-diagonal with the constant shared: the
+//! outputs at position `p` read only the constant and position `p`. Its
+//! Gram step therefore acts on each pair of positions `(p, q)` separately,
+//! on the padded block `Ĝ[p,q]` (rows `{0} ∪ p`, columns `{0} ∪ q` of `G`):
+//! `G'[p,q] = step(Ĝ[p,q])`. The constant row and column of `G'` do not
+//! depend on the other position, so they are read off the diagonal pairs.
+
+use nalgebra::DMatrix;
+
+use super::{CpFactors, GramWorkspace};
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use crate::symmetry::SymmetryGroup;
+
+/// A block's factors and symmetry group.
+pub(crate) type CpLeg<'a, T> = (&'a CpFactors<T>, &'a dyn SymmetryGroup);
+
+/// The Gram step of position-wise CP blocks `a` and `b` (`None`: the self
+/// product of `a`, with `g` symmetric) on `context` positions.
+pub(crate) fn step<T: Real>(
+    a: CpLeg<'_, T>,
+    b: Option<CpLeg<'_, T>>,
+    g: &DMatrix<T>,
+    context: usize,
+) -> Result<DMatrix<T>> {
+    let n = context;
+    if n == 0 {
+        return Err(Error::ZeroContext);
+    }
+    let (ma, na) = (a.0.input_width(), a.0.output_width());
+    let (mb, nb) = match b {
+        Some(b) => (b.0.input_width(), b.0.output_width()),
+        None => (ma, na),
+    };
+    super::check_shape("cross Gram matrix", g, (n * ma + 1, n * mb + 1))?;
+    let mut ws = GramWorkspace::new();
+    let mut s = DMatrix::zeros(0, 0);
+    if n == 1 {
+        match b {
+            Some(b) => ws.cp_step(a, b, g, &mut s)?,
+            None => ws.cp_self_step(a, g, &mut s)?,
+        }
+        return Ok(s);
+    }
+    let mut out = DMatrix::zeros(n * na + 1, n * nb + 1);
+    let mut block = DMatrix::zeros(ma + 1, mb + 1);
+    for p in 0..n {
+        let first_q = if b.is_some() { 0 } else { p };
+        for q in first_q..n {
+            padded_block(g, p, q, ma, mb, &mut block);
+            match b {
+                Some(b) => ws.cp_step(a, b, &block, &mut s)?,
+                None if p == q => ws.cp_self_step(a, &block, &mut s)?,
+                None => ws.cp_step(a, a, &block, &mut s)?,
+            }
+            let inner = s.view((1, 1), (na, nb));
+            out.view_mut((1 + p * na, 1 + q * nb), (na, nb))
+                .copy_from(&inner);
+            if b.is_none() && p != q {
+                out.view_mut((1 + q * na, 1 + p * nb), (na, nb))
+                    .tr_copy_from(&inner);
+            }
+            if p == q {
+                out[(0, 0)] = s[(0, 0)];
+                out.view_mut((0, 1 + q * nb), (1, nb))
+                    .copy_from(&s.view((0, 1), (1, nb)));
+                out.view_mut((1 + p * na, 0), (na, 1))
+                    .copy_from(&s.view((1, 0), (na, 1)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `Ĝ[p,q]`: rows `{0} ∪ (1 + p·m_A …)`, columns `{0} ∪ (1 + q·m_B …)` of
+/// the flattened `g`, into `out` (`(m_A+1) × (m_B+1)`).
+pub(crate) fn padded_block<T: Real>(
+    g: &DMatrix<T>,
+    p: usize,
+    q: usize,
+    ma: usize,
+    mb: usize,
+    out: &mut DMatrix<T>,
+) {
+    let (r0, c0) = (1 + p * ma, 1 + q * mb);
+    out[(0, 0)] = g[(0, 0)];
+    out.view_mut((0, 1), (1, mb))
+        .copy_from(&g.view((0, c0), (1, mb)));
+    out.view_mut((1, 0), (ma, 1))
+        .copy_from(&g.view((r0, 0), (ma, 1)));
+    out.view_mut((1, 1), (ma, mb))
+        .copy_from(&g.view((r0, c0), (ma, mb)));
+}
