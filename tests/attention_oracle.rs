@@ -23,7 +23,7 @@ use seq_oracle::{
     gaussian_matrix, inner_products, rng,
 };
 use std::sync::Mutex;
-use tensor_similarity::{Model, TensorSimilarity};
+use tensor_similarity::{Model, RecursiveSimilarity, TensorSimilarity};
 
 const SIM_TOL: f64 = 1e-10;
 
@@ -67,7 +67,10 @@ fn check(a: &SeqNet, b: &SeqNet, n: usize, what: &str) {
     w.0 = w.0.max(sim_err);
     w.1 = w.1.max(ip_err);
     w.2 = w.2.max(fw_err);
-    eprintln!("{what}, n {n}: sim {found:.6} (|Δ| {sim_err:.1e}), worst so far {w:.1e?}");
+    eprintln!(
+        "{what}, n {n}: sim {found:.6} (|Δ| {sim_err:.1e}); worst so far: sim {:.1e}, raw {:.1e}, forward {:.1e}",
+        w.0, w.1, w.2
+    );
 }
 
 fn check_forward(net: &SeqNet, model: &Model<f64>, n: usize, what: &str) -> f64 {
@@ -172,7 +175,7 @@ fn every_subset_of_biases_with_lerp_and_additive_skip() {
                 mask: Some(MaskKind::Full),
                 ..AttnOptions::default()
             };
-            let a = wrapped(&mut r, 2, 3, 2, &[o.clone()]);
+            let a = wrapped(&mut r, 2, 3, 2, std::slice::from_ref(&o));
             let b = wrapped(&mut r, 2, 3, 2, &[AttnOptions { heads: 1, ..o }]);
             check(
                 &a,
@@ -207,7 +210,7 @@ fn scale_skip_and_score_scale_settings() {
             e: if i % 2 == 0 { 2 } else { 4 },
             ..AttnOptions::default()
         };
-        let a = wrapped(&mut r, 2, 3, 2, &[o.clone()]);
+        let a = wrapped(&mut r, 2, 3, 2, std::slice::from_ref(&o));
         let b = wrapped(&mut r, 2, 2, 2, &[AttnOptions { heads: 3, ..o }]);
         check(&a, &b, n, &format!("α {alpha:?}, r {skip:?}, c {c:?}"));
     }
@@ -223,7 +226,7 @@ fn quadratic_attention_against_bilinear_attention() {
             skip: Some(1.0),
             ..AttnOptions::default()
         };
-        let a = wrapped(&mut r, 2, 3, 2, &[q.clone()]);
+        let a = wrapped(&mut r, 2, 3, 2, std::slice::from_ref(&q));
         let b = wrapped(
             &mut r,
             2,

@@ -8,15 +8,17 @@ mod seq_oracle;
 
 use rand::Rng;
 use seq_oracle::{
-    AttnOptions, AttnParams, Block, LinearParams, MaskKind, SeqNet, gaussian_vector,
-    random_cycle, random_invertible, rng,
+    AttnOptions, AttnParams, Block, LinearParams, MaskKind, SeqNet, gaussian_vector, random_cycle,
+    random_invertible, rng,
 };
-use tensor_similarity::TensorSimilarity;
+use tensor_similarity::{RecursiveSimilarity, TensorSimilarity};
 
 /// embed `2 → 3`, six attention layers of weight scale `scale`, head `3 → 2`.
 fn deep(seed: u64, scale: f64, skip: Option<f64>) -> SeqNet {
     let mut r = rng(seed);
-    let mut blocks = vec![Block::Linear(LinearParams::random(&mut r, 3, 2, true, scale))];
+    let mut blocks = vec![Block::Linear(LinearParams::random(
+        &mut r, 3, 2, true, scale,
+    ))];
     for layer in 0..6 {
         let o = AttnOptions {
             heads: 2,
@@ -31,7 +33,9 @@ fn deep(seed: u64, scale: f64, skip: Option<f64>) -> SeqNet {
         };
         blocks.push(Block::Attention(AttnParams::random(&mut r, 3, &o)));
     }
-    blocks.push(Block::Linear(LinearParams::random(&mut r, 2, 3, true, scale)));
+    blocks.push(Block::Linear(LinearParams::random(
+        &mut r, 2, 3, true, scale,
+    )));
     SeqNet { blocks }
 }
 
@@ -51,15 +55,18 @@ fn twin(net: &SeqNet, seed: u64) -> SeqNet {
             }
         }
     }
-    t.change_stream_basis(&random_invertible(&mut r, 3), &gaussian_vector(&mut r, 3, 1.0));
+    t.change_stream_basis(
+        &random_invertible(&mut r, 3),
+        &gaussian_vector(&mut r, 3, 1.0),
+    );
     t
 }
 
 #[test]
 fn six_attention_layers_of_large_weights_match_their_twin_without_overflow() {
     for (skip, what) in [(None, "lerp"), (Some(1.0), "additive")] {
-        for n in [2, 3] {
-            let a = deep(1, 4.0, skip);
+        for (n, scale) in [(2, 4.0), (3, 4.0), (3, 2.0), (2, 1.5)] {
+            let a = deep(1, scale, skip);
             let b = twin(&a, 2);
             let (ma, mb) = (seq_library::model(&a), seq_library::model(&b));
             let m = TensorSimilarity::new().with_context(n).unwrap();
@@ -71,17 +78,32 @@ fn six_attention_layers_of_large_weights_match_their_twin_without_overflow() {
                 ip.ln_abs()
             );
             assert_eq!(ip.to_f64(), f64::INFINITY, "{what}, n {n}");
+            // The log scale is bookkept exactly: scaling the head (weight
+            // and bias) by λ scales the tensor, so ⟨A,B⟩, by λ.
+            let lambda: f64 = 1e-30;
+            let mut scaled = a.clone();
+            if let Some(Block::Linear(head)) = scaled.blocks.last_mut() {
+                head.w *= lambda;
+                head.b = head.b.as_ref().map(|b| b * lambda);
+            }
+            let ip_scaled = m.inner_product(&seq_library::model(&scaled), &mb).unwrap();
+            let shift = ip_scaled.ln_abs() - ip.ln_abs();
+            assert!(
+                (shift - lambda.ln()).abs() < 1e-6 && ip_scaled.signum() == ip.signum(),
+                "{what}, n {n}: ln ⟨λA,B⟩ − ln ⟨A,B⟩ = {shift}, ln λ = {}",
+                lambda.ln()
+            );
             let sim = m.similarity(&ma, &mb).unwrap();
             assert!((sim - 1.0).abs() < 1e-8, "{what}, n {n}: similarity {sim}");
             // An unrelated deep model stays comparable, and is not similar.
-            let c = seq_library::model(&deep(3, 4.0, skip));
+            let c = seq_library::model(&deep(3, scale, skip));
             let other = m.similarity(&ma, &c).unwrap();
             assert!(
                 other.is_finite() && other.abs() < 0.999,
                 "{what}, n {n}: unrelated {other}"
             );
             eprintln!(
-                "{what}, n {n}: ln ⟨A,B⟩ = {:.1}, |sim − 1| = {:.1e}, unrelated {other:.4}",
+                "{what}, n {n}, scale {scale}: ln ⟨A,B⟩ = {:.1}, |sim − 1| = {:.1e}, unrelated {other:e}",
                 ip.ln_abs(),
                 (sim - 1.0).abs()
             );
