@@ -368,7 +368,14 @@ fn research_transformer_one_and_two_layers() {
     for layers in 1..=2 {
         for n in 1..=3 {
             let mut r = rng(800 + 10 * layers as u64 + n as u64);
-            let o = AttnOptions::default();
+            // As the reference `Transformer` has it: biases on q/k only,
+            // causal mask, rotary; the MLP's down bias comes with
+            // `SeqNet::transformer`.
+            let o = AttnOptions {
+                v_bias: false,
+                o_bias: false,
+                ..AttnOptions::default()
+            };
             let (da, db) = if layers == 2 && n == 3 {
                 (3, 2)
             } else {
@@ -466,4 +473,79 @@ fn dimensions_and_counts() {
     assert_eq!(m.orders(), vec![1, 5, 1]);
     let x: DMatrix<f64> = gaussian_matrix(&mut r, 3, 2, 1.0);
     assert_eq!(seq_library::forward(&m, &x).shape(), (3, 2));
+}
+
+#[test]
+fn each_score_bias_alone_and_all_but_one() {
+    // The q1, k1, q2, k2, v, o biases one at a time, and every one but one.
+    let mut r = rng(1100);
+    let full = AttnOptions {
+        alpha: Some(0.5),
+        mask: Some(MaskKind::Full),
+        ..AttnOptions::default()
+    };
+    let reference = wrapped(
+        &mut r,
+        2,
+        2,
+        2,
+        &[AttnOptions {
+            heads: 1,
+            ..full.clone()
+        }],
+    );
+    let a = wrapped(&mut r, 2, 3, 2, std::slice::from_ref(&full));
+    let Block::Attention(p) = &a.blocks[1] else {
+        unreachable!()
+    };
+    for which in 0..6 {
+        for alone in [true, false] {
+            let mut q = p.clone();
+            let slots = [
+                &mut q.bq1, &mut q.bk1, &mut q.bq2, &mut q.bk2, &mut q.bv, &mut q.bo,
+            ];
+            for (i, slot) in slots.into_iter().enumerate() {
+                if (i == which) != alone {
+                    *slot = None;
+                }
+            }
+            let mut net = a.clone();
+            net.blocks[1] = Block::Attention(q);
+            check(&net, &reference, 2, &format!("bias {which}, alone {alone}"));
+        }
+    }
+}
+
+#[test]
+fn context_four_and_three_rotary_planes() {
+    // n = 4 on a stream of width 2 (9 padded coordinates), every mask, and
+    // heads of width 6: three rotary planes with distinct frequencies.
+    let n = 4;
+    let mut r = rng(1200);
+    let ms = masks(&mut r, n);
+    for (i, mask) in ms.into_iter().enumerate() {
+        let o = AttnOptions {
+            heads: 1 + i % 2,
+            e: 6,
+            ev: 1 + i % 3,
+            mask,
+            rotary: [Some(10_000.0), Some(5.0)][i % 2],
+            alpha: Some(0.35),
+            skip: [None, Some(1.0)][i % 2],
+            ..AttnOptions::default()
+        };
+        let a = wrapped(&mut r, 2, 2, 2, std::slice::from_ref(&o));
+        let b = wrapped(
+            &mut r,
+            2,
+            2,
+            2,
+            &[AttnOptions {
+                e: 2,
+                heads: 3,
+                ..o
+            }],
+        );
+        check(&a, &b, n, &format!("n 4, mask {i}"));
+    }
 }
