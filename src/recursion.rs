@@ -175,10 +175,18 @@ impl Default for TensorSimilarity {
 }
 
 /// The Gram matrix between two blocks: either the lift of a per-position
-/// metric to `n` positions (never formed) or a flattened matrix.
+/// metric to `n` positions (never formed; `None`: the identity of this
+/// width) or a flattened matrix.
 enum Stream<T: Real> {
-    Lifted(DMatrix<T>),
+    Lifted(Option<DMatrix<T>>, usize),
     Dense(DMatrix<T>),
+}
+
+impl<T: Real> Stream<T> {
+    /// The per-position metric of a lifted stream, formed.
+    fn metric(m: &Option<DMatrix<T>>, width: usize) -> DMatrix<T> {
+        m.clone().unwrap_or_else(|| DMatrix::identity(width, width))
+    }
 }
 
 impl TensorSimilarity {
@@ -279,11 +287,12 @@ impl TensorSimilarity {
         let mut state = (self.input_stream(a, n)?, 0.0);
         for position in 0..a.depth() {
             state = self.step(a, Some(b), position, state, n)?;
-            let (Stream::Dense(g) | Stream::Lifted(g)) = &state.0;
-            grams.push(ScaledGram {
-                gram: g.clone(),
-                ln_scale: state.1,
-            });
+            if let Stream::Dense(g) = &state.0 {
+                grams.push(ScaledGram {
+                    gram: g.clone(),
+                    ln_scale: state.1,
+                });
+            }
         }
         Ok(grams)
     }
@@ -303,7 +312,9 @@ impl TensorSimilarity {
             Some(v) => v,
             None => {
                 let (g, ln) = self.step(a, b, last, state, n)?;
-                let (Stream::Dense(g) | Stream::Lifted(g)) = g;
+                let Stream::Dense(g) = g else {
+                    unreachable!("a step returns a dense Gram matrix")
+                };
                 return Ok(LogScaled::from_scaled(
                     to_f64(self.read_out(&g, a.output_width(), n)?),
                     ln,
@@ -337,7 +348,7 @@ impl TensorSimilarity {
         let per_position = d + 1;
         let flat = n * d + 1;
         Ok(match &self.input_metric {
-            None => Stream::Lifted(DMatrix::identity(per_position, per_position)),
+            None => Stream::Lifted(None, per_position),
             Some(m) if m.nrows() == per_position => {
                 if n > 1 && m[(0, 0)] <= 0.0 {
                     return Err(Error::InvalidOption {
@@ -346,9 +357,10 @@ impl TensorSimilarity {
                     });
                 }
                 // Symmetric up to rounding; the self kernels need it exactly.
-                Stream::Lifted(DMatrix::from_fn(per_position, per_position, |i, j| {
+                let m = DMatrix::from_fn(per_position, per_position, |i, j| {
                     from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
-                }))
+                });
+                Stream::Lifted(Some(m), per_position)
             }
             Some(m) if m.nrows() == flat => Stream::Dense(DMatrix::from_fn(flat, flat, |i, j| {
                 from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
@@ -382,20 +394,55 @@ impl TensorSimilarity {
         };
         let positionwise =
             !block_a.mixes_positions() && !block_b.is_some_and(|x| x.mixes_positions());
+        let affine = |x: &dyn TensorBlock<T>| {
+            x.cp_factors()
+                .filter(|f| f.order() == 1 && !x.mixes_positions())
+                .map(|f| match f.output() {
+                    Some(d) => d * f.stacked_inputs(),
+                    None => f.stacked_inputs().clone(),
+                })
+        };
         let mut next = match g {
             Stream::Dense(g) => step(&g, n)?,
-            Stream::Lifted(m) if n == 1 => step(&m, 1)?,
-            Stream::Lifted(m) if positionwise => {
-                // Every diagonal position block of G_0 is M, every other one
-                // the independent-rows block m mᵀ / M_00: two per-position steps.
-                let column = m.column(0);
-                let off = (&column * column.transpose()) / m[(0, 0)];
-                lift(&step(&m, 1)?, &step(&off, 1)?, n)
-            }
-            Stream::Lifted(m) => {
-                let off = (&m.column(0) * m.row(0)) / m[(0, 0)];
-                step(&lift(&m, &off, n), n)?
-            }
+            Stream::Lifted(m, width) => match (
+                affine(block_a),
+                block_b.map_or(Some(None), |x| affine(x).map(Some)),
+            ) {
+                // Affine blocks on the lifted metric: B_A M B_Bᵀ on the
+                // diagonal position blocks, (B_A m)(B_B m)ᵀ / M_00 off it,
+                // without forming M when it is the identity.
+                (Some(ba), Some(bb)) => {
+                    let bb = bb.as_ref().unwrap_or(&ba);
+                    let (left, column) = match &m {
+                        Some(m) => (&ba * m, m.column(0).into_owned()),
+                        None => (
+                            ba.clone(),
+                            DMatrix::identity(width, 1).column(0).into_owned(),
+                        ),
+                    };
+                    let mut diag = left * bb.transpose();
+                    if block_b.is_none() {
+                        diag = (&diag + diag.transpose()) * from_f64::<T>(0.5);
+                    }
+                    let off = (&ba * &column) * (bb * &column).transpose() / column[0];
+                    lift(&diag, &off, n)
+                }
+                _ => {
+                    let m = Stream::metric(&m, width);
+                    if n == 1 {
+                        step(&m, 1)?
+                    } else if positionwise {
+                        // Every diagonal position block of G_0 is M, every
+                        // other one the independent-rows block m mᵀ / M_00.
+                        let column = m.column(0);
+                        let off = (&column * column.transpose()) / m[(0, 0)];
+                        lift(&step(&m, 1)?, &step(&off, 1)?, n)
+                    } else {
+                        let off = (&m.column(0) * m.row(0)) / m[(0, 0)];
+                        step(&lift(&m, &off, n), n)?
+                    }
+                }
+            },
         };
         // Homogeneity: step(e^s Ĝ) = e^{k s} step(Ĝ).
         let mut ln_scale = ln_scale * block_a.order() as f64;
@@ -459,7 +506,13 @@ impl TensorSimilarity {
         };
         let positions = self.positions_at(n)?;
         Ok(Some(match g {
-            Stream::Lifted(m) => m.dot(&kernel) * from_f64::<T>(positions.len() as f64),
+            Stream::Lifted(m, _) => {
+                let value = match m {
+                    Some(m) => m.dot(&kernel),
+                    None => kernel.trace(),
+                };
+                value * from_f64::<T>(positions.len() as f64)
+            }
             Stream::Dense(g) => {
                 let (ma, mb) = (fa.input_width(), fb.input_width());
                 let mut block = DMatrix::zeros(ma + 1, mb + 1);

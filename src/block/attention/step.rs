@@ -18,7 +18,7 @@
 //! two legs at once, leaves 30 assignments, each a chain of small matrices
 //! over head widths.
 
-use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVector};
+use nalgebra::{DMatrix, DMatrixView, DVector};
 use rayon::prelude::*;
 
 use super::Attention;
@@ -161,19 +161,25 @@ pub(super) fn gram_step<T: Real>(
     let (la, lb) = (sa.legs[0].nrows(), sb.legs[0].nrows());
 
     // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ.
-    let mut ys = Vec::with_capacity(n * n);
-    let mut yts = Vec::with_capacity(n * n);
-    let mut xs = Vec::with_capacity(n * n);
-    let mut block = DMatrix::zeros(da + 1, db + 1);
-    for p in 0..n {
-        for q in 0..n {
+    let products: Vec<(DMatrix<T>, DMatrix<T>, DMatrix<T>)> = (0..n * n)
+        .into_par_iter()
+        .map(|pq| {
+            let (p, q) = (pq / n, pq % n);
+            let mut block = DMatrix::zeros(da + 1, db + 1);
             padded_block(g, p, q, da, db, &mut block);
             let y = &sa.legs[p] * &block;
             let yt = &block * sb.legs[q].transpose();
-            xs.push(&y * sb.legs[q].transpose());
-            ys.push(y);
-            yts.push(yt);
-        }
+            let x = &y * sb.legs[q].transpose();
+            (y, yt, x)
+        })
+        .collect();
+    let mut ys = Vec::with_capacity(n * n);
+    let mut yts = Vec::with_capacity(n * n);
+    let mut xs = Vec::with_capacity(n * n);
+    for (y, yt, x) in products {
+        ys.push(y);
+        yts.push(yt);
+        xs.push(x);
     }
     debug_assert_eq!(xs[0].shape(), (la, lb));
     let at = |p: usize, q: usize| p * n + q;
@@ -278,7 +284,7 @@ pub(super) fn gram_step<T: Real>(
     }
 
     // T1 × T1.
-    let z = attention_pairs(&sa, &sb, &xs, n);
+    let z = attention_pairs(&sa, &sb, &xs, n, b.is_none());
     let coef: T =
         from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
     let (o_a, o_b) = (a.weight(5), sb.block.weight(5));
@@ -316,26 +322,38 @@ fn add_scaled<T, R1, C1, S1, R2, C2, S2>(
 
 /// `Z(s,s') = Σ_{t,t'} W_A[s,t] W_B[s',t'] Σ_σ N_σ`, `(H e_v^A) × (H' e_v^B)`
 /// per query pair, summed over the 120 leg bijections `σ` of every head pair.
+///
+/// A self product (`same`) computes each unordered pair of configurations
+/// `(h, s, t)`, `(h', s', t')` once: swapping them transposes `N`.
 fn attention_pairs<T: Real>(
     sa: &Side<'_, T>,
     sb: &Side<'_, T>,
     xs: &[DMatrix<T>],
     n: usize,
+    same: bool,
 ) -> Vec<DMatrix<T>> {
-    let pairs_a: Vec<(usize, usize)> = valid_pairs(&sa.mask, n);
-    let pairs_b: Vec<(usize, usize)> = valid_pairs(&sb.mask, n);
-    let heads: Vec<(usize, usize)> = (0..sa.heads)
-        .flat_map(|h| (0..sb.heads).map(move |h2| (h, h2)))
-        .collect();
-    // One task per (head pair, A position pair): each adds into its own Z.
-    let parts: Vec<((usize, usize), usize, DMatrix<T>)> = heads
+    let configs = |side: &Side<'_, T>| -> Vec<(usize, usize, usize)> {
+        (0..side.heads)
+            .flat_map(|h| {
+                valid_pairs(&side.mask, n)
+                    .into_iter()
+                    .map(move |(s, t)| (h, s, t))
+            })
+            .collect()
+    };
+    let (configs_a, configs_b) = (configs(sa), configs(sb));
+    // One task per configuration of A: its contributions (s, h, s', h', N).
+    type Part<T> = Vec<((usize, usize, usize, usize), DMatrix<T>)>;
+    let parts: Vec<Part<T>> = configs_a
         .par_iter()
-        .flat_map_iter(|&hh| pairs_a.iter().map(move |&st| (hh, st)))
-        .map(|((h, h2), (s, t))| {
-            let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev * n);
+        .enumerate()
+        .map(|(i, &(h, s, t))| {
             let mut scratch = Scratch::new(sb.e, sb.ev);
+            let mut part: Part<T> = Vec::new();
+            let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev);
             let wa: T = from_f64(sa.mask[(s, t)]);
-            for &(s2, t2) in &pairs_b {
+            let first = if same { i } else { 0 };
+            for &(h2, s2, t2) in &configs_b[first..] {
                 let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
                 let blocks = Blocks {
                     sa,
@@ -347,18 +365,20 @@ fn attention_pairs<T: Real>(
                     pos_a: [s, t],
                     pos_b: [s2, t2],
                 };
-                let mut target = acc.columns_mut(s2 * sb.ev, sb.ev);
-                network_sum(&blocks, &mut scratch, w, &mut target);
+                acc.fill(T::zero());
+                network_sum(&blocks, &mut scratch, w, &mut acc);
+                if same && (h2, s2, t2) != (h, s, t) {
+                    part.push(((s2, h2, s, h), acc.transpose()));
+                }
+                part.push(((s, h, s2, h2), acc.clone()));
             }
-            ((h, h2), s, acc)
+            part
         })
         .collect();
     let mut z = vec![DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev); n * n];
-    for ((h, h2), s, acc) in parts {
-        for s2 in 0..n {
-            let mut blk = z[s * n + s2].view_mut((h * sa.ev, h2 * sb.ev), (sa.ev, sb.ev));
-            blk += acc.columns(s2 * sb.ev, sb.ev);
-        }
+    for ((s, h, s2, h2), m) in parts.into_iter().flatten() {
+        let mut blk = z[s * n + s2].view_mut((h * sa.ev, h2 * sb.ev), (sa.ev, sb.ev));
+        blk += m;
     }
     z
 }
@@ -435,12 +455,7 @@ fn node_trace<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize) -> T 
 
 /// Adds `w · Σ_σ N_σ` (`e_v^A × e_v^B`) for one head pair and position
 /// choice into `target`.
-fn network_sum<T: Real>(
-    b: &Blocks<'_, T>,
-    s: &mut Scratch<T>,
-    w: T,
-    target: &mut DMatrixViewMut<'_, T>,
-) {
+fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mut DMatrix<T>) {
     let (one, zero) = (T::one(), T::zero());
     for nu in 0..2 {
         for u in 0..4 {
@@ -618,6 +633,18 @@ mod tests {
         );
     }
 
+    /// The self step (half the configurations) against the generic step.
+    fn check_self(a: &Attention<f64>, n: usize) {
+        let na = n * a.input_width() + 1;
+        let r = DMatrix::from_fn(na, na, |i, j| value(5, i, j));
+        let g = &r * r.transpose();
+        let fast = gram_step(a, None, &g, n).unwrap();
+        let ca = cp_form(a, n);
+        let slow = generic_step((&ca, &Full), (&ca, &Full), &g).unwrap();
+        let err = (&fast - &slow).amax() / slow.amax();
+        assert!(err < 1e-12, "relative error {err:.3e}");
+    }
+
     #[test]
     fn matches_the_cp_form() {
         let plain = block(1, 2, 1, 2, 1).build().unwrap();
@@ -647,5 +674,10 @@ mod tests {
             .build()
             .unwrap();
         check(&narrow, &additive, 2);
+        check(&biased, &narrow, 3);
+        for block in [&plain, &biased, &additive, &narrow] {
+            check_self(block, 2);
+        }
+        check_self(&biased, 3);
     }
 }
