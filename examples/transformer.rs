@@ -38,7 +38,9 @@ const CONTEXT: usize = 4;
 const ALPHA: f64 = 0.5;
 
 fn normal(rng: &mut StdRng, rows: usize, cols: usize, std: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| std * rng.sample::<f64, _>(StandardNormal))
+    DMatrix::from_fn(rows, cols, |_, _| {
+        std * rng.sample::<f64, _>(StandardNormal)
+    })
 }
 
 fn normal_vector(rng: &mut StdRng, len: usize, std: f64) -> DVector<f64> {
@@ -84,7 +86,10 @@ impl Parts {
         Parts {
             embed: (normal(&mut rng, STREAM, VOCAB, 1.0), DVector::zeros(STREAM)),
             layers,
-            unembed: (normal(&mut rng, VOCAB, STREAM, std), normal_vector(&mut rng, VOCAB, 0.1)),
+            unembed: (
+                normal(&mut rng, VOCAB, STREAM, std),
+                normal_vector(&mut rng, VOCAB, 0.1),
+            ),
         }
     }
 
@@ -108,7 +113,10 @@ impl Parts {
             builder = builder.block(attention);
         }
         let (u, b) = self.unembed.clone();
-        builder.block(Linear::new(u, Some(b)).unwrap()).build().unwrap()
+        builder
+            .block(Linear::new(u, Some(b)).unwrap())
+            .build()
+            .unwrap()
     }
 
     /// The same function through every symmetry of SPEC §7.
@@ -121,7 +129,11 @@ impl Parts {
             for (new, &h) in order.iter().enumerate() {
                 let (qk, vv) = (|x: usize| x * QK, |x: usize| x * VALUE);
                 // Swap the two score factors of every other head.
-                let legs = if new % 2 == 0 { [2, 3, 0, 1] } else { [0, 1, 2, 3] };
+                let legs = if new % 2 == 0 {
+                    [2, 3, 0, 1]
+                } else {
+                    [0, 1, 2, 3]
+                };
                 for (to, &from) in legs.iter().enumerate() {
                     let rows = old.w[from].rows(qk(h), QK).into_owned();
                     layer.w[to].rows_mut(qk(new), QK).copy_from(&rows);
@@ -130,7 +142,10 @@ impl Parts {
                 }
                 // Values: V_h → P_h V_h, O_h → O_h P_h⁻¹.
                 let p = DMatrix::identity(VALUE, VALUE) + normal(&mut rng, VALUE, VALUE, 0.3);
-                let p_inv = p.clone().try_inverse().expect("I + small noise is invertible");
+                let p_inv = p
+                    .clone()
+                    .try_inverse()
+                    .expect("I + small noise is invertible");
                 let v = &p * old.w[4].rows(vv(h), VALUE);
                 layer.w[4].rows_mut(vv(new), VALUE).copy_from(&v);
                 let b_v = &p * old.b_v.rows(vv(h), VALUE);
@@ -163,7 +178,10 @@ impl Parts {
         // alike) and writes P O, P b_o (the additive skip carries t along);
         // the unembedding reads it.
         let p = DMatrix::identity(STREAM, STREAM) + normal(&mut rng, STREAM, STREAM, 0.3);
-        let p_inv = p.clone().try_inverse().expect("I + small noise is invertible");
+        let p_inv = p
+            .clone()
+            .try_inverse()
+            .expect("I + small noise is invertible");
         let t = normal_vector(&mut rng, STREAM, 0.1);
         twin.embed = (&p * &twin.embed.0, &p * &twin.embed.1 + &t);
         for layer in &mut twin.layers {
@@ -221,7 +239,10 @@ fn main() -> Result<(), tensor_similarity::Error> {
          {HEADS} heads (e = {QK}, e_v = {VALUE}), rotary, causal, context {CONTEXT}"
     );
     println!("twin's logits on tokens {tokens:?} differ by {gap:.1e} (relative)\n");
-    println!("{:<24} {:>18} {:>14}", "B", "tensor similarity", "weight cosine");
+    println!(
+        "{:<24} {:>18} {:>14}",
+        "B", "tensor similarity", "weight cosine"
+    );
     for (name, b) in &others {
         let tensor = metric.similarity(&model_a, b)?;
         let weights = weight_cosine(&model_a, b)?;

@@ -435,10 +435,10 @@ impl TensorSimilarity {
                         // Every diagonal position block of G_0 is M, every
                         // other one the independent-rows block m mᵀ / M_00.
                         let column = m.column(0);
-                        let off = (&column * column.transpose()) / m[(0, 0)];
+                        let off = (column * column.transpose()) / m[(0, 0)];
                         lift(&step(&m, 1)?, &step(&off, 1)?, n)
                     } else {
-                        let off = (&m.column(0) * m.row(0)) / m[(0, 0)];
+                        let off = (m.column(0) * m.row(0)) / m[(0, 0)];
                         step(&lift(&m, &off, n), n)?
                     }
                 }

@@ -67,9 +67,15 @@ fn a_sequence_model_needs_a_context_length() {
         TensorSimilarity::new().similarity(&v, &marked),
         Err(Error::MissingContext(Side::B))
     ));
-    assert!(matches!(TensorSimilarity::new().with_context(0), Err(Error::ZeroContext)));
+    assert!(matches!(
+        TensorSimilarity::new().with_context(0),
+        Err(Error::ZeroContext)
+    ));
     assert!(ctx(2).similarity(&a, &a).is_ok());
-    let msg = TensorSimilarity::new().similarity(&a, &a).unwrap_err().to_string();
+    let msg = TensorSimilarity::new()
+        .similarity(&a, &a)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("context"), "{msg}");
 }
 
@@ -77,17 +83,36 @@ fn a_sequence_model_needs_a_context_length() {
 fn attention_options_are_checked() {
     let m = |r: usize, c: usize| DMatrix::from_element(r, c, 0.5);
     let build = |heads: usize, qk: usize, v: usize| {
-        Attention::builder(heads, m(qk, 4), m(qk, 4), m(qk, 4), m(qk, 4), m(v, 4), m(4, v))
+        Attention::builder(
+            heads,
+            m(qk, 4),
+            m(qk, 4),
+            m(qk, 4),
+            m(qk, 4),
+            m(v, 4),
+            m(4, v),
+        )
     };
     assert!(matches!(
         build(3, 4, 3).build(),
-        Err(Error::Heads { what: "q1", rows: 4, heads: 3 })
+        Err(Error::Heads {
+            what: "q1",
+            rows: 4,
+            heads: 3
+        })
     ));
     assert!(matches!(
         build(2, 4, 3).build(),
-        Err(Error::Heads { what: "v", rows: 3, heads: 2 })
+        Err(Error::Heads {
+            what: "v",
+            rows: 3,
+            heads: 2
+        })
     ));
-    assert!(matches!(build(0, 4, 4).build(), Err(Error::Heads { heads: 0, .. })));
+    assert!(matches!(
+        build(0, 4, 4).build(),
+        Err(Error::Heads { heads: 0, .. })
+    ));
     // e = 3 per head is odd: rotary pairs dimensions.
     assert!(matches!(
         build(2, 6, 4).rotary(10_000.0).build(),
@@ -96,7 +121,10 @@ fn attention_options_are_checked() {
     assert!(build(2, 6, 4).build().is_ok());
     // q2 of another shape, a bias of the wrong length, a NaN.
     let bad = Attention::builder(2, m(4, 4), m(4, 4), m(2, 4), m(4, 4), m(4, 4), m(4, 4)).build();
-    assert!(matches!(bad, Err(Error::Shape { ref what, .. }) if what == "q2"), "{bad:?}");
+    assert!(
+        matches!(bad, Err(Error::Shape { ref what, .. }) if what == "q2"),
+        "{bad:?}"
+    );
     let bias = build(2, 4, 4).k1_bias(DVector::zeros(3)).build();
     assert!(matches!(bias, Err(Error::Shape { ref what, .. }) if what == "k1_bias"));
     let mut nan = m(4, 4);
@@ -133,7 +161,11 @@ fn incomparable_sequence_models_are_typed_errors() {
         .unwrap();
     assert!(matches!(
         ctx(2).similarity(&a, &mlp),
-        Err(Error::Incomparable(Incomparable::Order { block: 1, a: 5, b: 2 }))
+        Err(Error::Incomparable(Incomparable::Order {
+            block: 1,
+            a: 5,
+            b: 2
+        }))
     ));
     let four_out = {
         let mut rng = StdRng::seed_from_u64(5);
@@ -146,12 +178,19 @@ fn incomparable_sequence_models_are_typed_errors() {
     };
     assert!(matches!(
         ctx(2).similarity(&a, &four_out),
-        Err(Error::Incomparable(Incomparable::OutputWidth { a: 3, b: 4 }))
+        Err(Error::Incomparable(Incomparable::OutputWidth {
+            a: 3,
+            b: 4
+        }))
     ));
     // The Gaussian metric does not take attention (yet): a typed error, no panic.
     assert!(matches!(
         GaussianSimilarity::<f64>::new().similarity(&a, &a),
-        Err(Error::Unsupported { block: 1, kind: "attention", .. })
+        Err(Error::Unsupported {
+            block: 1,
+            kind: "attention",
+            ..
+        })
     ));
 }
 
@@ -185,16 +224,31 @@ fn position_selection_splits_the_inner_product() {
                 .to_f64()
         })
         .sum();
-    assert!((full - parts).abs() < 1e-10 * full.abs(), "{full} vs {parts}");
+    assert!(
+        (full - parts).abs() < 1e-10 * full.abs(),
+        "{full} vs {parts}"
+    );
     // Per-position weights Q = I equal the trace; a flattened Q = I too.
     let q = ctx(n).with_output_weights(DMatrix::identity(4, 4)).unwrap();
-    let flat = ctx(n).with_output_weights(DMatrix::identity(n * 4, n * 4)).unwrap();
+    let flat = ctx(n)
+        .with_output_weights(DMatrix::identity(n * 4, n * 4))
+        .unwrap();
     for sim in [q, flat] {
         let v = sim.inner_product(&a, &b).unwrap().to_f64();
         assert!((v - full).abs() < 1e-10 * full.abs());
     }
-    assert!(ctx(n).with_position_selection(vec![3]).inner_product(&a, &b).is_err());
-    assert!(ctx(n).with_output_selection(vec![4]).inner_product(&a, &b).is_err());
+    assert!(
+        ctx(n)
+            .with_position_selection(vec![3])
+            .inner_product(&a, &b)
+            .is_err()
+    );
+    assert!(
+        ctx(n)
+            .with_output_selection(vec![4])
+            .inner_product(&a, &b)
+            .is_err()
+    );
 }
 
 #[test]
@@ -229,7 +283,13 @@ fn a_per_position_metric_lifts_to_the_stream() {
         assert!((u - v).abs() < 1e-12 * u.abs(), "{u} vs {v}");
     }
     // A metric of neither shape is an error naming both.
-    assert!(ctx(n).with_input_metric(DMatrix::identity(5, 5)).unwrap().similarity(&a, &b).is_err());
+    assert!(
+        ctx(n)
+            .with_input_metric(DMatrix::identity(5, 5))
+            .unwrap()
+            .similarity(&a, &b)
+            .is_err()
+    );
 }
 
 #[test]
@@ -252,7 +312,9 @@ fn forward_of_one_position_is_the_sequence_forward() {
     let model = lm(31, 3, 4, 2, 2, 2);
     let x = DMatrix::from_row_slice(1, 3, &[0.2, -0.5, 1.0]);
     let seq = model.forward_sequence(&x).unwrap();
-    let one = model.forward(&DVector::from_vec(vec![0.2, -0.5, 1.0])).unwrap();
+    let one = model
+        .forward(&DVector::from_vec(vec![0.2, -0.5, 1.0]))
+        .unwrap();
     assert!((seq.row(0).transpose() - one).amax() < 1e-14);
     assert!(model.forward_sequence(&DMatrix::zeros(2, 4)).is_err());
     // A given mask must match the sequence length.
@@ -268,6 +330,12 @@ fn forward_of_one_position_is_the_sequence_forward() {
         .build()
         .unwrap();
     assert!(masked.forward_sequence(&DMatrix::zeros(2, 3)).is_ok());
-    assert!(matches!(masked.forward_sequence(&DMatrix::zeros(3, 3)), Err(Error::Shape { .. })));
-    assert!(matches!(ctx(3).similarity(&masked, &masked), Err(Error::Shape { .. })));
+    assert!(matches!(
+        masked.forward_sequence(&DMatrix::zeros(3, 3)),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        ctx(3).similarity(&masked, &masked),
+        Err(Error::Shape { .. })
+    ));
 }

@@ -332,6 +332,22 @@ pub(crate) fn covariance_factor<T: Real>(covariance: &DMatrix<T>) -> Result<DMat
     Ok(factor)
 }
 
+/// A block's CP factors, or the error that the Gaussian metric does not
+/// support its kind (attention: the Gaussian metric on sequences is not
+/// implemented yet).
+fn gaussian_factors<T: Real>(
+    block: &dyn crate::block::TensorBlock<T>,
+    side: Side,
+    position: usize,
+) -> Result<&crate::block::CpFactors<T>> {
+    block.cp_factors().ok_or_else(|| Error::Unsupported {
+        block: position,
+        side,
+        kind: block.kind(),
+        metric: "the Gaussian metric",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,20 +365,4 @@ mod tests {
         let asymmetric = DMatrix::from_row_slice(2, 2, &[1.0, 0.5, 0.0, 1.0]);
         assert!(covariance_factor(&asymmetric).is_err());
     }
-}
-
-/// A block's CP factors, or the error that the Gaussian metric does not
-/// support its kind (attention: the Gaussian metric on sequences is not
-/// implemented yet).
-fn gaussian_factors<T: Real>(
-    block: &dyn crate::block::TensorBlock<T>,
-    side: Side,
-    position: usize,
-) -> Result<&crate::block::CpFactors<T>> {
-    block.cp_factors().ok_or_else(|| Error::Unsupported {
-        block: position,
-        side,
-        kind: block.kind(),
-        metric: "the Gaussian metric",
-    })
 }

@@ -100,6 +100,8 @@ impl<'a, T: Real> Side<'a, T> {
         let hv = self.heads * self.ev;
         let mut zphi = DMatrix::<T>::zeros(hv, n);
         let mut zpsi = vec![DMatrix::<T>::zeros(hv, k); if dirs.is_some() { n } else { 0 }];
+        // `s` indexes positions in `m`, the mask and `zpsi` alike.
+        #[allow(clippy::needless_range_loop)]
         for s in 0..n {
             for t in 0..n {
                 let w: T = from_f64(self.mask[(s, t)]);
@@ -263,9 +265,9 @@ pub(super) fn gram_step<T: Real>(
                 .map(|p| ys[at(p, q)].columns(1, db).into_owned())
                 .collect();
             let (_, psi) = sa.linearize(&ma, Some(&dirs));
-            for p in 0..n {
+            for (p, psi) in psi.iter().enumerate() {
                 let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-                add_scaled(&mut blk, rb, &psi[p]);
+                add_scaled(&mut blk, rb, psi);
             }
         }
     }
@@ -276,9 +278,9 @@ pub(super) fn gram_step<T: Real>(
                 .map(|q| yts[at(p, q)].rows(1, da).transpose())
                 .collect();
             let (_, psi) = sb.linearize(&mb, Some(&dirs));
-            for q in 0..n {
+            for (q, psi) in psi.iter().enumerate() {
                 let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-                add_scaled(&mut blk, ra, &psi[q].transpose());
+                add_scaled(&mut blk, ra, &psi.transpose());
             }
         }
     }
@@ -476,10 +478,10 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mu
 
     // Assignments with σ(V) = V': the score legs of B split between the two A nodes.
     let mut scalar = traces[0][0] * traces[1][1] + traces[0][1] * traces[1][0];
-    for x2 in 0..2 {
-        for y2 in 2..4 {
+    for (x2, &px) in PARTNER.iter().enumerate().take(2) {
+        for (y2, &py) in PARTNER.iter().enumerate().skip(2) {
             let (i, _) = cross_index(x2, y2);
-            let (j, _) = cross_index(PARTNER[x2], PARTNER[y2]);
+            let (j, _) = cross_index(px, py);
             scalar += s.cross[i].dot(&s.cross[4 + j]);
         }
     }
@@ -488,8 +490,7 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mu
     s.m *= scalar;
 
     // σ(V) = z', a score leg: the path enters B node(z') and leaves by u.
-    for z2 in 0..4 {
-        let u = PARTNER[z2];
+    for (z2, &u) in PARTNER.iter().enumerate() {
         let other = if u < 2 { 1 } else { 0 };
         s.r.fill(zero);
         for nu in 0..2 {
