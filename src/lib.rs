@@ -26,7 +26,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`block`] | [`TensorBlock`] and the kinds [`Linear`], [`Bilinear`], [`CpBlock`] |
+//! | [`block`] | [`TensorBlock`] and the kinds [`Linear`], [`Bilinear`], [`CpBlock`], [`Attention`] |
 //! | [`symmetry`] | [`SymmetryGroup`]: [`Full`], [`Trivial`], [`PermutationGroup`] |
 //! | [`Model`] | a checked chain of blocks |
 //! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`], [`GramWorkspace`] |
@@ -34,6 +34,11 @@
 //! | [`baseline`] | weight cosine, empirical output cosines, linear CKA, a `N(μ, Σ)` sampler |
 //! | [`matrix`] | pairwise similarity matrices, in parallel |
 //! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
+//!
+//! **Transformers** (SPEC §7): a model may read sequences of `n` positions,
+//! flattened with one shared constant; position-wise blocks act at every
+//! position with shared weights, [`Attention`] mixes positions, and
+//! [`TensorSimilarity::with_context`] sets the context length compared.
 //!
 //! The exact definitions ("SPEC §n" throughout these docs) are in the
 //! repository's `docs/SPEC.md`; `docs/` also explains the recursion,
