@@ -624,6 +624,15 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
         self.product(a, None)
     }
+
+    /// The cosine, with `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩` computed in parallel.
+    fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
+        let (ab, (aa, bb)) = rayon::join(
+            || self.inner_product(a, b),
+            || rayon::join(|| self.squared_norm(a), || self.squared_norm(b)),
+        );
+        cosine(ab?, aa?, bb?)
+    }
 }
 
 /// One step of the Gram recursion: `G' = D̃_A H D̃_Bᵀ` for CP blocks `a`, `b`

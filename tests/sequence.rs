@@ -339,3 +339,25 @@ fn forward_of_one_position_is_the_sequence_forward() {
         Err(Error::Shape { .. })
     ));
 }
+
+#[test]
+fn sequence_models_are_not_saved_silently_as_vector_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seq.safetensors");
+    let marked = Model::builder()
+        .sequence()
+        .block(Linear::new(DMatrix::identity(3, 3), None).unwrap())
+        .build()
+        .unwrap();
+    let err = tensor_similarity::io::save(&marked, &path, tensor_similarity::io::Layout::Described)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sequence model"), "{err}");
+    let err = tensor_similarity::io::save(
+        &lm(1, 3, 2, 1, 2, 1),
+        &path,
+        tensor_similarity::io::Layout::Described,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sequence"), "{err}");
+}

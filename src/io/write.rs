@@ -17,6 +17,14 @@ pub(crate) fn tensors(
     model: &Model<f64>,
     layout: Layout,
 ) -> Result<(Vec<BlockSpec>, Vec<Named>), FileError> {
+    if model.is_sequence() {
+        return Err(FileError::Unsupported {
+            layout: layout.name(),
+            reason: "the model is a sequence model; files do not mark sequence models yet, \
+                     so it would load back as a vector model"
+                .into(),
+        });
+    }
     let kinds: Vec<Kind<'_>> = model
         .blocks()
         .iter()

@@ -163,7 +163,7 @@ pub(super) fn gram_step<T: Real>(
     let (la, lb) = (sa.legs[0].nrows(), sb.legs[0].nrows());
 
     // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ.
-    let products: Vec<(DMatrix<T>, DMatrix<T>, DMatrix<T>)> = (0..n * n)
+    let products: Vec<(DMatrix<T>, DMatrix<T>, DMatrix<T>, DMatrix<T>)> = (0..n * n)
         .into_par_iter()
         .map(|pq| {
             let (p, q) = (pq / n, pq % n);
@@ -172,16 +172,19 @@ pub(super) fn gram_step<T: Real>(
             let y = &sa.legs[p] * &block;
             let yt = &block * sb.legs[q].transpose();
             let x = &y * sb.legs[q].transpose();
-            (y, yt, x)
+            let xt = x.transpose();
+            (y, yt, x, xt)
         })
         .collect();
     let mut ys = Vec::with_capacity(n * n);
     let mut yts = Vec::with_capacity(n * n);
     let mut xs = Vec::with_capacity(n * n);
-    for (y, yt, x) in products {
+    let mut xts = Vec::with_capacity(n * n);
+    for (y, yt, x, xt) in products {
         ys.push(y);
         yts.push(yt);
         xs.push(x);
+        xts.push(xt);
     }
     debug_assert_eq!(xs[0].shape(), (la, lb));
     let at = |p: usize, q: usize| p * n + q;
@@ -260,11 +263,16 @@ pub(super) fn gram_step<T: Real>(
 
     // T1 × T2: A's attention with one leg on a column of G (B's skip input).
     if rb != T::zero() {
-        for q in 0..n {
-            let dirs: Vec<DMatrix<T>> = (0..n)
-                .map(|p| ys[at(p, q)].columns(1, db).into_owned())
-                .collect();
-            let (_, psi) = sa.linearize(&ma, Some(&dirs));
+        let psis: Vec<Vec<DMatrix<T>>> = (0..n)
+            .into_par_iter()
+            .map(|q| {
+                let dirs: Vec<DMatrix<T>> = (0..n)
+                    .map(|p| ys[at(p, q)].columns(1, db).into_owned())
+                    .collect();
+                sa.linearize(&ma, Some(&dirs)).1
+            })
+            .collect();
+        for (q, psi) in psis.iter().enumerate() {
             for (p, psi) in psi.iter().enumerate() {
                 let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
                 add_scaled(&mut blk, rb, psi);
@@ -273,11 +281,16 @@ pub(super) fn gram_step<T: Real>(
     }
     // T2 × T1: B's attention with one leg on a row of G (A's skip input).
     if ra != T::zero() {
-        for p in 0..n {
-            let dirs: Vec<DMatrix<T>> = (0..n)
-                .map(|q| yts[at(p, q)].rows(1, da).transpose())
-                .collect();
-            let (_, psi) = sb.linearize(&mb, Some(&dirs));
+        let psis: Vec<Vec<DMatrix<T>>> = (0..n)
+            .into_par_iter()
+            .map(|p| {
+                let dirs: Vec<DMatrix<T>> = (0..n)
+                    .map(|q| yts[at(p, q)].rows(1, da).transpose())
+                    .collect();
+                sb.linearize(&mb, Some(&dirs)).1
+            })
+            .collect();
+        for (p, psi) in psis.iter().enumerate() {
             for (q, psi) in psi.iter().enumerate() {
                 let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
                 add_scaled(&mut blk, ra, &psi.transpose());
@@ -286,7 +299,7 @@ pub(super) fn gram_step<T: Real>(
     }
 
     // T1 × T1.
-    let z = attention_pairs(&sa, &sb, &xs, n, b.is_none());
+    let z = attention_pairs(&sa, &sb, (&xs, &xts), n, b.is_none());
     let coef: T =
         from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
     let (o_a, o_b) = (a.weight(5), sb.block.weight(5));
@@ -330,7 +343,7 @@ fn add_scaled<T, R1, C1, S1, R2, C2, S2>(
 fn attention_pairs<T: Real>(
     sa: &Side<'_, T>,
     sb: &Side<'_, T>,
-    xs: &[DMatrix<T>],
+    (xs, xts): (&[DMatrix<T>], &[DMatrix<T>]),
     n: usize,
     same: bool,
 ) -> Vec<DMatrix<T>> {
@@ -343,7 +356,12 @@ fn attention_pairs<T: Real>(
             })
             .collect()
     };
-    let (configs_a, configs_b) = (configs(sa), configs(sb));
+    let configs_a = configs(sa);
+    // The index of each configuration (h', s', t') of B, for the self product.
+    let mut index = vec![usize::MAX; sb.heads * n * n];
+    for (j, &(h, s, t)) in configs(sb).iter().enumerate() {
+        index[(h * n + s) * n + t] = j;
+    }
     // One task per configuration of A: its contributions (s, h, s', h', N).
     type Part<T> = Vec<((usize, usize, usize, usize), DMatrix<T>)>;
     let parts: Vec<Part<T>> = configs_a
@@ -354,25 +372,64 @@ fn attention_pairs<T: Real>(
             let mut part: Part<T> = Vec::new();
             let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev);
             let wa: T = from_f64(sa.mask[(s, t)]);
-            let first = if same { i } else { 0 };
-            for &(h2, s2, t2) in &configs_b[first..] {
-                let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
-                let blocks = Blocks {
-                    sa,
-                    sb,
-                    xs,
-                    n,
-                    h,
-                    h2,
-                    pos_a: [s, t],
-                    pos_b: [s2, t2],
-                };
-                acc.fill(T::zero());
-                network_sum(&blocks, &mut scratch, w, &mut acc);
-                if same && (h2, s2, t2) != (h, s, t) {
-                    part.push(((s2, h2, s, h), acc.transpose()));
+            let blocks = |h2: usize, pos_b: [usize; 2]| Blocks {
+                sa,
+                sb,
+                xs,
+                xts,
+                n,
+                h,
+                h2,
+                pos_a: [s, t],
+                pos_b,
+            };
+            for h2 in 0..sb.heads {
+                // E_ν(Q1', Q2') reads only s': once per s'.
+                let mut by_query: Vec<Option<[DMatrix<T>; 2]>> = vec![None; n];
+                for t2 in 0..n {
+                    let todo: Vec<usize> = (0..n)
+                        .filter(|&s2| {
+                            let j = index[(h2 * n + s2) * n + t2];
+                            j != usize::MAX && (!same || j >= i)
+                        })
+                        .collect();
+                    if todo.is_empty() {
+                        continue;
+                    }
+                    // What reads only t': E_ν(K1', V'), E_ν(K2', V'), E_ν(K1', K2').
+                    let at_key = blocks(h2, [0, t2]);
+                    for nu in 0..2 {
+                        for u in [1, 3] {
+                            node_pair(&at_key, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
+                        }
+                        node_pair(&at_key, nu, 1, 3, &mut scratch.cross[nu * 4 + 3]);
+                    }
+                    for s2 in todo {
+                        let b = blocks(h2, [s2, t2]);
+                        let cached = by_query[s2].get_or_insert_with(|| {
+                            std::array::from_fn(|nu| {
+                                let mut e = DMatrix::zeros(sb.e, sb.e);
+                                node_pair(&b, nu, 0, 2, &mut e);
+                                e
+                            })
+                        });
+                        for nu in 0..2 {
+                            scratch.cross[nu * 4].copy_from(&cached[nu]);
+                            for u in [0, 2] {
+                                node_pair(&b, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
+                            }
+                            node_pair(&b, nu, 0, 3, &mut scratch.cross[nu * 4 + 1]);
+                            node_pair(&b, nu, 1, 2, &mut scratch.cross[nu * 4 + 2]);
+                        }
+                        let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
+                        acc.fill(T::zero());
+                        network_sum(&b, &mut scratch, w, &mut acc);
+                        if same && (h2, s2, t2) != (h, s, t) {
+                            part.push(((s2, h2, s, h), acc.transpose()));
+                        }
+                        part.push(((s, h, s2, h2), acc.clone()));
+                    }
                 }
-                part.push(((s, h, s2, h2), acc.clone()));
             }
             part
         })
@@ -398,6 +455,7 @@ struct Blocks<'a, T: Real> {
     sa: &'a Side<'a, T>,
     sb: &'a Side<'a, T>,
     xs: &'a [DMatrix<T>],
+    xts: &'a [DMatrix<T>],
     n: usize,
     h: usize,
     h2: usize,
@@ -415,6 +473,16 @@ impl<T: Real> Blocks<'_, T> {
             (self.sa.leg_width(l), self.sb.leg_width(l2)),
         )
     }
+
+    /// `X_{l,l'}ᵀ`, from the transposed products.
+    fn xt(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
+        let p = self.pos_a[usize::from(!AT_QUERY[l])];
+        let q = self.pos_b[usize::from(!AT_QUERY[l2])];
+        self.xts[p * self.n + q].view(
+            (self.sb.row(l2, self.h2), self.sa.row(l, self.h)),
+            (self.sb.leg_width(l2), self.sa.leg_width(l)),
+        )
+    }
 }
 
 /// Buffers of one task.
@@ -423,6 +491,8 @@ struct Scratch<T: Real> {
     to_v: Vec<DMatrix<T>>,
     /// `E_ν(u, w')` for `u ∈ {0,1}`, `w' ∈ {2,3}`: `e_B × e_B`.
     cross: Vec<DMatrix<T>>,
+    /// Their transposes, `E_ν(w', u)`.
+    cross_t: Vec<DMatrix<T>>,
     /// `R(u)`, `e_B × e_v^B`.
     r: DMatrix<T>,
     /// `Σ_{z'} X(V, z') R(partner z')`, `e_v^A × e_v^B`.
@@ -434,6 +504,7 @@ impl<T: Real> Scratch<T> {
         Self {
             to_v: vec![DMatrix::zeros(eb, evb); 8],
             cross: vec![DMatrix::zeros(eb, eb); 8],
+            cross_t: vec![DMatrix::zeros(eb, eb); 8],
             r: DMatrix::zeros(eb, evb),
             m: DMatrix::zeros(0, 0),
         }
@@ -445,8 +516,8 @@ impl<T: Real> Scratch<T> {
 fn node_pair<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize, out: &mut DMatrix<T>) {
     let (l1, l2) = (2 * nu, 2 * nu + 1);
     let (one, zero) = (T::one(), T::zero());
-    out.gemm(one, &b.x(l1, x2).transpose(), &b.x(l2, y2), zero);
-    out.gemm(one, &b.x(l2, x2).transpose(), &b.x(l1, y2), one);
+    out.gemm(one, &b.xt(l1, x2), &b.x(l2, y2), zero);
+    out.gemm(one, &b.xt(l2, x2), &b.x(l1, y2), one);
 }
 
 /// `tr E_ν(x', y')` for `x', y'` in one B node (they share its index).
@@ -457,15 +528,13 @@ fn node_trace<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize) -> T 
 
 /// Adds `w · Σ_σ N_σ` (`e_v^A × e_v^B`) for one head pair and position
 /// choice into `target`.
+///
+/// `s.to_v` and `s.cross` hold this position choice's `E` matrices (the
+/// caller computes each once for every choice that shares it).
 fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mut DMatrix<T>) {
     let (one, zero) = (T::one(), T::zero());
-    for nu in 0..2 {
-        for u in 0..4 {
-            node_pair(b, nu, u, 4, &mut s.to_v[nu * 4 + u]);
-        }
-        for (i, (x2, y2)) in [(0, 2), (0, 3), (1, 2), (1, 3)].into_iter().enumerate() {
-            node_pair(b, nu, x2, y2, &mut s.cross[nu * 4 + i]);
-        }
+    for (c, t) in s.cross.iter().zip(s.cross_t.iter_mut()) {
+        t.tr_copy_from(c);
     }
     // tr E_ν over B node {0,1} and {2,3}.
     let tr = |nu: usize, node: usize| node_trace(b, nu, 2 * node, 2 * node + 1);
@@ -500,13 +569,12 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mu
             // ν takes {u, w'} with w' in the other node; ν̄ takes {partner w', V'}.
             for w2 in [2 * other, 2 * other + 1] {
                 let (i, t) = cross_index(u, w2);
-                let e = &s.cross[nu * 4 + i];
-                let next = &s.to_v[bar * 4 + PARTNER[w2]];
-                if t {
-                    s.r.gemm(one, &e.transpose(), next, one);
+                let e = if t {
+                    &s.cross_t[nu * 4 + i]
                 } else {
-                    s.r.gemm(one, e, next, one);
-                }
+                    &s.cross[nu * 4 + i]
+                };
+                s.r.gemm(one, e, &s.to_v[bar * 4 + PARTNER[w2]], one);
             }
         }
         s.m.gemm(one, &b.x(4, z2), &s.r, one);
