@@ -163,51 +163,33 @@ pub(super) fn gram_step<T: Real>(
     let (la, lb) = (sa.legs[0].nrows(), sb.legs[0].nrows());
 
     // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ.
-    // A self product has G symmetric, so X(q,p) = X(p,q)ᵀ and Ỹ(p,q) = Y(q,p)ᵀ:
-    // only the pairs p ≤ q are multiplied.
+    // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ
+    // and Xᵀ (for the products that contract A's indices), in parallel.
     let same = b.is_none();
-    let products: Vec<(DMatrix<T>, Option<DMatrix<T>>, Option<DMatrix<T>>)> = (0..n * n)
+    type Products<T> = (DMatrix<T>, DMatrix<T>, DMatrix<T>, DMatrix<T>);
+    let products: Vec<Products<T>> = (0..n * n)
         .into_par_iter()
         .map(|pq| {
             let (p, q) = (pq / n, pq % n);
             let mut block = DMatrix::zeros(da + 1, db + 1);
             padded_block(g, p, q, da, db, &mut block);
             let y = &sa.legs[p] * &block;
-            if same {
-                let x = (p <= q).then(|| &y * sb.legs[q].transpose());
-                (y, None, x)
-            } else {
-                let yt = &block * sb.legs[q].transpose();
-                let x = &y * sb.legs[q].transpose();
-                (y, Some(yt), Some(x))
-            }
+            let yt = &block * sb.legs[q].transpose();
+            let x = &y * sb.legs[q].transpose();
+            let xt = x.transpose();
+            (y, yt, x, xt)
         })
         .collect();
     let mut ys = Vec::with_capacity(n * n);
     let mut yts = Vec::with_capacity(n * n);
     let mut xs = Vec::with_capacity(n * n);
-    for (y, yt, x) in products {
+    let mut xts = Vec::with_capacity(n * n);
+    for (y, yt, x, xt) in products {
         ys.push(y);
-        yts.extend(yt);
-        xs.push(x.unwrap_or_else(|| DMatrix::zeros(0, 0)));
+        yts.push(yt);
+        xs.push(x);
+        xts.push(xt);
     }
-    if same {
-        for p in 0..n {
-            for q in 0..p {
-                xs[p * n + q] = xs[q * n + p].transpose();
-            }
-        }
-        yts = (0..n * n)
-            .map(|pq| ys[(pq % n) * n + pq / n].transpose())
-            .collect();
-    }
-    let xts: Vec<DMatrix<T>> = if same {
-        (0..n * n)
-            .map(|pq| xs[(pq % n) * n + pq / n].clone())
-            .collect()
-    } else {
-        xs.par_iter().map(|x| x.transpose()).collect()
-    };
     debug_assert_eq!(xs[0].shape(), (la, lb));
     let at = |p: usize, q: usize| p * n + q;
 
@@ -430,41 +412,26 @@ fn attention_pairs<T: Real>(
                         }
                         node_pair(&at_key, nu, 1, 3, &mut scratch.cross[nu * 4 + 3]);
                     }
-                    // What reads s' too, for every s' at once: E_ν(Q1', V'),
-                    // E_ν(Q2', V'), E_ν(Q1', K2') share their t' factors,
-                    // E_ν(K1', Q2') its K1' factors.
-                    let bs: Vec<Blocks<'_, T>> =
-                        todo.iter().map(|&s2| blocks(h2, [s2, t2])).collect();
-                    let batched: Vec<[DMatrix<T>; 4]> = (0..2)
-                        .map(|nu| {
-                            [
-                                node_pairs(&bs, nu, 0, 4, true),
-                                node_pairs(&bs, nu, 2, 4, true),
-                                node_pairs(&bs, nu, 0, 3, true),
-                                node_pairs(&bs, nu, 1, 2, false),
-                            ]
-                        })
-                        .collect();
-                    let eb = sb.e;
-                    for (i, (&s2, b)) in todo.iter().zip(&bs).enumerate() {
+                    for s2 in todo {
+                        let b = blocks(h2, [s2, t2]);
                         let cached = by_query[s2].get_or_insert_with(|| {
                             std::array::from_fn(|nu| {
-                                let mut e = DMatrix::zeros(eb, eb);
-                                node_pair(b, nu, 0, 2, &mut e);
+                                let mut e = DMatrix::zeros(sb.e, sb.e);
+                                node_pair(&b, nu, 0, 2, &mut e);
                                 e
                             })
                         });
                         for nu in 0..2 {
-                            let [q1v, q2v, q1k2, k1q2] = &batched[nu];
                             scratch.cross[nu * 4].copy_from(&cached[nu]);
-                            scratch.to_v[nu * 4].copy_from(&q1v.rows(i * eb, eb));
-                            scratch.to_v[nu * 4 + 2].copy_from(&q2v.rows(i * eb, eb));
-                            scratch.cross[nu * 4 + 1].copy_from(&q1k2.rows(i * eb, eb));
-                            scratch.cross[nu * 4 + 2].copy_from(&k1q2.columns(i * eb, eb));
+                            for u in [0, 2] {
+                                node_pair(&b, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
+                            }
+                            node_pair(&b, nu, 0, 3, &mut scratch.cross[nu * 4 + 1]);
+                            node_pair(&b, nu, 1, 2, &mut scratch.cross[nu * 4 + 2]);
                         }
                         let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
                         acc.fill(T::zero());
-                        network_sum(b, &mut scratch, w, &mut acc);
+                        network_sum(&b, &mut scratch, w, &mut acc);
                         if same && (h2, s2, t2) != (h, s, t) {
                             part.push(((s2, h2, s, h), acc.transpose()));
                         }
@@ -554,55 +521,11 @@ impl<T: Real> Scratch<T> {
 
 /// `E_ν(x', y') = X(2ν, x')ᵀ X(2ν+1, y') + X(2ν+1, x')ᵀ X(2ν, y')`: A node `ν`
 /// contracted over its index, both orders of its legs.
-///
-/// One GEMM with the two terms side by side (inner dimension `2e`).
 fn node_pair<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize, out: &mut DMatrix<T>) {
-    let prod = node_pairs(core::slice::from_ref(b), nu, x2, y2, true);
-    out.copy_from(&prod);
-}
-
-/// [`node_pair`] for several position choices `bs` at once, as one GEMM:
-/// with `shared_right` the choices share the `y'` factors (they differ only
-/// in the positions `x'` reads) and their `x'` factors are stacked, giving
-/// the `E`s one above the other; otherwise they share the `x'` factors and
-/// the `E`s come side by side.
-fn node_pairs<T: Real>(
-    bs: &[Blocks<'_, T>],
-    nu: usize,
-    x2: usize,
-    y2: usize,
-    shared_right: bool,
-) -> DMatrix<T> {
     let (l1, l2) = (2 * nu, 2 * nu + 1);
-    let b0 = &bs[0];
-    let e = b0.sa.e;
-    let (wx, wy) = (b0.sb.leg_width(x2), b0.sb.leg_width(y2));
-    let left_of = |b: &Blocks<'_, T>, out: &mut nalgebra::DMatrixViewMut<'_, T>| {
-        out.columns_mut(0, e).copy_from(&b.xt(l1, x2));
-        out.columns_mut(e, e).copy_from(&b.xt(l2, x2));
-    };
-    let right_of = |b: &Blocks<'_, T>, out: &mut nalgebra::DMatrixViewMut<'_, T>| {
-        out.rows_mut(0, e).copy_from(&b.x(l2, y2));
-        out.rows_mut(e, e).copy_from(&b.x(l1, y2));
-    };
-    let k = bs.len();
-    if shared_right {
-        let mut left = DMatrix::zeros(k * wx, 2 * e);
-        for (i, b) in bs.iter().enumerate() {
-            left_of(b, &mut left.rows_mut(i * wx, wx));
-        }
-        let mut right = DMatrix::zeros(2 * e, wy);
-        right_of(b0, &mut right.columns_mut(0, wy));
-        left * right
-    } else {
-        let mut left = DMatrix::zeros(wx, 2 * e);
-        left_of(b0, &mut left.rows_mut(0, wx));
-        let mut right = DMatrix::zeros(2 * e, k * wy);
-        for (i, b) in bs.iter().enumerate() {
-            right_of(b, &mut right.columns_mut(i * wy, wy));
-        }
-        left * right
-    }
+    let (one, zero) = (T::one(), T::zero());
+    out.gemm(one, &b.xt(l1, x2), &b.x(l2, y2), zero);
+    out.gemm(one, &b.xt(l2, x2), &b.x(l1, y2), one);
 }
 
 /// `tr E_ν(x', y')` for `x', y'` in one B node (they share its index).
