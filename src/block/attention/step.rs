@@ -70,6 +70,32 @@ impl<'a, T: Real> Side<'a, T> {
         }
     }
 
+    /// The rows of head `h`'s five legs in a head's own stacked forms.
+    fn head_row(&self, l: usize) -> usize {
+        if l < 4 { l * self.e } else { 4 * self.e }
+    }
+
+    /// Rows of one head's five legs, `4e + e_v`.
+    fn leg_rows(&self) -> usize {
+        4 * self.e + self.ev
+    }
+
+    /// The rows of `m` (stacked leg-major, as `F(p)`) regrouped by head:
+    /// head `h`'s `[Q1; K1; Q2; K2; V]`, `(4e + e_v) × cols`.
+    fn by_head(&self, m: &DMatrix<T>) -> Vec<DMatrix<T>> {
+        (0..self.heads)
+            .map(|h| {
+                let mut out = DMatrix::zeros(self.leg_rows(), m.ncols());
+                for l in 0..5 {
+                    let w = self.leg_width(l);
+                    out.rows_mut(self.head_row(l), w)
+                        .copy_from(&m.rows(self.row(l, h), w));
+                }
+                out
+            })
+            .collect()
+    }
+
     /// Width of leg `l` per head.
     fn leg_width(&self, l: usize) -> usize {
         if l < 4 { self.e } else { self.ev }
@@ -163,10 +189,13 @@ pub(super) fn gram_step<T: Real>(
     let (la, lb) = (sa.legs[0].nrows(), sb.legs[0].nrows());
 
     // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ.
-    // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ
-    // and Xᵀ (for the products that contract A's indices), in parallel.
+    // Per position pair: Y = F_A(p) Ĝ[p,q] and Ỹ = Ĝ[p,q] F_B(q)ᵀ; and per
+    // head pair X = Y_h F_B,h'(q)ᵀ with its transpose, each a small
+    // contiguous matrix over the five legs of both heads, so that the pair
+    // contraction reads compact memory. In parallel.
     let same = b.is_none();
-    type Products<T> = (DMatrix<T>, DMatrix<T>, DMatrix<T>, DMatrix<T>);
+    let heads_b: Vec<Vec<DMatrix<T>>> = sb.legs.iter().map(|f| sb.by_head(f)).collect();
+    type Products<T> = (DMatrix<T>, DMatrix<T>, Vec<(DMatrix<T>, DMatrix<T>)>);
     let products: Vec<Products<T>> = (0..n * n)
         .into_par_iter()
         .map(|pq| {
@@ -175,22 +204,30 @@ pub(super) fn gram_step<T: Real>(
             padded_block(g, p, q, da, db, &mut block);
             let y = &sa.legs[p] * &block;
             let yt = &block * sb.legs[q].transpose();
-            let x = &y * sb.legs[q].transpose();
-            let xt = x.transpose();
-            (y, yt, x, xt)
+            let mut x = Vec::with_capacity(sa.heads * sb.heads);
+            for y_h in sa.by_head(&y) {
+                for f in &heads_b[q] {
+                    let xh = &y_h * f.transpose();
+                    let xt = xh.transpose();
+                    x.push((xh, xt));
+                }
+            }
+            (y, yt, x)
         })
         .collect();
     let mut ys = Vec::with_capacity(n * n);
     let mut yts = Vec::with_capacity(n * n);
-    let mut xs = Vec::with_capacity(n * n);
-    let mut xts = Vec::with_capacity(n * n);
-    for (y, yt, x, xt) in products {
+    let mut xs = Vec::with_capacity(n * n * sa.heads * sb.heads);
+    let mut xts = Vec::with_capacity(n * n * sa.heads * sb.heads);
+    for (y, yt, x) in products {
         ys.push(y);
         yts.push(yt);
-        xs.push(x);
-        xts.push(xt);
+        for (xh, xt) in x {
+            xs.push(xh);
+            xts.push(xt);
+        }
     }
-    debug_assert_eq!(xs[0].shape(), (la, lb));
+    debug_assert_eq!(xs.len() * sa.leg_rows() * sb.leg_rows(), n * n * la * lb);
     let at = |p: usize, q: usize| p * n + q;
 
     // Mean legs m = F G e_0 on each side.
@@ -474,20 +511,23 @@ struct Blocks<'a, T: Real> {
 impl<T: Real> Blocks<'_, T> {
     /// `X_{l,l'} = U^A_l(p) Ĝ[p,q] U^B_{l'}(q)ᵀ` for this head pair, `w_A(l) × w_B(l')`.
     fn x(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
-        let p = self.pos_a[usize::from(!AT_QUERY[l])];
-        let q = self.pos_b[usize::from(!AT_QUERY[l2])];
-        self.xs[p * self.n + q].view(
-            (self.sa.row(l, self.h), self.sb.row(l2, self.h2)),
+        self.xs[self.index(l, l2)].view(
+            (self.sa.head_row(l), self.sb.head_row(l2)),
             (self.sa.leg_width(l), self.sb.leg_width(l2)),
         )
     }
 
-    /// `X_{l,l'}ᵀ`, from the transposed products.
-    fn xt(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
+    /// Which head-pair product holds `X_{l,l'}`.
+    fn index(&self, l: usize, l2: usize) -> usize {
         let p = self.pos_a[usize::from(!AT_QUERY[l])];
         let q = self.pos_b[usize::from(!AT_QUERY[l2])];
-        self.xts[p * self.n + q].view(
-            (self.sb.row(l2, self.h2), self.sa.row(l, self.h)),
+        ((p * self.n + q) * self.sa.heads + self.h) * self.sb.heads + self.h2
+    }
+
+    /// `X_{l,l'}ᵀ`, from the transposed products.
+    fn xt(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
+        self.xts[self.index(l, l2)].view(
+            (self.sb.head_row(l2), self.sa.head_row(l)),
             (self.sb.leg_width(l2), self.sa.leg_width(l)),
         )
     }
