@@ -407,10 +407,13 @@ fn attention_pairs<T: Real>(
     for (j, &(h, s, t)) in configs(sb).iter().enumerate() {
         index[(h * n + s) * n + t] = j;
     }
-    // One task per configuration of A: its contributions (s, h, s', h', N).
+    // Per configuration of A: its contributions (s, h, s', h', N).
     type Part<T> = Vec<((usize, usize, usize, usize), DMatrix<T>)>;
+    // One task per configuration, each stealable on its own: a self
+    // product's tasks shrink from the first to the last.
     let parts: Vec<Part<T>> = configs_a
         .par_iter()
+        .with_max_len(1)
         .enumerate()
         .map(|(i, &(h, s, t))| {
             let mut scratch = Scratch::new(sb.e, sb.ev);
