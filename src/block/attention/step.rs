@@ -461,8 +461,8 @@ fn attention_pairs<T: Real>(
                                 e
                             })
                         });
-                        for nu in 0..2 {
-                            scratch.cross[nu * 4].copy_from(&cached[nu]);
+                        for (nu, cached) in cached.iter().enumerate() {
+                            scratch.cross[nu * 4].copy_from(cached);
                             for u in [0, 2] {
                                 node_pair(&b, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
                             }
