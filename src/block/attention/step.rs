@@ -18,7 +18,7 @@
 //! two legs at once, leaves 30 assignments, each a chain of small matrices
 //! over head widths.
 
-use nalgebra::{DMatrix, DMatrixView, DVector};
+use nalgebra::{DMatrix, DMatrixView, DVector, Dyn};
 use rayon::prelude::*;
 
 use super::Attention;
@@ -141,10 +141,10 @@ impl<'a, T: Real> Side<'a, T> {
                     };
                     let (s1, s2) = (leg(0).dot(&leg(1)), leg(2).dot(&leg(3)));
                     let v = leg(4);
-                    add_scaled(
-                        &mut zphi.view_mut((h * self.ev, s), (self.ev, 1)),
+                    zphi.column_mut(s).rows_mut(h * self.ev, self.ev).axpy(
                         w * s1 * s2,
                         &v,
+                        T::one(),
                     );
                     if let Some(dirs) = dirs {
                         let dir = |l: usize| {
@@ -359,24 +359,18 @@ pub(super) fn gram_step<T: Real>(
 }
 
 /// `dst += a · src` for matrices of one shape.
-fn add_scaled<T, R1, C1, S1, R2, C2, S2>(
-    dst: &mut nalgebra::Matrix<T, R1, C1, S1>,
+fn add_scaled<T, S1, S2>(
+    dst: &mut nalgebra::Matrix<T, Dyn, Dyn, S1>,
     a: T,
-    src: &nalgebra::Matrix<T, R2, C2, S2>,
+    src: &nalgebra::Matrix<T, Dyn, Dyn, S2>,
 ) where
     T: Real,
-    R1: nalgebra::Dim,
-    C1: nalgebra::Dim,
-    R2: nalgebra::Dim,
-    C2: nalgebra::Dim,
-    S1: nalgebra::StorageMut<T, R1, C1>,
-    S2: nalgebra::Storage<T, R2, C2>,
+    S1: nalgebra::StorageMut<T, Dyn, Dyn>,
+    S2: nalgebra::Storage<T, Dyn, Dyn>,
 {
     assert_eq!(dst.shape(), src.shape(), "add_scaled: shapes differ");
-    for j in 0..dst.ncols() {
-        for i in 0..dst.nrows() {
-            dst[(i, j)] += a * src[(i, j)];
-        }
+    for (mut d, s) in dst.column_iter_mut().zip(src.column_iter()) {
+        d.axpy(a, &s, T::one());
     }
 }
 
