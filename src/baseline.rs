@@ -1,8 +1,8 @@
-//! Baselines the tensor similarity is compared against (SPEC §4).
+//! Baselines the tensor similarity is compared against ([SPEC §4](crate::spec#4-baselines-what-the-paper-compares-against)).
 //!
 //! | baseline | compares | blind to |
 //! |---|---|---|
-//! | [`weight_cosine`] | parameters | nothing it should be blind to: fails every symmetry of SPEC §2 |
+//! | [`weight_cosine`] | parameters | nothing it should be blind to: fails every symmetry of [SPEC §2](crate::spec#2-tensor-similarity-the-default-metric) |
 //! | [`output_cosine`] | outputs on given inputs, pooled | the function away from the samples; noisy (Monte Carlo) |
 //! | [`mean_sample_cosine`] | output directions per sample | output magnitudes; the sign only, for one output |
 //! | [`linear_cka`] | centred output Gram matrices | rotations and scalings of the outputs, constant offsets |
@@ -104,7 +104,7 @@ pub fn weight_cosine<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<f64> {
 /// with the degree of the models (their outputs are heavy-tailed
 /// polynomials of `x`).
 ///
-/// It compares functions, so it has every symmetry of SPEC §2, but it only
+/// It compares functions, so it has every symmetry of [SPEC §2](crate::spec#2-tensor-similarity-the-default-metric), but it only
 /// sees the function on the samples given, and samples with large outputs
 /// dominate it. An error unless both models read `d` inputs and write the
 /// same number of outputs, if `X` has no rows or a non-finite entry, or if

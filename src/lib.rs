@@ -10,7 +10,7 @@
 //! products exactly in polynomial time.
 //!
 //! ```
-//! use nalgebra::DMatrix;
+//! use tensor_similarity::nalgebra::DMatrix;
 //! use tensor_similarity::{similarity, Bilinear, Linear, Model};
 //!
 //! let embed = Linear::new(DMatrix::from_fn(4, 3, |i, j| (i * 3 + j) as f64 * 0.1 - 0.5), None)?;
@@ -21,6 +21,10 @@
 //! assert!((similarity(&a, &a)? - 1.0).abs() < 1e-12);
 //! # Ok::<(), tensor_similarity::Error>(())
 //! ```
+//!
+//! Weights are [`nalgebra`] matrices; the crate re-exports the version it
+//! is built with, so `tensor_similarity::nalgebra::DMatrix` needs no second
+//! dependency line.
 //!
 //! # Map
 //!
@@ -34,22 +38,38 @@
 //! | [`baseline`] | weight cosine, empirical output cosines, linear CKA, a `N(μ, Σ)` sampler |
 //! | [`matrix`] | pairwise similarity matrices, in parallel |
 //! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
+//! | [`spec`] | the specification: the exact definitions cited as "SPEC §n" |
+//! | [`guide`] | the recursion, attention, symmetries, stability, metrics, file format, command line, performance, a grokking study |
 //!
-//! **Transformers** (SPEC §7): a model may read sequences of `n` positions,
+//! **Transformers** ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): a model may read sequences of `n` positions,
 //! flattened with one shared constant; position-wise blocks act at every
 //! position with shared weights, [`Attention`] mixes positions, and
 //! [`TensorSimilarity::with_context`] sets the context length compared.
 //!
-//! The exact definitions ("SPEC §n" throughout these docs) are in the
-//! repository's `docs/SPEC.md`; `docs/` also explains the recursion,
-//! symmetries, numerical stability, metrics, file format and performance.
+//! The exact definitions ("SPEC §n" throughout these docs) are in [`spec`];
+//! [`guide`] explains the recursion, symmetries, numerical stability,
+//! metrics, file format and performance.
 //!
 //! # Features
 //!
-//! * `cli` (default): the `tensor-similarity` binary (`compare`, `matrix`,
-//!   `inspect`; see `docs/cli.md`) and its dependencies (clap, indicatif,
-//!   plotters, an embedded font). The library itself, [`io`] and [`matrix`]
-//!   included, needs none of them: `default-features = false` drops them.
+//! * `cli` (off by default): the `tensor-similarity` binary (`compare`,
+//!   `matrix`, `inspect`; see [`guide::cli`]) and its dependencies (clap,
+//!   indicatif, plotters, an embedded font):
+//!   `cargo install tensor-similarity --features cli`. The library itself,
+//!   [`io`] and [`matrix`] included, needs none of them, so
+//!   `tensor-similarity = "0.1"` brings the library only.
+//!
+//! # Debug builds
+//!
+//! The recursion is dense linear algebra; unoptimised, it is far slower
+//! than in a release build. A crate that depends on this one and runs it in
+//! debug builds (its tests, `cargo run`) can optimise the dependencies alone
+//! in its own `Cargo.toml`, keeping its own code quick to compile:
+//!
+//! ```toml
+//! [profile.dev.package."*"]
+//! opt-level = 3
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -58,12 +78,21 @@ pub mod baseline;
 pub mod block;
 mod error;
 pub mod gaussian;
+pub mod guide;
 pub mod io;
 pub mod matrix;
 mod model;
 pub mod recursion;
 mod scalar;
 pub mod symmetry;
+
+#[doc = include_str!("../docs/SPEC.md")]
+pub mod spec {}
+
+/// The linear-algebra crate the API speaks: weights, inputs and Gram
+/// matrices are its `DMatrix` and `DVector`. Re-exported so that
+/// `tensor_similarity::nalgebra` is always the version this crate uses.
+pub use nalgebra;
 
 pub use baseline::{
     linear_cka, linear_cka_of, mean_sample_cosine, output_cosine, sample_gaussian, weight_cosine,
@@ -81,12 +110,12 @@ pub use recursion::{
 pub use scalar::{LogScaled, Real};
 pub use symmetry::{Full, Permutation, PermutationGroup, SymmetryGroup, Trivial};
 
-// The README's Rust example is compiled and run as a doctest.
+// The README's Rust examples are compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// The tensor similarity of `a` and `b` (SPEC §2) with the default options:
+/// The tensor similarity of `a` and `b` ([SPEC §2](crate::spec#2-tensor-similarity-the-default-metric)) with the default options:
 /// identity input metric, all outputs. See [`TensorSimilarity`] for more.
 ///
 /// An error if the models cannot be compared (different input or output
@@ -95,7 +124,7 @@ pub fn similarity<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<f64> {
     TensorSimilarity::new().similarity(a, b)
 }
 
-/// The raw tensor inner product `⟨A, B⟩` (SPEC §2), in log scale.
+/// The raw tensor inner product `⟨A, B⟩` ([SPEC §2](crate::spec#2-tensor-similarity-the-default-metric)), in log scale.
 pub fn inner_product<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
     TensorSimilarity::new().inner_product(a, b)
 }

@@ -66,7 +66,7 @@ impl<T: Real> ModelBuilder<T> {
         self
     }
 
-    /// Marks the model as a sequence model (SPEC §7) even if no block mixes
+    /// Marks the model as a sequence model ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)) even if no block mixes
     /// positions: it reads `n` positions, and comparisons need a context
     /// length. A model with an [`Attention`](crate::Attention) block is one
     /// anyway.
@@ -177,7 +177,7 @@ impl<T: Real> Model<T> {
     }
 
     /// The model on a sequence, one position per row: `X ∈ R^{n×d}` to
-    /// `Y ∈ R^{n×n_L}` (SPEC §7).
+    /// `Y ∈ R^{n×n_L}` ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)).
     pub fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
         if x.ncols() != self.input_width() || x.nrows() == 0 {
             return Err(Error::Shape {

@@ -14,7 +14,7 @@
 //! `H = ½ (X_11 ∘ X_22 + X_12 ∘ X_21)`). Then
 //! `⟨A,B⟩ = Σ_{o≥1} G_L[o,o]` (or `tr(Q G_L[1:,1:])`).
 //!
-//! **Sequences** (SPEC §7): on `n` positions the stream is flattened with
+//! **Sequences** ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): on `n` positions the stream is flattened with
 //! one shared constant, `x̃ = (1, X[0], …, X[n−1])`, `G` is
 //! `(n d_A + 1) × (n d_B + 1)`, and each block supplies its step on that
 //! stream ([`TensorBlock::gram_step`]): position-wise blocks act on every
@@ -134,7 +134,7 @@ enum Outputs {
     Weights(DMatrix<f64>),
 }
 
-/// The tensor similarity of SPEC §2 and §7: the cosine of two models'
+/// The tensor similarity of [SPEC §2](crate::spec#2-tensor-similarity-the-default-metric) and [§7](crate::spec#7-sequences-and-bilinear-attention): the cosine of two models'
 /// symmetrised end-to-end tensors under an input metric `M` on every leg
 /// and an output weighting `Q`, computed by the Gram recursion; for
 /// sequence models, on the flattened stream of a given context length.
@@ -201,7 +201,7 @@ impl TensorSimilarity {
         }
     }
 
-    /// Compares sequence models on `n` positions (SPEC §7; weights do not
+    /// Compares sequence models on `n` positions ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention); weights do not
     /// depend on `n`). Position-wise models give the same similarity at
     /// every `n`. An error if `n = 0`.
     ///

@@ -4,7 +4,7 @@
 //! A block of order `k` evaluates `B(x̃, …, x̃)` on `k` copies of one input,
 //! so permuting its legs leaves the function alone while changing the tensor.
 //! The tensor similarity compares tensors *symmetrised* over each block's
-//! group `S ⊆ S_k` (SPEC §1–2), which makes it blind to, e.g., swapping the
+//! group `S ⊆ S_k` ([SPEC §1–2](crate::spec#1-blocks-and-models)), which makes it blind to, e.g., swapping the
 //! left and right factor of a bilinear unit.
 //!
 //! | group | elements | use |

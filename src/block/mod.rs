@@ -2,7 +2,7 @@
 //!
 //! A block of order `k` maps a padded input `x̃ = (1, x)` of width `m+1` to a
 //! padded output `ỹ` of width `n+1` through `k` copies of its input,
-//! `ỹ = B(x̃, …, x̃)`. Every block is given in **padded CP form** (SPEC §1):
+//! `ỹ = B(x̃, …, x̃)`. Every block is given in **padded CP form** ([SPEC §1](crate::spec#1-blocks-and-models)):
 //!
 //! ```text
 //! ỹ = D̃ ((U_1 x̃) ∘ … ∘ (U_k x̃)),      B[o, i_1…i_k] = Σ_ρ D̃[o,ρ] Π_j U_j[ρ, i_j]
@@ -18,7 +18,7 @@
 //! | [`Linear`] | 1 | `U_1 = [[1, 0ᵀ], [b, W]]`, `D̃ = I` |
 //! | [`Bilinear`] | 2 | `U_1 = [e_0ᵀ; (b_L│L); (0│I)]`, `U_2 = [e_0ᵀ; (b_R│R); (1│0)…]`, `D̃ = [(1; s b_D)│(0; s D)│(0; (1−s) I)]` |
 //! | [`CpBlock`] | any | given |
-//! | [`Attention`] | 5 | none useful: its own Gram step (SPEC §7) |
+//! | [`Attention`] | 5 | none useful: its own Gram step ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)) |
 
 mod attention;
 mod bilinear;
@@ -239,7 +239,7 @@ impl<'a, T: Real> Parameter<'a, T> {
 /// and [`parameters`](Self::parameters). The recursion calls one method per
 /// block, [`gram_step`](Self::gram_step), and never learns which kind it holds.
 ///
-/// **Sequences** (SPEC §7). A model may read `n` positions `X ∈ R^{n×d}`,
+/// **Sequences** ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)). A model may read `n` positions `X ∈ R^{n×d}`,
 /// flattened with one shared constant, `x̃ = (1, X[0], …, X[n−1])`. Widths
 /// are per position. A CP block acts on every position with shared weights
 /// (its default Gram step lifts the per-position step to the flattened
@@ -377,7 +377,7 @@ pub trait TensorBlock<T: Real>: core::fmt::Debug + Send + Sync {
     /// One step of the Gram recursion on the flattened stream of `context`
     /// positions: `g` is the cross Gram matrix of the two models' padded
     /// inputs, `(n m_A + 1) × (n m_B + 1)`, and the result that of their
-    /// outputs, `(n n_A + 1) × (n n_B + 1)` (SPEC §2, §7).
+    /// outputs, `(n n_A + 1) × (n n_B + 1)` ([SPEC §2](crate::spec#2-tensor-similarity-the-default-metric), [§7](crate::spec#7-sequences-and-bilinear-attention)).
     ///
     /// The default lifts the CP step ([`gram_step`](crate::gram_step)) to
     /// every pair of positions; it needs CP factors on both blocks. A kind

@@ -1,4 +1,4 @@
-//! Position-wise blocks on the flattened stream of a sequence (SPEC §7).
+//! Position-wise blocks on the flattened stream of a sequence ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)).
 //!
 //! A CP block applied at every position with shared weights is, on
 //! `x̃ = (1, X[0], …, X[n−1])`, block-diagonal with the constant shared: the

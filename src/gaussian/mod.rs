@@ -1,4 +1,4 @@
-//! Gaussian functional similarity (SPEC §3): the cosine of two models'
+//! Gaussian functional similarity ([SPEC §3](crate::spec#3-gaussian-functional-similarity)): the cosine of two models'
 //! functions in `L²(N(μ, Σ))`,
 //!
 //! ```text
@@ -35,10 +35,10 @@
 //! The empty `M` is `E[z_A] E[z_B]ᵀ`, so `Cov(z_A, z_B)` is the sum over the
 //! non-empty `M` and needs no subtraction. The two blocks at one position may
 //! have different orders and kinds. For `k_A = k_B = 2` the second-moment
-//! form of SPEC §3 is used instead:
+//! form of [SPEC §3](crate::spec#3-gaussian-functional-similarity) is used instead:
 //! `Cov(z_A, z_B) = X̂_11∘X̂_22 + X̂_12∘X̂_21 − 2 (μ_a1∘μ_a2)(μ_b1∘μ_b2)ᵀ` with
 //! `X̂_ij` built from the second moment `S_AB = C_AB + m_A m_Bᵀ` (the
-//! `E[a_1a_2] ⊗ E[b_1b_2]` term of SPEC §3 cancels against `E[z_A]E[z_B]ᵀ`).
+//! `E[a_1a_2] ⊗ E[b_1b_2]` term of [SPEC §3](crate::spec#3-gaussian-functional-similarity) cancels against `E[z_A]E[z_B]ᵀ`).
 //!
 //! A block's symmetry group plays no part: the metric compares functions,
 //! and the function does not depend on the order of legs that read the same
@@ -92,7 +92,7 @@ use crate::scalar::{LogScaled, Real, from_f64, to_f64};
 /// 1.4 million Hadamard products of `r_A × r_B` matrices at `k = 8`.
 pub const MAX_GAUSSIAN_ORDER: usize = 8;
 
-/// The Gaussian functional similarity of SPEC §3:
+/// The Gaussian functional similarity of [SPEC §3](crate::spec#3-gaussian-functional-similarity):
 /// `⟨f_A, f_B⟩ = E_{x∼N(μ,Σ)}[f_A(x)·f_B(x)]` by propagation of the joint
 /// means and covariances of the two models' activations (see the
 /// [module documentation](self) for the Isserlis/Wick expansion, what

@@ -340,7 +340,7 @@ fn add_scaled<T: Real>(h: &mut DMatrix<T>, p: &DMatrix<T>, alpha: &DVector<T>, b
     }
 }
 
-/// SPEC §3's second-moment form for two order-2 blocks:
+/// [SPEC §3](crate::spec#3-gaussian-functional-similarity)'s second-moment form for two order-2 blocks:
 /// `E[z_A z_Bᵀ] = X̂_11∘X̂_22 + X̂_12∘X̂_21 + E[z_A]E[z_B]ᵀ − 2 π_A π_Bᵀ`,
 /// `X̂ = U^A (C_AB + m_A m_Bᵀ) U^Bᵀ`, `π = μ_1 ∘ μ_2`; returned less
 /// `E[z_A]E[z_B]ᵀ`.

@@ -1,5 +1,5 @@
 //! The two research layouts, recognised by tensor names when a file has no
-//! `tensor_similarity` metadata (SPEC §5).
+//! `tensor_similarity` metadata ([SPEC §5](crate::spec#5-model-files)).
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Model files: safetensors checkpoints in, models out, and back (SPEC §5).
+//! Model files: safetensors checkpoints in, models out, and back ([SPEC §5](crate::spec#5-model-files)).
 //!
 //! A file's layout is read from `__metadata__["tensor_similarity"]`, a JSON
 //! object `{"version": 1, "blocks": [...]}` whose blocks name their tensors

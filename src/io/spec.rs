@@ -1,5 +1,5 @@
 //! The layout of a model file: which tensor plays which role in which block,
-//! and its JSON form, `__metadata__["tensor_similarity"]` (SPEC §5).
+//! and its JSON form, `__metadata__["tensor_similarity"]` ([SPEC §5](crate::spec#5-model-files)).
 
 use serde_json::{Map, Value, json};
 

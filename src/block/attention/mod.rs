@@ -1,4 +1,4 @@
-//! Bilinear attention (SPEC §7): an order-5 block that mixes positions.
+//! Bilinear attention ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): an order-5 block that mixes positions.
 //!
 //! Per head `h`, with `q1_h[s] = Rot_s(Q1_h X[s] + b_q1,h)` and likewise
 //! `k1`, `q2`, `k2`, and `v_h[t] = V_h X[t] (+ b_v,h)`:
@@ -21,7 +21,7 @@ use super::{CpFactors, Parameter, TensorBlock, check_finite, check_shape};
 use crate::error::{Error, Result};
 use crate::scalar::{Real, from_f64};
 
-/// The rotary base of SPEC §7 when a file or config gives none.
+/// The rotary base of [SPEC §7](crate::spec#7-sequences-and-bilinear-attention) when a file or config gives none.
 pub const DEFAULT_ROTARY_BASE: f64 = 10_000.0;
 
 /// The attention mask `W ∈ R^{n×n}`: `W[s,t]` weighs the score of query
@@ -64,7 +64,7 @@ impl Mask {
     }
 }
 
-/// A bilinear attention block (SPEC §7): `H` heads of q/k width `e` and
+/// A bilinear attention block ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): `H` heads of q/k width `e` and
 /// value width `e_v` on a residual stream of width `d`, writing `d_out`.
 ///
 /// Built with [`Attention::builder`] (two score factors) or
@@ -158,7 +158,7 @@ impl<T: Real> AttentionBuilder<T> {
     pub fn o_bias(self, b: impl Into<Option<DVector<T>>>) -> Self {
         self.bias(5, b)
     }
-    /// Rotary position encoding with this base (SPEC §7 "half" layout);
+    /// Rotary position encoding with this base ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention) "half" layout);
     /// the default is none. [`DEFAULT_ROTARY_BASE`] is the usual base.
     pub fn rotary(mut self, base: impl Into<Option<f64>>) -> Self {
         self.rotary = base.into();

@@ -630,7 +630,7 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mu
 #[cfg(test)]
 mod tests {
     //! The step against the generic CP step (all 120 bijections, one by
-    //! one) on attention's CP form at context `n`, built here from SPEC §7:
+    //! one) on attention's CP form at context `n`, built here from [SPEC §7](crate::spec#7-sequences-and-bilinear-attention):
     //! a different route to the same tensor.
     use super::*;
     use crate::block::{AttentionBuilder, CpFactors, Mask, kernel::generic_step};

@@ -1,6 +1,9 @@
 //! Every way a model file can be bad gives a typed error naming the file and
 //! the tensor or role, never a panic.
 
+// The file fixtures are shared with the command-line test of the published
+// crate, which keeps them.
+#[path = "../../tests/files/mod.rs"]
 mod files;
 
 use std::path::{Path, PathBuf};

@@ -20,7 +20,7 @@
 //! * the global cosine of the logits over all `P²` inputs (SPEC §4).
 //!
 //! ```text
-//! cargo run --release --example grokking [OUT_DIR]   # default target/grokking
+//! cargo run --release --features cli --example grokking [OUT_DIR]   # default target/grokking
 //! ```
 //!
 //! writes `checkpoints/`, `curves.csv`, `tensor_similarity.csv`,

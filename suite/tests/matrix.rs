@@ -1,6 +1,9 @@
 //! `similarity_matrix`: each norm once, each pair once, the same values as
 //! pair-by-pair similarities.
 
+// The file fixtures are shared with the command-line test of the published
+// crate, which keeps them.
+#[path = "../../tests/files/mod.rs"]
 mod files;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,9 @@
 //! and dtype, files written by hand through the safetensors crate for every
 //! role, and the layout `save` writes checked with the safetensors crate.
 
+// The file fixtures are shared with the command-line test of the published
+// crate, which keeps them.
+#[path = "../../tests/files/mod.rs"]
 mod files;
 
 use files::*;
