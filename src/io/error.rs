@@ -9,6 +9,15 @@ pub enum FileError {
     /// The operating system could not read or write the file.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The file is not a safetensors file at all: after the 8-byte header
+    /// length there is no JSON header.
+    #[error(
+        "not a safetensors file: it does not begin with an 8-byte header length and a JSON header (first bytes {start:02x?})"
+    )]
+    NotSafetensors {
+        /// The first bytes of the file (at most 16).
+        start: Vec<u8>,
+    },
     /// The file is shorter than its header says: cut off, or a header that
     /// declares an absurd size. Nothing of the declared size is allocated.
     #[error("truncated file: the {what} needs {declared} bytes but only {available} remain")]
