@@ -205,8 +205,29 @@ pub enum Error {
         /// The rows given.
         found: usize,
     },
+    /// A block of a model does not keep the constant (SPEC §1: output 0 of
+    /// its symmetrised padded tensor must be `e_0 ⊗ … ⊗ e_0`, so `ỹ_0 = 1`).
+    #[error("block {block} (0-based), a {kind} block, does not keep the constant: {reason}")]
+    ConstantNotKept {
+        /// Position of the block (0-based).
+        block: usize,
+        /// The block's kind.
+        kind: &'static str,
+        /// What the check found.
+        reason: String,
+    },
+    /// [`check_block`](crate::check_block) found a block kind inconsistent.
+    #[error("a {kind} block fails its check: {reason}")]
+    BlockCheck {
+        /// The block's kind.
+        kind: &'static str,
+        /// What disagreed, with the numbers.
+        reason: String,
+    },
     /// A metric does not support a block kind.
-    #[error("block {block} (0-based) of model {side} is a {kind} block, which {metric} does not support")]
+    #[error(
+        "block {block} (0-based) of model {side} is a {kind} block, which {metric} does not support"
+    )]
     Unsupported {
         /// Position of the block (0-based).
         block: usize,

@@ -22,6 +22,7 @@
 
 mod attention;
 mod bilinear;
+mod check;
 mod cp;
 pub(crate) mod kernel;
 mod linear;
@@ -29,6 +30,8 @@ pub(crate) mod positionwise;
 
 pub use attention::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask};
 pub use bilinear::{Bilinear, BilinearBuilder};
+pub use check::check_block;
+pub(crate) use check::check_constant_at;
 pub use cp::CpBlock;
 pub use kernel::GramWorkspace;
 pub use linear::Linear;
