@@ -73,5 +73,7 @@ impl<T: Real> TensorBlock<T> for CpBlock<T> {
 /// An [`InvalidBlock`](Error::InvalidBlock) error unless the factors keep
 /// the constant under `symmetry` ([`check`](super::check)).
 fn check_keeps_constant<T: Real>(cp: &CpFactors<T>, symmetry: &dyn SymmetryGroup) -> Result<()> {
+    // A group that does not act on k legs is a symmetry error, not a broken constant.
+    symmetry.elements(cp.order())?;
     super::check::exact_constant(cp, symmetry).map_err(Error::InvalidBlock)
 }
