@@ -58,7 +58,12 @@ pub(crate) fn build<T: Real>(
                         let r = reader.matrix(right, role.of("right"), Some(h), Some(m))?;
                         let lb = reader.vector(left_bias.as_deref(), role.of("left_bias"), h)?;
                         let rb = reader.vector(right_bias.as_deref(), role.of("right_bias"), h)?;
-                        (Bilinear::builder(mat(l), mat(r)).left_bias(vec(lb)).right_bias(vec(rb)), h)
+                        (
+                            Bilinear::builder(mat(l), mat(r))
+                                .left_bias(vec(lb))
+                                .right_bias(vec(rb)),
+                            h,
+                        )
                     }
                     Factors::Fused { fused, bias } => {
                         let f = reader.matrix(fused, role.of("fused"), None, width)?;
