@@ -34,13 +34,21 @@ pub enum Incomparable {
         b: usize,
     },
     /// Blocks at one position have different orders.
-    #[error("block {block} has order {a} in model A but order {b} in model B")]
+    #[error("block {block} (0-based) has order {a} in model A but order {b} in model B")]
     Order {
         /// Position of the block (0-based).
         block: usize,
         /// Order in model A.
         a: usize,
         /// Order in model B.
+        b: usize,
+    },
+    /// The two blocks given to one Gram step have different orders.
+    #[error("the two blocks of a Gram step have orders {a} and {b}")]
+    StepOrders {
+        /// Order of the first block.
+        a: usize,
+        /// Order of the second block.
         b: usize,
     },
     /// The input widths differ.
@@ -61,7 +69,7 @@ pub enum Incomparable {
     },
     /// The two models' parameters have different shapes (weight-space metrics).
     #[error(
-        "parameter {index} ({role} of block {block}) has shape {a:?} in model A but {b:?} in model B"
+        "parameter {index} ({role} of block {block}, both 0-based) has shape {a:?} in model A but {b:?} in model B"
     )]
     ParameterShape {
         /// Position of the block (0-based).
@@ -105,7 +113,7 @@ pub enum Error {
     },
     /// Consecutive blocks of a model do not fit together.
     #[error(
-        "block {block} reads inputs of width {found}, but the block before it writes width {expected}"
+        "block {block} (0-based) reads inputs of width {found}, but the block before it writes width {expected}"
     )]
     WidthMismatch {
         /// Position of the block whose input does not fit (0-based).
@@ -164,7 +172,7 @@ pub enum Error {
     /// A block's order is beyond what the Gaussian metric's Wick expansion
     /// accepts (its cost grows factorially with the order).
     #[error(
-        "block {block} of model {side} has order {order}; the Gaussian metric accepts orders up to {max}"
+        "block {block} (0-based) of model {side} has order {order}; the Gaussian metric accepts orders up to {max}"
     )]
     OrderTooHigh {
         /// Position of the block (0-based).
@@ -197,8 +205,29 @@ pub enum Error {
         /// The rows given.
         found: usize,
     },
+    /// A block of a model does not keep the constant ([SPEC §1](crate::spec#1-blocks-and-models): output 0 of
+    /// its symmetrised padded tensor must be `e_0 ⊗ … ⊗ e_0`, so `ỹ_0 = 1`).
+    #[error("block {block} (0-based), a {kind} block, does not keep the constant: {reason}")]
+    ConstantNotKept {
+        /// Position of the block (0-based).
+        block: usize,
+        /// The block's kind.
+        kind: &'static str,
+        /// What the check found.
+        reason: String,
+    },
+    /// [`check_block`](crate::check_block) found a block kind inconsistent.
+    #[error("a {kind} block fails its check: {reason}")]
+    BlockCheck {
+        /// The block's kind.
+        kind: &'static str,
+        /// What disagreed, with the numbers.
+        reason: String,
+    },
     /// A metric does not support a block kind.
-    #[error("block {block} of model {side} is a {kind} block, which {metric} does not support")]
+    #[error(
+        "block {block} (0-based) of model {side} is a {kind} block, which {metric} does not support"
+    )]
     Unsupported {
         /// Position of the block (0-based).
         block: usize,
@@ -237,7 +266,7 @@ pub enum Error {
         width: usize,
     },
     /// A computation produced NaN or infinity although the inputs were finite.
-    #[error("numerical breakdown at block {block}: {reason}")]
+    #[error("numerical breakdown at block {block} (0-based): {reason}")]
     NumericalBreakdown {
         /// Position of the block (0-based).
         block: usize,

@@ -99,7 +99,7 @@ pub use baseline::{
 };
 pub use block::{
     Attention, AttentionBuilder, Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Mask,
-    Parameter, TensorBlock, pad,
+    Parameter, TensorBlock, check_block, pad,
 };
 pub use error::{Error, Incomparable, Result, Side};
 pub use gaussian::{GaussianReport, GaussianSimilarity};

@@ -84,8 +84,10 @@ impl<T: Real> ModelBuilder<T> {
 }
 
 impl<T: Real> Model<T> {
-    /// The chain of `blocks`; an error if it is empty or block `ℓ` does not
-    /// read the width block `ℓ−1` writes.
+    /// The chain of `blocks`; an error if it is empty, block `ℓ` does not
+    /// read the width block `ℓ−1` writes, or a block of a kind outside this
+    /// crate does not keep the constant ([`Error::ConstantNotKept`], checked
+    /// on random inputs as [`check_block`](crate::check_block) does).
     pub fn new(blocks: Vec<Arc<dyn TensorBlock<T>>>) -> Result<Self> {
         if blocks.is_empty() {
             return Err(Error::EmptyModel);
@@ -111,6 +113,9 @@ impl<T: Real> Model<T> {
                     found,
                 });
             }
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            crate::block::check_constant_at(i, &**b)?;
         }
         let sequence = blocks.iter().any(|b| b.mixes_positions());
         Ok(Self { blocks, sequence })

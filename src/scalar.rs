@@ -9,8 +9,35 @@ use nalgebra::RealField;
 
 /// The floating-point types the crate computes in: `f32` and `f64`.
 ///
-/// Blanket-implemented for every `nalgebra::RealField + Copy`.
-pub trait Real: RealField + Copy {}
+/// Blanket-implemented for every `nalgebra::RealField + Copy`, with the two
+/// conversions generic code needs (options and results are `f64`), so that
+/// a [`RecursiveSimilarity`](crate::RecursiveSimilarity) or block kind
+/// generic over `T` needs no trait of nalgebra's.
+///
+/// ```
+/// use tensor_similarity::Real;
+///
+/// fn half<T: Real>() -> T {
+///     T::from_f64_lossy(0.5)
+/// }
+/// assert_eq!(half::<f32>(), 0.5f32);
+/// assert_eq!(half::<f64>().to_f64(), 0.5);
+/// assert_eq!(f32::from_f64_lossy(0.1).to_f64(), 0.1f32 as f64); // rounded once
+/// ```
+pub trait Real: RealField + Copy {
+    /// `x` in this type: exact for `f64`, rounded to nearest for `f32`.
+    /// (Named apart from `FromPrimitive::from_f64`, a supertrait, which
+    /// returns an `Option`.)
+    fn from_f64_lossy(x: f64) -> Self {
+        from_f64(x)
+    }
+
+    /// This value as `f64`: exact for `f32` and `f64` (a wider type
+    /// saturates to `±∞`).
+    fn to_f64(self) -> f64 {
+        to_f64(self)
+    }
+}
 
 impl<T: RealField + Copy> Real for T {}
 

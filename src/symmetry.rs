@@ -9,9 +9,17 @@
 //!
 //! | group | elements | use |
 //! |---|---|---|
-//! | [`Full`] | all of `S_k` | legs that read the same `x̃` (the default) |
-//! | [`Trivial`] | the identity | symmetrisation off |
-//! | [`PermutationGroup`] | an explicit list, closed under composition | legs that read different things |
+//! | [`Full`] | all of `S_k` | every block of a [`Model`](crate::Model) (the default: all legs read the same `x̃`) |
+//! | [`Trivial`] | the identity | symmetrisation off: compares raw CP tensors |
+//! | [`PermutationGroup`] | an explicit list, closed under composition | a partial symmetrisation |
+//!
+//! **Declare [`Full`] in a model.** The function depends only on the fully
+//! symmetrised tensor, so a smaller group makes the similarity depend on how
+//! the factors are written (swap `L_r ↔ R_r` and it changes): right only to
+//! study the parameterisation itself, with the same group on both sides.
+//! Mixing groups at one position computes `⟨P_A T_A, P_B T_B⟩`; identical
+//! weights declared `Full` on one side and [`Trivial`] on the other give
+//! `‖P T‖ / ‖T‖`, not 1. [The symmetry guide](crate::guide::symmetry) explains further.
 
 use std::collections::HashMap;
 

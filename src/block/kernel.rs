@@ -666,8 +666,7 @@ fn pair_weights<T: Real>(a: &dyn SymmetryGroup, b: &dyn SymmetryGroup) -> Result
 
 fn check_step<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, g: &DMatrix<T>) -> Result<()> {
     if fb.order() != fa.order() {
-        return Err(Incomparable::Order {
-            block: 0,
+        return Err(Incomparable::StepOrders {
             a: fa.order(),
             b: fb.order(),
         }

@@ -10,8 +10,11 @@
 //!
 //! with input factors `U_j ∈ R^{r×(m+1)}` and output factor `D̃ ∈ R^{(n+1)×r}`,
 //! held by [`CpFactors`]. A new block kind implements [`TensorBlock`] by
-//! handing out its factors (and, if its legs do not all read the same input,
-//! a smaller [`SymmetryGroup`]); the recursion needs nothing else.
+//! handing out its factors; the recursion needs nothing else. The factors
+//! must keep the constant (row 0 of every `U_j` is `e_0ᵀ` for the constant
+//! unit, and row 0 of `D̃` reads only it, so `ỹ_0 = 1`), and `forward` must
+//! compute what they compute: [`check_block`] checks both, and
+//! [`Model::new`](crate::Model::new) refuses a block that drops the constant.
 //!
 //! | kind | order | padded form |
 //! |---|---|---|
@@ -22,6 +25,7 @@
 
 mod attention;
 mod bilinear;
+mod check;
 mod cp;
 pub(crate) mod kernel;
 mod linear;
@@ -29,6 +33,8 @@ pub(crate) mod positionwise;
 
 pub use attention::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask};
 pub use bilinear::{Bilinear, BilinearBuilder};
+pub use check::check_block;
+pub(crate) use check::check_constant_at;
 pub use cp::CpBlock;
 pub use kernel::GramWorkspace;
 pub use linear::Linear;

@@ -63,7 +63,7 @@
 //! (their skewness and excess kurtosis, e.g. `E[q(x)·(vᵀx)(wᵀx)]` for a
 //! quadratic `q` produced by an earlier bilinear block). The closure is an
 //! approximation of `E[f_A f_B]` with no error bound; its measured error on
-//! random two- and three-block models is in `docs/metrics.md`.
+//! random two- and three-block models is in [the metrics guide](crate::guide::metrics).
 //!
 //! # Normalisation
 //!

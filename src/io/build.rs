@@ -10,29 +10,34 @@ use super::spec::{BlockSpec, Factors};
 use super::{FileError, TensorEntry};
 use crate::block::{Bilinear, Linear, TensorBlock};
 use crate::model::Model;
+use crate::scalar::Real;
 
 /// Builds the model that `blocks` describe from `file`'s tensors, checking
 /// every shape against its role and the width the previous block writes,
 /// and that every tensor of the file is used.
-pub(crate) fn build(
+///
+/// Values are read in `f64` and rounded once to `T`.
+pub(crate) fn build<T: Real>(
     file: &RawFile,
     blocks: &[BlockSpec],
     layout: &str,
     default_residual: Option<f64>,
-) -> Result<(Model<f64>, Vec<TensorEntry>), FileError> {
+) -> Result<(Model<T>, Vec<TensorEntry>), FileError> {
     let mut reader = Reader {
         file,
         used: Vec::new(),
     };
-    let mut built: Vec<Arc<dyn TensorBlock<f64>>> = Vec::with_capacity(blocks.len());
+    let mut built: Vec<Arc<dyn TensorBlock<T>>> = Vec::with_capacity(blocks.len());
+    let mat = |x: DMatrix<f64>| x.map(T::from_f64_lossy);
+    let vec = |x: Option<DVector<f64>>| x.map(|x| x.map(T::from_f64_lossy));
     let mut width: Option<usize> = None;
     for (i, spec) in blocks.iter().enumerate() {
-        let block: Arc<dyn TensorBlock<f64>> = match spec {
+        let block: Arc<dyn TensorBlock<T>> = match spec {
             BlockSpec::Linear { weight, bias } => {
                 let role = Role::new(i, "linear");
                 let w = reader.matrix(weight, role.of("weight"), None, width)?;
                 let b = reader.vector(bias.as_deref(), role.of("bias"), w.nrows())?;
-                Arc::new(Linear::new(w, b).map_err(|e| block_error(i, e))?)
+                Arc::new(Linear::new(mat(w), vec(b)).map_err(|e| block_error(i, e))?)
             }
             BlockSpec::Bilinear {
                 factors,
@@ -53,7 +58,12 @@ pub(crate) fn build(
                         let r = reader.matrix(right, role.of("right"), Some(h), Some(m))?;
                         let lb = reader.vector(left_bias.as_deref(), role.of("left_bias"), h)?;
                         let rb = reader.vector(right_bias.as_deref(), role.of("right_bias"), h)?;
-                        (Bilinear::builder(l, r).left_bias(lb).right_bias(rb), h)
+                        (
+                            Bilinear::builder(mat(l), mat(r))
+                                .left_bias(vec(lb))
+                                .right_bias(vec(rb)),
+                            h,
+                        )
                     }
                     Factors::Fused { fused, bias } => {
                         let f = reader.matrix(fused, role.of("fused"), None, width)?;
@@ -68,7 +78,7 @@ pub(crate) fn build(
                         let b = reader.vector(bias.as_deref(), role.of("fused_bias"), f.nrows())?;
                         let h = f.nrows() / 2;
                         (
-                            Bilinear::from_fused(f, b).map_err(|e| block_error(i, e))?,
+                            Bilinear::from_fused(mat(f), vec(b)).map_err(|e| block_error(i, e))?,
                             h,
                         )
                     }
@@ -79,9 +89,9 @@ pub(crate) fn build(
                 };
                 let n = d.as_ref().map_or(h, |d| d.nrows());
                 let db = reader.vector(down_bias.as_deref(), role.of("down_bias"), n)?;
-                let mut builder = builder.down(d).down_bias(db);
+                let mut builder = builder.down(d.map(mat)).down_bias(vec(db));
                 if let Some(s) = residual.or(default_residual) {
-                    builder = builder.residual(s);
+                    builder = builder.residual(T::from_f64_lossy(s));
                 }
                 Arc::new(builder.build().map_err(|e| block_error(i, e))?)
             }

@@ -9,6 +9,15 @@ pub enum FileError {
     /// The operating system could not read or write the file.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The file is not a safetensors file at all: after the 8-byte header
+    /// length there is no JSON header.
+    #[error(
+        "not a safetensors file: it does not begin with an 8-byte header length and a JSON header (first bytes {start:02x?})"
+    )]
+    NotSafetensors {
+        /// The first bytes of the file (at most 16).
+        start: Vec<u8>,
+    },
     /// The file is shorter than its header says: cut off, or a header that
     /// declares an absurd size. Nothing of the declared size is allocated.
     #[error("truncated file: the {what} needs {declared} bytes but only {available} remain")]
@@ -28,7 +37,7 @@ pub enum FileError {
         reason: String,
     },
     /// The `tensor_similarity` metadata is not valid JSON or does not follow
-    /// the schema of `docs/format.md`.
+    /// the schema of [the file format guide](crate::guide::format).
     #[error("invalid tensor_similarity metadata: {reason}")]
     Metadata {
         /// What is wrong, naming the block and key.

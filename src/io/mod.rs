@@ -15,7 +15,7 @@
 //! ([`Layout::EmbedBodyHead`], [`Layout::BiLinearProjection`]), with the
 //! residual scale of [`LoadOptions`]. Tensors may be F64, F32, F16 or BF16
 //! (stored row-major, `[out, in]` as PyTorch does); they are computed in
-//! `f64`. `docs/format.md` has the details and a PyTorch snippet.
+//! `f64`. [The file format guide](crate::guide::format) has the details and a PyTorch snippet.
 //!
 //! Every failure is an [`Error::File`] naming the file,
 //! with a [`FileError`] naming the tensor or role: missing or unused
@@ -177,6 +177,28 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model<
     open(path, options).map(|f| f.model)
 }
 
+/// The model in the file at `path` in the scalar type `T` (for instance
+/// `f32`, for the `f32` compute path): values are read as stored, widened
+/// to `f64`, and rounded once to `T`; a value beyond `T`'s range is an
+/// error naming its tensor.
+///
+/// ```no_run
+/// let model = tensor_similarity::io::load_as::<f32>("model.safetensors", &Default::default())?;
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+pub fn load_as<T: crate::Real>(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model<T>> {
+    let path = path.as_ref();
+    let inner = || -> core::result::Result<Model<T>, FileError> {
+        let file = read::read(path)?;
+        let (layout, blocks) = layout_of(&file, options)?;
+        Ok(build::build::<T>(&file, &blocks, layout.name(), None)?.0)
+    };
+    inner().map_err(|source| Error::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// The model in the file at `path`, with its layout and tensors (what
 /// `tensor-similarity inspect` shows).
 pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<ModelFile> {
@@ -187,12 +209,20 @@ pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<ModelFile> 
     })
 }
 
-fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelFile, FileError> {
-    let file = read::read(path)?;
-    let (layout, blocks) = match file.metadata.get(spec::KEY) {
+/// The layout of a file: its metadata, or the research layout its names fit.
+fn layout_of(
+    file: &read::RawFile,
+    options: &LoadOptions,
+) -> core::result::Result<(Layout, Vec<spec::BlockSpec>), FileError> {
+    Ok(match file.metadata.get(spec::KEY) {
         Some(json) => (Layout::Described, spec::from_json(json)?),
         None => infer::infer(&file.tensors, options.residual_scale)?,
-    };
+    })
+}
+
+fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelFile, FileError> {
+    let file = read::read(path)?;
+    let (layout, blocks) = layout_of(&file, options)?;
     let (model, tensors) = build::build(&file, &blocks, layout.name(), None)?;
     Ok(ModelFile {
         model,

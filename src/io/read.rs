@@ -58,6 +58,18 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
     let mut n = [0u8; PREFIX];
     n.copy_from_slice(prefix);
     let declared = u64::from_le_bytes(n);
+    // A safetensors header is a JSON object: after the length prefix comes
+    // `{` (possibly after spaces). Anything else is another kind of file,
+    // whatever length its first 8 bytes happen to spell.
+    let opens_json = bytes[PREFIX..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|&b| b == b'{');
+    if !opens_json {
+        return Err(FileError::NotSafetensors {
+            start: bytes[..bytes.len().min(16)].to_vec(),
+        });
+    }
     if declared > available - PREFIX as u64 {
         return Err(FileError::Truncated {
             what: "header",

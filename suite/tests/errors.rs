@@ -337,7 +337,7 @@ fn gram_step_checks_its_input() {
     let (a, b) = (linear(2, 3), bilinear(2, 3));
     assert!(matches!(
         gram_step(&a, &b, &DMatrix::identity(4, 4)),
-        Err(Error::Incomparable(Incomparable::Order { .. }))
+        Err(Error::Incomparable(Incomparable::StepOrders { a: 1, b: 2 }))
     ));
     assert!(matches!(
         gram_step(&a, &a, &DMatrix::identity(3, 3)),

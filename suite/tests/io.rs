@@ -459,3 +459,41 @@ fn tied_tensors_may_serve_two_roles() {
         -40.0
     );
 }
+
+#[test]
+fn load_as_f32_rounds_each_parameter_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (layout, model)) in [
+        (Layout::Described, embed_body_head(7, 2, 0.6)),
+        (Layout::BiLinearProjection, bilinear_projection(8, 1.0)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("{i}.safetensors"));
+        io::save(&model, &path, layout).unwrap();
+        let narrow: Model<f32> = io::load_as(&path, &LoadOptions::default()).unwrap();
+        let wide = io::load(&path).unwrap();
+        assert_eq!(narrow.orders(), wide.orders());
+        // Every parameter is the f64 one rounded to f32.
+        for (bn, bw) in narrow.blocks().iter().zip(wide.blocks()) {
+            for (pn, pw) in bn.parameters().iter().zip(bw.parameters()) {
+                assert_eq!(pn.shape, pw.shape);
+                for (x, y) in pn.values.iter().zip(pw.values.iter()) {
+                    assert_eq!(*x, *y as f32);
+                }
+            }
+        }
+        let s = similarity(&narrow, &narrow).unwrap();
+        assert!((s - 1.0).abs() < 1e-5, "{s}");
+    }
+    // A value beyond f32's range is an error naming the tensor, not infinity.
+    let big = Model::builder()
+        .block(Linear::new(DMatrix::from_element(2, 2, 1e300), None).unwrap())
+        .build()
+        .unwrap();
+    let path = dir.path().join("big.safetensors");
+    io::save(&big, &path, Layout::Described).unwrap();
+    let err = io::load_as::<f32>(&path, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("non-finite"), "{err}");
+}

@@ -302,8 +302,12 @@ fn truncated_files_say_how_much_is_missing() {
 #[test]
 fn absurd_declared_sizes_fail_before_allocating() {
     let dir = tempfile::tempdir().unwrap();
-    // A header length of 2⁶⁴ − 1.
-    let p = write(dir.path(), "huge-header.safetensors", &[0xff; 16]);
+    // A header length of 2⁶⁴ − 1 before a JSON header.
+    let p = write(
+        dir.path(),
+        "huge-header.safetensors",
+        &[&[0xff; 8][..], b"{\"w\": 1}"].concat(),
+    );
     assert!(matches!(
         load_error(&p),
         FileError::Truncated {
@@ -312,6 +316,11 @@ fn absurd_declared_sizes_fail_before_allocating() {
             what: "header"
         }
     ));
+    // The same length before anything else: not a safetensors file at all.
+    let p = write(dir.path(), "not-safetensors.bin", &[0xff; 16]);
+    let e = load_error(&p);
+    assert!(matches!(e, FileError::NotSafetensors { .. }), "{e}");
+    assert!(e.to_string().starts_with("not a safetensors file"), "{e}");
     // A tensor declaring 800 PB of data, and one whose shape overflows.
     for (header, truncated) in [
         (
@@ -359,12 +368,17 @@ fn garbage_is_not_a_safetensors_file() {
         assert!(
             matches!(
                 e,
-                FileError::Corrupt { .. } | FileError::UnknownLayout { .. }
+                FileError::Corrupt { .. }
+                    | FileError::UnknownLayout { .. }
+                    | FileError::NotSafetensors { .. }
             ),
             "{e}"
         );
     }
     let p = write(dir.path(), "g.safetensors", b"\x05\0\0\0\0\0\0\0hello");
+    assert!(matches!(load_error(&p), FileError::NotSafetensors { .. }));
+    // A JSON header that is not a safetensors one is a corrupt file.
+    let p = write(dir.path(), "j.safetensors", b"\x05\0\0\0\0\0\0\0{\"a\"}");
     assert!(matches!(load_error(&p), FileError::Corrupt { .. }));
 }
 

@@ -11,7 +11,7 @@
 //! Every leg is a linear form on the flattened padded stream, so the block
 //! is a homogeneous order-5 tensor on `x̃` (skip and biases lifted through
 //! the constant), symmetrised over `S_5`. Its CP rank grows as `n² e² e_v`
-//! per head, so it supplies its own exact Gram step (`docs/attention.md`).
+//! per head, so it supplies its own exact Gram step ([the attention guide](crate::guide::attention)).
 
 mod step;
 
