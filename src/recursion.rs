@@ -478,10 +478,10 @@ impl TensorSimilarity {
         if fa.order() != 1 || a.mixes_positions() || b.mixes_positions() {
             return Ok(None);
         }
-        if let Outputs::Weights(q) = &self.outputs {
-            if q.nrows() != nl {
-                return Ok(None);
-            }
+        if let Outputs::Weights(q) = &self.outputs
+            && q.nrows() != nl
+        {
+            return Ok(None);
         }
         let padded = |f: &crate::block::CpFactors<T>| match f.output() {
             Some(d) => d * f.stacked_inputs(),

@@ -151,14 +151,14 @@ fn decode(dtype: Dtype, bytes: &[u8]) -> Vec<f64> {
 fn corrupt(e: SafeTensorError, bytes: &[u8], header_len: usize) -> FileError {
     if let SafeTensorError::MetadataIncompleteBuffer = e {
         let available = (bytes.len() - PREFIX - header_len) as u64;
-        if let Some(declared) = declared_data_len(bytes.get(PREFIX..PREFIX + header_len)) {
-            if declared > available {
-                return FileError::Truncated {
-                    what: "tensor data",
-                    declared,
-                    available,
-                };
-            }
+        if let Some(declared) = declared_data_len(bytes.get(PREFIX..PREFIX + header_len))
+            && declared > available
+        {
+            return FileError::Truncated {
+                what: "tensor data",
+                declared,
+                available,
+            };
         }
     }
     let reason = match e {

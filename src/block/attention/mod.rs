@@ -259,7 +259,7 @@ impl<T: Real> AttentionBuilder<T> {
                     "rotary base must be positive and finite, found {base}"
                 )));
             }
-            if e % 2 != 0 {
+            if !e.is_multiple_of(2) {
                 return Err(Error::OddRotaryWidth { width: e });
             }
         }
@@ -441,12 +441,12 @@ impl<T: Real> Attention<T> {
                 block.column_mut(0).copy_from(b);
             }
             block.columns_mut(1, d).copy_from(w);
-            if l < 4 {
-                if let Some(base) = self.rotary {
-                    let e = self.qk_width();
-                    for h in 0..self.heads {
-                        rotate(&mut block.rows_mut(h * e, e), p, base);
-                    }
+            if l < 4
+                && let Some(base) = self.rotary
+            {
+                let e = self.qk_width();
+                for h in 0..self.heads {
+                    rotate(&mut block.rows_mut(h * e, e), p, base);
                 }
             }
         }

@@ -191,7 +191,7 @@ fn opt_entry(b: &Option<DVector<f64>>, i: usize) -> f64 {
 /// position `s`: pair `j < e/2` with `j + e/2`, angle `s·base^{−2j/e}`.
 pub fn rope(x: &[f64], s: usize, base: f64) -> Vec<f64> {
     let e = x.len();
-    assert!(e % 2 == 0, "rotary needs an even head width");
+    assert!(e.is_multiple_of(2), "rotary needs an even head width");
     let half = e / 2;
     let mut out = x.to_vec();
     for j in 0..half {
@@ -547,12 +547,10 @@ impl Block {
                             }
                             *v = acc;
                         }
-                        if rot {
-                            if let Some(base) = p.rotary {
-                                for h in 0..hh {
-                                    let r = rope(&os[h * e..(h + 1) * e], s, base);
-                                    os[h * e..(h + 1) * e].copy_from_slice(&r);
-                                }
+                        if rot && let Some(base) = p.rotary {
+                            for h in 0..hh {
+                                let r = rope(&os[h * e..(h + 1) * e], s, base);
+                                os[h * e..(h + 1) * e].copy_from_slice(&r);
                             }
                         }
                     }
@@ -750,23 +748,23 @@ pub fn polarise(w: usize, k: usize, out: usize, f: &mut impl FnMut(&[f64]) -> Ve
                 .zip(&minus)
                 .map(|(&a, &m)| a as i64 - 2 * m as i64)
                 .collect();
-            if let Some(&first) = coeffs.iter().find(|&&c| c != 0) {
-                if first > 0 {
-                    let mut weight = 2.0;
-                    for (&a, &m) in mult.iter().zip(&minus) {
-                        weight *= binomial(a, m) * if m % 2 == 0 { 1.0 } else { -1.0 };
-                    }
-                    for (&i, &c) in support.iter().zip(&coeffs) {
-                        point[i] = c as f64;
-                    }
-                    let y = f(&point);
-                    assert_eq!(y.len(), out);
-                    for (acc, yo) in value.iter_mut().zip(&y) {
-                        *acc += weight * yo;
-                    }
-                    for &i in &support {
-                        point[i] = 0.0;
-                    }
+            if let Some(&first) = coeffs.iter().find(|&&c| c != 0)
+                && first > 0
+            {
+                let mut weight = 2.0;
+                for (&a, &m) in mult.iter().zip(&minus) {
+                    weight *= binomial(a, m) * if m % 2 == 0 { 1.0 } else { -1.0 };
+                }
+                for (&i, &c) in support.iter().zip(&coeffs) {
+                    point[i] = c as f64;
+                }
+                let y = f(&point);
+                assert_eq!(y.len(), out);
+                for (acc, yo) in value.iter_mut().zip(&y) {
+                    *acc += weight * yo;
+                }
+                for &i in &support {
+                    point[i] = 0.0;
                 }
             }
             // Odometer over m_i ∈ 0..=a_i.
