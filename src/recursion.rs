@@ -356,15 +356,9 @@ impl TensorSimilarity {
                         reason: "entry (0, 0) must be positive to lift it to a sequence".into(),
                     });
                 }
-                // Symmetric up to rounding; the self kernels need it exactly.
-                let m = DMatrix::from_fn(per_position, per_position, |i, j| {
-                    from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
-                });
-                Stream::Lifted(Some(m), per_position)
+                Stream::Lifted(Some(symmetrised(m)), per_position)
             }
-            Some(m) if m.nrows() == flat => Stream::Dense(DMatrix::from_fn(flat, flat, |i, j| {
-                from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
-            })),
+            Some(m) if m.nrows() == flat => Stream::Dense(symmetrised(m)),
             Some(m) => {
                 return Err(Error::Shape {
                     what: format!(
@@ -394,38 +388,36 @@ impl TensorSimilarity {
         };
         let positionwise =
             !block_a.mixes_positions() && !block_b.is_some_and(|x| x.mixes_positions());
-        let affine = |x: &dyn TensorBlock<T>| {
-            x.cp_factors()
-                .filter(|f| f.order() == 1 && !x.mixes_positions())
-                .map(|f| match f.output() {
-                    Some(d) => d * f.stacked_inputs(),
-                    None => f.stacked_inputs().clone(),
-                })
-        };
         let mut next = match g {
             Stream::Dense(g) => step(&g, n)?,
             Stream::Lifted(m, width) => match (
-                affine(block_a),
-                block_b.map_or(Some(None), |x| affine(x).map(Some)),
+                affine_map(block_a),
+                block_b.map_or(Some(None), |x| affine_map(x).map(Some)),
             ) {
                 // Affine blocks on the lifted metric: B_A M B_Bᵀ on the
                 // diagonal position blocks, (B_A m)(B_B m)ᵀ / M_00 off it,
                 // without forming M when it is the identity.
                 (Some(ba), Some(bb)) => {
                     let bb = bb.as_ref().unwrap_or(&ba);
-                    let (left, column) = match &m {
-                        Some(m) => (&ba * m, m.column(0).into_owned()),
+                    // B (m mᵀ / M_00) Bᵀ = (B m)(B m)ᵀ / M_00, m = M e_0.
+                    let (diag, ba_m, bb_m, m00) = match &m {
+                        Some(m) => {
+                            let (m0, m00) = (m.column(0), m[(0, 0)]);
+                            ((&ba * m) * bb.transpose(), &ba * m0, bb * m0, m00)
+                        }
                         None => (
-                            ba.clone(),
-                            DMatrix::identity(width, 1).column(0).into_owned(),
+                            &ba * bb.transpose(),
+                            ba.column(0).into_owned(),
+                            bb.column(0).into_owned(),
+                            T::one(),
                         ),
                     };
-                    let mut diag = left * bb.transpose();
-                    if block_b.is_none() {
-                        diag = (&diag + diag.transpose()) * from_f64::<T>(0.5);
-                    }
-                    let off = (&ba * &column) * (bb * &column).transpose() / column[0];
-                    lift(&diag, &off, n)
+                    let diag = if block_b.is_none() {
+                        (&diag + diag.transpose()) * from_f64::<T>(0.5)
+                    } else {
+                        diag
+                    };
+                    lift(&diag, &((ba_m * bb_m.transpose()) / m00), n)
                 }
                 _ => {
                     let m = Stream::metric(&m, width);
@@ -433,13 +425,10 @@ impl TensorSimilarity {
                         step(&m, 1)?
                     } else if positionwise {
                         // Every diagonal position block of G_0 is M, every
-                        // other one the independent-rows block m mᵀ / M_00.
-                        let column = m.column(0);
-                        let off = (column * column.transpose()) / m[(0, 0)];
-                        lift(&step(&m, 1)?, &step(&off, 1)?, n)
+                        // other one the independent-rows block.
+                        lift(&step(&m, 1)?, &step(&independent_rows(&m), 1)?, n)
                     } else {
-                        let off = (m.column(0) * m.row(0)) / m[(0, 0)];
-                        step(&lift(&m, &off, n), n)?
+                        step(&lift(&m, &independent_rows(&m), n), n)?
                     }
                 }
             },
@@ -471,23 +460,16 @@ impl TensorSimilarity {
         g: &Stream<T>,
         n: usize,
     ) -> Result<Option<T>> {
-        let (Some(fa), Some(fb)) = (a.cp_factors(), b.cp_factors()) else {
+        let (Some(ba), Some(bb)) = (affine_map(a), affine_map(b)) else {
             return Ok(None);
         };
-        let nl = fa.output_width();
-        if fa.order() != 1 || a.mixes_positions() || b.mixes_positions() {
-            return Ok(None);
-        }
+        let nl = a.output_width();
         if let Outputs::Weights(q) = &self.outputs
             && q.nrows() != nl
         {
             return Ok(None);
         }
-        let padded = |f: &crate::block::CpFactors<T>| match f.output() {
-            Some(d) => d * f.stacked_inputs(),
-            None => f.stacked_inputs().clone(),
-        };
-        let (ba, bb) = (padded(fa), padded(fb));
+        let (ma, mb) = (ba.ncols() - 1, bb.ncols() - 1);
         let (ba, bb) = (ba.rows(1, nl), bb.rows(1, nl));
         let kernel = match &self.outputs {
             Outputs::Trace => ba.transpose() * bb,
@@ -514,7 +496,6 @@ impl TensorSimilarity {
                 value * from_f64::<T>(positions.len() as f64)
             }
             Stream::Dense(g) => {
-                let (ma, mb) = (fa.input_width(), fb.input_width());
                 let mut block = DMatrix::zeros(ma + 1, mb + 1);
                 let mut value = T::zero();
                 for p in positions {
@@ -579,6 +560,34 @@ impl TensorSimilarity {
         }
         Ok(value)
     }
+}
+
+/// `(M + Mᵀ) / 2` in `T`: a metric is symmetric up to rounding, and the self
+/// kernels need it exactly.
+fn symmetrised<T: Real>(m: &DMatrix<f64>) -> DMatrix<T> {
+    DMatrix::from_fn(m.nrows(), m.ncols(), |i, j| {
+        from_f64(0.5 * (m[(i, j)] + m[(j, i)]))
+    })
+}
+
+/// The padded affine map `B = D̃ U` of a position-wise order-1 CP block
+/// (`(n+1) × (m+1)`); `None` for any other block.
+fn affine_map<T: Real>(block: &dyn TensorBlock<T>) -> Option<DMatrix<T>> {
+    let f = block.cp_factors()?;
+    if f.order() != 1 || block.mixes_positions() {
+        return None;
+    }
+    Some(match f.output() {
+        Some(d) => d * f.stacked_inputs(),
+        None => f.stacked_inputs().clone(),
+    })
+}
+
+/// `m mᵀ / M_00` with `m = M e_0`: the position block of `E[x̃ x̃ᵀ]` between
+/// two independent rows whose own block is `M` (symmetric).
+fn independent_rows<T: Real>(m: &DMatrix<T>) -> DMatrix<T> {
+    let column = m.column(0);
+    (column * column.transpose()) / m[(0, 0)]
 }
 
 /// The flattened Gram matrix whose diagonal position blocks are `diag` and

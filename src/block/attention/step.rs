@@ -410,7 +410,7 @@ fn attention_pairs<T: Real>(
         .with_max_len(1)
         .enumerate()
         .map(|(i, &(h, s, t))| {
-            let mut scratch = Scratch::new(sb.e, sb.ev);
+            let mut scratch = Scratch::new(sa.ev, sb.e, sb.ev);
             let mut part: Part<T> = Vec::new();
             let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev);
             let wa: T = from_f64(sa.mask[(s, t)]);
@@ -545,13 +545,13 @@ struct Scratch<T: Real> {
 }
 
 impl<T: Real> Scratch<T> {
-    fn new(eb: usize, evb: usize) -> Self {
+    fn new(eva: usize, eb: usize, evb: usize) -> Self {
         Self {
             to_v: vec![DMatrix::zeros(eb, evb); 8],
             cross: vec![DMatrix::zeros(eb, eb); 8],
             cross_t: vec![DMatrix::zeros(eb, eb); 8],
             r: DMatrix::zeros(eb, evb),
-            m: DMatrix::zeros(0, 0),
+            m: DMatrix::zeros(eva, evb),
         }
     }
 }
@@ -599,7 +599,6 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mu
             scalar += s.cross[i].dot(&s.cross[4 + j]);
         }
     }
-    s.m.resize_mut(b.sa.ev, b.sb.ev, zero);
     s.m.copy_from(&b.x(4, 4));
     s.m *= scalar;
 
