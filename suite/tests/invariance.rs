@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Layer, Net, Options, random_cycle, random_invertible, rng};
+use common::{Layer, Net, Options, cosine_rounding_bound, random_cycle, random_invertible, rng};
 use proptest::prelude::*;
 use rand::Rng;
 use tensor_similarity::{RecursiveSimilarity, TensorSimilarity, cosine, similarity, weight_cosine};
@@ -94,7 +94,13 @@ fn stream_tensor_scale(net: &Net) -> f64 {
 fn check_invariant(original: &Net, transformed: &Net) -> Result<(), TestCaseError> {
     let (a, b) = (original.model::<f64>(), transformed.model::<f64>());
     let sim = similarity(&a, &b).unwrap();
-    prop_assert!((sim - 1.0).abs() < 1e-9, "tensor similarity {sim}");
+    // The transformed weights are rounded too, so allow a few times the
+    // rounding bound on ill-conditioned draws.
+    let tol = 1e-9_f64.max(4.0 * cosine_rounding_bound(original, transformed));
+    prop_assert!(
+        (sim - 1.0).abs() < tol,
+        "tensor similarity {sim}, tolerance {tol:e}"
+    );
     // The copy is the same function: check that on a point, too.
     let x = nalgebra::DVector::from_fn(a.input_width(), |i, _| 0.3 * i as f64 - 0.4);
     let (ya, yb) = (original.forward(&x), transformed.forward(&x));
@@ -180,13 +186,18 @@ proptest! {
     fn symmetric_bounded_and_one_on_the_diagonal((a, b) in pair()) {
         let (ma, mb) = (a.model::<f64>(), b.model::<f64>());
         let s = TensorSimilarity::new();
+        // Exact in exact arithmetic; in floating point, up to the rounding
+        // the conditioning of each draw allows (a fixed 1e-12 fails on the
+        // one draw in a few thousand whose tensor is 10⁻⁶ of its weights).
+        let (tol_ab, tol_aa) = (cosine_rounding_bound(&a, &b), cosine_rounding_bound(&a, &a));
         let (ab, ba) = (s.similarity(&ma, &mb).unwrap(), s.similarity(&mb, &ma).unwrap());
-        prop_assert!((ab - ba).abs() < 1e-12);
-        prop_assert!((s.similarity(&ma, &ma).unwrap() - 1.0).abs() < 1e-12);
+        prop_assert!((ab - ba).abs() <= 2.0 * tol_ab, "{ab} vs {ba}, tolerance {tol_ab:e}");
+        let aa_cos = s.similarity(&ma, &ma).unwrap();
+        prop_assert!((aa_cos - 1.0).abs() <= tol_aa, "self-similarity {aa_cos}, tolerance {tol_aa:e}");
         // Unclamped ratio: Cauchy–Schwarz up to rounding.
         let (ip, aa, bb) = (s.inner_product(&ma, &mb).unwrap(), s.squared_norm(&ma).unwrap(), s.squared_norm(&mb).unwrap());
         let raw = (ip / (aa * bb).sqrt()).to_f64();
-        prop_assert!(raw.abs() <= 1.0 + 1e-12, "unclamped cosine {raw}");
+        prop_assert!(raw.abs() <= 1.0 + tol_ab, "unclamped cosine {raw}, tolerance {tol_ab:e}");
         prop_assert_eq!(cosine(ip, aa, bb).unwrap(), ab);
     }
 }
