@@ -121,6 +121,12 @@ impl<T: Real> Model<T> {
         Ok(Self { blocks, sequence })
     }
 
+    /// The same model marked as a sequence model.
+    pub(crate) fn into_sequence(mut self) -> Self {
+        self.sequence = true;
+        self
+    }
+
     /// An empty builder.
     pub fn builder() -> ModelBuilder<T> {
         ModelBuilder::default()

@@ -126,6 +126,7 @@ fn compare_residual_scale_applies_to_files_without_metadata() {
         &path,
         &io::LoadOptions {
             residual_scale: Some(0.5),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -182,19 +183,18 @@ fn compare_errors_are_one_line_on_stderr() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// The CSV's header and rows.
-fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<f64>>) {
+/// The CSV's header (after its corner cell), row labels and rows.
+fn parse_csv(text: &str) -> (Vec<String>, Vec<String>, Vec<Vec<f64>>) {
     let mut lines = text.lines();
-    let header = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let rows = lines
-        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
-        .collect();
-    (header, rows)
+    let mut header = lines.next().unwrap().split(',').map(str::to_owned);
+    assert_eq!(header.next().as_deref(), Some("model"));
+    let (mut labels, mut rows) = (Vec::new(), Vec::new());
+    for line in lines {
+        let mut fields = line.split(',');
+        labels.push(fields.next().unwrap().to_owned());
+        rows.push(fields.map(|v| v.parse().unwrap()).collect());
+    }
+    (header.collect(), labels, rows)
 }
 
 #[test]
@@ -208,8 +208,10 @@ fn matrix_writes_a_symmetric_csv_with_unit_diagonal_and_a_plot() {
     args.extend(["-o", s(&csv), "--plot", s(&png)]);
     let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (header, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap());
+    let (header, labels, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap());
     assert_eq!(header, ["model-0", "model-1", "model-2", "model-3"]);
+    let paths: Vec<&str> = m.iter().map(|(p, _)| s(p)).collect();
+    assert_eq!(labels, paths);
     assert_eq!(rows.len(), 4);
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row.len(), 4);
@@ -231,7 +233,7 @@ fn matrix_writes_a_symmetric_csv_with_unit_diagonal_and_a_plot() {
     args.extend(m.iter().map(|(p, _)| s(p)));
     let out = run(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (_, rows) = parse_csv(&stdout(&out));
+    let (_, _, rows) = parse_csv(&stdout(&out));
     let direct = weight_cosine(&m[1].1, &m[3].1).unwrap();
     assert!((rows[1][3] - direct).abs() < 1e-12);
 }

@@ -6,23 +6,23 @@ use std::sync::Arc;
 use nalgebra::{DMatrix, DVector};
 
 use super::read::{RawFile, RawTensor};
-use super::spec::{BlockSpec, Factors};
+use super::spec::{ATTENTION_BIAS_ROLES, ATTENTION_ROLES, BlockSpec, Factors, LayoutSpec};
 use super::{FileError, TensorEntry};
-use crate::block::{Bilinear, Linear, TensorBlock};
+use crate::block::{Attention, Bilinear, Linear, TensorBlock};
 use crate::model::Model;
 use crate::scalar::Real;
 
-/// Builds the model that `blocks` describe from `file`'s tensors, checking
+/// Builds the model that `layout` describes from `file`'s tensors, checking
 /// every shape against its role and the width the previous block writes,
 /// and that every tensor of the file is used.
 ///
 /// Values are read in `f64` and rounded once to `T`.
 pub(crate) fn build<T: Real>(
     file: &RawFile,
-    blocks: &[BlockSpec],
-    layout: &str,
-    default_residual: Option<f64>,
+    layout: &LayoutSpec,
+    layout_name: &str,
 ) -> Result<(Model<T>, Vec<TensorEntry>), FileError> {
+    let blocks = &layout.blocks;
     let mut reader = Reader {
         file,
         used: Vec::new(),
@@ -33,11 +33,96 @@ pub(crate) fn build<T: Real>(
     let mut width: Option<usize> = None;
     for (i, spec) in blocks.iter().enumerate() {
         let block: Arc<dyn TensorBlock<T>> = match spec {
-            BlockSpec::Linear { weight, bias } => {
+            BlockSpec::Linear {
+                weight,
+                bias,
+                transpose,
+                energy,
+            } => {
                 let role = Role::new(i, "linear");
-                let w = reader.matrix(weight, role.of("weight"), None, width)?;
+                let mut w = if *transpose {
+                    reader
+                        .matrix(weight, role.of("weight"), width, None)?
+                        .transpose()
+                } else {
+                    reader.matrix(weight, role.of("weight"), None, width)?
+                };
+                if let Some(energy) = energy {
+                    let e = reader.scalar(energy, role.of("energy"))?;
+                    if e + 1e-6 <= 0.0 {
+                        return Err(FileError::TensorShape {
+                            tensor: energy.clone(),
+                            role: role.of("energy").2,
+                            expected: "a scalar energy E with E + 1e-6 > 0".into(),
+                            found: vec![1],
+                        });
+                    }
+                    w /= (e + 1e-6).sqrt();
+                }
                 let b = reader.vector(bias.as_deref(), role.of("bias"), w.nrows())?;
                 Arc::new(Linear::new(mat(w), vec(b)).map_err(|e| block_error(i, e))?)
+            }
+            BlockSpec::Attention(a) => {
+                let role = Role::new(i, "attention");
+                let (d, heads) = (width, a.heads);
+                let q1 = reader.matrix(&a.weights[0], role.of(ATTENTION_ROLES[0]), None, d)?;
+                let qk = q1.nrows();
+                let d = q1.ncols();
+                let mut w = vec![q1];
+                for r in 1..4 {
+                    w.push(reader.matrix(
+                        &a.weights[r],
+                        role.of(ATTENTION_ROLES[r]),
+                        Some(qk),
+                        Some(d),
+                    )?);
+                }
+                let v = reader.matrix(&a.weights[4], role.of(ATTENTION_ROLES[4]), None, Some(d))?;
+                let hev = v.nrows();
+                w.push(v);
+                w.push(reader.matrix(
+                    &a.weights[5],
+                    role.of(ATTENTION_ROLES[5]),
+                    None,
+                    Some(hev),
+                )?);
+                let lengths = [qk, qk, qk, qk, hev, w[5].nrows()];
+                let mut b = Vec::with_capacity(6);
+                for r in 0..6 {
+                    b.push(reader.vector(
+                        a.biases[r].as_deref(),
+                        role.of(ATTENTION_BIAS_ROLES[r]),
+                        lengths[r],
+                    )?);
+                }
+                let [q1, k1, q2, k2, v, o]: [DMatrix<f64>; 6] =
+                    w.try_into().map_err(|_| FileError::Metadata {
+                        reason: "attention needs six weights".into(),
+                    })?;
+                let [bq1, bk1, bq2, bk2, bv, bo]: [Option<DVector<f64>>; 6] =
+                    b.try_into().map_err(|_| FileError::Metadata {
+                        reason: "attention needs six biases".into(),
+                    })?;
+                let mut builder =
+                    Attention::builder(heads, mat(q1), mat(k1), mat(q2), mat(k2), mat(v), mat(o))
+                        .q1_bias(vec(bq1))
+                        .k1_bias(vec(bk1))
+                        .q2_bias(vec(bq2))
+                        .k2_bias(vec(bk2))
+                        .v_bias(vec(bv))
+                        .o_bias(vec(bo))
+                        .rotary(a.rotary_base)
+                        .mask(a.mask.clone());
+                if let Some(alpha) = a.scale {
+                    builder = builder.scale(alpha);
+                }
+                if let Some(r) = a.skip {
+                    builder = builder.skip(r);
+                }
+                if let Some(c) = a.score_scale {
+                    builder = builder.score_scale(c);
+                }
+                Arc::new(builder.build().map_err(|e| block_error(i, e))?)
             }
             BlockSpec::Bilinear {
                 factors,
@@ -90,7 +175,7 @@ pub(crate) fn build<T: Real>(
                 let n = d.as_ref().map_or(h, |d| d.nrows());
                 let db = reader.vector(down_bias.as_deref(), role.of("down_bias"), n)?;
                 let mut builder = builder.down(d.map(mat)).down_bias(vec(db));
-                if let Some(s) = residual.or(default_residual) {
+                if let Some(s) = *residual {
                     builder = builder.residual(T::from_f64_lossy(s));
                 }
                 Arc::new(builder.build().map_err(|e| block_error(i, e))?)
@@ -99,17 +184,20 @@ pub(crate) fn build<T: Real>(
         width = Some(block.output_width());
         built.push(block);
     }
-    let model = Model::new(built).map_err(|e| match e {
+    let mut model = Model::new(built).map_err(|e| match e {
         crate::Error::WidthMismatch { block, .. } => block_error(block, e),
         other => block_error(0, other),
     })?;
+    if layout.sequence {
+        model = model.into_sequence();
+    }
     let used: BTreeSet<&str> = reader.used.iter().map(|t| t.name.as_str()).collect();
     let mut names: Vec<&String> = file.tensors.keys().collect();
     names.sort();
     if let Some(unused) = names.into_iter().find(|n| !used.contains(n.as_str())) {
         return Err(FileError::UnusedTensor {
             tensor: unused.clone(),
-            layout: layout.to_owned(),
+            layout: layout_name.to_owned(),
         });
     }
     Ok((model, reader.used))
@@ -201,6 +289,24 @@ impl Reader<'_> {
                     found: t.shape.clone(),
                 })
             }
+        }
+    }
+
+    /// A tensor holding one value (shape `[]`, `[1]` or `[1, 1]`).
+    fn scalar(
+        &mut self,
+        name: &str,
+        role: (usize, &'static str, String),
+    ) -> Result<f64, FileError> {
+        let t = self.get(name, &role)?;
+        match t.values[..] {
+            [x] if t.shape.iter().all(|&n| n == 1) => Ok(x),
+            _ => Err(FileError::TensorShape {
+                tensor: name.to_owned(),
+                role: role.2,
+                expected: "a scalar ([] or [1])".into(),
+                found: t.shape.clone(),
+            }),
         }
     }
 

@@ -43,8 +43,31 @@ pub enum FileError {
         /// What is wrong, naming the block and key.
         reason: String,
     },
+    /// A run's config (`config.json`, `config.yaml`) cannot be read, holds
+    /// a key this crate does not know or refuses (a part that is not
+    /// polynomial), or disagrees with the checkpoint's tensors.
+    #[error("config {}: {reason}", config.display())]
+    Config {
+        /// The config file.
+        config: std::path::PathBuf,
+        /// What is wrong, naming the key (and the tensor it disagrees with).
+        reason: String,
+    },
+    /// The layout leaves an option to a run's config, and there is none (nor
+    /// the command-line option that stands in for it).
+    #[error(
+        "the {layout} layout needs {what}: give a config.json/config.yaml beside the checkpoint (or one or two folders up), --config FILE, or {flag}"
+    )]
+    NeedsConfig {
+        /// The layout inferred from the tensor names.
+        layout: &'static str,
+        /// The missing setting, as the config names it.
+        what: &'static str,
+        /// The option that can give it instead.
+        flag: &'static str,
+    },
     /// The file has no `tensor_similarity` metadata and its tensor names fit
-    /// neither research layout.
+    /// no research layout.
     #[error("unknown layout: {reason}")]
     UnknownLayout {
         /// The names expected and those found.

@@ -43,6 +43,7 @@
 //! ```
 
 mod build;
+mod config;
 mod error;
 mod infer;
 mod read;
@@ -52,8 +53,9 @@ mod write;
 pub use error::FileError;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::block::Mask;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -74,6 +76,22 @@ pub enum Layout {
     /// `bi_linear.bias`, then `projection.weight` (+ bias): a bilinear
     /// block without down projection, then a linear layer.
     BiLinearProjection,
+    /// The research `Transformer` (a sequence model): `embed.weight`, per
+    /// layer `i` `body.{i}.attn.{q1,k1,q2,k2,v,o}.weight` (+ `.bias`) and
+    /// `body.{i}.mlp.{l,r,d}.weight` (+ `.bias`), then `head.weight`; one `α`
+    /// for both, attention with `r = 1 − α`, the MLP with lerp residual
+    /// `α`. Heads, mask, `α` and rotary come from the run's config or
+    /// [`LoadOptions`].
+    Transformer,
+    /// The research group's attention-only language model as its training
+    /// runs save it (a sequence model): `embed.weight` `[vocab, d]` (a
+    /// table), `layers.{i}.{q1,k1,q2,k2}` (bilinear) or `layers.{i}.{q,k}`
+    /// (quadratic) `.weight` (+ `.bias`), `layers.{i}.{v,o}.weight`,
+    /// `unembed.weight` `[vocab, d]` and an optional
+    /// `final_norm.running_mean_energy` folded into the unembedding.
+    /// Additive residual, `α = attn_scale`, causal, rotary base `rope_base`,
+    /// all from the run's config ([SPEC §8](crate::spec#8-sequence-model-files)).
+    AttentionLm,
 }
 
 impl Layout {
@@ -83,17 +101,42 @@ impl Layout {
             Layout::Described => "tensor_similarity metadata",
             Layout::EmbedBodyHead => "embed/body/head",
             Layout::BiLinearProjection => "bi_linear/projection",
+            Layout::Transformer => "research Transformer (embed/body.{i}.attn,mlp/head)",
+            Layout::AttentionLm => "attention-only LM (embed/layers.{i}/unembed)",
         }
     }
 }
 
 /// How to read files; only files without metadata need options.
+///
+/// The sequence layouts ([`Layout::Transformer`], [`Layout::AttentionLm`])
+/// read their settings from the run's config (`config.json` or
+/// `config.yaml` beside the checkpoint, or one or two folders up); these
+/// options stand in where no config says, and must agree with it where
+/// one does. An option the file's layout does not read is ignored for that
+/// file and listed in [`ModelFile::unused_options`].
+///
+/// ```
+/// use tensor_similarity::io::LoadOptions;
+/// let options = LoadOptions { heads: Some(4), attn_scale: Some(0.35), ..LoadOptions::default() };
+/// # let _ = options;
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoadOptions {
     /// The residual scale `s` of every bilinear block in a file without
     /// metadata (the research code sets one for the whole model); `None`
-    /// means 1, no residual. Metadata, where present, always wins.
+    /// means 1, no residual. For [`Layout::Transformer`], its one `α`. A
+    /// file with metadata names its own residuals and ignores this.
     pub residual_scale: Option<f64>,
+    /// The run config to read, instead of looking beside the checkpoint.
+    pub config: Option<PathBuf>,
+    /// The number of attention heads, where no config gives `n_head`.
+    pub heads: Option<usize>,
+    /// The attention mask, where no config gives one (default causal).
+    pub mask: Option<Mask>,
+    /// The attention scale `α` of [`Layout::AttentionLm`], where no config
+    /// gives `attn_scale` (it has no default).
+    pub attn_scale: Option<f64>,
 }
 
 /// The element type of a stored tensor.
@@ -165,6 +208,21 @@ pub struct ModelFile {
     /// Every tensor of the file with its block and role, in block order (a
     /// tensor serving two roles, such as tied weights, is listed for each).
     pub tensors: Vec<TensorEntry>,
+    /// The run config the layout was read with, if any.
+    pub config: Option<PathBuf>,
+    /// The model's native context length (`n_ctx` in its config), if known;
+    /// comparisons choose their own with
+    /// [`TensorSimilarity::with_context`](crate::TensorSimilarity::with_context).
+    pub native_context: Option<usize>,
+    /// The defaults applied where neither metadata, config nor options gave
+    /// a setting (`"rope_base absent: 10000"`), so that nothing is assumed
+    /// silently.
+    pub assumptions: Vec<String>,
+    /// The [`LoadOptions`] given that this file's layout does not read (by
+    /// field name: `"heads"`, `"residual_scale"`, …): metadata names every
+    /// setting, and vector layouts have no attention. They are ignored for
+    /// this file; the command line refuses an option that no file reads.
+    pub unused_options: Vec<&'static str>,
 }
 
 /// The model in the file at `path`, with default [`LoadOptions`].
@@ -190,8 +248,8 @@ pub fn load_as<T: crate::Real>(path: impl AsRef<Path>, options: &LoadOptions) ->
     let path = path.as_ref();
     let inner = || -> core::result::Result<Model<T>, FileError> {
         let file = read::read(path)?;
-        let (layout, blocks) = layout_of(&file, options)?;
-        Ok(build::build::<T>(&file, &blocks, layout.name(), None)?.0)
+        let found = layout_of(&file, path, options)?;
+        Ok(build::build::<T>(&file, &found.spec, found.layout.name())?.0)
     };
     inner().map_err(|source| Error::File {
         path: path.to_owned(),
@@ -212,22 +270,35 @@ pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<ModelFile> 
 /// The layout of a file: its metadata, or the research layout its names fit.
 fn layout_of(
     file: &read::RawFile,
+    path: &Path,
     options: &LoadOptions,
-) -> core::result::Result<(Layout, Vec<spec::BlockSpec>), FileError> {
-    Ok(match file.metadata.get(spec::KEY) {
-        Some(json) => (Layout::Described, spec::from_json(json)?),
-        None => infer::infer(&file.tensors, options.residual_scale)?,
-    })
+) -> core::result::Result<infer::Inferred, FileError> {
+    match file.metadata.get(spec::KEY) {
+        Some(json) => Ok(infer::Inferred {
+            layout: Layout::Described,
+            spec: spec::from_json(json)?,
+            config: None,
+            native_context: None,
+            assumptions: Vec::new(),
+            // Metadata names every setting.
+            unused: infer::unused_options(options, &[]),
+        }),
+        None => infer::infer(&file.tensors, path, options),
+    }
 }
 
 fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelFile, FileError> {
     let file = read::read(path)?;
-    let (layout, blocks) = layout_of(&file, options)?;
-    let (model, tensors) = build::build(&file, &blocks, layout.name(), None)?;
+    let found = layout_of(&file, path, options)?;
+    let (model, tensors) = build::build(&file, &found.spec, found.layout.name())?;
     Ok(ModelFile {
         model,
-        layout,
+        layout: found.layout,
         tensors,
+        config: found.config,
+        native_context: found.native_context,
+        assumptions: found.assumptions,
+        unused_options: found.unused,
     })
 }
 

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::FileError;
+use crate::block::Mask;
 
 /// The version of the metadata schema this crate reads and writes.
 pub(crate) const VERSION: u64 = 1;
@@ -11,12 +12,25 @@ pub(crate) const VERSION: u64 = 1;
 /// The metadata key.
 pub(crate) const KEY: &str = "tensor_similarity";
 
+/// A whole layout: the blocks, and whether the model reads sequences.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LayoutSpec {
+    pub(crate) blocks: Vec<BlockSpec>,
+    /// The top-level `"sequence"` flag ([SPEC §8](crate::spec#8-sequence-model-files)); attention anywhere implies it.
+    pub(crate) sequence: bool,
+}
+
 /// One block of a layout, naming its tensors.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum BlockSpec {
     Linear {
         weight: String,
         bias: Option<String>,
+        /// The tensor is `[in, out]` (an embedding table) and `W` is its transpose.
+        transpose: bool,
+        /// A scalar tensor `E` whose `1/√(E + 10⁻⁶)` multiplies `W` (a
+        /// final scalar norm folded in; inferred layouts only, not metadata).
+        energy: Option<String>,
     },
     Bilinear {
         factors: Factors,
@@ -24,6 +38,39 @@ pub(crate) enum BlockSpec {
         down_bias: Option<String>,
         residual: Option<f64>,
     },
+    Attention(AttentionSpec),
+}
+
+/// A bilinear attention block's tensors and options; `None` options take
+/// the defaults of [SPEC §8](crate::spec#8-sequence-model-files).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct AttentionSpec {
+    /// `q1, k1, q2, k2, v, o` (quadratic attention names `q` and `k` twice).
+    pub(crate) weights: [String; 6],
+    pub(crate) biases: [Option<String>; 6],
+    pub(crate) heads: usize,
+    pub(crate) mask: Mask,
+    /// `None`: no rotary (JSON `null`); absent in JSON means the default base.
+    pub(crate) rotary_base: Option<f64>,
+    pub(crate) scale: Option<f64>,
+    pub(crate) skip: Option<f64>,
+    pub(crate) score_scale: Option<f64>,
+}
+
+/// The roles of [`AttentionSpec::weights`] and their biases, as metadata names them.
+pub(crate) const ATTENTION_ROLES: [&str; 6] = ["q1", "k1", "q2", "k2", "v", "o"];
+pub(crate) const ATTENTION_BIAS_ROLES: [&str; 6] = [
+    "q1_bias", "k1_bias", "q2_bias", "k2_bias", "v_bias", "o_bias",
+];
+
+/// The masks a file can name.
+pub(crate) fn parse_mask(name: &str) -> Option<Mask> {
+    match name {
+        "causal" => Some(Mask::Causal),
+        "none" => Some(Mask::None),
+        "diag" => Some(Mask::Diagonal),
+        _ => None,
+    }
 }
 
 /// How a bilinear block stores `L` and `R`.
@@ -43,9 +90,29 @@ impl BlockSpec {
     /// Every `(role, tensor)` pair of the block.
     pub(crate) fn tensors(&self) -> Vec<(&'static str, &str)> {
         let roles: Vec<(&'static str, Option<&String>)> = match self {
-            BlockSpec::Linear { weight, bias } => {
-                vec![("weight", Some(weight)), ("bias", bias.as_ref())]
+            BlockSpec::Linear {
+                weight,
+                bias,
+                energy,
+                ..
+            } => {
+                vec![
+                    ("weight", Some(weight)),
+                    ("bias", bias.as_ref()),
+                    ("energy", energy.as_ref()),
+                ]
             }
+            BlockSpec::Attention(a) => ATTENTION_ROLES
+                .iter()
+                .zip(&a.weights)
+                .map(|(role, w)| (*role, Some(w)))
+                .chain(
+                    ATTENTION_BIAS_ROLES
+                        .iter()
+                        .zip(&a.biases)
+                        .map(|(role, b)| (*role, b.as_ref())),
+                )
+                .collect(),
             BlockSpec::Bilinear {
                 factors,
                 down,
@@ -86,28 +153,63 @@ impl BlockSpec {
             json!(match self {
                 BlockSpec::Linear { .. } => "linear",
                 BlockSpec::Bilinear { .. } => "bilinear",
+                BlockSpec::Attention(_) => "attention",
             }),
         );
         for (role, name) in self.tensors() {
             m.insert(role.into(), json!(name));
         }
-        if let BlockSpec::Bilinear {
-            residual: Some(s), ..
-        } = self
-        {
-            m.insert("residual".into(), json!(s));
+        match self {
+            BlockSpec::Bilinear {
+                residual: Some(s), ..
+            } => {
+                m.insert("residual".into(), json!(s));
+            }
+            BlockSpec::Linear {
+                transpose: true, ..
+            } => {
+                m.insert("transpose".into(), json!(true));
+            }
+            BlockSpec::Attention(a) => {
+                m.insert("heads".into(), json!(a.heads));
+                m.insert("mask".into(), json!(a.mask.name()));
+                m.insert("rotary_base".into(), json!(a.rotary_base));
+                for (key, x) in [
+                    ("scale", a.scale),
+                    ("skip", a.skip),
+                    ("score_scale", a.score_scale),
+                ] {
+                    if let Some(x) = x {
+                        m.insert(key.into(), json!(x));
+                    }
+                }
+            }
+            _ => {}
         }
         Value::Object(m)
     }
 }
 
-/// The metadata JSON for `blocks`.
-pub(crate) fn to_json(blocks: &[BlockSpec]) -> String {
-    json!({
+/// The metadata JSON for a layout. The `"sequence"` flag is written only
+/// where no attention block implies it.
+pub(crate) fn to_json(layout: &LayoutSpec) -> String {
+    let mut root = json!({
         "version": VERSION,
-        "blocks": blocks.iter().map(BlockSpec::to_json).collect::<Vec<_>>(),
-    })
-    .to_string()
+        "blocks": layout.blocks.iter().map(BlockSpec::to_json).collect::<Vec<_>>(),
+    });
+    if layout.sequence && !layout.has_attention() {
+        root["sequence"] = json!(true);
+    }
+    root.to_string()
+}
+
+impl LayoutSpec {
+    /// Whether a block mixes positions.
+    pub(crate) fn has_attention(&self) -> bool {
+        self.blocks
+            .iter()
+            .any(|b| matches!(b, BlockSpec::Attention(_)))
+    }
 }
 
 fn bad(reason: impl Into<String>) -> FileError {
@@ -118,14 +220,14 @@ fn bad(reason: impl Into<String>) -> FileError {
 
 /// Parses the metadata JSON, rejecting unknown keys (a misspelt optional
 /// role would otherwise be silently dropped) and ambiguous combinations.
-pub(crate) fn from_json(text: &str) -> Result<Vec<BlockSpec>, FileError> {
+pub(crate) fn from_json(text: &str) -> Result<LayoutSpec, FileError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let root = value
         .as_object()
         .ok_or_else(|| bad("the top level must be a JSON object"))?;
     for key in root.keys() {
-        if key != "version" && key != "blocks" {
+        if !["version", "blocks", "sequence"].contains(&key.as_str()) {
             return Err(bad(format!("unknown top-level key {key:?}")));
         }
     }
@@ -146,11 +248,26 @@ pub(crate) fn from_json(text: &str) -> Result<Vec<BlockSpec>, FileError> {
     if blocks.is_empty() {
         return Err(bad("\"blocks\" is empty"));
     }
-    blocks
+    let sequence = match root.get("sequence") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("\"sequence\" must be true or false")),
+    };
+    let blocks = blocks
         .iter()
         .enumerate()
         .map(|(i, b)| parse_block(i, b))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut layout = LayoutSpec { blocks, sequence };
+    if layout.has_attention() {
+        if root.get("sequence") == Some(&Value::Bool(false)) {
+            return Err(bad(
+                "\"sequence\" is false, but an attention block mixes positions",
+            ));
+        }
+        layout.sequence = true;
+    }
+    Ok(layout)
 }
 
 fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
@@ -163,7 +280,28 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
         .as_str()
         .ok_or_else(|| bad(format!("block {i}: \"kind\" must be a string")))?;
     let allowed: &[&str] = match kind {
-        "linear" => &["kind", "weight", "bias"],
+        "linear" => &["kind", "weight", "bias", "transpose"],
+        "attention" => &[
+            "kind",
+            "q1",
+            "k1",
+            "q2",
+            "k2",
+            "v",
+            "o",
+            "q1_bias",
+            "k1_bias",
+            "q2_bias",
+            "k2_bias",
+            "v_bias",
+            "o_bias",
+            "heads",
+            "mask",
+            "rotary_base",
+            "scale",
+            "skip",
+            "score_scale",
+        ],
         "bilinear" => &[
             "kind",
             "left",
@@ -178,7 +316,7 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
         ],
         other => {
             return Err(bad(format!(
-                "block {i}: unknown kind {other:?} (expected \"linear\" or \"bilinear\")"
+                "block {i}: unknown kind {other:?} (expected \"linear\", \"bilinear\" or \"attention\")"
             )));
         }
     };
@@ -199,11 +337,79 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
     let required = |key: &str| -> Result<String, FileError> {
         name(key)?.ok_or_else(|| bad(format!("block {i} ({kind}): the role \"{key}\" is missing")))
     };
+    let number = |key: &str| -> Result<Option<f64>, FileError> {
+        match obj.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("block {i} ({kind}): \"{key}\" must be a number"))),
+        }
+    };
     if kind == "linear" {
+        let transpose = match obj.get("transpose") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(bad(format!(
+                    "block {i} (linear): \"transpose\" must be true or false"
+                )));
+            }
+        };
         return Ok(BlockSpec::Linear {
             weight: required("weight")?,
             bias: name("bias")?,
+            transpose,
+            energy: None,
         });
+    }
+    if kind == "attention" {
+        let heads = match obj.get("heads") {
+            None => {
+                return Err(bad(format!("block {i} (attention): \"heads\" is missing")));
+            }
+            Some(v) => v
+                .as_u64()
+                .and_then(|h| usize::try_from(h).ok())
+                .filter(|&h| h > 0)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "block {i} (attention): \"heads\" must be a positive integer, found {v}"
+                    ))
+                })?,
+        };
+        let mask = match obj.get("mask") {
+            None => Mask::Causal,
+            Some(Value::String(m)) => parse_mask(m).ok_or_else(|| {
+                bad(format!(
+                    "block {i} (attention): unknown mask {m:?} (expected \"causal\", \"none\" or \"diag\")"
+                ))
+            })?,
+            Some(_) => {
+                return Err(bad(format!(
+                    "block {i} (attention): \"mask\" must be a string"
+                )));
+            }
+        };
+        let rotary_base = match obj.get("rotary_base") {
+            None => Some(crate::block::DEFAULT_ROTARY_BASE),
+            Some(Value::Null) => None,
+            Some(_) => number("rotary_base")?,
+        };
+        let weights = ATTENTION_ROLES.map(|role| required(role));
+        let biases = ATTENTION_BIAS_ROLES.map(|role| name(role));
+        let [q1, k1, q2, k2, v, o] = weights;
+        let [bq1, bk1, bq2, bk2, bv, bo] = biases;
+        return Ok(BlockSpec::Attention(AttentionSpec {
+            weights: [q1?, k1?, q2?, k2?, v?, o?],
+            biases: [bq1?, bk1?, bq2?, bk2?, bv?, bo?],
+            heads,
+            mask,
+            rotary_base,
+            scale: number("scale")?,
+            skip: number("skip")?,
+            score_scale: number("score_scale")?,
+        }));
     }
     let factors = match (name("fused")?, name("left")?, name("right")?) {
         (Some(fused), None, None) => {
@@ -238,14 +444,7 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
             )));
         }
     };
-    let residual = match obj.get("residual") {
-        None => None,
-        Some(v) => Some(v.as_f64().ok_or_else(|| {
-            bad(format!(
-                "block {i} (bilinear): \"residual\" must be a number"
-            ))
-        })?),
-    };
+    let residual = number("residual")?;
     Ok(BlockSpec::Bilinear {
         factors,
         down: name("down")?,
@@ -264,7 +463,19 @@ mod tests {
             BlockSpec::Linear {
                 weight: "w".into(),
                 bias: Some("b".into()),
+                transpose: true,
+                energy: None,
             },
+            BlockSpec::Attention(AttentionSpec {
+                weights: ["a", "b", "c", "d", "e", "f"].map(String::from),
+                biases: [Some("g".into()), None, None, None, None, Some("h".into())],
+                heads: 2,
+                mask: Mask::Diagonal,
+                rotary_base: None,
+                scale: Some(0.5),
+                skip: None,
+                score_scale: Some(3.0),
+            }),
             BlockSpec::Bilinear {
                 factors: Factors::Fused {
                     fused: "f".into(),
@@ -286,7 +497,66 @@ mod tests {
                 residual: None,
             },
         ];
-        assert_eq!(from_json(&to_json(&blocks)).unwrap(), blocks);
+        for sequence in [false, true] {
+            let layout = LayoutSpec {
+                blocks: blocks.clone(),
+                sequence,
+            };
+            // An attention block makes it a sequence model either way.
+            let back = from_json(&to_json(&layout)).unwrap();
+            assert_eq!(back.blocks, blocks);
+            assert!(back.sequence);
+        }
+        let vector = LayoutSpec {
+            blocks: blocks[..1].to_vec(),
+            sequence: false,
+        };
+        assert_eq!(from_json(&to_json(&vector)).unwrap(), vector);
+        let marked = LayoutSpec {
+            sequence: true,
+            ..vector
+        };
+        assert_eq!(from_json(&to_json(&marked)).unwrap(), marked);
+    }
+
+    #[test]
+    fn attention_defaults_and_errors() {
+        let one = |extra: &str| {
+            from_json(&format!(
+                r#"{{"version": 1, "blocks": [{{"kind": "attention", "q1": "a", "k1": "b", "q2": "c", "k2": "d", "v": "e", "o": "f"{extra}}}]}}"#
+            ))
+        };
+        let Ok(LayoutSpec {
+            blocks,
+            sequence: true,
+        }) = one(r#", "heads": 2"#)
+        else {
+            panic!("a minimal attention block reads");
+        };
+        let BlockSpec::Attention(a) = &blocks[0] else {
+            panic!("attention")
+        };
+        assert_eq!(a.mask, Mask::Causal);
+        assert_eq!(a.rotary_base, Some(crate::block::DEFAULT_ROTARY_BASE));
+        assert_eq!((a.scale, a.skip, a.score_scale), (None, None, None));
+        for bad in [
+            "",
+            r#", "heads": 0"#,
+            r#", "heads": 1.5"#,
+            r#", "heads": 2, "mask": "upper""#,
+            r#", "heads": 2, "rotary_base": "big""#,
+            r#", "heads": 2, "scale": null"#,
+            r#", "heads": 2, "rope_base": 10"#,
+        ] {
+            assert!(matches!(one(bad), Err(FileError::Metadata { .. })), "{bad}");
+        }
+        let no_o = r#"{"version": 1, "blocks": [{"kind": "attention", "q1": "a", "k1": "b", "q2": "c", "k2": "d", "v": "e", "heads": 1}]}"#;
+        assert!(matches!(from_json(no_o), Err(FileError::Metadata { .. })));
+        let contradiction = r#"{"version": 1, "sequence": false, "blocks": [{"kind": "attention", "q1": "a", "k1": "b", "q2": "c", "k2": "d", "v": "e", "o": "f", "heads": 1}]}"#;
+        assert!(matches!(
+            from_json(contradiction),
+            Err(FileError::Metadata { .. })
+        ));
     }
 
     #[test]
@@ -304,6 +574,8 @@ mod tests {
             r#"{"version": 1, "blocks": [{"kind": "bilinear", "left": "l", "right": "r", "fused": "f"}]}"#,
             r#"{"version": 1, "blocks": [{"kind": "bilinear", "fused": "f", "left_bias": "b"}]}"#,
             r#"{"version": 1, "blocks": [{"kind": "bilinear", "left": "l", "right": "r", "residual": "x"}]}"#,
+            r#"{"version": 1, "sequence": 1, "blocks": [{"kind": "linear", "weight": "w"}]}"#,
+            r#"{"version": 1, "blocks": [{"kind": "linear", "weight": "w", "transpose": "yes"}]}"#,
         ] {
             assert!(
                 matches!(from_json(text), Err(FileError::Metadata { .. })),

@@ -2,9 +2,11 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use super::spec::{BlockSpec, Factors};
+use super::spec::{
+    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec,
+};
 use super::{FileError, Layout};
-use crate::block::{Bilinear, Linear, TensorBlock};
+use crate::block::{Attention, Bilinear, Linear, Mask, TensorBlock};
 use crate::model::Model;
 
 /// A tensor to write: name, shape, row-major values.
@@ -16,12 +18,12 @@ pub(crate) type Named = (String, Vec<usize>, Vec<f64>);
 pub(crate) fn tensors(
     model: &Model<f64>,
     layout: Layout,
-) -> Result<(Vec<BlockSpec>, Vec<Named>), FileError> {
-    if model.is_sequence() {
+) -> Result<(LayoutSpec, Vec<Named>), FileError> {
+    if model.is_sequence() && layout != Layout::Described {
         return Err(FileError::Unsupported {
             layout: layout.name(),
-            reason: "the model is a sequence model; files do not mark sequence models yet, \
-                     so it would load back as a vector model"
+            reason: "the model is a sequence model: write it with the metadata layout, which \
+                     marks it as one and names every attention setting"
                 .into(),
         });
     }
@@ -38,6 +40,7 @@ pub(crate) fn tensors(
                 let p = format!("blocks.{i}.");
                 match kind {
                     Kind::Linear(l) => out.linear(l, &format!("{p}weight"), &format!("{p}bias")),
+                    Kind::Attention(a) => out.attention(i, a, &p)?,
                     Kind::Bilinear(b) => out.bilinear_split(
                         b,
                         [
@@ -51,6 +54,14 @@ pub(crate) fn tensors(
                     ),
                 }
             }
+        }
+        Layout::Transformer | Layout::AttentionLm => {
+            return Err(FileError::Unsupported {
+                layout: layout.name(),
+                reason: "its settings live in a run config, which this crate does not write; \
+                         use the metadata layout"
+                    .into(),
+            });
         }
         Layout::EmbedBodyHead => {
             let unsupported = |reason: String| FileError::Unsupported {
@@ -91,6 +102,9 @@ pub(crate) fn tensors(
                             "block {i} is linear, but only the first and last blocks may be"
                         )));
                     }
+                    (i, Kind::Attention(_)) => {
+                        return Err(unsupported(format!("block {i} is attention")));
+                    }
                 }
             }
         }
@@ -118,14 +132,20 @@ pub(crate) fn tensors(
             out.linear(p, "projection.weight", "projection.bias");
         }
     }
-    Ok((out.specs, out.tensors))
+    Ok((
+        LayoutSpec {
+            blocks: out.specs,
+            sequence: model.is_sequence(),
+        },
+        out.tensors,
+    ))
 }
 
-/// The concrete kind of a block; only [`Linear`] and [`Bilinear`] have a
-/// file form.
+/// The concrete kind of a block; only the crate's own kinds have a file form.
 enum Kind<'a> {
     Linear(&'a Linear<f64>),
     Bilinear(&'a Bilinear<f64>),
+    Attention(&'a Attention<f64>),
 }
 
 impl<'a> Kind<'a> {
@@ -137,10 +157,13 @@ impl<'a> Kind<'a> {
         if let Some(b) = any.and_then(|a| a.downcast_ref::<Bilinear<f64>>()) {
             return Ok(Kind::Bilinear(b));
         }
+        if let Some(a) = any.and_then(|a| a.downcast_ref::<Attention<f64>>()) {
+            return Ok(Kind::Attention(a));
+        }
         Err(FileError::Unsupported {
             layout: layout.name(),
             reason: format!(
-                "block {i} is a {} block; files hold only linear and bilinear blocks",
+                "block {i} is a {} block; files hold only linear, bilinear and attention blocks",
                 block.kind()
             ),
         })
@@ -172,8 +195,40 @@ impl Writer {
         let spec = BlockSpec::Linear {
             weight: self.matrix(weight, l.weight()),
             bias: self.vector(bias, l.bias()),
+            transpose: false,
+            energy: None,
         };
         self.specs.push(spec);
+    }
+
+    /// Every setting is written out, defaults included, so that a later
+    /// change of default cannot change what the file means.
+    fn attention(&mut self, i: usize, a: &Attention<f64>, prefix: &str) -> Result<(), FileError> {
+        if let Mask::Matrix(_) = a.mask() {
+            return Err(FileError::Unsupported {
+                layout: Layout::Described.name(),
+                reason: format!(
+                    "block {i} has a given mask matrix; files name only causal, none and diag"
+                ),
+            });
+        }
+        let weights = std::array::from_fn(|r| {
+            self.matrix(&format!("{prefix}{}", ATTENTION_ROLES[r]), a.weight(r))
+        });
+        let biases = std::array::from_fn(|r| {
+            self.vector(&format!("{prefix}{}", ATTENTION_BIAS_ROLES[r]), a.bias(r))
+        });
+        self.specs.push(BlockSpec::Attention(AttentionSpec {
+            weights,
+            biases,
+            heads: a.heads(),
+            mask: a.mask().clone(),
+            rotary_base: a.rotary_base(),
+            scale: Some(a.scale()),
+            skip: Some(a.skip()),
+            score_scale: Some(a.score_scale()),
+        }));
+        Ok(())
     }
 
     fn bilinear_split(

@@ -276,6 +276,7 @@ fn hand_written_embed_body_head_files_load_in_every_dtype() {
         for s in [1.0, 0.3] {
             let options = LoadOptions {
                 residual_scale: (s != 1.0).then_some(s),
+                ..Default::default()
             };
             let file = io::open(&path, &options).unwrap();
             assert_eq!(file.layout, Layout::EmbedBodyHead);
@@ -389,6 +390,7 @@ fn hand_written_metadata_with_every_role() {
             &path,
             &LoadOptions {
                 residual_scale: Some(0.9),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -436,6 +438,7 @@ fn metadata_wins_over_names_and_carries_the_residual() {
         &path,
         &LoadOptions {
             residual_scale: Some(0.1),
+            ..Default::default()
         },
     )
     .unwrap();

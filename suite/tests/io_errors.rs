@@ -435,6 +435,7 @@ fn invalid_blocks_are_located() {
         &p,
         &LoadOptions {
             residual_scale: Some(0.5),
+            ..Default::default()
         },
     ) {
         Err(Error::File {

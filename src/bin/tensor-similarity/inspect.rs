@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 use tensor_similarity::io::ModelFile;
-use tensor_similarity::{Bilinear, TensorBlock};
+use tensor_similarity::{Attention, Bilinear, TensorBlock};
 
 /// One block's summary.
 struct Row {
@@ -17,6 +17,57 @@ struct Row {
     residual: Option<f64>,
     parameters: usize,
     dtypes: Vec<&'static str>,
+    attention: Option<AttentionRow>,
+}
+
+/// What an attention block adds to its row.
+struct AttentionRow {
+    heads: usize,
+    qk_width: usize,
+    value_width: usize,
+    mask: &'static str,
+    rotary_base: Option<f64>,
+    scale: f64,
+    skip: f64,
+    score_scale: f64,
+}
+
+impl AttentionRow {
+    fn of(a: &Attention) -> Self {
+        Self {
+            heads: a.heads(),
+            qk_width: a.qk_width(),
+            value_width: a.value_width(),
+            mask: a.mask().name(),
+            rotary_base: a.rotary_base(),
+            scale: a.scale(),
+            skip: a.skip(),
+            score_scale: a.score_scale(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "heads {}, e {}, e_v {}, mask {}, rotary {}, α {}, skip r {}, score scale c {}",
+            self.heads,
+            self.qk_width,
+            self.value_width,
+            self.mask,
+            self.rotary_base
+                .map_or("off".into(), |b| format!("base {b}")),
+            self.scale,
+            self.skip,
+            self.score_scale
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "heads": self.heads, "qk_width": self.qk_width, "value_width": self.value_width,
+            "mask": self.mask, "rotary_base": self.rotary_base, "scale": self.scale,
+            "skip": self.skip, "score_scale": self.score_scale,
+        })
+    }
 }
 
 fn rows(file: &ModelFile) -> Vec<Row> {
@@ -26,6 +77,7 @@ fn rows(file: &ModelFile) -> Vec<Row> {
         .enumerate()
         .map(|(i, b)| {
             let bilinear = b.as_any().and_then(|a| a.downcast_ref::<Bilinear>());
+            let attention = b.as_any().and_then(|a| a.downcast_ref::<Attention>());
             let tensors = file.tensors.iter().filter(|t| t.block == i);
             let mut dtypes: Vec<&'static str> = tensors.clone().map(|t| t.dtype.name()).collect();
             dtypes.sort_unstable();
@@ -39,6 +91,7 @@ fn rows(file: &ModelFile) -> Vec<Row> {
                 residual: bilinear.map(|b| b.residual()),
                 parameters: tensors.map(|t| t.shape.iter().product::<usize>()).sum(),
                 dtypes,
+                attention: attention.map(AttentionRow::of),
             }
         })
         .collect()
@@ -62,6 +115,13 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
         m.degree(),
         total
     );
+    if let Some(config) = &file.config {
+        let _ = writeln!(out, "config:     {}", config.display());
+    }
+    let _ = writeln!(out, "context:    {}", context_line(file));
+    for a in &file.assumptions {
+        let _ = writeln!(out, "assumed:    {a}");
+    }
     let _ = writeln!(
         out,
         "\n{:>5}  {:<9} {:>6} {:>6} {:>5} {:>6} {:>8} {:>10}  dtypes",
@@ -81,6 +141,9 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
             r.parameters,
             r.dtypes.join(",")
         );
+        if let Some(a) = &r.attention {
+            let _ = writeln!(out, "{:>5}  attention: {}", "", a.describe());
+        }
     }
     let _ = writeln!(out, "\ntensors:");
     let width = file.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
@@ -98,6 +161,17 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
     out
 }
 
+/// What a comparison of this model needs as its context length.
+fn context_line(file: &ModelFile) -> String {
+    if !file.model.is_sequence() {
+        return "not a sequence model (no --context)".into();
+    }
+    match file.native_context {
+        Some(n) => format!("sequence model: compare with --context N (native context n_ctx = {n})"),
+        None => "sequence model: compare with --context N".into(),
+    }
+}
+
 /// The same as JSON.
 pub fn json(path: &Path, file: &ModelFile) -> String {
     let m = &file.model;
@@ -108,6 +182,7 @@ pub fn json(path: &Path, file: &ModelFile) -> String {
                 "kind": r.kind, "input_width": r.input, "output_width": r.output,
                 "order": r.order, "hidden_width": r.hidden, "residual": r.residual,
                 "parameters": r.parameters, "dtypes": r.dtypes,
+                "attention": r.attention.as_ref().map(AttentionRow::json),
             })
         })
         .collect();
@@ -122,6 +197,10 @@ pub fn json(path: &Path, file: &ModelFile) -> String {
         "input_width": m.input_width(),
         "output_width": m.output_width(),
         "degree": m.degree(),
+        "sequence": m.is_sequence(),
+        "native_context": file.native_context,
+        "config": file.config.as_ref().map(|c| c.display().to_string()),
+        "assumptions": file.assumptions,
         "blocks": blocks,
         "tensors": tensors,
     })

@@ -1,14 +1,18 @@
 //! `tensor-similarity`: compare model files from the shell (SPEC §6).
 //!
 //! ```text
-//! tensor-similarity compare A B [--metric tensor|gaussian|weight] [--residual-scale S] [--json]
-//! tensor-similarity matrix FILE... [--metric …] [-o out.csv] [--plot out.png]
-//! tensor-similarity inspect FILE [--json]
+//! tensor-similarity compare A B [--metric tensor|gaussian|weight] [--context N] [--json] [loading options]
+//! tensor-similarity matrix FILE... [--metric …] [--context N] [-o out.csv] [--plot out.png] [--keep-order]
+//! tensor-similarity inspect FILE [--json] [loading options]
 //! ```
 //!
+//! Loading options, for files without metadata: `--residual-scale S`,
+//! `--config FILE`, `--heads H`, `--mask causal|none|diag`, `--attn-scale A`.
+//!
 //! A thin layer over the library: [`tensor_similarity::io`] reads the
-//! files, [`Metric`] picks the similarity, [`tensor_similarity::matrix`]
-//! runs the pairs in parallel. Errors print one line on stderr and exit 1.
+//! files (safetensors or PyTorch), [`Metric`] picks the similarity,
+//! [`tensor_similarity::matrix`] runs the pairs in parallel. Errors print
+//! one line on stderr and exit 1.
 
 mod inspect;
 mod metric;
@@ -20,8 +24,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
-use tensor_similarity::Model;
 use tensor_similarity::io::{self, LoadOptions};
+use tensor_similarity::{Mask, Model};
 
 use metric::Metric;
 
@@ -34,19 +38,55 @@ struct Cli {
     command: Command,
 }
 
-/// Options shared by the commands that load models.
+/// Options shared by the commands that load models; they fill in what a
+/// file without metadata and its run config do not say (and must agree
+/// with the config where it does).
 #[derive(Debug, clap::Args)]
 struct Loading {
     /// Residual scale s of every bilinear block, for files without
-    /// tensor_similarity metadata (default 1: no residual).
+    /// tensor_similarity metadata (default 1: no residual); the one α of
+    /// the research Transformer layout.
     #[arg(long, value_name = "S")]
     residual_scale: Option<f64>,
+    /// The run config (config.json or config.yaml) to read, instead of
+    /// looking beside the checkpoint and one and two folders up.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Attention heads, where no config gives n_head.
+    #[arg(long, value_name = "H")]
+    heads: Option<usize>,
+    /// Attention mask, where no config gives one (default causal).
+    #[arg(long, value_enum, value_name = "MASK")]
+    mask: Option<MaskArg>,
+    /// Attention scale α of the attention-only LM layout, where no config
+    /// gives attn_scale (it has no default).
+    #[arg(long, value_name = "A")]
+    attn_scale: Option<f64>,
+}
+
+/// The masks a command line can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MaskArg {
+    /// t ≤ s.
+    Causal,
+    /// Every position.
+    None,
+    /// t = s only.
+    Diag,
 }
 
 impl Loading {
     fn options(&self) -> LoadOptions {
         LoadOptions {
             residual_scale: self.residual_scale,
+            config: self.config.clone(),
+            heads: self.heads,
+            mask: self.mask.map(|m| match m {
+                MaskArg::Causal => Mask::Causal,
+                MaskArg::None => Mask::None,
+                MaskArg::Diag => Mask::Diagonal,
+            }),
+            attn_scale: self.attn_scale,
         }
     }
 }
@@ -55,13 +95,16 @@ impl Loading {
 enum Command {
     /// Print the similarity of two models.
     Compare {
-        /// The first model (.safetensors).
+        /// The first model (.safetensors, or a PyTorch .pt/.pth/.bin).
         a: PathBuf,
-        /// The second model (.safetensors).
+        /// The second model.
         b: PathBuf,
         /// The similarity to compute.
         #[arg(long, value_enum, default_value_t = Metric::Tensor)]
         metric: Metric,
+        /// Positions compared, for sequence models (required for them).
+        #[arg(long, value_name = "N")]
+        context: Option<usize>,
         #[command(flatten)]
         loading: Loading,
         /// Print a JSON object instead of the bare number.
@@ -70,12 +113,20 @@ enum Command {
     },
     /// Write the N×N similarity matrix of several models as CSV.
     Matrix {
-        /// The models (.safetensors); the CSV header holds their file stems.
+        /// The models (.safetensors or PyTorch files, mixed), listed in
+        /// natural order of their paths (step_500 before step_1000); the
+        /// CSV header holds their file stems, the first column their paths.
         #[arg(required = true, num_args = 1..)]
         files: Vec<PathBuf>,
         /// The similarity to compute.
         #[arg(long, value_enum, default_value_t = Metric::Tensor)]
         metric: Metric,
+        /// Positions compared, for sequence models (required for them).
+        #[arg(long, value_name = "N")]
+        context: Option<usize>,
+        /// Keep the files in the order given instead of natural order.
+        #[arg(long)]
+        keep_order: bool,
         #[command(flatten)]
         loading: Loading,
         /// Write the CSV here instead of to stdout.
@@ -87,7 +138,7 @@ enum Command {
     },
     /// Describe a model file: layout, blocks, widths, parameters, dtypes.
     Inspect {
-        /// The model (.safetensors).
+        /// The model (.safetensors or a PyTorch file).
         file: PathBuf,
         #[command(flatten)]
         loading: Loading,
@@ -116,12 +167,17 @@ fn run(command: Command) -> Result<(), String> {
             a,
             b,
             metric,
+            context,
             loading,
             json,
         } => {
-            let options = loading.options();
-            let (ma, mb) = (load(&a, &options)?, load(&b, &options)?);
-            let sim = metric.compare(&ma, &mb).map_err(|e| e.to_string())?;
+            let [ma, mb]: [Model; 2] = load_all(&[a.clone(), b.clone()], &loading.options())?
+                .try_into()
+                .map_err(|_| "two models".to_owned())?;
+            check_context(context, [(&a, &ma), (&b, &mb)])?;
+            let sim = metric
+                .compare(&ma, &mb, context)
+                .map_err(|e| e.to_string())?;
             let text = if json {
                 let mut value = serde_json::json!({
                     "a": a.display().to_string(),
@@ -129,6 +185,9 @@ fn run(command: Command) -> Result<(), String> {
                     "metric": metric.name(),
                     "similarity": sim,
                 });
+                if let Some(n) = context {
+                    value["context"] = n.into();
+                }
                 if let Some(exact) = metric.exact(&ma, &mb) {
                     value["exact"] = exact.into();
                 }
@@ -141,17 +200,28 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Matrix {
-            files,
+            mut files,
             metric,
+            context,
+            keep_order,
             loading,
             output,
             plot,
         } => {
-            let options = loading.options();
-            let models = files
-                .par_iter()
-                .map(|f| load(f, &options))
-                .collect::<Result<Vec<_>, _>>()?;
+            if !keep_order {
+                files.sort_by(|x, y| natural_order(&x.to_string_lossy(), &y.to_string_lossy()));
+            }
+            // A full matrix can take hours: learn that an output cannot be
+            // written before computing it, not after.
+            let mut outputs = Outputs::default();
+            if let Some(path) = &output {
+                outputs.claim(path)?;
+            }
+            if let Some(path) = &plot {
+                outputs.claim(path)?;
+            }
+            let models = load_all(&files, &loading.options())?;
+            check_context(context, files.iter().zip(&models))?;
             let n = models.len();
             let bar = indicatif::ProgressBar::new((n * n.saturating_sub(1) / 2) as u64);
             bar.set_style(
@@ -160,15 +230,14 @@ fn run(command: Command) -> Result<(), String> {
                 )
                 .map_err(|e| e.to_string())?,
             );
-            let matrix = metric.matrix(&models, || bar.inc(1));
+            let matrix = metric.matrix(&models, context, || bar.inc(1));
             bar.finish_and_clear();
             let matrix = matrix.map_err(|e| e.to_string())?;
             let labels: Vec<String> = files.iter().map(|f| stem(f)).collect();
-            let csv = to_csv(&labels, &matrix);
+            let rows: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            let csv = to_csv(&labels, &rows, &matrix);
             match &output {
-                Some(path) => {
-                    std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?
-                }
+                Some(path) => outputs.write(path, csv.as_bytes())?,
                 None => std::io::stdout()
                     .write_all(csv.as_bytes())
                     .map_err(|e| e.to_string())?,
@@ -176,6 +245,7 @@ fn run(command: Command) -> Result<(), String> {
             if let Some(path) = &plot {
                 plot::heatmap(path, &labels, &matrix, metric.name())
                     .map_err(|e| format!("{}: {e}", path.display()))?;
+                outputs.done(path);
             }
             Ok(())
         }
@@ -185,6 +255,7 @@ fn run(command: Command) -> Result<(), String> {
             json,
         } => {
             let opened = io::open(&file, &loading.options()).map_err(|e| e.to_string())?;
+            check_options_used(std::iter::once(&opened))?;
             let text = if json {
                 inspect::json(&file, &opened)
             } else {
@@ -196,8 +267,40 @@ fn run(command: Command) -> Result<(), String> {
     }
 }
 
-fn load(path: &Path, options: &LoadOptions) -> Result<Model<f64>, String> {
-    io::load_with(path, options).map_err(|e| e.to_string())
+/// The models in `paths`, read in parallel; an error if a loading option
+/// was given that no file's layout reads (it would change nothing, and the
+/// user meant it to).
+fn load_all(paths: &[PathBuf], options: &LoadOptions) -> Result<Vec<Model<f64>>, String> {
+    let files = paths
+        .par_iter()
+        .map(|f| io::open(f, options).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_options_used(files.iter())?;
+    Ok(files.into_iter().map(|f| f.model).collect())
+}
+
+/// An option that none of `files` reads is refused.
+fn check_options_used<'a>(
+    files: impl Iterator<Item = &'a io::ModelFile> + Clone,
+) -> Result<(), String> {
+    let Some(first) = files.clone().next() else {
+        return Ok(());
+    };
+    for option in &first.unused_options {
+        if files.clone().all(|f| f.unused_options.contains(option)) {
+            return Err(format!(
+                "--{} applies to none of the files: {} (files with tensor_similarity metadata name \
+                 every setting; vector layouts have no attention)",
+                option.replace('_', "-"),
+                files
+                    .clone()
+                    .map(|f| f.layout.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The file name without its last extension, for CSV headers and labels.
@@ -208,8 +311,109 @@ fn stem(path: &Path) -> String {
     )
 }
 
-/// RFC 4180 CSV: a header row of labels, then one row per model.
-fn to_csv(labels: &[String], m: &nalgebra::DMatrix<f64>) -> String {
+/// A context length for sequence models, none for the others: `--context`
+/// is required exactly when a model reads sequences.
+fn check_context<'a>(
+    context: Option<usize>,
+    models: impl IntoIterator<Item = (&'a PathBuf, &'a Model<f64>)>,
+) -> Result<(), String> {
+    if context == Some(0) {
+        return Err("--context 0: a sequence has at least one position".into());
+    }
+    let models: Vec<_> = models.into_iter().collect();
+    let sequence = models.iter().find(|(_, m)| m.is_sequence());
+    match (context, sequence) {
+        (None, Some((path, _))) => Err(format!(
+            "{} is a sequence model: give the number of positions to compare with --context N \
+             (`inspect` shows its native context where its config gives one)",
+            path.display()
+        )),
+        (Some(n), None) => Err(format!(
+            "--context {n}: none of the models is a sequence model (the option would change nothing)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Output files claimed before the work: each is created (or opened, if
+/// it exists, without truncating) so a missing folder or a read-only path
+/// fails at once; one created here and never written is removed on exit.
+#[derive(Default)]
+struct Outputs {
+    created: Vec<PathBuf>,
+}
+
+impl Outputs {
+    fn claim(&mut self, path: &Path) -> Result<(), String> {
+        let existed = path.exists();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| format!("{}: cannot write the output: {e}", path.display()))?;
+        if !existed {
+            self.created.push(path.to_owned());
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<(), String> {
+        std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.done(path);
+        Ok(())
+    }
+
+    fn done(&mut self, path: &Path) {
+        self.created.retain(|p| p != path);
+    }
+}
+
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        for path in &self.created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Natural order: runs of digits compare as numbers (`step_500` before
+/// `step_1000`), everything else as text.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (&(da, x), &(db, y)) in ca.iter().zip(&cb) {
+        let order = if da && db {
+            // As numbers, of any length: fewer significant digits is smaller.
+            let (x0, y0) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            x0.len()
+                .cmp(&y0.len())
+                .then_with(|| x0.cmp(y0))
+                .then_with(|| x.len().cmp(&y.len()))
+        } else {
+            x.cmp(y)
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+/// RFC 4180 CSV: a header row of labels (after an empty corner), then one
+/// row per model, led by its path so that equal stems stay apart.
+fn to_csv(labels: &[String], rows: &[String], m: &nalgebra::DMatrix<f64>) -> String {
     let field = |s: &str| {
         if s.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -217,16 +421,47 @@ fn to_csv(labels: &[String], m: &nalgebra::DMatrix<f64>) -> String {
             s.to_owned()
         }
     };
-    let mut out = labels
-        .iter()
-        .map(|l| field(l))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut out = String::from("model");
+    for l in labels {
+        out.push(',');
+        out.push_str(&field(l));
+    }
     out.push('\n');
-    for i in 0..m.nrows() {
-        let row: Vec<String> = (0..m.ncols()).map(|j| format!("{}", m[(i, j)])).collect();
-        out.push_str(&row.join(","));
+    for (i, row) in rows.iter().enumerate().take(m.nrows()) {
+        out.push_str(&field(row));
+        for j in 0..m.ncols() {
+            out.push_str(&format!(",{}", m[(i, j)]));
+        }
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_order;
+
+    #[test]
+    fn natural_order_reads_numbers_as_numbers() {
+        let mut names = vec![
+            "runs/a/step_1000.pt",
+            "runs/a/step_500.pt",
+            "runs/a/step_20.pt",
+            "runs/a/step_0020.pt",
+            "runs/b/step_3.pt",
+            "runs/a/step_99999999999999999999999.pt",
+        ];
+        names.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(
+            names,
+            [
+                "runs/a/step_20.pt",
+                "runs/a/step_0020.pt",
+                "runs/a/step_500.pt",
+                "runs/a/step_1000.pt",
+                "runs/a/step_99999999999999999999999.pt",
+                "runs/b/step_3.pt",
+            ]
+        );
+    }
 }

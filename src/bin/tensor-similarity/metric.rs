@@ -35,9 +35,12 @@ impl Metric {
         }
     }
 
-    fn kernel(self) -> Result<Kernel> {
+    fn kernel(self, context: Option<usize>) -> Result<Kernel> {
         Ok(match self {
-            Metric::Tensor => Kernel::Recursive(Box::new(TensorSimilarity::new())),
+            Metric::Tensor => Kernel::Recursive(Box::new(match context {
+                Some(n) => TensorSimilarity::new().with_context(n)?,
+                None => TensorSimilarity::new(),
+            })),
             Metric::Gaussian => Kernel::Recursive(Box::new(GaussianSimilarity::new())),
             Metric::Weight => Kernel::Pairwise(weight_cosine),
         })
@@ -53,17 +56,23 @@ impl Metric {
         }
     }
 
-    /// The similarity of `a` and `b`.
-    pub fn compare(self, a: &Model, b: &Model) -> Result<f64> {
-        match self.kernel()? {
+    /// The similarity of `a` and `b`, over `context` positions for
+    /// sequence models.
+    pub fn compare(self, a: &Model, b: &Model, context: Option<usize>) -> Result<f64> {
+        match self.kernel(context)? {
             Kernel::Recursive(metric) => metric.similarity(a, b),
             Kernel::Pairwise(f) => f(a, b),
         }
     }
 
     /// The matrix of all pairwise similarities, calling `progress` per pair.
-    pub fn matrix(self, models: &[Model], progress: impl Fn() + Sync) -> Result<DMatrix<f64>> {
-        match self.kernel()? {
+    pub fn matrix(
+        self,
+        models: &[Model],
+        context: Option<usize>,
+        progress: impl Fn() + Sync,
+    ) -> Result<DMatrix<f64>> {
+        match self.kernel(context)? {
             Kernel::Recursive(metric) => similarity_matrix(&&*metric, models, progress),
             Kernel::Pairwise(f) => {
                 pairwise_matrix(models, progress, |i, j| f(&models[i], &models[j]))
