@@ -321,3 +321,168 @@ fn inspect_describes_the_layout() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out).lines().count(), 1);
 }
+
+/// A small attention language model (embedding, one bilinear attention
+/// layer with an additive residual, unembedding), perturbed by `seed`.
+fn attention_lm(seed: u64) -> Model<f64> {
+    use tensor_similarity::{Attention, Linear};
+    let (vocab, d, heads) = (5, 4, 2);
+    let w = |k: u64, r: usize, c: usize| {
+        nalgebra::DMatrix::from_fn(r, c, |i, j| {
+            ((((i * 7 + j * 3) as u64 + k * 5 + seed) % 13) as f64 - 6.0) / 6.0
+        })
+    };
+    Model::builder()
+        .block(Linear::new(w(0, d, vocab), None).unwrap())
+        .block(
+            Attention::builder(
+                heads,
+                w(1, d, d),
+                w(2, d, d),
+                w(3, d, d),
+                w(4, d, d),
+                w(5, d, d),
+                w(6, d, d),
+            )
+            .rotary(500.0)
+            .skip(1.0)
+            .scale(0.35)
+            .build()
+            .unwrap(),
+        )
+        .block(Linear::new(w(7, vocab, d), None).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sequence_models_need_a_context() {
+    use tensor_similarity::TensorSimilarity;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    let (ma, mb) = (attention_lm(1), attention_lm(2));
+    io::save(&ma, &a, Layout::Described).unwrap();
+    io::save(&mb, &b, Layout::Described).unwrap();
+    let out = run(&["compare", s(&a), s(&b)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--context"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a.safetensors"), "{}", stderr(&out));
+    let out = run(&["compare", s(&a), s(&b), "--context", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--context 0"), "{}", stderr(&out));
+    let out = run(&["compare", s(&a), s(&b), "--context", "3", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let expected = TensorSimilarity::new()
+        .with_context(3)
+        .unwrap()
+        .similarity(&ma, &mb)
+        .unwrap();
+    assert_eq!(v["similarity"].as_f64().unwrap(), expected);
+    assert_eq!(v["context"], 3);
+    // On vector models the option would change nothing: refused.
+    let m = models(dir.path(), 2);
+    let out = run(&["compare", s(&m[0].0), s(&m[1].0), "--context", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("none of the models"),
+        "{}",
+        stderr(&out)
+    );
+    // So is a loading option that no file reads.
+    let out = run(&["compare", s(&a), s(&b), "--context", "3", "--heads", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--heads applies to none"),
+        "{}",
+        stderr(&out)
+    );
+
+    // inspect says what the attention block is and what a comparison needs.
+    let out = run(&["inspect", s(&a)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("sequence model: compare with --context N"),
+        "{text}"
+    );
+    assert!(
+        text.contains("attention: heads 2, e 2, e_v 2, mask causal, rotary base 500, α 0.35, skip r 1, score scale c 4"),
+        "{text}"
+    );
+    let out = run(&["inspect", s(&a), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["sequence"], true);
+    assert_eq!(v["blocks"][1]["attention"]["heads"], 2);
+    assert_eq!(v["blocks"][1]["attention"]["rotary_base"], 500.0);
+    assert!(v["blocks"][0]["attention"].is_null());
+}
+
+#[test]
+fn matrix_reads_a_run_in_natural_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (i, step) in [1000, 20, 500].into_iter().enumerate() {
+        let run = dir.path().join(["run_a", "run_b", "run_a"][i]);
+        std::fs::create_dir_all(&run).unwrap();
+        let path = run.join(format!("step_{step}.safetensors"));
+        io::save(&attention_lm(step), &path, Layout::Described).unwrap();
+        paths.push(path);
+    }
+    // The same stem in two runs stays distinguishable by its row label.
+    let twin = dir.path().join("run_b/step_500.safetensors");
+    io::save(&attention_lm(7), &twin, Layout::Described).unwrap();
+    paths.push(twin);
+    let mut args = vec!["matrix", "--context", "2"];
+    args.extend(paths.iter().map(|p| s(p)));
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (header, labels, rows) = parse_csv(&stdout(&out));
+    assert_eq!(header, ["step_500", "step_1000", "step_20", "step_500"]);
+    let want: Vec<String> = [
+        "run_a/step_500.safetensors",
+        "run_a/step_1000.safetensors",
+        "run_b/step_20.safetensors",
+        "run_b/step_500.safetensors",
+    ]
+    .iter()
+    .map(|p| s(&dir.path().join(p)).to_owned())
+    .collect();
+    assert_eq!(labels, want);
+    assert_eq!(rows[3][3], 1.0);
+    // --keep-order keeps the order given.
+    args.insert(1, "--keep-order");
+    let out = run(&args);
+    let (_, labels, _) = parse_csv(&stdout(&out));
+    let given: Vec<&str> = paths.iter().map(|p| s(p)).collect();
+    assert_eq!(labels, given);
+}
+
+#[test]
+fn matrix_checks_its_outputs_before_computing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let bad = dir.path().join("cut.safetensors");
+    std::fs::write(&bad, b"not a model").unwrap();
+    // An output in a missing folder is reported, not the bad model that
+    // the computation would have met first.
+    let missing = dir.path().join("no/such/dir/x.csv");
+    let out = run(&["matrix", s(&m[0].0), s(&bad), "-o", s(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("x.csv") && err.contains("cannot write"),
+        "{err}"
+    );
+    let png = dir.path().join("no/such/dir/x.png");
+    let out = run(&["matrix", s(&m[0].0), s(&m[1].0), "--plot", s(&png)]);
+    assert!(stderr(&out).contains("x.png"), "{}", stderr(&out));
+    // A failed computation leaves no empty output behind.
+    let csv = dir.path().join("out.csv");
+    let out = run(&["matrix", s(&m[0].0), s(&bad), "-o", s(&csv)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!csv.exists());
+}
