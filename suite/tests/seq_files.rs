@@ -824,3 +824,30 @@ fn sequence_files_compare_at_a_context() {
     assert_eq!(f.unused_options, ["heads"]);
     let _ = Mask::Causal;
 }
+
+/// The PyTorch snippet of the file format guide, run by real PyTorch
+/// (`tests/files/snippet/make.py`): the crate reads what it saves as the
+/// function PyTorch computes (rotary layout, additive and lerp residuals,
+/// the transposed embedding table).
+#[test]
+fn the_guide_s_pytorch_transformer_reads_as_pytorch_computes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/snippet");
+    let m = io::load(dir.join("transformer.safetensors")).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let vocab = expected["vocab"].as_u64().unwrap() as usize;
+    for case in expected["cases"].as_array().unwrap() {
+        let tokens: Vec<usize> = case["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as usize)
+            .collect();
+        let want = DMatrix::from_fn(tokens.len(), vocab, |s, j| {
+            case["logits"][s][j].as_f64().unwrap()
+        });
+        let got = m.forward_sequence(&one_hot(&tokens, vocab)).unwrap();
+        // Both in f64; PyTorch sums in another order.
+        assert!(rel_diff(&want, &got) < 1e-13, "{tokens:?}: {}", rel_diff(&want, &got));
+    }
+}
