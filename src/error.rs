@@ -169,6 +169,12 @@ pub enum Error {
         /// What went wrong, naming the tensor or role.
         source: crate::io::FileError,
     },
+    /// Tensors given in memory (a `state_dict`) do not make a model.
+    #[error("state_dict: {source}")]
+    StateDict {
+        /// What went wrong, naming the tensor or role.
+        source: crate::io::FileError,
+    },
     /// A block's order is beyond what the Gaussian metric's Wick expansion
     /// accepts (its cost grows factorially with the order).
     #[error(

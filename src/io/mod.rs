@@ -288,9 +288,17 @@ fn layout_of(
 }
 
 fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelFile, FileError> {
-    let file = read::read(path)?;
-    let found = layout_of(&file, path, options)?;
-    let (model, tensors) = build::build(&file, &found.spec, found.layout.name())?;
+    finish(&read::read(path)?, path, options)
+}
+
+/// The model of a read file (or state_dict) at `path`.
+fn finish(
+    file: &read::RawFile,
+    path: &Path,
+    options: &LoadOptions,
+) -> core::result::Result<ModelFile, FileError> {
+    let found = layout_of(file, path, options)?;
+    let (model, tensors) = build::build(file, &found.spec, found.layout.name())?;
     Ok(ModelFile {
         model,
         layout: found.layout,
@@ -300,6 +308,90 @@ fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelF
         assumptions: found.assumptions,
         unused_options: found.unused,
     })
+}
+
+/// One tensor of an in-memory `state_dict`: its stored dtype, shape, and
+/// values in row-major order (as NumPy's C order and PyTorch's contiguous
+/// tensors hold them), widened to `f64`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorData {
+    /// The dtype the values were stored in (reported by `inspect`-style
+    /// listings; the values themselves are already `f64`).
+    pub dtype: Dtype,
+    /// The shape; `values.len()` must be its product.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub values: Vec<f64>,
+}
+
+/// A model from tensors held in memory, as a `state_dict` maps names to
+/// tensors (what the Python bindings pass): the layout is `metadata` (the
+/// JSON of `__metadata__["tensor_similarity"]`) or, without it, inferred
+/// from the names exactly as for a file. A run config can only be given
+/// through [`LoadOptions::config`] (there is no folder to look in).
+///
+/// Errors are [`Error::StateDict`]: a shape whose product is not the
+/// number of values, a non-finite value, and everything a file's tensors
+/// can get wrong.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use tensor_similarity::io::{self, Dtype, LoadOptions, TensorData};
+///
+/// let t = |shape: &[usize], values: Vec<f64>| TensorData { dtype: Dtype::F32, shape: shape.to_vec(), values };
+/// let tensors = HashMap::from([
+///     ("bi_linear.weight".to_owned(), t(&[4, 2], vec![1.0, 0.5, -1.0, 2.0, 0.25, 1.0, 3.0, -0.5])),
+///     ("projection.weight".to_owned(), t(&[1, 2], vec![1.0, -1.0])),
+/// ]);
+/// let file = io::from_state_dict(tensors, None, &LoadOptions::default())?;
+/// assert_eq!(file.layout, io::Layout::BiLinearProjection);
+/// assert_eq!(file.model.input_width(), 2);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+pub fn from_state_dict(
+    tensors: HashMap<String, TensorData>,
+    metadata: Option<&str>,
+    options: &LoadOptions,
+) -> Result<ModelFile> {
+    let inner = || -> core::result::Result<ModelFile, FileError> {
+        let mut raw = HashMap::with_capacity(tensors.len());
+        for (name, t) in tensors {
+            let len = t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if len != Some(t.values.len()) {
+                return Err(FileError::TensorShape {
+                    tensor: name,
+                    role: "state_dict entry".into(),
+                    expected: format!("{} values for its shape", t.values.len()),
+                    found: t.shape,
+                });
+            }
+            if let Some((index, &value)) = t.values.iter().enumerate().find(|(_, v)| !v.is_finite())
+            {
+                return Err(FileError::NonFinite {
+                    tensor: name,
+                    index,
+                    value,
+                });
+            }
+            raw.insert(
+                name,
+                read::RawTensor {
+                    dtype: t.dtype,
+                    shape: t.shape,
+                    values: t.values,
+                },
+            );
+        }
+        let metadata = metadata
+            .map(|m| HashMap::from([(spec::KEY.to_owned(), m.to_owned())]))
+            .unwrap_or_default();
+        let file = read::RawFile {
+            tensors: raw,
+            metadata,
+        };
+        finish(&file, Path::new(""), options)
+    };
+    inner().map_err(|source| Error::StateDict { source })
 }
 
 /// Writes `model` to `path` in F64 under `layout`; see [`save_as`].

@@ -848,6 +848,10 @@ fn the_guide_s_pytorch_transformer_reads_as_pytorch_computes() {
         });
         let got = m.forward_sequence(&one_hot(&tokens, vocab)).unwrap();
         // Both in f64; PyTorch sums in another order.
-        assert!(rel_diff(&want, &got) < 1e-13, "{tokens:?}: {}", rel_diff(&want, &got));
+        assert!(
+            rel_diff(&want, &got) < 1e-13,
+            "{tokens:?}: {}",
+            rel_diff(&want, &got)
+        );
     }
 }
