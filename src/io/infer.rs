@@ -272,17 +272,39 @@ fn transformer(
         blocks.push(mlp(names, &format!("body.{i}.mlp."), Some(alpha)));
     }
     blocks.push(linear(names, "head"));
+    // α is the residual scale here; the LM's attn_scale is not read.
+    let reads = ["residual_scale", "config", "heads", "mask"];
+    sequence_layout(
+        layout,
+        blocks,
+        config,
+        assumptions,
+        unused_options(options, &reads),
+    )
+}
+
+/// A sequence layout read with `config`.
+fn sequence_layout(
+    layout: Layout,
+    blocks: Vec<BlockSpec>,
+    config: Option<RunConfig>,
+    assumptions: Vec<String>,
+    unused: Vec<&'static str>,
+) -> Result<Inferred, FileError> {
     Ok(Inferred {
         layout,
         spec: LayoutSpec {
             blocks,
             sequence: true,
         },
-        native_context: cfg.map(|c| c.usize("n_ctx")).transpose()?.flatten(),
+        native_context: config
+            .as_ref()
+            .map(|c| c.usize("n_ctx"))
+            .transpose()?
+            .flatten(),
         config: config.map(|c| c.path),
         assumptions,
-        // α is the residual scale here; the LM's attn_scale is not read.
-        unused: unused_options(options, &["residual_scale", "config", "heads", "mask"]),
+        unused,
     })
 }
 
@@ -554,16 +576,13 @@ fn attention_lm(
         transpose: false,
         energy: names.optional("final_norm.running_mean_energy"),
     });
-    Ok(Inferred {
+    // The residual is additive (r = 1); there is no residual scale.
+    let reads = ["config", "heads", "mask", "attn_scale"];
+    sequence_layout(
         layout,
-        spec: LayoutSpec {
-            blocks,
-            sequence: true,
-        },
-        native_context: cfg.map(|c| c.usize("n_ctx")).transpose()?.flatten(),
-        config: config.map(|c| c.path),
+        blocks,
+        config,
         assumptions,
-        // The residual is additive (r = 1); there is no residual scale.
-        unused: unused_options(options, &["config", "heads", "mask", "attn_scale"]),
-    })
+        unused_options(options, &reads),
+    )
 }
