@@ -1,4 +1,9 @@
 //! Model files: safetensors checkpoints in, models out, and back ([SPEC §5](crate::spec#5-model-files)).
+//! PyTorch `torch.save` files (`.pt`, `.pth`, `.bin`) are read too, without
+//! running their pickle ([SPEC §8](crate::spec#8-sequence-model-files)):
+//! a state_dict, or the one under a checkpoint's `model_state_dict`,
+//! `state_dict`, `model`, `module`, `net` or `weights` key
+//! ([`ModelFile::checkpoint`] says which).
 //!
 //! A file's layout is read from `__metadata__["tensor_similarity"]`, a JSON
 //! object `{"version": 1, "blocks": [...]}` whose blocks name their tensors
@@ -45,8 +50,10 @@
 mod build;
 mod error;
 mod infer;
+mod pickle;
 mod read;
 mod spec;
+mod torch;
 mod write;
 
 pub use error::FileError;
@@ -154,6 +161,27 @@ pub struct TensorEntry {
     pub shape: Vec<usize>,
 }
 
+/// Where the weights of a `torch.save` file came from: the top level of the
+/// file, or one entry of a training-checkpoint dict.
+///
+/// A checkpoint such as `{"model_state_dict": sd, "optimizer_state_dict":
+/// …, "step": 1200}` gives `key: Some("model_state_dict")`, `step:
+/// Some(1200)` and `ignored: ["optimizer_state_dict", "step"]`; a bare
+/// `state_dict` gives `key: None`, no step and nothing ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointSource {
+    /// The wrapper key the state_dict was read from (one of
+    /// `model_state_dict`, `state_dict`, `model`, `module`, `net`,
+    /// `weights`); `None` when the file's top level is the state_dict.
+    pub key: Option<String>,
+    /// The wrapper's integer `"step"` entry, if it has one.
+    pub step: Option<i64>,
+    /// The wrapper's other top-level keys (optimizer state, counters,
+    /// configs), sorted: read as data, never as weights.
+    pub ignored: Vec<String>,
+}
+
 /// A loaded file: the model, the layout it was read with, and its tensors.
 #[derive(Clone, Debug)]
 pub struct ModelFile {
@@ -165,6 +193,9 @@ pub struct ModelFile {
     /// Every tensor of the file with its block and role, in block order (a
     /// tensor serving two roles, such as tied weights, is listed for each).
     pub tensors: Vec<TensorEntry>,
+    /// For a `torch.save` file, where its state_dict was found; `None` for
+    /// safetensors.
+    pub checkpoint: Option<CheckpointSource>,
 }
 
 /// The model in the file at `path`, with default [`LoadOptions`].
@@ -191,6 +222,7 @@ pub fn load_as<T: crate::Real>(path: impl AsRef<Path>, options: &LoadOptions) ->
     let inner = || -> core::result::Result<Model<T>, FileError> {
         let file = read::read(path)?;
         let (layout, blocks) = layout_of(&file, options)?;
+        check_non_weights(&file, &blocks, layout)?;
         Ok(build::build::<T>(&file, &blocks, layout.name(), None)?.0)
     };
     inner().map_err(|source| Error::File {
@@ -223,12 +255,47 @@ fn layout_of(
 fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelFile, FileError> {
     let file = read::read(path)?;
     let (layout, blocks) = layout_of(&file, options)?;
+    check_non_weights(&file, &blocks, layout)?;
     let (model, tensors) = build::build(&file, &blocks, layout.name(), None)?;
     Ok(ModelFile {
         model,
         layout,
         tensors,
+        checkpoint: file.torch.map(|t| CheckpointSource {
+            key: t.key,
+            step: t.step,
+            ignored: t.ignored,
+        }),
     })
+}
+
+/// A `torch.save` file's integer and bool tensors are not weights: one the
+/// layout names is a dtype error, any other an unused tensor (as every
+/// tensor no block uses is).
+fn check_non_weights(
+    file: &read::RawFile,
+    blocks: &[spec::BlockSpec],
+    layout: Layout,
+) -> core::result::Result<(), FileError> {
+    let other = file.torch.as_ref().map_or(&[][..], |t| &t.other[..]);
+    let named = |name: &str| {
+        blocks
+            .iter()
+            .any(|b| b.tensors().iter().any(|&(_, t)| t == name))
+    };
+    if let Some((name, dtype)) = other.iter().find(|(name, _)| named(name)) {
+        return Err(FileError::Dtype {
+            tensor: name.clone(),
+            dtype: (*dtype).to_owned(),
+        });
+    }
+    match other.first() {
+        Some((name, _)) => Err(FileError::UnusedTensor {
+            tensor: name.clone(),
+            layout: layout.name().to_owned(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Writes `model` to `path` in F64 under `layout`; see [`save_as`].
