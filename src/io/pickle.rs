@@ -87,77 +87,33 @@ impl Value {
     }
 }
 
-/// The element type of a storage class `torch.{Kind}Storage`.
+/// A storage class `torch.{class}`: its element size in bytes, and the
+/// safetensors name of its element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StorageKind {
-    Double,
-    Float,
-    Half,
-    BFloat16,
-    Long,
-    Int,
-    Short,
-    Char,
-    Byte,
-    Bool,
+pub(crate) struct StorageKind {
+    pub(crate) class: &'static str,
+    pub(crate) size: usize,
+    pub(crate) dtype: &'static str,
 }
 
-impl StorageKind {
-    const ALL: [StorageKind; 10] = [
-        StorageKind::Double,
-        StorageKind::Float,
-        StorageKind::Half,
-        StorageKind::BFloat16,
-        StorageKind::Long,
-        StorageKind::Int,
-        StorageKind::Short,
-        StorageKind::Char,
-        StorageKind::Byte,
-        StorageKind::Bool,
-    ];
-
-    /// The class name, `"FloatStorage"`, ….
-    pub(crate) fn class(self) -> &'static str {
-        match self {
-            StorageKind::Double => "DoubleStorage",
-            StorageKind::Float => "FloatStorage",
-            StorageKind::Half => "HalfStorage",
-            StorageKind::BFloat16 => "BFloat16Storage",
-            StorageKind::Long => "LongStorage",
-            StorageKind::Int => "IntStorage",
-            StorageKind::Short => "ShortStorage",
-            StorageKind::Char => "CharStorage",
-            StorageKind::Byte => "ByteStorage",
-            StorageKind::Bool => "BoolStorage",
-        }
-    }
-
-    /// Bytes per element.
-    pub(crate) fn size(self) -> usize {
-        match self {
-            StorageKind::Double | StorageKind::Long => 8,
-            StorageKind::Float | StorageKind::Int => 4,
-            StorageKind::Half | StorageKind::BFloat16 | StorageKind::Short => 2,
-            StorageKind::Char | StorageKind::Byte | StorageKind::Bool => 1,
-        }
-    }
-
-    /// The safetensors name of the element type (`"F32"`, `"I64"`, …).
-    pub(crate) fn dtype_name(self) -> &'static str {
-        match self {
-            StorageKind::Double => "F64",
-            StorageKind::Float => "F32",
-            StorageKind::Half => "F16",
-            StorageKind::BFloat16 => "BF16",
-            StorageKind::Long => "I64",
-            StorageKind::Int => "I32",
-            StorageKind::Short => "I16",
-            StorageKind::Char => "I8",
-            StorageKind::Byte => "U8",
-            StorageKind::Bool => "BOOL",
-        }
-    }
+const fn kind(class: &'static str, size: usize, dtype: &'static str) -> StorageKind {
+    StorageKind { class, size, dtype }
 }
+
+/// The storage classes read: floating point as weights, the others as
+/// tensors that are not weights.
+const STORAGES: [StorageKind; 10] = [
+    kind("DoubleStorage", 8, "F64"),
+    kind("FloatStorage", 4, "F32"),
+    kind("HalfStorage", 2, "F16"),
+    kind("BFloat16Storage", 2, "BF16"),
+    kind("LongStorage", 8, "I64"),
+    kind("IntStorage", 4, "I32"),
+    kind("ShortStorage", 2, "I16"),
+    kind("CharStorage", 1, "I8"),
+    kind("ByteStorage", 1, "U8"),
+    kind("BoolStorage", 1, "BOOL"),
+];
 
 /// The dtype objects newer code may pickle (`torch.float32`, …), read as
 /// inert values.
@@ -182,7 +138,7 @@ impl Global {
             Global::OrderedDict => "collections.OrderedDict".into(),
             Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".into(),
             Global::RebuildParameter => "torch._utils._rebuild_parameter".into(),
-            Global::Storage(kind) => format!("torch.{}", kind.class()),
+            Global::Storage(kind) => format!("torch.{}", kind.class),
             Global::Dtype(name) => format!("torch.{name}"),
         }
     }
@@ -193,9 +149,9 @@ impl Global {
             ("collections", "OrderedDict") => Some(Global::OrderedDict),
             ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
             ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-            ("torch", name) => StorageKind::ALL
+            ("torch", name) => STORAGES
                 .into_iter()
-                .find(|k| k.class() == name)
+                .find(|k| k.class == name)
                 .map(Global::Storage)
                 .or_else(|| DTYPES.into_iter().find(|d| *d == name).map(Global::Dtype)),
             _ => None,
@@ -451,7 +407,7 @@ impl<'a> Machine<'a> {
         let target = self.top(what)?.clone();
         let id = match (&target, what) {
             (Value::List(id), "APPEND" | "APPENDS") => *id,
-            (Value::Dict(id), "SETITEM" | "SETITEMS") => *id,
+            (Value::Dict(id), "SETITEM" | "SETITEMS" | "DICT") => *id,
             _ => {
                 return Err(self.err(format!(
                     "{what} on {}: only lists take APPEND and dicts SETITEM here",
@@ -480,26 +436,26 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn memo_put(&mut self, index: u32) -> Result<(), FileError> {
+    fn memo_put(&mut self, index: u32) -> Result<Option<Value>, FileError> {
         let v = self.top("a memo put")?.clone();
         self.memo.insert(index, v);
-        Ok(())
+        Ok(None)
     }
 
-    fn memo_get(&mut self, index: u32) -> Result<(), FileError> {
-        let v = self
-            .memo
+    /// The memo index of a (LONG_)BINPUT or (LONG_)BINGET.
+    fn memo_index(&mut self, long: bool) -> Result<u32, FileError> {
+        Ok(if long {
+            u32::from_le_bytes(self.array("a memo index")?)
+        } else {
+            self.array::<1>("a memo index")?[0].into()
+        })
+    }
+
+    fn memo_get(&self, index: u32) -> Result<Value, FileError> {
+        self.memo
             .get(&index)
             .cloned()
-            .ok_or_else(|| self.err(format!("memo index {index} is read before it is set")))?;
-        self.push(v);
-        Ok(())
-    }
-
-    fn string(&mut self, bytes: &[u8], what: &str) -> Result<Value, FileError> {
-        let s = std::str::from_utf8(bytes)
-            .map_err(|_| self.err(format!("{what}: the string is not UTF-8")))?;
-        Ok(Value::Str(s.into()))
+            .ok_or_else(|| self.err(format!("memo index {index} is read before it is set")))
     }
 
     fn run(&mut self) -> Result<(), FileError> {
@@ -509,232 +465,182 @@ impl<'a> Machine<'a> {
                 return Err(self.err("the pickle ends without STOP (truncated or corrupt)"));
             };
             self.pos += 1;
-            match op {
-                // PROTO
-                0x80 => {
-                    let [v] = self.array::<1>("PROTO")?;
-                    if v > 5 {
-                        return Err(self.err(format!("unknown pickle protocol {v}")));
-                    }
-                }
-                // FRAME: a length hint only; the data follows inline.
-                0x95 => {
-                    self.length(8, "FRAME")?;
-                }
-                b'.' => {
-                    self.out.root = self.pop("STOP")?;
-                    return Ok(());
-                }
-                b'(' => self.marks.push(self.stack.len()),
-                b'0' => {
-                    if self.stack.len() > self.base() {
-                        self.pop("POP")?;
-                    } else {
-                        self.pop_mark("POP")?;
-                    }
-                }
-                b'1' => {
-                    self.pop_mark("POP_MARK")?;
-                }
-                b'2' => {
-                    let v = self.top("DUP")?.clone();
-                    self.push(v);
-                }
-                b'q' => {
-                    let [i] = self.array::<1>("BINPUT")?;
-                    self.memo_put(i.into())?;
-                }
-                b'r' => {
-                    let i = u32::from_le_bytes(self.array("LONG_BINPUT")?);
-                    self.memo_put(i)?;
-                }
-                0x94 => {
-                    let i = u32::try_from(self.memo.len())
-                        .map_err(|_| self.err("MEMOIZE: the memo is full"))?;
-                    self.memo_put(i)?;
-                }
-                b'h' => {
-                    let [i] = self.array::<1>("BINGET")?;
-                    self.memo_get(i.into())?;
-                }
-                b'j' => {
-                    let i = u32::from_le_bytes(self.array("LONG_BINGET")?);
-                    self.memo_get(i)?;
-                }
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
-                b'J' => {
-                    let v = i32::from_le_bytes(self.array("BININT")?);
-                    self.push(Value::Int(v.into()));
-                }
-                b'K' => {
-                    let [v] = self.array::<1>("BININT1")?;
-                    self.push(Value::Int(v.into()));
-                }
-                b'M' => {
-                    let v = u16::from_le_bytes(self.array("BININT2")?);
-                    self.push(Value::Int(v.into()));
-                }
-                0x8a => {
-                    let n = self.length(1, "LONG1")?;
-                    let bytes = self.take(n, "LONG1")?;
-                    self.push(long(bytes));
-                }
-                b'I' => {
-                    let line = self.line("INT")?;
-                    let v = match line {
-                        "01" => Value::Bool(true),
-                        "00" => Value::Bool(false),
-                        s => Value::Int(
-                            s.parse()
-                                .map_err(|_| self.err(format!("INT: {s:?} is not an integer")))?,
-                        ),
-                    };
-                    self.push(v);
-                }
-                b'G' => {
-                    let v = f64::from_be_bytes(self.array("BINFLOAT")?);
-                    self.push(Value::Float(v));
-                }
-                b'X' | 0x8c | 0x8d => {
-                    let (width, what) = match op {
-                        b'X' => (4, "BINUNICODE"),
-                        0x8c => (1, "SHORT_BINUNICODE"),
-                        _ => (8, "BINUNICODE8"),
-                    };
-                    let n = self.length(width, what)?;
-                    let bytes = self.take(n, what)?;
-                    let v = self.string(bytes, what)?;
-                    self.push(v);
-                }
-                b'T' | b'U' => {
-                    // Python 2 `str`: bytes read as Latin-1, as `encoding="latin1"` does.
-                    let (width, what) = if op == b'T' {
-                        (4, "BINSTRING")
-                    } else {
-                        (1, "SHORT_BINSTRING")
-                    };
-                    let n = self.length(width, what)?;
-                    let bytes = self.take(n, what)?;
-                    let s: String = bytes.iter().map(|&b| char::from(b)).collect();
-                    self.push(Value::Str(s.into()));
-                }
-                b'C' | b'B' => {
-                    let (width, what) = if op == b'C' {
-                        (1, "SHORT_BINBYTES")
-                    } else {
-                        (4, "BINBYTES")
-                    };
-                    let n = self.length(width, what)?;
-                    self.take(n, what)?;
-                    self.push(Value::Bytes);
-                }
-                b')' => {
-                    let v = self.tuple(Vec::new())?;
-                    self.push(v);
-                }
-                b't' => {
-                    let items = self.pop_mark("TUPLE")?;
-                    let v = self.tuple(items)?;
-                    self.push(v);
-                }
-                0x85..=0x87 => {
-                    let n = usize::from(op - 0x84);
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop("TUPLE1/2/3")?);
-                    }
-                    items.reverse();
-                    let v = self.tuple(items)?;
-                    self.push(v);
-                }
-                b']' => {
-                    let id = self.node(Node::List(Vec::new()))?;
-                    self.push(Value::List(id));
-                }
-                b'l' => {
-                    let items = self.pop_mark("LIST")?;
-                    let id = self.node(Node::List(items))?;
-                    self.push(Value::List(id));
-                }
-                b'a' => {
-                    let v = self.pop("APPEND")?;
-                    self.extend(vec![v], "APPEND")?;
-                }
-                b'e' => {
-                    let items = self.pop_mark("APPENDS")?;
-                    self.extend(items, "APPENDS")?;
-                }
-                b'}' => {
-                    let id = self.node(Node::Dict(Vec::new()))?;
-                    self.push(Value::Dict(id));
-                }
-                b'd' => {
-                    let items = self.pop_mark("DICT")?;
-                    if !items.len().is_multiple_of(2) {
-                        return Err(self.err("DICT: an odd number of items"));
-                    }
-                    let mut pairs = Vec::with_capacity(items.len() / 2);
-                    let mut it = items.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        pairs.push((k, v));
-                    }
-                    let id = self.node(Node::Dict(pairs))?;
-                    self.push(Value::Dict(id));
-                }
-                b's' => {
-                    let v = self.pop("SETITEM")?;
-                    let k = self.pop("SETITEM")?;
-                    self.extend(vec![k, v], "SETITEM")?;
-                }
-                b'u' => {
-                    let items = self.pop_mark("SETITEMS")?;
-                    self.extend(items, "SETITEMS")?;
-                }
-                b'c' => {
-                    let module = self.line("GLOBAL")?;
-                    let name = self.line("GLOBAL")?;
-                    let g = Global::resolve(module, name, self.op_at)?;
-                    self.push(Value::Global(g));
-                }
-                0x93 => {
-                    let name = self.pop("STACK_GLOBAL")?;
-                    let module = self.pop("STACK_GLOBAL")?;
-                    let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
-                        return Err(self.err("STACK_GLOBAL: module and name must be strings"));
-                    };
-                    let g = Global::resolve(module, name, self.op_at)?;
-                    self.push(Value::Global(g));
-                }
-                b'R' => {
-                    let args = self.pop("REDUCE")?;
-                    let callable = self.pop("REDUCE")?;
-                    let v = self.reduce(&callable, &args)?;
-                    self.push(v);
-                }
-                b'b' => {
-                    // The state is dropped: an OrderedDict's attributes
-                    // (a state_dict's `_metadata`) are not weights.
-                    self.pop("BUILD")?;
-                    let target = self.top("BUILD")?.clone();
-                    if !matches!(target, Value::Dict(_)) {
-                        return Err(self.err(format!(
-                            "BUILD sets the state of {}, which is not read (only an \
-                             OrderedDict's attributes, such as a state_dict's `_metadata`, \
-                             are skipped); {ADVICE}",
-                            target.describe()
-                        )));
-                    }
-                }
-                b'Q' => {
-                    let pid = self.pop("BINPERSID")?;
-                    let v = self.persistent(&pid)?;
-                    self.push(v);
-                }
-                other => return Err(self.err(unsupported(other))),
+            if op == b'.' {
+                self.out.root = self.pop("STOP")?;
+                return Ok(());
+            }
+            if let Some(v) = self.step(op)? {
+                self.push(v);
             }
         }
+    }
+
+    /// Runs the opcode `op`; the value it pushes, if any.
+    fn step(&mut self, op: u8) -> Result<Option<Value>, FileError> {
+        Ok(Some(match op {
+            // PROTO
+            0x80 => {
+                let [v] = self.array::<1>("PROTO")?;
+                if v > 5 {
+                    return Err(self.err(format!("unknown pickle protocol {v}")));
+                }
+                return Ok(None);
+            }
+            // FRAME: a length hint only; the data follows inline.
+            0x95 => return self.length(8, "FRAME").map(|_| None),
+            b'(' => {
+                self.marks.push(self.stack.len());
+                return Ok(None);
+            }
+            b'0' if self.stack.len() > self.base() => return self.pop("POP").map(|_| None),
+            b'0' | b'1' => return self.pop_mark("POP_MARK").map(|_| None),
+            b'2' => self.top("DUP")?.clone(),
+            // BINPUT, LONG_BINPUT, MEMOIZE (the next free index).
+            b'q' | b'r' => {
+                let i = self.memo_index(op == b'r')?;
+                return self.memo_put(i);
+            }
+            0x94 => {
+                let i = u32::try_from(self.memo.len())
+                    .map_err(|_| self.err("MEMOIZE: the memo is full"))?;
+                return self.memo_put(i);
+            }
+            b'h' | b'j' => {
+                let i = self.memo_index(op == b'j')?;
+                self.memo_get(i)?
+            }
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'J' => Value::Int(i32::from_le_bytes(self.array("BININT")?).into()),
+            b'K' => Value::Int(self.array::<1>("BININT1")?[0].into()),
+            b'M' => Value::Int(u16::from_le_bytes(self.array("BININT2")?).into()),
+            0x8a => {
+                let n = self.length(1, "LONG1")?;
+                long(self.take(n, "LONG1")?)
+            }
+            b'I' => match self.line("INT")? {
+                "01" => Value::Bool(true),
+                "00" => Value::Bool(false),
+                s => Value::Int(
+                    s.parse()
+                        .map_err(|_| self.err(format!("INT: {s:?} is not an integer")))?,
+                ),
+            },
+            b'G' => Value::Float(f64::from_be_bytes(self.array("BINFLOAT")?)),
+            // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8.
+            b'X' | 0x8c | 0x8d => {
+                let width = match op {
+                    b'X' => 4,
+                    0x8c => 1,
+                    _ => 8,
+                };
+                let n = self.length(width, "BINUNICODE")?;
+                let bytes = self.take(n, "BINUNICODE")?;
+                let s = std::str::from_utf8(bytes)
+                    .map_err(|_| self.err("BINUNICODE: the string is not UTF-8"))?;
+                Value::Str(s.into())
+            }
+            // BINSTRING, SHORT_BINSTRING: Python 2 `str`, read as Latin-1.
+            b'T' | b'U' => {
+                let n = self.length(if op == b'T' { 4 } else { 1 }, "BINSTRING")?;
+                let s: String = self
+                    .take(n, "BINSTRING")?
+                    .iter()
+                    .map(|&b| char::from(b))
+                    .collect();
+                Value::Str(s.into())
+            }
+            // BINBYTES, SHORT_BINBYTES.
+            b'B' | b'C' => {
+                let n = self.length(if op == b'B' { 4 } else { 1 }, "BINBYTES")?;
+                self.take(n, "BINBYTES")?;
+                Value::Bytes
+            }
+            b')' => self.tuple(Vec::new())?,
+            b't' => {
+                let items = self.pop_mark("TUPLE")?;
+                self.tuple(items)?
+            }
+            // TUPLE1, TUPLE2, TUPLE3.
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop("TUPLE1/2/3")?);
+                }
+                items.reverse();
+                self.tuple(items)?
+            }
+            b']' => Value::List(self.node(Node::List(Vec::new()))?),
+            b'l' => {
+                let items = self.pop_mark("LIST")?;
+                Value::List(self.node(Node::List(items))?)
+            }
+            b'a' => {
+                let v = self.pop("APPEND")?;
+                return self.extend(vec![v], "APPEND").map(|_| None);
+            }
+            b'e' => {
+                let items = self.pop_mark("APPENDS")?;
+                return self.extend(items, "APPENDS").map(|_| None);
+            }
+            b'}' => Value::Dict(self.node(Node::Dict(Vec::new()))?),
+            b'd' => {
+                let items = self.pop_mark("DICT")?;
+                let id = self.node(Node::Dict(Vec::new()))?;
+                self.push(Value::Dict(id));
+                self.extend(items, "DICT")?;
+                return Ok(None);
+            }
+            b's' => {
+                let v = self.pop("SETITEM")?;
+                let k = self.pop("SETITEM")?;
+                return self.extend(vec![k, v], "SETITEM").map(|_| None);
+            }
+            b'u' => {
+                let items = self.pop_mark("SETITEMS")?;
+                return self.extend(items, "SETITEMS").map(|_| None);
+            }
+            b'c' => {
+                let module = self.line("GLOBAL")?;
+                let name = self.line("GLOBAL")?;
+                Value::Global(Global::resolve(module, name, self.op_at)?)
+            }
+            0x93 => {
+                let name = self.pop("STACK_GLOBAL")?;
+                let module = self.pop("STACK_GLOBAL")?;
+                let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
+                    return Err(self.err("STACK_GLOBAL: module and name must be strings"));
+                };
+                Value::Global(Global::resolve(module, name, self.op_at)?)
+            }
+            b'R' => {
+                let args = self.pop("REDUCE")?;
+                let callable = self.pop("REDUCE")?;
+                self.reduce(&callable, &args)?
+            }
+            b'b' => {
+                // The state is dropped: an OrderedDict's attributes (a
+                // state_dict's `_metadata`) are not weights.
+                self.pop("BUILD")?;
+                let target = self.top("BUILD")?;
+                if !matches!(target, Value::Dict(_)) {
+                    let what = target.describe();
+                    return Err(self.err(format!(
+                        "BUILD sets the state of {what}, which is not read (only an \
+                         OrderedDict's attributes, such as a state_dict's `_metadata`, are \
+                         skipped); {ADVICE}"
+                    )));
+                }
+                return Ok(None);
+            }
+            b'Q' => {
+                let pid = self.pop("BINPERSID")?;
+                self.persistent(&pid)?
+            }
+            other => return Err(self.err(unsupported(other))),
+        }))
     }
 
     /// The items of a tuple value.
@@ -899,7 +805,7 @@ impl<'a> Machine<'a> {
             return Err(self.err(format!("BINPERSID: unknown persistent id kind {tag:?}")));
         }
         let numel = self.index(numel, "storage element count")?;
-        if numel.checked_mul(kind.size()).is_none() {
+        if numel.checked_mul(kind.size).is_none() {
             return Err(self.err(format!("storage {key:?}: {numel} elements overflow")));
         }
         if let Some(&id) = self.storage_keys.get(&**key) {
@@ -975,88 +881,5 @@ fn unsupported(op: u8) -> String {
              torch.save state_dict)"
         ),
         None => format!("byte 0x{op:02x} is not a pickle opcode (corrupt pickle)"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reason(data: &[u8]) -> (u64, String) {
-        match load(data) {
-            Err(FileError::Pickle { offset, reason }) => (offset, reason),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn builds_plain_data() {
-        // l = [1, -2, 3.5, True, None]; {'a': l, 'b': (300, 70000, 'x'), 'c': l}.
-        let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffG@\x0c\x00\x00\x00\x00\x00\x00\x88Ne\x8c\x01bM,\x01J\x70\x11\x01\x00\x8c\x01x\x87\x8c\x01ch\x01u.";
-        let u = load(p).unwrap();
-        let Value::Dict(id) = u.root else { panic!() };
-        let d = u.dict(id);
-        assert_eq!(d.len(), 3);
-        let Value::List(l) = d[0].1 else { panic!() };
-        let Node::List(items) = &u.nodes[l] else {
-            panic!()
-        };
-        assert!(
-            matches!(items[..], [Value::Int(1), Value::Int(-2), Value::Float(x), Value::Bool(true), Value::None] if x == 3.5)
-        );
-        let Value::Tuple(t) = d[1].1 else { panic!() };
-        let Node::Tuple(items) = &u.nodes[t] else {
-            panic!()
-        };
-        assert!(
-            matches!(items[..], [Value::Int(300), Value::Int(70000), Value::Str(ref x)] if &**x == "x")
-        );
-        // BINGET 1 pushed the same list again: a shared node.
-        assert!(matches!(d[2].1, Value::List(i) if i == l));
-    }
-
-    #[test]
-    fn long1_is_twos_complement() {
-        assert!(matches!(long(&[]), Value::Int(0)));
-        assert!(matches!(long(&[0xff]), Value::Int(-1)));
-        assert!(matches!(long(&[0x00, 0x80]), Value::Int(-32768)));
-        assert!(matches!(long(&[0x10, 0x27]), Value::Int(10000)));
-        assert!(matches!(long(&[1; 9]), Value::BigInt));
-    }
-
-    #[test]
-    fn refuses_code_and_names_it() {
-        let (at, r) = reason(b"\x80\x02cbuiltins\neval\n.");
-        assert_eq!(at, 2);
-        assert!(
-            r.contains("builtins.eval") && r.contains("state_dict()"),
-            "{r}"
-        );
-        let (_, r) = reason(b"\x80\x04\x8c\x02os\x8c\x06system\x93.");
-        assert!(r.contains("os.system"), "{r}");
-        let (at, r) = reason(b"\x80\x02\x81.");
-        assert_eq!(at, 2);
-        assert!(r.contains("NEWOBJ"), "{r}");
-        let (_, r) = reason(b"\xff");
-        assert!(r.contains("0xff"), "{r}");
-    }
-
-    #[test]
-    fn bounds_lengths_memo_and_depth() {
-        let (_, r) = reason(b"X\xff\xff\xff\xffab");
-        assert!(r.contains("4294967295") && r.contains("remain"), "{r}");
-        let (_, r) = reason(b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff");
-        assert!(r.contains("remain"), "{r}");
-        let (_, r) = reason(b"h\x07.");
-        assert!(r.contains("memo index 7"), "{r}");
-        let mut deep = vec![b']'];
-        deep.extend(std::iter::repeat_n(0x85, 200));
-        deep.push(b'.');
-        let (_, r) = reason(&deep);
-        assert!(r.contains("nested"), "{r}");
-        let (_, r) = reason(b"N");
-        assert!(r.contains("without STOP"), "{r}");
-        let (_, r) = reason(b"(N0.");
-        assert!(r.contains("empty stack"), "{r}");
     }
 }

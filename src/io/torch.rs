@@ -23,7 +23,7 @@ use std::io::{Cursor, Read};
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use super::pickle::{self, StorageKind, Unpickled, Value, View};
+use super::pickle::{self, Unpickled, Value, View};
 use super::read::{RawFile, RawTensor, TorchInfo};
 use super::{Dtype, FileError};
 
@@ -104,14 +104,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
         let name = format!("{prefix}/data/{}", s.key);
         let declared = entry_sizes(&mut zip, &name)?.0;
         // numel × element size was checked not to overflow by the pickle reader.
-        let expected = s.numel.saturating_mul(s.kind.size());
+        let expected = s.numel.saturating_mul(s.kind.size);
         if u64::try_from(expected).ok() != Some(declared) {
             return Err(archive_error(format!(
                 "storage {:?} is a {} of {} elements ({expected} bytes) in data.pkl, but its \
                  entry {name:?} holds {declared} bytes",
-                s.key,
-                s.kind.class(),
-                s.numel
+                s.key, s.kind.class, s.numel
             )));
         }
     }
@@ -132,13 +130,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
             .storages
             .get(view.storage)
             .ok_or_else(|| state_dict_error(format!("tensor {name:?} has no storage")))?;
-        let dtype = match storage.kind {
-            StorageKind::Double => Dtype::F64,
-            StorageKind::Float => Dtype::F32,
-            StorageKind::Half => Dtype::F16,
-            StorageKind::BFloat16 => Dtype::BF16,
+        let dtype = match storage.kind.dtype {
+            "F64" => Dtype::F64,
+            "F32" => Dtype::F32,
+            "F16" => Dtype::F16,
+            "BF16" => Dtype::BF16,
             other => {
-                info.other.push((name, other.dtype_name()));
+                info.other.push((name, other));
                 continue;
             }
         };

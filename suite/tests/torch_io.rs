@@ -844,6 +844,45 @@ fn the_state_dict_is_found_or_the_keys_are_named() {
 }
 
 #[test]
+fn plain_values_are_decoded() {
+    // A top level that is not a dict is named in the error, which shows how
+    // each opcode's value was read.
+    for (body, shown) in [
+        (&b"\x8a\x02\x00\x80"[..], "the int -32768"),
+        (b"\x8a\x02\x10\x27", "the int 10000"),
+        (b"\x8a\x00", "the int 0"),
+        (
+            b"\x8a\x09\x01\x01\x01\x01\x01\x01\x01\x01\x01",
+            "a large int",
+        ),
+        (b"J\xfe\xff\xff\xff", "the int -2"),
+        (b"M\x2c\x01", "the int 300"),
+        (b"I-5\n", "the int -5"),
+        (b"I01\n", "the bool True"),
+        (b"\x89", "the bool False"),
+        (b"G?\xf8\x00\x00\x00\x00\x00\x00", "the float 1.5"),
+        (b"\x8c\x03abc", "the string \"abc\""),
+        (b"U\x02\xe9t", "the string \"\u{e9}t\""),
+        (b"C\x02hi", "a bytes object"),
+        (b"N\x85", "a tuple"),
+        (b"N\x94\x8c\x01xh\x00\x86\x8c\x01k\x93", "the global"),
+        (
+            b"\x8c\x05torch\x8c\x07float32\x93",
+            "the global torch.float32",
+        ),
+    ] {
+        let (e, _) = error_of(&archive(&pickle(body), &storages(), None));
+        match e {
+            FileError::StateDict { reason } => assert!(reason.contains(shown), "{shown}: {reason}"),
+            FileError::Pickle { reason, .. } if shown == "the global" => {
+                assert!(reason.contains("STACK_GLOBAL"), "{reason}")
+            }
+            e => panic!("{shown}: {e}"),
+        }
+    }
+}
+
+#[test]
 fn non_weights_and_bad_values_in_hand_made_files() {
     let dir = tempfile::tempdir().unwrap();
     // An integer tensor the layout names is a dtype error.
