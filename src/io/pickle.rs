@@ -10,9 +10,9 @@
 //! `torch._utils._rebuild_tensor_v2` and `_rebuild_parameter` (a tensor
 //! view, checked against its storage), the storage classes
 //! `torch.{Double,Float,Half,BFloat16,Long,Int,Short,Char,Byte,Bool}Storage`
-//! (only inside a persistent id) and the `torch.float32`-style dtypes (inert
-//! values). Anything else is an error naming the opcode or the
-//! `module.name` and its byte offset.
+//! (meaningful only inside a persistent id) and the `torch.float32`-style
+//! dtypes (inert values). Anything else is an error naming the opcode or
+//! the `module.name` and its byte offset.
 //!
 //! Every length a pickle declares is checked against the bytes that remain
 //! before anything of that length exists, and nesting is bounded; all
@@ -227,7 +227,7 @@ impl Unpickled {
 
 fn error(offset: usize, reason: impl Into<String>) -> FileError {
     FileError::Pickle {
-        offset: offset as u64,
+        offset: u64::try_from(offset).unwrap_or(u64::MAX),
         reason: reason.into(),
     }
 }
@@ -447,7 +447,8 @@ impl<'a> Machine<'a> {
         Ok(if long {
             u32::from_le_bytes(self.array("a memo index")?)
         } else {
-            self.array::<1>("a memo index")?[0].into()
+            let [i] = self.array::<1>("a memo index")?;
+            i.into()
         })
     }
 
@@ -513,7 +514,10 @@ impl<'a> Machine<'a> {
             0x88 => Value::Bool(true),
             0x89 => Value::Bool(false),
             b'J' => Value::Int(i32::from_le_bytes(self.array("BININT")?).into()),
-            b'K' => Value::Int(self.array::<1>("BININT1")?[0].into()),
+            b'K' => {
+                let [v] = self.array::<1>("BININT1")?;
+                Value::Int(v.into())
+            }
             b'M' => Value::Int(u16::from_le_bytes(self.array("BININT2")?).into()),
             0x8a => {
                 let n = self.length(1, "LONG1")?;
