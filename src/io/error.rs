@@ -137,6 +137,45 @@ pub enum FileError {
         /// Which block does not fit, and why.
         reason: String,
     },
+    /// A file that starts like a zip archive is not a readable `torch.save`
+    /// archive: truncated (no zip directory at its end), compressed or
+    /// duplicate entries, no `<name>/data.pkl`, a missing storage entry or
+    /// one whose length differs from what the pickle declares, a CRC
+    /// mismatch, or a big-endian `byteorder`.
+    #[error("not a readable torch.save archive: {reason}")]
+    Archive {
+        /// What is wrong, naming the entry.
+        reason: String,
+    },
+    /// The `data.pkl` of a `torch.save` archive holds something the
+    /// restricted unpickler does not read: a global outside the allowlist
+    /// (a whole model saved with `torch.save(model)`, or any other Python
+    /// object), an unsupported or unknown opcode, a length or memo index
+    /// that does not fit, nesting too deep, or a tensor view that reaches
+    /// past its storage. Nothing in the pickle is ever run.
+    #[error("data.pkl at byte {offset}: {reason}")]
+    Pickle {
+        /// Byte offset of the opcode in `data.pkl`.
+        offset: u64,
+        /// What was found (the opcode or the `module.name` global) and what to do.
+        reason: String,
+    },
+    /// A `torch.save` file's content is readable, but no single flat
+    /// state_dict is in it: not a dict, several candidate wrapper keys, none,
+    /// or a nested state_dict.
+    #[error("{reason}")]
+    StateDict {
+        /// What was found, naming the keys.
+        reason: String,
+    },
+    /// The legacy `torch.save` format (before PyTorch 1.6, or
+    /// `_use_new_zipfile_serialization=False`): a bare pickle stream that
+    /// cannot be read without running it.
+    #[error(
+        "a legacy (pre-1.6) torch.save file: load it in Python and save it again with \
+         PyTorch ≥ 1.6 `torch.save(state_dict, path)`, which writes the zip format"
+    )]
+    LegacyTorch,
     /// A value does not fit the dtype chosen for saving.
     #[error("tensor {tensor:?}: value {value} overflows {dtype}")]
     Overflow {

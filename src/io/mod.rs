@@ -1,4 +1,9 @@
 //! Model files: safetensors checkpoints in, models out, and back ([SPEC §5](crate::spec#5-model-files)).
+//! PyTorch `torch.save` files (`.pt`, `.pth`, `.bin`) are read too, without
+//! running their pickle ([SPEC §8](crate::spec#8-sequence-model-files)):
+//! a state_dict, or the one under a checkpoint's `model_state_dict`,
+//! `state_dict`, `model`, `module`, `net` or `weights` key
+//! ([`ModelFile::checkpoint`] says which).
 //!
 //! A file's layout is read from `__metadata__["tensor_similarity"]`, a JSON
 //! object `{"version": 1, "blocks": [...]}` whose blocks name their tensors
@@ -46,8 +51,10 @@ mod build;
 mod config;
 mod error;
 mod infer;
+mod pickle;
 mod read;
 mod spec;
+mod torch;
 mod write;
 
 pub use error::FileError;
@@ -197,6 +204,27 @@ pub struct TensorEntry {
     pub shape: Vec<usize>,
 }
 
+/// Where the weights of a `torch.save` file came from: the top level of the
+/// file, or one entry of a training-checkpoint dict.
+///
+/// A checkpoint such as `{"model_state_dict": sd, "optimizer_state_dict":
+/// …, "step": 1200}` gives `key: Some("model_state_dict")`, `step:
+/// Some(1200)` and `ignored: ["optimizer_state_dict", "step"]`; a bare
+/// `state_dict` gives `key: None`, no step and nothing ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointSource {
+    /// The wrapper key the state_dict was read from (one of
+    /// `model_state_dict`, `state_dict`, `model`, `module`, `net`,
+    /// `weights`); `None` when the file's top level is the state_dict.
+    pub key: Option<String>,
+    /// The wrapper's integer `"step"` entry, if it has one.
+    pub step: Option<i64>,
+    /// The wrapper's other top-level keys (optimizer state, counters,
+    /// configs), sorted: read as data, never as weights.
+    pub ignored: Vec<String>,
+}
+
 /// A loaded file: the model, the layout it was read with, and its tensors.
 #[derive(Clone, Debug)]
 pub struct ModelFile {
@@ -223,6 +251,9 @@ pub struct ModelFile {
     /// setting, and vector layouts have no attention. They are ignored for
     /// this file; the command line refuses an option that no file reads.
     pub unused_options: Vec<&'static str>,
+    /// For a `torch.save` file, where its state_dict was found; `None` for
+    /// safetensors.
+    pub checkpoint: Option<CheckpointSource>,
 }
 
 /// The model in the file at `path`, with default [`LoadOptions`].
@@ -249,6 +280,7 @@ pub fn load_as<T: crate::Real>(path: impl AsRef<Path>, options: &LoadOptions) ->
     let inner = || -> core::result::Result<Model<T>, FileError> {
         let file = read::read(path)?;
         let found = layout_of(&file, path, options)?;
+        check_non_weights(&file, &found.spec.blocks, found.layout)?;
         Ok(build::build::<T>(&file, &found.spec, found.layout.name())?.0)
     };
     inner().map_err(|source| Error::File {
@@ -298,6 +330,7 @@ fn finish(
     options: &LoadOptions,
 ) -> core::result::Result<ModelFile, FileError> {
     let found = layout_of(file, path, options)?;
+    check_non_weights(file, &found.spec.blocks, found.layout)?;
     let (model, tensors) = build::build(file, &found.spec, found.layout.name())?;
     Ok(ModelFile {
         model,
@@ -307,7 +340,41 @@ fn finish(
         native_context: found.native_context,
         assumptions: found.assumptions,
         unused_options: found.unused,
+        checkpoint: file.torch.clone().map(|t| CheckpointSource {
+            key: t.key,
+            step: t.step,
+            ignored: t.ignored,
+        }),
     })
+}
+
+/// A `torch.save` file's integer and bool tensors are not weights: one the
+/// layout names is a dtype error, any other an unused tensor (as every
+/// tensor no block uses is).
+fn check_non_weights(
+    file: &read::RawFile,
+    blocks: &[spec::BlockSpec],
+    layout: Layout,
+) -> core::result::Result<(), FileError> {
+    let other = file.torch.as_ref().map_or(&[][..], |t| &t.other[..]);
+    let named = |name: &str| {
+        blocks
+            .iter()
+            .any(|b| b.tensors().iter().any(|&(_, t)| t == name))
+    };
+    if let Some((name, dtype)) = other.iter().find(|(name, _)| named(name)) {
+        return Err(FileError::Dtype {
+            tensor: name.clone(),
+            dtype: (*dtype).to_owned(),
+        });
+    }
+    match other.first() {
+        Some((name, _)) => Err(FileError::UnusedTensor {
+            tensor: name.clone(),
+            layout: layout.name().to_owned(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// One tensor of an in-memory `state_dict`: its stored dtype, shape, and
@@ -388,6 +455,7 @@ pub fn from_state_dict(
         let file = read::RawFile {
             tensors: raw,
             metadata,
+            torch: None,
         };
         finish(&file, Path::new(""), options)
     };

@@ -1,4 +1,5 @@
-//! Reading a safetensors file into named `f64` tensors.
+//! Reading a model file into named `f64` tensors: safetensors here,
+//! `torch.save` archives in `torch.rs`, told apart by their first bytes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +22,23 @@ pub(crate) struct RawTensor {
 pub(crate) struct RawFile {
     pub(crate) tensors: HashMap<String, RawTensor>,
     pub(crate) metadata: HashMap<String, String>,
+    /// Where a `torch.save` file's tensors came from; `None` for safetensors.
+    pub(crate) torch: Option<TorchInfo>,
+}
+
+/// What a `torch.save` file held beside the tensors of its state_dict.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TorchInfo {
+    /// The wrapper key the state_dict came from; `None`: the top level was
+    /// the state_dict.
+    pub(crate) key: Option<String>,
+    /// The wrapper's integer `"step"` entry, if any.
+    pub(crate) step: Option<i64>,
+    /// The wrapper's other top-level keys, sorted.
+    pub(crate) ignored: Vec<String>,
+    /// The state_dict's integer and bool tensors (not weights, so not in
+    /// `tensors`) with their dtype (`"I64"`, `"BOOL"`, …), sorted by name.
+    pub(crate) other: Vec<(String, &'static str)>,
 }
 
 /// The length prefix of a safetensors file: a little-endian `u64` giving
@@ -42,10 +60,22 @@ pub(crate) fn read(path: &Path) -> Result<RawFile, FileError> {
         )));
     }
     let bytes = std::fs::read(path)?;
-    parse(&bytes)
+    parse_any(&bytes)
 }
 
-/// As [`read`], on the bytes of a file.
+/// The bytes of a file of any kind read: a `torch.save` zip archive
+/// (`PK\x03\x04`), the legacy `torch.save` format (refused), or safetensors.
+pub(crate) fn parse_any(bytes: &[u8]) -> Result<RawFile, FileError> {
+    if bytes.starts_with(super::torch::ZIP_MAGIC) {
+        super::torch::parse(bytes)
+    } else if bytes.starts_with(super::torch::LEGACY_MAGIC) {
+        Err(FileError::LegacyTorch)
+    } else {
+        parse(bytes)
+    }
+}
+
+/// As [`read`], on the bytes of a safetensors file.
 pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
     let available = bytes.len() as u64;
     let Some(prefix) = bytes.get(..PREFIX) else {
@@ -120,6 +150,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
     Ok(RawFile {
         tensors,
         metadata: header.metadata().clone().unwrap_or_default(),
+        torch: None,
     })
 }
 
