@@ -486,3 +486,100 @@ fn matrix_checks_its_outputs_before_computing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!csv.exists());
 }
+
+/// A fixture written by PyTorch (`tests/files/torch/make_fixtures.py`).
+fn torch_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/files/torch")
+        .join(name)
+}
+
+#[test]
+fn pytorch_files_compare_inspect_and_mix_with_safetensors() {
+    let pt = torch_fixture("ebh_wrapped.pt");
+    let st = torch_fixture("ebh_f32.safetensors");
+    // The same weights, one wrapped in a training checkpoint.
+    let out = run(&["compare", s(&pt), s(&st)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!((stdout(&out).trim().parse::<f64>().unwrap() - 1.0).abs() < 1e-12);
+    let out = run(&["inspect", s(&pt)]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("weights:    the state_dict under \"model_state_dict\", step 1200"),
+        "{text}"
+    );
+    let out = run(&["inspect", s(&pt), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["checkpoint"]["key"], "model_state_dict");
+    assert_eq!(v["checkpoint"]["step"], 1200);
+    // A matrix over both kinds, mixed.
+    let f16 = torch_fixture("ebh_f16.pt");
+    let out = run(&["matrix", s(&pt), s(&st), s(&f16)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, labels, rows) = parse_csv(&stdout(&out));
+    assert_eq!(labels.len(), 3);
+    let i = |name: &str| labels.iter().position(|l| l.ends_with(name)).unwrap();
+    assert!((rows[i("ebh_wrapped.pt")][i("ebh_f32.safetensors")] - 1.0).abs() < 1e-12);
+    // F16 rounding moves the model a little, not much.
+    let f = rows[i("ebh_f16.pt")][i("ebh_f32.safetensors")];
+    assert!(f < 1.0 && f > 0.999, "{f}");
+}
+
+#[test]
+fn a_training_run_compares_at_a_context() {
+    let early = torch_fixture("runs/tiny_lm/checkpoints/step_20.pt");
+    let late = torch_fixture("runs/tiny_lm/checkpoints/step_100.pt");
+    let out = run(&["compare", s(&early), s(&late)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--context"), "{}", stderr(&out));
+    let out = run(&["compare", s(&early), s(&late), "--context", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sim: f64 = stdout(&out).trim().parse().unwrap();
+    let (a, b) = (io::load(&early).unwrap(), io::load(&late).unwrap());
+    use tensor_similarity::TensorSimilarity;
+    let want = TensorSimilarity::new()
+        .with_context(4)
+        .unwrap()
+        .similarity(&a, &b)
+        .unwrap();
+    assert_eq!(sim, want);
+    // The config's attn_scale is 0.35: another on the command line disagrees.
+    let out = run(&[
+        "compare",
+        s(&early),
+        s(&late),
+        "--context",
+        "4",
+        "--attn-scale",
+        "0.2",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("attn_scale") && err.contains("--attn-scale"),
+        "{err}"
+    );
+    // Natural order puts step_20 before step_100.
+    let out = run(&["matrix", s(&late), s(&early), "--context", "2"]);
+    let (header, _, _) = parse_csv(&stdout(&out));
+    assert_eq!(header, ["step_20", "step_100"]);
+}
+
+#[test]
+fn unreadable_pytorch_files_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(torch_fixture("ebh_f32.pt")).unwrap();
+    let cut = dir.path().join("cut.pt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    for (path, needle) in [
+        (cut, "cut.pt"),
+        (torch_fixture("whole_module.pt"), "__main__"),
+        (torch_fixture("legacy.pt"), "1.6"),
+    ] {
+        let out = run(&["inspect", s(&path)]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}

@@ -64,53 +64,35 @@ pub(crate) fn build<T: Real>(
             }
             BlockSpec::Attention(a) => {
                 let role = Role::new(i, "attention");
-                let (d, heads) = (width, a.heads);
-                let q1 = reader.matrix(&a.weights[0], role.of(ATTENTION_ROLES[0]), None, d)?;
-                let qk = q1.nrows();
-                let d = q1.ncols();
-                let mut w = vec![q1];
-                for r in 1..4 {
-                    w.push(reader.matrix(
-                        &a.weights[r],
-                        role.of(ATTENTION_ROLES[r]),
-                        Some(qk),
-                        Some(d),
-                    )?);
+                let heads = a.heads;
+                // Each role's shape follows from q1's (the stream width d,
+                // H·e) and v's (H·e_v); o writes d_out.
+                let [q1, k1, q2, k2, v, o] = &a.weights;
+                let read = |reader: &mut Reader<'_>, name: &str, r: usize, rows, cols| {
+                    reader.matrix(name, role.of(ATTENTION_ROLES[r]), rows, cols)
+                };
+                let q1 = read(&mut reader, q1, 0, None, width)?;
+                let (qk, d) = q1.shape();
+                let k1 = read(&mut reader, k1, 1, Some(qk), Some(d))?;
+                let q2 = read(&mut reader, q2, 2, Some(qk), Some(d))?;
+                let k2 = read(&mut reader, k2, 3, Some(qk), Some(d))?;
+                let v = read(&mut reader, v, 4, None, Some(d))?;
+                let o = read(&mut reader, o, 5, None, Some(v.nrows()))?;
+                let lengths = [qk, qk, qk, qk, v.nrows(), o.nrows()];
+                let mut biases = Vec::with_capacity(6);
+                for ((name, r), len) in a.biases.iter().zip(ATTENTION_BIAS_ROLES).zip(lengths) {
+                    biases.push(vec(reader.vector(name.as_deref(), role.of(r), len)?));
                 }
-                let v = reader.matrix(&a.weights[4], role.of(ATTENTION_ROLES[4]), None, Some(d))?;
-                let hev = v.nrows();
-                w.push(v);
-                w.push(reader.matrix(
-                    &a.weights[5],
-                    role.of(ATTENTION_ROLES[5]),
-                    None,
-                    Some(hev),
-                )?);
-                let lengths = [qk, qk, qk, qk, hev, w[5].nrows()];
-                let mut b = Vec::with_capacity(6);
-                for r in 0..6 {
-                    b.push(reader.vector(
-                        a.biases[r].as_deref(),
-                        role.of(ATTENTION_BIAS_ROLES[r]),
-                        lengths[r],
-                    )?);
-                }
-                let [q1, k1, q2, k2, v, o]: [DMatrix<f64>; 6] =
-                    w.try_into().map_err(|_| FileError::Metadata {
-                        reason: "attention needs six weights".into(),
-                    })?;
-                let [bq1, bk1, bq2, bk2, bv, bo]: [Option<DVector<f64>>; 6] =
-                    b.try_into().map_err(|_| FileError::Metadata {
-                        reason: "attention needs six biases".into(),
-                    })?;
+                let mut biases = biases.into_iter();
+                let mut bias = || biases.next().flatten();
                 let mut builder =
                     Attention::builder(heads, mat(q1), mat(k1), mat(q2), mat(k2), mat(v), mat(o))
-                        .q1_bias(vec(bq1))
-                        .k1_bias(vec(bk1))
-                        .q2_bias(vec(bq2))
-                        .k2_bias(vec(bk2))
-                        .v_bias(vec(bv))
-                        .o_bias(vec(bo))
+                        .q1_bias(bias())
+                        .k1_bias(bias())
+                        .q2_bias(bias())
+                        .k2_bias(bias())
+                        .v_bias(bias())
+                        .o_bias(bias())
                         .rotary(a.rotary_base)
                         .mask(a.mask.clone());
                 if let Some(alpha) = a.scale {

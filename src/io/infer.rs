@@ -259,7 +259,7 @@ fn transformer(
         let p = format!("body.{i}.attn.");
         let role = |r: &str| format!("{p}{r}.weight");
         let bias = |r: &str| names.optional(&format!("{p}{r}.bias"));
-        blocks.push(BlockSpec::Attention(AttentionSpec {
+        blocks.push(BlockSpec::Attention(Box::new(AttentionSpec {
             weights: ["q1", "k1", "q2", "k2", "v", "o"].map(role),
             biases: ["q1", "k1", "q2", "k2", "v", "o"].map(bias),
             heads,
@@ -268,7 +268,7 @@ fn transformer(
             scale: Some(alpha),
             skip: Some(1.0 - alpha),
             score_scale: None,
-        }));
+        })));
         blocks.push(mlp(names, &format!("body.{i}.mlp."), Some(alpha)));
     }
     blocks.push(linear(names, "head"));
@@ -439,19 +439,18 @@ fn attention_lm(
         });
     }
     let attn_type = if quadratic { "quadratic" } else { "bilinear" };
-    if let Some(c) = cfg {
-        if let Some(t) = c.str("attn_type")?
-            && depth > 0
-            && t != attn_type
-        {
-            return Err(c.refuse(
-                "attn_type",
-                format!(
-                    "is {t:?}, but the checkpoint's layers have {} (attn_type {attn_type:?})",
-                    if quadratic { "q.weight" } else { "q1.weight" }
-                ),
-            ));
-        }
+    if let Some(c) = cfg
+        && let Some(t) = c.str("attn_type")?
+        && depth > 0
+        && t != attn_type
+    {
+        return Err(c.refuse(
+            "attn_type",
+            format!(
+                "is {t:?}, but the checkpoint's layers have {} (attn_type {attn_type:?})",
+                if quadratic { "q.weight" } else { "q1.weight" }
+            ),
+        ));
     }
     let heads = heads(cfg, options, layout)?;
     let alpha = setting(
@@ -559,7 +558,7 @@ fn attention_lm(
         } else {
             ["q1", "k1", "q2", "k2"]
         };
-        blocks.push(BlockSpec::Attention(AttentionSpec {
+        blocks.push(BlockSpec::Attention(Box::new(AttentionSpec {
             weights: [w(s1), w(k1), w(s2), w(k2), w("v"), w("o")],
             biases: [b(s1), b(k1), b(s2), b(k2), b("v"), b("o")],
             heads,
@@ -568,7 +567,7 @@ fn attention_lm(
             scale: Some(alpha),
             skip: Some(1.0),
             score_scale: None,
-        }));
+        })));
     }
     blocks.push(BlockSpec::Linear {
         weight: "unembed.weight".into(),

@@ -49,7 +49,6 @@
 
 mod build;
 mod config;
-mod error;
 mod infer;
 mod pickle;
 mod read;
@@ -57,7 +56,10 @@ mod spec;
 mod torch;
 mod write;
 
-pub use error::FileError;
+/// Re-exported here, where files are read; defined with the crate's
+/// [`Error`](crate::Error), which wraps it, so that the error type does not
+/// depend on `io`.
+pub use crate::error::FileError;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -38,7 +38,7 @@ pub(crate) enum BlockSpec {
         down_bias: Option<String>,
         residual: Option<f64>,
     },
-    Attention(AttentionSpec),
+    Attention(Box<AttentionSpec>),
 }
 
 /// A bilinear attention block's tensors and options; `None` options take
@@ -396,11 +396,11 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
             Some(Value::Null) => None,
             Some(_) => number("rotary_base")?,
         };
-        let weights = ATTENTION_ROLES.map(|role| required(role));
-        let biases = ATTENTION_BIAS_ROLES.map(|role| name(role));
+        let weights = ATTENTION_ROLES.map(required);
+        let biases = ATTENTION_BIAS_ROLES.map(&name);
         let [q1, k1, q2, k2, v, o] = weights;
         let [bq1, bk1, bq2, bk2, bv, bo] = biases;
-        return Ok(BlockSpec::Attention(AttentionSpec {
+        return Ok(BlockSpec::Attention(Box::new(AttentionSpec {
             weights: [q1?, k1?, q2?, k2?, v?, o?],
             biases: [bq1?, bk1?, bq2?, bk2?, bv?, bo?],
             heads,
@@ -409,7 +409,7 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
             scale: number("scale")?,
             skip: number("skip")?,
             score_scale: number("score_scale")?,
-        }));
+        })));
     }
     let factors = match (name("fused")?, name("left")?, name("right")?) {
         (Some(fused), None, None) => {
@@ -466,7 +466,7 @@ mod tests {
                 transpose: true,
                 energy: None,
             },
-            BlockSpec::Attention(AttentionSpec {
+            BlockSpec::Attention(Box::new(AttentionSpec {
                 weights: ["a", "b", "c", "d", "e", "f"].map(String::from),
                 biases: [Some("g".into()), None, None, None, None, Some("h".into())],
                 heads: 2,
@@ -475,7 +475,7 @@ mod tests {
                 scale: Some(0.5),
                 skip: None,
                 score_scale: Some(3.0),
-            }),
+            })),
             BlockSpec::Bilinear {
                 factors: Factors::Fused {
                     fused: "f".into(),

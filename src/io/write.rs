@@ -218,16 +218,17 @@ impl Writer {
         let biases = std::array::from_fn(|r| {
             self.vector(&format!("{prefix}{}", ATTENTION_BIAS_ROLES[r]), a.bias(r))
         });
-        self.specs.push(BlockSpec::Attention(AttentionSpec {
-            weights,
-            biases,
-            heads: a.heads(),
-            mask: a.mask().clone(),
-            rotary_base: a.rotary_base(),
-            scale: Some(a.scale()),
-            skip: Some(a.skip()),
-            score_scale: Some(a.score_scale()),
-        }));
+        self.specs
+            .push(BlockSpec::Attention(Box::new(AttentionSpec {
+                weights,
+                biases,
+                heads: a.heads(),
+                mask: a.mask().clone(),
+                rotary_base: a.rotary_base(),
+                scale: Some(a.scale()),
+                skip: Some(a.skip()),
+                score_scale: Some(a.score_scale()),
+            })));
         Ok(())
     }
 

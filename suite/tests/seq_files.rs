@@ -480,7 +480,7 @@ impl Lm {
         }
         for (i, a) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}.");
-            let roles: &[(&str, &DMatrix<f64>, &Option<DVector<f64>>)] = if a.quadratic {
+            let roles: &[ScoreLeg<'_>] = if a.quadratic {
                 &[("q", &a.q1, &a.bq1), ("k", &a.k1, &a.bk1)]
             } else {
                 &[
@@ -502,6 +502,9 @@ impl Lm {
         out
     }
 }
+
+/// A score leg's name, weight and bias.
+type ScoreLeg<'a> = (&'a str, &'a DMatrix<f64>, &'a Option<DVector<f64>>);
 
 fn one_hot(tokens: &[usize], vocab: usize) -> DMatrix<f64> {
     DMatrix::from_fn(tokens.len(), vocab, |s, t| {

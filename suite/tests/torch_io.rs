@@ -209,7 +209,9 @@ fn language_model_runs_are_read_as_pytorch_computes() {
     // The earlier checkpoint of the run is another model.
     let early = io::load(fixture("runs/tiny_lm/checkpoints/step_20.pt")).unwrap();
     let late = io::load(fixture("runs/tiny_lm/checkpoints/step_100.pt")).unwrap();
-    let s = tensor_similarity::TensorSimilarity::new().with_context(3).unwrap();
+    let s = tensor_similarity::TensorSimilarity::new()
+        .with_context(3)
+        .unwrap();
     use tensor_similarity::RecursiveSimilarity;
     let sim = s.similarity(&early, &late).unwrap();
     assert!(sim < 1.0 - 1e-6 && sim > -1.0, "{sim}");

@@ -115,6 +115,24 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
         m.degree(),
         total
     );
+    if let Some(source) = &file.checkpoint {
+        let _ = writeln!(
+            out,
+            "weights:    {}{}{}",
+            source
+                .key
+                .as_ref()
+                .map_or("the file's top-level state_dict".into(), |k| format!(
+                    "the state_dict under {k:?}"
+                )),
+            source.step.map_or(String::new(), |s| format!(", step {s}")),
+            if source.ignored.is_empty() {
+                String::new()
+            } else {
+                format!(" (not weights: {})", source.ignored.join(", "))
+            }
+        );
+    }
     if let Some(config) = &file.config {
         let _ = writeln!(out, "config:     {}", config.display());
     }
@@ -200,6 +218,9 @@ pub fn json(path: &Path, file: &ModelFile) -> String {
         "sequence": m.is_sequence(),
         "native_context": file.native_context,
         "config": file.config.as_ref().map(|c| c.display().to_string()),
+        "checkpoint": file.checkpoint.as_ref().map(|c| json!({
+            "key": c.key, "step": c.step, "ignored": c.ignored,
+        })),
         "assumptions": file.assumptions,
         "blocks": blocks,
         "tensors": tensors,

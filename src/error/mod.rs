@@ -1,5 +1,9 @@
 //! The crate's error type.
 
+mod file;
+
+pub use file::FileError;
+
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
@@ -167,13 +171,13 @@ pub enum Error {
         /// The file.
         path: std::path::PathBuf,
         /// What went wrong, naming the tensor or role.
-        source: crate::io::FileError,
+        source: FileError,
     },
     /// Tensors given in memory (a `state_dict`) do not make a model.
     #[error("state_dict: {source}")]
     StateDict {
         /// What went wrong, naming the tensor or role.
-        source: crate::io::FileError,
+        source: FileError,
     },
     /// A block's order is beyond what the Gaussian metric's Wick expansion
     /// accepts (its cost grows factorially with the order).

@@ -1,4 +1,4 @@
-//! What can go wrong reading or writing a model file.
+//! What can go wrong reading or writing a model file ([`crate::io`]).
 
 /// Why a model file could not be read or written; wrapped with the file's
 /// path in [`Error::File`](crate::Error::File). Each variant names the

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The crates only the command line needs.
 const CLI_DEPENDENCIES: [&str; 4] = ["clap", "indicatif", "plotters", "dejavu"];
 
-const MANIFEST: &str = include_str!("../Cargo.toml");
+const MANIFEST: &str = include_str!("../../Cargo.toml");
 
 /// The parts of a Cargo.toml these tests need: every table (`[a.b]` or an
 /// entry of `[[a]]`) as its header and its `key = value` lines, values kept
@@ -327,7 +327,7 @@ fn library_code_does_not_use_the_command_line_crates() {
     }
     let mut found = Vec::new();
     visit(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../src"),
         &mut found,
     );
     assert!(found.is_empty(), "library code outside src/bin/: {found:?}");
