@@ -74,7 +74,7 @@ pub(crate) fn infer(
     }
     if names.has_prefix("embed.") || names.has_prefix("body.") || names.has_prefix("head.") {
         let mut blocks = vec![linear(&names, "embed")];
-        for i in 0..names.layers("body.")? {
+        for i in 0..names.layers("body.", "l.weight")? {
             blocks.push(mlp(&names, &format!("body.{i}."), options.residual_scale));
         }
         blocks.push(linear(&names, "head"));
@@ -123,8 +123,8 @@ impl Names<'_> {
     }
 
     /// The number of layers `prefix{i}.…` (numbered from 0; a gap is an
-    /// error naming the first missing layer).
-    fn layers(&self, prefix: &str) -> Result<usize, FileError> {
+    /// error naming the missing layer's `first` tensor).
+    fn layers(&self, prefix: &str, first: &str) -> Result<usize, FileError> {
         let depth = self
             .0
             .keys()
@@ -140,8 +140,8 @@ impl Names<'_> {
         for i in 0..depth {
             if !self.has_prefix(&format!("{prefix}{i}.")) {
                 return Err(FileError::MissingTensor {
-                    tensor: format!("{prefix}{i}.*"),
-                    role: format!("layer {i} of {depth}"),
+                    tensor: format!("{prefix}{i}.{first}"),
+                    role: format!("layer {i} of {depth} (0-based; layer {} exists)", depth - 1),
                 });
             }
         }
@@ -249,7 +249,7 @@ fn transformer(
             None
         }
     };
-    let depth = names.layers("body.")?;
+    let depth = names.layers("body.", "attn.q1.weight")?;
     check_count(cfg, "n_layers", depth, "layers body.{i}")?;
     if let (Some(c), Some(&[d, _])) = (cfg, names.shape("embed.weight")) {
         check_count(Some(c), "d_model", d, "rows of embed.weight")?;
@@ -430,7 +430,7 @@ fn attention_lm(
             return Err(c.refuse("use_rmsnorm_qk", "RMS-normalised q/k are not polynomial"));
         }
     }
-    let depth = names.layers("layers.")?;
+    let depth = names.layers("layers.", "v.weight")?;
     let quadratic = (0..depth).any(|i| names.has(&format!("layers.{i}.q.weight")));
     let bilinear = (0..depth).any(|i| names.has(&format!("layers.{i}.q1.weight")));
     if quadratic && bilinear {
