@@ -341,7 +341,8 @@ fn forward_of_one_position_is_the_sequence_forward() {
 }
 
 #[test]
-fn sequence_models_are_not_saved_silently_as_vector_models() {
+fn sequence_models_are_saved_as_sequence_models() {
+    use tensor_similarity::io::{self, Layout};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seq.safetensors");
     let marked = Model::builder()
@@ -349,15 +350,14 @@ fn sequence_models_are_not_saved_silently_as_vector_models() {
         .block(Linear::new(DMatrix::identity(3, 3), None).unwrap())
         .build()
         .unwrap();
-    let err = tensor_similarity::io::save(&marked, &path, tensor_similarity::io::Layout::Described)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("sequence model"), "{err}");
-    let err = tensor_similarity::io::save(
-        &lm(1, 3, 2, 1, 2, 1),
-        &path,
-        tensor_similarity::io::Layout::Described,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("sequence"), "{err}");
+    io::save(&marked, &path, Layout::Described).unwrap();
+    assert!(io::load(&path).unwrap().is_sequence());
+    // Research layouts cannot mark one, so they refuse rather than drop it.
+    let err = io::save(&marked, &path, Layout::EmbedBodyHead).unwrap_err();
+    assert!(err.to_string().contains("sequence model"), "{err}");
+    let model = lm(1, 3, 2, 1, 2, 1);
+    io::save(&model, &path, Layout::Described).unwrap();
+    let back = io::load(&path).unwrap();
+    let sim = TensorSimilarity::new().with_context(2).unwrap();
+    assert!((sim.similarity(&model, &back).unwrap() - 1.0).abs() < 1e-12);
 }
