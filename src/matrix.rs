@@ -1,12 +1,20 @@
-//! Pairwise similarity matrices of many models, in parallel.
+//! Pairwise similarity matrices of many models, in parallel, whole or by
+//! tiles.
+//!
+//! A matrix too large for one machine is a grid of **tiles**: blocks of
+//! rows × columns computed independently from the models of those rows and
+//! columns and their squared norms, which [`squared_norms`] computes once per
+//! model. [`similarity_tile`] computes one tile; the tiles on and above the
+//! diagonal, mirrored, assemble into exactly what [`similarity_matrix`]
+//! returns (it is the one tile of all rows and columns).
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, cosine};
-use crate::scalar::Real;
+use crate::scalar::{LogScaled, Real};
 
 /// The symmetric `N × N` matrix of `metric`'s similarities between `models`,
 /// with a unit diagonal.
@@ -18,8 +26,9 @@ use crate::scalar::Real;
 /// threads), for a progress bar.
 ///
 /// Semantically the same as `metric.similarity(&models[i], &models[j])` for
-/// every `i ≠ j`. An error, the first by pair order, if any pair cannot be
-/// compared or a model has zero norm.
+/// every `i ≠ j`, and exactly [`similarity_tile`] of `models` with itself
+/// (`cols = None`) after [`squared_norms`]. An error, the first by pair
+/// order, if any pair cannot be compared or a model has zero norm.
 ///
 /// # Example
 ///
@@ -44,15 +53,96 @@ pub fn similarity_matrix<T: Real, S: RecursiveSimilarity<T> + Sync>(
     models: &[Model<T>],
     progress: impl Fn() + Sync,
 ) -> Result<DMatrix<f64>> {
-    let norms = models
-        .par_iter()
-        .map(|m| metric.squared_norm(m))
-        .collect::<Result<Vec<_>>>()?;
-    pairwise_matrix(models, progress, |i, j| {
+    let norms = squared_norms(metric, models)?;
+    similarity_tile(metric, models, &norms, None, progress)
+}
+
+/// Each model's squared norm `⟨A,A⟩` under `metric`, in parallel, in log
+/// scale: what [`similarity_tile`] reuses across tiles, so that a matrix
+/// computed by tiles still computes each norm once.
+///
+/// Semantically the same as `metric.squared_norm(m)` for each model; the
+/// error is the first by model order.
+///
+/// ```
+/// use nalgebra::dmatrix;
+/// use tensor_similarity::{matrix::squared_norms, Linear, Model, TensorSimilarity};
+/// let model = Model::builder().block(Linear::new(dmatrix![3.0, 4.0], None)?).build()?;
+/// let norms = squared_norms(&TensorSimilarity::new(), &[model])?;
+/// // ⟨A,A⟩ = ‖W‖² = 25 (with the identity input metric).
+/// assert!((norms[0].to_f64() - 25.0).abs() < 1e-12);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+pub fn squared_norms<T: Real, S: RecursiveSimilarity<T> + Sync>(
+    metric: &S,
+    models: &[Model<T>],
+) -> Result<Vec<LogScaled>> {
+    models.par_iter().map(|m| metric.squared_norm(m)).collect()
+}
+
+/// One tile of the similarity matrix: the cosines of `rows[i]` with
+/// `cols[j]`, given each model's squared norm (from [`squared_norms`]).
+///
+/// * `cols = Some((cols, col_norms))`: an off-diagonal tile,
+///   `rows.len() × cols.len()`, entry `(i, j)` the cosine of
+///   `⟨rows[i], cols[j]⟩` (in that order) with the two norms.
+/// * `cols = None`: a tile on the diagonal, the rows with themselves: the
+///   symmetric matrix of `rows` with a unit diagonal, each pair `i < j`
+///   computed once as `⟨rows[i], rows[j]⟩` and mirrored. This is exactly
+///   [`similarity_matrix`] of `rows`.
+///
+/// So for any split of `N` models into consecutive groups, the diagonal
+/// tiles and the tiles of each group's rows with a later group's columns,
+/// mirrored, assemble into the bit-identical `N × N` matrix. The pairs run in
+/// parallel on rayon's thread pool; `progress` is called once per finished
+/// pair. An error if a norms slice's length differs from its models', and
+/// otherwise the first by pair order (row-major) if a pair cannot be
+/// compared or a norm is zero.
+///
+/// # Example
+///
+/// ```
+/// use nalgebra::DMatrix;
+/// use tensor_similarity::matrix::{similarity_matrix, similarity_tile, squared_norms};
+/// use tensor_similarity::{Bilinear, Model, TensorSimilarity};
+///
+/// let model = |s: f64| -> Model {
+///     let l = DMatrix::from_fn(3, 2, |i, j| (i * j) as f64 + s);
+///     Model::builder().block(Bilinear::new(l, DMatrix::identity(3, 2)).unwrap()).build().unwrap()
+/// };
+/// let models: Vec<Model> = (0..5).map(|i| model(i as f64 * 0.3 - 0.5)).collect();
+/// let metric = TensorSimilarity::new();
+/// let norms = squared_norms(&metric, &models)?;
+/// let full = similarity_matrix(&metric, &models, || {})?;
+/// // Rows 0..2 with columns 2..5: the top-right block, bit for bit.
+/// let tile = similarity_tile(&metric, &models[..2], &norms[..2],
+///                            Some((&models[2..], &norms[2..])), || {})?;
+/// assert_eq!(tile, full.view((0, 2), (2, 3)).clone_owned());
+/// // Rows 2..5 with themselves: the diagonal block.
+/// let diagonal = similarity_tile(&metric, &models[2..], &norms[2..], None, || {})?;
+/// assert_eq!(diagonal, full.view((2, 2), (3, 3)).clone_owned());
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+pub fn similarity_tile<T: Real, S: RecursiveSimilarity<T> + Sync>(
+    metric: &S,
+    rows: &[Model<T>],
+    row_norms: &[LogScaled],
+    cols: Option<(&[Model<T>], &[LogScaled])>,
+    progress: impl Fn() + Sync,
+) -> Result<DMatrix<f64>> {
+    check_norms("row norms", rows.len(), row_norms.len())?;
+    let (cols, col_norms, shape) = match cols {
+        Some((models, norms)) => {
+            check_norms("column norms", models.len(), norms.len())?;
+            (models, norms, Some(models.len()))
+        }
+        None => (rows, row_norms, None),
+    };
+    pairwise_tile(rows.len(), shape, progress, |i, j| {
         cosine(
-            metric.inner_product(&models[i], &models[j])?,
-            norms[i],
-            norms[j],
+            metric.inner_product(&rows[i], &cols[j])?,
+            row_norms[i],
+            col_norms[j],
         )
     })
 }
@@ -61,7 +151,8 @@ pub fn similarity_matrix<T: Real, S: RecursiveSimilarity<T> + Sync>(
 /// `i < j`, is `similarity(i, j)`, computed in parallel; for metrics that
 /// are not inner-product cosines (such as
 /// [`weight_cosine`](crate::weight_cosine)). `progress` is called once per
-/// finished pair. The error is the first by pair order.
+/// finished pair. The error is the first by pair order. The same as
+/// [`pairwise_tile`]`(models.len(), None, …)`.
 ///
 /// ```
 /// use nalgebra::dmatrix;
@@ -79,10 +170,41 @@ pub fn pairwise_matrix<T: Real>(
     progress: impl Fn() + Sync,
     similarity: impl Fn(usize, usize) -> Result<f64> + Sync,
 ) -> Result<DMatrix<f64>> {
-    let n = models.len();
-    let pairs: Vec<(usize, usize)> = (0..n)
-        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
-        .collect();
+    pairwise_tile(models.len(), None, progress, similarity)
+}
+
+/// A tile of a matrix of any pairwise similarity, computed in parallel (the
+/// tile form of [`pairwise_matrix`], as [`similarity_tile`] is of
+/// [`similarity_matrix`]).
+///
+/// `cols = Some(c)`: the `rows × c` matrix of `similarity(i, j)` for every
+/// `i`, `j`. `cols = None`: a diagonal tile, the symmetric `rows × rows`
+/// matrix with unit diagonal whose entries `(i, j)` and `(j, i)`, `i < j`,
+/// are `similarity(i, j)`. `progress` is called once per finished pair; the
+/// error is the first by pair order (row-major).
+///
+/// ```
+/// use tensor_similarity::matrix::pairwise_tile;
+/// let m = pairwise_tile(2, Some(3), || {}, |i, j| Ok((10 * i + j) as f64))?;
+/// assert_eq!(m[(1, 2)], 12.0);
+/// let d = pairwise_tile(3, None, || {}, |i, j| Ok((10 * i + j) as f64))?;
+/// assert_eq!((d[(0, 0)], d[(0, 2)], d[(2, 0)]), (1.0, 2.0, 2.0));
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+pub fn pairwise_tile(
+    rows: usize,
+    cols: Option<usize>,
+    progress: impl Fn() + Sync,
+    similarity: impl Fn(usize, usize) -> Result<f64> + Sync,
+) -> Result<DMatrix<f64>> {
+    let pairs: Vec<(usize, usize)> = match cols {
+        Some(c) => (0..rows)
+            .flat_map(|i| (0..c).map(move |j| (i, j)))
+            .collect(),
+        None => (0..rows)
+            .flat_map(|i| (i + 1..rows).map(move |j| (i, j)))
+            .collect(),
+    };
     let values = pairs
         .par_iter()
         .map(|&(i, j)| {
@@ -91,11 +213,27 @@ pub fn pairwise_matrix<T: Real>(
             s
         })
         .collect::<Vec<_>>();
-    let mut out = DMatrix::identity(n, n);
+    let mut out = match cols {
+        Some(c) => DMatrix::zeros(rows, c),
+        None => DMatrix::identity(rows, rows),
+    };
     for (&(i, j), s) in pairs.iter().zip(values) {
         let s = s?;
         out[(i, j)] = s;
-        out[(j, i)] = s;
+        if cols.is_none() {
+            out[(j, i)] = s;
+        }
     }
     Ok(out)
+}
+
+/// An error unless there is one norm per model.
+fn check_norms(what: &'static str, models: usize, norms: usize) -> Result<()> {
+    if models == norms {
+        return Ok(());
+    }
+    Err(Error::InvalidOption {
+        what,
+        reason: format!("{norms} norms given for {models} models"),
+    })
 }

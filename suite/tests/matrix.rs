@@ -1,5 +1,5 @@
 //! `similarity_matrix`: each norm once, each pair once, the same values as
-//! pair-by-pair similarities.
+//! pair-by-pair similarities; tiles of it, assembled, are the same matrix.
 
 // The file fixtures are shared with the command-line test of the published
 // crate, which keeps them.
@@ -9,7 +9,9 @@ mod files;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use files::*;
-use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
+use tensor_similarity::matrix::{
+    pairwise_matrix, pairwise_tile, similarity_matrix, similarity_tile, squared_norms,
+};
 use tensor_similarity::{
     Error, LogScaled, Model, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
 };
@@ -85,4 +87,67 @@ fn errors_come_back_and_small_inputs_work() {
     assert_eq!(one[(0, 0)], 1.0);
     let none = similarity_matrix(&TensorSimilarity::new(), &[] as &[Model<f64>], || {}).unwrap();
     assert_eq!(none.shape(), (0, 0));
+}
+
+/// Tiles of 0..3, 3..5, 5..7 on and above the diagonal, mirrored: the
+/// matrix bit for bit, with each norm computed once and each pair once.
+#[test]
+fn tiles_assemble_into_the_matrix_with_each_norm_once() {
+    let models: Vec<Model<f64>> = (0..7).map(|i| embed_body_head(20 + i, 1, 1.0)).collect();
+    let full = similarity_matrix(&Counting::default(), &models, || {}).unwrap();
+    let metric = Counting::default();
+    let norms = squared_norms(&metric, &models).unwrap();
+    let groups = [0..3, 3..5, 5..7];
+    let mut out = nalgebra::DMatrix::from_element(7, 7, f64::NAN);
+    let pairs = AtomicUsize::new(0);
+    let tick = || {
+        pairs.fetch_add(1, Ordering::Relaxed);
+    };
+    for (g, rows) in groups.iter().enumerate() {
+        for cols in &groups[g..] {
+            let (r, rn) = (&models[rows.clone()], &norms[rows.clone()]);
+            let cols_given = (cols != rows).then(|| (&models[cols.clone()], &norms[cols.clone()]));
+            let tile = similarity_tile(&metric, r, rn, cols_given, tick).unwrap();
+            assert_eq!(tile.shape(), (rows.len(), cols.len()));
+            for (i, gi) in rows.clone().enumerate() {
+                for (j, gj) in cols.clone().enumerate() {
+                    out[(gi, gj)] = tile[(i, j)];
+                    out[(gj, gi)] = tile[(i, j)];
+                }
+            }
+        }
+    }
+    assert_eq!(out, full);
+    assert_eq!(metric.norms.load(Ordering::Relaxed), 7);
+    assert_eq!(metric.products.load(Ordering::Relaxed), 7 * 6 / 2);
+    assert_eq!(pairs.load(Ordering::Relaxed), 7 * 6 / 2);
+}
+
+#[test]
+fn tiles_check_their_norms_and_pass_errors_on() {
+    let models: Vec<Model<f64>> = (0..3).map(|i| embed_body_head(30 + i, 1, 1.0)).collect();
+    let metric = TensorSimilarity::new();
+    let norms = squared_norms(&metric, &models).unwrap();
+    let e = similarity_tile(&metric, &models, &norms[..2], None, || {}).unwrap_err();
+    assert!(e.to_string().contains("2 norms given for 3 models"), "{e}");
+    let cols = Some((&models[..1], &norms[..0]));
+    let e = similarity_tile(&metric, &models, &norms, cols, || {}).unwrap_err();
+    assert!(e.to_string().contains("column norms"), "{e}");
+    let zero = [LogScaled::ZERO; 3];
+    let e = similarity_tile(&metric, &models, &zero, None, || {}).unwrap_err();
+    assert!(matches!(e, Error::ZeroNorm(_)), "{e}");
+    // The first error by pair order (row-major).
+    let e = pairwise_tile(
+        2,
+        Some(2),
+        || {},
+        |i, j| {
+            Err(Error::InvalidOption {
+                what: "pair",
+                reason: format!("{i},{j}"),
+            })
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().ends_with("0,0"), "{e}");
 }
