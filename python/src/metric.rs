@@ -1,0 +1,368 @@
+//! The metrics and what they compute: similarities, inner products,
+//! matrices and tiles of matrices.
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tensor_similarity::matrix::{
+    pairwise_tile, similarity_matrix, similarity_tile, squared_norms as core_norms,
+};
+use tensor_similarity::nalgebra;
+use tensor_similarity::{
+    GaussianSimilarity, LogScaled, Model, RecursiveSimilarity, TensorSimilarity, weight_cosine,
+};
+
+use crate::model::NativeModel;
+use crate::{Array, invalid, matrix as to_matrix, to_bytes, to_py, vector};
+
+/// How a metric computes.
+enum Kernel {
+    Tensor(TensorSimilarity),
+    Gaussian(GaussianSimilarity<f64>),
+    /// The weight cosine: not the cosine of a model inner product.
+    Weight,
+}
+
+/// A metric with its options (`"tensor"`, `"gaussian"` or `"weight"`),
+/// checked once.
+#[pyclass(frozen, module = "tensor_similarity._native")]
+pub struct Metric {
+    kernel: Kernel,
+    name: &'static str,
+}
+
+/// `⟨A, B⟩` in log scale, as Python sees it: `(sign, ln |⟨A, B⟩|)`.
+type Log = (f64, f64);
+
+fn log(x: LogScaled) -> Log {
+    (x.signum(), x.ln_abs())
+}
+
+fn unlog((sign, ln): Log) -> LogScaled {
+    LogScaled::from_ln(sign, ln)
+}
+
+impl Metric {
+    /// The metric as an inner-product cosine, or the error that it is not.
+    fn recursive(&self, what: &str) -> PyResult<&(dyn RecursiveSimilarity<f64> + Sync)> {
+        match &self.kernel {
+            Kernel::Tensor(m) => Ok(m),
+            Kernel::Gaussian(m) => Ok(m),
+            Kernel::Weight => Err(invalid(format!(
+                "{what} needs an inner product: metric \"tensor\" or \"gaussian\", not \"weight\""
+            ))),
+        }
+    }
+}
+
+#[pymethods]
+impl Metric {
+    #[new]
+    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kind: &str,
+        context: Option<usize>,
+        input_metric: Option<Array<'_>>,
+        input_mean: Option<Array<'_>>,
+        input_covariance: Option<Array<'_>>,
+        outputs: Option<Vec<usize>>,
+        output_weights: Option<Array<'_>>,
+        positions: Option<Vec<usize>>,
+    ) -> PyResult<Self> {
+        // The options each metric takes; anything else given is refused,
+        // so that an option never silently changes nothing.
+        let given = [
+            ("context", context.is_some()),
+            ("input_metric", input_metric.is_some()),
+            ("input_mean", input_mean.is_some()),
+            ("input_covariance", input_covariance.is_some()),
+            ("outputs", outputs.is_some()),
+            ("output_weights", output_weights.is_some()),
+            ("positions", positions.is_some()),
+        ];
+        let takes: &[&str] = match kind {
+            "tensor" => &[
+                "context",
+                "input_metric",
+                "input_mean",
+                "input_covariance",
+                "outputs",
+                "output_weights",
+                "positions",
+            ],
+            "gaussian" => &["input_mean", "input_covariance"],
+            "weight" => &[],
+            _ => {
+                return Err(invalid(format!(
+                    "metric {kind:?}: expected \"tensor\", \"gaussian\" or \"weight\""
+                )));
+            }
+        };
+        if let Some((option, _)) = given.iter().find(|(o, g)| *g && !takes.contains(o)) {
+            return Err(invalid(format!(
+                "metric {kind:?} does not take {option}= (its options: {})",
+                if takes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    takes.join(", ")
+                }
+            )));
+        }
+        let mean = input_mean
+            .as_ref()
+            .map(|m| vector("input_mean", m))
+            .transpose()?;
+        let covariance = input_covariance
+            .as_ref()
+            .map(|c| to_matrix("input_covariance", c))
+            .transpose()?;
+        let (kernel, name) = match kind {
+            "tensor" => {
+                let mut m = TensorSimilarity::new();
+                if let Some(n) = context {
+                    m = m.with_context(n).map_err(to_py)?;
+                }
+                if let Some(metric) = &input_metric {
+                    if mean.is_some() || covariance.is_some() {
+                        return Err(invalid(
+                            "give input_metric= or input_mean=/input_covariance=, not both",
+                        ));
+                    }
+                    m = m
+                        .with_input_metric(to_matrix("input_metric", metric)?)
+                        .map_err(to_py)?;
+                }
+                if mean.is_some() || covariance.is_some() {
+                    let d = mean
+                        .as_ref()
+                        .map(|v| v.len())
+                        .or(covariance.as_ref().map(|c| c.nrows()))
+                        .unwrap_or(0);
+                    let mean = mean.unwrap_or_else(|| nalgebra::DVector::zeros(d));
+                    let covariance =
+                        covariance.unwrap_or_else(|| nalgebra::DMatrix::identity(d, d));
+                    m = m.with_input_gaussian(&mean, &covariance).map_err(to_py)?;
+                }
+                if outputs.is_some() && output_weights.is_some() {
+                    return Err(invalid("give outputs= or output_weights=, not both"));
+                }
+                if let Some(outputs) = outputs {
+                    m = m.with_output_selection(outputs);
+                }
+                if let Some(w) = &output_weights {
+                    m = m
+                        .with_output_weights(to_matrix("output_weights", w)?)
+                        .map_err(to_py)?;
+                }
+                if let Some(positions) = positions {
+                    m = m.with_position_selection(positions);
+                }
+                (Kernel::Tensor(m), "tensor")
+            }
+            "gaussian" => {
+                let mut m = GaussianSimilarity::new();
+                match (mean, covariance) {
+                    (Some(mean), Some(cov)) => m = m.with_input(mean, cov).map_err(to_py)?,
+                    (Some(mean), None) => m = m.with_mean(mean).map_err(to_py)?,
+                    (None, Some(cov)) => m = m.with_covariance(cov).map_err(to_py)?,
+                    (None, None) => {}
+                }
+                (Kernel::Gaussian(m), "gaussian")
+            }
+            _ => (Kernel::Weight, "weight"),
+        };
+        Ok(Self { kernel, name })
+    }
+
+    /// `"tensor"`, `"gaussian"` or `"weight"`.
+    #[getter]
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Metric({:?})", self.name)
+    }
+}
+
+/// The models of Python objects, cloned (each clone shares its blocks) so
+/// that the computation can run without the GIL.
+fn models(list: &[PyRef<'_, NativeModel>]) -> Vec<Model<f64>> {
+    list.iter().map(|m| m.model.clone()).collect()
+}
+
+/// A progress callback for worker threads: calls `callback()` with the GIL
+/// (an exception it raises is reported as unraisable, never lost silently,
+/// and does not stop the computation).
+fn ticker(callback: Option<Py<PyAny>>) -> impl Fn() + Sync {
+    move || {
+        if let Some(cb) = &callback {
+            Python::attach(|py| {
+                if let Err(e) = cb.call0(py) {
+                    e.write_unraisable(py, Some(cb.bind(py)));
+                }
+            });
+        }
+    }
+}
+
+/// The similarity of `a` and `b`.
+#[pyfunction]
+pub fn similarity(
+    py: Python<'_>,
+    metric: PyRef<'_, Metric>,
+    a: PyRef<'_, NativeModel>,
+    b: PyRef<'_, NativeModel>,
+) -> PyResult<f64> {
+    let (a, b) = (a.model.clone(), b.model.clone());
+    let kernel = &metric.kernel;
+    py.detach(|| match kernel {
+        Kernel::Tensor(m) => m.similarity(&a, &b),
+        Kernel::Gaussian(m) => m.similarity(&a, &b),
+        Kernel::Weight => weight_cosine(&a, &b),
+    })
+    .map_err(to_py)
+}
+
+/// `⟨A, B⟩` as `(sign, ln |⟨A, B⟩|)`.
+#[pyfunction]
+pub fn inner_product(
+    py: Python<'_>,
+    metric: PyRef<'_, Metric>,
+    a: PyRef<'_, NativeModel>,
+    b: PyRef<'_, NativeModel>,
+) -> PyResult<Log> {
+    let m = metric.recursive("inner_product")?;
+    let (a, b) = (a.model.clone(), b.model.clone());
+    py.detach(|| m.inner_product(&a, &b))
+        .map(log)
+        .map_err(to_py)
+}
+
+/// The cosine of the directions `A1 − A0` and `B1 − B0`.
+#[pyfunction]
+pub fn difference_similarity(
+    py: Python<'_>,
+    metric: PyRef<'_, Metric>,
+    a0: PyRef<'_, NativeModel>,
+    a1: PyRef<'_, NativeModel>,
+    b0: PyRef<'_, NativeModel>,
+    b1: PyRef<'_, NativeModel>,
+) -> PyResult<f64> {
+    let m = metric.recursive("difference_similarity")?;
+    let [a0, a1, b0, b1] = [&a0, &a1, &b0, &b1].map(|x| x.model.clone());
+    py.detach(|| m.difference_similarity(&a0, &a1, &b0, &b1))
+        .map_err(to_py)
+}
+
+/// Whether the Gaussian similarity of `a` and `b` is exact (not a closure).
+#[pyfunction]
+pub fn gaussian_is_exact(
+    metric: PyRef<'_, Metric>,
+    a: PyRef<'_, NativeModel>,
+    b: PyRef<'_, NativeModel>,
+) -> PyResult<bool> {
+    match &metric.kernel {
+        Kernel::Gaussian(m) => Ok(m.is_exact(&a.model, &b.model)),
+        _ => Err(invalid(
+            "exactness is a property of the \"gaussian\" metric",
+        )),
+    }
+}
+
+/// Each model's squared norm, `(sign, ln |⟨A, A⟩|)`.
+#[pyfunction]
+pub fn squared_norms(
+    py: Python<'_>,
+    metric: PyRef<'_, Metric>,
+    models: Vec<PyRef<'_, NativeModel>>,
+) -> PyResult<Vec<Log>> {
+    let m = metric.recursive("squared_norms")?;
+    let models = self::models(&models);
+    py.detach(|| core_norms(&m, &models))
+        .map(|v| v.into_iter().map(log).collect())
+        .map_err(to_py)
+}
+
+/// The `N × N` similarity matrix, as bytes of a row-major `float64` array.
+#[pyfunction]
+#[pyo3(signature = (metric, models, progress=None))]
+pub fn matrix<'py>(
+    py: Python<'py>,
+    metric: PyRef<'py, Metric>,
+    models: Vec<PyRef<'py, NativeModel>>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let models = self::models(&models);
+    let tick = ticker(progress);
+    let kernel = &metric.kernel;
+    let m = py
+        .detach(|| match kernel {
+            Kernel::Tensor(m) => similarity_matrix(m, &models, &tick),
+            Kernel::Gaussian(m) => similarity_matrix(m, &models, &tick),
+            Kernel::Weight => pairwise_tile(models.len(), None, &tick, |i, j| {
+                weight_cosine(&models[i], &models[j])
+            }),
+        })
+        .map_err(to_py)?;
+    Ok(to_bytes(py, &m))
+}
+
+/// One tile of the similarity matrix (`cols = None`: the rows with
+/// themselves), as bytes of a row-major `float64` array. The norms are
+/// `(sign, ln)` pairs from `squared_norms`, or `None` to compute them here;
+/// the weight metric takes none.
+#[pyfunction]
+#[pyo3(signature = (metric, rows, row_norms=None, cols=None, col_norms=None, progress=None))]
+pub fn tile<'py>(
+    py: Python<'py>,
+    metric: PyRef<'py, Metric>,
+    rows: Vec<PyRef<'py, NativeModel>>,
+    row_norms: Option<Vec<Log>>,
+    cols: Option<Vec<PyRef<'py, NativeModel>>>,
+    col_norms: Option<Vec<Log>>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    if cols.is_none() && col_norms.is_some() {
+        return Err(invalid("col_norms given without cols"));
+    }
+    let rows = models(&rows);
+    let cols = cols.as_deref().map(models);
+    let tick = ticker(progress);
+    let m = match &metric.kernel {
+        Kernel::Weight => {
+            if row_norms.is_some() || col_norms.is_some() {
+                return Err(invalid(
+                    "the weight metric takes no norms (it is not the cosine of a model inner product)",
+                ));
+            }
+            py.detach(|| match &cols {
+                Some(c) => pairwise_tile(rows.len(), Some(c.len()), &tick, |i, j| {
+                    weight_cosine(&rows[i], &c[j])
+                }),
+                None => pairwise_tile(rows.len(), None, &tick, |i, j| {
+                    weight_cosine(&rows[i], &rows[j])
+                }),
+            })
+        }
+        _ => {
+            let m = metric.recursive("tile")?;
+            let norms = |given: Option<Vec<Log>>, models: &[Model<f64>]| match given {
+                Some(v) => Ok(v.into_iter().map(unlog).collect::<Vec<_>>()),
+                None => core_norms(&m, models),
+            };
+            py.detach(|| {
+                let rn = norms(row_norms, &rows)?;
+                match &cols {
+                    Some(c) => {
+                        let cn = norms(col_norms, c)?;
+                        similarity_tile(&m, &rows, &rn, Some((c, &cn)), &tick)
+                    }
+                    None => similarity_tile(&m, &rows, &rn, None, &tick),
+                }
+            })
+        }
+    }
+    .map_err(to_py)?;
+    Ok(to_bytes(py, &m))
+}

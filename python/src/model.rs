@@ -1,0 +1,350 @@
+//! Models: read from files or from a `state_dict`, written back, run
+//! forward.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use rayon::prelude::*;
+use tensor_similarity::io::{self, Dtype, Layout, LoadOptions, ModelFile, TensorData};
+use tensor_similarity::{Mask, Model};
+
+use crate::{Array, invalid, matrix, to_bytes, to_py, values};
+
+/// A model and what its source said about it (`tensor_similarity.Model`
+/// wraps one).
+#[pyclass(frozen, module = "tensor_similarity._native")]
+pub struct NativeModel {
+    pub(crate) model: Model<f64>,
+    layout: Layout,
+    tensors: Vec<io::TensorEntry>,
+    config: Option<PathBuf>,
+    native_context: Option<usize>,
+    assumptions: Vec<String>,
+    unused_options: Vec<&'static str>,
+}
+
+impl From<ModelFile> for NativeModel {
+    fn from(f: ModelFile) -> Self {
+        Self {
+            model: f.model,
+            layout: f.layout,
+            tensors: f.tensors,
+            config: f.config,
+            native_context: f.native_context,
+            assumptions: f.assumptions,
+            unused_options: f.unused_options,
+        }
+    }
+}
+
+/// The Python name of a layout (what `save` takes).
+fn layout_key(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Described => "described",
+        Layout::EmbedBodyHead => "embed_body_head",
+        Layout::BiLinearProjection => "bi_linear_projection",
+        Layout::Transformer => "transformer",
+        Layout::AttentionLm => "attention_lm",
+        _ => "other",
+    }
+}
+
+fn parse_dtype(name: &str) -> PyResult<Dtype> {
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "F64" | "FLOAT64" => Dtype::F64,
+        "F32" | "FLOAT32" => Dtype::F32,
+        "F16" | "FLOAT16" => Dtype::F16,
+        "BF16" | "BFLOAT16" => Dtype::BF16,
+        _ => {
+            return Err(invalid(format!(
+                "dtype {name:?}: expected one of \"F64\", \"F32\", \"F16\", \"BF16\""
+            )));
+        }
+    })
+}
+
+#[pymethods]
+impl NativeModel {
+    #[getter]
+    fn input_width(&self) -> usize {
+        self.model.input_width()
+    }
+
+    #[getter]
+    fn output_width(&self) -> usize {
+        self.model.output_width()
+    }
+
+    #[getter]
+    fn is_sequence(&self) -> bool {
+        self.model.is_sequence()
+    }
+
+    #[getter]
+    fn depth(&self) -> usize {
+        self.model.depth()
+    }
+
+    #[getter]
+    fn orders(&self) -> Vec<usize> {
+        self.model.orders()
+    }
+
+    #[getter]
+    fn parameter_count(&self) -> usize {
+        self.model.parameter_count()
+    }
+
+    #[getter]
+    fn layout(&self) -> &'static str {
+        layout_key(self.layout)
+    }
+
+    #[getter]
+    fn layout_name(&self) -> &'static str {
+        self.layout.name()
+    }
+
+    #[getter]
+    fn config(&self) -> Option<PathBuf> {
+        self.config.clone()
+    }
+
+    #[getter]
+    fn native_context(&self) -> Option<usize> {
+        self.native_context
+    }
+
+    #[getter]
+    fn assumptions(&self) -> Vec<String> {
+        self.assumptions.clone()
+    }
+
+    #[getter]
+    fn unused_options(&self) -> Vec<&'static str> {
+        self.unused_options.clone()
+    }
+
+    /// One dict per block: kind, order, widths, whether it mixes positions,
+    /// its parameter count.
+    fn blocks<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.model
+            .blocks()
+            .iter()
+            .map(|b| {
+                let d = PyDict::new(py);
+                d.set_item("kind", b.kind())?;
+                d.set_item("order", b.order())?;
+                d.set_item("input_width", b.input_width())?;
+                d.set_item("output_width", b.output_width())?;
+                d.set_item("mixes_positions", b.mixes_positions())?;
+                let count: usize = b.parameters().iter().map(|p| p.values.len()).sum();
+                d.set_item("parameters", count)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// One dict per tensor of the source: name, block, role, stored dtype,
+    /// shape.
+    fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.tensors
+            .iter()
+            .map(|t| {
+                let d = PyDict::new(py);
+                d.set_item("name", &t.name)?;
+                d.set_item("block", t.block)?;
+                d.set_item("role", t.role)?;
+                d.set_item("dtype", t.dtype.name())?;
+                d.set_item("shape", t.shape.clone())?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// The model on each row of a `[samples, d]` array (vector models), or
+    /// on one sequence `[n, d]` (`sequence = True`); the outputs as bytes
+    /// of a `[rows, n_L]` array.
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        x: Array<'py>,
+        sequence: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let x = matrix("forward input", &x)?;
+        let y = py
+            .detach(|| {
+                if sequence {
+                    self.model.forward_sequence(&x)
+                } else {
+                    self.model.forward_rows(&x)
+                }
+            })
+            .map_err(to_py)?;
+        Ok(to_bytes(py, &y))
+    }
+}
+
+/// A mask option: `"causal"`, `"none"`, `"diag"`, or a matrix.
+#[derive(FromPyObject)]
+pub enum MaskArg<'py> {
+    Name(String),
+    Matrix(Array<'py>),
+}
+
+fn parse_mask(mask: Option<MaskArg<'_>>) -> PyResult<Option<Mask>> {
+    Ok(match mask {
+        None => None,
+        Some(MaskArg::Name(name)) => Some(match name.as_str() {
+            "causal" => Mask::Causal,
+            "none" => Mask::None,
+            "diag" | "diagonal" => Mask::Diagonal,
+            _ => {
+                return Err(invalid(format!(
+                    "mask {name:?}: expected \"causal\", \"none\", \"diag\" or a matrix"
+                )));
+            }
+        }),
+        Some(MaskArg::Matrix(m)) => Some(Mask::Matrix(matrix("mask", &m)?)),
+    })
+}
+
+fn load_options(
+    residual_scale: Option<f64>,
+    config: Option<PathBuf>,
+    heads: Option<usize>,
+    mask: Option<MaskArg<'_>>,
+    attn_scale: Option<f64>,
+) -> PyResult<LoadOptions> {
+    // Options the core adds later keep their defaults until they are bound.
+    #[allow(clippy::needless_update)]
+    Ok(LoadOptions {
+        residual_scale,
+        config,
+        heads,
+        mask: parse_mask(mask)?,
+        attn_scale,
+        ..LoadOptions::default()
+    })
+}
+
+/// The model in the file at `path`.
+#[pyfunction]
+#[pyo3(signature = (path, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
+pub fn load(
+    py: Python<'_>,
+    path: PathBuf,
+    residual_scale: Option<f64>,
+    config: Option<PathBuf>,
+    heads: Option<usize>,
+    mask: Option<MaskArg<'_>>,
+    attn_scale: Option<f64>,
+) -> PyResult<NativeModel> {
+    let options = load_options(residual_scale, config, heads, mask, attn_scale)?;
+    let file = py.detach(|| io::open(&path, &options)).map_err(to_py)?;
+    Ok(file.into())
+}
+
+/// The models in the files at `paths`, read in parallel; the error is the
+/// first by path order.
+#[pyfunction]
+#[pyo3(signature = (paths, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
+pub fn load_many(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    residual_scale: Option<f64>,
+    config: Option<PathBuf>,
+    heads: Option<usize>,
+    mask: Option<MaskArg<'_>>,
+    attn_scale: Option<f64>,
+) -> PyResult<Vec<NativeModel>> {
+    let options = load_options(residual_scale, config, heads, mask, attn_scale)?;
+    let files = py
+        .detach(|| {
+            paths
+                .par_iter()
+                .map(|p| io::open(p, &options))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(to_py)?;
+    Ok(files.into_iter().map(NativeModel::from).collect())
+}
+
+/// A model from a `state_dict`'s tensors: parallel lists of names, stored
+/// dtypes, shapes and `float64` bytes; `metadata` the layout JSON, or
+/// `None` to infer it from the names.
+#[pyfunction]
+#[pyo3(signature = (names, dtypes, shapes, data, metadata=None, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn from_state_dict(
+    py: Python<'_>,
+    names: Vec<String>,
+    dtypes: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+    data: Vec<Bound<'_, PyBytes>>,
+    metadata: Option<String>,
+    residual_scale: Option<f64>,
+    config: Option<PathBuf>,
+    heads: Option<usize>,
+    mask: Option<MaskArg<'_>>,
+    attn_scale: Option<f64>,
+) -> PyResult<NativeModel> {
+    if dtypes.len() != names.len() || shapes.len() != names.len() || data.len() != names.len() {
+        return Err(PyTypeError::new_err(
+            "from_state_dict: names, dtypes, shapes and data must have one entry per tensor",
+        ));
+    }
+    let options = load_options(residual_scale, config, heads, mask, attn_scale)?;
+    let mut tensors = HashMap::with_capacity(names.len());
+    for (((name, dtype), shape), bytes) in names.into_iter().zip(dtypes).zip(shapes).zip(&data) {
+        let dtype = parse_dtype(&dtype)?;
+        let values = values(&format!("tensor {name:?}"), bytes.as_bytes(), &shape)?;
+        if tensors
+            .insert(
+                name.clone(),
+                TensorData {
+                    dtype,
+                    shape,
+                    values,
+                },
+            )
+            .is_some()
+        {
+            return Err(invalid(format!("state_dict: tensor {name:?} given twice")));
+        }
+    }
+    let file = py
+        .detach(|| io::from_state_dict(tensors, metadata.as_deref(), &options))
+        .map_err(to_py)?;
+    Ok(file.into())
+}
+
+/// Writes `model` to `path` (safetensors) under `layout`, storing `dtype`.
+#[pyfunction]
+#[pyo3(signature = (model, path, layout="described", dtype="F64"))]
+pub fn save(
+    py: Python<'_>,
+    model: PyRef<'_, NativeModel>,
+    path: PathBuf,
+    layout: &str,
+    dtype: &str,
+) -> PyResult<()> {
+    let layout = match layout {
+        "described" => Layout::Described,
+        "embed_body_head" => Layout::EmbedBodyHead,
+        "bi_linear_projection" => Layout::BiLinearProjection,
+        _ => {
+            return Err(invalid(format!(
+                "layout {layout:?}: save writes \"described\", \"embed_body_head\" or \
+                 \"bi_linear_projection\""
+            )));
+        }
+    };
+    let dtype = parse_dtype(dtype)?;
+    let m = model.model.clone();
+    py.detach(|| io::save_as(&m, &path, layout, dtype))
+        .map_err(to_py)
+}

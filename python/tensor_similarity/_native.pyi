@@ -1,0 +1,116 @@
+"""Type stubs of the compiled core, ``tensor_similarity._native``.
+
+Arrays cross as ``(bytes, shape)``: the bytes of a C-contiguous ``float64``
+array in native byte order. Use the package's functions
+(``tensor_similarity.load``, ``similarity``, …), which convert NumPy arrays,
+torch tensors and options into these.
+"""
+
+from os import PathLike
+from typing import Callable, Optional, Sequence, Union
+
+_Array = tuple[bytes, Sequence[int]]
+_Log = tuple[float, float]
+_Mask = Union[str, _Array]
+_Path = Union[str, PathLike[str]]
+
+__version__: str
+
+class TensorSimilarityError(ValueError):
+    """An error of the tensor-similarity core, with its message."""
+
+class NativeModel:
+    @property
+    def input_width(self) -> int: ...
+    @property
+    def output_width(self) -> int: ...
+    @property
+    def is_sequence(self) -> bool: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def orders(self) -> list[int]: ...
+    @property
+    def parameter_count(self) -> int: ...
+    @property
+    def layout(self) -> str: ...
+    @property
+    def layout_name(self) -> str: ...
+    @property
+    def config(self) -> Optional[str]: ...
+    @property
+    def native_context(self) -> Optional[int]: ...
+    @property
+    def assumptions(self) -> list[str]: ...
+    @property
+    def unused_options(self) -> list[str]: ...
+    def blocks(self) -> list[dict]: ...
+    def tensors(self) -> list[dict]: ...
+    def forward(self, x: _Array, sequence: bool) -> bytes: ...
+
+class Metric:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        context: Optional[int] = None,
+        input_metric: Optional[_Array] = None,
+        input_mean: Optional[_Array] = None,
+        input_covariance: Optional[_Array] = None,
+        outputs: Optional[Sequence[int]] = None,
+        output_weights: Optional[_Array] = None,
+        positions: Optional[Sequence[int]] = None,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+
+def load(
+    path: _Path,
+    *,
+    residual_scale: Optional[float] = None,
+    config: Optional[_Path] = None,
+    heads: Optional[int] = None,
+    mask: Optional[_Mask] = None,
+    attn_scale: Optional[float] = None,
+) -> NativeModel: ...
+def load_many(
+    paths: Sequence[_Path],
+    *,
+    residual_scale: Optional[float] = None,
+    config: Optional[_Path] = None,
+    heads: Optional[int] = None,
+    mask: Optional[_Mask] = None,
+    attn_scale: Optional[float] = None,
+) -> list[NativeModel]: ...
+def from_state_dict(
+    names: Sequence[str],
+    dtypes: Sequence[str],
+    shapes: Sequence[Sequence[int]],
+    data: Sequence[bytes],
+    metadata: Optional[str] = None,
+    *,
+    residual_scale: Optional[float] = None,
+    config: Optional[_Path] = None,
+    heads: Optional[int] = None,
+    mask: Optional[_Mask] = None,
+    attn_scale: Optional[float] = None,
+) -> NativeModel: ...
+def save(model: NativeModel, path: _Path, layout: str = "described", dtype: str = "F64") -> None: ...
+def similarity(metric: Metric, a: NativeModel, b: NativeModel) -> float: ...
+def inner_product(metric: Metric, a: NativeModel, b: NativeModel) -> _Log: ...
+def difference_similarity(
+    metric: Metric, a0: NativeModel, a1: NativeModel, b0: NativeModel, b1: NativeModel
+) -> float: ...
+def gaussian_is_exact(metric: Metric, a: NativeModel, b: NativeModel) -> bool: ...
+def squared_norms(metric: Metric, models: Sequence[NativeModel]) -> list[_Log]: ...
+def matrix(
+    metric: Metric, models: Sequence[NativeModel], progress: Optional[Callable[[], object]] = None
+) -> bytes: ...
+def tile(
+    metric: Metric,
+    rows: Sequence[NativeModel],
+    row_norms: Optional[Sequence[_Log]] = None,
+    cols: Optional[Sequence[NativeModel]] = None,
+    col_norms: Optional[Sequence[_Log]] = None,
+    progress: Optional[Callable[[], object]] = None,
+) -> bytes: ...

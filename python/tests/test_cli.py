@@ -1,0 +1,75 @@
+"""The Python package against the command-line binary on the same files:
+the same numbers, bit for bit. `.ci/run` sets TENSOR_SIMILARITY_CLI to the
+binary its Rust tests built; without it these tests are skipped."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import tensor_similarity as ts
+from conftest import attention_model, embed_body_head, perturbed
+
+CLI = os.environ.get("TENSOR_SIMILARITY_CLI")
+pytestmark = pytest.mark.skipif(
+    not CLI or not os.path.exists(CLI), reason="TENSOR_SIMILARITY_CLI names no binary"
+)
+
+
+def run(*args: str) -> str:
+    out = subprocess.run([CLI, *map(str, args)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def files(tmp_path):
+    base = embed_body_head(100, blocks=2, h=6)
+    paths = []
+    for i in range(4):
+        model = ts.Model.from_state_dict(perturbed(base, 101 + i, 0.2 * i), residual_scale=0.5)
+        paths.append(tmp_path / f"m{i}.safetensors")
+        model.save(paths[-1], layout=["described", "embed_body_head"][i % 2], dtype=["F64", "F32"][i % 2])
+    return paths
+
+
+@pytest.mark.parametrize("metric", ["tensor", "gaussian", "weight"])
+def test_compare_prints_what_similarity_returns(files, metric):
+    a, b = files[0], files[3]
+    # The CLI prints the shortest string that parses back to the same f64.
+    assert float(run("compare", a, b, "--metric", metric)) == ts.similarity(a, b, metric)
+
+
+def test_gaussian_exactness_agrees(files):
+    v = json.loads(run("compare", files[0], files[1], "--metric", "gaussian", "--json"))
+    assert v["exact"] == ts.is_gaussian_exact(files[0], files[1])
+
+
+@pytest.mark.parametrize("metric", ["tensor", "weight"])
+def test_the_matrix_is_the_cli_matrix(files, metric):
+    rows = list(csv.reader(io.StringIO(run("matrix", *files, "--metric", metric))))
+    cli = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    np.testing.assert_array_equal(cli, ts.matrix(files, metric, progress=False))
+
+
+def test_sequence_models_at_a_context_length(tmp_path):
+    _, blocks = attention_model(110)
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"lm{i}.safetensors")
+        ts.Model.from_state_dict(attention_model(110 + i)[0], layout=blocks).save(paths[-1])
+    assert float(run("compare", *paths, "--context", "3")) == ts.similarity(*paths, context=3)
+
+
+def test_a_file_without_metadata_with_a_residual_scale(tmp_path):
+    path = tmp_path / "research.safetensors"
+    other = tmp_path / "other.safetensors"
+    ts.Model.from_state_dict(embed_body_head(120)).save(path, layout="embed_body_head")
+    ts.Model.from_state_dict(embed_body_head(121)).save(other, layout="embed_body_head")
+    assert float(run("compare", path, other)) == ts.similarity(path, other)
