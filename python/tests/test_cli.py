@@ -73,3 +73,13 @@ def test_a_file_without_metadata_with_a_residual_scale(tmp_path):
     ts.Model.from_state_dict(embed_body_head(120)).save(path, layout="embed_body_head")
     ts.Model.from_state_dict(embed_body_head(121)).save(other, layout="embed_body_head")
     assert float(run("compare", path, other)) == ts.similarity(path, other)
+
+
+def test_pytorch_checkpoints_of_a_run():
+    from pathlib import Path
+
+    run = Path(__file__).resolve().parents[2] / "tests" / "files" / "torch" / "runs" / "tiny_lm"
+    if not run.is_dir():
+        pytest.skip("not in a checkout of the repository")
+    a, b = run / "checkpoints" / "step_20.pt", run / "checkpoints" / "step_100.pt"
+    assert float(run("compare", a, b, "--context", "3")) == ts.similarity(a, b, context=3)
