@@ -28,7 +28,9 @@ Models come from files (:func:`load`) or from a ``state_dict`` held in memory
 from __future__ import annotations
 
 import json
+import math
 import os
+import tempfile
 import sys
 import time
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -117,7 +119,8 @@ class Model:
 
     Build one with :func:`load` (a file) or :meth:`from_state_dict` (tensors in
     memory). A model is immutable; its weights are held by the compiled core
-    in ``float64``.
+    in ``float64``. It pickles (for ``multiprocessing`` or Dask tasks) as its
+    safetensors bytes, and comes back in the ``"described"`` layout.
     """
 
     __slots__ = ("_native",)
@@ -292,6 +295,16 @@ class Model:
         """Writes the model to ``path``: the same as :func:`save`."""
         save(self, path, layout=layout, dtype=dtype)
 
+    def __reduce__(self):
+        # Pickled as its safetensors bytes (for multiprocessing, Dask tasks):
+        # the same function and weights, read back in the described layout.
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "model.safetensors")
+            save(self, path)
+            with open(path, "rb") as f:
+                data = f.read()
+        return (_from_safetensors_bytes, (data,))
+
     def __repr__(self) -> str:
         blocks = ", ".join(
             f"{b['kind']} {b['input_width']}→{b['output_width']}" for b in self.blocks
@@ -301,6 +314,15 @@ class Model:
             f"Model({blocks}; input {self.input_width}, output {self.output_width}{seq}; "
             f"{self.parameter_count} parameters; {self.layout})"
         )
+
+
+def _from_safetensors_bytes(data: bytes) -> Model:
+    """A model from the bytes of a safetensors file (what pickling stores)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.safetensors")
+        with open(path, "wb") as f:
+            f.write(data)
+        return load(path)
 
 
 def _tensor(name: str, value: Any) -> tuple:
@@ -529,7 +551,12 @@ def inner_product(
     sign, ln = _native.inner_product(_metric(metric, [na, nb], metric_options), na, nb)
     if log:
         return (sign, ln)
-    return 0.0 if sign == 0 else float(sign * np.exp(ln))
+    if sign == 0:
+        return 0.0
+    try:
+        return sign * math.exp(ln)
+    except OverflowError:
+        return sign * math.inf
 
 
 def difference_similarity(

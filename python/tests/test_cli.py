@@ -78,8 +78,8 @@ def test_a_file_without_metadata_with_a_residual_scale(tmp_path):
 def test_pytorch_checkpoints_of_a_run():
     from pathlib import Path
 
-    run = Path(__file__).resolve().parents[2] / "tests" / "files" / "torch" / "runs" / "tiny_lm"
-    if not run.is_dir():
+    lm = Path(__file__).resolve().parents[2] / "tests" / "files" / "torch" / "runs" / "tiny_lm"
+    if not lm.is_dir():
         pytest.skip("not in a checkout of the repository")
-    a, b = run / "checkpoints" / "step_20.pt", run / "checkpoints" / "step_100.pt"
+    a, b = lm / "checkpoints" / "step_20.pt", lm / "checkpoints" / "step_100.pt"
     assert float(run("compare", a, b, "--context", "3")) == ts.similarity(a, b, context=3)

@@ -252,3 +252,15 @@ def test_repr_shows_blocks_widths_and_layout():
     text = repr(ts.Model.from_state_dict(embed_body_head(27)))
     assert text.startswith("Model(linear 3→4, bilinear 4→4, linear 4→2; input 3, output 2;")
     assert "embed_body_head" in text
+
+
+def test_a_model_pickles_as_its_weights():
+    import pickle
+
+    sd, blocks = attention_model(28)
+    for model in (ts.Model.from_state_dict(embed_body_head(28), residual_scale=0.5),
+                  ts.Model.from_state_dict(sd, layout=blocks)):
+        back = pickle.loads(pickle.dumps(model))
+        x = np.eye(5)[[0, 1]] if model.is_sequence else np.ones((2, 3))
+        np.testing.assert_array_equal(back.forward(x), model.forward(x))
+        assert back.is_sequence == model.is_sequence
