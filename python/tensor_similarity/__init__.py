@@ -380,7 +380,11 @@ def load(path: PathLike, **options: Any) -> Model:
 
     ``.safetensors`` files are read with their ``tensor_similarity`` metadata
     or, without it, by the names of the research layouts (docs/format.md);
-    PyTorch files (``.pt``) as far as the core's reader handles them.
+    PyTorch ``torch.save`` files (``.pt``, ``.pth``, ``.bin``: a ``state_dict``
+    or a training checkpoint wrapping one) are read by the core without
+    PyTorch and without running pickled code. A sequence layout's run
+    config (``config.json``/``config.yaml``) is found beside the checkpoint
+    or one or two folders up.
 
     Options (only files without metadata need them): ``residual_scale`` (the
     residual scale of every bilinear block of a vector layout), ``config`` (the
