@@ -583,3 +583,51 @@ fn unreadable_pytorch_files_are_one_line_errors() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+#[test]
+fn precision_f32_computes_in_f32() {
+    let early = torch_fixture("runs/tiny_lm/checkpoints/step_20.pt");
+    let late = torch_fixture("runs/tiny_lm/checkpoints/step_100.pt");
+    let value = |precision: &str| {
+        let out = run(&[
+            "compare",
+            s(&early),
+            s(&late),
+            "--context",
+            "3",
+            "--precision",
+            precision,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    let (f64_json, f32_json) = (value("f64"), value("f32"));
+    assert!(f64_json.get("precision").is_none());
+    assert_eq!(f32_json["precision"], "f32");
+    let (x, y) = (
+        f64_json["similarity"].as_f64().unwrap(),
+        f32_json["similarity"].as_f64().unwrap(),
+    );
+    // The library's f32 path on the same files, and an f32-sized gap from f64.
+    use tensor_similarity::{RecursiveSimilarity, TensorSimilarity};
+    let (a, b) = (
+        io::load_as::<f32>(&early, &Default::default()).unwrap(),
+        io::load_as::<f32>(&late, &Default::default()).unwrap(),
+    );
+    let s3 = TensorSimilarity::new().with_context(3).unwrap();
+    assert_eq!(y, s3.similarity(&a, &b).unwrap());
+    assert!(x != y && (x - y).abs() < 1e-5, "f64 {x}, f32 {y}");
+    // The matrix too.
+    let out = run(&[
+        "matrix",
+        s(&early),
+        s(&late),
+        "--context",
+        "3",
+        "--precision",
+        "f32",
+    ]);
+    let (_, _, rows) = parse_csv(&stdout(&out));
+    assert_eq!(rows[0][1], y);
+}

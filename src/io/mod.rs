@@ -228,10 +228,11 @@ pub struct CheckpointSource {
 }
 
 /// A loaded file: the model, the layout it was read with, and its tensors.
+/// The model is in `f64` unless read with [`open_as`] in another scalar type.
 #[derive(Clone, Debug)]
-pub struct ModelFile {
-    /// The model, in `f64`.
-    pub model: Model<f64>,
+pub struct ModelFile<T: crate::Real = f64> {
+    /// The model.
+    pub model: Model<T>,
     /// How the layout was found: [`Layout::Described`] for files with
     /// metadata, otherwise the research layout recognised.
     pub layout: Layout,
@@ -278,24 +279,24 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model<
 /// # Ok::<(), tensor_similarity::Error>(())
 /// ```
 pub fn load_as<T: crate::Real>(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model<T>> {
-    let path = path.as_ref();
-    let inner = || -> core::result::Result<Model<T>, FileError> {
-        let file = read::read(path)?;
-        let found = layout_of(&file, path, options)?;
-        check_non_weights(&file, &found.spec.blocks, found.layout)?;
-        Ok(build::build::<T>(&file, &found.spec, found.layout.name())?.0)
-    };
-    inner().map_err(|source| Error::File {
-        path: path.to_owned(),
-        source,
-    })
+    open_as(path, options).map(|f| f.model)
 }
 
 /// The model in the file at `path`, with its layout and tensors (what
 /// `tensor-similarity inspect` shows).
 pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<ModelFile> {
+    open_as(path, options)
+}
+
+/// As [`open`], with the model in the scalar type `T` (each value rounded
+/// once from what the file stores, as [`load_as`] does).
+pub fn open_as<T: crate::Real>(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+) -> Result<ModelFile<T>> {
     let path = path.as_ref();
-    open_inner(path, options).map_err(|source| Error::File {
+    let inner = || finish(&read::read(path)?, path, options);
+    inner().map_err(|source| Error::File {
         path: path.to_owned(),
         source,
     })
@@ -321,16 +322,12 @@ fn layout_of(
     }
 }
 
-fn open_inner(path: &Path, options: &LoadOptions) -> core::result::Result<ModelFile, FileError> {
-    finish(&read::read(path)?, path, options)
-}
-
 /// The model of a read file (or state_dict) at `path`.
-fn finish(
+fn finish<T: crate::Real>(
     file: &read::RawFile,
     path: &Path,
     options: &LoadOptions,
-) -> core::result::Result<ModelFile, FileError> {
+) -> core::result::Result<ModelFile<T>, FileError> {
     let found = layout_of(file, path, options)?;
     check_non_weights(file, &found.spec.blocks, found.layout)?;
     let (model, tensors) = build::build(file, &found.spec, found.layout.name())?;

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
 use tensor_similarity::io::{self, LoadOptions};
-use tensor_similarity::{Mask, Model};
+use tensor_similarity::{Mask, Model, Real};
 
 use metric::Metric;
 
@@ -62,6 +62,25 @@ struct Loading {
     /// gives attn_scale (it has no default).
     #[arg(long, value_name = "A")]
     attn_scale: Option<f64>,
+}
+
+/// The scalar type of the computation: `f64` (the default) or `f32`, for
+/// `f32` checkpoints (half the memory, faster GEMMs; documented error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Precision {
+    /// IEEE binary64.
+    F64,
+    /// IEEE binary32: each weight rounded once to f32, all arithmetic in f32.
+    F32,
+}
+
+impl Precision {
+    fn name(self) -> &'static str {
+        match self {
+            Precision::F64 => "f64",
+            Precision::F32 => "f32",
+        }
+    }
 }
 
 /// The masks a command line can name.
@@ -105,6 +124,9 @@ enum Command {
         /// Positions compared, for sequence models (required for them).
         #[arg(long, value_name = "N")]
         context: Option<usize>,
+        /// The precision the models are computed in.
+        #[arg(long, value_enum, default_value_t = Precision::F64)]
+        precision: Precision,
         #[command(flatten)]
         loading: Loading,
         /// Print a JSON object instead of the bare number.
@@ -127,6 +149,9 @@ enum Command {
         /// Keep the files in the order given instead of natural order.
         #[arg(long)]
         keep_order: bool,
+        /// The precision the models are computed in.
+        #[arg(long, value_enum, default_value_t = Precision::F64)]
+        precision: Precision,
         #[command(flatten)]
         loading: Loading,
         /// Write the CSV here instead of to stdout.
@@ -168,16 +193,16 @@ fn run(command: Command) -> Result<(), String> {
             b,
             metric,
             context,
+            precision,
             loading,
             json,
         } => {
-            let [ma, mb]: [Model; 2] = load_all(&[a.clone(), b.clone()], &loading.options())?
-                .try_into()
-                .map_err(|_| "two models".to_owned())?;
-            check_context(context, [(&a, &ma), (&b, &mb)])?;
-            let sim = metric
-                .compare(&ma, &mb, context)
-                .map_err(|e| e.to_string())?;
+            let paths = [a.clone(), b.clone()];
+            let options = loading.options();
+            let (sim, exact) = match precision {
+                Precision::F64 => similarity_in::<f64>(&paths, metric, context, &options)?,
+                Precision::F32 => similarity_in::<f32>(&paths, metric, context, &options)?,
+            };
             let text = if json {
                 let mut value = serde_json::json!({
                     "a": a.display().to_string(),
@@ -188,7 +213,10 @@ fn run(command: Command) -> Result<(), String> {
                 if let Some(n) = context {
                     value["context"] = n.into();
                 }
-                if let Some(exact) = metric.exact(&ma, &mb) {
+                if precision != Precision::F64 {
+                    value["precision"] = precision.name().into();
+                }
+                if let Some(exact) = exact {
                     value["exact"] = exact.into();
                 }
                 value.to_string()
@@ -204,6 +232,7 @@ fn run(command: Command) -> Result<(), String> {
             metric,
             context,
             keep_order,
+            precision,
             loading,
             output,
             plot,
@@ -220,19 +249,11 @@ fn run(command: Command) -> Result<(), String> {
             if let Some(path) = &plot {
                 outputs.claim(path)?;
             }
-            let models = load_all(&files, &loading.options())?;
-            check_context(context, files.iter().zip(&models))?;
-            let n = models.len();
-            let bar = indicatif::ProgressBar::new((n * n.saturating_sub(1) / 2) as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} pairs (eta {eta})",
-                )
-                .map_err(|e| e.to_string())?,
-            );
-            let matrix = metric.matrix(&models, context, || bar.inc(1));
-            bar.finish_and_clear();
-            let matrix = matrix.map_err(|e| e.to_string())?;
+            let options = loading.options();
+            let matrix = match precision {
+                Precision::F64 => matrix_in::<f64>(&files, metric, context, &options)?,
+                Precision::F32 => matrix_in::<f32>(&files, metric, context, &options)?,
+            };
             let labels: Vec<String> = files.iter().map(|f| stem(f)).collect();
             let rows: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             let csv = to_csv(&labels, &rows, &matrix);
@@ -267,21 +288,61 @@ fn run(command: Command) -> Result<(), String> {
     }
 }
 
-/// The models in `paths`, read in parallel; an error if a loading option
-/// was given that no file's layout reads (it would change nothing, and the
-/// user meant it to).
-fn load_all(paths: &[PathBuf], options: &LoadOptions) -> Result<Vec<Model<f64>>, String> {
+/// The similarity of the two models in `paths`, computed in `T`, and
+/// whether it is exact (for the metrics that can be approximate).
+fn similarity_in<T: Real>(
+    paths: &[PathBuf; 2],
+    metric: Metric,
+    context: Option<usize>,
+    options: &LoadOptions,
+) -> Result<(f64, Option<bool>), String> {
+    let models = load_all::<T>(paths, options)?;
+    let [a, b] = &models[..] else {
+        return Err("compare needs two models".into());
+    };
+    check_context(context, paths.iter().zip(&models))?;
+    let sim = metric.compare(a, b, context).map_err(|e| e.to_string())?;
+    Ok((sim, metric.exact(a, b)))
+}
+
+/// The similarity matrix of the models in `files`, computed in `T`, with a
+/// progress bar.
+fn matrix_in<T: Real>(
+    files: &[PathBuf],
+    metric: Metric,
+    context: Option<usize>,
+    options: &LoadOptions,
+) -> Result<nalgebra::DMatrix<f64>, String> {
+    let models = load_all::<T>(files, options)?;
+    check_context(context, files.iter().zip(&models))?;
+    let n = models.len();
+    let bar = indicatif::ProgressBar::new((n * n.saturating_sub(1) / 2) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} pairs (eta {eta})",
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let matrix = metric.matrix(&models, context, || bar.inc(1));
+    bar.finish_and_clear();
+    matrix.map_err(|e| e.to_string())
+}
+
+/// The models in `paths` in `T`, read in parallel; an error if a loading
+/// option was given that no file's layout reads (it would change nothing,
+/// and the user meant it to).
+fn load_all<T: Real>(paths: &[PathBuf], options: &LoadOptions) -> Result<Vec<Model<T>>, String> {
     let files = paths
         .par_iter()
-        .map(|f| io::open(f, options).map_err(|e| e.to_string()))
+        .map(|f| io::open_as::<T>(f, options).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     check_options_used(files.iter())?;
     Ok(files.into_iter().map(|f| f.model).collect())
 }
 
 /// An option that none of `files` reads is refused.
-fn check_options_used<'a>(
-    files: impl Iterator<Item = &'a io::ModelFile> + Clone,
+fn check_options_used<'a, T: Real>(
+    files: impl Iterator<Item = &'a io::ModelFile<T>> + Clone,
 ) -> Result<(), String> {
     let Some(first) = files.clone().next() else {
         return Ok(());
@@ -313,9 +374,9 @@ fn stem(path: &Path) -> String {
 
 /// A context length for sequence models, none for the others: `--context`
 /// is required exactly when a model reads sequences.
-fn check_context<'a>(
+fn check_context<'a, T: Real>(
     context: Option<usize>,
-    models: impl IntoIterator<Item = (&'a PathBuf, &'a Model<f64>)>,
+    models: impl IntoIterator<Item = (&'a PathBuf, &'a Model<T>)>,
 ) -> Result<(), String> {
     if context == Some(0) {
         return Err("--context 0: a sequence has at least one position".into());

@@ -4,7 +4,7 @@
 use nalgebra::DMatrix;
 use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
 use tensor_similarity::{
-    GaussianSimilarity, Model, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
+    GaussianSimilarity, Model, Real, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
 };
 
 /// Which similarity to compute.
@@ -20,9 +20,9 @@ pub enum Metric {
 
 /// How a metric computes: as the cosine of an inner product (so a matrix
 /// computes each norm once), or pair by pair.
-enum Kernel {
-    Recursive(Box<dyn RecursiveSimilarity<f64> + Sync>),
-    Pairwise(fn(&Model, &Model) -> Result<f64>),
+enum Kernel<T: Real> {
+    Recursive(Box<dyn RecursiveSimilarity<T> + Sync>),
+    Pairwise(fn(&Model<T>, &Model<T>) -> Result<f64>),
 }
 
 impl Metric {
@@ -35,30 +35,35 @@ impl Metric {
         }
     }
 
-    fn kernel(self, context: Option<usize>) -> Result<Kernel> {
+    fn kernel<T: Real>(self, context: Option<usize>) -> Result<Kernel<T>> {
         Ok(match self {
             Metric::Tensor => Kernel::Recursive(Box::new(match context {
                 Some(n) => TensorSimilarity::new().with_context(n)?,
                 None => TensorSimilarity::new(),
             })),
-            Metric::Gaussian => Kernel::Recursive(Box::new(GaussianSimilarity::new())),
-            Metric::Weight => Kernel::Pairwise(weight_cosine),
+            Metric::Gaussian => Kernel::Recursive(Box::new(GaussianSimilarity::<T>::new())),
+            Metric::Weight => Kernel::Pairwise(weight_cosine::<T>),
         })
     }
 
     /// Whether the value for `a` and `b` is exact: `Some(false)` where the
     /// Gaussian metric falls back to a Gaussian closure, `None` for metrics
     /// that are always exact.
-    pub fn exact(self, a: &Model, b: &Model) -> Option<bool> {
+    pub fn exact<T: Real>(self, a: &Model<T>, b: &Model<T>) -> Option<bool> {
         match self {
-            Metric::Gaussian => Some(GaussianSimilarity::new().is_exact(a, b)),
+            Metric::Gaussian => Some(GaussianSimilarity::<T>::new().is_exact(a, b)),
             Metric::Tensor | Metric::Weight => None,
         }
     }
 
     /// The similarity of `a` and `b`, over `context` positions for
     /// sequence models.
-    pub fn compare(self, a: &Model, b: &Model, context: Option<usize>) -> Result<f64> {
+    pub fn compare<T: Real>(
+        self,
+        a: &Model<T>,
+        b: &Model<T>,
+        context: Option<usize>,
+    ) -> Result<f64> {
         match self.kernel(context)? {
             Kernel::Recursive(metric) => metric.similarity(a, b),
             Kernel::Pairwise(f) => f(a, b),
@@ -66,9 +71,9 @@ impl Metric {
     }
 
     /// The matrix of all pairwise similarities, calling `progress` per pair.
-    pub fn matrix(
+    pub fn matrix<T: Real>(
         self,
-        models: &[Model],
+        models: &[Model<T>],
         context: Option<usize>,
         progress: impl Fn() + Sync,
     ) -> Result<DMatrix<f64>> {
