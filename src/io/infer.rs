@@ -125,27 +125,25 @@ impl Names<'_> {
     /// The number of layers `prefix{i}.…` (numbered from 0; a gap is an
     /// error naming the missing layer's `first` tensor).
     fn layers(&self, prefix: &str, first: &str) -> Result<usize, FileError> {
-        let depth = self
+        // The indices present, sorted: the first gap is the first index
+        // that is not its own position. (A name like `layers.999999999.x`
+        // costs no more than any other: nothing loops up to what a file claims.)
+        let present: std::collections::BTreeSet<usize> = self
             .0
             .keys()
-            .filter_map(|n| {
-                n.strip_prefix(prefix)?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .max()
-            .map_or(0, |i| i.saturating_add(1));
-        for i in 0..depth {
-            if !self.has_prefix(&format!("{prefix}{i}.")) {
-                return Err(FileError::MissingTensor {
-                    tensor: format!("{prefix}{i}.{first}"),
-                    role: format!("layer {i} of {depth} (0-based; layer {} exists)", depth - 1),
-                });
-            }
+            .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse().ok())
+            .collect();
+        let depth = present.last().map_or(0, |&i| i.saturating_add(1));
+        match present.iter().enumerate().find(|&(k, &i)| k != i) {
+            Some((missing, _)) => Err(FileError::MissingTensor {
+                tensor: format!("{prefix}{missing}.{first}"),
+                role: format!(
+                    "layer {missing} of {depth} (0-based; layer {} exists)",
+                    depth - 1
+                ),
+            }),
+            None => Ok(depth),
         }
-        Ok(depth)
     }
 }
 

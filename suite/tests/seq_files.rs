@@ -761,6 +761,19 @@ fn lm_tensors_must_make_a_consistent_model() {
         file_error(io::load(&ckpt).unwrap_err()),
         FileError::MissingTensor { .. }
     ));
+    // A layer number a file merely claims costs nothing: the first missing
+    // layer is named at once (not after counting to 10¹⁸).
+    let mut t = lm.tensors();
+    t.push(raw(
+        "layers.999999999999999999.v.weight",
+        &[8, 8],
+        vec![1.0; 64],
+    ));
+    write(t);
+    match file_error(io::load(&ckpt).unwrap_err()) {
+        FileError::MissingTensor { tensor, .. } => assert_eq!(tensor, "layers.2.v.weight"),
+        other => panic!("{other}"),
+    }
     // A stray tensor is an error, as in every layout.
     let mut t = lm.tensors();
     t.push(raw("layers.0.ln.weight", &[8], vec![1.0; 8]));
