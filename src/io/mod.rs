@@ -431,22 +431,8 @@ pub fn from_state_dict(
                     found: t.shape,
                 });
             }
-            if let Some((index, &value)) = t.values.iter().enumerate().find(|(_, v)| !v.is_finite())
-            {
-                return Err(FileError::NonFinite {
-                    tensor: name,
-                    index,
-                    value,
-                });
-            }
-            raw.insert(
-                name,
-                read::RawTensor {
-                    dtype: t.dtype,
-                    shape: t.shape,
-                    values: t.values,
-                },
-            );
+            let tensor = read::RawTensor::finite(&name, t.dtype, t.shape, t.values)?;
+            raw.insert(name, tensor);
         }
         let metadata = metadata
             .map(|m| HashMap::from([(spec::KEY.to_owned(), m.to_owned())]))

@@ -17,6 +17,30 @@ pub(crate) struct RawTensor {
     pub(crate) values: Vec<f64>,
 }
 
+impl RawTensor {
+    /// The tensor `name`; an error naming it and the first bad index if a
+    /// value is NaN or infinite (no computation should see one).
+    pub(crate) fn finite(
+        name: &str,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        values: Vec<f64>,
+    ) -> Result<Self, FileError> {
+        match values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            Some((index, &value)) => Err(FileError::NonFinite {
+                tensor: name.to_owned(),
+                index,
+                value,
+            }),
+            None => Ok(Self {
+                dtype,
+                shape,
+                values,
+            }),
+        }
+    }
+}
+
 /// A file's tensors by name and its `__metadata__`.
 #[derive(Debug)]
 pub(crate) struct RawFile {
@@ -130,22 +154,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
                 });
             }
         };
-        let values = decode(dtype, raw);
-        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(FileError::NonFinite {
-                tensor: name,
-                index,
-                value,
-            });
-        }
-        tensors.insert(
-            name,
-            RawTensor {
-                dtype,
-                shape: info.shape.clone(),
-                values,
-            },
-        );
+        let tensor = RawTensor::finite(&name, dtype, info.shape.clone(), decode(dtype, raw))?;
+        tensors.insert(name, tensor);
     }
     Ok(RawFile {
         tensors,

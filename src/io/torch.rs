@@ -158,21 +158,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
         let values = gather(view, raw, dtype).ok_or_else(|| {
             archive_error(format!("tensor {name:?} reads past the end of its storage"))
         })?;
-        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(FileError::NonFinite {
-                tensor: name,
-                index,
-                value,
-            });
-        }
-        tensors.insert(
-            name,
-            RawTensor {
-                dtype,
-                shape: view.shape.clone(),
-                values,
-            },
-        );
+        let tensor = RawTensor::finite(&name, dtype, view.shape.clone(), values)?;
+        tensors.insert(name, tensor);
     }
     info.other.sort_unstable();
     Ok(RawFile {
