@@ -288,13 +288,18 @@ fn the_check_catches_a_default_with_the_command_line() {
 
 #[test]
 fn command_line_targets_require_the_feature() {
-    let tables = tables(MANIFEST);
-    for (kind, name) in [("bin", "tensor-similarity"), ("test", "cli")] {
+    const SUITE: &str = include_str!("../Cargo.toml");
+    for (manifest, kind, name) in [
+        (MANIFEST, "bin", "tensor-similarity"),
+        (SUITE, "bin", "tensor-similarity-repo"),
+        (SUITE, "test", "cli"),
+    ] {
+        let tables = tables(manifest);
         let quoted = format!("\"{name}\"");
         let (_, target) = tables
             .iter()
             .find(|(h, t)| h == kind && t.get("name") == Some(&quoted))
-            .unwrap_or_else(|| panic!("Cargo.toml has no [[{kind}]] named {name}"));
+            .unwrap_or_else(|| panic!("no [[{kind}]] named {name}"));
         let required = target.get("required-features").map(|v| strings(v));
         assert_eq!(
             required,

@@ -1,6 +1,11 @@
 //! The `tensor-similarity` binary, run as a user would: values on stdout,
 //! errors as one line on stderr with a non-zero exit code.
+//!
+//! The binary under test is the crate's `src/bin/tensor-similarity`, built
+//! from the same source as this package's `tensor-similarity-repo` (so that
+//! these tests and their fixtures stay out of the published `.crate`).
 
+#[path = "../../tests/files/mod.rs"]
 mod files;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +18,7 @@ use tensor_similarity::{
 };
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tensor-similarity"))
+    Command::new(env!("CARGO_BIN_EXE_tensor-similarity-repo"))
         .args(args)
         .output()
         .expect("the binary runs")
@@ -490,7 +495,7 @@ fn matrix_checks_its_outputs_before_computing() {
 /// A fixture written by PyTorch (`tests/files/torch/make_fixtures.py`).
 fn torch_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/files/torch")
+        .join("../tests/files/torch")
         .join(name)
 }
 
