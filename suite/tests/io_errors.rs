@@ -6,7 +6,7 @@
 #[path = "../../tests/files/mod.rs"]
 mod files;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use files::*;
 use nalgebra::DMatrix;
@@ -14,33 +14,6 @@ use proptest::prelude::*;
 use safetensors::Dtype as St;
 use tensor_similarity::io::{self, Dtype, FileError, Layout, LoadOptions};
 use tensor_similarity::{CpBlock, Error, Linear, Model};
-
-/// The [`FileError`] of loading `path`, after checking that the error names
-/// the file.
-fn load_error(path: &Path) -> FileError {
-    match io::load(path) {
-        Err(Error::File { path: p, source }) => {
-            assert_eq!(p, path);
-            let message = Error::File { path: p, source }.to_string();
-            assert!(
-                message.starts_with(&path.display().to_string()),
-                "{message}"
-            );
-            match io::load(path) {
-                Err(Error::File { source, .. }) => source,
-                _ => unreachable!(),
-            }
-        }
-        Ok(_) => panic!("{} loaded", path.display()),
-        Err(other) => panic!("not a file error: {other}"),
-    }
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
 
 fn blp(dtype: St) -> Vec<Raw> {
     vec![

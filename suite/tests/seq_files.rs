@@ -11,7 +11,7 @@ mod seq_oracle;
 
 use std::path::{Path, PathBuf};
 
-use files::{Raw, raw, row_major, write_file};
+use files::{Raw, logits_case, one_hot, raw, row_major, write_file};
 use nalgebra::{DMatrix, DVector};
 use safetensors::Dtype as St;
 use seq_oracle::{
@@ -506,12 +506,6 @@ impl Lm {
 /// A score leg's name, weight and bias.
 type ScoreLeg<'a> = (&'a str, &'a DMatrix<f64>, &'a Option<DVector<f64>>);
 
-fn one_hot(tokens: &[usize], vocab: usize) -> DMatrix<f64> {
-    DMatrix::from_fn(tokens.len(), vocab, |s, t| {
-        f64::from(u8::from(t == tokens[s]))
-    })
-}
-
 const LM_CONFIG: &str = "model:
   vocab_size: 7
   d_model: 8
@@ -853,15 +847,7 @@ fn the_guide_s_pytorch_transformer_reads_as_pytorch_computes() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let vocab = expected["vocab"].as_u64().unwrap() as usize;
     for case in expected["cases"].as_array().unwrap() {
-        let tokens: Vec<usize> = case["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as usize)
-            .collect();
-        let want = DMatrix::from_fn(tokens.len(), vocab, |s, j| {
-            case["logits"][s][j].as_f64().unwrap()
-        });
+        let (tokens, want) = logits_case(case, vocab);
         let got = m.forward_sequence(&one_hot(&tokens, vocab)).unwrap();
         // Both in f64; PyTorch sums in another order.
         assert!(

@@ -10,6 +10,10 @@ use std::cell::Cell;
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
+#[path = "../../tests/files/mod.rs"]
+mod files;
+
+use files::{load_error, logits_case, one_hot, write};
 use nalgebra::DVector;
 use proptest::prelude::*;
 use tensor_similarity::io::{self, Dtype, FileError, LoadOptions, ModelFile};
@@ -71,25 +75,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn open(path: &Path) -> ModelFile {
     io::open(path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The [`FileError`] of loading `path`, after checking that the error names
-/// the file.
-fn load_error(path: &Path) -> FileError {
-    match io::load(path) {
-        Err(Error::File { path: p, source }) => {
-            assert_eq!(p, path);
-            source
-        }
-        Ok(_) => panic!("{} loaded", path.display()),
-        Err(other) => panic!("not a file error: {other}"),
-    }
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
 }
 
 /// A few inputs of the model's width.
@@ -188,19 +173,8 @@ fn language_model_runs_are_read_as_pytorch_computes() {
         assert_eq!(source.step, Some(100));
         let vocab = f.model.input_width();
         for case in expected["sequences"].as_array().unwrap() {
-            let tokens: Vec<usize> = case["tokens"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_u64().unwrap() as usize)
-                .collect();
-            let x = nalgebra::DMatrix::from_fn(tokens.len(), vocab, |s, t| {
-                f64::from(u8::from(t == tokens[s]))
-            });
-            let got = f.model.forward_sequence(&x).unwrap();
-            let want = nalgebra::DMatrix::from_fn(tokens.len(), vocab, |s, j| {
-                case["logits"][s][j].as_f64().unwrap()
-            });
+            let (tokens, want) = logits_case(case, vocab);
+            let got = f.model.forward_sequence(&one_hot(&tokens, vocab)).unwrap();
             // Both f64 from the same f32 weights, summed in other orders.
             let err = (&got - &want).amax() / want.amax();
             assert!(err < 1e-12, "{run} {tokens:?}: {err:e}");

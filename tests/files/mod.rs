@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
@@ -10,7 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
-use tensor_similarity::{Bilinear, Linear, Model};
+use tensor_similarity::io::{self, FileError};
+use tensor_similarity::{Bilinear, Error, Linear, Model};
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
@@ -142,4 +143,54 @@ pub fn file_bytes(tensors: &[Raw], dtype: Dtype, metadata: Option<&str>) -> Vec<
 
 pub fn write_file(path: &Path, tensors: &[Raw], dtype: Dtype, metadata: Option<&str>) {
     std::fs::write(path, file_bytes(tensors, dtype, metadata)).unwrap();
+}
+
+/// The [`FileError`] of loading `path`, after checking that the error names
+/// the file.
+pub fn load_error(path: &Path) -> FileError {
+    match io::load(path) {
+        Err(Error::File { path: p, source }) => {
+            assert_eq!(p, path);
+            let message = Error::File { path: p, source }.to_string();
+            assert!(
+                message.starts_with(&path.display().to_string()),
+                "{message}"
+            );
+            match io::load(path) {
+                Err(Error::File { source, .. }) => source,
+                _ => unreachable!(),
+            }
+        }
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(other) => panic!("not a file error: {other}"),
+    }
+}
+
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// One-hot rows of `tokens` over a vocabulary of `vocab`: a sequence model's
+/// input for those tokens.
+pub fn one_hot(tokens: &[usize], vocab: usize) -> DMatrix<f64> {
+    DMatrix::from_fn(tokens.len(), vocab, |s, t| {
+        f64::from(u8::from(t == tokens[s]))
+    })
+}
+
+/// A case of an `expected.json` written by PyTorch: its `tokens` and its
+/// `logits` (`[n, vocab]`).
+pub fn logits_case(case: &serde_json::Value, vocab: usize) -> (Vec<usize>, DMatrix<f64>) {
+    let tokens: Vec<usize> = case["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as usize)
+        .collect();
+    let logits = DMatrix::from_fn(tokens.len(), vocab, |s, j| {
+        case["logits"][s][j].as_f64().unwrap()
+    });
+    (tokens, logits)
 }
