@@ -75,10 +75,14 @@
 //! carried apart, and `Ĉ_AB = C_AB / (λ_A λ_B)`. Inner products come back as
 //! [`LogScaled`], and nothing overflows at any depth.
 
+mod attention;
+mod chain;
+mod sequence;
 mod wick;
 
 use nalgebra::{DMatrix, DVector};
 
+use sequence::Readout;
 use wick::{Activation, Moments};
 
 use crate::block::{check_finite, check_len, check_shape, check_square, check_symmetric};
@@ -132,6 +136,7 @@ pub const MAX_GAUSSIAN_ORDER: usize = 8;
 pub struct GaussianSimilarity<T: Real = f64> {
     mean: Option<DVector<T>>,
     covariance: Option<DMatrix<T>>,
+    context: Option<usize>,
 }
 
 /// A Gaussian similarity together with whether it is exact.
@@ -152,7 +157,25 @@ impl<T: Real> GaussianSimilarity<T> {
         Self {
             mean: None,
             covariance: None,
+            context: None,
         }
+    }
+
+    /// Compares models on `n` positions ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): the input is a sequence
+    /// `X ∈ R^{n×d}` with i.i.d. rows `N(μ, Σ)`, flattened with one shared
+    /// constant. Needed for sequence models; vector models are then
+    /// compared position-wise on `n` positions. An error for `n = 0`.
+    pub fn with_context(mut self, n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::ZeroContext);
+        }
+        self.context = Some(n);
+        Ok(self)
+    }
+
+    /// The context length, if set.
+    pub fn context(&self) -> Option<usize> {
+        self.context
     }
 
     /// The input mean `μ` (length `d`, checked against the models when they
@@ -250,55 +273,65 @@ impl<T: Real> GaussianSimilarity<T> {
         })
     }
 
-    /// Propagates the joint moments through both models; with `same`, `b` is
-    /// `a` and the B side and cross block are copies of the A side.
-    fn propagate(&self, a: &Model<T>, b: &Model<T>, same: bool) -> Result<Moments<T>> {
+    /// The three inner products of one pass through both models; with
+    /// `same`, `b` is `a` and only its side is computed.
+    fn propagate(&self, a: &Model<T>, b: &Model<T>, same: bool) -> Result<Readout> {
         // Block orders and hidden widths may differ.
         a.check_same_depth_and_io(b)?;
+        let n = match self.context {
+            Some(n) => n,
+            None if a.is_sequence() => return Err(Error::MissingContext(Side::A)),
+            None if b.is_sequence() => return Err(Error::MissingContext(Side::B)),
+            None => 1,
+        };
+        if n > 1 || a.mixes_positions() || b.mixes_positions() {
+            return sequence::propagate(self, a, b, same, n);
+        }
         let mut state = self.input_state(a.input_width())?;
         for (position, (block_a, block_b)) in a.blocks().iter().zip(b.blocks()).enumerate() {
             let (fa, fb) = (
                 gaussian_factors(&**block_a, Side::A, position)?,
                 gaussian_factors(&**block_b, Side::B, position)?,
             );
-            for (f, side) in [(fa, Side::A), (fb, Side::B)] {
-                if f.order() > MAX_GAUSSIAN_ORDER {
-                    return Err(Error::OrderTooHigh {
-                        block: position,
-                        side,
-                        order: f.order(),
-                        max: MAX_GAUSSIAN_ORDER,
-                    });
-                }
-            }
+            check_order(fa.order(), Side::A, position)?;
+            check_order(fb.order(), Side::B, position)?;
             state = if same {
                 state.step_same(fa, position)?
             } else {
                 state.step(fa, fb, position)?
             };
         }
-        Ok(state)
+        Ok(Readout::of(&state))
     }
+}
+
+/// An error for a block whose order the Wick expansion does not take.
+fn check_order(order: usize, side: Side, position: usize) -> Result<()> {
+    if order > MAX_GAUSSIAN_ORDER {
+        return Err(Error::OrderTooHigh {
+            block: position,
+            side,
+            order,
+            max: MAX_GAUSSIAN_ORDER,
+        });
+    }
+    Ok(())
 }
 
 impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
     fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
-        Ok(self.propagate(a, b, false)?.read_out())
+        Ok(self.propagate(a, b, false)?.cross)
     }
 
     /// One pass: the joint state already holds both sides' moments, so
     /// `⟨f_A,f_A⟩` and `⟨f_B,f_B⟩` come with `⟨f_A,f_B⟩`.
     fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
-        let state = self.propagate(a, b, false)?;
-        cosine(
-            state.read_out(),
-            state.a.read_out_self(),
-            state.b.read_out_self(),
-        )
+        let r = self.propagate(a, b, false)?;
+        cosine(r.cross, r.a, r.b)
     }
 
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
-        Ok(self.propagate(a, a, true)?.read_out())
+        Ok(self.propagate(a, a, true)?.cross)
     }
 }
 

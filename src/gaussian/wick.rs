@@ -120,7 +120,7 @@ impl<T: Real> Moments<T> {
     }
 }
 
-fn check_finite_state<T: Real>(state: &Moments<T>, block: usize) -> Result<()> {
+pub(super) fn check_finite_state<T: Real>(state: &Moments<T>, block: usize) -> Result<()> {
     let finite = |m: &[T]| m.iter().all(|v| v.is_finite());
     if finite(state.a.mean.as_slice())
         && finite(state.b.mean.as_slice())
@@ -140,7 +140,7 @@ fn check_finite_state<T: Real>(state: &Moments<T>, block: usize) -> Result<()> {
 /// What one block's legs need from its input: the leg means `μ_j = U_j m`
 /// and the moments `α(S)[ρ] = E[Π_{j∈S} u_j[ρ]]` of every subset `S` of legs
 /// (a bit mask), under the Gaussian with the side's mean and covariance.
-struct Legs<T: Real> {
+pub(super) struct Legs<T: Real> {
     order: usize,
     rank: usize,
     means: DVector<T>,
@@ -148,13 +148,18 @@ struct Legs<T: Real> {
 }
 
 impl<T: Real> Legs<T> {
-    fn new(f: &CpFactors<T>, side: &Activation<T>) -> Self {
+    pub(super) fn new(f: &CpFactors<T>, side: &Activation<T>) -> Self {
         let (k, r) = (f.order(), f.rank());
         let u = f.stacked_inputs();
         let means = u * &side.mean;
-        let uc = u * &side.cov;
-        // diag(U_i C U_jᵀ) for i < j, the within-side pair covariances.
+        // diag(U_i C U_jᵀ) for i < j, the within-side pair covariances
+        // (none for a linear block, whose input may be wide: an embedding).
         let mut pair = vec![DVector::zeros(0); k * k];
+        let uc = if k > 1 {
+            u * &side.cov
+        } else {
+            DMatrix::zeros(0, 0)
+        };
         for i in 0..k {
             for j in i + 1..k {
                 pair[i * k + j] =
@@ -180,7 +185,7 @@ impl<T: Real> Legs<T> {
     }
 
     /// `E[z]` for `z = u_1 ∘ … ∘ u_k`.
-    fn mean(&self) -> &DVector<T> {
+    pub(super) fn mean(&self) -> &DVector<T> {
         &self.subset_moments[(1 << self.order) - 1]
     }
 
@@ -224,7 +229,7 @@ impl<T: Real> Legs<T> {
 }
 
 /// `D̃_A H D̃_Bᵀ`.
-fn through_outputs<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, h: DMatrix<T>) -> DMatrix<T> {
+pub(super) fn through_outputs<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, h: DMatrix<T>) -> DMatrix<T> {
     let left = match fa.output() {
         Some(d) => d * h,
         None => h,
@@ -238,7 +243,7 @@ fn through_outputs<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, h: DMatrix<T>)
 /// `Cov(z_A, z_B)` (`r_A × r_B`) for legs reading a jointly Gaussian
 /// `(ã, b̃)` with means `m_a`, `m_b` and cross covariance `c_ab`: the
 /// second-moment form when both orders are 2, the general Wick sum otherwise.
-fn covariance<T: Real>(
+pub(super) fn covariance<T: Real>(
     fa: &CpFactors<T>,
     fb: &CpFactors<T>,
     legs_a: &Legs<T>,

@@ -1,6 +1,7 @@
-//! SPEC §7: the tensor similarity of sequence models is invariant under
-//! every symmetry of bilinear attention, and under a change of basis of
-//! the residual stream across every block; the weight cosine is not.
+//! SPEC §7: the tensor similarity and the Gaussian similarity of sequence
+//! models are invariant under every symmetry of bilinear attention, and
+//! under a change of basis of the residual stream across every block; the
+//! weight cosine is not.
 //!
 //! Each transformation is applied to the oracle's plain data
 //! (`tests/seq_oracle`, whose own tests show that it preserves the forward
@@ -35,7 +36,7 @@ use seq_oracle::{
     random_cycle, rng,
 };
 use std::f64::consts::PI;
-use tensor_similarity::{RecursiveSimilarity, TensorSimilarity, weight_cosine};
+use tensor_similarity::{GaussianSimilarity, RecursiveSimilarity, TensorSimilarity, weight_cosine};
 
 const TOL: f64 = 1e-9;
 const WEIGHT_COSINE_BOUND: f64 = 0.99;
@@ -141,11 +142,29 @@ fn compare(a: &SeqNet, b: &SeqNet, n: usize) -> (f64, f64) {
     (sim, weight_cosine(&ma, &mb).unwrap())
 }
 
+/// The Gaussian similarity (SPEC §3, §7) of the pair at context `n`:
+/// exact for one attention block, the Gaussian closure for two; both are
+/// functions of the blocks' functions, so the symmetries leave them alone.
+fn gaussian(a: &SeqNet, b: &SeqNet, n: usize) -> f64 {
+    let (ma, mb) = (seq_library::model(a), seq_library::model(b));
+    GaussianSimilarity::new()
+        .with_context(n)
+        .unwrap()
+        .similarity(&ma, &mb)
+        .unwrap()
+}
+
 fn assert_invariant(case: &Case, twin: &SeqNet, what: &str) -> Result<(), TestCaseError> {
     let (sim, wc) = compare(&case.net, twin, case.n);
     prop_assert!(
         (sim - 1.0).abs() < TOL,
         "{what}: similarity {sim}, n {}",
+        case.n
+    );
+    let g = gaussian(&case.net, twin, case.n);
+    prop_assert!(
+        (g - 1.0).abs() < TOL,
+        "{what}: Gaussian similarity {g}, n {}",
         case.n
     );
     prop_assert!(wc < WEIGHT_COSINE_BOUND, "{what}: weight cosine {wc}");
@@ -296,6 +315,8 @@ proptest! {
         twin.change_stream_basis(&far_invertible(&mut r, d, 3.0..4.0), &gaussian_vector(&mut r, d, 1.0));
         let (sim, wc) = compare(&net, &twin, n);
         prop_assert!((sim - 1.0).abs() < TOL, "stream basis, skip kind {skip}, n {n}: {sim}");
+        let g = gaussian(&net, &twin, n);
+        prop_assert!((g - 1.0).abs() < TOL, "stream basis, skip kind {skip}, n {n}: Gaussian {g}");
         prop_assert!(wc < WEIGHT_COSINE_BOUND, "weight cosine {wc}");
     }
 

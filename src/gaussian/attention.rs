@@ -1,0 +1,548 @@
+//! The moment step of bilinear attention ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)) under a jointly Gaussian input.
+//!
+//! Per head `h` and query position `s` of one model,
+//!
+//! ```text
+//! Y[s] = r κ⁴ X[s] + α (O z[s] + κ⁵ b_o),    z_h[s] = (1/c) Σ_t W[s,t] (q1_h[s]·k1_h[t]) (q2_h[s]·k2_h[t]) v_h[t]
+//! ```
+//!
+//! where `κ` is the (normalised) constant channel and every leg `q1 … v` is
+//! an affine image of the flattened input, hence Gaussian. A
+//! **configuration** `(h, s, t)` is one term of that sum: two score nodes
+//! and the value leg. The output moments need, for every pair of
+//! configurations of the two models, the ten-leg moment
+//! `E[v ⊗ v' · S_1 S_2 S'_1 S'_2]`, and, for the skip, the moment of one
+//! model's configuration with the other's input `X[s']`: both are the Wick
+//! sums of [`chain`](super::chain), whose legs' means and covariances come
+//! from one table per pair of positions,
+//! `F_A(p) Ĉ_AB[p, q] F_B(q)ᵀ` (`F(p)` the stacked padded leg forms).
+//!
+//! `Cov(z_A, z_B)` is that second moment less `E[z_A] E[z_B]ᵀ`. The step is
+//! exact whenever its input is Gaussian.
+
+use nalgebra::{DMatrix, DVector};
+use rayon::prelude::*;
+
+use super::chain::{self, Between, End, Inputs};
+use super::wick::{Activation, Moments};
+use crate::block::{Attention, TensorBlock};
+use crate::error::Result;
+use crate::scalar::{Real, from_f64};
+
+/// One model's block and what its configurations read.
+struct Side<'a, T: Real> {
+    block: &'a Attention<T>,
+    heads: usize,
+    e: usize,
+    ev: usize,
+    width: usize,
+    /// `F(p)`, `(4He + He_v) × (d+1)`.
+    forms: Vec<DMatrix<T>>,
+    /// Leg means `F(p) m̂[p̂]`.
+    means: Vec<DVector<T>>,
+    /// The input means `m̂[p]` (unpadded) and the constant `κ = m̂_0`.
+    input_means: Vec<DVector<T>>,
+    constant: T,
+    /// `(h, s, t, W[s,t] / c)` for every configuration with `W[s,t] ≠ 0`.
+    configs: Vec<(usize, usize, usize, T)>,
+}
+
+impl<'a, T: Real> Side<'a, T> {
+    fn new(block: &'a Attention<T>, act: &Activation<T>, n: usize) -> Result<Self> {
+        let d = block.input_width();
+        let mask = block.mask().weights(n)?;
+        let forms: Vec<DMatrix<T>> = (0..n).map(|p| block.leg_factors(p)).collect();
+        let constant = act.mean[0];
+        let input_means: Vec<DVector<T>> = (0..n)
+            .map(|p| act.mean.rows(1 + p * d, d).into_owned())
+            .collect();
+        let means = forms
+            .iter()
+            .zip(&input_means)
+            .map(|(f, m)| {
+                let mut v = f.columns(1, d) * m;
+                v.axpy(constant, &f.column(0), T::one());
+                v
+            })
+            .collect();
+        let c = block.score_scale();
+        let mut configs = Vec::new();
+        for h in 0..block.heads() {
+            for s in 0..n {
+                for t in 0..n {
+                    if mask[(s, t)] != 0.0 {
+                        configs.push((h, s, t, from_f64(mask[(s, t)] / c)));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            block,
+            heads: block.heads(),
+            e: block.qk_width(),
+            ev: block.value_width(),
+            width: d,
+            forms,
+            means,
+            input_means,
+            constant,
+            configs,
+        })
+    }
+
+    /// First row of leg `l` (0 `q1`, 1 `k1`, 2 `q2`, 3 `k2`, 4 `v`) of head `h` in `F(p)`.
+    fn row(&self, l: usize, h: usize) -> usize {
+        let he = self.heads * self.e;
+        if l < 4 {
+            l * he + h * self.e
+        } else {
+            4 * he + h * self.ev
+        }
+    }
+
+    /// The legs of configuration `(h, s, t)`: nodes `(q1[s], k1[t])`,
+    /// `(q2[s], k2[t])` and the value leg `v[t]`.
+    fn legs(&self, side: usize, (h, s, t): (usize, usize, usize)) -> ([(Leg, Leg); 2], Leg) {
+        let leg = |l: usize, pos: usize| Leg::Form {
+            side,
+            row: self.row(l, h),
+            width: if l < 4 { self.e } else { self.ev },
+            pos,
+        };
+        (
+            [(leg(0, s), leg(1, t)), (leg(2, s), leg(3, t))],
+            leg(4, t),
+        )
+    }
+}
+
+/// A Gaussian vector the sums read: rows of one model's leg forms at a
+/// position, or one model's input at a position (the skip).
+#[derive(Clone, Copy)]
+enum Leg {
+    Form {
+        side: usize,
+        row: usize,
+        width: usize,
+        pos: usize,
+    },
+    Input {
+        side: usize,
+        pos: usize,
+    },
+}
+
+/// The covariance tables of two models `X`, `Y` (or one with itself), per
+/// pair of positions `(p, q)` at `p·n + q`.
+struct Tables<T: Real> {
+    /// `F_X(p)[:, 1:] Ĉ_XY[p,q] F_Y(q)[:, 1:]ᵀ`.
+    forms: Vec<DMatrix<T>>,
+    /// `Ĉ_XY[p,q] F_Y(q)[:, 1:]ᵀ`: `X`'s input with `Y`'s legs.
+    input_forms: Vec<DMatrix<T>>,
+    /// `F_X(p)[:, 1:] Ĉ_XY[p,q]`: `X`'s legs with `Y`'s input.
+    form_inputs: Vec<DMatrix<T>>,
+    /// Whether `Ĉ_XY[p,q]` is zero (independent positions).
+    zero: Vec<bool>,
+}
+
+impl<T: Real> Tables<T> {
+    fn new(x: &Side<'_, T>, y: &Side<'_, T>, cov: &DMatrix<T>, n: usize) -> Self {
+        let (dx, dy) = (x.width, y.width);
+        let items: Vec<_> = (0..n * n)
+            .into_par_iter()
+            .map(|pq| {
+                let (p, q) = (pq / n, pq % n);
+                let c = cov.view((1 + p * dx, 1 + q * dy), (dx, dy));
+                let zero = c.iter().all(|v| *v == T::zero());
+                let fx = x.forms[p].columns(1, dx);
+                let fy = y.forms[q].columns(1, dy);
+                let input_forms = c * fy.transpose();
+                let forms = fx * &input_forms;
+                let form_inputs = fx * c;
+                (forms, input_forms, form_inputs, zero)
+            })
+            .collect();
+        let mut t = Self {
+            forms: Vec::with_capacity(n * n),
+            input_forms: Vec::with_capacity(n * n),
+            form_inputs: Vec::with_capacity(n * n),
+            zero: Vec::with_capacity(n * n),
+        };
+        for (f, i, fi, z) in items {
+            t.forms.push(f);
+            t.input_forms.push(i);
+            t.form_inputs.push(fi);
+            t.zero.push(z);
+        }
+        t
+    }
+}
+
+/// The sides and tables of one product `⟨X, Y⟩`: `X` is side 0, `Y` side 1.
+struct Product<'a, T: Real> {
+    sides: [&'a Side<'a, T>; 2],
+    xx: &'a Tables<T>,
+    xy: &'a Tables<T>,
+    yy: &'a Tables<T>,
+    n: usize,
+}
+
+impl<T: Real> Product<'_, T> {
+    fn width(&self, leg: Leg) -> usize {
+        match leg {
+            Leg::Form { width, .. } => width,
+            Leg::Input { side, .. } => self.sides[side].width,
+        }
+    }
+
+    fn mean(&self, leg: Leg) -> DVector<T> {
+        match leg {
+            Leg::Form {
+                side,
+                row,
+                width,
+                pos,
+            } => self.sides[side].means[pos].rows(row, width).into_owned(),
+            Leg::Input { side, pos } => self.sides[side].input_means[pos].clone(),
+        }
+    }
+
+    /// `C(a, b)`, or `None` when it is zero.
+    fn cov(&self, a: Leg, b: Leg) -> Option<DMatrix<T>> {
+        let side = |l: Leg| match l {
+            Leg::Form { side, .. } | Leg::Input { side, .. } => side,
+        };
+        let pos = |l: Leg| match l {
+            Leg::Form { pos, .. } | Leg::Input { pos, .. } => pos,
+        };
+        if side(a) == 1 && side(b) == 0 {
+            return self.cov(b, a).map(|m| m.transpose());
+        }
+        let t = match (side(a), side(b)) {
+            (0, 0) => self.xx,
+            (0, 1) => self.xy,
+            _ => self.yy,
+        };
+        let at = pos(a) * self.n + pos(b);
+        if t.zero[at] {
+            return None;
+        }
+        Some(match (a, b) {
+            (
+                Leg::Form {
+                    row: ra, width: wa, ..
+                },
+                Leg::Form {
+                    row: rb, width: wb, ..
+                },
+            ) => t.forms[at].view((ra, rb), (wa, wb)).into_owned(),
+            (Leg::Input { .. }, Leg::Form { row, width, .. }) => {
+                t.input_forms[at].columns(row, width).into_owned()
+            }
+            (Leg::Form { row, width, .. }, Leg::Input { .. }) => {
+                t.form_inputs[at].rows(row, width).into_owned()
+            }
+            (Leg::Input { .. }, Leg::Input { .. }) => {
+                unreachable!("the sums never pair two inputs")
+            }
+        })
+    }
+
+    /// `[C(a, c) C(a, d)]`, `None` when both are zero.
+    fn beside(&self, a: Leg, c: Leg, d: Leg) -> Option<DMatrix<T>> {
+        let (l, r) = (self.cov(a, c), self.cov(a, d));
+        if l.is_none() && r.is_none() {
+            return None;
+        }
+        let (wa, wc, wd) = (self.width(a), self.width(c), self.width(d));
+        let mut m = DMatrix::zeros(wa, wc + wd);
+        if let Some(l) = l {
+            m.columns_mut(0, wc).copy_from(&l);
+        }
+        if let Some(r) = r {
+            m.columns_mut(wc, wd).copy_from(&r);
+        }
+        Some(m)
+    }
+
+    /// `[C(a, e); C(b, e)]`, `None` when both are zero.
+    fn above(&self, a: Leg, b: Leg, e: Leg) -> Option<DMatrix<T>> {
+        self.beside(e, a, b).map(|m| m.transpose())
+    }
+
+    /// The chain inputs for these nodes and ends.
+    fn inputs(&self, nodes: &[(Leg, Leg)], ends: &[Leg]) -> Inputs<T> {
+        let k = nodes.len();
+        let mut transfer = vec![None; k * k];
+        for (a, &(qa, ka)) in nodes.iter().enumerate() {
+            for (b, &(qb, kb)) in nodes.iter().enumerate() {
+                if a == b {
+                    continue;
+                }
+                let top = self.beside(ka, qb, kb);
+                let bottom = self.beside(qa, qb, kb);
+                if top.is_none() && bottom.is_none() {
+                    continue;
+                }
+                let (ea, eb) = (self.width(qa), self.width(qb));
+                let mut m = DMatrix::zeros(2 * ea, 2 * eb);
+                if let Some(t) = top {
+                    m.rows_mut(0, ea).copy_from(&t);
+                }
+                if let Some(bm) = bottom {
+                    m.rows_mut(ea, ea).copy_from(&bm);
+                }
+                transfer[a * k + b] = Some(m);
+            }
+        }
+        let stack = |x: DVector<T>, y: DVector<T>| {
+            DVector::from_iterator(x.len() + y.len(), x.iter().chain(y.iter()).copied())
+        };
+        let start = nodes
+            .iter()
+            .map(|&(q, kk)| stack(self.mean(q), self.mean(kk)))
+            .collect();
+        let stop = nodes
+            .iter()
+            .map(|&(q, kk)| stack(self.mean(kk), self.mean(q)))
+            .collect();
+        let single = nodes
+            .iter()
+            .map(|&(q, kk)| {
+                self.mean(q).dot(&self.mean(kk)) + self.cov(q, kk).map_or(T::zero(), |c| c.trace())
+            })
+            .collect();
+        let end = |e: Leg| End {
+            mean: self.mean(e),
+            to_node: nodes.iter().map(|&(q, kk)| self.beside(e, q, kk)).collect(),
+        };
+        let between = (ends.len() == 2).then(|| {
+            let (ea, eb) = (ends[0], ends[1]);
+            Between {
+                direct: self
+                    .cov(ea, eb)
+                    .unwrap_or_else(|| DMatrix::zeros(self.width(ea), self.width(eb))),
+                from_node: nodes.iter().map(|&(q, kk)| self.above(kk, q, eb)).collect(),
+            }
+        });
+        Inputs {
+            transfer,
+            start,
+            stop,
+            single,
+            ends: ends.iter().map(|&e| end(e)).collect(),
+            between,
+        }
+    }
+
+    /// `Cov(Y_X[s], Y_Y[s'])` for all `s, s'`, flattened and padded (row
+    /// and column 0 zero), given each side's `E[z[s]]`.
+    fn output_covariance(&self, ez: [&[DVector<T>]; 2], cov_xy: &DMatrix<T>, sym: bool) -> DMatrix<T> {
+        let n = self.n;
+        let [x, y] = self.sides;
+        let (hx, hy) = (x.heads * x.ev, y.heads * y.ev);
+
+        // Σ over configuration pairs of E[z z'ᵀ], per query pair (s, s').
+        let pairs: Vec<(usize, usize, usize, usize, DMatrix<T>)> = (0..x.configs.len())
+            .into_par_iter()
+            .flat_map_iter(|i| {
+                let (h, s, t, wx) = x.configs[i];
+                let (nodes_x, v_x) = x.legs(0, (h, s, t));
+                let first = if sym { i } else { 0 };
+                (first..y.configs.len()).map(move |j| {
+                    let (h2, s2, t2, wy) = y.configs[j];
+                    let (nodes_y, v_y) = y.legs(1, (h2, s2, t2));
+                    let nodes = [nodes_x[0], nodes_x[1], nodes_y[0], nodes_y[1]];
+                    let m = chain::moment(&self.inputs(&nodes, &[v_x, v_y]));
+                    (i, j, s, s2, m * (wx * wy))
+                })
+            })
+            .collect();
+        let mut zz = vec![DMatrix::<T>::zeros(hx, hy); n * n];
+        for (i, j, s, s2, m) in pairs {
+            let (h, h2) = (x.configs[i].0, y.configs[j].0);
+            let mut blk = zz[s * n + s2].view_mut((h * x.ev, h2 * y.ev), (x.ev, y.ev));
+            blk += &m;
+            if sym && i != j {
+                let mut blk = zz[s2 * n + s].view_mut((h2 * y.ev, h * x.ev), (y.ev, x.ev));
+                blk += m.transpose();
+            }
+        }
+        for s in 0..n {
+            for s2 in 0..n {
+                zz[s * n + s2].ger(-T::one(), &ez[0][s], &ez[1][s2], T::one());
+            }
+        }
+
+        // The skip: Cov(X_X[s], z_Y[s']) and Cov(z_X[s], X_Y[s']).
+        let (rx, ry) = (x.block.skip(), y.block.skip());
+        let input_with = |side: usize, other: &Side<'_, T>, ez_other: &[DVector<T>]| {
+            let me = self.sides[side];
+            let d = me.width;
+            let items: Vec<(usize, usize, usize, DMatrix<T>)> = (0..n)
+                .into_par_iter()
+                .flat_map_iter(|s| {
+                    (0..other.configs.len()).map(move |j| {
+                        let (h, s2, t, w) = other.configs[j];
+                        let (nodes, v) = other.legs(1 - side, (h, s2, t));
+                        let input = Leg::Input { side, pos: s };
+                        let m = chain::moment(&self.inputs(&nodes, &[input, v]));
+                        (s, s2, h, m * w)
+                    })
+                })
+                .collect();
+            let ho = other.heads * other.ev;
+            let mut out = vec![DMatrix::<T>::zeros(d, ho); n * n];
+            for (s, s2, h, m) in items {
+                let mut blk = out[s * n + s2].columns_mut(h * other.ev, other.ev);
+                blk += m;
+            }
+            for s in 0..n {
+                for s2 in 0..n {
+                    out[s * n + s2].ger(-T::one(), &me.input_means[s], &ez_other[s2], T::one());
+                }
+            }
+            out
+        };
+        let xz = (rx != 0.0).then(|| input_with(0, y, ez[1]));
+        // Cov(z_X[s], X_Y[s']) = Cov(X_Y[s'], z_X[s])ᵀ.
+        let zx = (ry != 0.0).then(|| {
+            let yx = match (&xz, sym) {
+                (Some(xz), true) => xz.clone(),
+                _ => input_with(1, x, ez[0]),
+            };
+            (0..n * n)
+                .map(|i| yx[(i % n) * n + i / n].transpose())
+                .collect::<Vec<_>>()
+        });
+
+        let (ox, oy) = (x.block.weight(5), y.block.weight(5));
+        let (ax, ay): (T, T) = (from_f64(x.block.scale()), from_f64(y.block.scale()));
+        let kx4 = x.constant * x.constant * x.constant * x.constant;
+        let ky4 = y.constant * y.constant * y.constant * y.constant;
+        let (rx, ry): (T, T) = (from_f64(rx), from_f64(ry));
+        let (outx, outy) = (ox.nrows(), oy.nrows());
+        let mut cov = DMatrix::zeros(n * outx + 1, n * outy + 1);
+        for s in 0..n {
+            for s2 in 0..n {
+                let mut blk = cov.view_mut((1 + s * outx, 1 + s2 * outy), (outx, outy));
+                blk.gemm(ax * ay, &(ox * &zz[s * n + s2]), &oy.transpose(), T::zero());
+                if let Some(xz) = &xz {
+                    blk.gemm(rx * kx4 * ay, &xz[s * n + s2], &oy.transpose(), T::one());
+                }
+                if let Some(zx) = &zx {
+                    blk.gemm(ax * ry * ky4, ox, &zx[s * n + s2], T::one());
+                }
+                if rx != T::zero() && ry != T::zero() {
+                    let c = cov_xy.view((1 + s * x.width, 1 + s2 * y.width), (x.width, y.width));
+                    blk.zip_apply(&c, |o, c| *o += rx * ry * kx4 * ky4 * c);
+                }
+            }
+        }
+        cov
+    }
+}
+
+/// `E[z[s]]` for every query position: the five-leg Wick sums of each
+/// configuration, weighted.
+fn mean_scores<T: Real>(product: &Product<'_, T>, side: usize) -> Vec<DVector<T>> {
+    let me = product.sides[side];
+    let n = product.n;
+    let items: Vec<(usize, usize, DMatrix<T>)> = me
+        .configs
+        .par_iter()
+        .map(|&(h, s, t, w)| {
+            let (nodes, v) = me.legs(side, (h, s, t));
+            (s, h, chain::moment(&product.inputs(&nodes, &[v])) * w)
+        })
+        .collect();
+    let mut ez = vec![DVector::zeros(me.heads * me.ev); n];
+    for (s, h, m) in items {
+        let mut blk = ez[s].rows_mut(h * me.ev, me.ev);
+        blk += m.column(0);
+    }
+    ez
+}
+
+/// `m'[s] = r κ⁴ m̂[s] + α (O E[z[s]] + κ⁵ b_o)`, padded with `κ⁵`.
+fn output_mean<T: Real>(side: &Side<'_, T>, ez: &[DVector<T>]) -> DVector<T> {
+    let b = side.block;
+    let o = b.weight(5);
+    let out = o.nrows();
+    let k = side.constant;
+    let k4 = k * k * k * k;
+    let (alpha, r): (T, T) = (from_f64(b.scale()), from_f64(b.skip()));
+    let mut mean = DVector::zeros(ez.len() * out + 1);
+    mean[0] = k4 * k;
+    for (s, z) in ez.iter().enumerate() {
+        let mut m = o * z * alpha;
+        if let Some(bo) = b.bias(5) {
+            m.axpy(alpha * k4 * k, bo, T::one());
+        }
+        if r != T::zero() {
+            m.axpy(r * k4, &side.input_means[s], T::one());
+        }
+        mean.rows_mut(1 + s * out, out).copy_from(&m);
+    }
+    mean
+}
+
+/// The joint output moments of attention blocks `a`, `b` (with `same`, `b`
+/// is `a` and only its side is computed) on `n` positions; unnormalised,
+/// the log scales multiplied by the order 5.
+pub(super) fn step<T: Real>(
+    a: &Attention<T>,
+    b: &Attention<T>,
+    state: &Moments<T>,
+    same: bool,
+    n: usize,
+) -> Result<Moments<T>> {
+    let sa = Side::new(a, &state.a, n)?;
+    let aa = Tables::new(&sa, &sa, &state.a.cov, n);
+    let self_product = |side: &Side<'_, T>, t: &Tables<T>, cov: &DMatrix<T>| {
+        let p = Product {
+            sides: [side, side],
+            xx: t,
+            xy: t,
+            yy: t,
+            n,
+        };
+        let ez = mean_scores(&p, 0);
+        let c = p.output_covariance([&ez, &ez], cov, true);
+        (ez, c)
+    };
+    let (ez_a, cov_a) = self_product(&sa, &aa, &state.a.cov);
+    let side_a = Activation {
+        mean: output_mean(&sa, &ez_a),
+        cov: cov_a,
+        ln_scale: 5.0 * state.a.ln_scale,
+    };
+    if same {
+        return Ok(Moments {
+            cross: side_a.cov.clone(),
+            b: side_a.clone(),
+            a: side_a,
+        });
+    }
+    let sb = Side::new(b, &state.b, n)?;
+    let bb = Tables::new(&sb, &sb, &state.b.cov, n);
+    let ab = Tables::new(&sa, &sb, &state.cross, n);
+    let (ez_b, cov_b) = self_product(&sb, &bb, &state.b.cov);
+    let cross = Product {
+        sides: [&sa, &sb],
+        xx: &aa,
+        xy: &ab,
+        yy: &bb,
+        n,
+    }
+    .output_covariance([&ez_a, &ez_b], &state.cross, false);
+    Ok(Moments {
+        a: side_a,
+        b: Activation {
+            mean: output_mean(&sb, &ez_b),
+            cov: cov_b,
+            ln_scale: 5.0 * state.b.ln_scale,
+        },
+        cross,
+    })
+}

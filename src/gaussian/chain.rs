@@ -1,0 +1,476 @@
+//! The Wick sum of bilinear attention: Gaussian moments of products of
+//! score factors, `E[ε_A ⊗ ε_B · Π_ν (q_ν · k_ν)]`.
+//!
+//! One attention configuration (a head, a query position, a key position)
+//! of each model contributes `(q1·k1)(q2·k2) v`: two **score nodes**
+//! `ν = (q_ν, k_ν)`, whose two legs share one index, and an **end** `v`
+//! whose index is free. Under a jointly Gaussian input every leg is Gaussian
+//! (a mean `μ` and covariances `C(x, y)` between legs), and Isserlis' theorem
+//! sums over every partition of the legs into singletons (a mean) and pairs
+//! (a covariance). In such a partition every node has degree two, so each
+//! connected piece is a **path** or a **cycle**:
+//!
+//! * the piece of an end is a path from it, through distinct nodes, to the
+//!   other end or to a singleton;
+//! * the other pieces cover whole nodes: cycles (traces) and paths between
+//!   two singletons (scalars).
+//!
+//! A node is traversed by entering on one leg and leaving on the other; both
+//! ways are summed by one `2e × 2e` matrix per ordered pair of nodes,
+//! `N(ν, μ)[x, y] = C(x̄, y)` (`x` the leg of `ν` entered, `x̄` its other
+//! leg, `y` the leg of `μ` entered), so a path is a product of such
+//! matrices. With `κ(S)`, the sum of the connected pieces covering exactly
+//! the node set `S` (its joint cumulant), and `Z(R) = E[Π_{ν∈R} q_ν·k_ν]`
+//! from the `κ` by set partitions,
+//!
+//! ```text
+//! E[ε_A ε_Bᵀ Π_ν S_ν] = Σ_S M(S) Z(N∖S) + Σ_{S∩S'=∅} u_A(S) u_B(S')ᵀ Z(N∖S∖S')
+//! ```
+//!
+//! where `M(S)` sums the paths from `ε_A` to `ε_B` through exactly the nodes
+//! `S` (in every order) and `u_ε(S)` the paths from `ε` to a singleton. Each
+//! partition is counted once: a path from an end has a direction; a cycle is
+//! enumerated from its smallest node in both directions, a path between
+//! singletons from either end, and both are halved.
+
+use nalgebra::{DMatrix, DVector};
+
+use crate::scalar::{Real, from_f64};
+
+/// The most score nodes one sum takes: two per model.
+pub(super) const MAX_NODES: usize = 4;
+
+/// The legs' moments for one choice of configurations, in the block forms
+/// of the [module documentation](self). Nodes are numbered `0 … k−1`; node
+/// `ν` has legs `q_ν` (rows `0 … e_ν` of its stacked index) and `k_ν` (rows
+/// `e_ν … 2e_ν`).
+pub(super) struct Inputs<T: Real> {
+    /// `N(ν, μ)` for `ν ≠ μ` at `ν·k + μ` (`2e_ν × 2e_μ`); `None` when it is
+    /// zero (legs at independent positions), so that products skip it.
+    pub(super) transfer: Vec<Option<DMatrix<T>>>,
+    /// `[μ_q; μ_k]`: a path that starts on a singleton leg of `ν`.
+    pub(super) start: Vec<DVector<T>>,
+    /// `[μ_k; μ_q]`: a path that enters `ν` and ends on its other leg.
+    pub(super) stop: Vec<DVector<T>>,
+    /// `κ({ν}) = μ_q·μ_k + tr C(q, k)`.
+    pub(super) single: Vec<T>,
+    /// The ends, at most two: for each, its mean `μ_ε` and `E(ε, ν) =
+    /// [C(ε, q_ν) C(ε, k_ν)]` (`w_ε × 2e_ν`, `None` when zero).
+    pub(super) ends: Vec<End<T>>,
+    /// With two ends: `C(ε_A, ε_B)` and `Ē(ν, ε_B) = [C(k_ν, ε_B); C(q_ν, ε_B)]`
+    /// (`2e_ν × w_B`, `None` when zero).
+    pub(super) between: Option<Between<T>>,
+}
+
+/// One end of the sum.
+pub(super) struct End<T: Real> {
+    pub(super) mean: DVector<T>,
+    pub(super) to_node: Vec<Option<DMatrix<T>>>,
+}
+
+/// What a path from the first end to the second needs.
+pub(super) struct Between<T: Real> {
+    pub(super) direct: DMatrix<T>,
+    pub(super) from_node: Vec<Option<DMatrix<T>>>,
+}
+
+/// A sequence of distinct nodes, as the suffix trees below walk them.
+#[derive(Clone, Copy)]
+struct Seq {
+    first: usize,
+    /// The sequence without its first node (`None`: length 1).
+    tail: Option<usize>,
+    set: usize,
+}
+
+/// Every sequence of distinct nodes of `0 … k−1`, shortest first, so that a
+/// sequence's tail comes before it.
+fn sequences(k: usize) -> Vec<Seq> {
+    let mut seqs: Vec<Seq> = (0..k)
+        .map(|first| Seq {
+            first,
+            tail: None,
+            set: 1 << first,
+        })
+        .collect();
+    let mut level = 0..k;
+    for _ in 1..k {
+        let start = seqs.len();
+        for tail in level.clone() {
+            let set = seqs[tail].set;
+            for first in (0..k).filter(|&f| set & (1 << f) == 0) {
+                seqs.push(Seq {
+                    first,
+                    tail: Some(tail),
+                    set: set | (1 << first),
+                });
+            }
+        }
+        level = start..seqs.len();
+    }
+    seqs
+}
+
+fn mul_opt<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DMatrix<T>>) -> Option<DMatrix<T>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a * b),
+        _ => None,
+    }
+}
+
+fn mul_vec<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DVector<T>>) -> Option<DVector<T>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a * b),
+        _ => None,
+    }
+}
+
+/// `tr(A B)` without forming `A B`.
+fn trace_of_product<T: Real>(a: &DMatrix<T>, b: &DMatrix<T>) -> T {
+    let mut acc = T::zero();
+    for i in 0..a.nrows() {
+        for j in 0..a.ncols() {
+            acc += a[(i, j)] * b[(j, i)];
+        }
+    }
+    acc
+}
+
+/// `E[ε_A ε_Bᵀ Π_ν S_ν]` (`w_A × w_B`) with two ends, `E[ε_A Π_ν S_ν]`
+/// (`w_A × 1`) with one, `E[Π_ν S_ν]` (`1 × 1`) with none.
+pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
+    let k = inp.start.len();
+    debug_assert!(k <= MAX_NODES);
+    let all = (1usize << k) - 1;
+    let seqs = sequences(k);
+    let transfer = |from: usize, to: usize| &inp.transfer[from * k + to];
+    let half: T = from_f64(0.5);
+
+    // Paths that end on a singleton, from their first node: r(seq).
+    let mut stop: Vec<Option<DVector<T>>> = Vec::with_capacity(seqs.len());
+    for s in &seqs {
+        let v = match s.tail {
+            None => Some(inp.stop[s.first].clone()),
+            Some(t) => mul_vec(transfer(s.first, seqs[t].first), &stop[t]),
+        };
+        stop.push(v);
+    }
+
+    // κ(S): scalar paths (both directions) and cycles (from the smallest
+    // node, both directions), halved.
+    let mut kappa = vec![T::zero(); 1 << k];
+    for (i, s) in seqs.iter().enumerate() {
+        if s.tail.is_none() {
+            continue;
+        }
+        if let Some(r) = &stop[i] {
+            kappa[s.set] += half * inp.start[s.first].dot(r);
+        }
+    }
+    for (i, &v) in inp.single.iter().enumerate() {
+        kappa[1 << i] = v;
+    }
+    // Cycle products from the smallest node: P(seq) = N(ν1,ν2) … N(ν_{j−1},ν_j),
+    // built as prefixes, then closed by N(ν_j, ν1).
+    if k >= 2 {
+        for first in 0..k {
+            let mut prefixes: Vec<(usize, usize, DMatrix<T>)> = Vec::new();
+            for next in first + 1..k {
+                if let Some(n) = transfer(first, next) {
+                    prefixes.push((1 << first | 1 << next, next, n.clone()));
+                }
+            }
+            while !prefixes.is_empty() {
+                let mut longer = Vec::new();
+                for (set, last, p) in &prefixes {
+                    if let Some(close) = transfer(*last, first) {
+                        kappa[*set] += half * trace_of_product(p, close);
+                    }
+                    for next in (first + 1..k).filter(|&m| set & (1 << m) == 0) {
+                        if let Some(n) = transfer(*last, next) {
+                            longer.push((set | 1 << next, next, p * n));
+                        }
+                    }
+                }
+                prefixes = longer;
+            }
+        }
+    }
+
+    // Z(R) = Σ over set partitions of R of Π κ(block).
+    let mut z = vec![T::zero(); 1 << k];
+    z[0] = T::one();
+    for r in 1..=all {
+        let low = r & r.wrapping_neg();
+        let rest = r & !low;
+        // Blocks containing the lowest node: low ∪ (any subset of rest).
+        let mut sub = rest;
+        let mut acc = T::zero();
+        loop {
+            acc += kappa[low | sub] * z[rest & !sub];
+            if sub == 0 {
+                break;
+            }
+            sub = (sub - 1) & rest;
+        }
+        z[r] = acc;
+    }
+
+    // u_ε(S): paths from an end to a singleton through exactly S.
+    let paths_to_singleton = |end: &End<T>| -> Vec<DVector<T>> {
+        let mut u = vec![DVector::zeros(end.mean.len()); 1 << k];
+        u[0] = end.mean.clone();
+        for (i, s) in seqs.iter().enumerate() {
+            if let (Some(e), Some(r)) = (&end.to_node[s.first], &stop[i]) {
+                u[s.set].gemv(T::one(), e, r, T::one());
+            }
+        }
+        u
+    };
+
+    match inp.ends.as_slice() {
+        [] => DMatrix::from_element(1, 1, z[all]),
+        [end] => {
+            let u = paths_to_singleton(end);
+            let mut out = DVector::zeros(end.mean.len());
+            for (s, us) in u.iter().enumerate() {
+                out.axpy(z[all & !s], us, T::one());
+            }
+            DMatrix::from_column_slice(out.len(), 1, out.as_slice())
+        }
+        [ea, eb] => {
+            let between = inp
+                .between
+                .as_ref()
+                .expect("two ends come with their covariances");
+            let (ua, ub) = (paths_to_singleton(ea), paths_to_singleton(eb));
+            // Σ_{S∩S'=∅} u_A(S) u_B(S')ᵀ Z(N∖S∖S') = Σ_S u_A(S) w(S)ᵀ.
+            let mut out = between.direct.clone() * z[all];
+            for (sa, u) in ua.iter().enumerate() {
+                let free = all & !sa;
+                let mut w = DVector::zeros(eb.mean.len());
+                let mut sb = free;
+                loop {
+                    w.axpy(z[free & !sb], &ub[sb], T::one());
+                    if sb == 0 {
+                        break;
+                    }
+                    sb = (sb - 1) & free;
+                }
+                out.ger(T::one(), u, &w, T::one());
+            }
+            // Paths from ε_A to ε_B: R(seq) = N(ν1,ν2) … Ē(ν_j, ε_B), weighted
+            // by Z of the nodes they leave, summed per first node.
+            let mut to_end: Vec<Option<DMatrix<T>>> = Vec::with_capacity(seqs.len());
+            let mut weighted: Vec<Option<DMatrix<T>>> = vec![None; k];
+            for s in &seqs {
+                let r = match s.tail {
+                    None => between.from_node[s.first].clone(),
+                    Some(t) => mul_opt(transfer(s.first, seqs[t].first), &to_end[t]),
+                };
+                if let Some(r) = &r {
+                    let w = z[all & !s.set];
+                    match &mut weighted[s.first] {
+                        Some(acc) => *acc += r * w,
+                        slot @ None => *slot = Some(r * w),
+                    }
+                }
+                to_end.push(r);
+            }
+            for (nu, w) in weighted.iter().enumerate() {
+                if let (Some(e), Some(w)) = (&ea.to_node[nu], w) {
+                    out.gemm(T::one(), e, w, T::one());
+                }
+            }
+            out
+        }
+        _ => unreachable!("at most two ends"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The sum against Isserlis written out by brute force: every partition
+    //! of the scalar legs into singletons and pairs, on small widths.
+    use super::*;
+
+    /// A leg: its node (or end), and its coordinate index range.
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    /// Brute force: legs are blocks of a Gaussian vector `g` with mean `mu`
+    /// and covariance `c`; `E[ε_A[i] ε_B[j] Π_ν (q_ν·k_ν)]` by summing every
+    /// index assignment and, for each, Isserlis over the scalar factors.
+    fn brute(
+        nodes: &[(usize, usize)],
+        ends: &[usize],
+        width: &[usize],
+        offset: &[usize],
+        mu: &DVector<f64>,
+        c: &DMatrix<f64>,
+    ) -> DMatrix<f64> {
+        let wa = ends.first().map_or(1, |&e| width[e]);
+        let wb = ends.get(1).map_or(1, |&e| width[e]);
+        let mut out = DMatrix::zeros(wa, wb);
+        // Node index assignments.
+        let dims: Vec<usize> = nodes.iter().map(|&(q, _)| width[q]).collect();
+        let total: usize = dims.iter().product();
+        for i in 0..wa {
+            for j in 0..wb {
+                let mut acc = 0.0;
+                for flat in 0..total {
+                    let mut rem = flat;
+                    let mut factors = Vec::new();
+                    for (&(q, k), &d) in nodes.iter().zip(&dims) {
+                        let a = rem % d;
+                        rem /= d;
+                        factors.push(offset[q] + a);
+                        factors.push(offset[k] + a);
+                    }
+                    if let Some(&e) = ends.first() {
+                        factors.push(offset[e] + i);
+                    }
+                    if let Some(&e) = ends.get(1) {
+                        factors.push(offset[e] + j);
+                    }
+                    acc += isserlis(&factors, mu, c);
+                }
+                out[(i, j)] = acc;
+            }
+        }
+        out
+    }
+
+    /// `E[Π g_f]` for a Gaussian `g`: singletons and pairs, recursively.
+    fn isserlis(f: &[usize], mu: &DVector<f64>, c: &DMatrix<f64>) -> f64 {
+        let Some((&first, rest)) = f.split_first() else {
+            return 1.0;
+        };
+        let mut acc = mu[first] * isserlis(rest, mu, c);
+        for i in 0..rest.len() {
+            let mut others = rest.to_vec();
+            let partner = others.remove(i);
+            acc += c[(first, partner)] * isserlis(&others, mu, c);
+        }
+        acc
+    }
+
+    fn inputs(
+        nodes: &[(usize, usize)],
+        ends: &[usize],
+        width: &[usize],
+        offset: &[usize],
+        mu: &DVector<f64>,
+        c: &DMatrix<f64>,
+    ) -> Inputs<f64> {
+        let block = |x: usize, y: usize| {
+            c.view((offset[x], offset[y]), (width[x], width[y]))
+                .into_owned()
+        };
+        let mean = |x: usize| mu.rows(offset[x], width[x]).into_owned();
+        let stack_rows = |top: DMatrix<f64>, bottom: DMatrix<f64>| {
+            let mut m = DMatrix::zeros(top.nrows() + bottom.nrows(), top.ncols());
+            m.rows_mut(0, top.nrows()).copy_from(&top);
+            m.rows_mut(top.nrows(), bottom.nrows()).copy_from(&bottom);
+            m
+        };
+        let stack_cols = |l: DMatrix<f64>, r: DMatrix<f64>| stack_rows(l.transpose(), r.transpose()).transpose();
+        let k = nodes.len();
+        let mut transfer = vec![None; k * k];
+        for (a, &(qa, ka)) in nodes.iter().enumerate() {
+            for (b, &(qb, kb)) in nodes.iter().enumerate() {
+                if a != b {
+                    transfer[a * k + b] = Some(stack_rows(
+                        stack_cols(block(ka, qb), block(ka, kb)),
+                        stack_cols(block(qa, qb), block(qa, kb)),
+                    ));
+                }
+            }
+        }
+        let vstack = |a: DVector<f64>, b: DVector<f64>| {
+            DVector::from_iterator(a.len() + b.len(), a.iter().chain(b.iter()).copied())
+        };
+        let end = |e: usize| End {
+            mean: mean(e),
+            to_node: nodes
+                .iter()
+                .map(|&(q, k)| Some(stack_cols(block(e, q), block(e, k))))
+                .collect(),
+        };
+        Inputs {
+            transfer,
+            start: nodes.iter().map(|&(q, k)| vstack(mean(q), mean(k))).collect(),
+            stop: nodes.iter().map(|&(q, k)| vstack(mean(k), mean(q))).collect(),
+            single: nodes
+                .iter()
+                .map(|&(q, k)| mean(q).dot(&mean(k)) + block(q, k).trace())
+                .collect(),
+            ends: ends.iter().map(|&e| end(e)).collect(),
+            between: (ends.len() == 2).then(|| Between {
+                direct: block(ends[0], ends[1]),
+                from_node: nodes
+                    .iter()
+                    .map(|&(q, k)| Some(stack_rows(block(k, ends[1]), block(q, ends[1]))))
+                    .collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn matches_isserlis_by_brute_force() {
+        let mut seed = 3;
+        // Legs: 0..8 node legs (4 nodes), 8, 9 ends; widths small.
+        let width = [2, 2, 1, 1, 2, 2, 1, 1, 2, 3];
+        let mut offset = vec![0];
+        for w in width {
+            offset.push(offset.last().unwrap() + w);
+        }
+        let dim = *offset.last().unwrap();
+        let f = DMatrix::from_fn(dim, dim, |_, _| lcg(&mut seed));
+        let c = &f * f.transpose() * 0.5;
+        let mu = DVector::from_fn(dim, |_, _| lcg(&mut seed));
+        let nodes = [(0, 1), (2, 3), (4, 5), (6, 7)];
+        for (k, ends) in [
+            (4, vec![8, 9]),
+            (2, vec![8]),
+            (3, vec![9, 8]),
+            (4, vec![]),
+            (1, vec![8, 9]),
+            (0, vec![8, 9]),
+        ] {
+            let fast = moment(&inputs(&nodes[..k], &ends, &width, &offset, &mu, &c));
+            let slow = brute(&nodes[..k], &ends, &width, &offset, &mu, &c);
+            let err = (&fast - &slow).amax() / slow.amax();
+            assert!(err < 1e-12, "{k} nodes, ends {ends:?}: {err:e}\n{fast}\n{slow}");
+        }
+    }
+
+    #[test]
+    fn zero_blocks_are_skipped_exactly() {
+        let mut seed = 5;
+        let width = [2, 2, 2, 2, 3, 3];
+        let mut offset = vec![0];
+        for w in width {
+            offset.push(offset.last().unwrap() + w);
+        }
+        let dim = *offset.last().unwrap();
+        let f = DMatrix::from_fn(dim, dim, |_, _| lcg(&mut seed));
+        let c = &f * f.transpose();
+        let mu = DVector::from_fn(dim, |_, _| lcg(&mut seed));
+        let nodes = [(0, 1), (2, 3)];
+        let mut inp = inputs(&nodes, &[4, 5], &width, &offset, &mu, &c);
+        let dense = moment(&inp);
+        // Dropping a block that is zero gives the same sum.
+        let zeroed = |m: &mut Option<DMatrix<f64>>| *m = m.as_ref().map(|m| m * 0.0);
+        zeroed(&mut inp.transfer[1]);
+        let with_zero = moment(&inp);
+        inp.transfer[1] = None;
+        let skipped = moment(&inp);
+        assert!((&with_zero - &skipped).amax() < 1e-14);
+        assert!((&dense - &with_zero).amax() > 1e-6);
+    }
+}
