@@ -90,7 +90,7 @@ impl Metric {
                 "output_weights",
                 "positions",
             ],
-            "gaussian" => &["input_mean", "input_covariance"],
+            "gaussian" => &["context", "input_mean", "input_covariance"],
             "weight" => &[],
             _ => {
                 return Err(invalid(format!(
@@ -161,6 +161,9 @@ impl Metric {
             }
             "gaussian" => {
                 let mut m = GaussianSimilarity::new();
+                if let Some(n) = context {
+                    m = m.with_context(n).map_err(to_py)?;
+                }
                 match (mean, covariance) {
                     (Some(mean), Some(cov)) => m = m.with_input(mean, cov).map_err(to_py)?,
                     (Some(mean), None) => m = m.with_mean(mean).map_err(to_py)?,

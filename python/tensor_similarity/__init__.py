@@ -510,7 +510,8 @@ def similarity(
       read out, e.g. ``[-1]`` for the last; needs ``context``).
     * ``"gaussian"``: ``E[f_A·f_B]`` under ``x ~ N(μ, Σ)`` by moment propagation
       (exact for one nonlinear position, a Gaussian closure beyond: see
-      :func:`is_gaussian_exact`). Options: ``input_mean``, ``input_covariance``.
+      :func:`is_gaussian_exact`); on sequence models the rows are i.i.d.
+      (SPEC §7). Options: ``context``, ``input_mean``, ``input_covariance``.
     * ``"weight"``: the cosine of the concatenated parameters (the naive
       baseline; models of equal shapes). No options.
 

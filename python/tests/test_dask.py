@@ -68,7 +68,7 @@ def test_the_default_client_and_options(client, tmp_path):
 
 def test_errors_come_back_from_the_workers(client, paths, tmp_path):
     with pytest.raises(ts.TensorSimilarityError, match="context"):
-        tsd.matrix(paths[:2], client=client, metric="gaussian", context=2)
+        tsd.matrix(paths[:2], client=client, metric="weight", context=2)
     with pytest.raises(TypeError):
         tsd.matrix(paths[:2], client=client, contxt=2)
     missing = tmp_path / "missing.safetensors"

@@ -148,15 +148,21 @@ def test_sequence_models_need_a_context_length():
     assert ts.similarity(a, twin, context=3, positions=[2], outputs=[0, 1]) == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ts.TensorSimilarityError, match="context"):
         ts.similarity(a, b, positions=slice(0, 1))
-    # The Gaussian metric does not take attention yet: a typed error, not a crash.
-    with pytest.raises(ts.TensorSimilarityError, match="attention"):
+    # The Gaussian metric on sequences: i.i.d. N(0, I) rows, exact for one
+    # attention block, invariant under the head permutation.
+    with pytest.raises(ts.TensorSimilarityError, match="context"):
         ts.similarity(a, b, metric="gaussian")
+    g = ts.similarity(a, b, metric="gaussian", context=3)
+    assert -1.0 <= g <= 1.0 and g != pytest.approx(s3, abs=1e-6)
+    assert ts.similarity(b, a, metric="gaussian", context=3) == pytest.approx(g, abs=1e-12)
+    assert ts.similarity(a, twin, metric="gaussian", context=3) == pytest.approx(1.0, abs=1e-12)
+    assert ts.is_gaussian_exact(a, b, context=3)
 
 
 def test_options_a_metric_does_not_take_are_errors(ebh_models):
     a, b = ebh_models[:2]
-    with pytest.raises(ts.TensorSimilarityError, match="context"):
-        ts.similarity(a, b, metric="gaussian", context=3)
+    with pytest.raises(ts.TensorSimilarityError, match="positions"):
+        ts.similarity(a, b, metric="gaussian", positions=[0])
     with pytest.raises(ts.TensorSimilarityError, match="outputs"):
         ts.similarity(a, b, metric="weight", outputs=[0])
     with pytest.raises(ts.TensorSimilarityError, match="cosine"):

@@ -207,8 +207,9 @@ impl<T: Real> Product<'_, T> {
         }
     }
 
-    /// `C(a, b)`, or `None` when it is zero.
-    fn cov(&self, a: Leg, b: Leg) -> Option<DMatrix<T>> {
+    /// `C(a, b)` as a view of its table, `None` when it is zero; with
+    /// `transposed`, the view holds `C(b, a)` (the tables keep one order).
+    fn view(&self, a: Leg, b: Leg) -> Option<(nalgebra::DMatrixView<'_, T>, bool)> {
         let side = |l: Leg| match l {
             Leg::Form { side, .. } | Leg::Input { side, .. } => side,
         };
@@ -216,7 +217,7 @@ impl<T: Real> Product<'_, T> {
             Leg::Form { pos, .. } | Leg::Input { pos, .. } => pos,
         };
         if side(a) == 1 && side(b) == 0 {
-            return self.cov(b, a).map(|m| m.transpose());
+            return self.view(b, a).map(|(v, t)| (v, !t));
         }
         let t = match (side(a), side(b)) {
             (0, 0) => self.xx,
@@ -227,47 +228,67 @@ impl<T: Real> Product<'_, T> {
         if t.zero[at] {
             return None;
         }
-        Some(match (a, b) {
-            (
-                Leg::Form {
-                    row: ra, width: wa, ..
-                },
-                Leg::Form {
-                    row: rb, width: wb, ..
-                },
-            ) => t.forms[at].view((ra, rb), (wa, wb)).into_owned(),
-            (Leg::Input { .. }, Leg::Form { row, width, .. }) => {
-                t.input_forms[at].columns(row, width).into_owned()
+        Some((
+            match (a, b) {
+                (
+                    Leg::Form {
+                        row: ra, width: wa, ..
+                    },
+                    Leg::Form {
+                        row: rb, width: wb, ..
+                    },
+                ) => t.forms[at].view((ra, rb), (wa, wb)),
+                (Leg::Input { .. }, Leg::Form { row, width, .. }) => {
+                    t.input_forms[at].columns(row, width)
+                }
+                (Leg::Form { row, width, .. }, Leg::Input { .. }) => {
+                    t.form_inputs[at].rows(row, width)
+                }
+                (Leg::Input { .. }, Leg::Input { .. }) => {
+                    unreachable!("the sums never pair two inputs")
+                }
+            },
+            false,
+        ))
+    }
+
+    /// Copies `C(a, b)` into `dst`; false (and `dst` untouched) when it is zero.
+    fn fill(&self, a: Leg, b: Leg, dst: &mut nalgebra::DMatrixViewMut<'_, T>) -> bool {
+        match self.view(a, b) {
+            Some((v, false)) => {
+                dst.copy_from(&v);
+                true
             }
-            (Leg::Form { row, width, .. }, Leg::Input { .. }) => {
-                t.form_inputs[at].rows(row, width).into_owned()
+            Some((v, true)) => {
+                dst.tr_copy_from(&v);
+                true
             }
-            (Leg::Input { .. }, Leg::Input { .. }) => {
-                unreachable!("the sums never pair two inputs")
-            }
-        })
+            None => false,
+        }
+    }
+
+    /// `tr C(a, b)`.
+    fn trace(&self, a: Leg, b: Leg) -> T {
+        self.view(a, b)
+            .map_or(T::zero(), |(v, _)| (0..v.nrows().min(v.ncols())).fold(T::zero(), |acc, i| acc + v[(i, i)]))
     }
 
     /// `[C(a, c) C(a, d)]`, `None` when both are zero.
     fn beside(&self, a: Leg, c: Leg, d: Leg) -> Option<DMatrix<T>> {
-        let (l, r) = (self.cov(a, c), self.cov(a, d));
-        if l.is_none() && r.is_none() {
-            return None;
-        }
         let (wa, wc, wd) = (self.width(a), self.width(c), self.width(d));
         let mut m = DMatrix::zeros(wa, wc + wd);
-        if let Some(l) = l {
-            m.columns_mut(0, wc).copy_from(&l);
-        }
-        if let Some(r) = r {
-            m.columns_mut(wc, wd).copy_from(&r);
-        }
-        Some(m)
+        let l = self.fill(a, c, &mut m.columns_mut(0, wc));
+        let r = self.fill(a, d, &mut m.columns_mut(wc, wd));
+        (l || r).then_some(m)
     }
 
     /// `[C(a, e); C(b, e)]`, `None` when both are zero.
     fn above(&self, a: Leg, b: Leg, e: Leg) -> Option<DMatrix<T>> {
-        self.beside(e, a, b).map(|m| m.transpose())
+        let (wa, wb, we) = (self.width(a), self.width(b), self.width(e));
+        let mut m = DMatrix::zeros(wa + wb, we);
+        let t = self.fill(a, e, &mut m.rows_mut(0, wa));
+        let u = self.fill(b, e, &mut m.rows_mut(wa, wb));
+        (t || u).then_some(m)
     }
 
     /// The chain inputs for these nodes and ends.
@@ -279,20 +300,17 @@ impl<T: Real> Product<'_, T> {
                 if a == b {
                     continue;
                 }
-                let top = self.beside(ka, qb, kb);
-                let bottom = self.beside(qa, qb, kb);
-                if top.is_none() && bottom.is_none() {
-                    continue;
-                }
                 let (ea, eb) = (self.width(qa), self.width(qb));
                 let mut m = DMatrix::zeros(2 * ea, 2 * eb);
-                if let Some(t) = top {
-                    m.rows_mut(0, ea).copy_from(&t);
+                let mut any = false;
+                for (r0, x) in [(0, ka), (ea, qa)] {
+                    for (c0, y) in [(0, qb), (eb, kb)] {
+                        any |= self.fill(x, y, &mut m.view_mut((r0, c0), (ea, eb)));
+                    }
                 }
-                if let Some(bm) = bottom {
-                    m.rows_mut(ea, ea).copy_from(&bm);
+                if any {
+                    transfer[a * k + b] = Some(m);
                 }
-                transfer[a * k + b] = Some(m);
             }
         }
         let stack = |x: DVector<T>, y: DVector<T>| {
@@ -308,9 +326,7 @@ impl<T: Real> Product<'_, T> {
             .collect();
         let single = nodes
             .iter()
-            .map(|&(q, kk)| {
-                self.mean(q).dot(&self.mean(kk)) + self.cov(q, kk).map_or(T::zero(), |c| c.trace())
-            })
+            .map(|&(q, kk)| self.mean(q).dot(&self.mean(kk)) + self.trace(q, kk))
             .collect();
         let end = |e: Leg| End {
             mean: self.mean(e),
@@ -318,10 +334,10 @@ impl<T: Real> Product<'_, T> {
         };
         let between = (ends.len() == 2).then(|| {
             let (ea, eb) = (ends[0], ends[1]);
+            let mut direct = DMatrix::zeros(self.width(ea), self.width(eb));
+            self.fill(ea, eb, &mut direct.view_mut((0, 0), direct.shape()));
             Between {
-                direct: self
-                    .cov(ea, eb)
-                    .unwrap_or_else(|| DMatrix::zeros(self.width(ea), self.width(eb))),
+                direct,
                 from_node: nodes.iter().map(|&(q, kk)| self.above(kk, q, eb)).collect(),
             }
         });

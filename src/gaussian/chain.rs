@@ -127,10 +127,14 @@ fn mul_vec<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DVector<T>>) -> Option<DV
 
 /// `tr(A B)` without forming `A B`.
 fn trace_of_product<T: Real>(a: &DMatrix<T>, b: &DMatrix<T>) -> T {
+    let (rows, cols) = a.shape();
+    debug_assert_eq!(b.shape(), (cols, rows));
+    let (a, b) = (a.as_slice(), b.as_slice());
     let mut acc = T::zero();
-    for i in 0..a.nrows() {
-        for j in 0..a.ncols() {
-            acc += a[(i, j)] * b[(j, i)];
+    // Column j of A against row j of B (stride `cols` in column-major B).
+    for (j, column) in a.chunks_exact(rows).enumerate() {
+        for (i, &x) in column.iter().enumerate() {
+            acc += x * b[j + i * cols];
         }
     }
     acc

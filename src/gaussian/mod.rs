@@ -366,8 +366,8 @@ pub(crate) fn covariance_factor<T: Real>(covariance: &DMatrix<T>) -> Result<DMat
 }
 
 /// A block's CP factors, or the error that the Gaussian metric does not
-/// support its kind (attention: the Gaussian metric on sequences is not
-/// implemented yet).
+/// support its kind (a kind without CP factors; attention, which mixes
+/// positions, takes the sequence path).
 fn gaussian_factors<T: Real>(
     block: &dyn crate::block::TensorBlock<T>,
     side: Side,

@@ -388,6 +388,25 @@ fn sequence_models_need_a_context() {
         .unwrap();
     assert_eq!(v["similarity"].as_f64().unwrap(), expected);
     assert_eq!(v["context"], 3);
+    // The Gaussian metric on sequences, with whether it is exact.
+    let out = run(&[
+        "compare",
+        s(&a),
+        s(&b),
+        "--context",
+        "3",
+        "--metric",
+        "gaussian",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let g = GaussianSimilarity::new().with_context(3).unwrap();
+    assert_eq!(
+        v["similarity"].as_f64().unwrap(),
+        g.similarity(&ma, &mb).unwrap()
+    );
+    assert_eq!(v["exact"], g.is_exact(&ma, &mb));
     // On vector models the option would change nothing: refused.
     let m = models(dir.path(), 2);
     let out = run(&["compare", s(&m[0].0), s(&m[1].0), "--context", "3"]);
@@ -548,6 +567,22 @@ fn a_training_run_compares_at_a_context() {
         .similarity(&a, &b)
         .unwrap();
     assert_eq!(sim, want);
+    // Two attention layers: the Gaussian metric is a closure and says so.
+    let out = run(&[
+        "compare",
+        s(&early),
+        s(&late),
+        "--context",
+        "4",
+        "--metric",
+        "gaussian",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let g = GaussianSimilarity::new().with_context(4).unwrap();
+    assert_eq!(v["similarity"].as_f64().unwrap(), g.similarity(&a, &b).unwrap());
+    assert_eq!(v["exact"], a.depth() <= 3);
     // The config's attn_scale is 0.35: another on the command line disagrees.
     let out = run(&[
         "compare",

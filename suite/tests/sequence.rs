@@ -183,15 +183,13 @@ fn incomparable_sequence_models_are_typed_errors() {
             b: 4
         }))
     ));
-    // The Gaussian metric does not take attention (yet): a typed error, no panic.
+    // The Gaussian metric on a sequence model needs the context length too.
     assert!(matches!(
         GaussianSimilarity::<f64>::new().similarity(&a, &a),
-        Err(Error::Unsupported {
-            block: 1,
-            kind: "attention",
-            ..
-        })
+        Err(Error::MissingContext(_))
     ));
+    let g = GaussianSimilarity::<f64>::new().with_context(2).unwrap();
+    assert!((g.similarity(&a, &a).unwrap() - 1.0).abs() < 1e-12);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use tensor_similarity::{
 pub enum Metric {
     /// Tensor similarity (SPEC §2): cosine of the symmetrised end-to-end tensors.
     Tensor,
-    /// Gaussian functional similarity (SPEC §3): E[f_A·f_B] over x ~ N(0, I).
+    /// Gaussian functional similarity (SPEC §3, §7): E[f_A·f_B] over x ~ N(0, I) (rows of a sequence i.i.d.).
     Gaussian,
     /// Cosine of all parameters concatenated (SPEC §4 baseline).
     Weight,
@@ -41,7 +41,10 @@ impl Metric {
                 Some(n) => TensorSimilarity::new().with_context(n)?,
                 None => TensorSimilarity::new(),
             })),
-            Metric::Gaussian => Kernel::Recursive(Box::new(GaussianSimilarity::<T>::new())),
+            Metric::Gaussian => Kernel::Recursive(Box::new(match context {
+                Some(n) => GaussianSimilarity::<T>::new().with_context(n)?,
+                None => GaussianSimilarity::<T>::new(),
+            })),
             Metric::Weight => Kernel::Pairwise(weight_cosine::<T>),
         })
     }
