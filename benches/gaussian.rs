@@ -3,16 +3,23 @@
 //! widths, for one inner product and for a full similarity; and the general
 //! Wick sum (order 3) at one width.
 //!
+//! `gaussian_sequence`: the Gaussian metric on two attention-only language
+//! models (embedding, attention layers with q/k biases, rotary, causal mask,
+//! additive skip, `α = 0.35`, unembedding) at context 4: the research
+//! code's headline shape (vocabulary 256, `d = 32`, 4 heads, two layers) and
+//! the performance target (vocabulary 4096, `d = 128`, 4 heads, one and two
+//! layers). Wall time: the step runs on rayon's pool.
+//!
 //! Run with `cargo bench --bench gaussian`.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use nalgebra::DMatrix;
+use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use nalgebra::{DMatrix, DVector};
 use tensor_similarity::{
-    Bilinear, CpBlock, Full, GaussianSimilarity, Linear, Model, RecursiveSimilarity, TensorBlock,
-    TensorSimilarity,
+    Attention, Bilinear, CpBlock, Full, GaussianSimilarity, Linear, Model, RecursiveSimilarity,
+    TensorBlock, TensorSimilarity,
 };
 
 /// Deterministic pseudo-random entries in `[−scale, scale]`.
@@ -103,5 +110,50 @@ fn metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, metrics);
+/// An attention-only language model: embedding `vocab → d` (a table read
+/// transposed), `layers` attention blocks, unembedding `d → vocab`.
+fn language_model(vocab: usize, d: usize, heads: usize, layers: usize, seed: u64) -> Model {
+    let w =
+        |rows: usize, cols: usize, s: u64, scale: f64| matrix(rows, cols, seed * 100 + s, scale);
+    let mut b = Model::builder().block(Linear::new(w(d, vocab, 0, 0.05), None).unwrap());
+    for l in 0..layers as u64 {
+        let qk = |s| w(d, d, 10 * l + s, 1.5 / (d as f64).sqrt());
+        let bias = |s| DVector::from_column_slice(w(d, 1, 10 * l + s, 0.1).as_slice());
+        b = b.block(
+            Attention::builder(heads, qk(1), qk(2), qk(3), qk(4), qk(5), qk(6))
+                .q1_bias(bias(7))
+                .k1_bias(bias(8))
+                .rotary(10_000.0)
+                .skip(1.0)
+                .scale(0.35)
+                .build()
+                .unwrap(),
+        );
+    }
+    b.block(Linear::new(w(vocab, d, 9, 0.05), None).unwrap())
+        .build()
+        .unwrap()
+}
+
+fn sequences(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gaussian_sequence");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    let metric = GaussianSimilarity::new().with_context(4).unwrap();
+    for (name, vocab, d, layers) in [
+        ("v256_d32_2layers", 256, 32, 2),
+        ("v4096_d128_1layer", 4096, 128, 1),
+        ("v4096_d128_2layers", 4096, 128, 2),
+    ] {
+        let (a, b) = (
+            language_model(vocab, d, 4, layers, 1),
+            language_model(vocab, d, 4, layers, 2),
+        );
+        group.bench_function(BenchmarkId::new("similarity", name), |bench| {
+            bench.iter(|| metric.similarity(black_box(&a), black_box(&b)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, metrics, sequences);
 criterion_main!(benches);

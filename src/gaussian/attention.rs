@@ -109,10 +109,7 @@ impl<'a, T: Real> Side<'a, T> {
             width: if l < 4 { self.e } else { self.ev },
             pos,
         };
-        (
-            [(leg(0, s), leg(1, t)), (leg(2, s), leg(3, t))],
-            leg(4, t),
-        )
+        ([(leg(0, s), leg(1, t)), (leg(2, s), leg(3, t))], leg(4, t))
     }
 }
 
@@ -269,8 +266,9 @@ impl<T: Real> Product<'_, T> {
 
     /// `tr C(a, b)`.
     fn trace(&self, a: Leg, b: Leg) -> T {
-        self.view(a, b)
-            .map_or(T::zero(), |(v, _)| (0..v.nrows().min(v.ncols())).fold(T::zero(), |acc, i| acc + v[(i, i)]))
+        self.view(a, b).map_or(T::zero(), |(v, _)| {
+            (0..v.nrows().min(v.ncols())).fold(T::zero(), |acc, i| acc + v[(i, i)])
+        })
     }
 
     /// `[C(a, c) C(a, d)]`, `None` when both are zero.
@@ -353,7 +351,12 @@ impl<T: Real> Product<'_, T> {
 
     /// `Cov(Y_X[s], Y_Y[s'])` for all `s, s'`, flattened and padded (row
     /// and column 0 zero), given each side's `E[z[s]]`.
-    fn output_covariance(&self, ez: [&[DVector<T>]; 2], cov_xy: &DMatrix<T>, sym: bool) -> DMatrix<T> {
+    fn output_covariance(
+        &self,
+        ez: [&[DVector<T>]; 2],
+        cov_xy: &DMatrix<T>,
+        sym: bool,
+    ) -> DMatrix<T> {
         let n = self.n;
         let [x, y] = self.sides;
         let (hx, hy) = (x.heads * x.ev, y.heads * y.ev);

@@ -174,29 +174,55 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
     for (i, &v) in inp.single.iter().enumerate() {
         kappa[1 << i] = v;
     }
-    // Cycle products from the smallest node: P(seq) = N(ν1,ν2) … N(ν_{j−1},ν_j),
-    // built as prefixes, then closed by N(ν_j, ν1).
-    if k >= 2 {
-        for first in 0..k {
-            let mut prefixes: Vec<(usize, usize, DMatrix<T>)> = Vec::new();
-            for next in first + 1..k {
-                if let Some(n) = transfer(first, next) {
-                    prefixes.push((1 << first | 1 << next, next, n.clone()));
+    // Cycles. A cycle and its reverse have equal traces (`N(ν,μ) = J N(μ,ν)ᵀ J`,
+    // `J` swapping a node's two legs), so a cycle of three or four nodes is
+    // taken once, from its smallest node and towards the smaller of its
+    // neighbours; a cycle of two nodes is its own reverse, so the halving
+    // stays. Products `N(x,y) N(y,z)` are shared between cycles.
+    let mut products: Vec<Option<Option<DMatrix<T>>>> = vec![None; k * k * k];
+    let tr = &inp.transfer;
+    let product = |products: &mut Vec<Option<Option<DMatrix<T>>>>, x: usize, y: usize, z: usize| {
+        products[(x * k + y) * k + z]
+            .get_or_insert_with(|| mul_opt(&tr[x * k + y], &tr[y * k + z]))
+            .is_some()
+    };
+    for a in 0..k {
+        for b in a + 1..k {
+            if let (Some(x), Some(y)) = (transfer(a, b), transfer(b, a)) {
+                kappa[1 << a | 1 << b] += half * trace_of_product(x, y);
+            }
+        }
+    }
+    let at = |x: usize, y: usize, z: usize| (x * k + y) * k + z;
+    if k == 4 {
+        for (x, y, z) in [(1, 2, 3), (1, 3, 2), (2, 1, 3)] {
+            if product(&mut products, 0, x, y) && product(&mut products, y, z, 0) {
+                let (p, q) = (&products[at(0, x, y)], &products[at(y, z, 0)]);
+                if let (Some(Some(p)), Some(Some(q))) = (p, q) {
+                    kappa[15] += trace_of_product(p, q);
                 }
             }
-            while !prefixes.is_empty() {
-                let mut longer = Vec::new();
-                for (set, last, p) in &prefixes {
-                    if let Some(close) = transfer(*last, first) {
-                        kappa[*set] += half * trace_of_product(p, close);
-                    }
-                    for next in (first + 1..k).filter(|&m| set & (1 << m) == 0) {
-                        if let Some(n) = transfer(*last, next) {
-                            longer.push((set | 1 << next, next, p * n));
-                        }
+        }
+    }
+    for a in 0..k {
+        for b in a + 1..k {
+            for c in b + 1..k {
+                // tr(N(a,b) N(b,c) N(c,a)), from a product already formed if any.
+                let value = match (&products[at(a, b, c)], &products[at(b, c, a)]) {
+                    (Some(p), _) => p.as_ref().zip(transfer(c, a).as_ref()),
+                    (None, Some(p)) => p.as_ref().zip(transfer(a, b).as_ref()),
+                    (None, None) => {
+                        product(&mut products, a, b, c);
+                        products[at(a, b, c)]
+                            .as_ref()
+                            .and_then(|p| p.as_ref())
+                            .zip(transfer(c, a).as_ref())
                     }
                 }
-                prefixes = longer;
+                .map(|(p, n)| trace_of_product(p, n));
+                if let Some(v) = value {
+                    kappa[1 << a | 1 << b | 1 << c] += v;
+                }
             }
         }
     }
@@ -382,7 +408,8 @@ mod tests {
             m.rows_mut(top.nrows(), bottom.nrows()).copy_from(&bottom);
             m
         };
-        let stack_cols = |l: DMatrix<f64>, r: DMatrix<f64>| stack_rows(l.transpose(), r.transpose()).transpose();
+        let stack_cols =
+            |l: DMatrix<f64>, r: DMatrix<f64>| stack_rows(l.transpose(), r.transpose()).transpose();
         let k = nodes.len();
         let mut transfer = vec![None; k * k];
         for (a, &(qa, ka)) in nodes.iter().enumerate() {
@@ -407,8 +434,14 @@ mod tests {
         };
         Inputs {
             transfer,
-            start: nodes.iter().map(|&(q, k)| vstack(mean(q), mean(k))).collect(),
-            stop: nodes.iter().map(|&(q, k)| vstack(mean(k), mean(q))).collect(),
+            start: nodes
+                .iter()
+                .map(|&(q, k)| vstack(mean(q), mean(k)))
+                .collect(),
+            stop: nodes
+                .iter()
+                .map(|&(q, k)| vstack(mean(k), mean(q)))
+                .collect(),
             single: nodes
                 .iter()
                 .map(|&(q, k)| mean(q).dot(&mean(k)) + block(q, k).trace())
@@ -449,7 +482,10 @@ mod tests {
             let fast = moment(&inputs(&nodes[..k], &ends, &width, &offset, &mu, &c));
             let slow = brute(&nodes[..k], &ends, &width, &offset, &mu, &c);
             let err = (&fast - &slow).amax() / slow.amax();
-            assert!(err < 1e-12, "{k} nodes, ends {ends:?}: {err:e}\n{fast}\n{slow}");
+            assert!(
+                err < 1e-12,
+                "{k} nodes, ends {ends:?}: {err:e}\n{fast}\n{slow}"
+            );
         }
     }
 

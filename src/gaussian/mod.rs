@@ -65,6 +65,17 @@
 //! approximation of `E[f_A f_B]` with no error bound; its measured error on
 //! random two- and three-block models is in [the metrics guide](crate::guide::metrics).
 //!
+//! # Sequences
+//!
+//! With [`GaussianSimilarity::with_context`] the input is a sequence with
+//! i.i.d. rows `N(μ, Σ)`, flattened with one shared constant ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)).
+//! Position-wise blocks take the step above per pair of positions; bilinear
+//! attention has its own exact step, Isserlis' sum over the legs of two
+//! attention configurations written as paths and cycles through their score
+//! nodes (the [metrics guide](crate::guide::metrics#the-gaussian-metric-on-sequences)
+//! derives it and gives its cost). One attention block with linear maps
+//! around it is exact; deeper stacks are the closure.
+//!
 //! # Normalisation
 //!
 //! A block's output moments are homogeneous in its input state when the
@@ -165,6 +176,28 @@ impl<T: Real> GaussianSimilarity<T> {
     /// `X ∈ R^{n×d}` with i.i.d. rows `N(μ, Σ)`, flattened with one shared
     /// constant. Needed for sequence models; vector models are then
     /// compared position-wise on `n` positions. An error for `n = 0`.
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{Attention, GaussianSimilarity, Model, RecursiveSimilarity};
+    ///
+    /// let w = |seed: usize, rows: usize| {
+    ///     DMatrix::from_fn(rows, 2, |i, j| (((i * 5 + j * 3 + seed) % 7) as f64 - 3.0) * 0.3)
+    /// };
+    /// let attention = |seed| {
+    ///     Attention::builder(1, w(seed, 2), w(seed + 1, 2), w(seed + 2, 2), w(seed + 3, 2),
+    ///                        w(seed + 4, 2), w(seed + 5, 2).transpose())
+    ///         .rotary(10_000.0)
+    ///         .build()
+    /// };
+    /// let a = Model::builder().block(attention(1)?).build()?;
+    /// let b = Model::builder().block(attention(2)?).build()?;
+    /// let metric = GaussianSimilarity::new().with_context(3)?;
+    /// let report = metric.report(&a, &b)?;
+    /// assert!(report.exact && report.similarity.abs() <= 1.0);
+    /// assert!((metric.similarity(&a, &a)? - 1.0).abs() < 1e-12);
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
     pub fn with_context(mut self, n: usize) -> Result<Self> {
         if n == 0 {
             return Err(Error::ZeroContext);

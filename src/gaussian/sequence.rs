@@ -314,25 +314,31 @@ fn positionwise<T: Real>(
 
 /// The read-out through last linear blocks `ỹ = U x̃`:
 /// `Σ_p ⟨U_A[1:]ᵀ U_B[1:], Ŝ_AB[p̂, p̂]⟩`, `Ŝ = Ĉ + m̂ m̂ᵀ`.
-fn read_out_linear<T: Real>(state: &Moments<T>, fa: &CpFactors<T>, fb: &CpFactors<T>, n: usize) -> Readout {
+fn read_out_linear<T: Real>(
+    state: &Moments<T>,
+    fa: &CpFactors<T>,
+    fb: &CpFactors<T>,
+    n: usize,
+) -> Readout {
     let rows = |f: &CpFactors<T>| {
         let u = f.stacked_inputs();
         u.rows(1, u.nrows() - 1).into_owned()
     };
     let (ua, ub) = (rows(fa), rows(fb));
-    let inner = |ux: &DMatrix<T>, uy: &DMatrix<T>, x: &Activation<T>, y: &Activation<T>, c: &DMatrix<T>| {
-        let gram = ux.transpose() * uy;
-        let (mx, my) = (ux.ncols() - 1, uy.ncols() - 1);
-        let mut block = DMatrix::zeros(mx + 1, my + 1);
-        let mut value = T::zero();
-        for p in 0..n {
-            padded_block(c, p, p, mx, my, &mut block);
-            let (px, py) = (at_position(x, p, mx).mean, at_position(y, p, my).mean);
-            block.ger(T::one(), &px, &py, T::one());
-            value += gram.dot(&block);
-        }
-        LogScaled::from_scaled(to_f64(value), x.ln_scale + y.ln_scale)
-    };
+    let inner =
+        |ux: &DMatrix<T>, uy: &DMatrix<T>, x: &Activation<T>, y: &Activation<T>, c: &DMatrix<T>| {
+            let gram = ux.transpose() * uy;
+            let (mx, my) = (ux.ncols() - 1, uy.ncols() - 1);
+            let mut block = DMatrix::zeros(mx + 1, my + 1);
+            let mut value = T::zero();
+            for p in 0..n {
+                padded_block(c, p, p, mx, my, &mut block);
+                let (px, py) = (at_position(x, p, mx).mean, at_position(y, p, my).mean);
+                block.ger(T::one(), &px, &py, T::one());
+                value += gram.dot(&block);
+            }
+            LogScaled::from_scaled(to_f64(value), x.ln_scale + y.ln_scale)
+        };
     Readout {
         cross: inner(&ua, &ub, &state.a, &state.b, &state.cross),
         a: inner(&ua, &ua, &state.a, &state.a, &state.a.cov),

@@ -229,7 +229,11 @@ impl<T: Real> Legs<T> {
 }
 
 /// `D̃_A H D̃_Bᵀ`.
-pub(super) fn through_outputs<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, h: DMatrix<T>) -> DMatrix<T> {
+pub(super) fn through_outputs<T: Real>(
+    fa: &CpFactors<T>,
+    fb: &CpFactors<T>,
+    h: DMatrix<T>,
+) -> DMatrix<T> {
     let left = match fa.output() {
         Some(d) => d * h,
         None => h,

@@ -581,7 +581,10 @@ fn a_training_run_compares_at_a_context() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let g = GaussianSimilarity::new().with_context(4).unwrap();
-    assert_eq!(v["similarity"].as_f64().unwrap(), g.similarity(&a, &b).unwrap());
+    assert_eq!(
+        v["similarity"].as_f64().unwrap(),
+        g.similarity(&a, &b).unwrap()
+    );
     assert_eq!(v["exact"], a.depth() <= 3);
     // The config's attn_scale is 0.35: another on the command line disagrees.
     let out = run(&[

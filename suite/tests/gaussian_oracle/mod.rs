@@ -148,11 +148,18 @@ fn pair_table(d: usize) -> DMatrix<f64> {
 
 /// `E[g]` and `E[g_A g_Bᵀ]` under `ξ ∼ N(0, I)`.
 pub fn mean(p: &Newton) -> DVector<f64> {
-    let d = p.points.iter().map(|a| a.iter().sum::<usize>()).max().unwrap_or(0);
+    let d = p
+        .points
+        .iter()
+        .map(|a| a.iter().sum::<usize>())
+        .max()
+        .unwrap_or(0);
     let e = pair_table(d);
     let w = DVector::from_iterator(
         p.points.len(),
-        p.points.iter().map(|a| a.iter().map(|&x| e[(x, 0)]).product::<f64>()),
+        p.points
+            .iter()
+            .map(|a| a.iter().map(|&x| e[(x, 0)]).product::<f64>()),
     );
     &p.coeffs * w
 }
@@ -198,7 +205,11 @@ fn unflatten(x: &DVector<f64>, n: usize) -> DMatrix<f64> {
 }
 
 /// The flattened input law: rows i.i.d. `N(μ, Σ)`.
-pub fn input_law(mu: &DVector<f64>, sigma: &DMatrix<f64>, n: usize) -> (DVector<f64>, DMatrix<f64>) {
+pub fn input_law(
+    mu: &DVector<f64>,
+    sigma: &DMatrix<f64>,
+    n: usize,
+) -> (DVector<f64>, DMatrix<f64>) {
     let d = mu.len();
     let mut m = DVector::zeros(n * d);
     let mut c = DMatrix::zeros(n * d, n * d);
@@ -223,7 +234,9 @@ pub fn exact(
     let v = m.len();
     let poly = |net: &SeqNet| {
         assert!(net.degree() <= 5, "the lattice oracle is exact to degree 5");
-        Newton::new(v, net.degree(), &mut |xi| flatten(&net.forward(&unflatten(&(&m + &l * xi), n))))
+        Newton::new(v, net.degree(), &mut |xi| {
+            flatten(&net.forward(&unflatten(&(&m + &l * xi), n)))
+        })
     };
     let (pa, pb) = (poly(a), poly(b));
     (
@@ -252,7 +265,9 @@ fn step(state: &Joint, ba: &Block, bb: &Block, n: usize) -> Joint {
             state.mean.rows(range.start, range.len()).into_owned(),
             l.rows(range.start, range.len()).into_owned(),
         );
-        Newton::new(v, block.order(), &mut |xi| flatten(&block.forward(&unflatten(&(&m + &lr * xi), n))))
+        Newton::new(v, block.order(), &mut |xi| {
+            flatten(&block.forward(&unflatten(&(&m + &lr * xi), n)))
+        })
     };
     let (pa, pb) = (poly(ba, 0..s), poly(bb, s..v));
     let (ma, mb) = (mean(&pa), mean(&pb));
@@ -321,7 +336,9 @@ mod tests {
     /// `E[x_1² x_2⁴] = 3` and `E[(x_1 + 1)³] = 1 + 3 = 4` by the lattice.
     #[test]
     fn moments_of_monomials() {
-        let p = Newton::new(2, 6, &mut |x| DVector::from_vec(vec![x[0] * x[0] * x[1].powi(4)]));
+        let p = Newton::new(2, 6, &mut |x| {
+            DVector::from_vec(vec![x[0] * x[0] * x[1].powi(4)])
+        });
         assert!((mean(&p)[0] - 3.0).abs() < 1e-9);
         let q = Newton::new(1, 3, &mut |x| DVector::from_vec(vec![(x[0] + 1.0).powi(3)]));
         assert!((mean(&q)[0] - 4.0).abs() < 1e-12);
