@@ -633,3 +633,71 @@ fn closure_error_of_two_attention_layers_is_measured() {
         assert!(got.iter().all(|g| g.is_finite()) && sim.abs() <= 1.0);
     }
 }
+
+/// Deep stacks with large weights stay finite: the moments are normalised
+/// after every block and the scale kept as a logarithm.
+#[test]
+fn deep_attention_stacks_stay_finite() {
+    let mut r = rng(41);
+    let o = AttnOptions {
+        scale: 6.0,
+        ..options(
+            2,
+            true,
+            true,
+            Some(10_000.0),
+            Some(MaskKind::Causal),
+            ADDITIVE,
+        )
+    };
+    let deep = |r: &mut StdRng| SeqNet {
+        blocks: (0..6)
+            .map(|_| Block::Attention(AttnParams::random(r, 2, &o)))
+            .collect(),
+    };
+    let (a, b) = (
+        seq_library::model(&deep(&mut r)),
+        seq_library::model(&deep(&mut r)),
+    );
+    let m = GaussianSimilarity::new().with_context(2).unwrap();
+    let ln = m.squared_norm(&a).unwrap().ln_abs();
+    assert!(
+        ln.is_finite() && ln > 700.0,
+        "ln ⟨A,A⟩ = {ln}: beyond f64 unless kept as a logarithm"
+    );
+    assert!((m.similarity(&a, &a).unwrap() - 1.0).abs() < 1e-9);
+    let s = m.similarity(&a, &b).unwrap();
+    assert!(s.is_finite() && s.abs() <= 1.0, "{s}");
+}
+
+/// `f32` computes the same as `f64` up to its precision.
+#[test]
+fn f32_agrees_with_f64() {
+    use tensor_similarity::io::{self, Layout, LoadOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let case = &cases()[2];
+    let paths = [
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    ];
+    for (net, path) in [&case.a, &case.b].into_iter().zip(&paths) {
+        io::save(&seq_library::model(net), path, Layout::Described).unwrap();
+    }
+    let load = |p| {
+        io::open_as::<f32>(p, &LoadOptions::default())
+            .unwrap()
+            .model
+    };
+    let (a, b) = (load(&paths[0]), load(&paths[1]));
+    let single = GaussianSimilarity::<f32>::new()
+        .with_context(case.n)
+        .unwrap()
+        .similarity(&a, &b)
+        .unwrap();
+    let double = GaussianSimilarity::new()
+        .with_context(case.n)
+        .unwrap()
+        .similarity(&seq_library::model(&case.a), &seq_library::model(&case.b))
+        .unwrap();
+    assert!((single - double).abs() < 1e-4, "f32 {single}, f64 {double}");
+}
