@@ -241,6 +241,34 @@ fn cases() -> Vec<Case> {
         Law::random(&mut rng(6), 3),
         &mut r,
     );
+    // Quadratic attention (q1 = q2, k1 = k2) against bilinear attention on
+    // another hidden width, with other heads and widths.
+    let quadratic = AttnOptions {
+        quadratic: true,
+        ..options(
+            2,
+            true,
+            false,
+            Some(10_000.0),
+            Some(MaskKind::Causal),
+            ADDITIVE,
+        )
+    };
+    let wide = AttnOptions {
+        heads: 3,
+        e: 4,
+        ev: 1,
+        ..options(3, true, true, None, Some(MaskKind::Causal), LERP)
+    };
+    let a = attention_net(&mut r, 2, &quadratic, Some((2, 2)));
+    let b = attention_net(&mut r, 3, &wide, Some((2, 2)));
+    out.push(Case {
+        what: "quadratic against bilinear on a wider stream, embed and head",
+        a,
+        b,
+        n: 2,
+        law: Law::Standard,
+    });
     out
 }
 
