@@ -92,12 +92,7 @@ impl<'a, T: Real> Side<'a, T> {
 
     /// First row of leg `l` (0 `q1`, 1 `k1`, 2 `q2`, 3 `k2`, 4 `v`) of head `h` in `F(p)`.
     fn row(&self, l: usize, h: usize) -> usize {
-        let he = self.heads * self.e;
-        if l < 4 {
-            l * he + h * self.e
-        } else {
-            4 * he + h * self.ev
-        }
+        self.block.leg_row(l, h)
     }
 
     /// The legs of configuration `(h, s, t)`: nodes `(q1[s], k1[t])`,

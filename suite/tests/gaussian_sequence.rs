@@ -276,6 +276,32 @@ fn relative(found: f64, expected: f64, scale: f64) -> f64 {
     (found - expected).abs() / scale
 }
 
+/// The library's `⟨A,B⟩`, `⟨A,A⟩`, `⟨B,B⟩` against an oracle's, each to
+/// [`TOL`] of its scale (`√(⟨A,A⟩⟨B,B⟩)` for the cross product, which may
+/// cancel); the largest of the three relative differences.
+fn assert_products(
+    what: &str,
+    found: [f64; 3],
+    (ab, aa, bb): (f64, f64, f64),
+    oracle: &str,
+) -> f64 {
+    let scale = (aa * bb).sqrt();
+    let mut worst: f64 = 0.0;
+    for (which, f, e, s) in [
+        ("⟨A,B⟩", found[0], ab, scale),
+        ("⟨A,A⟩", found[1], aa, aa),
+        ("⟨B,B⟩", found[2], bb, bb),
+    ] {
+        let err = relative(f, e, s);
+        assert!(
+            err < TOL,
+            "{what}: {which} library {f}, {oracle} {e}, relative {err:e}"
+        );
+        worst = worst.max(err);
+    }
+    worst
+}
+
 #[test]
 fn one_attention_block_is_exact() {
     for case in cases() {
@@ -284,18 +310,7 @@ fn one_attention_block_is_exact() {
         let (ab, aa, bb) = gaussian_oracle::exact(&case.a, &case.b, case.n, &mu, &sigma);
         let ([lab, laa, lbb], sim, exact) = library(&case.a, &case.b, case.n, &case.law);
         let scale = (aa * bb).sqrt();
-        for (what, found, expected, s) in [
-            ("⟨A,B⟩", lab, ab, scale),
-            ("⟨A,A⟩", laa, aa, aa),
-            ("⟨B,B⟩", lbb, bb, bb),
-        ] {
-            let err = relative(found, expected, s);
-            assert!(
-                err < TOL,
-                "{}: {what} library {found}, oracle {expected}, relative {err:e}",
-                case.what
-            );
-        }
+        let worst = assert_products(case.what, [lab, laa, lbb], (ab, aa, bb), "oracle");
         let expected = ab / scale;
         assert!(
             (sim - expected).abs() < TOL,
@@ -303,13 +318,6 @@ fn one_attention_block_is_exact() {
             case.what
         );
         assert!(exact, "{}: one attention block is exact", case.what);
-        let worst = [
-            relative(lab, ab, scale),
-            relative(laa, aa, aa),
-            relative(lbb, bb, bb),
-        ]
-        .into_iter()
-        .fold(0.0, f64::max);
         eprintln!(
             "{}: similarity {sim:.6} (oracle {expected:.6}), largest relative difference {worst:.1e}",
             case.what
@@ -443,18 +451,7 @@ fn deeper_stacks_are_the_gaussian_closure() {
         let (mu, sigma) = law.moments(a.input_width());
         let (ab, aa, bb) = gaussian_oracle::closure(&a, &b, n, &mu, &sigma);
         let ([lab, laa, lbb], sim, exact) = library(&a, &b, n, &law);
-        let scale = (aa * bb).sqrt();
-        for (which, found, expected, s) in [
-            ("⟨A,B⟩", lab, ab, scale),
-            ("⟨A,A⟩", laa, aa, aa),
-            ("⟨B,B⟩", lbb, bb, bb),
-        ] {
-            let err = relative(found, expected, s);
-            assert!(
-                err < TOL,
-                "{what}: {which} library {found}, oracle closure {expected}, relative {err:e}"
-            );
-        }
+        assert_products(what, [lab, laa, lbb], (ab, aa, bb), "oracle closure");
         assert!(!exact, "{what}: a closure says so");
         eprintln!("{what}: closure similarity {sim:.6}");
     }

@@ -423,6 +423,17 @@ impl<T: Real> Attention<T> {
         self.skip
     }
 
+    /// The first row of leg `l` (0 `q1`, 1 `k1`, 2 `q2`, 3 `k2`, 4 `v`) of
+    /// head `h` in [`leg_factors`](Self::leg_factors).
+    pub(crate) fn leg_row(&self, l: usize, h: usize) -> usize {
+        let he = self.q1.nrows();
+        if l < 4 {
+            l * he + h * self.qk_width()
+        } else {
+            4 * he + h * self.value_width()
+        }
+    }
+
     /// The padded linear forms of the five legs at position `p`, stacked:
     /// `[Q1(p); K1(p); Q2(p); K2(p); V]`, `(4 H e + H e_v) × (d+1)`, column 0
     /// the bias; the score legs rotated by `Rot_p`.

@@ -62,12 +62,7 @@ impl<'a, T: Real> Side<'a, T> {
 
     /// First row of leg `l`, head `h` in the stacked forms.
     fn row(&self, l: usize, h: usize) -> usize {
-        let he = self.heads * self.e;
-        if l < 4 {
-            l * he + h * self.e
-        } else {
-            4 * he + h * self.ev
-        }
+        self.block.leg_row(l, h)
     }
 
     /// The rows of head `h`'s five legs in a head's own stacked forms.
