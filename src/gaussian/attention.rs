@@ -36,9 +36,11 @@ struct Side<'a, T: Real> {
     e: usize,
     ev: usize,
     width: usize,
-    /// `F(p)`, `(4He + He_v) × (d+1)`.
+    /// `F_h(p)`, one head's stacked padded leg forms `[q1; k1; q2; k2; v]`
+    /// (`(4e + e_v) × (d+1)`) at `p·H + h`: compact, so that the tables
+    /// below hold one small matrix per pair of heads.
     forms: Vec<DMatrix<T>>,
-    /// Leg means `F(p) m̂[p̂]`.
+    /// Leg means `F_h(p) m̂[p̂]`, at `p·H + h`.
     means: Vec<DVector<T>>,
     /// The input means `m̂[p]` (unpadded) and the constant `κ = m̂_0`.
     input_means: Vec<DVector<T>>,
@@ -51,16 +53,32 @@ impl<'a, T: Real> Side<'a, T> {
     fn new(block: &'a Attention<T>, act: &Activation<T>, n: usize) -> Result<Self> {
         let d = block.input_width();
         let mask = block.mask().weights(n)?;
-        let forms: Vec<DMatrix<T>> = (0..n).map(|p| block.leg_factors(p)).collect();
+        let (heads, e, ev) = (block.heads(), block.qk_width(), block.value_width());
+        let forms: Vec<DMatrix<T>> = (0..n)
+            .flat_map(|p| {
+                let f = block.leg_factors(p);
+                (0..heads)
+                    .map(|h| {
+                        let mut fh = DMatrix::zeros(4 * e + ev, d + 1);
+                        for l in 0..5 {
+                            let w = if l < 4 { e } else { ev };
+                            fh.rows_mut(l * e, w)
+                                .copy_from(&f.rows(block.leg_row(l, h), w));
+                        }
+                        fh
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let constant = act.mean[0];
         let input_means: Vec<DVector<T>> = (0..n)
             .map(|p| act.mean.rows(1 + p * d, d).into_owned())
             .collect();
         let means = forms
             .iter()
-            .zip(&input_means)
-            .map(|(f, m)| {
-                let mut v = f.columns(1, d) * m;
+            .enumerate()
+            .map(|(ph, f)| {
+                let mut v = f.columns(1, d) * &input_means[ph / heads];
                 v.axpy(constant, &f.column(0), T::one());
                 v
             })
@@ -90,17 +108,13 @@ impl<'a, T: Real> Side<'a, T> {
         })
     }
 
-    /// First row of leg `l` (0 `q1`, 1 `k1`, 2 `q2`, 3 `k2`, 4 `v`) of head `h` in `F(p)`.
-    fn row(&self, l: usize, h: usize) -> usize {
-        self.block.leg_row(l, h)
-    }
-
     /// The legs of configuration `(h, s, t)`: nodes `(q1[s], k1[t])`,
     /// `(q2[s], k2[t])` and the value leg `v[t]`.
     fn legs(&self, side: usize, (h, s, t): (usize, usize, usize)) -> ([(Leg, Leg); 2], Leg) {
         let leg = |l: usize, pos: usize| Leg::Form {
             side,
-            row: self.row(l, h),
+            head: h,
+            row: l * self.e,
             width: if l < 4 { self.e } else { self.ev },
             pos,
         };
@@ -108,12 +122,13 @@ impl<'a, T: Real> Side<'a, T> {
     }
 }
 
-/// A Gaussian vector the sums read: rows of one model's leg forms at a
+/// A Gaussian vector the sums read: rows of one head's leg forms at a
 /// position, or one model's input at a position (the skip).
 #[derive(Clone, Copy)]
 enum Leg {
     Form {
         side: usize,
+        head: usize,
         row: usize,
         width: usize,
         pos: usize,
@@ -125,45 +140,58 @@ enum Leg {
 }
 
 /// The covariance tables of two models `X`, `Y` (or one with itself), per
-/// pair of positions `(p, q)` at `p·n + q`.
+/// pair of positions `(p, q)` and of heads `(h, h')`: one small contiguous
+/// matrix each, so that the sums of one pair of heads read a few hundred
+/// kilobytes, not the whole table.
 struct Tables<T: Real> {
-    /// `F_X(p)[:, 1:] Ĉ_XY[p,q] F_Y(q)[:, 1:]ᵀ`.
+    /// `F_X,h(p)[:, 1:] Ĉ_XY[p,q] F_Y,h'(q)[:, 1:]ᵀ` at `((p·n + q)·H_X + h)·H_Y + h'`.
     forms: Vec<DMatrix<T>>,
-    /// `Ĉ_XY[p,q] F_Y(q)[:, 1:]ᵀ`: `X`'s input with `Y`'s legs.
+    /// `Ĉ_XY[p,q] F_Y,h'(q)[:, 1:]ᵀ` at `(p·n + q)·H_Y + h'`: `X`'s input with `Y`'s legs.
     input_forms: Vec<DMatrix<T>>,
-    /// `F_X(p)[:, 1:] Ĉ_XY[p,q]`: `X`'s legs with `Y`'s input.
+    /// `F_X,h(p)[:, 1:] Ĉ_XY[p,q]` at `(p·n + q)·H_X + h`: `X`'s legs with `Y`'s input.
     form_inputs: Vec<DMatrix<T>>,
-    /// Whether `Ĉ_XY[p,q]` is zero (independent positions).
+    /// Whether `Ĉ_XY[p,q]` is zero (independent positions), at `p·n + q`.
     zero: Vec<bool>,
+    heads: [usize; 2],
 }
 
 impl<T: Real> Tables<T> {
     fn new(x: &Side<'_, T>, y: &Side<'_, T>, cov: &DMatrix<T>, n: usize) -> Self {
         let (dx, dy) = (x.width, y.width);
-        let items: Vec<_> = (0..n * n)
+        let (hx, hy) = (x.heads, y.heads);
+        type Items<T> = (Vec<DMatrix<T>>, Vec<DMatrix<T>>, Vec<DMatrix<T>>, bool);
+        let items: Vec<Items<T>> = (0..n * n)
             .into_par_iter()
             .map(|pq| {
                 let (p, q) = (pq / n, pq % n);
                 let c = cov.view((1 + p * dx, 1 + q * dy), (dx, dy));
                 let zero = c.iter().all(|v| *v == T::zero());
-                let fx = x.forms[p].columns(1, dx);
-                let fy = y.forms[q].columns(1, dy);
-                let input_forms = c * fy.transpose();
-                let forms = fx * &input_forms;
-                let form_inputs = fx * c;
+                let input_forms: Vec<DMatrix<T>> = (0..hy)
+                    .map(|h2| c * y.forms[q * hy + h2].columns(1, dy).transpose())
+                    .collect();
+                let mut forms = Vec::with_capacity(hx * hy);
+                let mut form_inputs = Vec::with_capacity(hx);
+                for h in 0..hx {
+                    let fx = x.forms[p * hx + h].columns(1, dx);
+                    for cf in &input_forms {
+                        forms.push(fx * cf);
+                    }
+                    form_inputs.push(fx * c);
+                }
                 (forms, input_forms, form_inputs, zero)
             })
             .collect();
         let mut t = Self {
-            forms: Vec::with_capacity(n * n),
-            input_forms: Vec::with_capacity(n * n),
-            form_inputs: Vec::with_capacity(n * n),
+            forms: Vec::with_capacity(n * n * hx * hy),
+            input_forms: Vec::with_capacity(n * n * hy),
+            form_inputs: Vec::with_capacity(n * n * hx),
             zero: Vec::with_capacity(n * n),
+            heads: [hx, hy],
         };
         for (f, i, fi, z) in items {
-            t.forms.push(f);
-            t.input_forms.push(i);
-            t.form_inputs.push(fi);
+            t.forms.extend(f);
+            t.input_forms.extend(i);
+            t.form_inputs.extend(fi);
             t.zero.push(z);
         }
         t
@@ -191,10 +219,14 @@ impl<T: Real> Product<'_, T> {
         match leg {
             Leg::Form {
                 side,
+                head,
                 row,
                 width,
                 pos,
-            } => self.sides[side].means[pos].rows(row, width).into_owned(),
+            } => {
+                let me = self.sides[side];
+                me.means[pos * me.heads + head].rows(row, width).into_owned()
+            }
             Leg::Input { side, pos } => self.sides[side].input_means[pos].clone(),
         }
     }
@@ -220,22 +252,35 @@ impl<T: Real> Product<'_, T> {
         if t.zero[at] {
             return None;
         }
+        let [hx, hy] = t.heads;
         Some((
             match (a, b) {
                 (
                     Leg::Form {
-                        row: ra, width: wa, ..
+                        head: ha,
+                        row: ra,
+                        width: wa,
+                        ..
                     },
                     Leg::Form {
-                        row: rb, width: wb, ..
+                        head: hb,
+                        row: rb,
+                        width: wb,
+                        ..
                     },
-                ) => t.forms[at].view((ra, rb), (wa, wb)),
-                (Leg::Input { .. }, Leg::Form { row, width, .. }) => {
-                    t.input_forms[at].columns(row, width)
-                }
-                (Leg::Form { row, width, .. }, Leg::Input { .. }) => {
-                    t.form_inputs[at].rows(row, width)
-                }
+                ) => t.forms[(at * hx + ha) * hy + hb].view((ra, rb), (wa, wb)),
+                (
+                    Leg::Input { .. },
+                    Leg::Form {
+                        head, row, width, ..
+                    },
+                ) => t.input_forms[at * hy + head].columns(row, width),
+                (
+                    Leg::Form {
+                        head, row, width, ..
+                    },
+                    Leg::Input { .. },
+                ) => t.form_inputs[at * hx + head].rows(row, width),
                 (Leg::Input { .. }, Leg::Input { .. }) => {
                     unreachable!("the sums never pair two inputs")
                 }
