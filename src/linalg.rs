@@ -131,6 +131,32 @@ where
     c
 }
 
+/// `dst ← srcᵀ` for a column-major `rows × cols` matrix `src` (so `dst` is
+/// column-major `cols × rows`), by 32 × 32 blocks that stay in cache; a
+/// naive transpose of a matrix of megabytes misses the cache on every
+/// write. Semantically `dst[j + i·cols] = src[i + j·rows]`.
+pub(crate) fn transpose_to<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const B: usize = 32;
+    assert!(
+        src.len() == rows * cols && dst.len() == rows * cols,
+        "transpose_to: {} and {} values for {rows} × {cols}",
+        src.len(),
+        dst.len()
+    );
+    for j0 in (0..cols).step_by(B) {
+        let j1 = (j0 + B).min(cols);
+        for i0 in (0..rows).step_by(B) {
+            let i1 = (i0 + B).min(rows);
+            for j in j0..j1 {
+                let column = &src[j * rows..(j + 1) * rows];
+                for i in i0..i1 {
+                    dst[j + i * cols] = column[i];
+                }
+            }
+        }
+    }
+}
+
 /// A matrix operand as faer sees it: pointer, shape, strides (in elements),
 /// transposed on request by swapping them.
 #[derive(Clone, Copy)]
@@ -422,6 +448,16 @@ mod tests {
         );
         gemm_nt(1.0, &a, &bt, 0.0, &mut ct);
         close(&ct.clone_owned(), &want, 17, 1e-15);
+    }
+
+    #[test]
+    fn blocked_transpose() {
+        for (rows, cols) in [(0, 3), (1, 1), (5, 70), (33, 31), (100, 65)] {
+            let m = filled(rows, cols, rows + cols);
+            let mut t = vec![0.0; rows * cols];
+            transpose_to(m.as_slice(), rows, cols, &mut t);
+            assert_eq!(DMatrix::from_vec(cols, rows, t), m.transpose());
+        }
     }
 
     /// A `Real` that is neither f32 nor f64 takes nalgebra's product.

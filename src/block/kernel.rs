@@ -836,8 +836,9 @@ fn transposed<T: Real>(m: &DMatrix<T>, start: usize, len: usize) -> DMatrixView<
 /// (`benches/gemm.rs`, `X_tile` against `X_tile_kn`). One copy per step.
 fn transpose_into<'a, T: Real>(buf: &'a mut Vec<T>, m: &DMatrix<T>) -> &'a [T] {
     let (rows, cols) = m.shape();
-    view_mut(buf, cols, rows).tr_copy_from(m);
-    &buf[..rows * cols]
+    let dst = grow(buf, rows * cols);
+    crate::linalg::transpose_to(m.as_slice(), rows, cols, dst);
+    dst
 }
 
 /// `(rows start..start+len of m)ᵀ` from `mᵀ` (column-major, `width` rows):
