@@ -325,6 +325,7 @@ impl<T: Real> GramWorkspace<T> {
         classify(fb, units_b);
         let (ua, ub) = (fa.stacked_inputs(), fb.stacked_inputs());
         let ubt = transpose_into(ut, ub);
+        let identity = g.is_square() && g.is_identity(T::zero());
         let (ra, rb) = (fa.rank(), fb.rank());
         let (wa, wb) = (ua.ncols(), ub.ncols());
         let (na, nb) = (da.nrows(), db.nrows());
@@ -337,7 +338,7 @@ impl<T: Real> GramWorkspace<T> {
         let mut start = units_a.dense.start;
         while start < units_a.dense.end {
             let tt = (*tile).min(units_a.dense.end - start);
-            let yt = tile_inputs(y, ua, ra, start, tt, g);
+            let yt = tile_inputs(y, ua, ra, start, tt, g, identity);
             let ytv = DMatrixView::from_slice(yt, 2 * tt, wb);
             let ht = &mut grow(h, tt * rb)[..];
             if ndb > 0 {
@@ -472,6 +473,7 @@ impl<T: Real> GramWorkspace<T> {
         let u = fa.stacked_inputs();
         let wu = u.ncols();
         let ut = transpose_into(ut, u);
+        let identity = g.is_square() && g.is_identity(T::zero());
         let r = fa.rank();
         let n = da.nrows();
         let dense = units_a.dense.clone();
@@ -487,7 +489,7 @@ impl<T: Real> GramWorkspace<T> {
             let tt = tile.min(dense.end - start);
             let end = start + tt;
             let nc = end - dense.start;
-            let yt = tile_inputs(y, u, r, start, tt, g);
+            let yt = tile_inputs(y, u, r, start, tt, g, identity);
             let ytv = DMatrixView::from_slice(yt, 2 * tt, g.ncols());
             let ht = &mut grow(h, tt * r)[..];
             let mut x1v = view_mut(x1, 2 * tt, nc);
@@ -589,7 +591,8 @@ fn finish<T: Real>(
     }
 }
 
-/// `[U_1[tile]; U_2[tile]] G` into `y`, `2t × (m_B+1)` column-major.
+/// `[U_1[tile]; U_2[tile]] G` into `y`, `2t × (m_B+1)` column-major (a copy
+/// when `identity`: `G = I`).
 fn tile_inputs<'a, T: Real>(
     y: &'a mut Vec<T>,
     u: &DMatrix<T>,
@@ -597,24 +600,22 @@ fn tile_inputs<'a, T: Real>(
     start: usize,
     tt: usize,
     g: &DMatrix<T>,
+    identity: bool,
 ) -> &'a [T] {
     let wa = u.ncols();
     let mut yt = view_mut(y, 2 * tt, g.ncols());
     let (one, zero) = (T::one(), T::zero());
-    gemm(
-        one,
-        &u.view((start, 0), (tt, wa)),
-        g,
-        zero,
-        &mut yt.rows_mut(0, tt),
-    );
-    gemm(
-        one,
-        &u.view((rank + start, 0), (tt, wa)),
-        g,
-        zero,
-        &mut yt.rows_mut(tt, tt),
-    );
+    let first = u.view((start, 0), (tt, wa));
+    let second = u.view((rank + start, 0), (tt, wa));
+    if identity {
+        // `U I = U` (the first block on the identity metric): a copy, not
+        // a product.
+        yt.rows_mut(0, tt).copy_from(&first);
+        yt.rows_mut(tt, tt).copy_from(&second);
+    } else {
+        gemm(one, &first, g, zero, &mut yt.rows_mut(0, tt));
+        gemm(one, &second, g, zero, &mut yt.rows_mut(tt, tt));
+    }
     &y[..2 * tt * g.ncols()]
 }
 
