@@ -1,23 +1,11 @@
-//! The GEMM engine: `C ← α A B + β C` on nalgebra matrices and views,
-//! computed by faer for `f32` and `f64`.
+//! The GEMM engine: `C ← α A B + β C` on nalgebra matrices and views, by
+//! faer for `f32` and `f64` (any other [`Real`]: nalgebra's `gemm`).
 //!
-//! faer's matrix product (`faer::linalg::matmul::matmul`, pure Rust) picks
-//! its kernels at run time (AVX-512 where the CPU has it) and reads any
-//! strides, so nalgebra's column-major matrices and strided views, a
-//! transposed view included, go to it without a copy: the view's pointer,
-//! shape and strides become a `faer::MatRef`/`MatMut` of the same memory.
-//! Other [`Real`] types (a `RealField` of the user's) take nalgebra's own
-//! `gemm`. On the recursion's shapes faer is 12–55% faster than nalgebra's
-//! `matrixmultiply` on one core (docs/performance.md, `benches/gemm.rs`).
-//!
-//! **Threads.** Every product here is sequential ([`Par::Seq`]): the crate's
-//! parallelism is one level up, over the three products of a similarity
-//! and over the pairs of a matrix, which already keeps every core busy
-//! without oversubscribing them (measured against threaded GEMMs in
-//! docs/performance.md).
-//!
-//! Shapes are the callers' to get right: a mismatch is a bug in the crate,
-//! not in the data, and panics (`#[track_caller]`).
+//! A view's pointer, shape and strides become a `faer::MatRef`/`MatMut` of
+//! the same memory, so nothing is copied; a transposed operand swaps its
+//! strides. Every product is sequential ([`Par::Seq`]): the crate runs
+//! products and pairs in parallel one level up. Shapes are the callers'
+//! to get right: a mismatch is a bug in the crate and panics.
 
 use core::any::TypeId;
 
@@ -110,8 +98,7 @@ where
     SA: Storage<T, Dyn, Dyn>,
     SB: Storage<T, Dyn, Dyn>,
 {
-    // faer reads a right operand with unit row stride up to twice as fast
-    // (benches/gemm.rs): copy `bᵀ` once rather than read `b` transposed.
+    // faer reads a unit-row-stride right operand up to 2× faster.
     mul(a, &b.transpose())
 }
 
@@ -460,11 +447,9 @@ mod tests {
         }
     }
 
-    /// A `Real` that is neither f32 nor f64 takes nalgebra's product.
+    /// nalgebra's product, for a `Real` that is neither f32 nor f64.
     #[test]
-    fn other_real_type_falls_back() {
-        // f64 under another name would still be f64 by TypeId; the fallback
-        // is reached only through a third type, so test the function itself.
+    fn fallback_matches_naive() {
         let (a, b, c0) = (filled(5, 4, 1), filled(4, 3, 2), filled(5, 3, 3));
         let mut c = c0.clone();
         fallback(0.5, &a, false, &b.transpose(), true, 2.0, &mut c);

@@ -831,10 +831,8 @@ fn transposed<T: Real>(m: &DMatrix<T>, start: usize, len: usize) -> DMatrixView<
     )
 }
 
-/// `mᵀ` into the front of `buf`, as a column-major `m.ncols() × m.nrows()`
-/// view: the right operand of a GEMM that would read `m` transposed, which
-/// faer multiplies up to twice as fast with unit row stride
-/// (`benches/gemm.rs`, `X_tile` against `X_tile_kn`). One copy per step.
+/// `mᵀ` into `buf`, column-major: a right operand with unit row stride,
+/// which faer multiplies up to twice as fast (`benches/gemm.rs`).
 fn transpose_into<'a, T: Real>(buf: &'a mut Vec<T>, m: &DMatrix<T>) -> &'a [T] {
     let (rows, cols) = m.shape();
     let dst = grow(buf, rows * cols);

@@ -76,15 +76,10 @@ const PREFIX: usize = 8;
 /// by the safetensors reader for data offsets) before anything of that size
 /// exists, and tensor buffers are at most 4× the file's data section.
 ///
-/// The file is memory-mapped (`memmap2`), not read into a buffer: every
-/// tensor is decoded into owned values straight from the page cache, which
-/// saves copying the whole file into the heap (in a profile of loading a
-/// 27 MB checkpoint that copy was 20% of the samples). The
-/// map lives only while the file is parsed. Its contents are checked like a
-/// buffer's (lengths and offsets before any read, so a truncated file is a
-/// [`FileError::Truncated`] or [`FileError::Corrupt`]), and a file whose length
-/// or modification time differs after parsing is [`FileError::Changed`]:
-/// the values read from it are dropped.
+/// The file is memory-mapped while it is parsed (`memmap2`): no copy of it
+/// into the heap (20% of the time of loading a 27 MB checkpoint). It is
+/// checked as a buffer was, and a file whose length or modification time
+/// differs after parsing is [`FileError::Changed`].
 pub(crate) fn read(path: &Path) -> Result<RawFile, FileError> {
     let file = std::fs::File::open(path)?;
     let before = file.metadata()?;
@@ -100,13 +95,10 @@ pub(crate) fn read(path: &Path) -> Result<RawFile, FileError> {
         // truncated one.
         return parse_any(&[]);
     }
-    // SAFETY: the map is read-only and private to this function; the bytes
-    // are only read through the checked parsers, which copy what they
-    // keep. Rust's guarantee that the bytes do not change under a `&[u8]`
-    // holds unless another process writes the file during these few
-    // milliseconds: then the values may be a mix of old and new bytes
-    // (caught by the check below), or, if it truncates the file, the
-    // process gets SIGBUS, as any reader of a memory map would.
+    // SAFETY: a read-only map, read only by the checked parsers, which copy
+    // what they keep. Should another process write the file meanwhile, the
+    // check below catches it; should it truncate it, this process gets
+    // SIGBUS, as any reader of a map would.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let parsed = parse_any(&map);
     drop(map);
