@@ -80,6 +80,7 @@ mod error;
 pub mod gaussian;
 pub mod guide;
 pub mod io;
+mod linalg;
 pub mod matrix;
 mod model;
 pub mod recursion;

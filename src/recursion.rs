@@ -36,6 +36,7 @@ use nalgebra::DMatrix;
 use crate::block::TensorBlock;
 use crate::block::positionwise::padded_block;
 use crate::error::{Error, Result, Side};
+use crate::linalg::{mul, mul_nt, mul_tn};
 use crate::model::Model;
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
 
@@ -403,10 +404,10 @@ impl TensorSimilarity {
                     let (diag, ba_m, bb_m, m00) = match &m {
                         Some(m) => {
                             let (m0, m00) = (m.column(0), m[(0, 0)]);
-                            ((&ba * m) * bb.transpose(), &ba * m0, bb * m0, m00)
+                            (mul_nt(&mul(&ba, m), bb), &ba * m0, bb * m0, m00)
                         }
                         None => (
-                            &ba * bb.transpose(),
+                            mul_nt(&ba, bb),
                             ba.column(0).into_owned(),
                             bb.column(0).into_owned(),
                             T::one(),
@@ -472,7 +473,7 @@ impl TensorSimilarity {
         let (ma, mb) = (ba.ncols() - 1, bb.ncols() - 1);
         let (ba, bb) = (ba.rows(1, nl), bb.rows(1, nl));
         let kernel = match &self.outputs {
-            Outputs::Trace => ba.transpose() * bb,
+            Outputs::Trace => mul_tn(&ba, &bb),
             Outputs::Select(outputs) => {
                 check_outputs(outputs, nl)?;
                 let mut k = DMatrix::zeros(ba.ncols(), bb.ncols());
@@ -483,7 +484,7 @@ impl TensorSimilarity {
             }
             Outputs::Weights(q) => {
                 crate::block::check_shape("output weights", q, (nl, nl))?;
-                ba.transpose() * (q.map(from_f64::<T>) * bb)
+                mul_tn(&ba, &mul(&q.map(from_f64::<T>), &bb))
             }
         };
         let positions = self.positions_at(n)?;
@@ -578,7 +579,7 @@ fn affine_map<T: Real>(block: &dyn TensorBlock<T>) -> Option<DMatrix<T>> {
         return None;
     }
     Some(match f.output() {
-        Some(d) => d * f.stacked_inputs(),
+        Some(d) => mul(d, f.stacked_inputs()),
         None => f.stacked_inputs().clone(),
     })
 }

@@ -31,6 +31,7 @@ use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVectorView, Dyn};
 
 use super::{CpFactors, TensorBlock, check_shape, check_symmetric};
 use crate::error::{Error, Incomparable, Result};
+use crate::linalg::{gemm, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
 
@@ -115,6 +116,10 @@ pub struct GramWorkspace<T: Real> {
     slot: Vec<usize>,
     gsel: Vec<T>,
     w: Vec<T>,
+    /// `U_Bᵀ` and `D̃_Bᵀ`, column-major: the GEMMs read their right operand
+    /// with unit row stride (faer is up to twice as fast so, `benches/gemm.rs`).
+    ut: Vec<T>,
+    dt: Vec<T>,
     nonzeros: Vec<(usize, T)>,
 }
 
@@ -147,6 +152,8 @@ impl<T: Real> GramWorkspace<T> {
             slot: Vec::new(),
             gsel: Vec::new(),
             w: Vec::new(),
+            ut: Vec::new(),
+            dt: Vec::new(),
             nonzeros: Vec::new(),
         }
     }
@@ -161,6 +168,8 @@ impl<T: Real> GramWorkspace<T> {
             + self.z.capacity()
             + self.gsel.capacity()
             + self.w.capacity()
+            + self.ut.capacity()
+            + self.dt.capacity()
     }
 
     /// `out ← G' = D̃_A H D̃_Bᵀ`, the Gram step of [`gram_step`](crate::gram_step),
@@ -244,21 +253,39 @@ impl<T: Real> GramWorkspace<T> {
         let (ra, rb) = (ua.nrows(), ub.nrows());
         let (one, zero) = (T::one(), T::zero());
         let mut y = view_mut(&mut self.y, ra, g.ncols());
-        y.gemm(one, ua, g, zero);
+        gemm(one, ua, g, zero, &mut y);
         let (na, nb) = (fa.output_width() + 1, fb.output_width() + 1);
         reshape(out, na, nb);
         match (fa.output(), fb.output()) {
-            (None, None) => out.gemm(one, &y, &transposed(ub, 0, rb), zero),
+            (None, None) => gemm(
+                one,
+                &y,
+                &t_rows(transpose_into(&mut self.ut, ub), ub.ncols(), 0, rb),
+                zero,
+                out,
+            ),
             (da, db) => {
                 let mut x = view_mut(&mut self.x1, ra, rb);
-                x.gemm(one, &y, &transposed(ub, 0, rb), zero);
+                gemm(
+                    one,
+                    &y,
+                    &t_rows(transpose_into(&mut self.ut, ub), ub.ncols(), 0, rb),
+                    zero,
+                    &mut x,
+                );
                 let mut left = view_mut(&mut self.z, na, rb);
                 match da {
-                    Some(da) => left.gemm(one, da, &x, zero),
+                    Some(da) => gemm(one, da, &x, zero, &mut left),
                     None => left.copy_from(&x),
                 }
                 match db {
-                    Some(db) => out.gemm(one, &left, &columns_transposed(db, 0, db.ncols()), zero),
+                    Some(db) => gemm(
+                        one,
+                        &left,
+                        &t_rows(transpose_into(&mut self.dt, db), db.ncols(), 0, db.nrows()),
+                        zero,
+                        out,
+                    ),
                     None => out.copy_from(&left),
                 }
             }
@@ -291,10 +318,14 @@ impl<T: Real> GramWorkspace<T> {
             gsel,
             w,
             nonzeros,
+            ut,
+            dt,
         } = self;
         classify(fa, units_a);
         classify(fb, units_b);
         let (ua, ub) = (fa.stacked_inputs(), fb.stacked_inputs());
+        let ubt = transpose_into(ut, ub);
+        let identity = g.is_square() && g.is_identity(T::zero());
         let (ra, rb) = (fa.rank(), fb.rank());
         let (wa, wb) = (ua.ncols(), ub.ncols());
         let (na, nb) = (da.nrows(), db.nrows());
@@ -307,14 +338,26 @@ impl<T: Real> GramWorkspace<T> {
         let mut start = units_a.dense.start;
         while start < units_a.dense.end {
             let tt = (*tile).min(units_a.dense.end - start);
-            let yt = tile_inputs(y, ua, ra, start, tt, g);
+            let yt = tile_inputs(y, ua, ra, start, tt, g, identity);
             let ytv = DMatrixView::from_slice(yt, 2 * tt, wb);
             let ht = &mut grow(h, tt * rb)[..];
             if ndb > 0 {
                 let mut x1v = view_mut(x1, 2 * tt, ndb);
-                x1v.gemm(one, &ytv, &transposed(ub, dense_b.start, ndb), zero);
+                gemm(
+                    one,
+                    &ytv,
+                    &t_rows(ubt, wb, dense_b.start, ndb),
+                    zero,
+                    &mut x1v,
+                );
                 let mut x2v = view_mut(x2, 2 * tt, ndb);
-                x2v.gemm(one, &ytv, &transposed(ub, rb + dense_b.start, ndb), zero);
+                gemm(
+                    one,
+                    &ytv,
+                    &t_rows(ubt, wb, rb + dense_b.start, ndb),
+                    zero,
+                    &mut x2v,
+                );
                 let len = 2 * tt * ndb;
                 hadamard(
                     &x1[..len],
@@ -327,7 +370,7 @@ impl<T: Real> GramWorkspace<T> {
             }
             gather_columns(yt, &units_b.selectors, ht, tt, wid, wsw);
             let ht = DMatrixView::from_slice(ht, tt, rb);
-            z.gemm(one, &da.columns(start, tt), &ht, one);
+            gemm(one, &da.columns(start, tt), &ht, one, &mut z);
             start += tt;
         }
 
@@ -355,17 +398,19 @@ impl<T: Real> GramWorkspace<T> {
             let wv = grow(w, 2 * ne * ndb);
             if ndb > 0 {
                 let (w1, w2) = wv.split_at_mut(ne * ndb);
-                DMatrixViewMut::from_slice(w1, ndb, ne).gemm(
+                gemm(
                     one,
                     &ub.view((dense_b.start, 0), (ndb, wb)),
                     &gs,
                     zero,
+                    &mut DMatrixViewMut::from_slice(w1, ndb, ne),
                 );
-                DMatrixViewMut::from_slice(w2, ndb, ne).gemm(
+                gemm(
                     one,
                     &ub.view((rb + dense_b.start, 0), (ndb, wb)),
                     &gs,
                     zero,
+                    &mut DMatrixViewMut::from_slice(w2, ndb, ne),
                 );
             }
             let (w1, w2) = wv.split_at(ne * ndb);
@@ -398,7 +443,7 @@ impl<T: Real> GramWorkspace<T> {
             }
         }
 
-        finish(&z, db, &dense_b, &units_b.selectors, nonzeros, out, nb);
+        finish(&z, db, &dense_b, &units_b.selectors, nonzeros, dt, out, nb);
     }
 
     /// Order 2, `A = B` and `g` symmetric: the tiles of `H` on and below the
@@ -420,10 +465,15 @@ impl<T: Real> GramWorkspace<T> {
             h,
             z,
             nonzeros,
+            ut,
+            dt,
             ..
         } = self;
         classify(fa, units_a);
         let u = fa.stacked_inputs();
+        let wu = u.ncols();
+        let ut = transpose_into(ut, u);
+        let identity = g.is_square() && g.is_identity(T::zero());
         let r = fa.rank();
         let n = da.nrows();
         let dense = units_a.dense.clone();
@@ -439,13 +489,19 @@ impl<T: Real> GramWorkspace<T> {
             let tt = tile.min(dense.end - start);
             let end = start + tt;
             let nc = end - dense.start;
-            let yt = tile_inputs(y, u, r, start, tt, g);
+            let yt = tile_inputs(y, u, r, start, tt, g, identity);
             let ytv = DMatrixView::from_slice(yt, 2 * tt, g.ncols());
             let ht = &mut grow(h, tt * r)[..];
             let mut x1v = view_mut(x1, 2 * tt, nc);
-            x1v.gemm(one, &ytv, &transposed(u, dense.start, nc), zero);
+            gemm(one, &ytv, &t_rows(ut, wu, dense.start, nc), zero, &mut x1v);
             let mut x2v = view_mut(x2, 2 * tt, nc);
-            x2v.gemm(one, &ytv, &transposed(u, r + dense.start, nc), zero);
+            gemm(
+                one,
+                &ytv,
+                &t_rows(ut, wu, r + dense.start, nc),
+                zero,
+                &mut x2v,
+            );
             let hd = &mut ht[dense.start * tt..end * tt];
             let len = 2 * tt * nc;
             hadamard(&x1[..len], &x2[..len], hd, tt, wid, wsw);
@@ -456,14 +512,20 @@ impl<T: Real> GramWorkspace<T> {
             gather_columns(yt, &units_a.selectors, ht, tt, wid, wsw);
             let ht = DMatrixView::from_slice(ht, tt, r);
             let d_tile = da.columns(start, tt);
-            z.columns_mut(0, end)
-                .gemm(one, &d_tile, &ht.columns(0, end), one);
+            gemm(
+                one,
+                &d_tile,
+                &ht.columns(0, end),
+                one,
+                &mut z.columns_mut(0, end),
+            );
             if dense.end < r {
-                z.columns_mut(dense.end, r - dense.end).gemm(
+                gemm(
                     one,
                     &d_tile,
                     &ht.columns(dense.end, r - dense.end),
                     one,
+                    &mut z.columns_mut(dense.end, r - dense.end),
                 );
             }
             start = end;
@@ -483,7 +545,7 @@ impl<T: Real> GramWorkspace<T> {
             }
         }
 
-        finish(&z, da, &dense, &units_a.selectors, nonzeros, out, n);
+        finish(&z, da, &dense, &units_a.selectors, nonzeros, dt, out, n);
         for j in 0..n {
             let v = out[(j, j)];
             out[(j, j)] = v + v;
@@ -497,13 +559,15 @@ impl<T: Real> GramWorkspace<T> {
 }
 
 /// `out ← Z[:, dense] D̃[:, dense]ᵀ`, plus the selector columns of `Z`
-/// scattered through their sparse columns of `D̃`.
+/// scattered through their sparse columns of `D̃` (`dt`: scratch for `D̃ᵀ`).
+#[allow(clippy::too_many_arguments)]
 fn finish<T: Real>(
     z: &DMatrixViewMut<'_, T>,
     d: &DMatrix<T>,
     dense: &Range<usize>,
     selectors: &[Selector<T>],
     nonzeros: &mut Vec<(usize, T)>,
+    dt: &mut Vec<T>,
     out: &mut DMatrix<T>,
     n_out: usize,
 ) {
@@ -511,11 +575,12 @@ fn finish<T: Real>(
     if dense.is_empty() {
         out.fill(T::zero());
     } else {
-        out.gemm(
+        gemm(
             T::one(),
             &z.columns(dense.start, dense.len()),
-            &columns_transposed(d, dense.start, dense.len()),
+            &t_columns(transpose_into(dt, d), d.ncols(), dense.start, dense.len()),
             T::zero(),
+            out,
         );
     }
     for s in selectors {
@@ -526,7 +591,8 @@ fn finish<T: Real>(
     }
 }
 
-/// `[U_1[tile]; U_2[tile]] G` into `y`, `2t × (m_B+1)` column-major.
+/// `[U_1[tile]; U_2[tile]] G` into `y`, `2t × (m_B+1)` column-major (a copy
+/// when `identity`: `G = I`).
 fn tile_inputs<'a, T: Real>(
     y: &'a mut Vec<T>,
     u: &DMatrix<T>,
@@ -534,14 +600,22 @@ fn tile_inputs<'a, T: Real>(
     start: usize,
     tt: usize,
     g: &DMatrix<T>,
+    identity: bool,
 ) -> &'a [T] {
     let wa = u.ncols();
     let mut yt = view_mut(y, 2 * tt, g.ncols());
     let (one, zero) = (T::one(), T::zero());
-    yt.rows_mut(0, tt)
-        .gemm(one, &u.view((start, 0), (tt, wa)), g, zero);
-    yt.rows_mut(tt, tt)
-        .gemm(one, &u.view((rank + start, 0), (tt, wa)), g, zero);
+    let first = u.view((start, 0), (tt, wa));
+    let second = u.view((rank + start, 0), (tt, wa));
+    if identity {
+        // `U I = U` (the first block on the identity metric): a copy, not
+        // a product.
+        yt.rows_mut(0, tt).copy_from(&first);
+        yt.rows_mut(tt, tt).copy_from(&second);
+    } else {
+        gemm(one, &first, g, zero, &mut yt.rows_mut(0, tt));
+        gemm(one, &second, g, zero, &mut yt.rows_mut(tt, tt));
+    }
     &y[..2 * tt * g.ncols()]
 }
 
@@ -713,7 +787,10 @@ pub(crate) fn generic_step<T: Real>(
     let k = fa.order();
     let (ra, rb) = (fa.rank(), fb.rank());
     let rows_b = fb.stacked_inputs().nrows();
-    let x = (fa.stacked_inputs() * g) * transposed(fb.stacked_inputs(), 0, rows_b);
+    let x = mul(
+        &mul(fa.stacked_inputs(), g),
+        &transposed(fb.stacked_inputs(), 0, rows_b),
+    );
 
     let mut h = DMatrix::zeros(ra, rb);
     let mut term = DMatrix::zeros(ra, rb);
@@ -727,11 +804,11 @@ pub(crate) fn generic_step<T: Real>(
     }
 
     let left = match fa.output() {
-        Some(d) => d * h,
+        Some(d) => mul(d, &h),
         None => h,
     };
     Ok(match fb.output() {
-        Some(d) => left * d.transpose(),
+        Some(d) => mul_nt(&left, d),
         None => left,
     })
 }
@@ -754,25 +831,40 @@ fn transposed<T: Real>(m: &DMatrix<T>, start: usize, len: usize) -> DMatrixView<
     )
 }
 
-/// `(columns start..start+len of m)ᵀ` as a strided view.
-fn columns_transposed<T: Real>(
-    m: &DMatrix<T>,
+/// `mᵀ` into `buf`, column-major: a right operand with unit row stride,
+/// which faer multiplies up to twice as fast (`benches/gemm.rs`).
+fn transpose_into<'a, T: Real>(buf: &'a mut Vec<T>, m: &DMatrix<T>) -> &'a [T] {
+    let (rows, cols) = m.shape();
+    let dst = grow(buf, rows * cols);
+    crate::linalg::transpose_to(m.as_slice(), rows, cols, dst);
+    dst
+}
+
+/// `(rows start..start+len of m)ᵀ` from `mᵀ` (column-major, `width` rows):
+/// its columns `start..start+len`, contiguous.
+fn t_rows<T: Real>(mt: &[T], width: usize, start: usize, len: usize) -> DMatrixView<'_, T> {
+    DMatrixView::from_slice(&mt[start * width..(start + len) * width], width, len)
+}
+
+/// `(columns start..start+len of m)ᵀ` from `mᵀ` (column-major, `width`
+/// rows, `mt.len() / width` columns): its rows `start..start+len`.
+fn t_columns<T: Real>(
+    mt: &[T],
+    width: usize,
     start: usize,
     len: usize,
 ) -> DMatrixView<'_, T, Dyn, Dyn> {
-    let rows = m.nrows();
     assert!(
-        start + len <= m.ncols(),
-        "columns {start}..{} of {}",
-        start + len,
-        m.ncols()
+        start + len <= width,
+        "rows {start}..{} of {width}",
+        start + len
     );
     DMatrixView::from_slice_with_strides_generic(
-        &m.as_slice()[start * rows..(start + len) * rows],
+        &mt[start..],
         Dyn(len),
-        Dyn(rows),
-        Dyn(rows),
+        Dyn(mt.len() / width),
         Dyn(1),
+        Dyn(width),
     )
 }
 

@@ -29,6 +29,18 @@ pub enum FileError {
         /// Bytes the file has for it.
         available: u64,
     },
+    /// The file changed while it was read (another process wrote to it or
+    /// truncated it: its length or modification time differ before and
+    /// after); what was read is not used.
+    #[error(
+        "the file changed while it was read ({before_len} bytes before, {after_len} after); read it again once it is complete"
+    )]
+    Changed {
+        /// The length when the file was opened.
+        before_len: u64,
+        /// The length after reading.
+        after_len: u64,
+    },
     /// Not a valid safetensors file: a header that is not JSON, or offsets,
     /// shapes and dtypes that disagree with each other or with the file.
     #[error("not a valid safetensors file: {reason}")]

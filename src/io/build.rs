@@ -256,7 +256,11 @@ impl Reader<'_> {
             [r, c] if fits(rows, r) && fits(cols, c) => {
                 // `values` has r·c entries: the reader decoded exactly the
                 // bytes that safetensors checked against shape × dtype size.
-                Ok(DMatrix::from_row_slice(r, c, &t.values))
+                // Row-major `r × c` is column-major `c × r`: transpose it
+                // by cache blocks.
+                let mut data = vec![0.0; r * c];
+                crate::linalg::transpose_to(&t.values, c, r, &mut data);
+                Ok(DMatrix::from_vec(r, c, data))
             }
             _ => {
                 let dim = |d: Option<usize>| d.map_or("*".to_owned(), |d| d.to_string());

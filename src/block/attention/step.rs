@@ -25,6 +25,7 @@ use super::Attention;
 use crate::block::positionwise::padded_block;
 use crate::block::{TensorBlock, check_shape};
 use crate::error::{Error, Result};
+use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
 
 /// Legs: 0 `Q1`, 1 `K1`, 2 `Q2`, 3 `K2` (score legs, nodes `{0,1}` and
@@ -197,12 +198,12 @@ pub(super) fn gram_step<T: Real>(
             let (p, q) = (pq / n, pq % n);
             let mut block = DMatrix::zeros(da + 1, db + 1);
             padded_block(g, p, q, da, db, &mut block);
-            let y = &sa.legs[p] * &block;
-            let yt = &block * sb.legs[q].transpose();
+            let y = mul(&sa.legs[p], &block);
+            let yt = mul_nt(&block, &sb.legs[q]);
             let mut x = Vec::with_capacity(sa.heads * sb.heads);
             for y_h in sa.by_head(&y) {
                 for f in &heads_b[q] {
-                    let xh = &y_h * f.transpose();
+                    let xh = mul_nt(&y_h, f);
                     let xt = xh.transpose();
                     x.push((xh, xt));
                 }
@@ -343,7 +344,7 @@ pub(super) fn gram_step<T: Real>(
         for q in 0..n {
             let zpq = &z[at(p, q)];
             let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-            blk.gemm(coef, &(o_a * zpq), &o_b.transpose(), T::one());
+            gemm_nt(coef, &mul(o_a, zpq), o_b, T::one(), &mut blk);
         }
     }
     if same {
@@ -556,8 +557,8 @@ impl<T: Real> Scratch<T> {
 fn node_pair<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize, out: &mut DMatrix<T>) {
     let (l1, l2) = (2 * nu, 2 * nu + 1);
     let (one, zero) = (T::one(), T::zero());
-    out.gemm(one, &b.xt(l1, x2), &b.x(l2, y2), zero);
-    out.gemm(one, &b.xt(l2, x2), &b.x(l1, y2), one);
+    gemm(one, &b.xt(l1, x2), &b.x(l2, y2), zero, out);
+    gemm(one, &b.xt(l2, x2), &b.x(l1, y2), one, out);
 }
 
 /// `tr E_ν(x', y')` for `x', y'` in one B node (they share its index).
@@ -613,10 +614,10 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mu
                 } else {
                     &s.cross[nu * 4 + i]
                 };
-                s.r.gemm(one, e, &s.to_v[bar * 4 + PARTNER[w2]], one);
+                gemm(one, e, &s.to_v[bar * 4 + PARTNER[w2]], one, &mut s.r);
             }
         }
-        s.m.gemm(one, &b.x(4, z2), &s.r, one);
+        gemm(one, &b.x(4, z2), &s.r, one, &mut s.m);
     }
     add_scaled(target, w, &s.m);
 }
