@@ -14,7 +14,6 @@
 //! | [`format`](mod@format) | model files: safetensors with a small JSON layout |
 //! | [`cli`] | the `tensor-similarity` command (feature `cli`) |
 //! | [`performance`] | measured speed against GEMM, and how it grows |
-//! | [`grokking`] | a training run seen through three similarities |
 
 #[doc = include_str!("../docs/recursion.md")]
 pub mod recursion {}
@@ -39,6 +38,3 @@ pub mod cli {}
 
 #[doc = include_str!("../docs/performance.md")]
 pub mod performance {}
-
-#[doc = include_str!("../docs/grokking.md")]
-pub mod grokking {}

@@ -1,24 +1,11 @@
-//! The moment step of bilinear attention ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)) under a jointly Gaussian input.
-//!
-//! Per head `h` and query position `s` of one model,
-//!
-//! ```text
-//! Y[s] = r κ⁴ X[s] + α (O z[s] + κ⁵ b_o),    z_h[s] = (1/c) Σ_t W[s,t] (q1_h[s]·k1_h[t]) (q2_h[s]·k2_h[t]) v_h[t]
-//! ```
-//!
-//! where `κ` is the (normalised) constant channel and every leg `q1 … v` is
-//! an affine image of the flattened input, hence Gaussian. A
-//! **configuration** `(h, s, t)` is one term of that sum: two score nodes
-//! and the value leg. The output moments need, for every pair of
-//! configurations of the two models, the ten-leg moment
-//! `E[v ⊗ v' · S_1 S_2 S'_1 S'_2]`, and, for the skip, the moment of one
-//! model's configuration with the other's input `X[s']`: both are the Wick
-//! sums of [`chain`](super::chain), whose legs' means and covariances come
-//! from one table per pair of positions,
-//! `F_A(p) Ĉ_AB[p, q] F_B(q)ᵀ` (`F(p)` the stacked padded leg forms).
-//!
-//! `Cov(z_A, z_B)` is that second moment less `E[z_A] E[z_B]ᵀ`. The step is
-//! exact whenever its input is Gaussian.
+//! The moment step of bilinear attention ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)) under a jointly Gaussian input:
+//! `Y[s] = r κ⁴ X[s] + α (O z[s] + κ⁵ b_o)` (`κ` the normalised constant),
+//! `z_h[s] = (1/c) Σ_t W[s,t] (q1·k1)(q2·k2) v`. Each configuration `(h, s, t)`
+//! is two score nodes and a value leg; every pair of configurations of the
+//! two models is one [`chain`](super::chain) sum over legs whose means and
+//! covariances come from tables `F_A(p) Ĉ_AB[p, q] F_B(q)ᵀ` per pair of
+//! positions and heads. `Cov(z_A, z_B)` is the second moment less
+//! `E[z_A] E[z_B]ᵀ`; the step is exact when its input is Gaussian.
 
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
@@ -225,7 +212,9 @@ impl<T: Real> Product<'_, T> {
                 pos,
             } => {
                 let me = self.sides[side];
-                me.means[pos * me.heads + head].rows(row, width).into_owned()
+                me.means[pos * me.heads + head]
+                    .rows(row, width)
+                    .into_owned()
             }
             Leg::Input { side, pos } => self.sides[side].input_means[pos].clone(),
         }

@@ -46,24 +46,13 @@
 //!
 //! # Exact or Gaussian closure
 //!
-//! Linear blocks propagate first and second moments exactly whatever the
-//! distribution. A block of order `k ≥ 2` needs moments of order up to `2k`
-//! of its input, and Isserlis gives them only for a Gaussian input. The
-//! result is therefore **exact** (up to rounding) when every block of order
-//! `≥ 2` in either model reads a jointly Gaussian `(ã, b̃)`: that is when all
-//! such blocks of both models sit at **one position** `ℓ` (before it both
-//! activations are affine images of the same Gaussian `x`; after it only
-//! linear blocks follow). [`GaussianSimilarity::is_exact`] tests this.
-//!
-//! Otherwise the result is a **Gaussian closure**: at every block of order
-//! `≥ 2` after the first such position, the joint law of `(ã, b̃)` is replaced
-//! by the Gaussian with the same (tracked) mean and covariance, and the
-//! block's output moments are those it would have under that Gaussian. What
-//! is dropped is every joint cumulant of order `≥ 3` of the block's inputs
-//! (their skewness and excess kurtosis, e.g. `E[q(x)·(vᵀx)(wᵀx)]` for a
-//! quadratic `q` produced by an earlier bilinear block). The closure is an
-//! approximation of `E[f_A f_B]` with no error bound; its measured error on
-//! random two- and three-block models is in [the metrics guide](crate::guide::metrics).
+//! A block of order `k ≥ 2` needs moments of its input up to order `2k`,
+//! which Isserlis gives only for a Gaussian input: the result is **exact**
+//! when all such blocks of both models sit at one position
+//! ([`GaussianSimilarity::is_exact`]), and otherwise a **Gaussian closure**
+//! (later blocks read the Gaussian with the tracked mean and covariance,
+//! dropping every joint cumulant of order `≥ 3`), with no error bound: see
+//! [the metrics guide](crate::guide::metrics#exact-or-gaussian-closure).
 //!
 //! # Sequences
 //!

@@ -1,18 +1,10 @@
-//! The Gaussian metric on sequences ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): the moments of the flattened
-//! stream `x̃ = (1, X[0], …, X[n−1])`, whose rows are i.i.d. `N(μ, Σ)`.
-//!
-//! A position-wise block reads, at position `p`, only the constant and
-//! `X[p]`, so its output moments at positions `(p, q)` are the moment step
-//! of [`wick`](super::wick) on the padded blocks `[p̂, q̂]` of the state
-//! (`p̂ = {0} ∪ p`). Attention has [its own step](super::attention).
-//!
-//! Two shortcuts keep wide vocabularies cheap. The input rows are
-//! independent, so after a first position-wise block the positions are
-//! still uncorrelated and its output is one position's moments repeated;
-//! when that block is linear (an embedding) its moments come from `Σ`
-//! directly, `U Σ Uᵀ`, never from a `(vocab+1)²` covariance. A last linear
-//! block (an unembedding) is read out as `Σ_p ⟨W̃_Aᵀ W̃_B, S[p̂, p̂]⟩` with the
-//! second moment `S = C + m mᵀ`, without its `n·vocab` outputs' covariance.
+//! The Gaussian metric on sequences ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): moments of the flattened
+//! stream with i.i.d. rows. A position-wise block steps per pair of
+//! positions on the padded blocks `[p̂, q̂]`; attention has [its own
+//! step](super::attention). After a first position-wise block the positions
+//! stay independent (one position, repeated); a first linear block takes its
+//! moments from `Σ` directly and a last linear block is read out from the
+//! second moments, so a vocabulary-wide covariance is never formed.
 
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
