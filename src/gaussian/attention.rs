@@ -455,9 +455,13 @@ impl<T: Real> Product<'_, T> {
         let xz = (rx != 0.0).then(|| input_with(0, y, ez[1]));
         // Cov(z_X[s], X_Y[s']) = Cov(X_Y[s'], z_X[s])ᵀ.
         let zx = (ry != 0.0).then(|| {
+            let own;
             let yx = match (&xz, sym) {
-                (Some(xz), true) => xz.clone(),
-                _ => input_with(1, x, ez[0]),
+                (Some(xz), true) => xz,
+                _ => {
+                    own = input_with(1, x, ez[0]);
+                    &own
+                }
             };
             (0..n * n)
                 .map(|i| yx[(i % n) * n + i / n].transpose())

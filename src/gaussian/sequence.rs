@@ -174,9 +174,7 @@ fn tile_cov<T: Real>(c: &DMatrix<T>, n: usize) -> DMatrix<T> {
 
 /// The padded moments of one position: `(m̂_0, m̂[p])` and `Ĉ[p̂, p̂]`.
 fn at_position<T: Real>(act: &Activation<T>, p: usize, m: usize) -> Activation<T> {
-    let mut mean = DVector::zeros(m + 1);
-    mean[0] = act.mean[0];
-    mean.rows_mut(1, m).copy_from(&act.mean.rows(1 + p * m, m));
+    let mean = padded_mean(act, p, m);
     let mut cov = DMatrix::zeros(m + 1, m + 1);
     padded_block(&act.cov, p, p, m, m, &mut cov);
     Activation {
@@ -184,6 +182,14 @@ fn at_position<T: Real>(act: &Activation<T>, p: usize, m: usize) -> Activation<T
         cov,
         ln_scale: act.ln_scale,
     }
+}
+
+/// `(m̂_0, m̂[p])`.
+fn padded_mean<T: Real>(act: &Activation<T>, p: usize, m: usize) -> DVector<T> {
+    let mut mean = DVector::zeros(m + 1);
+    mean[0] = act.mean[0];
+    mean.rows_mut(1, m).copy_from(&act.mean.rows(1 + p * m, m));
+    mean
 }
 
 /// One side's position-wise moments and legs at every position.
@@ -325,7 +331,7 @@ fn read_out_linear<T: Real>(
             let mut value = T::zero();
             for p in 0..n {
                 padded_block(c, p, p, mx, my, &mut block);
-                let (px, py) = (at_position(x, p, mx).mean, at_position(y, p, my).mean);
+                let (px, py) = (padded_mean(x, p, mx), padded_mean(y, p, my));
                 block.ger(T::one(), &px, &py, T::one());
                 value += gram.dot(&block);
             }
