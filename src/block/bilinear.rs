@@ -151,34 +151,36 @@ impl<T: Real> BilinearBuilder<T> {
 
         let rank = 1 + h + skip;
         let one = T::one();
-        let mut u1 = DMatrix::zeros(rank, m + 1);
-        let mut u2 = DMatrix::zeros(rank, m + 1);
-        u1[(0, 0)] = one;
-        u2[(0, 0)] = one;
-        u1.view_mut((1, 1), (h, m)).copy_from(&self.left);
-        u2.view_mut((1, 1), (h, m)).copy_from(&self.right);
+        // [U_1; U_2] in place, rows 0..rank and rank..2·rank.
+        let mut u = DMatrix::zeros(2 * rank, m + 1);
+        u[(0, 0)] = one;
+        u[(rank, 0)] = one;
+        u.view_mut((1, 1), (h, m)).copy_from(&self.left);
+        u.view_mut((rank + 1, 1), (h, m)).copy_from(&self.right);
         if let Some(b) = &self.left_bias {
-            u1.view_mut((1, 0), (h, 1)).copy_from(b);
+            u.view_mut((1, 0), (h, 1)).copy_from(b);
         }
         if let Some(b) = &self.right_bias {
-            u2.view_mut((1, 0), (h, 1)).copy_from(b);
+            u.view_mut((rank + 1, 0), (h, 1)).copy_from(b);
         }
         let mut out = DMatrix::zeros(n + 1, rank);
         out[(0, 0)] = one;
         if let Some(b) = &self.down_bias {
-            out.view_mut((1, 0), (n, 1)).copy_from(&(b * s));
+            out.view_mut((1, 0), (n, 1)).zip_apply(b, |o, v| *o = v * s);
         }
         match &self.down {
-            Some(d) => out.view_mut((1, 1), (n, h)).copy_from(&(d * s)),
+            Some(d) => out.view_mut((1, 1), (n, h)).zip_apply(d, |o, v| *o = v * s),
             None => out.view_mut((1, 1), (n, h)).fill_diagonal(s),
         }
         for i in 0..skip {
             // Residual unit i: (x_i) ∘ (1), written back to output i with weight 1 − s.
-            u1[(1 + h + i, 1 + i)] = one;
-            u2[(1 + h + i, 0)] = one;
+            u[(1 + h + i, 1 + i)] = one;
+            u[(rank + 1 + h + i, 0)] = one;
             out[(1 + i, 1 + h + i)] = one - s;
         }
-        let cp = CpFactors::new(&[u1, u2], Some(out))?;
+        // A finite down projection times a finite s can still overflow.
+        check_finite("bilinear down projection times the residual scale", &out)?;
+        let cp = CpFactors::from_stacked(2, u, Some(out));
         Ok(Bilinear {
             left: self.left,
             right: self.right,

@@ -2,11 +2,15 @@
 //!
 //! For an order-2 block pair the step is `G' = D̃_A H D̃_Bᵀ` with
 //! `H = w_id X_11∘X_22 + w_sw X_12∘X_21` and `X_ij = U^A_i G (U^B_j)ᵀ`. The
-//! kernel never holds the `2r × 2r` product: it walks the units of `A` in
-//! tiles of `t` rows, computes `Y = U^A[tile] G`, the four `t × r_B` blocks
-//! of `X`, their Hadamard combination, and adds `D̃_A[:, tile] H[tile, :]`
-//! into `Z = D̃_A H` (`(n_A+1) × r_B`); then `G' = Z D̃_Bᵀ`. The work is the
-//! GEMMs and one pass over each `X` tile while it is still warm in cache.
+//! kernel never holds the `2r × 2r` product. It forms `Y = [U^A_1; U^A_2] G`
+//! a tile of `t` units of `A` at a time, then splits the units of `B` into
+//! panels of about `t` and runs the panels in parallel: a panel walks every
+//! tile of `A`, computes the four `t × panel` blocks of `X`, their Hadamard
+//! combination, and adds `D̃_A[:, tile] H[tile, panel]` into its own columns
+//! of `Z = D̃_A H` (`(n_A+1) × r_B`); then `G' = Z D̃_Bᵀ`. A panel's scratch
+//! and its columns of `Z` stay in the inner caches, and each column of `Z`
+//! is summed by one task in one order, so the result does not depend on the
+//! number of threads.
 //!
 //! **Selector units.** A unit whose input rows each have at most one
 //! nonzero (`U_j[ρ,:] = c_j e_{i_j}ᵀ`) reads single entries of `G`: the
@@ -26,8 +30,10 @@
 //! `G' = F + Fᵀ` with `F = D̃ L D̃ᵀ`, about half the work.
 
 use core::ops::Range;
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVectorView, Dyn};
+use rayon::prelude::*;
 
 use super::{CpFactors, TensorBlock, check_shape, check_symmetric};
 use crate::error::{Error, Incomparable, Result};
@@ -35,9 +41,10 @@ use crate::linalg::{gemm, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
 
-/// Default number of units of `A` per tile: large enough for the GEMMs to
-/// run at full speed (their inner dimension in `Z += D̃_A[:, tile] H[tile, :]`
-/// is the tile), small enough that a tile of `X` stays in the outer caches.
+/// Default number of units of `A` per tile (and of `B` per panel): large
+/// enough for the GEMMs to run at full speed (their inner dimension in
+/// `Z += D̃_A[:, tile] H[tile, panel]` is the tile), small enough that a
+/// panel's blocks of `X` and columns of `Z` stay in the outer caches.
 const DEFAULT_TILE: usize = 256;
 
 /// A self product computes the diagonal tiles in full, `1 + t/h` times the
@@ -70,14 +77,93 @@ impl<T> Default for Units<T> {
     }
 }
 
+/// One panel task's scratch.
+#[derive(Debug)]
+struct Lane<T> {
+    x1: Vec<T>,
+    x2: Vec<T>,
+    h: Vec<T>,
+    w: Vec<T>,
+    nonzeros: Vec<(usize, T)>,
+}
+
+impl<T> Default for Lane<T> {
+    fn default() -> Self {
+        Self {
+            x1: Vec::new(),
+            x2: Vec::new(),
+            h: Vec::new(),
+            w: Vec::new(),
+            nonzeros: Vec::new(),
+        }
+    }
+}
+
+/// Scratch for the panels running in parallel: a panel takes the first free
+/// lane, and a panel never waits on rayon, so no more lanes are ever in use
+/// than the pool has threads.
+#[derive(Debug)]
+struct Lanes<T>(Vec<Mutex<Lane<T>>>);
+
+impl<T> Clone for Lanes<T> {
+    /// Scratch only: a clone starts empty.
+    fn clone(&self) -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Lanes<T> {
+    /// One lane per thread of the current pool.
+    fn prepare(&mut self) {
+        let n = rayon::current_num_threads().max(1);
+        if self.0.len() < n {
+            self.0.resize_with(n, || Mutex::new(Lane::default()));
+        }
+    }
+
+    fn acquire(&self) -> MutexGuard<'_, Lane<T>> {
+        for lane in &self.0 {
+            match lane.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        // Unreachable by the invariant above; waiting is still correct.
+        self.0[0].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn capacity(&self) -> usize {
+        self.0
+            .iter()
+            .map(|lane| {
+                let lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
+                lane.x1.capacity() + lane.x2.capacity() + lane.h.capacity() + lane.w.capacity()
+            })
+            .sum()
+    }
+}
+
+/// What every panel reads of side `B` of an order-2 step.
+struct Side<'a, T> {
+    /// `U_Bᵀ`, column-major `wb × 2 r_B`.
+    ut: &'a [T],
+    wb: usize,
+    rank: usize,
+    units: &'a Units<T>,
+    weights: (T, T),
+}
+
 /// Reusable buffers for [`gram_step`](crate::gram_step): run the recursion
 /// over a model, or many pairs of models, without allocating in the
 /// per-layer loop once the buffers have grown to the largest shapes.
 ///
 /// Every method computes exactly what [`gram_step`](crate::gram_step)
 /// computes (up to rounding: products are associated differently); the
-/// workspace only holds scratch memory, so one workspace serves any blocks,
-/// and it is not `Sync` by design: give each thread its own.
+/// workspace only holds scratch memory, so one workspace serves any blocks.
+/// An order-2 step runs its panels in parallel on rayon's pool (its result
+/// does not depend on the number of threads); a workspace serves one step
+/// at a time.
 ///
 /// # Example
 ///
@@ -108,14 +194,12 @@ pub struct GramWorkspace<T: Real> {
     units_a: Units<T>,
     units_b: Units<T>,
     y: Vec<T>,
-    x1: Vec<T>,
-    x2: Vec<T>,
-    h: Vec<T>,
+    x: Vec<T>,
     z: Vec<T>,
+    lanes: Lanes<T>,
     rows: Vec<usize>,
     slot: Vec<usize>,
     gsel: Vec<T>,
-    w: Vec<T>,
     /// `U_Bᵀ` and `D̃_Bᵀ`, column-major: the GEMMs read their right operand
     /// with unit row stride (faer is up to twice as fast so, `benches/gemm.rs`).
     ut: Vec<T>,
@@ -135,23 +219,22 @@ impl<T: Real> GramWorkspace<T> {
         Self::with_tile(DEFAULT_TILE)
     }
 
-    /// An empty workspace walking `tile` units of `A` at a time (at least 1;
-    /// the default is 256; self products take at most `h/16`, within
-    /// 32…128). Only speed and scratch memory depend on it.
+    /// An empty workspace walking `tile` units of `A` at a time, against
+    /// panels of about `tile` units of `B` (at least 1; the default is 256;
+    /// self products take tiles of at most `h/16`, within 32…128). Only
+    /// speed and scratch memory depend on it.
     pub fn with_tile(tile: usize) -> Self {
         Self {
             tile: tile.max(1),
             units_a: Units::default(),
             units_b: Units::default(),
             y: Vec::new(),
-            x1: Vec::new(),
-            x2: Vec::new(),
-            h: Vec::new(),
+            x: Vec::new(),
             z: Vec::new(),
+            lanes: Lanes(Vec::new()),
             rows: Vec::new(),
             slot: Vec::new(),
             gsel: Vec::new(),
-            w: Vec::new(),
             ut: Vec::new(),
             dt: Vec::new(),
             nonzeros: Vec::new(),
@@ -162,12 +245,10 @@ impl<T: Real> GramWorkspace<T> {
     /// allocations beyond its input and output.
     pub fn scratch_len(&self) -> usize {
         self.y.capacity()
-            + self.x1.capacity()
-            + self.x2.capacity()
-            + self.h.capacity()
+            + self.x.capacity()
             + self.z.capacity()
+            + self.lanes.capacity()
             + self.gsel.capacity()
-            + self.w.capacity()
             + self.ut.capacity()
             + self.dt.capacity()
     }
@@ -265,7 +346,7 @@ impl<T: Real> GramWorkspace<T> {
                 out,
             ),
             (da, db) => {
-                let mut x = view_mut(&mut self.x1, ra, rb);
+                let mut x = view_mut(&mut self.x, ra, rb);
                 gemm(
                     one,
                     &y,
@@ -300,7 +381,7 @@ impl<T: Real> GramWorkspace<T> {
         da: &DMatrix<T>,
         fb: &CpFactors<T>,
         db: &DMatrix<T>,
-        (wid, wsw): (T, T),
+        weights: (T, T),
         g: &DMatrix<T>,
         out: &mut DMatrix<T>,
     ) {
@@ -309,141 +390,110 @@ impl<T: Real> GramWorkspace<T> {
             units_a,
             units_b,
             y,
-            x1,
-            x2,
-            h,
             z,
+            lanes,
             rows,
             slot,
             gsel,
-            w,
-            nonzeros,
             ut,
             dt,
+            nonzeros,
+            ..
         } = self;
+        let tile = *tile;
         classify(fa, units_a);
         classify(fb, units_b);
+        lanes.prepare();
         let (ua, ub) = (fa.stacked_inputs(), fb.stacked_inputs());
-        let ubt = transpose_into(ut, ub);
-        let identity = g.is_square() && g.is_identity(T::zero());
         let (ra, rb) = (fa.rank(), fb.rank());
         let (wa, wb) = (ua.ncols(), ub.ncols());
-        let (na, nb) = (da.nrows(), db.nrows());
-        let dense_b = units_b.dense.clone();
-        let ndb = dense_b.len();
-        let (one, zero) = (T::one(), T::zero());
-        let mut z = view_mut(z, na, rb);
-        z.fill(zero);
+        let na = da.nrows();
+        let side = Side {
+            ut: transpose_into(ut, ub),
+            wb,
+            rank: rb,
+            units: units_b,
+            weights,
+        };
+        let dense_a = units_a.dense.clone();
+        let y = inputs(y, ua, ra, dense_a.clone(), tile, g);
 
-        let mut start = units_a.dense.start;
-        while start < units_a.dense.end {
-            let tt = (*tile).min(units_a.dense.end - start);
-            let yt = tile_inputs(y, ua, ra, start, tt, g, identity);
-            let ytv = DMatrixView::from_slice(yt, 2 * tt, wb);
-            let ht = &mut grow(h, tt * rb)[..];
-            if ndb > 0 {
-                let mut x1v = view_mut(x1, 2 * tt, ndb);
-                gemm(
-                    one,
-                    &ytv,
-                    &t_rows(ubt, wb, dense_b.start, ndb),
-                    zero,
-                    &mut x1v,
-                );
-                let mut x2v = view_mut(x2, 2 * tt, ndb);
-                gemm(
-                    one,
-                    &ytv,
-                    &t_rows(ubt, wb, rb + dense_b.start, ndb),
-                    zero,
-                    &mut x2v,
-                );
-                let len = 2 * tt * ndb;
-                hadamard(
-                    &x1[..len],
-                    &x2[..len],
-                    &mut ht[dense_b.start * tt..dense_b.end * tt],
-                    tt,
-                    wid,
-                    wsw,
-                );
-            }
-            gather_columns(yt, &units_b.selectors, ht, tt, wid, wsw);
-            let ht = DMatrixView::from_slice(ht, tt, rb);
-            gemm(one, &da.columns(start, tt), &ht, one, &mut z);
-            start += tt;
-        }
-
-        if !units_a.selectors.is_empty() {
-            // The rows of G the selectors read, and their rows of G U_Bᵀ.
-            slot.clear();
-            slot.resize(wa, usize::MAX);
-            rows.clear();
-            for s in &units_a.selectors {
-                for i in s.index {
-                    if slot[i] == usize::MAX {
-                        slot[i] = rows.len();
-                        rows.push(i);
-                    }
+        // The rows of G the selectors of A read, and (G[rows, :])ᵀ: their
+        // rows of X are (G[rows, :] U_jBᵀ)ᵀ = U_jB G[rows, :]ᵀ, a GEMM with
+        // `rows.len()` columns per panel.
+        slot.clear();
+        slot.resize(wa, usize::MAX);
+        rows.clear();
+        for s in &units_a.selectors {
+            for i in s.index {
+                if slot[i] == usize::MAX {
+                    slot[i] = rows.len();
+                    rows.push(i);
                 }
             }
-            let ne = rows.len();
-            // (G[rows, :])ᵀ, then (G[rows, :] U_jBᵀ)ᵀ = U_jB G[rows, :]ᵀ: with
-            // `ne` columns, which GEMM (or, for the lone constant unit, a
-            // column-wise gemv) handles at full speed.
+        }
+        let ne = rows.len();
+        {
             let mut gs = view_mut(gsel, wb, ne);
             for (q, &i) in rows.iter().enumerate() {
                 gs.column_mut(q).tr_copy_from(&g.row(i));
             }
-            let wv = grow(w, 2 * ne * ndb);
-            if ndb > 0 {
-                let (w1, w2) = wv.split_at_mut(ne * ndb);
-                gemm(
-                    one,
-                    &ub.view((dense_b.start, 0), (ndb, wb)),
-                    &gs,
-                    zero,
-                    &mut DMatrixViewMut::from_slice(w1, ndb, ne),
-                );
-                gemm(
-                    one,
-                    &ub.view((rb + dense_b.start, 0), (ndb, wb)),
-                    &gs,
-                    zero,
-                    &mut DMatrixViewMut::from_slice(w2, ndb, ne),
-                );
-            }
-            let (w1, w2) = wv.split_at(ne * ndb);
-            let hrow = grow(h, rb);
-            for s in &units_a.selectors {
-                let [c1, c2] = s.coef;
-                let (e1, e2) = (slot[s.index[0]] * ndb, slot[s.index[1]] * ndb);
-                let (w1a, w2a) = (&w1[e1..e1 + ndb], &w2[e1..e1 + ndb]);
-                let (w1b, w2b) = (&w1[e2..e2 + ndb], &w2[e2..e2 + ndb]);
-                let c12 = c1 * c2;
-                for (c, v) in hrow[dense_b.clone()].iter_mut().enumerate() {
-                    *v = c12 * (wid * w1a[c] * w2b[c] + wsw * w2a[c] * w1b[c]);
-                }
-                for sb in &units_b.selectors {
-                    hrow[sb.unit] = selector_pair(s, sb, g, wid, wsw);
-                }
-                column_nonzeros(da, s.unit, nonzeros);
-                if 4 * nonzeros.len() > na {
-                    // A dense output column (the constant unit with a bias):
-                    // one rank-1 update, column by column.
-                    let hrow = DVectorView::from_slice(hrow, rb);
-                    z.ger(one, &da.column(s.unit), &hrow, one);
-                } else {
-                    for &(o, d) in nonzeros.iter() {
-                        for (c, &v) in hrow.iter().enumerate() {
-                            z[(o, c)] += d * v;
-                        }
-                    }
-                }
-            }
         }
+        let gs = DMatrixView::from_slice(&gsel[..wb * ne], wb, ne);
+        let (slot, selectors_a) = (&*slot, &units_a.selectors);
 
-        finish(&z, db, &dense_b, &units_b.selectors, nonzeros, dt, out, nb);
+        let width = panel_width(rb, tile);
+        let z = grow(z, na * rb);
+        let lanes = &*lanes;
+        z.par_chunks_mut(na * width)
+            .enumerate()
+            .for_each(|(j, zp)| {
+                let cols = j * width..j * width + zp.len() / na;
+                let mut zp = DMatrixViewMut::from_slice(zp, na, cols.len());
+                zp.fill(T::zero());
+                let mut lane = lanes.acquire();
+                for (k, start) in dense_a.clone().step_by(tile).enumerate() {
+                    let tt = tile.min(dense_a.end - start);
+                    let yt = &y[2 * k * tile * wb..][..2 * tt * wb];
+                    add_block(
+                        &mut lane,
+                        yt,
+                        tt,
+                        &side,
+                        cols.clone(),
+                        0..0,
+                        &da.columns(start, tt),
+                        &mut zp,
+                        cols.start,
+                    );
+                }
+                if !selectors_a.is_empty() {
+                    add_selector_rows(
+                        &mut lane,
+                        selectors_a,
+                        slot,
+                        &gs,
+                        ub,
+                        da,
+                        g,
+                        &side,
+                        cols,
+                        &mut zp,
+                    );
+                }
+            });
+
+        let z = DMatrixView::from_slice(&z[..na * rb], na, rb);
+        finish(
+            &z,
+            db,
+            &units_b.dense,
+            &units_b.selectors,
+            nonzeros,
+            dt,
+            out,
+            db.nrows(),
+        );
     }
 
     /// Order 2, `A = B` and `g` symmetric: the tiles of `H` on and below the
@@ -452,7 +502,7 @@ impl<T: Real> GramWorkspace<T> {
         &mut self,
         fa: &CpFactors<T>,
         da: &DMatrix<T>,
-        (wid, wsw): (T, T),
+        weights: (T, T),
         g: &DMatrix<T>,
         out: &mut DMatrix<T>,
     ) {
@@ -460,78 +510,68 @@ impl<T: Real> GramWorkspace<T> {
             tile,
             units_a,
             y,
-            x1,
-            x2,
-            h,
             z,
+            lanes,
             nonzeros,
             ut,
             dt,
             ..
         } = self;
         classify(fa, units_a);
+        lanes.prepare();
         let u = fa.stacked_inputs();
-        let wu = u.ncols();
-        let ut = transpose_into(ut, u);
-        let identity = g.is_square() && g.is_identity(T::zero());
         let r = fa.rank();
         let n = da.nrows();
+        let wu = u.ncols();
+        let side = Side {
+            ut: transpose_into(ut, u),
+            wb: wu,
+            rank: r,
+            units: units_a,
+            weights,
+        };
         let dense = units_a.dense.clone();
-        let (one, zero) = (T::one(), T::zero());
-        let half: T = from_f64(0.5);
-        let mut z = view_mut(z, n, r);
-        z.fill(zero);
+        let width = panel_width(r, *tile);
+        let tile = (*tile).min((dense.len() / 16).clamp(SELF_TILE.0, SELF_TILE.1));
+        let y = inputs(y, u, r, dense.clone(), tile, g);
 
-        let self_tile = (dense.len() / 16).clamp(SELF_TILE.0, SELF_TILE.1);
-        let tile = (*tile).min(self_tile);
-        let mut start = dense.start;
-        while start < dense.end {
-            let tt = tile.min(dense.end - start);
-            let end = start + tt;
-            let nc = end - dense.start;
-            let yt = tile_inputs(y, u, r, start, tt, g, identity);
-            let ytv = DMatrixView::from_slice(yt, 2 * tt, g.ncols());
-            let ht = &mut grow(h, tt * r)[..];
-            let mut x1v = view_mut(x1, 2 * tt, nc);
-            gemm(one, &ytv, &t_rows(ut, wu, dense.start, nc), zero, &mut x1v);
-            let mut x2v = view_mut(x2, 2 * tt, nc);
-            gemm(
-                one,
-                &ytv,
-                &t_rows(ut, wu, r + dense.start, nc),
-                zero,
-                &mut x2v,
-            );
-            let hd = &mut ht[dense.start * tt..end * tt];
-            let len = 2 * tt * nc;
-            hadamard(&x1[..len], &x2[..len], hd, tt, wid, wsw);
-            // The diagonal tile appears once in L and once in Lᵀ.
-            hd[(start - dense.start) * tt..]
-                .iter_mut()
-                .for_each(|v| *v *= half);
-            gather_columns(yt, &units_a.selectors, ht, tt, wid, wsw);
-            let ht = DMatrixView::from_slice(ht, tt, r);
-            let d_tile = da.columns(start, tt);
-            gemm(
-                one,
-                &d_tile,
-                &ht.columns(0, end),
-                one,
-                &mut z.columns_mut(0, end),
-            );
-            if dense.end < r {
-                gemm(
-                    one,
-                    &d_tile,
-                    &ht.columns(dense.end, r - dense.end),
-                    one,
-                    &mut z.columns_mut(dense.end, r - dense.end),
-                );
+        let z = grow(z, n * r);
+        let lanes = &*lanes;
+        z.par_chunks_mut(n * width).enumerate().for_each(|(j, zp)| {
+            let cols = j * width..j * width + zp.len() / n;
+            let mut zp = DMatrixViewMut::from_slice(zp, n, cols.len());
+            zp.fill(T::zero());
+            let mut lane = lanes.acquire();
+            for (k, start) in dense.clone().step_by(tile).enumerate() {
+                let end = (start + tile).min(dense.end);
+                let tt = end - start;
+                let yt = &y[2 * k * tile * wu..][..2 * tt * wu];
+                // L[tile, :] has the columns before the tile's end and
+                // the selector columns after the dense range.
+                let below = cols.start..cols.end.min(end);
+                let after = cols.start.max(dense.end)..cols.end;
+                for part in [below, after] {
+                    if !part.is_empty() {
+                        add_block(
+                            &mut lane,
+                            yt,
+                            tt,
+                            &side,
+                            part,
+                            start..end,
+                            &da.columns(start, tt),
+                            &mut zp,
+                            cols.start,
+                        );
+                    }
+                }
             }
-            start = end;
-        }
+        });
+        let mut z = DMatrixViewMut::from_slice(&mut z[..n * r], n, r);
 
         // Selector × selector: ½ H_SS in L.
+        let half: T = from_f64(0.5);
+        let (wid, wsw) = weights;
         for s in &units_a.selectors {
             column_nonzeros(da, s.unit, nonzeros);
             if nonzeros.is_empty() {
@@ -545,7 +585,16 @@ impl<T: Real> GramWorkspace<T> {
             }
         }
 
-        finish(&z, da, &dense, &units_a.selectors, nonzeros, dt, out, n);
+        finish(
+            &z.as_view(),
+            da,
+            &dense,
+            &units_a.selectors,
+            nonzeros,
+            dt,
+            out,
+            n,
+        );
         for j in 0..n {
             let v = out[(j, j)];
             out[(j, j)] = v + v;
@@ -557,12 +606,11 @@ impl<T: Real> GramWorkspace<T> {
         }
     }
 }
-
 /// `out ← Z[:, dense] D̃[:, dense]ᵀ`, plus the selector columns of `Z`
 /// scattered through their sparse columns of `D̃` (`dt`: scratch for `D̃ᵀ`).
 #[allow(clippy::too_many_arguments)]
 fn finish<T: Real>(
-    z: &DMatrixViewMut<'_, T>,
+    z: &DMatrixView<'_, T>,
     d: &DMatrix<T>,
     dense: &Range<usize>,
     selectors: &[Selector<T>],
@@ -591,32 +639,183 @@ fn finish<T: Real>(
     }
 }
 
-/// `[U_1[tile]; U_2[tile]] G` into `y`, `2t × (m_B+1)` column-major (a copy
-/// when `identity`: `G = I`).
-fn tile_inputs<'a, T: Real>(
+/// Panels of equal width, about `tile` units each, covering `rank` units.
+fn panel_width(rank: usize, tile: usize) -> usize {
+    rank.div_ceil(rank.div_ceil(tile).max(1)).max(1)
+}
+
+/// `Y = [U_1[tile]; U_2[tile]] G` for every tile of `range`, tile after tile
+/// (`2t × (m_B+1)` each, column-major), in parallel; a copy where `G = I`
+/// (the first block on the identity metric).
+fn inputs<'a, T: Real>(
     y: &'a mut Vec<T>,
     u: &DMatrix<T>,
     rank: usize,
-    start: usize,
-    tt: usize,
+    range: Range<usize>,
+    tile: usize,
     g: &DMatrix<T>,
-    identity: bool,
 ) -> &'a [T] {
-    let wa = u.ncols();
-    let mut yt = view_mut(y, 2 * tt, g.ncols());
+    let (wa, wb) = (u.ncols(), g.ncols());
+    let identity = g.is_square() && g.is_identity(T::zero());
+    let y = grow(y, 2 * range.len() * wb);
+    y.par_chunks_mut(2 * tile * wb)
+        .enumerate()
+        .for_each(|(k, yt)| {
+            let start = range.start + k * tile;
+            let tt = yt.len() / (2 * wb);
+            let mut yt = DMatrixViewMut::from_slice(yt, 2 * tt, wb);
+            let first = u.view((start, 0), (tt, wa));
+            let second = u.view((rank + start, 0), (tt, wa));
+            if identity {
+                yt.rows_mut(0, tt).copy_from(&first);
+                yt.rows_mut(tt, tt).copy_from(&second);
+            } else {
+                gemm(T::one(), &first, g, T::zero(), &mut yt.rows_mut(0, tt));
+                gemm(T::one(), &second, g, T::zero(), &mut yt.rows_mut(tt, tt));
+            }
+        });
+    y
+}
+
+/// `Z[:, cols] += D̃_A[:, tile] H[tile, cols]` (`z` holds the columns from
+/// `z0`): the dense columns of `H` from two GEMMs on `Y[tile]`, the selector
+/// columns of `B` gathered from it, and the columns in `halve` halved (the
+/// diagonal tile of a self product).
+#[allow(clippy::too_many_arguments)]
+fn add_block<T: Real>(
+    lane: &mut Lane<T>,
+    yt: &[T],
+    tt: usize,
+    b: &Side<'_, T>,
+    cols: Range<usize>,
+    halve: Range<usize>,
+    d_tile: &DMatrixView<'_, T>,
+    z: &mut DMatrixViewMut<'_, T>,
+    z0: usize,
+) {
     let (one, zero) = (T::one(), T::zero());
-    let first = u.view((start, 0), (tt, wa));
-    let second = u.view((rank + start, 0), (tt, wa));
-    if identity {
-        // `U I = U` (the first block on the identity metric): a copy, not
-        // a product.
-        yt.rows_mut(0, tt).copy_from(&first);
-        yt.rows_mut(tt, tt).copy_from(&second);
-    } else {
-        gemm(one, &first, g, zero, &mut yt.rows_mut(0, tt));
-        gemm(one, &second, g, zero, &mut yt.rows_mut(tt, tt));
+    let (wid, wsw) = b.weights;
+    let Lane { x1, x2, h, .. } = lane;
+    let ht = grow(h, tt * cols.len());
+    let dense = cols.start.max(b.units.dense.start)..cols.end.min(b.units.dense.end);
+    if !dense.is_empty() {
+        let nd = dense.len();
+        let ytv = DMatrixView::from_slice(yt, 2 * tt, b.wb);
+        gemm(
+            one,
+            &ytv,
+            &t_rows(b.ut, b.wb, dense.start, nd),
+            zero,
+            &mut view_mut(x1, 2 * tt, nd),
+        );
+        let right = t_rows(b.ut, b.wb, b.rank + dense.start, nd);
+        gemm(one, &ytv, &right, zero, &mut view_mut(x2, 2 * tt, nd));
+        let at = (dense.start - cols.start) * tt..(dense.end - cols.start) * tt;
+        hadamard(
+            &x1[..2 * tt * nd],
+            &x2[..2 * tt * nd],
+            &mut ht[at],
+            tt,
+            wid,
+            wsw,
+        );
     }
-    &y[..2 * tt * g.ncols()]
+    gather_columns(yt, &b.units.selectors, ht, cols.clone(), tt, wid, wsw);
+    let halve = halve.start.max(cols.start)..halve.end.min(cols.end);
+    if !halve.is_empty() {
+        let half: T = from_f64(0.5);
+        ht[(halve.start - cols.start) * tt..(halve.end - cols.start) * tt]
+            .iter_mut()
+            .for_each(|v| *v *= half);
+    }
+    let ht = DMatrixView::from_slice(ht, tt, cols.len());
+    gemm(
+        one,
+        d_tile,
+        &ht,
+        one,
+        &mut z.columns_mut(cols.start - z0, cols.len()),
+    );
+}
+
+/// The rows of `H` of the selector units of `A` on the panel `cols`,
+/// scattered into `Z` through their (mostly sparse) columns of `D̃_A`.
+#[allow(clippy::too_many_arguments)]
+fn add_selector_rows<T: Real>(
+    lane: &mut Lane<T>,
+    selectors: &[Selector<T>],
+    slot: &[usize],
+    gs: &DMatrixView<'_, T>,
+    ub: &DMatrix<T>,
+    da: &DMatrix<T>,
+    g: &DMatrix<T>,
+    b: &Side<'_, T>,
+    cols: Range<usize>,
+    z: &mut DMatrixViewMut<'_, T>,
+) {
+    let (one, zero) = (T::one(), T::zero());
+    let (wid, wsw) = b.weights;
+    let (na, ne) = (da.nrows(), gs.ncols());
+    let dense = cols.start.max(b.units.dense.start)..cols.end.min(b.units.dense.end);
+    let nd = dense.len();
+    let Lane { h, w, nonzeros, .. } = lane;
+    let wv = grow(w, 2 * ne * nd);
+    if nd > 0 {
+        let (w1, w2) = wv.split_at_mut(ne * nd);
+        let (dense_1, dense_2) = (dense.start, b.rank + dense.start);
+        gemm(
+            one,
+            &ub.view((dense_1, 0), (nd, b.wb)),
+            gs,
+            zero,
+            &mut DMatrixViewMut::from_slice(w1, nd, ne),
+        );
+        gemm(
+            one,
+            &ub.view((dense_2, 0), (nd, b.wb)),
+            gs,
+            zero,
+            &mut DMatrixViewMut::from_slice(w2, nd, ne),
+        );
+    }
+    let (w1, w2) = wv.split_at(ne * nd);
+    let hrow = grow(h, cols.len());
+    let off = if nd > 0 { dense.start - cols.start } else { 0 };
+    for s in selectors {
+        let [c1, c2] = s.coef;
+        let (e1, e2) = (slot[s.index[0]] * nd, slot[s.index[1]] * nd);
+        let (w1a, w2a) = (&w1[e1..e1 + nd], &w2[e1..e1 + nd]);
+        let (w1b, w2b) = (&w1[e2..e2 + nd], &w2[e2..e2 + nd]);
+        let c12 = c1 * c2;
+        for (c, v) in hrow[off..off + nd].iter_mut().enumerate() {
+            *v = c12 * (wid * w1a[c] * w2b[c] + wsw * w2a[c] * w1b[c]);
+        }
+        for sb in b
+            .units
+            .selectors
+            .iter()
+            .filter(|sb| cols.contains(&sb.unit))
+        {
+            hrow[sb.unit - cols.start] = selector_pair(s, sb, g, wid, wsw);
+        }
+        column_nonzeros(da, s.unit, nonzeros);
+        if 4 * nonzeros.len() > na {
+            // A dense output column (the constant unit with a bias): one
+            // rank-1 update.
+            z.ger(
+                one,
+                &da.column(s.unit),
+                &DVectorView::from_slice(hrow, cols.len()),
+                one,
+            );
+        } else {
+            for &(o, d) in nonzeros.iter() {
+                for (c, &v) in hrow.iter().enumerate() {
+                    z[(o, c)] += d * v;
+                }
+            }
+        }
+    }
 }
 
 /// `H = w_id X_11∘X_22 + w_sw X_12∘X_21` for a tile: `x1 = [X_11; X_21]`,
@@ -635,29 +834,30 @@ fn hadamard<T: Real>(x1: &[T], x2: &[T], h: &mut [T], tt: usize, wid: T, wsw: T)
     }
 }
 
-/// The columns of a tile of `H` for selector units of `B`: `X_ij[:, ρ'] =
-/// c'_j Y_i[:, i'_j]`.
+/// The columns `cols` of a tile of `H` (`h`, `t × |cols|`) for selector
+/// units of `B`: `X_ij[:, ρ'] = c'_j Y_i[:, i'_j]`.
 fn gather_columns<T: Real>(
     yt: &[T],
     selectors: &[Selector<T>],
     h: &mut [T],
+    cols: Range<usize>,
     tt: usize,
     wid: T,
     wsw: T,
 ) {
-    for s in selectors {
+    for s in selectors.iter().filter(|s| cols.contains(&s.unit)) {
         let [c1, c2] = s.coef;
         let column = |i: usize| &yt[i * 2 * tt..(i + 1) * 2 * tt];
         let (y1a, y2a) = column(s.index[0]).split_at(tt);
         let (y1b, y2b) = column(s.index[1]).split_at(tt);
-        let hc = &mut h[s.unit * tt..(s.unit + 1) * tt];
+        let c = s.unit - cols.start;
+        let hc = &mut h[c * tt..(c + 1) * tt];
         for i in 0..tt {
             hc[i] = c1 * c2 * (wid * y1a[i] * y2b[i] + wsw * y1b[i] * y2a[i]);
         }
     }
 }
 
-/// `H[ρ, ρ']` for two selector units: `X_ij = c_i c'_j G[i_i, i'_j]`.
 fn selector_pair<T: Real>(s: &Selector<T>, t: &Selector<T>, g: &DMatrix<T>, wid: T, wsw: T) -> T {
     let x = |i: usize, j: usize| g[(s.index[i], t.index[j])];
     s.coef[0]

@@ -12,6 +12,18 @@ use crate::block::{Attention, Bilinear, Linear, TensorBlock};
 use crate::model::Model;
 use crate::scalar::Real;
 
+/// `m` in `T`: moved, not copied, when `T` is `f64`.
+fn cast<T: Real>(m: DMatrix<f64>) -> DMatrix<T> {
+    let any: Box<dyn core::any::Any> = Box::new(m);
+    match any.downcast::<DMatrix<T>>() {
+        Ok(m) => *m,
+        Err(any) => match any.downcast::<DMatrix<f64>>() {
+            Ok(m) => m.map(T::from_f64_lossy),
+            Err(_) => unreachable!("the box holds a DMatrix<f64>"),
+        },
+    }
+}
+
 /// Builds the model that `layout` describes from `file`'s tensors, checking
 /// every shape against its role and the width the previous block writes,
 /// and that every tensor of the file is used.
@@ -28,7 +40,7 @@ pub(crate) fn build<T: Real>(
         used: Vec::new(),
     };
     let mut built: Vec<Arc<dyn TensorBlock<T>>> = Vec::with_capacity(blocks.len());
-    let mat = |x: DMatrix<f64>| x.map(T::from_f64_lossy);
+    let mat = |x: DMatrix<f64>| cast::<T>(x);
     let vec = |x: Option<DVector<f64>>| x.map(|x| x.map(T::from_f64_lossy));
     let mut width: Option<usize> = None;
     for (i, spec) in blocks.iter().enumerate() {

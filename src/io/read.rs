@@ -102,14 +102,19 @@ pub(crate) fn read(path: &Path) -> Result<RawFile, FileError> {
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let parsed = parse_any(&map);
     drop(map);
-    let after = file.metadata()?;
+    unchanged(&before, &file.metadata()?)?;
+    parsed
+}
+
+/// [`FileError::Changed`] unless the length and modification time agree.
+fn unchanged(before: &std::fs::Metadata, after: &std::fs::Metadata) -> Result<(), FileError> {
     if after.len() != before.len() || after.modified().ok() != before.modified().ok() {
         return Err(FileError::Changed {
             before_len: before.len(),
             after_len: after.len(),
         });
     }
-    parsed
+    Ok(())
 }
 
 /// The bytes of a file of any kind read: a `torch.save` zip archive
@@ -262,3 +267,7 @@ fn declared_data_len(header: Option<&[u8]>) -> Option<u64> {
         .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
         .max()
 }
+
+#[cfg(test)]
+#[path = "read_tests.rs"]
+mod tests;
