@@ -14,6 +14,7 @@ use super::chain::{self, Between, End, Inputs};
 use super::wick::{Activation, Moments};
 use crate::block::{Attention, TensorBlock};
 use crate::error::Result;
+use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
 
 /// One model's block and what its configurations read.
@@ -154,16 +155,16 @@ impl<T: Real> Tables<T> {
                 let c = cov.view((1 + p * dx, 1 + q * dy), (dx, dy));
                 let zero = c.iter().all(|v| *v == T::zero());
                 let input_forms: Vec<DMatrix<T>> = (0..hy)
-                    .map(|h2| c * y.forms[q * hy + h2].columns(1, dy).transpose())
+                    .map(|h2| mul_nt(&c, &y.forms[q * hy + h2].columns(1, dy)))
                     .collect();
                 let mut forms = Vec::with_capacity(hx * hy);
                 let mut form_inputs = Vec::with_capacity(hx);
                 for h in 0..hx {
                     let fx = x.forms[p * hx + h].columns(1, dx);
                     for cf in &input_forms {
-                        forms.push(fx * cf);
+                        forms.push(mul(&fx, cf));
                     }
-                    form_inputs.push(fx * c);
+                    form_inputs.push(mul(&fx, &c));
                 }
                 (forms, input_forms, form_inputs, zero)
             })
@@ -478,12 +479,13 @@ impl<T: Real> Product<'_, T> {
         for s in 0..n {
             for s2 in 0..n {
                 let mut blk = cov.view_mut((1 + s * outx, 1 + s2 * outy), (outx, outy));
-                blk.gemm(ax * ay, &(ox * &zz[s * n + s2]), &oy.transpose(), T::zero());
+                let oz = mul(ox, &zz[s * n + s2]);
+                gemm_nt(ax * ay, &oz, oy, T::zero(), &mut blk);
                 if let Some(xz) = &xz {
-                    blk.gemm(rx * kx4 * ay, &xz[s * n + s2], &oy.transpose(), T::one());
+                    gemm_nt(rx * kx4 * ay, &xz[s * n + s2], oy, T::one(), &mut blk);
                 }
                 if let Some(zx) = &zx {
-                    blk.gemm(ax * ry * ky4, ox, &zx[s * n + s2], T::one());
+                    gemm(ax * ry * ky4, ox, &zx[s * n + s2], T::one(), &mut blk);
                 }
                 if rx != T::zero() && ry != T::zero() {
                     let c = cov_xy.view((1 + s * x.width, 1 + s2 * y.width), (x.width, y.width));

@@ -95,7 +95,7 @@ fn sequences(k: usize) -> Vec<Seq> {
 
 fn mul_opt<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DMatrix<T>>) -> Option<DMatrix<T>> {
     match (a, b) {
-        (Some(a), Some(b)) => Some(a * b),
+        (Some(a), Some(b)) => Some(crate::linalg::mul(a, b)),
         _ => None,
     }
 }
@@ -291,7 +291,7 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
             }
             for (nu, w) in weighted.iter().enumerate() {
                 if let (Some(e), Some(w)) = (&ea.to_node[nu], w) {
-                    out.gemm(T::one(), e, w, T::one());
+                    crate::linalg::gemm(T::one(), e, w, T::one(), &mut out);
                 }
             }
             out

@@ -14,6 +14,7 @@ use super::wick::{Activation, Legs, Moments, check_finite_state, covariance, thr
 use crate::block::positionwise::padded_block;
 use crate::block::{Attention, CpFactors, TensorBlock};
 use crate::error::{Error, Result, Side};
+use crate::linalg::mul_nt;
 use crate::model::Model;
 use crate::scalar::{LogScaled, Real, to_f64};
 
@@ -371,11 +372,11 @@ impl<T: Real> GaussianSimilarity<T> {
                 Some(dd) => dd * (f.stacked_inputs() * &mean),
                 None => f.stacked_inputs() * &mean,
             },
-            cov: through_outputs(f, f, g * g.transpose()),
+            cov: through_outputs(f, f, mul_nt(g, g)),
             ln_scale: 0.0,
         };
         let mut state = Moments {
-            cross: through_outputs(fa, fb, &ga * gb.transpose()),
+            cross: through_outputs(fa, fb, mul_nt(&ga, &gb)),
             a: side(fa, &ga),
             b: side(fb, &gb),
         };

@@ -6,6 +6,7 @@ use nalgebra::{DMatrix, DVector};
 
 use crate::block::CpFactors;
 use crate::error::{Error, Result};
+use crate::linalg::{mul, mul_nt};
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
 
 /// One model's normalised moments: the padded activation is `e^ln_scale · â`
@@ -156,7 +157,7 @@ impl<T: Real> Legs<T> {
         // (none for a linear block, whose input may be wide: an embedding).
         let mut pair = vec![DVector::zeros(0); k * k];
         let uc = if k > 1 {
-            u * &side.cov
+            mul(u, &side.cov)
         } else {
             DMatrix::zeros(0, 0)
         };
@@ -235,11 +236,11 @@ pub(super) fn through_outputs<T: Real>(
     h: DMatrix<T>,
 ) -> DMatrix<T> {
     let left = match fa.output() {
-        Some(d) => d * h,
+        Some(d) => mul(d, &h),
         None => h,
     };
     match fb.output() {
-        Some(d) => left * d.transpose(),
+        Some(d) => mul_nt(&left, d),
         None => left,
     }
 }
@@ -273,7 +274,7 @@ fn covariance_wick<T: Real>(
     legs_b: &Legs<T>,
     c_ab: &DMatrix<T>,
 ) -> DMatrix<T> {
-    let x = fa.stacked_inputs() * c_ab * fb.stacked_inputs().transpose();
+    let x = mul_nt(&mul(fa.stacked_inputs(), c_ab), fb.stacked_inputs());
     let matcher = Matcher {
         x: &x,
         a: legs_a,
@@ -364,7 +365,7 @@ fn covariance_order2<T: Real>(
 ) -> DMatrix<T> {
     let (ra, rb) = (legs_a.rank, legs_b.rank);
     let second = c_ab + m_a * m_b.transpose();
-    let x = fa.stacked_inputs() * second * fb.stacked_inputs().transpose();
+    let x = mul_nt(&mul(fa.stacked_inputs(), &second), fb.stacked_inputs());
     let mut h = x
         .view((0, 0), (ra, rb))
         .component_mul(&x.view((ra, rb), (ra, rb)));
