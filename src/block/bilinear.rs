@@ -180,7 +180,11 @@ impl<T: Real> BilinearBuilder<T> {
         }
         // A finite down projection times a finite s can still overflow.
         check_finite("bilinear down projection times the residual scale", &out)?;
-        let cp = CpFactors::from_stacked(2, u, Some(out));
+        let cp = CpFactors {
+            order: 2,
+            stacked_inputs: u,
+            output: Some(out),
+        };
         Ok(Bilinear {
             left: self.left,
             right: self.right,

@@ -102,20 +102,6 @@ impl<T: Real> CpFactors<T> {
         })
     }
 
-    /// Factors already stacked `[U_1; …; U_k]` by a block's builder, which
-    /// checked every part it copied in: no second copy of a large block.
-    pub(crate) fn from_stacked(
-        order: usize,
-        stacked_inputs: DMatrix<T>,
-        output: Option<DMatrix<T>>,
-    ) -> Self {
-        Self {
-            order,
-            stacked_inputs,
-            output,
-        }
-    }
-
     /// Order `k`: the number of input legs.
     pub fn order(&self) -> usize {
         self.order
