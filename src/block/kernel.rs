@@ -4,7 +4,7 @@
 //! `H = w_id X_11∘X_22 + w_sw X_12∘X_21` and `X_ij = U^A_i G (U^B_j)ᵀ`. The
 //! kernel never holds the `2r × 2r` product. It forms `Y = [U^A_1; U^A_2] G`
 //! a tile of `t` units of `A` at a time, then splits the units of `B` into
-//! panels of about `t` and runs the panels in parallel: a panel walks every
+//! panels of a few tiles and runs the panels in parallel: a panel walks every
 //! tile of `A`, computes the four `t × panel` blocks of `X`, their Hadamard
 //! combination, and adds `D̃_A[:, tile] H[tile, panel]` into its own columns
 //! of `Z = D̃_A H` (`(n_A+1) × r_B`); then `G' = Z D̃_Bᵀ`. A panel's scratch
@@ -41,11 +41,12 @@ use crate::linalg::{gemm, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
 
-/// Default number of units of `A` per tile (and of `B` per panel): large
-/// enough for the GEMMs to run at full speed (their inner dimension in
-/// `Z += D̃_A[:, tile] H[tile, panel]` is the tile), small enough that a
-/// panel's blocks of `X` and columns of `Z` stay in the outer caches.
-const DEFAULT_TILE: usize = 256;
+/// Default number of units of `A` per tile; a panel of `B` has about 4
+/// tiles' units (2 in a self product). Measured best at (512, 2048) with
+/// faer (`benches/recursion.rs`): the `2t × m × 4t` products of `X` run
+/// faster than wider or taller ones, and a panel's blocks and columns of `Z`
+/// stay in the core's L2.
+const DEFAULT_TILE: usize = 128;
 
 /// A self product computes the diagonal tiles in full, `1 + t/h` times the
 /// exact half: it takes tiles of about `h/16` units, within these bounds.
@@ -220,9 +221,9 @@ impl<T: Real> GramWorkspace<T> {
     }
 
     /// An empty workspace walking `tile` units of `A` at a time, against
-    /// panels of about `tile` units of `B` (at least 1; the default is 256;
-    /// self products take tiles of at most `h/16`, within 32…128). Only
-    /// speed and scratch memory depend on it.
+    /// panels of about `4·tile` units of `B` (at least 1; the default is
+    /// 128; self products take tiles of at most `h/16`, within 32…128, and
+    /// panels of `2·tile`). Only speed and scratch memory depend on it.
     pub fn with_tile(tile: usize) -> Self {
         Self {
             tile: tile.max(1),
@@ -442,7 +443,7 @@ impl<T: Real> GramWorkspace<T> {
         let gs = DMatrixView::from_slice(&gsel[..wb * ne], wb, ne);
         let (slot, selectors_a) = (&*slot, &units_a.selectors);
 
-        let width = panel_width(rb, tile);
+        let width = panel_width(rb, 4 * tile);
         let z = grow(z, na * rb);
         let lanes = &*lanes;
         z.par_chunks_mut(na * width)
@@ -531,7 +532,7 @@ impl<T: Real> GramWorkspace<T> {
             weights,
         };
         let dense = units_a.dense.clone();
-        let width = panel_width(r, *tile);
+        let width = panel_width(r, 2 * *tile);
         let tile = (*tile).min((dense.len() / 16).clamp(SELF_TILE.0, SELF_TILE.1));
         let y = inputs(y, u, r, dense.clone(), tile, g);
 
