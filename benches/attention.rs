@@ -268,7 +268,7 @@ mod report {
             .unwrap_or_else(|| {
                 std::env::var_os("CARGO_TARGET_DIR")
                     .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+                    .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
                     .join("criterion")
             });
         let text = std::fs::read_to_string(root.join(path).join("new/estimates.json")).ok()?;

@@ -330,6 +330,14 @@ criterion_group! {
 criterion_group!(parallel, matrix);
 
 fn main() {
+    // The single-threaded benches measure this thread's CPU time, and the
+    // kernel runs its panels on rayon's pool: make this thread the whole
+    // global pool, so that they run here. (`matrix` builds its own pools.)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .use_current_thread()
+        .build_global()
+        .expect("the global rayon pool is built once, first");
     single_threaded();
     parallel();
     Criterion::default().configure_from_args().final_summary();
@@ -350,7 +358,7 @@ mod report {
         }
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
         target.join("criterion")
     }
 

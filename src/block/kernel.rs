@@ -1,33 +1,13 @@
-//! The Gram step at the speed of its GEMMs.
-//!
-//! For an order-2 block pair the step is `G' = D̃_A H D̃_Bᵀ` with
-//! `H = w_id X_11∘X_22 + w_sw X_12∘X_21` and `X_ij = U^A_i G (U^B_j)ᵀ`. The
-//! kernel never holds the `2r × 2r` product. It forms `Y = [U^A_1; U^A_2] G`
-//! a tile of `t` units of `A` at a time, then splits the units of `B` into
-//! panels of a few tiles and runs the panels in parallel: a panel walks every
-//! tile of `A`, computes the four `t × panel` blocks of `X`, their Hadamard
-//! combination, and adds `D̃_A[:, tile] H[tile, panel]` into its own columns
-//! of `Z = D̃_A H` (`(n_A+1) × r_B`); then `G' = Z D̃_Bᵀ`. A panel's scratch
-//! and its columns of `Z` stay in the inner caches, and each column of `Z`
-//! is summed by one task in one order, so the result does not depend on the
-//! number of threads.
-//!
-//! **Selector units.** A unit whose input rows each have at most one
-//! nonzero (`U_j[ρ,:] = c_j e_{i_j}ᵀ`) reads single entries of `G`: the
-//! constant unit `e_0` and the `m` residual units of a bilinear block with
-//! `s ≠ 1` are of this kind. Their rows of `X` are rows of `G U_Bᵀ`, their
-//! columns are columns of `U_A G`, and their rows of `H` reach `G'` through
-//! the nonzeros of their columns of `D̃` (one for a residual unit), so they
-//! are gathered and scattered instead of multiplied: the residual costs
-//! `O(h m²)` instead of raising the rank from `1+h` to `1+h+m` in every
-//! `O(r² m)` product. Only the units outside the span of
-//! the non-selector units are treated this way, so the dense units stay one
-//! contiguous range that GEMMs can read in place.
-//!
-//! **Self products.** With `A = B` and `G` symmetric, `X_ij = X_jiᵀ` and `H`
-//! is symmetric: the kernel computes only the tiles on and below the
-//! diagonal, `L` (diagonal tiles halved), so that `H = L + Lᵀ` and
-//! `G' = F + Fᵀ` with `F = D̃ L D̃ᵀ`, about half the work.
+//! The Gram step at the speed of its GEMMs: `G' = D̃_A H D̃_Bᵀ`,
+//! `H = w_id X_11∘X_22 + w_sw X_12∘X_21`, `X_ij = U^A_i G (U^B_j)ᵀ`, without
+//! the `2r × 2r` product. `Y = U_A G` is formed a tile of units of `A` at a
+//! time; panels of `B`'s units run in parallel, each walking every tile into
+//! its own columns of `Z = D̃_A H` (one task, one order per column: the result
+//! does not depend on the thread count). Selector units (one nonzero per
+//! input row: the constant, residual units) are gathered and scattered
+//! instead of multiplied; a self product computes `H`'s lower tiles `L`,
+//! `G' = F + Fᵀ`. Why, and measurements: "The bilinear kernel" in
+//! `docs/performance-engine.md` (repository).
 
 use core::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
@@ -763,21 +743,16 @@ fn add_selector_rows<T: Real>(
     let wv = grow(w, 2 * ne * nd);
     if nd > 0 {
         let (w1, w2) = wv.split_at_mut(ne * nd);
-        let (dense_1, dense_2) = (dense.start, b.rank + dense.start);
-        gemm(
-            one,
-            &ub.view((dense_1, 0), (nd, b.wb)),
-            gs,
-            zero,
-            &mut DMatrixViewMut::from_slice(w1, nd, ne),
-        );
-        gemm(
-            one,
-            &ub.view((dense_2, 0), (nd, b.wb)),
-            gs,
-            zero,
-            &mut DMatrixViewMut::from_slice(w2, nd, ne),
-        );
+        for (wj, row) in [(w1, dense.start), (w2, b.rank + dense.start)] {
+            let uj = ub.view((row, 0), (nd, b.wb));
+            gemm(
+                one,
+                &uj,
+                gs,
+                zero,
+                &mut DMatrixViewMut::from_slice(wj, nd, ne),
+            );
+        }
     }
     let (w1, w2) = wv.split_at(ne * nd);
     let hrow = grow(h, cols.len());

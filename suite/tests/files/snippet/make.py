@@ -1,5 +1,5 @@
-"""Runs the PyTorch snippet of docs/format.md ("Saving a PyTorch transformer
-with the metadata") as written, on a small model with random f64 weights,
+"""Runs the PyTorch snippet of docs/pytorch-transformer.md ("Saving a PyTorch
+transformer with the metadata") as written, on a small model with random f64 weights,
 and records its output: `transformer.safetensors` is what the snippet
 saves, `expected.json` the logits PyTorch computes for a few token
 sequences. `suite/tests/seq_files.rs` checks that the crate reads the file
@@ -15,7 +15,7 @@ import re
 
 import torch
 
-doc = pathlib.Path(__file__).parents[4] / "docs" / "format.md"
+doc = pathlib.Path(__file__).parents[4] / "docs" / "pytorch-transformer.md"
 text = doc.read_text()
 start = text.index("## Saving a PyTorch transformer with the metadata")
 code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
