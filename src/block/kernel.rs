@@ -49,6 +49,15 @@ struct Units<T> {
     selectors: Vec<Selector<T>>,
 }
 
+impl<T> Units<T> {
+    /// The dense units among `cols`: a subrange of `cols`, empty at
+    /// `cols.start` when there are none (never inverted).
+    fn dense_in(&self, cols: &Range<usize>) -> Range<usize> {
+        let start = self.dense.start.clamp(cols.start, cols.end);
+        start..self.dense.end.clamp(start, cols.end)
+    }
+}
+
 impl<T> Default for Units<T> {
     fn default() -> Self {
         Self {
@@ -678,7 +687,7 @@ fn add_block<T: Real>(
     let (wid, wsw) = b.weights;
     let Lane { x1, x2, h, .. } = lane;
     let ht = grow(h, tt * cols.len());
-    let dense = cols.start.max(b.units.dense.start)..cols.end.min(b.units.dense.end);
+    let dense = b.units.dense_in(&cols);
     if !dense.is_empty() {
         let nd = dense.len();
         let ytv = DMatrixView::from_slice(yt, 2 * tt, b.wb);
@@ -737,7 +746,7 @@ fn add_selector_rows<T: Real>(
     let (one, zero) = (T::one(), T::zero());
     let (wid, wsw) = b.weights;
     let (na, ne) = (da.nrows(), gs.ncols());
-    let dense = cols.start.max(b.units.dense.start)..cols.end.min(b.units.dense.end);
+    let dense = b.units.dense_in(&cols);
     let nd = dense.len();
     let Lane { h, w, nonzeros, .. } = lane;
     let wv = grow(w, 2 * ne * nd);
@@ -756,7 +765,7 @@ fn add_selector_rows<T: Real>(
     }
     let (w1, w2) = wv.split_at(ne * nd);
     let hrow = grow(h, cols.len());
-    let off = if nd > 0 { dense.start - cols.start } else { 0 };
+    let off = dense.start - cols.start;
     for s in selectors {
         let [c1, c2] = s.coef;
         let (e1, e2) = (slot[s.index[0]] * nd, slot[s.index[1]] * nd);
