@@ -65,6 +65,13 @@ struct Seq {
     set: usize,
 }
 
+/// [`sequences`] of every node count up to `MAX_NODES`, built once: every
+/// Wick sum walks the same few dozen sequences.
+fn sequences_of(k: usize) -> &'static [Seq] {
+    static TABLES: std::sync::OnceLock<Vec<Vec<Seq>>> = std::sync::OnceLock::new();
+    &TABLES.get_or_init(|| (0..=MAX_NODES).map(sequences).collect())[k]
+}
+
 /// Every sequence of distinct nodes of `0 … k−1`, shortest first, so that a
 /// sequence's tail comes before it.
 fn sequences(k: usize) -> Vec<Seq> {
@@ -128,13 +135,13 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
     let k = inp.start.len();
     debug_assert!(k <= MAX_NODES);
     let all = (1usize << k) - 1;
-    let seqs = sequences(k);
+    let seqs = sequences_of(k);
     let transfer = |from: usize, to: usize| &inp.transfer[from * k + to];
     let half: T = from_f64(0.5);
 
     // Paths that end on a singleton, from their first node: r(seq).
     let mut stop: Vec<Option<DVector<T>>> = Vec::with_capacity(seqs.len());
-    for s in &seqs {
+    for s in seqs {
         let v = match s.tail {
             None => Some(inp.stop[s.first].clone()),
             Some(t) => mul_vec(transfer(s.first, seqs[t].first), &stop[t]),
@@ -275,7 +282,7 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
             // by Z of the nodes they leave, summed per first node.
             let mut to_end: Vec<Option<DMatrix<T>>> = Vec::with_capacity(seqs.len());
             let mut weighted: Vec<Option<DMatrix<T>>> = vec![None; k];
-            for s in &seqs {
+            for s in seqs {
                 let r = match s.tail {
                     None => between.from_node[s.first].clone(),
                     Some(t) => mul_opt(transfer(s.first, seqs[t].first), &to_end[t]),
