@@ -14,6 +14,7 @@
 //! | [`format`](mod@format) | model files: safetensors with a small JSON layout |
 //! | [`cli`] | the `tensor-similarity` command (feature `cli`) |
 //! | [`performance`] | measured speed against GEMM, and how it grows |
+//! | [`security`] | hostile input: what is refused, what is checked before it is allocated |
 
 #[doc = include_str!("../docs/recursion.md")]
 pub mod recursion {}
@@ -38,3 +39,6 @@ pub mod cli {}
 
 #[doc = include_str!("../docs/performance.md")]
 pub mod performance {}
+
+#[doc = include_str!("../docs/security.md")]
+pub mod security {}

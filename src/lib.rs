@@ -84,6 +84,7 @@ mod linalg;
 pub mod matrix;
 mod model;
 pub mod recursion;
+mod resources;
 mod scalar;
 pub mod symmetry;
 
@@ -108,6 +109,7 @@ pub use model::{Model, ModelBuilder};
 pub use recursion::{
     GramWorkspace, RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step,
 };
+pub use resources::{MemoryLimit, machine_memory};
 pub use scalar::{LogScaled, Real};
 pub use symmetry::{Full, Permutation, PermutationGroup, SymmetryGroup, Trivial};
 

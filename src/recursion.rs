@@ -38,7 +38,8 @@ use crate::block::positionwise::padded_block;
 use crate::error::{Error, Result, Side};
 use crate::linalg::{mul, mul_nt, mul_tn};
 use crate::model::Model;
-use crate::scalar::{LogScaled, Real, from_f64, to_f64};
+use crate::resources::{MemoryEstimate, MemoryLimit, flat_entries, flat_width, scalars, zeros};
+use crate::scalar::{LogScaled, Real, from_f64, smallest_resolved, to_f64};
 
 /// A similarity that is the cosine of an inner product between models,
 /// computed layer by layer.
@@ -167,6 +168,7 @@ pub struct TensorSimilarity {
     outputs: Outputs,
     positions: Option<Vec<usize>>,
     context: Option<usize>,
+    max_memory: MemoryLimit,
 }
 
 impl Default for TensorSimilarity {
@@ -199,6 +201,7 @@ impl TensorSimilarity {
             outputs: Outputs::Trace,
             positions: None,
             context: None,
+            max_memory: MemoryLimit::Machine,
         }
     }
 
@@ -221,6 +224,102 @@ impl TensorSimilarity {
     /// The context length, if set.
     pub fn context(&self) -> Option<usize> {
         self.context
+    }
+
+    /// The memory a comparison may use (default: what the machine has).
+    /// Before it starts, a comparison estimates its peak memory from the
+    /// models' shapes and the context length; one whose estimate exceeds
+    /// the limit is refused with [`Error::MemoryLimit`], which names the
+    /// estimate and the largest context that fits.
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{Attention, Error, MemoryLimit, Model, RecursiveSimilarity, TensorSimilarity};
+    ///
+    /// let w = |k: usize| DMatrix::from_fn(4, 4, |i, j| 0.1 * ((i + 2 * j + k) % 5) as f64);
+    /// let attention = Attention::builder(2, w(0), w(1), w(2), w(3), w(4), w(5)).build()?;
+    /// let model = Model::builder().block(attention).build()?;
+    /// let metric = TensorSimilarity::new()
+    ///     .with_context(1000)?
+    ///     .with_max_memory(MemoryLimit::Bytes(1 << 30));
+    /// match metric.similarity(&model, &model) {
+    ///     Err(Error::MemoryLimit { largest_context, .. }) => assert!(largest_context.unwrap() < 1000),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn with_max_memory(mut self, limit: MemoryLimit) -> Self {
+        self.max_memory = limit;
+        self
+    }
+
+    /// The memory limit comparisons are checked against.
+    pub fn max_memory(&self) -> MemoryLimit {
+        self.max_memory
+    }
+
+    /// The estimated peak memory in bytes of comparing `a` and `b`
+    /// ([`similarity`](RecursiveSimilarity::similarity): `⟨A,B⟩`, `⟨A,A⟩`
+    /// and `⟨B,B⟩`, as many at once as there are threads), at the context
+    /// length set (1 for vector models). An estimate, on the high side; the
+    /// check of [`with_max_memory`](Self::with_max_memory) uses it.
+    pub fn memory_estimate<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
+        let n = self.context_for(a, b)?;
+        Ok(self.similarity_bytes(a, b, n))
+    }
+
+    fn similarity_bytes<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> f64 {
+        let mut each = [
+            self.product_bytes(a, Some(b), n),
+            self.product_bytes(a, None, n),
+            self.product_bytes(b, None, n),
+        ];
+        each.sort_by(|x, y| y.total_cmp(x));
+        let at_once = rayon::current_num_threads().clamp(1, 3);
+        each[..at_once].iter().sum()
+    }
+
+    /// The estimated peak bytes of `⟨A,B⟩` (`b = None`: `⟨A,A⟩`) at `n`
+    /// positions: the largest step's input Gram matrix with what the step
+    /// holds, mirroring [`product`](Self::product): the input stream stays
+    /// per position until a block mixes positions, and the last step of
+    /// affine blocks is read out without forming `G_L`.
+    fn product_bytes<T: Real>(&self, a: &Model<T>, b: Option<&Model<T>>, n: usize) -> f64 {
+        let b = b.unwrap_or(a);
+        let last = a.depth() - 1;
+        let flat_input = self
+            .input_metric
+            .as_ref()
+            .is_some_and(|m| m.nrows() != a.input_width() + 1);
+        let mut peak: f64 = 0.0;
+        for (position, (x, y)) in a.blocks().iter().zip(b.blocks()).enumerate() {
+            let (dx, dy) = (x.input_width(), y.input_width());
+            let input = if position > 0
+                || flat_input
+                || (n > 1 && (x.mixes_positions() || y.mixes_positions()))
+            {
+                flat_entries(n, dx, dy)
+            } else {
+                ((dx + 1) * (dy + 1)) as f64
+            };
+            let fused = position == last
+                && is_affine(&**x)
+                && is_affine(&**y)
+                && !matches!(&self.outputs, Outputs::Weights(q) if q.nrows() != x.output_width());
+            let step = if fused {
+                0.0
+            } else {
+                x.gram_step_scalars(&**y, n)
+            };
+            peak = peak.max(input + step);
+        }
+        scalars::<T>(peak)
+    }
+
+    /// Refuses a comparison whose estimated peak memory exceeds the limit,
+    /// before it allocates anything.
+    fn check_memory(&self, bytes: impl Fn(usize) -> f64, n: usize) -> Result<()> {
+        MemoryEstimate { at: bytes }.check(n, self.max_memory)
     }
 
     /// The input metric `M` on every input leg: `(d+1) × (d+1)` over one
@@ -284,6 +383,19 @@ impl TensorSimilarity {
     /// recursion after every block, for per-layer analyses.
     pub fn cross_grams<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<ScaledGram<T>>> {
         let n = self.context_for(a, b)?;
+        // Every G_ℓ is kept, besides the peak of one product.
+        self.check_memory(
+            |n| {
+                let kept: f64 = a
+                    .blocks()
+                    .iter()
+                    .zip(b.blocks())
+                    .map(|(x, y)| flat_entries(n, x.output_width(), y.output_width()))
+                    .sum();
+                self.product_bytes(a, Some(b), n) + scalars::<T>(kept)
+            },
+            n,
+        )?;
         let mut grams = Vec::with_capacity(a.depth());
         let mut state = (self.input_stream(a, n)?, 0.0);
         for position in 0..a.depth() {
@@ -302,6 +414,7 @@ impl TensorSimilarity {
     /// over every block but the last, then the last block's step read out.
     fn product<T: Real>(&self, a: &Model<T>, b: Option<&Model<T>>) -> Result<LogScaled> {
         let n = self.context_for(a, b.unwrap_or(a))?;
+        self.check_memory(|n| self.product_bytes(a, b, n), n)?;
         let last = a.depth() - 1;
         let mut state = (self.input_stream(a, n)?, 0.0);
         for position in 0..last {
@@ -347,7 +460,7 @@ impl TensorSimilarity {
     fn input_stream<T: Real>(&self, a: &Model<T>, n: usize) -> Result<Stream<T>> {
         let d = a.input_width();
         let per_position = d + 1;
-        let flat = n * d + 1;
+        let flat = flat_width(n, d)?;
         Ok(match &self.input_metric {
             None => Stream::Lifted(None, per_position),
             Some(m) if m.nrows() == per_position => {
@@ -418,7 +531,7 @@ impl TensorSimilarity {
                     } else {
                         diag
                     };
-                    lift(&diag, &((ba_m * bb_m.transpose()) / m00), n)
+                    lift(&diag, &((ba_m * bb_m.transpose()) / m00), n)?
                 }
                 _ => {
                     let m = Stream::metric(&m, width);
@@ -427,9 +540,9 @@ impl TensorSimilarity {
                     } else if positionwise {
                         // Every diagonal position block of G_0 is M, every
                         // other one the independent-rows block.
-                        lift(&step(&m, 1)?, &step(&independent_rows(&m), 1)?, n)
+                        lift(&step(&m, 1)?, &step(&independent_rows(&m), 1)?, n)?
                     } else {
-                        step(&lift(&m, &independent_rows(&m), n), n)?
+                        step(&lift(&m, &independent_rows(&m), n)?, n)?
                     }
                 }
             },
@@ -447,6 +560,7 @@ impl TensorSimilarity {
             next /= largest;
             ln_scale += to_f64(largest).ln();
         }
+        check_resolved(&next, position)?;
         Ok((Stream::Dense(next), ln_scale))
     }
 
@@ -563,6 +677,30 @@ impl TensorSimilarity {
     }
 }
 
+/// An error if the output part `G[1:,1:]` of a normalised Gram matrix has
+/// fallen so far below its constant part `G[0,0]` that it is about to
+/// leave `T`'s normal range (deep stacks of contractive blocks without
+/// biases: the constant keeps weight 1 while the map shrinks). One scale
+/// cannot hold both; going on would lose its digits to subnormals and then
+/// read a norm of exactly zero, which would be false.
+fn check_resolved<T: Real>(g: &DMatrix<T>, position: usize) -> Result<()> {
+    if g.nrows() < 2 || g.ncols() < 2 {
+        return Ok(());
+    }
+    let output = to_f64(g.view((1, 1), (g.nrows() - 1, g.ncols() - 1)).amax());
+    if output > 0.0 && output < smallest_resolved::<T>() {
+        return Err(Error::NumericalBreakdown {
+            block: position,
+            reason: format!(
+                "the model's map has shrunk to {output:.1e} of its constant part, below what one \
+                 scale resolves beside it: its norm is not zero, but too small to compare in this \
+                 precision (a deep stack of contractive blocks without biases)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// `(M + Mᵀ) / 2` in `T`: a metric is symmetric up to rounding, and the self
 /// kernels need it exactly.
 fn symmetrised<T: Real>(m: &DMatrix<f64>) -> DMatrix<T> {
@@ -571,13 +709,20 @@ fn symmetrised<T: Real>(m: &DMatrix<f64>) -> DMatrix<T> {
     })
 }
 
+/// Whether [`affine_map`] applies to `block`, without forming it.
+fn is_affine<T: Real>(block: &dyn TensorBlock<T>) -> bool {
+    block
+        .cp_factors()
+        .is_some_and(|f| f.order() == 1 && !block.mixes_positions())
+}
+
 /// The padded affine map `B = D̃ U` of a position-wise order-1 CP block
 /// (`(n+1) × (m+1)`); `None` for any other block.
 fn affine_map<T: Real>(block: &dyn TensorBlock<T>) -> Option<DMatrix<T>> {
-    let f = block.cp_factors()?;
-    if f.order() != 1 || block.mixes_positions() {
+    if !is_affine(block) {
         return None;
     }
+    let f = block.cp_factors()?;
     Some(match f.output() {
         Some(d) => mul(d, f.stacked_inputs()),
         None => f.stacked_inputs().clone(),
@@ -594,9 +739,9 @@ fn independent_rows<T: Real>(m: &DMatrix<T>) -> DMatrix<T> {
 /// The flattened Gram matrix whose diagonal position blocks are `diag` and
 /// other position blocks `off` (both padded, sharing their constant row and
 /// column).
-fn lift<T: Real>(diag: &DMatrix<T>, off: &DMatrix<T>, n: usize) -> DMatrix<T> {
+fn lift<T: Real>(diag: &DMatrix<T>, off: &DMatrix<T>, n: usize) -> Result<DMatrix<T>> {
     let (ra, rb) = (diag.nrows() - 1, diag.ncols() - 1);
-    let mut g = DMatrix::zeros(n * ra + 1, n * rb + 1);
+    let mut g = zeros(flat_width(n, ra)?, flat_width(n, rb)?)?;
     g[(0, 0)] = diag[(0, 0)];
     for p in 0..n {
         g.view_mut((0, 1 + p * rb), (1, rb))
@@ -609,7 +754,7 @@ fn lift<T: Real>(diag: &DMatrix<T>, off: &DMatrix<T>, n: usize) -> DMatrix<T> {
                 .copy_from(&src.view((1, 1), (ra, rb)));
         }
     }
-    g
+    Ok(g)
 }
 
 fn check_outputs(outputs: &[usize], n: usize) -> Result<()> {
@@ -637,6 +782,8 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
 
     /// The cosine, with `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩` computed in parallel.
     fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
+        let n = self.context_for(a, b)?;
+        self.check_memory(|n| self.similarity_bytes(a, b, n), n)?;
         let (ab, (aa, bb)) = rayon::join(
             || self.inner_product(a, b),
             || rayon::join(|| self.squared_norm(a), || self.squared_norm(b)),

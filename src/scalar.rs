@@ -57,6 +57,18 @@ pub(crate) fn to_f64<T: Real>(x: T) -> f64 {
     })
 }
 
+/// The smallest ratio to a normalised matrix's largest entry (1) at which
+/// an entry of `T` keeps its digits through the next steps: the smallest
+/// normal number over the machine epsilon (`≈1e-292` for `f64`, `≈1e-31`
+/// for `f32`). Below it, a product lands among the subnormals.
+pub(crate) fn smallest_resolved<T: Real>() -> f64 {
+    if size_of::<T>() == 4 {
+        f32::MIN_POSITIVE as f64 / f32::EPSILON as f64
+    } else {
+        f64::MIN_POSITIVE / f64::EPSILON
+    }
+}
+
 /// A real number `sign · e^ln_abs`: the form in which raw inner products are
 /// returned, because they grow like `c^(2^L)` with depth `L` and overflow
 /// `f64` long before the similarity itself becomes hard to compute.

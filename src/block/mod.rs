@@ -402,6 +402,40 @@ pub trait TensorBlock<T: Real>: core::fmt::Debug + Send + Sync {
         positionwise::step(a, Some(b), g, context)
     }
 
+    /// An estimate of the scalars one [`gram_step`](Self::gram_step) with
+    /// `other` holds at its peak on `context` positions, besides its input
+    /// Gram matrix: its output and its scratch. In `f64`, so that it never
+    /// overflows; a comparison checks the sum against its
+    /// [`MemoryLimit`](crate::MemoryLimit) before it starts, so an estimate
+    /// should err on the high side.
+    ///
+    /// The default suits CP blocks: the flattened output, and the CP
+    /// kernel's factor-sized products (per pair of positions, reused).
+    fn gram_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+        let output =
+            crate::resources::flat_entries(context, self.output_width(), other.output_width());
+        // Stacked input rank k·r and output rows of each side (a kind
+        // without factors that keeps this default is counted by width).
+        let shape = |cp: Option<&CpFactors<T>>, input: usize, output: usize| {
+            let (m, out) = (input as f64 + 1.0, output as f64 + 1.0);
+            match cp {
+                Some(f) => ((f.order() * f.rank()) as f64, m, out),
+                None => (out, m, out),
+            }
+        };
+        let (ka, ma, na) = shape(self.cp_factors(), self.input_width(), self.output_width());
+        let (kb, mb, nb) = shape(
+            other.cp_factors(),
+            other.input_width(),
+            other.output_width(),
+        );
+        // Y = U_A G and its mirror, Z = D̃_A H and its mirror, copies of
+        // U_Bᵀ and D̃_Bᵀ, and the kernel's panels (2 MiB of f64 per thread).
+        let kernel = 2.0 * (ka * mb + kb * ma + na * kb + nb * ka + kb * mb + nb * kb)
+            + (rayon::current_num_threads() as f64) * (1 << 18) as f64;
+        output + kernel
+    }
+
     /// [`gram_step`](Self::gram_step) of the block with itself, for `⟨A, A⟩`:
     /// `g` is symmetric, and so is the result. The default takes the
     /// symmetric CP kernel ([`GramWorkspace::self_step`]), about half the work.
@@ -458,6 +492,9 @@ impl<T: Real, B: TensorBlock<T> + ?Sized> TensorBlock<T> for std::sync::Arc<B> {
     }
     fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
         (**self).self_gram_step(g, context)
+    }
+    fn gram_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+        (**self).gram_step_scalars(other, context)
     }
 }
 

@@ -12,6 +12,7 @@ use nalgebra::DMatrix;
 
 use super::{CpFactors, GramWorkspace};
 use crate::error::{Error, Result};
+use crate::resources::{flat_width, zeros};
 use crate::scalar::Real;
 use crate::symmetry::SymmetryGroup;
 
@@ -35,7 +36,11 @@ pub(crate) fn step<T: Real>(
         Some(b) => (b.0.input_width(), b.0.output_width()),
         None => (ma, na),
     };
-    super::check_shape("cross Gram matrix", g, (n * ma + 1, n * mb + 1))?;
+    super::check_shape(
+        "cross Gram matrix",
+        g,
+        (flat_width(n, ma)?, flat_width(n, mb)?),
+    )?;
     let mut ws = GramWorkspace::new();
     let mut s = DMatrix::zeros(0, 0);
     if n == 1 {
@@ -45,7 +50,7 @@ pub(crate) fn step<T: Real>(
         }
         return Ok(s);
     }
-    let mut out = DMatrix::zeros(n * na + 1, n * nb + 1);
+    let mut out = zeros(flat_width(n, na)?, flat_width(n, nb)?)?;
     let mut block = DMatrix::zeros(ma + 1, mb + 1);
     for p in 0..n {
         let first_q = if b.is_some() { 0 } else { p };

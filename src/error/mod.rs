@@ -283,4 +283,30 @@ pub enum Error {
         /// What became non-finite.
         reason: String,
     },
+    /// A size derived from the inputs (a context length, a width, a head
+    /// count) does not fit in `usize`: nothing of that size can exist.
+    #[error("{what} is too large to exist in memory (its size overflows)")]
+    SizeOverflow {
+        /// What was being sized.
+        what: String,
+    },
+    /// A comparison's estimated peak memory exceeds the limit
+    /// ([`MemoryLimit`](crate::MemoryLimit)); refused before it starts.
+    #[error(
+        "comparing at context {context} needs {estimate} of memory, more than {limit}; {}",
+        match largest_context {
+            Some(n) => format!("the largest context that fits is {n}"),
+            None => "not even one position fits".into(),
+        }
+    )]
+    MemoryLimit {
+        /// The context length asked for.
+        context: usize,
+        /// The estimated peak memory, human-readable (`about 38.4 GB`).
+        estimate: String,
+        /// The limit, described (`this machine's 25.2 GB`).
+        limit: String,
+        /// The largest context length whose estimate fits, if any.
+        largest_context: Option<usize>,
+    },
 }

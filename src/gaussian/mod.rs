@@ -89,6 +89,7 @@ use crate::block::{check_finite, check_len, check_shape, check_square, check_sym
 use crate::error::{Error, Result, Side};
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, cosine};
+use crate::resources::{MemoryEstimate, MemoryLimit};
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
 
 /// The highest block order the Wick expansion accepts: its cost grows like
@@ -137,6 +138,7 @@ pub struct GaussianSimilarity<T: Real = f64> {
     mean: Option<DVector<T>>,
     covariance: Option<DMatrix<T>>,
     context: Option<usize>,
+    max_memory: MemoryLimit,
 }
 
 /// A Gaussian similarity together with whether it is exact.
@@ -158,6 +160,7 @@ impl<T: Real> GaussianSimilarity<T> {
             mean: None,
             covariance: None,
             context: None,
+            max_memory: MemoryLimit::Machine,
         }
     }
 
@@ -198,6 +201,20 @@ impl<T: Real> GaussianSimilarity<T> {
     /// The context length, if set.
     pub fn context(&self) -> Option<usize> {
         self.context
+    }
+
+    /// The memory a comparison may use (default: what the machine has), as
+    /// for [`TensorSimilarity::with_max_memory`](crate::TensorSimilarity::with_max_memory):
+    /// a sequence comparison whose estimated peak memory exceeds it is
+    /// refused before it starts with [`Error::MemoryLimit`].
+    pub fn with_max_memory(mut self, limit: MemoryLimit) -> Self {
+        self.max_memory = limit;
+        self
+    }
+
+    /// The memory limit comparisons are checked against.
+    pub fn max_memory(&self) -> MemoryLimit {
+        self.max_memory
     }
 
     /// The input mean `μ` (length `d`, checked against the models when they
@@ -307,6 +324,10 @@ impl<T: Real> GaussianSimilarity<T> {
             None => 1,
         };
         if n > 1 || a.mixes_positions() || b.mixes_positions() {
+            MemoryEstimate {
+                at: |n| sequence::bytes(a, b, same, n),
+            }
+            .check(n, self.max_memory)?;
             return sequence::propagate(self, a, b, same, n);
         }
         let mut state = self.input_state(a.input_width())?;

@@ -12,10 +12,11 @@ use rayon::prelude::*;
 use super::GaussianSimilarity;
 use super::wick::{Activation, Legs, Moments, check_finite_state, covariance, through_outputs};
 use crate::block::positionwise::padded_block;
-use crate::block::{Attention, CpFactors, TensorBlock};
+use crate::block::{Attention, CpFactors, Mask, TensorBlock};
 use crate::error::{Error, Result, Side};
 use crate::linalg::mul_nt;
 use crate::model::Model;
+use crate::resources::{flat_entries, scalars};
 use crate::scalar::{LogScaled, Real, to_f64};
 
 /// The three inner products of one pass: `⟨f_A,f_B⟩`, `⟨f_A,f_A⟩`, `⟨f_B,f_B⟩`.
@@ -61,6 +62,78 @@ fn kind<T: Real>(block: &dyn TensorBlock<T>, side: Side, position: usize) -> Res
 
 fn is_linear<T: Real>(f: &CpFactors<T>) -> bool {
     f.order() == 1 && f.output().is_none()
+}
+
+/// An estimate of the peak bytes of [`propagate`] on `n` positions: the
+/// three moment states (`A`, `B` and their cross moments) in and out of the
+/// largest step, with an attention step's covariance tables for each pair of
+/// sides and the moments of its largest set of configuration pairs. In
+/// `f64`, on the high side (see [`crate::resources`]).
+pub(super) fn bytes<T: Real>(a: &Model<T>, b: &Model<T>, same: bool, n: usize) -> f64 {
+    let nf = n as f64;
+    let sides = if same { 1.0 } else { 3.0 };
+    let per_matrix = 96.0 / size_of::<T>() as f64;
+    // A collected configuration pair: an e_v × e_v moment, its tuple and
+    // matrix header (80 bytes) and allocation header (16), with the growth
+    // and concatenation of rayon's collect (up to 2.5 × the headers).
+    let per_pair = 216.0 / size_of::<T>() as f64;
+    let mut peak: f64 = 0.0;
+    for (x, y) in a.blocks().iter().zip(b.blocks()) {
+        let states = sides
+            * (flat_entries(n, x.input_width(), y.input_width())
+                + flat_entries(n, x.output_width(), y.output_width()));
+        // (heads, legs per head, e_v, d, configurations) of an attention block.
+        let shape = |b: &dyn TensorBlock<T>| match kind(b, Side::A, 0) {
+            Ok(Kind::Attention(att)) => {
+                let pairs = match att.mask() {
+                    Mask::Causal => nf * (nf + 1.0) / 2.0,
+                    Mask::None => nf * nf,
+                    Mask::Diagonal => nf,
+                    Mask::Matrix(w) => w.iter().filter(|v| **v != 0.0).count().max(1) as f64,
+                };
+                let (h, e, ev) = (
+                    att.heads() as f64,
+                    att.qk_width() as f64,
+                    att.value_width() as f64,
+                );
+                Some((h, 4.0 * e + ev, ev, att.input_width() as f64, h * pairs))
+            }
+            _ => None,
+        };
+        let (Some(sx), Some(sy)) = (shape(&**x), shape(&**y)) else {
+            peak = peak.max(states);
+            continue;
+        };
+        let tables = |(hx, lx, evx, dx, _): (f64, f64, f64, f64, f64),
+                      (hy, ly, evy, dy, _): (f64, f64, f64, f64, f64)| {
+            nf * nf
+                * (hx * hy * lx * ly
+                    + hy * dx * ly
+                    + hx * lx * dy
+                    + hx * evx * hy * evy
+                    + dx * hy * evy
+                    + dy * hx * evx
+                    + per_matrix * (hx * hy + hx + hy + 2.0))
+        };
+        let pairs = |(_, _, evx, _, cx): (f64, f64, f64, f64, f64),
+                     (_, _, evy, _, cy): (f64, f64, f64, f64, f64),
+                     sym: bool| {
+            let count = if sym { cx * (cx + 1.0) / 2.0 } else { cx * cy };
+            count * (evx * evy + per_pair)
+        };
+        let (tables, pairs) = if same {
+            (tables(sx, sx), pairs(sx, sx, true))
+        } else {
+            (
+                tables(sx, sy) + tables(sx, sx) + tables(sy, sy),
+                pairs(sx, sy, false)
+                    .max(pairs(sx, sx, true))
+                    .max(pairs(sy, sy, true)),
+            )
+        };
+        peak = peak.max(states + tables + pairs);
+    }
+    scalars::<T>(peak)
 }
 
 /// `E[f_A f_B]`, `E[|f_A|²]`, `E[|f_B|²]` on `n` positions.

@@ -7,7 +7,7 @@ use nalgebra::{DMatrix, DVector};
 use crate::block::CpFactors;
 use crate::error::{Error, Result};
 use crate::linalg::{mul, mul_nt};
-use crate::scalar::{LogScaled, Real, from_f64, to_f64};
+use crate::scalar::{LogScaled, Real, from_f64, smallest_resolved, to_f64};
 
 /// One model's normalised moments: the padded activation is `e^ln_scale · â`
 /// with `E[â] = mean`, `Cov(â) = cov`.
@@ -31,13 +31,17 @@ impl<T: Real> Activation<T> {
 
     /// Divides by `c = max(max |m̂|, √max diag Ĉ)`, adds `ln c` to the scale
     /// and returns `c` (1 for an all-zero state, which stays as it is).
-    pub(super) fn normalise(&mut self, block: usize) -> Result<T> {
-        let largest_sd = self
-            .cov
+    /// The largest standard deviation, `√max_i Σ_ii`.
+    fn largest_sd(&self) -> T {
+        self.cov
             .diagonal()
             .iter()
             .fold(T::zero(), |acc, &v| acc.max(v))
-            .sqrt();
+            .sqrt()
+    }
+
+    pub(super) fn normalise(&mut self, block: usize) -> Result<T> {
+        let largest_sd = self.largest_sd();
         let c = self.mean.amax().max(largest_sd);
         if !c.is_finite() || !self.ln_scale.is_finite() {
             return Err(Error::NumericalBreakdown {
@@ -48,14 +52,43 @@ impl<T: Real> Activation<T> {
                 ),
             });
         }
-        if c > T::zero() {
+        let c = if c > T::zero() {
             self.mean /= c;
             self.cov /= c * c;
             self.ln_scale += to_f64(c).ln();
-            Ok(c)
+            c
         } else {
-            Ok(T::one())
+            T::one()
+        };
+        self.check_resolved(block)?;
+        Ok(c)
+    }
+
+    /// An error if the activation's variable part (its mean past the
+    /// constant, and its standard deviations) has fallen so far below the
+    /// constant `1` that it is about to leave `T`'s normal range: one scale
+    /// cannot hold both, and going on would read a false zero norm (as
+    /// [the tensor recursion](crate::TensorSimilarity) checks too).
+    fn check_resolved(&self, block: usize) -> Result<()> {
+        let m = self.mean.len();
+        if m < 2 {
+            return Ok(());
         }
+        let sd = self.largest_sd();
+        let part =
+            to_f64(self.mean.rows(1, m - 1).amax().max(sd)) / to_f64(self.mean.amax().max(sd));
+        // The covariance holds squares: its entries leave the normal range first.
+        if part > 0.0 && part < smallest_resolved::<T>().sqrt() {
+            return Err(Error::NumericalBreakdown {
+                block,
+                reason: format!(
+                    "the activations have shrunk to {part:.1e} of the constant input, below what \
+                     one scale resolves beside it: the norm is not zero, but too small to compare \
+                     in this precision (a deep stack of contractive blocks without biases)"
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

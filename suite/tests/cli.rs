@@ -674,3 +674,310 @@ fn precision_f32_computes_in_f32() {
     let (_, _, rows) = parse_csv(&stdout(&out));
     assert_eq!(rows[0][1], y);
 }
+
+/// The last line of stderr (warnings may precede an error).
+fn last_line(o: &Output) -> String {
+    stderr(o).lines().last().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn huge_contexts_are_refused_at_once_with_what_fits() {
+    let early = torch_fixture("runs/tiny_lm/checkpoints/step_20.pt");
+    let late = torch_fixture("runs/tiny_lm/checkpoints/step_100.pt");
+    for n in [
+        "1152921504606846976",  // 2⁶⁰: wrapped n·r + 1 and corrupted the heap
+        "9223372036854775807",  // 2⁶³ − 1
+        "18446744073709551615", // 2⁶⁴ − 1
+        "1000000000",           // a capacity overflow panic
+        "100000",               // an allocation abort
+        "1000",                 // grew to any memory limit
+    ] {
+        for extra in [&[][..], &["--precision", "f32"], &["--metric", "gaussian"]] {
+            let mut args = vec!["compare", s(&early), s(&late), "--context", n];
+            args.extend(extra);
+            let out = run(&args);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{n} {extra:?}: {}",
+                stderr(&out)
+            );
+            let line = last_line(&out);
+            assert!(line.starts_with("error: comparing at context "), "{line}");
+            assert!(line.contains("the largest context that fits is"), "{line}");
+        }
+        let out = run(&["matrix", s(&early), s(&late), "--context", n]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(last_line(&out).contains("the largest context that fits is"));
+    }
+    // --max-memory: the same check against the user's limit, with the
+    // context that fits, which then runs.
+    let out = run(&[
+        "compare",
+        s(&early),
+        s(&late),
+        "--context",
+        "12",
+        "--max-memory",
+        "30M",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_line(&out);
+    assert!(line.contains("more than the limit of 30.0 MB"), "{line}");
+    let fits: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((1..12).contains(&fits), "{line}");
+    let out = run(&[
+        "compare",
+        s(&early),
+        s(&late),
+        "--context",
+        &fits.to_string(),
+        "--max-memory",
+        "30M",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&[
+        "compare",
+        s(&early),
+        s(&late),
+        "--context",
+        "4",
+        "--max-memory",
+        "lots",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects the value");
+}
+
+#[test]
+fn a_context_beyond_the_native_one_is_a_warning() {
+    let early = torch_fixture("runs/tiny_lm/checkpoints/step_20.pt");
+    let late = torch_fixture("runs/tiny_lm/checkpoints/step_100.pt");
+    let out = run(&["compare", s(&early), s(&late), "--context", "17"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("warning: --context 17 is beyond the native context of"),
+        "{err}"
+    );
+    assert!(err.contains("and 1 other files (n_ctx = 16"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line for the run: {err}");
+    let out = run(&["compare", s(&early), s(&late), "--context", "16"]);
+    assert!(
+        out.status.success() && stderr(&out).is_empty(),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_heatmap_of_a_model_and_its_f32_copy_is_drawn() {
+    // Every off-diagonal value within f32 rounding of 1: the colour scale
+    // used to collapse to a point and the colour map to panic.
+    let dir = tempfile::tempdir().unwrap();
+    let model = embed_body_head(7, 1, 1.0);
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    io::save_as(&model, &a, Layout::Described, Dtype::F64).unwrap();
+    io::save_as(&model, &b, Layout::Described, Dtype::F32).unwrap();
+    let (csv, png) = (dir.path().join("m.csv"), dir.path().join("m.png"));
+    let out = run(&["matrix", s(&a), s(&b), "-o", s(&csv), "--plot", s(&png)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, _, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap());
+    assert!(rows[0][1] > 1.0 - 1e-6, "{}", rows[0][1]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
+    // Nothing but the two outputs and the two models is left in the folder.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+}
+
+#[cfg(unix)]
+#[test]
+fn failed_writes_to_stdout_are_clean() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let (a, b) = (s(&m[0].0), s(&m[1].0));
+    let commands: [&[&str]; 5] = [
+        &["compare", a, b],
+        &["compare", a, b, "--json"],
+        &["inspect", a],
+        &["inspect", a, "--json"],
+        &["matrix", a, b],
+    ];
+    let binary = env!("CARGO_BIN_EXE_tensor-similarity-repo");
+    for args in commands {
+        // A full disk: exit 1 with one line, no panic.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(binary)
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("error: cannot write to standard output"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        // A reader that closed the pipe (before the binary starts, so that
+        // no write can land in its buffer): 141, silently, as command-line
+        // tools do.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(binary)
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    }
+}
+
+/// Runs the binary, failing (and killing it) if it takes over `secs`.
+#[cfg(unix)]
+fn run_within(args: &[&str], secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensor-similarity-repo"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            panic!("{args:?} hung for {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 1);
+    let fifo = dir.path().join("f.pt");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for args in [
+        vec!["inspect", s(&fifo)],
+        vec!["compare", s(&m[0].0), s(&fifo)],
+        vec!["matrix", s(&m[0].0), s(&fifo)],
+        vec!["inspect", s(&m[0].0), "--config", s(&fifo)],
+    ] {
+        let out = run_within(&args, 20);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let line = last_line(&out);
+        assert!(
+            line.contains("f.pt") && line.contains("FIFO"),
+            "{args:?}: {line}"
+        );
+    }
+}
+
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let (a, b) = (&m[0].0, &m[1].0);
+    let before = std::fs::read(a).unwrap();
+    let dotted = dir.path().join(".").join(a.file_name().unwrap());
+    let mut cases = vec![
+        vec!["matrix", s(a), s(b), "-o", s(a)],
+        vec!["matrix", s(a), s(b), "--plot", s(b)],
+        vec!["matrix", s(a), s(b), "-o", s(&dotted)],
+    ];
+    #[cfg(unix)]
+    let link = dir.path().join("link.csv");
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(a, &link).unwrap();
+        cases.push(vec!["matrix", s(a), s(b), "-o", s(&link)]);
+    }
+    for args in cases {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            last_line(&out).contains("would overwrite the input"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read(a).unwrap(),
+            before,
+            "{args:?} changed the input"
+        );
+    }
+    let same = dir.path().join("out.csv");
+    let out = run(&["matrix", s(a), s(b), "-o", s(&same), "--plot", s(&same)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(last_line(&out).contains("same file"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_failed_run_leaves_an_existing_output_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let bad = dir.path().join("cut.safetensors");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let (csv, png) = (dir.path().join("out.csv"), dir.path().join("out.png"));
+    std::fs::write(&csv, "the previous matrix").unwrap();
+    std::fs::write(&png, "the previous plot").unwrap();
+    let out = run(&[
+        "matrix",
+        s(&m[0].0),
+        s(&bad),
+        "-o",
+        s(&csv),
+        "--plot",
+        s(&png),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "the previous matrix"
+    );
+    assert_eq!(std::fs::read_to_string(&png).unwrap(), "the previous plot");
+    // No temporary file is left beside them.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+    // A successful run replaces both.
+    let out = run(&[
+        "matrix",
+        s(&m[0].0),
+        s(&m[1].0),
+        "-o",
+        s(&csv),
+        "--plot",
+        s(&png),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&csv).unwrap().starts_with("model,"));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn error_lines_are_cut_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir
+        .path()
+        .join("x".repeat(200))
+        .join("y".repeat(200))
+        .join("z".repeat(200));
+    let out = run(&["inspect", s(&long)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.chars().count() < 480, "{}", err.len());
+    assert!(err.trim_end().ends_with("more characters)"), "{err}");
+}

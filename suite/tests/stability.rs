@@ -186,3 +186,41 @@ fn difference_similarity_survives_raw_products_beyond_f64() {
     let found = difference_similarity([&a0, &a1, &b0, &b1]);
     assert_abs_diff_eq!(found, expected, epsilon = 1e-10);
 }
+
+/// `depth` copies of one contractive linear block without bias (as a
+/// metadata file that names one tensor for every block reads).
+fn contractive_stack(depth: usize) -> tensor_similarity::Model<f64> {
+    use tensor_similarity::{Linear, Model};
+    let w = nalgebra::DMatrix::from_fn(4, 4, |i, j| {
+        0.3 * (((i * 7 + j * 3) % 5) as f64 - 2.0) / 2.0
+    });
+    let block = std::sync::Arc::new(Linear::new(w, None).unwrap());
+    (0..depth)
+        .fold(Model::builder(), |m, _| m.block(block.clone()))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_map_shrunk_beyond_one_scale_is_not_called_zero() {
+    use tensor_similarity::{Error, GaussianSimilarity, RecursiveSimilarity, TensorSimilarity};
+    // 200 blocks: the map is 1e-110 of the constant, still resolved.
+    let m = contractive_stack(200);
+    assert!((TensorSimilarity::new().similarity(&m, &m).unwrap() - 1.0).abs() < 1e-12);
+    assert!((GaussianSimilarity::new().similarity(&m, &m).unwrap() - 1.0).abs() < 1e-12);
+    // 1000 blocks: below 1e-292 of the constant. Both metrics used to read
+    // an exact zero there and call the norm zero.
+    let m = contractive_stack(1000);
+    for result in [
+        TensorSimilarity::new().similarity(&m, &m),
+        GaussianSimilarity::new().similarity(&m, &m),
+    ] {
+        match result {
+            Err(Error::NumericalBreakdown { block, reason }) => {
+                assert!((200..1000).contains(&block), "{block}");
+                assert!(reason.contains("not zero"), "{reason}");
+            }
+            other => panic!("expected a numerical breakdown, got {other:?}"),
+        }
+    }
+}

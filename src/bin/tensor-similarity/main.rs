@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
 use tensor_similarity::io::{self, LoadOptions};
-use tensor_similarity::{Mask, Model, Real};
+use tensor_similarity::{Mask, MemoryLimit, Model, Real};
 
 use metric::Metric;
 
@@ -127,6 +127,12 @@ enum Command {
         /// The precision the models are computed in.
         #[arg(long, value_enum, default_value_t = Precision::F64)]
         precision: Precision,
+        /// The most memory the comparison may use (bytes, or with a suffix:
+        /// 512M, 16G, 1.5T in powers of 1000; Ki, Mi, Gi, Ti in powers of
+        /// 1024); default: what the machine has. A comparison whose
+        /// estimated peak exceeds it is refused before it starts.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_memory: Option<u64>,
         #[command(flatten)]
         loading: Loading,
         /// Print a JSON object instead of the bare number.
@@ -152,6 +158,9 @@ enum Command {
         /// The precision the models are computed in.
         #[arg(long, value_enum, default_value_t = Precision::F64)]
         precision: Precision,
+        /// The most memory one pair may use (as for `compare`).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_memory: Option<u64>,
         #[command(flatten)]
         loading: Loading,
         /// Write the CSV here instead of to stdout.
@@ -173,20 +182,101 @@ enum Command {
     },
 }
 
+/// Why a command stopped: an error to report, or a reader that closed
+/// standard output (`head`, a pager quit early), which command-line tools
+/// answer silently with exit status 141 (128 + SIGPIPE).
+enum Failure {
+    Error(String),
+    ClosedPipe,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Error(message)
+    }
+}
+
+/// The longest error line printed; longer ones are cut, with a count.
+const MAX_ERROR_CHARS: usize = 400;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            // One line, whatever the error's text holds.
-            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("error: {line}");
+        Err(Failure::ClosedPipe) => ExitCode::from(141),
+        Err(Failure::Error(message)) => {
+            // A failing stderr has nowhere left to report to.
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&message));
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(command: Command) -> Result<(), String> {
+/// The message on one line of at most [`MAX_ERROR_CHARS`] characters.
+fn one_line(message: &str) -> String {
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let count = line.chars().count();
+    if count <= MAX_ERROR_CHARS {
+        return line;
+    }
+    let cut: String = line.chars().take(MAX_ERROR_CHARS).collect();
+    format!("{cut}… ({} more characters)", count - MAX_ERROR_CHARS)
+}
+
+/// Writes `text` to standard output, reporting a failure (a full disk, a
+/// closed pipe) instead of panicking as `print!` does.
+fn print_out(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Failure::ClosedPipe,
+            _ => Failure::Error(format!("cannot write to standard output: {e}")),
+        })
+}
+
+/// A memory size: bytes, or a number with a suffix (`k`, `M`, `G`, `T`
+/// in powers of 1000; `Ki`, `Mi`, `Gi`, `Ti` in powers of 1024; an optional
+/// trailing `B`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix('B').unwrap_or(t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} (use k, M, G, T or Ki, Mi, Gi, Ti)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 16G, 512Mi, 1000000)"))?;
+    let bytes = value * scale;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{text:?} is not a size between 1 byte and 16 EB"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The library's memory limit from `--max-memory`.
+fn memory_limit(max_memory: Option<u64>) -> MemoryLimit {
+    max_memory.map_or(MemoryLimit::Machine, MemoryLimit::Bytes)
+}
+
+fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Compare {
             a,
@@ -194,14 +284,16 @@ fn run(command: Command) -> Result<(), String> {
             metric,
             context,
             precision,
+            max_memory,
             loading,
             json,
         } => {
             let paths = [a.clone(), b.clone()];
             let options = loading.options();
+            let limit = memory_limit(max_memory);
             let (sim, exact) = match precision {
-                Precision::F64 => similarity_in::<f64>(&paths, metric, context, &options)?,
-                Precision::F32 => similarity_in::<f32>(&paths, metric, context, &options)?,
+                Precision::F64 => similarity_in::<f64>(&paths, metric, context, limit, &options)?,
+                Precision::F32 => similarity_in::<f32>(&paths, metric, context, limit, &options)?,
             };
             let text = if json {
                 let mut value = serde_json::json!({
@@ -224,8 +316,7 @@ fn run(command: Command) -> Result<(), String> {
                 // `{}` prints the shortest string that parses back to the same f64.
                 format!("{sim}")
             };
-            println!("{text}");
-            Ok(())
+            print_out(&format!("{text}\n"))
         }
         Command::Matrix {
             mut files,
@@ -233,6 +324,7 @@ fn run(command: Command) -> Result<(), String> {
             context,
             keep_order,
             precision,
+            max_memory,
             loading,
             output,
             plot,
@@ -240,33 +332,56 @@ fn run(command: Command) -> Result<(), String> {
             if !keep_order {
                 files.sort_by(|x, y| natural_order(&x.to_string_lossy(), &y.to_string_lossy()));
             }
+            // Outputs never overwrite inputs (a model, or the run config).
+            let inputs: Vec<&Path> = files
+                .iter()
+                .map(PathBuf::as_path)
+                .chain(loading.config.as_deref())
+                .collect();
+            if let (Some(csv), Some(png)) = (&output, &plot)
+                && same_file(csv, png)
+            {
+                return Err(format!(
+                    "{}: the CSV and the plot would be written to the same file",
+                    csv.display()
+                )
+                .into());
+            }
             // A full matrix can take hours: learn that an output cannot be
             // written before computing it, not after.
             let mut outputs = Outputs::default();
-            if let Some(path) = &output {
-                outputs.claim(path)?;
-            }
-            if let Some(path) = &plot {
+            for path in output.iter().chain(&plot) {
+                if let Some(input) = inputs.iter().find(|i| same_file(path, i)) {
+                    return Err(format!(
+                        "{}: the output would overwrite the input {}",
+                        path.display(),
+                        input.display()
+                    )
+                    .into());
+                }
                 outputs.claim(path)?;
             }
             let options = loading.options();
+            let limit = memory_limit(max_memory);
             let matrix = match precision {
-                Precision::F64 => matrix_in::<f64>(&files, metric, context, &options)?,
-                Precision::F32 => matrix_in::<f32>(&files, metric, context, &options)?,
+                Precision::F64 => matrix_in::<f64>(&files, metric, context, limit, &options)?,
+                Precision::F32 => matrix_in::<f32>(&files, metric, context, limit, &options)?,
             };
             let labels: Vec<String> = files.iter().map(|f| stem(f)).collect();
             let rows: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             let csv = to_csv(&labels, &rows, &matrix);
             match &output {
                 Some(path) => outputs.write(path, csv.as_bytes())?,
-                None => std::io::stdout()
-                    .write_all(csv.as_bytes())
-                    .map_err(|e| e.to_string())?,
+                None => print_out(&csv)?,
             }
             if let Some(path) = &plot {
-                plot::heatmap(path, &labels, &matrix, metric.name())
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                outputs.done(path);
+                let title = match context {
+                    Some(n) => format!("{} similarity, context {n}", metric.name()),
+                    None => format!("{} similarity", metric.name()),
+                };
+                outputs.write_with(path, |temporary| {
+                    plot::heatmap(temporary, &labels, &matrix, &title)
+                })?;
             }
             Ok(())
         }
@@ -282,8 +397,7 @@ fn run(command: Command) -> Result<(), String> {
             } else {
                 inspect::table(&file, &opened)
             };
-            print!("{text}");
-            Ok(())
+            print_out(&text)
         }
     }
 }
@@ -294,15 +408,27 @@ fn similarity_in<T: Real>(
     paths: &[PathBuf; 2],
     metric: Metric,
     context: Option<usize>,
+    limit: MemoryLimit,
     options: &LoadOptions,
 ) -> Result<(f64, Option<bool>), String> {
-    let models = load_all::<T>(paths, options)?;
-    let [a, b] = &models[..] else {
+    let files = load_files::<T>(paths, options)?;
+    check_context(context, paths.iter().zip(&files))?;
+    let [a, b] = &files[..] else {
         return Err("compare needs two models".into());
     };
-    check_context(context, paths.iter().zip(&models))?;
-    let sim = metric.compare(a, b, context).map_err(|e| e.to_string())?;
-    Ok((sim, metric.exact(a, b)))
+    let (a, b) = (&a.model, &b.model);
+    // A spinner with the elapsed time on a terminal's stderr (hidden
+    // otherwise), for comparisons that take minutes.
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    spinner.set_message(format!("comparing with the {} metric", metric.name()));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let sim = metric.compare(a, b, context, limit);
+    spinner.finish_and_clear();
+    Ok((sim.map_err(|e| e.to_string())?, metric.exact(a, b)))
 }
 
 /// The similarity matrix of the models in `files`, computed in `T`, with a
@@ -311,10 +437,12 @@ fn matrix_in<T: Real>(
     files: &[PathBuf],
     metric: Metric,
     context: Option<usize>,
+    limit: MemoryLimit,
     options: &LoadOptions,
 ) -> Result<nalgebra::DMatrix<f64>, String> {
-    let models = load_all::<T>(files, options)?;
-    check_context(context, files.iter().zip(&models))?;
+    let loaded = load_files::<T>(files, options)?;
+    check_context(context, files.iter().zip(&loaded))?;
+    let models: Vec<Model<T>> = loaded.into_iter().map(|f| f.model).collect();
     let n = models.len();
     let bar = indicatif::ProgressBar::new((n * n.saturating_sub(1) / 2) as u64);
     bar.set_style(
@@ -323,21 +451,24 @@ fn matrix_in<T: Real>(
         )
         .map_err(|e| e.to_string())?,
     );
-    let matrix = metric.matrix(&models, context, || bar.inc(1));
+    let matrix = metric.matrix(&models, context, limit, || bar.inc(1));
     bar.finish_and_clear();
     matrix.map_err(|e| e.to_string())
 }
 
-/// The models in `paths` in `T`, read in parallel; an error if a loading
-/// option was given that no file's layout reads (it would change nothing,
-/// and the user meant it to).
-fn load_all<T: Real>(paths: &[PathBuf], options: &LoadOptions) -> Result<Vec<Model<T>>, String> {
+/// The model files in `paths` in `T`, read in parallel; an error if a
+/// loading option was given that no file's layout reads (it would change
+/// nothing, and the user meant it to).
+fn load_files<T: Real>(
+    paths: &[PathBuf],
+    options: &LoadOptions,
+) -> Result<Vec<io::ModelFile<T>>, String> {
     let files = paths
         .par_iter()
         .map(|f| io::open_as::<T>(f, options).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     check_options_used(files.iter())?;
-    Ok(files.into_iter().map(|f| f.model).collect())
+    Ok(files)
 }
 
 /// An option that none of `files` reads is refused.
@@ -374,14 +505,42 @@ fn stem(path: &Path) -> String {
 
 /// A context length for sequence models, none for the others: `--context`
 /// is required exactly when a model reads sequences.
+///
+/// A context beyond a model's native one (`n_ctx` in its config) is
+/// compared, since the weights do not depend on it, with a warning.
 fn check_context<'a, T: Real>(
     context: Option<usize>,
-    models: impl IntoIterator<Item = (&'a PathBuf, &'a Model<T>)>,
+    files: impl IntoIterator<Item = (&'a PathBuf, &'a io::ModelFile<T>)>,
 ) -> Result<(), String> {
     if context == Some(0) {
         return Err("--context 0: a sequence has at least one position".into());
     }
-    let models: Vec<_> = models.into_iter().collect();
+    let files: Vec<_> = files.into_iter().collect();
+    if let Some(n) = context {
+        // One line per native context, not per checkpoint of a run.
+        let mut natives: Vec<(usize, &PathBuf, usize)> = Vec::new();
+        for (path, file) in &files {
+            if let Some(native) = file.native_context.filter(|&native| native < n) {
+                match natives.iter_mut().find(|(v, _, _)| *v == native) {
+                    Some((_, _, count)) => *count += 1,
+                    None => natives.push((native, path, 1)),
+                }
+            }
+        }
+        for (native, path, count) in natives {
+            let others = match count {
+                1 => String::new(),
+                _ => format!(" and {} other files", count - 1),
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: --context {n} is beyond the native context of {}{others} (n_ctx = \
+                 {native} in the config): compared all the same, on positions not trained on",
+                path.display()
+            );
+        }
+    }
+    let models: Vec<(&PathBuf, &Model<T>)> = files.iter().map(|(p, f)| (*p, &f.model)).collect();
     let sequence = models.iter().find(|(_, m)| m.is_sequence());
     match (context, sequence) {
         (None, Some((path, _))) => Err(format!(
@@ -396,45 +555,119 @@ fn check_context<'a, T: Real>(
     }
 }
 
-/// Output files claimed before the work: each is created (or opened, if
-/// it exists, without truncating) so a missing folder or a read-only path
-/// fails at once; one created here and never written is removed on exit.
+/// Output files claimed before the work. Each is written to a temporary
+/// file beside it, created at once (so a missing folder or a read-only
+/// path fails before the work), and renamed over the target only when
+/// complete: a failed or interrupted run leaves an existing file as it was.
+/// Temporary files never renamed are removed on exit.
 #[derive(Default)]
 struct Outputs {
-    created: Vec<PathBuf>,
+    /// (target, temporary file beside it).
+    pending: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Outputs {
     fn claim(&mut self, path: &Path) -> Result<(), String> {
-        let existed = path.exists();
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("{}: not a file name to write", path.display()))?;
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("{}: is a directory", path.display()));
+        }
+        // `.NAME.PID.tmp.EXT`: hidden, unique to this process, and with the
+        // target's extension (the plot's format follows it).
+        let mut temporary = std::ffi::OsString::from(".");
+        temporary.push(name);
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        if let Some(ext) = path.extension() {
+            temporary.push(".");
+            temporary.push(ext);
+        }
+        let temporary = path.with_file_name(temporary);
         std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+            .create_new(true)
+            .open(&temporary)
             .map_err(|e| format!("{}: cannot write the output: {e}", path.display()))?;
-        if !existed {
-            self.created.push(path.to_owned());
-        }
+        self.pending.push((path.to_owned(), temporary));
         Ok(())
     }
 
     fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<(), String> {
-        std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        self.done(path);
-        Ok(())
+        self.write_with(path, |temporary| {
+            std::fs::write(temporary, bytes).map_err(|e| e.to_string())
+        })
     }
 
-    fn done(&mut self, path: &Path) {
-        self.created.retain(|p| p != path);
+    /// Writes the claimed output `path` through `write`, which is given the
+    /// temporary file's path, then renames it into place.
+    fn write_with(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let Some(at) = self.pending.iter().position(|(p, _)| p == path) else {
+            return Err(format!(
+                "{}: an output written without being claimed",
+                path.display()
+            ));
+        };
+        let temporary = self.pending[at].1.clone();
+        // A plotting library may panic on data it does not expect: that is a
+        // failed output, reported like any other, not a crash.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&temporary)))
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "an internal error".into());
+                Err(format!("could not be drawn: {why}"))
+            });
+        written
+            .and_then(|()| std::fs::rename(&temporary, path).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        self.pending.remove(at);
+        Ok(())
     }
 }
 
 impl Drop for Outputs {
     fn drop(&mut self) {
-        for path in &self.created {
-            let _ = std::fs::remove_file(path);
+        for (_, temporary) in &self.pending {
+            let _ = std::fs::remove_file(temporary);
         }
+    }
+}
+
+/// Whether `a` and `b` name the same existing file (through links, `..`
+/// or hard links too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            x.dev() == y.dev() && x.ino() == y.ino()
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|x| std::fs::canonicalize(b).ok() == Some(x)),
+        // A path that does not exist yet is the same file as another only
+        // if they are spelled alike once their folders are resolved.
+        _ => match (a.parent(), b.parent()) {
+            (Some(pa), Some(pb)) if a.file_name() == b.file_name() => {
+                let folder = |p: &Path| {
+                    std::fs::canonicalize(if p.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        p
+                    })
+                };
+                folder(pa).ok().is_some_and(|x| folder(pb).ok() == Some(x))
+            }
+            _ => a == b,
+        },
     }
 }
 

@@ -4,7 +4,8 @@
 use nalgebra::DMatrix;
 use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
 use tensor_similarity::{
-    GaussianSimilarity, Model, Real, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
+    GaussianSimilarity, MemoryLimit, Model, Real, RecursiveSimilarity, Result, TensorSimilarity,
+    weight_cosine,
 };
 
 /// Which similarity to compute.
@@ -35,16 +36,22 @@ impl Metric {
         }
     }
 
-    fn kernel<T: Real>(self, context: Option<usize>) -> Result<Kernel<T>> {
+    fn kernel<T: Real>(self, context: Option<usize>, limit: MemoryLimit) -> Result<Kernel<T>> {
         Ok(match self {
-            Metric::Tensor => Kernel::Recursive(Box::new(match context {
-                Some(n) => TensorSimilarity::new().with_context(n)?,
-                None => TensorSimilarity::new(),
-            })),
-            Metric::Gaussian => Kernel::Recursive(Box::new(match context {
-                Some(n) => GaussianSimilarity::<T>::new().with_context(n)?,
-                None => GaussianSimilarity::<T>::new(),
-            })),
+            Metric::Tensor => {
+                let metric = TensorSimilarity::new().with_max_memory(limit);
+                Kernel::Recursive(Box::new(match context {
+                    Some(n) => metric.with_context(n)?,
+                    None => metric,
+                }))
+            }
+            Metric::Gaussian => {
+                let metric = GaussianSimilarity::<T>::new().with_max_memory(limit);
+                Kernel::Recursive(Box::new(match context {
+                    Some(n) => metric.with_context(n)?,
+                    None => metric,
+                }))
+            }
             Metric::Weight => Kernel::Pairwise(weight_cosine::<T>),
         })
     }
@@ -60,14 +67,15 @@ impl Metric {
     }
 
     /// The similarity of `a` and `b`, over `context` positions for
-    /// sequence models.
+    /// sequence models, within the memory `limit`.
     pub fn compare<T: Real>(
         self,
         a: &Model<T>,
         b: &Model<T>,
         context: Option<usize>,
+        limit: MemoryLimit,
     ) -> Result<f64> {
-        match self.kernel(context)? {
+        match self.kernel(context, limit)? {
             Kernel::Recursive(metric) => metric.similarity(a, b),
             Kernel::Pairwise(f) => f(a, b),
         }
@@ -78,9 +86,10 @@ impl Metric {
         self,
         models: &[Model<T>],
         context: Option<usize>,
+        limit: MemoryLimit,
         progress: impl Fn() + Sync,
     ) -> Result<DMatrix<f64>> {
-        match self.kernel(context)? {
+        match self.kernel(context, limit)? {
             Kernel::Recursive(metric) => similarity_matrix(&&*metric, models, progress),
             Kernel::Pairwise(f) => {
                 pairwise_matrix(models, progress, |i, j| f(&models[i], &models[j]))

@@ -24,12 +24,12 @@ fn register_font() -> Result<(), String> {
 
 /// Draws `m` (rows and columns labelled by `labels`, the first model at the
 /// top left) with a colour bar over the range of its off-diagonal values,
-/// and writes it as a PNG.
+/// and writes it as a PNG, titled `title`.
 pub fn heatmap(
     path: &Path,
     labels: &[String],
     m: &DMatrix<f64>,
-    metric: &str,
+    title: &str,
 ) -> Result<(), String> {
     register_font()?;
     let n = m.nrows();
@@ -46,13 +46,15 @@ pub fn heatmap(
     let desc_area = 28;
     let height = side + label_area + desc_area + 60;
     let (lo, hi) = range(m);
+    // Enough decimals that the colour bar's six ticks differ.
+    let digits = ((-((hi - lo) / 5.0).log10()).ceil() as usize).clamp(3, 7);
 
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (main, bar) = root.split_horizontally(width - bar_area);
 
     let mut chart = ChartBuilder::on(&main)
-        .caption(format!("{metric} similarity"), (FONT, 20))
+        .caption(title, (FONT, 20))
         .margin(10)
         .x_label_area_size(label_area + desc_area)
         .y_label_area_size(label_area)
@@ -146,7 +148,7 @@ pub fn heatmap(
         .disable_mesh()
         .disable_x_axis()
         .y_labels(6)
-        .y_label_formatter(&|v| format!("{v:.3}"))
+        .y_label_formatter(&|v| format!("{v:.digits$}"))
         .y_label_style((FONT, 13))
         .y_desc("similarity")
         .axis_desc_style((FONT, 14))
@@ -164,19 +166,34 @@ pub fn heatmap(
     Ok(())
 }
 
-/// The colour scale's range: the off-diagonal values (the diagonal is 1 by
-/// definition), widened to a non-empty interval that includes 1.
+/// The narrowest colour scale: values closer than this to 1 (a model
+/// against its own `f32` copy) share a colour instead of making an empty
+/// scale.
+const MIN_SPAN: f64 = 1e-6;
+
+/// The colour scale's range: the finite off-diagonal values (the diagonal
+/// is 1 by definition), widened to an interval of at least [`MIN_SPAN`]
+/// that includes 1; all of `[0, 1]` when no value is below 1.
 fn range(m: &DMatrix<f64>) -> (f64, f64) {
     let n = m.nrows();
     let lo = (0..n)
         .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
         .map(|ij| m[ij])
+        .filter(|v| v.is_finite())
         .fold(1.0f64, f64::min);
-    if lo >= 1.0 { (0.0, 1.0) } else { (lo, 1.0) }
+    if lo >= 1.0 {
+        (0.0, 1.0)
+    } else {
+        (lo.min(1.0 - MIN_SPAN), 1.0)
+    }
 }
 
+/// The colour of `v` on the scale `[lo, hi]`, normalised in `f64` (in
+/// `f32`, a narrow scale collapses to a point and the colour map fails).
 fn colour(v: f64, lo: f64, hi: f64) -> RGBColor {
-    ViridisRGB.get_color_normalized(v as f32, lo as f32, hi as f32)
+    let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
+    let t = if t.is_finite() { t as f32 } else { 0.0 };
+    ViridisRGB.get_color_normalized(t, 0.0, 1.0)
 }
 
 /// `n` unit segments `0..n`, labelled at their centres (plotters' integer

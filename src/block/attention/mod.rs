@@ -39,8 +39,10 @@ pub enum Mask {
 }
 
 impl Mask {
-    /// `W` at context length `n`; an error if a given matrix is not `n × n`.
+    /// `W` at context length `n`; an error if a given matrix is not `n × n`,
+    /// or if `n × n` entries cannot exist ([`Error::SizeOverflow`]).
     pub fn weights(&self, n: usize) -> Result<DMatrix<f64>> {
+        crate::resources::check_size::<f64>(n, n)?;
         Ok(match self {
             Mask::Causal => DMatrix::from_fn(n, n, |s, t| if t <= s { 1.0 } else { 0.0 }),
             Mask::None => DMatrix::from_element(n, n, 1.0),
@@ -609,5 +611,14 @@ impl<T: Real> TensorBlock<T> for Attention<T> {
 
     fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
         step::gram_step(self, None, g, context)
+    }
+
+    fn gram_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+        // A step with another kind is refused before it allocates.
+        let b = other
+            .as_any()
+            .and_then(|b| b.downcast_ref::<Attention<T>>())
+            .unwrap_or(self);
+        step::scalars(self, b, context)
     }
 }

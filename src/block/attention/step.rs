@@ -21,11 +21,12 @@
 use nalgebra::{DMatrix, DMatrixView, DVector, Dyn};
 use rayon::prelude::*;
 
-use super::Attention;
+use super::{Attention, Mask};
 use crate::block::positionwise::padded_block;
 use crate::block::{TensorBlock, check_shape};
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
+use crate::resources::{flat_width, zeros};
 use crate::scalar::{Real, from_f64};
 
 /// Legs: 0 `Q1`, 1 `K1`, 2 `Q2`, 3 `K2` (score legs, nodes `{0,1}` and
@@ -40,7 +41,6 @@ struct Side<'a, T: Real> {
     heads: usize,
     e: usize,
     ev: usize,
-    width: usize,
     out: usize,
     mask: DMatrix<f64>,
     /// `F(p)`: the stacked padded leg forms at each position.
@@ -54,7 +54,6 @@ impl<'a, T: Real> Side<'a, T> {
             heads: block.heads(),
             e: block.qk_width(),
             ev: block.value_width(),
-            width: block.input_width(),
             out: block.output_width(),
             mask: block.mask().weights(n)?,
             legs: (0..n).map(|p| block.leg_factors(p)).collect(),
@@ -167,6 +166,40 @@ impl<'a, T: Real> Side<'a, T> {
     }
 }
 
+/// An estimate of the scalars [`gram_step`] of `a` and `b` holds at its
+/// peak on `n` positions (see [`TensorBlock::gram_step_scalars`]), in `f64`.
+pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64 {
+    let nf = n as f64;
+    let size = |x: &Attention<T>| {
+        let heads = x.heads() as f64;
+        let legs = heads * (4 * x.qk_width() + x.value_width()) as f64;
+        let values = heads * x.value_width() as f64;
+        let pairs = match x.mask() {
+            Mask::Causal => nf * (nf + 1.0) / 2.0,
+            Mask::None => nf * nf,
+            Mask::Diagonal => nf,
+            Mask::Matrix(w) => w.iter().filter(|v| **v != 0.0).count().max(1) as f64,
+        };
+        let d = x.input_width() as f64 + 1.0;
+        (heads, legs, values, pairs, d, x.value_width() as f64)
+    };
+    let (ha, la, va, pa, da, eva) = size(a);
+    let (hb, lb, vb, pb, db, evb) = size(b);
+    // The leg forms per position (and B's regrouped by head).
+    let legs = nf * (la * da + 2.0 * lb * db);
+    // Per position pair: Y, Ỹ and the head-pair products X and Xᵀ.
+    let products = nf * nf * (la * db + da * lb + 2.0 * la * lb);
+    // Every configuration pair's e_v × e_v contribution, collected before it
+    // is summed: a matrix header and a tuple (72 bytes, up to twice over in a
+    // growing vector) and the allocation's own header (16 bytes) each.
+    let header = 160.0 / size_of::<T>() as f64;
+    let parts = (ha * pa) * (hb * pb) * (eva * evb + header);
+    // Z per position pair, and the output with its linearised terms.
+    let z = nf * nf * va * vb;
+    let output = crate::resources::flat_entries(n, a.output_width(), b.output_width());
+    legs + products + parts + z + 2.0 * output
+}
+
 /// `G'` for attention blocks `a` and `b` (`None`: the self product) on
 /// `n` positions.
 pub(super) fn gram_step<T: Real>(
@@ -178,10 +211,15 @@ pub(super) fn gram_step<T: Real>(
     if n == 0 {
         return Err(Error::ZeroContext);
     }
+    // The shape first: `g` exists, so `n` is then no larger than its rows.
+    let (da, db) = (a.input_width(), b.unwrap_or(a).input_width());
+    check_shape(
+        "cross Gram matrix",
+        g,
+        (flat_width(n, da)?, flat_width(n, db)?),
+    )?;
     let sa = Side::new(a, n)?;
     let sb = Side::new(b.unwrap_or(a), n)?;
-    let (da, db) = (sa.width, sb.width);
-    check_shape("cross Gram matrix", g, (n * da + 1, n * db + 1))?;
     let (la, lb) = (sa.legs[0].nrows(), sb.legs[0].nrows());
 
     // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ.
@@ -242,7 +280,7 @@ pub(super) fn gram_step<T: Real>(
     let (phi_a, _) = sa.linearize(&ma, None);
     let (phi_b, _) = sb.linearize(&mb, None);
 
-    let mut out = DMatrix::<T>::zeros(n * oa + 1, n * ob + 1);
+    let mut out = zeros::<T>(flat_width(n, oa)?, flat_width(n, ob)?)?;
     // Constant row and column, and the terms with T3 or T2 × T2.
     out[(0, 0)] = g00_5;
     for q in 0..n {
