@@ -190,9 +190,10 @@ pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> 
     // Per position pair: Y, Ỹ and the head-pair products X and Xᵀ.
     let products = nf * nf * (la * db + da * lb + 2.0 * la * lb);
     // Every configuration pair's e_v × e_v contribution, collected before it
-    // is summed: a matrix header and a tuple (72 bytes, up to twice over in a
-    // growing vector) and the allocation's own header (16 bytes) each.
-    let header = 160.0 / size_of::<T>() as f64;
+    // is summed: a matrix header and a tuple (72 bytes, with a third more for
+    // the growing vectors) and the allocation's own header (16 bytes) each;
+    // measured against the peak RSS in docs/security.md.
+    let header = 112.0 / size_of::<T>() as f64;
     let parts = (ha * pa) * (hb * pb) * (eva * evb + header);
     // Z per position pair, and the output with its linearised terms.
     let z = nf * nf * va * vb;
