@@ -310,3 +310,60 @@ pub enum Error {
         largest_context: Option<usize>,
     },
 }
+
+/// At most this many entries of a list are named in an error message; the
+/// rest are counted ([`listed`]).
+pub(crate) const LISTED: usize = 8;
+
+/// At most this many characters of one name or value are shown in an error
+/// message ([`clipped`]).
+pub(crate) const CLIPPED: usize = 80;
+
+/// A list of names for an error message, one line of bounded length
+/// whatever the input holds: the first `limit` items (control characters
+/// escaped, each [`clipped`]), joined by `", "`, then `", … and N more"` if
+/// there are more. Every place an error names a list of things goes
+/// through here, so that a file with 20 000 unknown keys gives a one-line
+/// error, not a 200 KB one.
+pub(crate) fn listed<I>(items: I, limit: usize) -> String
+where
+    I: IntoIterator,
+    I::Item: core::fmt::Display,
+{
+    let mut items = items.into_iter();
+    let shown: Vec<String> = items
+        .by_ref()
+        .take(limit)
+        .map(|item| {
+            let mut text = String::new();
+            for c in item.to_string().chars() {
+                if c.is_control() {
+                    text.extend(c.escape_default());
+                } else {
+                    text.push(c);
+                }
+            }
+            clipped(&text, CLIPPED)
+        })
+        .collect();
+    let more = items.count();
+    let mut out = shown.join(", ");
+    if more > 0 {
+        out.push_str(&format!(", … and {more} more"));
+    }
+    out
+}
+
+/// `text` cut to at most `max` characters, an ellipsis ending a cut one:
+/// for a name or value echoed in an error, which quotes it with `{:?}`
+/// (escaping line breaks) or passes text already escaped.
+pub(crate) fn clipped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

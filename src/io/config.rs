@@ -5,13 +5,16 @@
 //! (`runs/NAME/config.yaml`, `runs/NAME/checkpoints/step_N.pt`), so it is
 //! looked for beside the checkpoint, then one and two folders up. Only the
 //! `"model"` section is read; every key in it must be one this crate knows,
-//! since an unknown key may change the function.
+//! since an unknown key may change the function. YAML is read as the runs'
+//! own PyYAML reads it (YAML 1.1, [`yaml11`](super::yaml11)), and only a
+//! regular file is read as a config.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use super::FileError;
+use crate::error::{CLIPPED, LISTED, clipped, listed};
 
 /// The file names a config may have, in the order they are looked for.
 const NAMES: [&str; 3] = ["config.json", "config.yaml", "config.yml"];
@@ -29,7 +32,10 @@ pub(crate) struct RunConfig {
 /// The config for the checkpoint at `checkpoint`: `explicit` if given,
 /// else the first folder of the checkpoint's own, its parent and its
 /// grandparent that holds one. Two configs in one folder are an error (which
-/// one the run used cannot be told).
+/// one the run used cannot be told), and so is a `config.yaml` (or `.json`,
+/// `.yml`) that exists but is not a regular file (a directory, FIFO or
+/// broken symbolic link): passing over it would read the model without
+/// the config its run meant, or fail later for want of a key.
 pub(crate) fn find(
     checkpoint: &Path,
     explicit: Option<&Path>,
@@ -45,11 +51,31 @@ pub(crate) fn find(
         } else {
             d
         };
-        let found: Vec<PathBuf> = NAMES
-            .iter()
-            .map(|n| d.join(n))
-            .filter(|p| p.is_file())
-            .collect();
+        let mut found: Vec<PathBuf> = Vec::new();
+        for name in NAMES {
+            let path = d.join(name);
+            // The link itself, not its target: a broken link exists.
+            match std::fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(FileError::Config {
+                        config: path,
+                        reason: format!("cannot be looked at ({e})"),
+                    });
+                }
+                Ok(_) => {}
+            }
+            if let Some(reason) = super::open::not_regular_reason(&path) {
+                return Err(FileError::Config {
+                    config: path,
+                    reason: format!(
+                        "{reason}; a config beside a checkpoint is read as its run's architecture, \
+                         so remove it or say which config to use with --config"
+                    ),
+                });
+            }
+            found.push(path);
+        }
         match &found[..] {
             [] => {}
             [one] => return read(one).map(Some),
@@ -68,18 +94,35 @@ pub(crate) fn find(
     Ok(None)
 }
 
+/// The config at `path`: a regular file (opened without blocking) of at
+/// most [`MAX_BYTES`], UTF-8, JSON or (by its extension) YAML, with a
+/// `"model"` mapping.
 fn read(path: &Path) -> Result<RunConfig, FileError> {
+    use std::io::Read;
     let err = |reason: String| FileError::Config {
         config: path.to_owned(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() || meta.len() > MAX_BYTES {
-        return Err(err(format!(
-            "not a regular file of at most {MAX_BYTES} bytes"
-        )));
+    let (file, meta) = super::open::open_regular(path).map_err(|e| err(e.to_string()))?;
+    let too_large = || err(format!("larger than {MAX_BYTES} bytes: not a config"));
+    if meta.len() > MAX_BYTES {
+        return Err(too_large());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    // Through the opened handle, and never more than the bound (the file
+    // may grow after the look at its length).
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(too_large());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        err(format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     let yaml = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
@@ -105,92 +148,101 @@ fn read(path: &Path) -> Result<RunConfig, FileError> {
     }
 }
 
-/// A YAML document as JSON values (the keys a config needs are scalars,
-/// lists and mappings with string keys).
+/// Mappings and sequences nested deeper than this are refused.
+const MAX_DEPTH: usize = 64;
+
+/// A YAML config as JSON values, read as PyYAML's `yaml.safe_load` reads
+/// it (YAML 1.1, [`yaml11`](super::yaml11)): the research code writes and reads its
+/// configs with PyYAML, and YAML 1.2 reads some values otherwise
+/// (`rope_base: 01750` is 1000 to PyYAML and 1750 to a YAML 1.2 reader).
+///
+/// Built from the parser's events, without recursion (so that a line of
+/// `- - - …` cannot exhaust the stack) and refusing, before anything large
+/// is built: aliases (`*name`; expanded by copying, a few lines of nested
+/// aliases make gigabytes, the "billion laughs"), nesting deeper than
+/// [`MAX_DEPTH`], more than one document, duplicate keys (PyYAML keeps the
+/// last; which one the writer meant cannot be told), merge keys (`<<`),
+/// and tags other than the standard scalar ones (`!!str`, `!!int`,
+/// `!!float`, `!!bool`, `!!null`: honoured when the value is of that type
+/// as YAML 1.1 reads it, `!!str` always) and `!!map`/`!!seq`.
+///
+/// Mapping keys are resolved as values are; integer and boolean keys are
+/// kept as their text (`1`, `true`), other non-string keys are refused.
+/// Non-finite floats (`.inf`, `.nan`) have no JSON value and are kept as
+/// their text: no model key takes one, and the typed accessors refuse it.
 fn parse_yaml(text: &str) -> Result<Value, String> {
-    use yaml_rust2::{Yaml, YamlLoader};
-    fn convert(y: &Yaml, depth: usize) -> Result<Value, String> {
-        if depth > 64 {
-            return Err("nested more than 64 levels deep".into());
-        }
-        Ok(match y {
-            Yaml::Real(s) => {
-                let x: f64 = s
-                    .parse()
-                    .map_err(|_| format!("{s:?} is not a number this reader understands"))?;
-                serde_json::Number::from_f64(x)
-                    .map(Value::Number)
-                    .ok_or_else(|| format!("{s} is not finite"))?
-            }
-            Yaml::Integer(i) => Value::from(*i),
-            Yaml::String(s) => Value::String(s.clone()),
-            Yaml::Boolean(b) => Value::Bool(*b),
-            Yaml::Null => Value::Null,
-            Yaml::Array(a) => Value::Array(
-                a.iter()
-                    .map(|v| convert(v, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Yaml::Hash(h) => {
-                let mut m = Map::new();
-                for (k, v) in h {
-                    let key = match k {
-                        Yaml::String(s) => s.clone(),
-                        Yaml::Integer(i) => i.to_string(),
-                        Yaml::Boolean(b) => b.to_string(),
-                        _ => return Err(format!("a mapping key {k:?} that is not a string")),
-                    };
-                    m.insert(key, convert(v, depth + 1)?);
+    use super::yaml11::{self, Node};
+    use yaml_rust2::parser::{Event, Parser};
+    use yaml_rust2::scanner::TScalarStyle;
+
+    /// A collection being built; a mapping holds the key awaiting its value.
+    enum Open {
+        Seq(Vec<Value>),
+        Map(Map<String, Value>, Option<String>),
+    }
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Open> = Vec::new();
+    let mut root = None;
+    let mut documents = 0usize;
+    loop {
+        let (event, _) = parser
+            .next_token()
+            .map_err(|e| format!("not valid YAML: {e}"))?;
+        let is_key = matches!(stack.last(), Some(Open::Map(_, None)));
+        let node = match event {
+            Event::StreamEnd => break,
+            Event::Nothing | Event::StreamStart | Event::DocumentEnd => continue,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return Err("the file holds several YAML documents".into());
                 }
-                Value::Object(m)
+                continue;
             }
-            Yaml::Alias(_) => return Err("YAML aliases are not read".into()),
-            Yaml::BadValue => return Err("an invalid YAML value".into()),
-        })
-    }
-    // Aliases are expanded by copying: a few lines of nested aliases make
-    // gigabytes (the "billion laughs"). A config has no need of them, so
-    // a first pass over the events refuses them, and deep nesting, before
-    // anything is built.
-    struct Screen {
-        alias: bool,
-        depth: usize,
-        deepest: usize,
-    }
-    impl yaml_rust2::parser::EventReceiver for Screen {
-        fn on_event(&mut self, ev: yaml_rust2::Event) {
-            use yaml_rust2::Event;
-            match ev {
-                Event::Alias(_) => self.alias = true,
-                Event::SequenceStart(..) | Event::MappingStart(..) => {
-                    self.depth += 1;
-                    self.deepest = self.deepest.max(self.depth);
+            Event::Alias(_) => return Err("YAML aliases (*name) are not read in a config".into()),
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                return Err(format!("nested more than {MAX_DEPTH} levels deep"));
+            }
+            Event::SequenceStart(_, tag) => {
+                yaml11::collection_tag(tag.as_ref(), "seq")?;
+                stack.push(Open::Seq(Vec::new()));
+                continue;
+            }
+            Event::MappingStart(_, tag) => {
+                yaml11::collection_tag(tag.as_ref(), "map")?;
+                stack.push(Open::Map(Map::new(), None));
+                continue;
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Open::Seq(items)) => Node::Tree(Value::Array(items)),
+                _ => return Err("not valid YAML: an unbalanced sequence".into()),
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Open::Map(entries, None)) => Node::Tree(Value::Object(entries)),
+                _ => return Err("not valid YAML: an unbalanced mapping".into()),
+            },
+            Event::Scalar(value, style, _, tag) => {
+                yaml11::scalar(&value, style == TScalarStyle::Plain, tag.as_ref(), is_key)?
+            }
+        };
+        match stack.last_mut() {
+            None => root = Some(node.into_value()),
+            Some(Open::Seq(items)) => items.push(node.into_value()),
+            Some(Open::Map(entries, key)) => match key.take() {
+                None => *key = Some(node.into_key()?),
+                Some(k) => {
+                    if entries.contains_key(&k) {
+                        return Err(format!(
+                            "the key {:?} appears twice in one mapping",
+                            crate::error::clipped(&k, crate::error::CLIPPED)
+                        ));
+                    }
+                    entries.insert(k, node.into_value());
                 }
-                Event::SequenceEnd | Event::MappingEnd => self.depth = self.depth.saturating_sub(1),
-                _ => {}
-            }
+            },
         }
     }
-    let mut screen = Screen {
-        alias: false,
-        depth: 0,
-        deepest: 0,
-    };
-    yaml_rust2::parser::Parser::new_from_str(text)
-        .load(&mut screen, true)
-        .map_err(|e| format!("not valid YAML: {e}"))?;
-    if screen.alias {
-        return Err("YAML aliases (*name) are not read in a config".into());
-    }
-    if screen.deepest > 64 {
-        return Err("nested more than 64 levels deep".into());
-    }
-    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    match &docs[..] {
-        [doc] => convert(doc, 0),
-        [] => Err("the file is empty".into()),
-        _ => Err("the file holds several YAML documents".into()),
-    }
+    root.ok_or_else(|| "the file is empty".into())
 }
 
 impl RunConfig {
@@ -201,7 +253,8 @@ impl RunConfig {
         }
     }
 
-    /// Refuses every key of `"model"` outside `known`.
+    /// Refuses every key of `"model"` outside `known`, naming the first
+    /// few and counting the rest (a config may hold thousands).
     pub(crate) fn check_keys(&self, known: &[&str]) -> Result<(), FileError> {
         let mut unknown: Vec<&str> = self
             .model
@@ -210,87 +263,117 @@ impl RunConfig {
             .filter(|k| !known.contains(k))
             .collect();
         unknown.sort_unstable();
-        match unknown.first() {
-            None => Ok(()),
-            Some(_) => Err(self.err(format!(
+        match unknown.len() {
+            0 => Ok(()),
+            n => Err(self.err(format!(
                 "unknown model key{} {}: it may change the function, and this reader does not know how \
                  (known: {}); describe the model with tensor_similarity metadata instead",
-                if unknown.len() > 1 { "s" } else { "" },
-                unknown
-                    .iter()
-                    .map(|k| format!("{k:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                known.join(", ")
+                if n > 1 { "s" } else { "" },
+                listed(unknown.iter().map(|k| format!("{k:?}")), LISTED),
+                // The reader's own list (at most a dozen names), whole.
+                listed(known, known.len())
             ))),
         }
+    }
+
+    /// `v` for an error message about this config.
+    fn shown(&self, v: &Value) -> String {
+        let yaml = matches!(
+            self.path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        shown(v, yaml)
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
         self.model.get(key).filter(|v| !v.is_null())
     }
 
-    /// A non-negative integer key.
-    pub(crate) fn usize(&self, key: &str) -> Result<Option<usize>, FileError> {
+    /// `key` read by `read`; absent or null is `None`, a value `read`
+    /// refuses an error saying it must be `what`, and what it is.
+    fn typed<'a, T>(
+        &'a self,
+        key: &str,
+        what: &str,
+        read: impl Fn(&'a Value) -> Option<T>,
+    ) -> Result<Option<T>, FileError> {
         self.get(key)
             .map(|v| {
-                v.as_u64()
-                    .and_then(|x| usize::try_from(x).ok())
-                    .ok_or_else(|| {
-                        self.err(format!(
-                            "model.{key} must be a non-negative integer, found {v}"
-                        ))
-                    })
-            })
-            .transpose()
-    }
-
-    /// A finite number key.
-    pub(crate) fn f64(&self, key: &str) -> Result<Option<f64>, FileError> {
-        self.get(key)
-            .map(|v| {
-                v.as_f64()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| self.err(format!("model.{key} must be a number, found {v}")))
-            })
-            .transpose()
-    }
-
-    /// A boolean key.
-    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, FileError> {
-        self.get(key)
-            .map(|v| {
-                v.as_bool().ok_or_else(|| {
-                    self.err(format!("model.{key} must be true or false, found {v}"))
+                read(v).ok_or_else(|| {
+                    self.err(format!(
+                        "model.{key} must be {what}, found {}",
+                        self.shown(v)
+                    ))
                 })
             })
             .transpose()
     }
 
+    /// A non-negative integer key.
+    pub(crate) fn usize(&self, key: &str) -> Result<Option<usize>, FileError> {
+        self.typed(key, "a non-negative integer", |v| {
+            usize::try_from(v.as_u64()?).ok()
+        })
+    }
+
+    /// A positive integer key (a length: `n_ctx`).
+    pub(crate) fn positive(&self, key: &str) -> Result<Option<usize>, FileError> {
+        self.typed(key, "a positive integer", |v| {
+            usize::try_from(v.as_u64()?).ok().filter(|&x| x > 0)
+        })
+    }
+
+    /// A finite number key.
+    pub(crate) fn f64(&self, key: &str) -> Result<Option<f64>, FileError> {
+        self.typed(key, "a finite number", |v| {
+            v.as_f64().filter(|x| x.is_finite())
+        })
+    }
+
+    /// A positive finite number key (a rotary base).
+    pub(crate) fn positive_f64(&self, key: &str) -> Result<Option<f64>, FileError> {
+        self.typed(key, "a positive finite number", |v| {
+            v.as_f64().filter(|x| x.is_finite() && *x > 0.0)
+        })
+    }
+
+    /// A boolean key.
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, FileError> {
+        self.typed(key, "true or false", Value::as_bool)
+    }
+
     /// A string key.
     pub(crate) fn str(&self, key: &str) -> Result<Option<&str>, FileError> {
-        self.get(key)
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| self.err(format!("model.{key} must be a string, found {v}")))
-            })
-            .transpose()
+        self.typed(key, "a string", Value::as_str)
     }
 
     /// A key that must be a list; its length.
     pub(crate) fn list_len(&self, key: &str) -> Result<Option<usize>, FileError> {
-        self.get(key)
-            .map(|v| {
-                v.as_array()
-                    .map(Vec::len)
-                    .ok_or_else(|| self.err(format!("model.{key} must be a list, found {v}")))
-            })
-            .transpose()
+        self.typed(key, "a list", |v| v.as_array().map(Vec::len))
     }
 
     /// An error about this config's `key`.
     pub(crate) fn refuse(&self, key: &str, reason: impl Into<String>) -> FileError {
         self.err(format!("model.{key}: {}", reason.into()))
+    }
+}
+
+/// A config value for an error message: its JSON text (a string quoted),
+/// cut to a line. In a YAML config, a string that YAML 1.2 would have read
+/// as a number (`1e3`, `0o17`) says why it is a string here.
+fn shown(v: &Value, yaml: bool) -> String {
+    let text = clipped(&v.to_string(), CLIPPED);
+    match v {
+        Value::String(s)
+            if yaml
+                && s.bytes().any(|b| b.is_ascii_digit())
+                && (s.parse::<f64>().is_ok() || s.starts_with("0o")) =>
+        {
+            format!(
+                "{text} (a string in YAML 1.1, as PyYAML reads configs: write numbers as 1000 or 1.0e+3)"
+            )
+        }
+        _ => text,
     }
 }
 

@@ -13,6 +13,7 @@ use super::read::RawTensor;
 use super::spec::{AttentionSpec, BlockSpec, Factors, LayoutSpec};
 use super::{FileError, Layout, LoadOptions};
 use crate::block::{DEFAULT_ROTARY_BASE, Mask};
+use crate::error::{LISTED, listed};
 
 /// A layout read off the names, with what was assumed to build it.
 pub(crate) struct Inferred {
@@ -82,22 +83,12 @@ pub(crate) fn infer(
     }
     let mut sorted: Vec<&str> = tensors.keys().map(String::as_str).collect();
     sorted.sort_unstable();
-    let shown = sorted
-        .iter()
-        .take(8)
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>();
     Err(FileError::UnknownLayout {
         reason: format!(
-            "no \"tensor_similarity\" metadata, and the tensors [{}{}] fit none of \
+            "no \"tensor_similarity\" metadata, and the tensors [{}] fit none of \
              embed/body.{{i}}.{{l,r,d}}/head, bi_linear/projection, \
              embed/body.{{i}}.{{attn,mlp}}/head or embed/layers.{{i}}/unembed (see the file format guide)",
-            shown.join(", "),
-            if sorted.len() > shown.len() {
-                ", …"
-            } else {
-                ""
-            }
+            listed(sorted.iter().map(|n| format!("{n:?}")), LISTED),
         ),
     })
 }
@@ -240,7 +231,11 @@ fn transformer(
         1.0
     });
     let mask = mask(cfg, options, &mut assumptions)?;
-    let rotary = match cfg.map(|c| c.f64("rope_base")).transpose()?.flatten() {
+    let rotary = match cfg
+        .map(|c| c.positive_f64("rope_base"))
+        .transpose()?
+        .flatten()
+    {
         Some(base) => Some(base),
         None => {
             assumptions.push("rope_base absent: no rotary".into());
@@ -295,9 +290,10 @@ fn sequence_layout(
             blocks,
             sequence: true,
         },
+        // A native context of no positions is no model's.
         native_context: config
             .as_ref()
-            .map(|c| c.usize("n_ctx"))
+            .map(|c| c.positive("n_ctx"))
             .transpose()?
             .flatten(),
         config: config.map(|c| c.path),
@@ -464,7 +460,11 @@ fn attention_lm(
         what: "the attention scale (attn_scale)",
         flag: "--attn-scale",
     })?;
-    let rotary = match cfg.map(|c| c.f64("rope_base")).transpose()?.flatten() {
+    let rotary = match cfg
+        .map(|c| c.positive_f64("rope_base"))
+        .transpose()?
+        .flatten()
+    {
         Some(base) => base,
         None => {
             assumptions.push(format!("rope_base absent: {DEFAULT_ROTARY_BASE}"));

@@ -50,11 +50,13 @@
 mod build;
 mod config;
 mod infer;
+mod open;
 mod pickle;
 mod read;
 mod spec;
 mod torch;
 mod write;
+mod yaml11;
 
 /// Re-exported here, where files are read; defined with the crate's
 /// [`Error`](crate::Error), which wraps it, so that the error type does not

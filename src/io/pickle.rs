@@ -66,7 +66,10 @@ impl Value {
             Value::Int(i) => format!("the int {i}"),
             Value::BigInt => "a large int".into(),
             Value::Float(x) => format!("the float {x}"),
-            Value::Str(s) => format!("the string {s:?}"),
+            Value::Str(s) => format!(
+                "the string {:?}",
+                crate::error::clipped(s, crate::error::CLIPPED)
+            ),
             Value::Bytes => "a bytes object".into(),
             Value::Tuple(_) => "a tuple".into(),
             Value::List(_) => "a list".into(),

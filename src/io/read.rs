@@ -69,7 +69,9 @@ pub(crate) struct TorchInfo {
 /// the header's size in bytes.
 const PREFIX: usize = 8;
 
-/// Reads and checks the file, then converts every tensor.
+/// Reads and checks the file, then converts every tensor. Only a regular
+/// file is read (see [`open_regular`](super::open::open_regular)); a
+/// directory, FIFO, device or socket is a [`FileError::Io`] saying which.
 ///
 /// The only allocation sized by the file's content is the file itself; a
 /// header's declared sizes are checked against the file's length (here, and
@@ -81,15 +83,10 @@ const PREFIX: usize = 8;
 /// checked as a buffer was, and a file whose length or modification time
 /// differs after parsing is [`FileError::Changed`].
 pub(crate) fn read(path: &Path) -> Result<RawFile, FileError> {
-    let file = std::fs::File::open(path)?;
-    let before = file.metadata()?;
-    // A device or pipe has no length to check against (and /dev/zero none at all).
-    if !before.is_file() {
-        return Err(FileError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
-    }
+    // A device or pipe has no length to check against (and /dev/zero none
+    // at all), and opening a FIFO would wait for a writer: regular files
+    // only, opened without blocking.
+    let (file, before) = super::open::open_regular(path)?;
     if before.len() == 0 {
         // Mapping zero bytes fails on some platforms; an empty file is a
         // truncated one.

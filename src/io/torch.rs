@@ -26,6 +26,7 @@ use zip::result::ZipError;
 use super::pickle::{self, Unpickled, Value, View};
 use super::read::{RawFile, RawTensor, TorchInfo};
 use super::{Dtype, FileError};
+use crate::error::{CLIPPED, LISTED, clipped, listed};
 
 /// The keys of a checkpoint wrapper under which a state_dict is looked for.
 pub(crate) const WRAPPER_KEYS: [&str; 6] = [
@@ -195,18 +196,9 @@ fn prefix(names: &[String]) -> Result<String, FileError> {
     }
 }
 
-/// Up to eight names, quoted.
+/// The first few names, quoted, and how many more.
 fn shown(names: &[String]) -> String {
-    let mut s = names
-        .iter()
-        .take(8)
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > 8 {
-        s.push_str(", …");
-    }
-    s
+    listed(names.iter().map(|n| format!("{n:?}")), LISTED)
 }
 
 /// An entry's declared (uncompressed, stored) sizes.
@@ -335,7 +327,7 @@ fn tensor_dict(entries: &[(Value, Value)]) -> Result<Vec<(String, usize)>, NotTe
             (k, other) => {
                 return Err(NotTensors::Other(format!(
                     "its entry {:?} is {}, not a tensor",
-                    k.key_text(),
+                    clipped(&k.key_text(), CLIPPED),
                     other.describe()
                 )));
             }
@@ -387,15 +379,14 @@ fn state_dict(file: &Unpickled) -> Result<(Vec<(String, usize)>, TorchInfo), Fil
         }
     }
     if found.len() + nested.len() > 1 {
-        let keys: Vec<String> = found
+        let keys = found
             .iter()
             .map(|(k, _)| format!("{k:?}"))
-            .chain(nested.iter().map(|(k, _)| format!("{k:?}")))
-            .collect();
+            .chain(nested.iter().map(|(k, _)| format!("{k:?}")));
         return Err(state_dict_error(format!(
             "several entries could be the state_dict ({}); none is chosen: save one of them \
              alone, or a dict with only one of the keys {WRAPPER_KEYS:?}",
-            keys.join(", ")
+            listed(keys, LISTED)
         )));
     }
     if let Some((key, inner)) = nested.first() {
@@ -411,13 +402,10 @@ fn state_dict(file: &Unpickled) -> Result<(Vec<(String, usize)>, TorchInfo), Fil
         let mut reason = format!(
             "no state_dict found: the top-level dict has the keys [{}], and a state_dict (a \
              dict of tensors) is looked for at the top level or under one of {WRAPPER_KEYS:?}",
-            keys.iter()
-                .take(16)
-                .map(|k| format!("{k:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(keys.iter().map(|k| format!("{k:?}")), LISTED)
         );
         if !why.is_empty() {
+            // One entry per wrapper key looked at (six at most).
             reason.push_str(&format!(" ({})", why.join("; ")));
         }
         return Err(state_dict_error(reason));
@@ -444,7 +432,8 @@ fn nested_error(key: Option<&str>, inner: &str) -> FileError {
         None => "the top-level state_dict".to_owned(),
     };
     state_dict_error(format!(
-        "{place} is nested: its entry {inner:?} is a dict, not a tensor; a state_dict is flat \
-         (`model.state_dict()` names every tensor `layer.sub.weight`)"
+        "{place} is nested: its entry {:?} is a dict, not a tensor; a state_dict is flat \
+         (`model.state_dict()` names every tensor `layer.sub.weight`)",
+        clipped(inner, CLIPPED)
     ))
 }
