@@ -87,8 +87,14 @@ impl MemoryLimit {
 }
 
 /// The machine's physical memory in bytes, bounded by the control group's
-/// limit where one is set; `None` where neither can be read.
+/// limit where one is set; `None` where neither can be read. Read once per
+/// process.
 pub fn machine_memory() -> Option<u64> {
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(read_machine_memory)
+}
+
+fn read_machine_memory() -> Option<u64> {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {

@@ -870,11 +870,12 @@ fn fifos_are_refused_without_blocking() {
     let fifo = dir.path().join("f.pt");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
+    let run_checkpoint = torch_fixture("runs/tiny_lm/checkpoints/step_20.pt");
     for args in [
         vec!["inspect", s(&fifo)],
         vec!["compare", s(&m[0].0), s(&fifo)],
         vec!["matrix", s(&m[0].0), s(&fifo)],
-        vec!["inspect", s(&m[0].0), "--config", s(&fifo)],
+        vec!["inspect", s(&run_checkpoint), "--config", s(&fifo)],
     ] {
         let out = run_within(&args, 20);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -980,4 +981,67 @@ fn error_lines_are_cut_with_a_count() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.chars().count() < 480, "{}", err.len());
     assert!(err.trim_end().ends_with("more characters)"), "{err}");
+}
+
+#[test]
+fn a_config_reads_numbers_as_pyyaml_does() {
+    // The training code's PyYAML reads `01750` as the octal 1000; so must
+    // `inspect`, not as 1750.
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = torch_fixture("runs/tiny_lm");
+    let config = std::fs::read_to_string(run_dir.join("config.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        config.replace("rope_base: 500.0", "rope_base: 01750"),
+    )
+    .unwrap();
+    let checkpoint = dir.path().join("step_20.pt");
+    std::fs::copy(run_dir.join("checkpoints/step_20.pt"), &checkpoint).unwrap();
+    let out = run(&["inspect", s(&checkpoint), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("\"rotary_base\":1000.0"), "{text}");
+    // `1e3` is a string to PyYAML: an error that says so, not 1000.
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        config.replace("n_head: 2", "n_head: 1e3"),
+    )
+    .unwrap();
+    let out = run(&["inspect", s(&checkpoint)]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_line(&out);
+    assert!(
+        line.contains("n_head") && line.contains("\"1e3\""),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_deep_contractive_metadata_model_is_not_called_zero() {
+    // 1 000 linear blocks that name one shared tensor, without biases: the
+    // map shrinks below what one scale resolves beside the constant. The
+    // self-comparison used to fail with a false "zero norm".
+    use safetensors::tensor::{Dtype as St, TensorView};
+    let dir = tempfile::tempdir().unwrap();
+    let w: Vec<f64> = (0..16)
+        .map(|k| 0.3 * (((k / 4) * 7 + (k % 4) * 3) % 5) as f64 / 2.0 - 0.3)
+        .collect();
+    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let blocks: Vec<serde_json::Value> = (0..1000)
+        .map(|_| serde_json::json!({"kind": "linear", "weight": "w"}))
+        .collect();
+    let layout = serde_json::json!({"version": 1, "blocks": blocks}).to_string();
+    let metadata = std::collections::HashMap::from([("tensor_similarity".to_string(), layout)]);
+    let view = TensorView::new(St::F64, vec![4, 4], &bytes).unwrap();
+    let path = dir.path().join("deep.safetensors");
+    safetensors::serialize_to_file([("w", view)], Some(metadata), &path).unwrap();
+    for metric in ["tensor", "gaussian"] {
+        let out = run(&["compare", s(&path), s(&path), "--metric", metric]);
+        assert_eq!(out.status.code(), Some(1), "{metric}: {}", stdout(&out));
+        let line = last_line(&out);
+        assert!(
+            line.contains("numerical breakdown") && line.contains("not zero"),
+            "{line}"
+        );
+    }
 }
