@@ -53,8 +53,38 @@ pub fn similarity_matrix<T: Real, S: RecursiveSimilarity<T> + Sync>(
     models: &[Model<T>],
     progress: impl Fn() + Sync,
 ) -> Result<DMatrix<f64>> {
+    check_memory(metric, models, None)?;
     let norms = squared_norms(metric, models)?;
     similarity_tile(metric, models, &norms, None, progress)
+}
+
+/// Asks `metric` whether its products of every pair of a tile (rows with
+/// `cols`, or with themselves), one per thread at once, fit its memory
+/// limit ([`RecursiveSimilarity::check_memory`]), before any of them runs.
+fn check_memory<T: Real, S: RecursiveSimilarity<T>>(
+    metric: &S,
+    rows: &[Model<T>],
+    cols: Option<&[Model<T>]>,
+) -> Result<()> {
+    let pairs = match cols {
+        Some(c) => rows.len() * c.len(),
+        None => rows.len() * rows.len().saturating_sub(1) / 2,
+    };
+    let at_once = rayon::current_num_threads()
+        .min(pairs.max(rows.len()))
+        .max(1);
+    for (i, a) in rows.iter().enumerate() {
+        match cols {
+            Some(cols) => cols
+                .iter()
+                .try_for_each(|b| metric.check_memory(a, b, at_once))?,
+            // A model with itself too: a one-model matrix still computes its norm.
+            None => rows[i..]
+                .iter()
+                .try_for_each(|b| metric.check_memory(a, b, at_once))?,
+        }
+    }
+    Ok(())
 }
 
 /// Each model's squared norm `⟨A,A⟩` under `metric`, in parallel, in log
@@ -131,6 +161,7 @@ pub fn similarity_tile<T: Real, S: RecursiveSimilarity<T> + Sync>(
     progress: impl Fn() + Sync,
 ) -> Result<DMatrix<f64>> {
     check_norms("row norms", rows.len(), row_norms.len())?;
+    check_memory(metric, rows, cols.map(|(models, _)| models))?;
     let (cols, col_norms, shape) = match cols {
         Some((models, norms)) => {
             check_norms("column norms", models.len(), norms.len())?;

@@ -64,6 +64,18 @@ pub trait RecursiveSimilarity<T: Real> {
         )
     }
 
+    /// Refuses, before any work, `at_once` products of `a` and `b` (or of
+    /// either with itself) running together when their estimated peak
+    /// memory exceeds the metric's limit, with [`Error::MemoryLimit`];
+    /// [`matrix`](crate::matrix) asks this for every pair before it starts,
+    /// with one product per thread. The default accepts everything (a
+    /// metric without a memory model); [`TensorSimilarity`] and
+    /// [`GaussianSimilarity`](crate::GaussianSimilarity) estimate.
+    fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
+        let _ = (a, b, at_once);
+        Ok(())
+    }
+
     /// The cosine between the directions `A1 − A0` and `B1 − B0` (e.g. two
     /// fine-tunes of the same base), from bilinearity:
     /// `⟨A1−A0, B1−B0⟩ = ⟨A1,B1⟩ − ⟨A1,B0⟩ − ⟨A0,B1⟩ + ⟨A0,B0⟩`.
@@ -93,6 +105,9 @@ impl<T: Real, S: RecursiveSimilarity<T> + ?Sized> RecursiveSimilarity<T> for &S 
     }
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
         (**self).squared_norm(a)
+    }
+    fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
+        (**self).check_memory(a, b, at_once)
     }
 }
 
@@ -778,6 +793,20 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
     /// rounding).
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
         self.product(a, None)
+    }
+
+    fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
+        let n = self.context_for(a, b)?;
+        self.check_memory(
+            |n| {
+                let largest = self
+                    .product_bytes(a, Some(b), n)
+                    .max(self.product_bytes(a, None, n))
+                    .max(self.product_bytes(b, None, n));
+                at_once.max(1) as f64 * largest
+            },
+            n,
+        )
     }
 
     /// The cosine, with `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩` computed in parallel.

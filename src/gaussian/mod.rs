@@ -376,6 +376,18 @@ impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
         Ok(self.propagate(a, a, true)?.cross)
     }
+
+    fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
+        let n = match self.context {
+            Some(n) if n > 1 || a.mixes_positions() || b.mixes_positions() => n,
+            _ => return Ok(()),
+        };
+        a.check_same_depth_and_io(b)?;
+        MemoryEstimate {
+            at: |n| at_once.max(1) as f64 * sequence::bytes(a, b, false, n),
+        }
+        .check(n, self.max_memory)
+    }
 }
 
 /// A factor `F` with `F Fᵀ = Σ` (`F = V Λ^{1/2}` from the eigendecomposition,

@@ -242,3 +242,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_matrix_counts_one_pair_per_thread() {
+    use tensor_similarity::matrix::similarity_matrix;
+    let models: Vec<Model<f64>> = (0..3).map(|s| attention_model(10 + s, true)).collect();
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    let at = |limit: MemoryLimit| {
+        TensorSimilarity::new()
+            .with_context(16)
+            .unwrap()
+            .with_max_memory(limit)
+    };
+    // One product's estimate (on one thread, `similarity` runs one at a time).
+    let one = pool(1)
+        .install(|| at(MemoryLimit::Machine).memory_estimate(&models[0], &models[1]))
+        .unwrap();
+    // Room for two products at once (with the check's 10 % and 16 MiB), not three.
+    let limit = MemoryLimit::Bytes((2.2 * one) as u64 + (16 << 20) + 1024);
+    let metric = at(limit);
+    let two = pool(2).install(|| similarity_matrix(&metric, &models, || {}));
+    assert!(two.is_ok(), "{two:?}");
+    let three = pool(4).install(|| similarity_matrix(&metric, &models, || {}));
+    assert!(matches!(three, Err(Error::MemoryLimit { .. })), "{three:?}");
+    // A single pair fits on any pool: the check counts what runs at once.
+    let pair = pool(4)
+        .install(|| RecursiveSimilarity::<f64>::inner_product(&metric, &models[0], &models[1]));
+    assert!(pair.is_ok(), "{pair:?}");
+}
