@@ -8,7 +8,8 @@ use tensor_similarity::matrix::{
 };
 use tensor_similarity::nalgebra;
 use tensor_similarity::{
-    GaussianSimilarity, LogScaled, Model, RecursiveSimilarity, TensorSimilarity, weight_cosine,
+    GaussianSimilarity, LogScaled, MemoryLimit, Model, RecursiveSimilarity, TensorSimilarity,
+    weight_cosine,
 };
 
 use crate::model::NativeModel;
@@ -57,7 +58,7 @@ impl Metric {
 #[pymethods]
 impl Metric {
     #[new]
-    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None))]
+    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None, max_memory=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
@@ -68,6 +69,7 @@ impl Metric {
         outputs: Option<Vec<usize>>,
         output_weights: Option<Array<'_>>,
         positions: Option<Vec<usize>>,
+        max_memory: Option<u64>,
     ) -> PyResult<Self> {
         // The options each metric takes; anything else given is refused,
         // so that an option never silently changes nothing.
@@ -79,6 +81,7 @@ impl Metric {
             ("outputs", outputs.is_some()),
             ("output_weights", output_weights.is_some()),
             ("positions", positions.is_some()),
+            ("max_memory", max_memory.is_some()),
         ];
         let takes: &[&str] = match kind {
             "tensor" => &[
@@ -89,8 +92,9 @@ impl Metric {
                 "outputs",
                 "output_weights",
                 "positions",
+                "max_memory",
             ],
-            "gaussian" => &["context", "input_mean", "input_covariance"],
+            "gaussian" => &["context", "input_mean", "input_covariance", "max_memory"],
             "weight" => &[],
             _ => {
                 return Err(invalid(format!(
@@ -116,9 +120,10 @@ impl Metric {
             .as_ref()
             .map(|c| to_matrix("input_covariance", c))
             .transpose()?;
+        let limit = max_memory.map_or(MemoryLimit::Machine, MemoryLimit::Bytes);
         let (kernel, name) = match kind {
             "tensor" => {
-                let mut m = TensorSimilarity::new();
+                let mut m = TensorSimilarity::new().with_max_memory(limit);
                 if let Some(n) = context {
                     m = m.with_context(n).map_err(to_py)?;
                 }
@@ -160,7 +165,7 @@ impl Metric {
                 (Kernel::Tensor(m), "tensor")
             }
             "gaussian" => {
-                let mut m = GaussianSimilarity::new();
+                let mut m = GaussianSimilarity::new().with_max_memory(limit);
                 if let Some(n) = context {
                     m = m.with_context(n).map_err(to_py)?;
                 }

@@ -71,6 +71,7 @@ METRIC_OPTIONS = (
     "outputs",
     "output_weights",
     "positions",
+    "max_memory",
 )
 
 # The dtype a tensor was stored in, by the name NumPy or torch gives it.
@@ -471,6 +472,11 @@ def _metric(kind: str, natives: Sequence[Any], options: Mapping[str, Any]) -> "_
     for key in ("input_metric", "input_mean", "input_covariance", "output_weights"):
         if key in kw:
             kw[key] = _array(kw[key])
+    if "max_memory" in kw:
+        b = kw["max_memory"]
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+            raise TypeError(f"max_memory= is a number of bytes (a positive int), not {b!r}")
+        kw["max_memory"] = int(b)
     if "context" in kw:
         c = kw["context"]
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
@@ -493,6 +499,7 @@ def similarity(
     outputs: Any = None,
     output_weights: Any = None,
     positions: Any = None,
+    max_memory: Optional[int] = None,
     **load_options: Any,
 ) -> float:
     """The similarity of ``a`` and ``b`` (models or paths), in ``[-1, 1]``.
@@ -515,6 +522,11 @@ def similarity(
     * ``"weight"``: the cosine of the concatenated parameters (the naive
       baseline; models of equal shapes). No options.
 
+    ``max_memory`` (bytes; ``"tensor"`` and ``"gaussian"``): the most memory
+    the comparison may use, by default what the machine has. A comparison
+    whose estimated peak exceeds it is refused before it starts, with the
+    estimate and the largest context that fits.
+
     An option the metric does not take is an error. ``load_options`` are
     :func:`load`'s, for paths. The GIL is released while it computes.
     """
@@ -531,6 +543,7 @@ def similarity(
             outputs=outputs,
             output_weights=output_weights,
             positions=positions,
+            max_memory=max_memory,
         ),
     )
     return _native.similarity(m, na, nb)

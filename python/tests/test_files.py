@@ -56,3 +56,26 @@ def test_a_language_model_run_reads_with_its_config():
     assert -1 < s < 1
     m = ts.matrix(sorted((run / "checkpoints").glob("*.pt")), context=3, progress=False)
     assert m[0, 1] == pytest.approx(s, abs=1e-12)
+
+
+def test_huge_contexts_are_refused_with_what_fits():
+    # Issue 26: a context whose comparison cannot fit in memory is refused at
+    # once, naming the estimate and the largest context that fits, never a
+    # crash; max_memory= sets the limit.
+    run = FILES / "runs" / "tiny_lm" / "checkpoints"
+    early, late = run / "step_20.pt", run / "step_100.pt"
+    for n in (2**60, 2**64 - 1, 1000):
+        for metric in ("tensor", "gaussian"):
+            with pytest.raises(ts.TensorSimilarityError, match="the largest context that fits is"):
+                ts.similarity(early, late, metric, context=n)
+    with pytest.raises(ts.TensorSimilarityError, match=r"more than the limit of 30\.0 MB") as e:
+        ts.similarity(early, late, context=12, max_memory=30_000_000)
+    fits = int(str(e.value).rsplit(" ", 1)[-1])
+    assert 1 <= fits < 12
+    assert -1 <= ts.similarity(early, late, context=fits, max_memory=30_000_000) <= 1
+    with pytest.raises(ts.TensorSimilarityError, match="the largest context that fits"):
+        ts.matrix([early, late], context=1000, progress=False)
+    with pytest.raises(TypeError, match="max_memory"):
+        ts.similarity(early, late, context=2, max_memory="16G")
+    with pytest.raises(ts.TensorSimilarityError, match="does not take max_memory"):
+        ts.similarity(early, late, "weight", max_memory=1 << 30)
