@@ -23,13 +23,16 @@
 //! watchdog fails the test after 120 s. No mutant has found a panic, a
 //! hang or a NaN (nor did 40 000 in a longer run).
 
-use std::io::{Cursor, Read, Write};
+#[path = "../../tests/files/mod.rs"]
+mod files;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use files::{repack, zip_entries};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tensor_similarity::io::{self, LoadOptions};
@@ -160,37 +163,12 @@ fn mutate_bytes(rng: &mut StdRng, bytes: &mut Vec<u8>, log: &mut Vec<String>) {
     }
 }
 
-/// A zip archive's entries, or `None` if it is not one.
-fn entries(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).ok()?;
-    (0..zip.len())
-        .map(|i| {
-            let mut f = zip.by_index(i).ok()?;
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).ok()?;
-            Some((f.name().ok()?.into_owned(), data))
-        })
-        .collect()
-}
-
-/// The entries stored uncompressed in a new archive (valid CRCs).
-fn repack(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, data) in entries {
-        zip.start_file(name.as_str(), options).unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
-}
-
 /// A model file mutated: byte edits of the file, or (for an archive, half
 /// the time) of one entry, repacked so that its CRC holds and the edit
 /// reaches the unpickler or the storage reader.
 fn mutate_model(rng: &mut StdRng, bytes: &[u8], log: &mut Vec<String>) -> Vec<u8> {
     if rng.random_bool(0.5)
-        && let Some(mut entries) = entries(bytes)
+        && let Some(mut entries) = zip_entries(bytes)
     {
         // data.pkl most often: it is what the unpickler reads.
         let pkl = entries.iter().position(|(n, _)| n.ends_with("/data.pkl"));

@@ -7,13 +7,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
 #[path = "../../tests/files/mod.rs"]
 mod files;
 
-use files::{load_error, logits_case, one_hot, write};
+use files::{load_error, logits_case, one_hot, repack, write, zip_entries};
 use nalgebra::DVector;
 use proptest::prelude::*;
 use tensor_similarity::io::{self, Dtype, FileError, LoadOptions, ModelFile};
@@ -934,30 +934,6 @@ const FUZZED: [&str; 6] = [
     "whole_module.pt",
 ];
 
-/// The entries of a fixture, to repack with a changed data.pkl.
-fn entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
-    (0..zip.len())
-        .map(|i| {
-            let mut f = zip.by_index(i).unwrap();
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).unwrap();
-            (f.name().unwrap().into_owned(), data)
-        })
-        .collect()
-}
-
-fn repack(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, data) in entries {
-        zip.start_file(name.as_str(), options).unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
-}
-
 fn mutate(bytes: &mut Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) {
     for (at, byte, op) in edits {
         if bytes.is_empty() {
@@ -1032,7 +1008,7 @@ proptest! {
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
     ) {
         let original = std::fs::read(fixture(FUZZED[which])).unwrap();
-        let mut files = entries(&original);
+        let mut files = zip_entries(&original).unwrap();
         let pkl = files.iter_mut().find(|(n, _)| n.ends_with("/data.pkl")).unwrap();
         mutate(&mut pkl.1, &edits);
         let bytes = repack(&files);

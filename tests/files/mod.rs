@@ -194,3 +194,31 @@ pub fn logits_case(case: &serde_json::Value, vocab: usize) -> (Vec<usize>, DMatr
     });
     (tokens, logits)
 }
+
+/// A zip archive's entries (name, bytes) in order, or `None` if it is not
+/// one: a `torch.save` file to edit and [`repack`].
+pub fn zip_entries(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).ok()?;
+    (0..zip.len())
+        .map(|i| {
+            let mut f = zip.by_index(i).ok()?;
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).ok()?;
+            Some((f.name().ok()?.into_owned(), data))
+        })
+        .collect()
+}
+
+/// The entries stored uncompressed in a new archive (valid CRCs).
+pub fn repack(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in entries {
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
