@@ -305,7 +305,7 @@ impl TensorSimilarity {
         let flat_input = self
             .input_metric
             .as_ref()
-            .is_some_and(|m| m.nrows() != a.input_width() + 1);
+            .is_some_and(|m| m.nrows().checked_sub(1) != Some(a.input_width()));
         let mut peak: f64 = 0.0;
         for (position, (x, y)) in a.blocks().iter().zip(b.blocks()).enumerate() {
             let (dx, dy) = (x.input_width(), y.input_width());
@@ -315,7 +315,7 @@ impl TensorSimilarity {
             {
                 flat_entries(n, dx, dy)
             } else {
-                ((dx + 1) * (dy + 1)) as f64
+                (dx as f64 + 1.0) * (dy as f64 + 1.0)
             };
             let fused = position == last
                 && is_affine(&**x)
@@ -333,7 +333,7 @@ impl TensorSimilarity {
 
     /// Refuses a comparison whose estimated peak memory exceeds the limit,
     /// before it allocates anything.
-    fn check_memory(&self, bytes: impl Fn(usize) -> f64, n: usize) -> Result<()> {
+    fn check_estimate(&self, bytes: impl Fn(usize) -> f64, n: usize) -> Result<()> {
         MemoryEstimate { at: bytes }.check(n, self.max_memory)
     }
 
@@ -399,7 +399,7 @@ impl TensorSimilarity {
     pub fn cross_grams<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<ScaledGram<T>>> {
         let n = self.context_for(a, b)?;
         // Every G_ℓ is kept, besides the peak of one product.
-        self.check_memory(
+        self.check_estimate(
             |n| {
                 let kept: f64 = a
                     .blocks()
@@ -429,7 +429,7 @@ impl TensorSimilarity {
     /// over every block but the last, then the last block's step read out.
     fn product<T: Real>(&self, a: &Model<T>, b: Option<&Model<T>>) -> Result<LogScaled> {
         let n = self.context_for(a, b.unwrap_or(a))?;
-        self.check_memory(|n| self.product_bytes(a, b, n), n)?;
+        self.check_estimate(|n| self.product_bytes(a, b, n), n)?;
         let last = a.depth() - 1;
         let mut state = (self.input_stream(a, n)?, 0.0);
         for position in 0..last {
@@ -797,7 +797,7 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
 
     fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
         let n = self.context_for(a, b)?;
-        self.check_memory(
+        self.check_estimate(
             |n| {
                 let largest = self
                     .product_bytes(a, Some(b), n)
@@ -812,7 +812,7 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
     /// The cosine, with `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩` computed in parallel.
     fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
         let n = self.context_for(a, b)?;
-        self.check_memory(|n| self.similarity_bytes(a, b, n), n)?;
+        self.check_estimate(|n| self.similarity_bytes(a, b, n), n)?;
         let (ab, (aa, bb)) = rayon::join(
             || self.inner_product(a, b),
             || rayon::join(|| self.squared_norm(a), || self.squared_norm(b)),
