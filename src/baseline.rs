@@ -14,9 +14,9 @@
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
-use crate::block::check_finite;
+use crate::validate::check_finite;
 use crate::error::{Error, Incomparable, Result, Side};
-use crate::gaussian::covariance_factor;
+use crate::linalg::covariance_factor;
 use crate::model::Model;
 use crate::scalar::{Real, from_f64, to_f64};
 
@@ -283,7 +283,7 @@ pub fn sample_gaussian<T: Real>(
     samples: usize,
 ) -> Result<DMatrix<T>> {
     let d = mean.len();
-    crate::block::check_shape("input covariance", covariance, (d, d))?;
+    crate::validate::check_shape("input covariance", covariance, (d, d))?;
     check_finite("input mean", mean)?;
     let factor = covariance_factor(covariance)?;
     let mut z = DMatrix::<T>::zeros(d, samples);

@@ -83,10 +83,12 @@ pub mod io;
 mod linalg;
 pub mod matrix;
 mod model;
+mod padded;
 pub mod recursion;
 mod resources;
 mod scalar;
 pub mod symmetry;
+mod validate;
 
 #[doc = include_str!("../docs/SPEC.md")]
 pub mod spec {}
@@ -100,11 +102,12 @@ pub use baseline::{
     linear_cka, linear_cka_of, mean_sample_cosine, output_cosine, sample_gaussian, weight_cosine,
 };
 pub use block::{
-    Attention, AttentionBuilder, Bilinear, BilinearBuilder, CpBlock, CpFactors, Linear, Mask,
-    Parameter, TensorBlock, check_block, pad,
+    Attention, AttentionBuilder, Bilinear, BilinearBuilder, CpBlock, CpFactors, CpKind,
+    Description, Linear, Mask, Parameter, Role, Setting, TensorBlock, check_block,
 };
+pub use padded::pad;
 pub use error::{Error, Incomparable, Result, Side};
-pub use gaussian::{GaussianReport, GaussianSimilarity};
+pub use gaussian::{GaussianReport, GaussianSimilarity, JointMoments, Moments};
 pub use model::{Model, ModelBuilder};
 pub use recursion::{
     GramWorkspace, RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step,

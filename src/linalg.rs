@@ -12,7 +12,11 @@ use core::any::TypeId;
 use faer::{Accum, MatMut, MatRef, Par};
 use nalgebra::{Dyn, Matrix, Storage, StorageMut};
 
-use crate::scalar::Real;
+use nalgebra::DMatrix;
+
+use crate::error::{Error, Result};
+use crate::scalar::{Real, from_f64, to_f64};
+use crate::validate::{check_finite, check_square, check_symmetric};
 
 /// The parallelism of every product (see the module's docs).
 const PAR: Par = Par::Seq;
@@ -288,6 +292,37 @@ fn fallback<T, SA, SB, SC>(
     }
     c.gemm(alpha, &a, &b, beta);
 }
+
+/// A factor `F` with `F Fᵀ = Σ` (`F = V Λ^{1/2}` from the eigendecomposition,
+/// so that a singular `Σ` works); an error unless `Σ` is square, finite,
+/// symmetric and positive semidefinite up to rounding.
+pub(crate) fn covariance_factor<T: Real>(covariance: &DMatrix<T>) -> Result<DMatrix<T>> {
+    let what = "input covariance";
+    check_square(what, covariance)?;
+    check_finite(what, covariance)?;
+    let r = covariance.nrows();
+    let scale = covariance.amax();
+    let tolerance = scale * T::default_epsilon() * from_f64(64.0 * r as f64);
+    check_symmetric(what, covariance, tolerance)?;
+    let symmetric = (covariance + covariance.transpose()) * from_f64::<T>(0.5);
+    let eigen = symmetric.symmetric_eigen();
+    let mut factor = eigen.eigenvectors;
+    for (i, &lambda) in eigen.eigenvalues.iter().enumerate() {
+        if lambda < -tolerance {
+            return Err(Error::InvalidOption {
+                what,
+                reason: format!(
+                    "not positive semidefinite: eigenvalue {:.6e}",
+                    to_f64(lambda)
+                ),
+            });
+        }
+        let root = lambda.max(T::zero()).sqrt();
+        factor.column_mut(i).scale_mut(root);
+    }
+    Ok(factor)
+}
+
 
 #[cfg(test)]
 #[path = "linalg_tests.rs"]

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use nalgebra::{DMatrix, DVector};
 
-use crate::block::{TensorBlock, check_len};
+use crate::block::TensorBlock;
+use crate::validate::check_len;
 use crate::error::{Error, Incomparable, Result};
 use crate::scalar::Real;
 

@@ -34,7 +34,7 @@ pub use crate::block::GramWorkspace;
 use nalgebra::DMatrix;
 
 use crate::block::TensorBlock;
-use crate::block::positionwise::padded_block;
+use crate::padded::padded_block;
 use crate::error::{Error, Result, Side};
 use crate::linalg::{mul, mul_nt, mul_tn};
 use crate::model::Model;
@@ -358,7 +358,7 @@ impl TensorSimilarity {
         covariance: &DMatrix<f64>,
     ) -> Result<Self> {
         let d = mean.len();
-        crate::block::check_shape("input covariance", covariance, (d, d))?;
+        crate::validate::check_shape("input covariance", covariance, (d, d))?;
         let mut m = DMatrix::zeros(d + 1, d + 1);
         m[(0, 0)] = 1.0;
         m.view_mut((1, 0), (d, 1)).copy_from(mean);
@@ -612,7 +612,7 @@ impl TensorSimilarity {
                 k
             }
             Outputs::Weights(q) => {
-                crate::block::check_shape("output weights", q, (nl, nl))?;
+                crate::validate::check_shape("output weights", q, (nl, nl))?;
                 mul_tn(&ba, &mul(&q.map(from_f64::<T>), &bb))
             }
         };
@@ -676,7 +676,7 @@ impl TensorSimilarity {
                 }
             }
             Outputs::Weights(q) => {
-                crate::block::check_shape("output weights", q, (n * nl, n * nl))?;
+                crate::validate::check_shape("output weights", q, (n * nl, n * nl))?;
                 if self.positions.is_some() {
                     return Err(Error::InvalidOption {
                         what: "position selection",
@@ -727,7 +727,7 @@ fn symmetrised<T: Real>(m: &DMatrix<f64>) -> DMatrix<T> {
 /// Whether [`affine_map`] applies to `block`, without forming it.
 fn is_affine<T: Real>(block: &dyn TensorBlock<T>) -> bool {
     block
-        .cp_factors()
+        .as_cp()
         .is_some_and(|f| f.order() == 1 && !block.mixes_positions())
 }
 
@@ -737,7 +737,7 @@ fn affine_map<T: Real>(block: &dyn TensorBlock<T>) -> Option<DMatrix<T>> {
     if !is_affine(block) {
         return None;
     }
-    let f = block.cp_factors()?;
+    let f = block.as_cp()?;
     Some(match f.output() {
         Some(d) => mul(d, f.stacked_inputs()),
         None => f.stacked_inputs().clone(),
@@ -851,9 +851,9 @@ pub fn gram_step<T: Real>(
 /// A square, finite, symmetric matrix with a non-negative diagonal: what an
 /// input metric or output weighting must be.
 fn check_metric(what: &'static str, m: &DMatrix<f64>) -> Result<()> {
-    crate::block::check_square(what, m)?;
-    crate::block::check_finite(what, m)?;
-    crate::block::check_symmetric(what, m, m.amax() * f64::EPSILON * 64.0)?;
+    crate::validate::check_square(what, m)?;
+    crate::validate::check_finite(what, m)?;
+    crate::validate::check_symmetric(what, m, m.amax() * f64::EPSILON * 64.0)?;
     match (0..m.nrows()).find(|&i| m[(i, i)] < 0.0) {
         Some(i) => Err(Error::InvalidOption {
             what,

@@ -2,7 +2,9 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use super::{CpFactors, Parameter, TensorBlock, check_finite, check_len, check_shape};
+use super::factors::CpFactors;
+use super::{CpKind, Description, Parameter, Setting};
+use crate::validate::{check_finite, check_len, check_shape};
 use crate::error::{Error, Result};
 use crate::scalar::{Real, to_f64};
 
@@ -317,17 +319,50 @@ impl<T: Real> Bilinear<T> {
     }
 }
 
-impl<T: Real> TensorBlock<T> for Bilinear<T> {
-    fn cp_factors(&self) -> Option<&CpFactors<T>> {
-        Some(&self.cp)
+impl<T: Real> CpKind<T> for Bilinear<T> {
+    fn cp_factors(&self) -> &CpFactors<T> {
+        &self.cp
     }
 
     fn kind(&self) -> &'static str {
         "bilinear"
     }
 
-    fn as_any(&self) -> Option<&dyn core::any::Any> {
-        Some(self)
+    /// `left`, `right`, their biases, `down` (absent: the identity) and its
+    /// bias, and the residual scale `residual` (`s`).
+    fn describe(&self) -> Description<'_, T> {
+        let mut parameters = vec![
+            Parameter::matrix("left", &self.left),
+            Parameter::matrix("right", &self.right),
+        ];
+        let optional = [
+            ("left_bias", self.left_bias.as_ref()),
+            ("right_bias", self.right_bias.as_ref()),
+        ];
+        parameters.extend(
+            optional
+                .into_iter()
+                .filter_map(|(role, b)| b.map(|b| Parameter::vector(role, b))),
+        );
+        parameters.extend(self.down.as_ref().map(|d| Parameter::matrix("down", d)));
+        parameters.extend(
+            self.down_bias
+                .as_ref()
+                .map(|b| Parameter::vector("down_bias", b)),
+        );
+        Description {
+            kind: "bilinear",
+            settings: vec![
+                ("hidden", Setting::Count(self.hidden_width())),
+                ("residual", Setting::Real(to_f64(self.residual))),
+            ],
+            parameters,
+        }
+    }
+
+    /// [`Bilinear::new`] builds factors that keep it.
+    fn keeps_constant_by_construction(&self) -> bool {
+        true
     }
 
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
@@ -344,7 +379,7 @@ impl<T: Real> TensorBlock<T> for Bilinear<T> {
         p.push(Parameter::vector_or_zeros(
             "down_bias",
             self.down_bias.as_ref(),
-            self.output_width(),
+            self.cp.output_width(),
         ));
         p
     }

@@ -15,7 +15,8 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use super::{Attention, Bilinear, CpBlock, CpFactors, Linear, TensorBlock};
+use super::TensorBlock;
+use super::factors::CpFactors;
 use crate::error::{Error, Result};
 use crate::scalar::{Real, from_f64, to_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
@@ -39,12 +40,12 @@ use crate::symmetry::{SymmetryGroup, leg_pairings};
 ///
 /// ```
 /// use nalgebra::DMatrix;
-/// use tensor_similarity::{CpFactors, Error, TensorBlock, check_block};
+/// use tensor_similarity::{CpFactors, CpKind, Error, check_block};
 ///
 /// #[derive(Debug)]
 /// struct Square(CpFactors<f64>);
-/// impl TensorBlock<f64> for Square {
-///     fn cp_factors(&self) -> Option<&CpFactors<f64>> { Some(&self.0) }
+/// impl CpKind<f64> for Square {
+///     fn cp_factors(&self) -> &CpFactors<f64> { &self.0 }
 /// }
 ///
 /// let u = DMatrix::<f64>::identity(3, 3);
@@ -69,12 +70,12 @@ pub fn check_block<T: Real>(block: &dyn TensorBlock<T>) -> Result<()> {
             "order {k} and widths {m} → {n}: a kind without CP factors must give its order and widths"
         )));
     }
-    if let Some(cp) = block.cp_factors() {
+    if let Some(cp) = block.as_cp() {
         exact_constant(cp, block.symmetry()).map_err(fail)?;
         for point in 0..3 {
             let x = random_vector::<T>(m, 17 + point);
             let y = block.forward(&x)?;
-            let padded = cp.apply_padded(&super::pad(&x))?;
+            let padded = cp.apply_padded(&crate::padded::pad(&x))?;
             let from_factors = padded.rows(1, n).into_owned();
             let err = relative_gap(&y, &from_factors);
             if err > tolerance::<T>() {
@@ -106,7 +107,7 @@ pub(crate) fn check_constant_at<T: Real>(
     position: usize,
     block: &dyn TensorBlock<T>,
 ) -> Result<()> {
-    if is_own_kind(block) {
+    if block.keeps_constant_by_construction() {
         return Ok(());
     }
     let fail = |reason: String| Error::ConstantNotKept {
@@ -114,19 +115,10 @@ pub(crate) fn check_constant_at<T: Real>(
         kind: block.kind(),
         reason,
     };
-    match block.cp_factors() {
+    match block.as_cp() {
         Some(cp) => polynomial_constant(cp).map_err(fail),
         None => step_agrees_with_forward(block, 1, 7).map_err(fail),
     }
-}
-
-fn is_own_kind<T: Real>(block: &dyn TensorBlock<T>) -> bool {
-    block.as_any().is_some_and(|a| {
-        a.is::<Linear<T>>()
-            || a.is::<Bilinear<T>>()
-            || a.is::<CpBlock<T>>()
-            || a.is::<Attention<T>>()
-    })
 }
 
 /// Relative tolerance of the checks: loose enough for rounding in long

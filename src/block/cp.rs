@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use nalgebra::DMatrix;
 
-use super::{CpFactors, TensorBlock};
+use super::{CpFactors, CpKind};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::symmetry::{Full, SymmetryGroup};
@@ -60,9 +60,14 @@ impl<T: Real> CpBlock<T> {
     }
 }
 
-impl<T: Real> TensorBlock<T> for CpBlock<T> {
-    fn cp_factors(&self) -> Option<&CpFactors<T>> {
-        Some(&self.cp)
+impl<T: Real> CpKind<T> for CpBlock<T> {
+    fn cp_factors(&self) -> &CpFactors<T> {
+        &self.cp
+    }
+
+    /// Its constructors check the constant rule.
+    fn keeps_constant_by_construction(&self) -> bool {
+        true
     }
 
     fn symmetry(&self) -> &dyn SymmetryGroup {

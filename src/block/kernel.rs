@@ -15,7 +15,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVectorView, Dyn};
 use rayon::prelude::*;
 
-use super::{CpFactors, TensorBlock, check_shape, check_symmetric};
+use super::{CpFactors, TensorBlock};
+use crate::validate::{check_shape, check_symmetric};
 use crate::error::{Error, Incomparable, Result};
 use crate::linalg::{gemm, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
@@ -941,7 +942,7 @@ fn check_step<T: Real>(fa: &CpFactors<T>, fb: &CpFactors<T>, g: &DMatrix<T>) -> 
 /// The CP factors of a block the CP kernels are asked to step; an error
 /// naming the kind of a block that has none (it supplies its own step).
 pub(crate) fn cp_of<T: Real>(block: &dyn TensorBlock<T>) -> Result<&CpFactors<T>> {
-    cp_of_kind(block.cp_factors(), block.kind())
+    cp_of_kind(block.as_cp(), block.kind())
 }
 
 /// As [`cp_of`], from a block's answer and kind.

@@ -2,7 +2,9 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use super::{CpFactors, Parameter, TensorBlock, check_finite, check_len};
+use super::factors::CpFactors;
+use super::{CpKind, Description, Parameter};
+use crate::validate::{check_finite, check_len};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::symmetry::{SymmetryGroup, Trivial};
@@ -64,9 +66,9 @@ impl<T: Real> Linear<T> {
     }
 }
 
-impl<T: Real> TensorBlock<T> for Linear<T> {
-    fn cp_factors(&self) -> Option<&CpFactors<T>> {
-        Some(&self.cp)
+impl<T: Real> CpKind<T> for Linear<T> {
+    fn cp_factors(&self) -> &CpFactors<T> {
+        &self.cp
     }
 
     /// A single leg has only the identity permutation.
@@ -78,8 +80,14 @@ impl<T: Real> TensorBlock<T> for Linear<T> {
         "linear"
     }
 
-    fn as_any(&self) -> Option<&dyn core::any::Any> {
-        Some(self)
+    fn describe(&self) -> Description<'_, T> {
+        let mut parameters = vec![Parameter::matrix("weight", &self.weight)];
+        parameters.extend(self.bias.as_ref().map(|b| Parameter::vector("bias", b)));
+        Description {
+            kind: "linear",
+            settings: Vec::new(),
+            parameters,
+        }
     }
 
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
@@ -87,6 +95,11 @@ impl<T: Real> TensorBlock<T> for Linear<T> {
             Parameter::matrix("weight", &self.weight),
             Parameter::vector_or_zeros("bias", self.bias.as_ref(), self.weight.nrows()),
         ]
+    }
+
+    /// [`Linear::new`] builds factors that keep it.
+    fn keeps_constant_by_construction(&self) -> bool {
+        true
     }
 
     fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {

@@ -10,8 +10,10 @@
 
 use nalgebra::DMatrix;
 
-use super::{CpFactors, GramWorkspace};
+use super::GramWorkspace;
+use super::factors::CpFactors;
 use crate::error::{Error, Result};
+use crate::padded::padded_block;
 use crate::resources::{flat_width, zeros};
 use crate::scalar::Real;
 use crate::symmetry::SymmetryGroup;
@@ -36,7 +38,7 @@ pub(crate) fn step<T: Real>(
         Some(b) => (b.0.input_width(), b.0.output_width()),
         None => (ma, na),
     };
-    super::check_shape(
+    crate::validate::check_shape(
         "cross Gram matrix",
         g,
         (flat_width(n, ma)?, flat_width(n, mb)?),
@@ -80,22 +82,3 @@ pub(crate) fn step<T: Real>(
     Ok(out)
 }
 
-/// `Ĝ[p,q]`: rows `{0} ∪ (1 + p·m_A …)`, columns `{0} ∪ (1 + q·m_B …)` of
-/// the flattened `g`, into `out` (`(m_A+1) × (m_B+1)`).
-pub(crate) fn padded_block<T: Real>(
-    g: &DMatrix<T>,
-    p: usize,
-    q: usize,
-    ma: usize,
-    mb: usize,
-    out: &mut DMatrix<T>,
-) {
-    let (r0, c0) = (1 + p * ma, 1 + q * mb);
-    out[(0, 0)] = g[(0, 0)];
-    out.view_mut((0, 1), (1, mb))
-        .copy_from(&g.view((0, c0), (1, mb)));
-    out.view_mut((1, 0), (ma, 1))
-        .copy_from(&g.view((r0, 0), (ma, 1)));
-    out.view_mut((1, 1), (ma, mb))
-        .copy_from(&g.view((r0, c0), (ma, mb)));
-}

@@ -75,22 +75,21 @@
 //! carried apart, and `Ĉ_AB = C_AB / (λ_A λ_B)`. Inner products come back as
 //! [`LogScaled`], and nothing overflows at any depth.
 
-mod attention;
-mod chain;
-mod sequence;
+pub(crate) mod cp;
+pub(crate) mod moments;
 mod wick;
+
+pub use moments::{JointMoments, Moments};
 
 use nalgebra::{DMatrix, DVector};
 
-use sequence::Readout;
-use wick::{Activation, Moments};
-
-use crate::block::{check_finite, check_len, check_shape, check_square, check_symmetric};
 use crate::error::{Error, Result, Side};
+use crate::linalg::covariance_factor;
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, cosine};
-use crate::resources::{MemoryEstimate, MemoryLimit};
-use crate::scalar::{LogScaled, Real, from_f64, to_f64};
+use crate::resources::{MemoryEstimate, MemoryLimit, flat_entries, scalars};
+use crate::scalar::{LogScaled, Real};
+use crate::validate::{check_finite, check_len, check_shape};
 
 /// The highest block order the Wick expansion accepts: its cost grows like
 /// `Σ_p C(k,p)² p!` (the partial matchings between the legs of the two blocks), about
@@ -283,69 +282,169 @@ impl<T: Real> GaussianSimilarity<T> {
         })
     }
 
-    /// The initial state `m = (1, μ)`, `C = [[0, 0], [0, Σ]]`, normalised.
-    fn input_state(&self, d: usize) -> Result<Moments<T>> {
+    /// The input `x̃ = (1, x)`, `x ∼ N(μ, Σ)` on `n` i.i.d. positions:
+    /// `μ` and, for the first-linear fast path, a factor of `Σ` (`None`: `I`).
+    fn input(&self, d: usize) -> Result<(DVector<T>, Option<DMatrix<T>>)> {
         let mut mean = DVector::zeros(d + 1);
         mean[0] = T::one();
         if let Some(mu) = &self.mean {
             check_len("input mean", mu, d)?;
             mean.rows_mut(1, d).copy_from(mu);
         }
-        let mut cov = DMatrix::zeros(d + 1, d + 1);
-        match &self.covariance {
+        let factor = match &self.covariance {
             Some(sigma) => {
                 check_shape("input covariance", sigma, (d, d))?;
-                cov.view_mut((1, 1), (d, d)).copy_from(sigma);
+                Some(covariance_factor(sigma)?)
             }
-            None => cov.view_mut((1, 1), (d, d)).fill_diagonal(T::one()),
-        }
-        let mut side = Activation {
-            mean,
-            cov,
-            ln_scale: 0.0,
+            None => None,
         };
-        side.normalise(0)?;
-        Ok(Moments {
-            cross: side.cov.clone(),
-            a: side.clone(),
-            b: side,
-        })
+        Ok((mean, factor))
+    }
+
+    /// The input's moments, normalised.
+    fn input_state(&self, d: usize, n: usize, same: bool) -> Result<JointMoments<T>> {
+        let mean = match &self.mean {
+            Some(mu) => mu.clone(),
+            None => DVector::zeros(d),
+        };
+        let cov = match &self.covariance {
+            Some(sigma) => sigma.clone(),
+            None => DMatrix::identity(d, d),
+        };
+        let side = Moments::input(&mean, &cov, n);
+        let mut state = if same {
+            JointMoments::same(side)
+        } else {
+            let cross = side.cov.clone();
+            JointMoments {
+                a: side.clone(),
+                other: Some((side, cross)),
+            }
+        };
+        state.rescale((0.0, 1), (0.0, 1), 0)?;
+        Ok(state)
+    }
+
+    /// The context the models are compared at: 1 for vector models without one.
+    fn positions(&self, a: &Model<T>, b: &Model<T>) -> Result<usize> {
+        match self.context {
+            Some(n) => Ok(n),
+            None if a.is_sequence() => Err(Error::MissingContext(Side::A)),
+            None if b.is_sequence() => Err(Error::MissingContext(Side::B)),
+            None => Ok(1),
+        }
     }
 
     /// The three inner products of one pass through both models; with
     /// `same`, `b` is `a` and only its side is computed.
+    ///
+    /// One loop over the pairs of blocks: each steps the joint moments
+    /// ([`TensorBlock::moment_step`]), which stay one position's while the
+    /// positions are independent; a first pair of linear blocks starts from
+    /// `Σ` directly, and a last pair is read out from the second moments.
     fn propagate(&self, a: &Model<T>, b: &Model<T>, same: bool) -> Result<Readout> {
         // Block orders and hidden widths may differ.
         a.check_same_depth_and_io(b)?;
-        let n = match self.context {
-            Some(n) => n,
-            None if a.is_sequence() => return Err(Error::MissingContext(Side::A)),
-            None if b.is_sequence() => return Err(Error::MissingContext(Side::B)),
-            None => 1,
-        };
+        let n = self.positions(a, b)?;
+        for (position, (x, y)) in a.blocks().iter().zip(b.blocks()).enumerate() {
+            check_order(x.order(), Side::A, position)?;
+            check_order(y.order(), Side::B, position)?;
+        }
         if n > 1 || a.mixes_positions() || b.mixes_positions() {
             MemoryEstimate {
-                at: |n| sequence::bytes(a, b, same, n),
+                at: |n| bytes(a, b, same, n),
             }
             .check(n, self.max_memory)?;
-            return sequence::propagate(self, a, b, same, n);
         }
-        let mut state = self.input_state(a.input_width())?;
-        for (position, (block_a, block_b)) in a.blocks().iter().zip(b.blocks()).enumerate() {
-            let (fa, fb) = (
-                gaussian_factors(&**block_a, Side::A, position)?,
-                gaussian_factors(&**block_b, Side::B, position)?,
-            );
-            check_order(fa.order(), Side::A, position)?;
-            check_order(fb.order(), Side::B, position)?;
-            state = if same {
-                state.step_same(fa, position)?
+        let depth = a.depth();
+        let linear = |p: usize| {
+            let (x, y) = (&a.blocks()[p], &b.blocks()[p]);
+            match (x.as_cp(), y.as_cp()) {
+                (Some(fa), Some(fb)) if cp::is_linear(fa) && cp::is_linear(fb) => Some((fa, fb)),
+                _ => None,
+            }
+        };
+        let d = a.input_width();
+        let first_linear = |p: usize| {
+            let (x, y) = (&a.blocks()[p], &b.blocks()[p]);
+            match (x.as_cp(), y.as_cp()) {
+                (Some(fa), Some(fb)) if fa.order() == 1 && fb.order() == 1 => Some((fa, fb)),
+                _ => None,
+            }
+        };
+        let (mut state, start) = match first_linear(0) {
+            Some((fa, fb)) if depth > 1 || linear(0).is_none() => {
+                let (mean, factor) = self.input(d)?;
+                let mut state =
+                    cp::first_linear(fa, (!same).then_some(fb), &mean, factor.as_ref(), n);
+                state.rescale((0.0, 1), (0.0, 1), 0)?;
+                (state, 1)
+            }
+            _ => (self.input_state(d, n, same)?, 0),
+        };
+        for position in start..depth {
+            if position + 1 == depth
+                && let Some((fa, fb)) = linear(position)
+            {
+                let [cross, ra, rb] = cp::read_out_linear(&state, fa, fb);
+                return Ok(Readout { cross, a: ra, b: rb });
+            }
+            let (x, y) = (&*a.blocks()[position], &*b.blocks()[position]);
+            let scales = (state.a().ln_scale, state.b().ln_scale);
+            let mut next = if same {
+                JointMoments::same(x.self_moment_step(state.a())?)
             } else {
-                state.step(fa, fb, position)?
+                x.moment_step(y, &state).map_err(|e| at_block(e, position))?
             };
+            next.rescale((scales.0, x.order()), (scales.1, y.order()), position)?;
+            state = next;
         }
-        Ok(Readout::of(&state))
+        Ok(Readout {
+            cross: state.read_out(),
+            a: state.a().read_out_self(),
+            b: state.b().read_out_self(),
+        })
     }
+}
+
+/// The three inner products of one pass: `⟨f_A,f_B⟩`, `⟨f_A,f_A⟩`, `⟨f_B,f_B⟩`.
+struct Readout {
+    cross: LogScaled,
+    a: LogScaled,
+    b: LogScaled,
+}
+
+/// A step's error for a pair it cannot take, with the block's position.
+fn at_block(e: Error, position: usize) -> Error {
+    match e {
+        Error::InvalidBlock(reason) => Error::InvalidBlock(format!("block {position}: {reason}")),
+        e => e,
+    }
+}
+
+/// An estimate of the peak bytes of one pass on `n` positions: the moments
+/// (`A`, `B` and their cross moments; one position's until a block mixes
+/// positions) in and out of the largest step, with the step's own tables. In
+/// `f64`, on the high side (see [`crate::resources`]).
+fn bytes<T: Real>(a: &Model<T>, b: &Model<T>, same: bool, n: usize) -> f64 {
+    let sides = if same { 1.0 } else { 3.0 };
+    let mut mixed = false;
+    let mut peak: f64 = 0.0;
+    for (x, y) in a.blocks().iter().zip(b.blocks()) {
+        let positions = if mixed { n } else { 1 };
+        mixed |= x.mixes_positions() || y.mixes_positions();
+        let after = if mixed { n } else { 1 };
+        let states = sides
+            * (flat_entries(positions, x.input_width(), y.input_width())
+                + flat_entries(after, x.output_width(), y.output_width()));
+        let step = if same {
+            x.moment_step_scalars(&**x, n)
+        } else {
+            x.moment_step_scalars(&**y, n)
+        };
+        peak = peak.max(states + step);
+    }
+    scalars::<T>(peak)
 }
 
 /// An error for a block whose order the Wick expansion does not take.
@@ -384,58 +483,8 @@ impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
         };
         a.check_same_depth_and_io(b)?;
         MemoryEstimate {
-            at: |n| at_once.max(1) as f64 * sequence::bytes(a, b, false, n),
+            at: |n| at_once.max(1) as f64 * bytes(a, b, false, n),
         }
         .check(n, self.max_memory)
     }
 }
-
-/// A factor `F` with `F Fᵀ = Σ` (`F = V Λ^{1/2}` from the eigendecomposition,
-/// so that a singular `Σ` works); an error unless `Σ` is square, finite,
-/// symmetric and positive semidefinite up to rounding.
-pub(crate) fn covariance_factor<T: Real>(covariance: &DMatrix<T>) -> Result<DMatrix<T>> {
-    let what = "input covariance";
-    check_square(what, covariance)?;
-    check_finite(what, covariance)?;
-    let r = covariance.nrows();
-    let scale = covariance.amax();
-    let tolerance = scale * T::default_epsilon() * from_f64(64.0 * r as f64);
-    check_symmetric(what, covariance, tolerance)?;
-    let symmetric = (covariance + covariance.transpose()) * from_f64::<T>(0.5);
-    let eigen = symmetric.symmetric_eigen();
-    let mut factor = eigen.eigenvectors;
-    for (i, &lambda) in eigen.eigenvalues.iter().enumerate() {
-        if lambda < -tolerance {
-            return Err(Error::InvalidOption {
-                what,
-                reason: format!(
-                    "not positive semidefinite: eigenvalue {:.6e}",
-                    to_f64(lambda)
-                ),
-            });
-        }
-        let root = lambda.max(T::zero()).sqrt();
-        factor.column_mut(i).scale_mut(root);
-    }
-    Ok(factor)
-}
-
-/// A block's CP factors, or the error that the Gaussian metric does not
-/// support its kind (a kind without CP factors; attention, which mixes
-/// positions, takes the sequence path).
-fn gaussian_factors<T: Real>(
-    block: &dyn crate::block::TensorBlock<T>,
-    side: Side,
-    position: usize,
-) -> Result<&crate::block::CpFactors<T>> {
-    block.cp_factors().ok_or_else(|| Error::Unsupported {
-        block: position,
-        side,
-        kind: block.kind(),
-        metric: "the Gaussian metric",
-    })
-}
-
-#[cfg(test)]
-#[path = "mod_tests.rs"]
-mod tests;

@@ -4,177 +4,15 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use crate::block::CpFactors;
-use crate::error::{Error, Result};
+use super::moments::Moments;
+use crate::block::factors::CpFactors;
 use crate::linalg::{mul, mul_nt};
-use crate::scalar::{LogScaled, Real, from_f64, smallest_resolved, to_f64};
-
-/// One model's normalised moments: the padded activation is `e^ln_scale · â`
-/// with `E[â] = mean`, `Cov(â) = cov`.
-#[derive(Clone, Debug)]
-pub(super) struct Activation<T: Real> {
-    pub(super) mean: DVector<T>,
-    pub(super) cov: DMatrix<T>,
-    pub(super) ln_scale: f64,
-}
-
-impl<T: Real> Activation<T> {
-    /// `E[|f|²] = Σ_{o≥1} (Ĉ[o,o] + m̂[o]²)`, scaled back.
-    pub(super) fn read_out_self(&self) -> LogScaled {
-        let n = self.mean.len() - 1;
-        let mut value = T::zero();
-        for o in 1..=n {
-            value += self.cov[(o, o)] + self.mean[o] * self.mean[o];
-        }
-        LogScaled::from_scaled(to_f64(value), 2.0 * self.ln_scale)
-    }
-
-    /// Divides by `c = max(max |m̂|, √max diag Ĉ)`, adds `ln c` to the scale
-    /// and returns `c` (1 for an all-zero state, which stays as it is).
-    /// The largest standard deviation, `√max_i Σ_ii`.
-    fn largest_sd(&self) -> T {
-        self.cov
-            .diagonal()
-            .iter()
-            .fold(T::zero(), |acc, &v| acc.max(v))
-            .sqrt()
-    }
-
-    pub(super) fn normalise(&mut self, block: usize) -> Result<T> {
-        let largest_sd = self.largest_sd();
-        let c = self.mean.amax().max(largest_sd);
-        if !c.is_finite() || !self.ln_scale.is_finite() {
-            return Err(Error::NumericalBreakdown {
-                block,
-                reason: format!(
-                    "the activation moments overflowed (log scale {:.3e})",
-                    self.ln_scale
-                ),
-            });
-        }
-        let c = if c > T::zero() {
-            self.mean /= c;
-            self.cov /= c * c;
-            self.ln_scale += to_f64(c).ln();
-            c
-        } else {
-            T::one()
-        };
-        self.check_resolved(block)?;
-        Ok(c)
-    }
-
-    /// An error if the activation's variable part (its mean past the
-    /// constant, and its standard deviations) has fallen so far below the
-    /// constant `1` that it is about to leave `T`'s normal range: one scale
-    /// cannot hold both, and going on would read a false zero norm (as
-    /// [the tensor recursion](crate::TensorSimilarity) checks too).
-    fn check_resolved(&self, block: usize) -> Result<()> {
-        let m = self.mean.len();
-        if m < 2 {
-            return Ok(());
-        }
-        let sd = self.largest_sd();
-        let part =
-            to_f64(self.mean.rows(1, m - 1).amax().max(sd)) / to_f64(self.mean.amax().max(sd));
-        // The covariance holds squares: its entries leave the normal range first.
-        if part > 0.0 && part < smallest_resolved::<T>().sqrt() {
-            return Err(Error::NumericalBreakdown {
-                block,
-                reason: format!(
-                    "the activations have shrunk to {part:.1e} of the constant input, below what \
-                     one scale resolves beside it: the norm is not zero, but too small to compare \
-                     in this precision (a deep stack of contractive blocks without biases)"
-                ),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// The joint state: both sides and the cross covariance `Ĉ_AB`.
-#[derive(Clone, Debug)]
-pub(super) struct Moments<T: Real> {
-    pub(super) a: Activation<T>,
-    pub(super) b: Activation<T>,
-    pub(super) cross: DMatrix<T>,
-}
-
-impl<T: Real> Moments<T> {
-    /// `Σ_{o≥1} (Ĉ_AB[o,o] + m̂_A[o] m̂_B[o])`, scaled back.
-    pub(super) fn read_out(&self) -> LogScaled {
-        let n = self.a.mean.len() - 1;
-        let mut value = T::zero();
-        for o in 1..=n {
-            value += self.cross[(o, o)] + self.a.mean[o] * self.b.mean[o];
-        }
-        LogScaled::from_scaled(to_f64(value), self.a.ln_scale + self.b.ln_scale)
-    }
-
-    pub(super) fn step(&self, fa: &CpFactors<T>, fb: &CpFactors<T>, block: usize) -> Result<Self> {
-        let legs_a = Legs::new(fa, &self.a);
-        let legs_b = Legs::new(fb, &self.b);
-        let mut a = legs_a.output_side(fa, &self.a, block)?;
-        let mut b = legs_b.output_side(fb, &self.b, block)?;
-        let cross = through_outputs(
-            fa,
-            fb,
-            covariance(
-                fa,
-                fb,
-                &legs_a,
-                &legs_b,
-                &self.a.mean,
-                &self.b.mean,
-                &self.cross,
-            ),
-        );
-        let ca = a.normalise(block)?;
-        let cb = b.normalise(block)?;
-        let next = Self {
-            a,
-            b,
-            cross: cross / (ca * cb),
-        };
-        check_finite_state(&next, block)?;
-        Ok(next)
-    }
-
-    pub(super) fn step_same(&self, fa: &CpFactors<T>, block: usize) -> Result<Self> {
-        let legs = Legs::new(fa, &self.a);
-        let mut a = legs.output_side(fa, &self.a, block)?;
-        a.normalise(block)?;
-        let next = Self {
-            cross: a.cov.clone(),
-            b: a.clone(),
-            a,
-        };
-        check_finite_state(&next, block)?;
-        Ok(next)
-    }
-}
-
-pub(super) fn check_finite_state<T: Real>(state: &Moments<T>, block: usize) -> Result<()> {
-    let finite = |m: &[T]| m.iter().all(|v| v.is_finite());
-    if finite(state.a.mean.as_slice())
-        && finite(state.b.mean.as_slice())
-        && finite(state.a.cov.as_slice())
-        && finite(state.b.cov.as_slice())
-        && finite(state.cross.as_slice())
-    {
-        Ok(())
-    } else {
-        Err(Error::NumericalBreakdown {
-            block,
-            reason: "the activation moments became non-finite".into(),
-        })
-    }
-}
+use crate::scalar::{Real, from_f64};
 
 /// What one block's legs need from its input: the leg means `μ_j = U_j m`
 /// and the moments `α(S)[ρ] = E[Π_{j∈S} u_j[ρ]]` of every subset `S` of legs
 /// (a bit mask), under the Gaussian with the side's mean and covariance.
-pub(super) struct Legs<T: Real> {
+pub(crate) struct Legs<T: Real> {
     order: usize,
     rank: usize,
     means: DVector<T>,
@@ -182,7 +20,7 @@ pub(super) struct Legs<T: Real> {
 }
 
 impl<T: Real> Legs<T> {
-    pub(super) fn new(f: &CpFactors<T>, side: &Activation<T>) -> Self {
+    pub(crate) fn new(f: &CpFactors<T>, side: &Moments<T>) -> Self {
         let (k, r) = (f.order(), f.rank());
         let u = f.stacked_inputs();
         let means = u * &side.mean;
@@ -219,7 +57,7 @@ impl<T: Real> Legs<T> {
     }
 
     /// `E[z]` for `z = u_1 ∘ … ∘ u_k`.
-    pub(super) fn mean(&self) -> &DVector<T> {
+    pub(crate) fn mean(&self) -> &DVector<T> {
         &self.subset_moments[(1 << self.order) - 1]
     }
 
@@ -231,13 +69,9 @@ impl<T: Real> Legs<T> {
         })
     }
 
-    /// The block's output moments for one side (unnormalised scale update).
-    fn output_side(
-        &self,
-        f: &CpFactors<T>,
-        side: &Activation<T>,
-        block: usize,
-    ) -> Result<Activation<T>> {
+    /// The block's output moments for one position of one side, in the
+    /// input's scale (the metric multiplies the log scale by the order).
+    pub(crate) fn output_side(&self, f: &CpFactors<T>, side: &Moments<T>) -> Moments<T> {
         let mean = match f.output() {
             Some(d) => d * self.mean(),
             None => self.mean().clone(),
@@ -247,23 +81,12 @@ impl<T: Real> Legs<T> {
             f,
             covariance(f, f, self, self, &side.mean, &side.mean, &side.cov),
         );
-        let ln_scale = side.ln_scale * f.order() as f64;
-        if !ln_scale.is_finite() {
-            return Err(Error::NumericalBreakdown {
-                block,
-                reason: format!("the log scale overflowed ({ln_scale:.3e})"),
-            });
-        }
-        Ok(Activation {
-            mean,
-            cov,
-            ln_scale,
-        })
+        Moments::independent(mean, cov, side.context)
     }
 }
 
 /// `D̃_A H D̃_Bᵀ`.
-pub(super) fn through_outputs<T: Real>(
+pub(crate) fn through_outputs<T: Real>(
     fa: &CpFactors<T>,
     fb: &CpFactors<T>,
     h: DMatrix<T>,
@@ -281,7 +104,7 @@ pub(super) fn through_outputs<T: Real>(
 /// `Cov(z_A, z_B)` (`r_A × r_B`) for legs reading a jointly Gaussian
 /// `(ã, b̃)` with means `m_a`, `m_b` and cross covariance `c_ab`: the
 /// second-moment form when both orders are 2, the general Wick sum otherwise.
-pub(super) fn covariance<T: Real>(
+pub(crate) fn covariance<T: Real>(
     fa: &CpFactors<T>,
     fb: &CpFactors<T>,
     legs_a: &Legs<T>,

@@ -11,18 +11,14 @@ fn random(rows: usize, cols: usize, seed: &mut u64) -> DMatrix<f64> {
     DMatrix::from_fn(rows, cols, |_, _| lcg(seed))
 }
 
-fn random_side(width: usize, seed: &mut u64) -> Activation<f64> {
+fn random_side(width: usize, seed: &mut u64) -> Moments<f64> {
     let f = random(width, width, seed);
     let mut cov = &f * f.transpose();
     cov.row_mut(0).fill(0.0);
     cov.column_mut(0).fill(0.0);
     let mut mean = DVector::from_fn(width, |_, _| lcg(seed));
     mean[0] = 1.0;
-    Activation {
-        mean,
-        cov,
-        ln_scale: 0.0,
-    }
+    Moments::independent(mean, cov, 1)
 }
 
 /// The second-moment form for k = 2 equals the general Wick sum on
@@ -38,10 +34,12 @@ fn order2_form_matches_general_wick_sum() {
         // Joint covariance of (ã, b̃) as F Fᵀ, split into blocks.
         let f = random(2 * w, 2 * w, &mut seed);
         let joint = &f * f.transpose();
-        let mut side = |i: usize| Activation {
-            mean: DVector::from_fn(w, |_, _| lcg(&mut seed)),
-            cov: joint.view((i * w, i * w), (w, w)).into_owned(),
-            ln_scale: 0.0,
+        let mut side = |i: usize| {
+            Moments::independent(
+                DVector::from_fn(w, |_, _| lcg(&mut seed)),
+                joint.view((i * w, i * w), (w, w)).into_owned(),
+                1,
+            )
         };
         let (sa, sb) = (side(0), side(1));
         let cross = joint.view((0, w), (w, w)).into_owned();

@@ -116,7 +116,7 @@ pub(crate) fn build<T: Real>(
                 if let Some(c) = a.score_scale {
                     builder = builder.score_scale(c);
                 }
-                Arc::new(builder.build().map_err(|e| block_error(i, e))?)
+                builder.build().and_then(Attention::into_shared).map_err(|e| block_error(i, e))?
             }
             BlockSpec::Bilinear {
                 factors,

@@ -6,7 +6,7 @@ use super::spec::{
     ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec,
 };
 use super::{FileError, Layout};
-use crate::block::{Attention, Bilinear, Linear, Mask, TensorBlock};
+use crate::block::{Mask, Role, Setting, TensorBlock};
 use crate::model::Model;
 
 /// A tensor to write: name, shape, row-major values.
@@ -27,7 +27,7 @@ pub(crate) fn tensors(
                 .into(),
         });
     }
-    let kinds: Vec<Kind<'_>> = model
+    let kinds: Vec<Kind> = model
         .blocks()
         .iter()
         .enumerate()
@@ -40,7 +40,7 @@ pub(crate) fn tensors(
                 let p = format!("blocks.{i}.");
                 match kind {
                     Kind::Linear(l) => out.linear(l, &format!("{p}weight"), &format!("{p}bias")),
-                    Kind::Attention(a) => out.attention(i, a, &p)?,
+                    Kind::Attention(a) => out.attention(a, &p),
                     Kind::Bilinear(b) => out.bilinear_split(
                         b,
                         [
@@ -141,32 +141,164 @@ pub(crate) fn tensors(
     ))
 }
 
-/// The concrete kind of a block; only the crate's own kinds have a file form.
-enum Kind<'a> {
-    Linear(&'a Linear<f64>),
-    Bilinear(&'a Bilinear<f64>),
-    Attention(&'a Attention<f64>),
+/// A block's parameters and settings as a file writes them, read from its
+/// [`describe`](TensorBlock::describe): only the crate's own kinds
+/// (`linear`, `bilinear`, `attention`) have a file form.
+enum Kind {
+    Linear(LinearParts),
+    Bilinear(BilinearParts),
+    Attention(Box<AttentionParts>),
 }
 
-impl<'a> Kind<'a> {
-    fn of(i: usize, block: &'a dyn TensorBlock<f64>, layout: Layout) -> Result<Self, FileError> {
-        let any = block.as_any();
-        if let Some(l) = any.and_then(|a| a.downcast_ref::<Linear<f64>>()) {
-            return Ok(Kind::Linear(l));
-        }
-        if let Some(b) = any.and_then(|a| a.downcast_ref::<Bilinear<f64>>()) {
-            return Ok(Kind::Bilinear(b));
-        }
-        if let Some(a) = any.and_then(|a| a.downcast_ref::<Attention<f64>>()) {
-            return Ok(Kind::Attention(a));
-        }
-        Err(FileError::Unsupported {
+struct LinearParts {
+    weight: DMatrix<f64>,
+    bias: Option<DVector<f64>>,
+}
+
+struct BilinearParts {
+    left: DMatrix<f64>,
+    right: DMatrix<f64>,
+    left_bias: Option<DVector<f64>>,
+    right_bias: Option<DVector<f64>>,
+    down: Option<DMatrix<f64>>,
+    down_bias: Option<DVector<f64>>,
+    residual: f64,
+}
+
+struct AttentionParts {
+    weights: [DMatrix<f64>; 6],
+    biases: [Option<DVector<f64>>; 6],
+    heads: usize,
+    mask: Mask,
+    rotary_base: Option<f64>,
+    scale: f64,
+    skip: f64,
+    score_scale: f64,
+}
+
+impl LinearParts {
+    fn weight(&self) -> &DMatrix<f64> {
+        &self.weight
+    }
+    fn bias(&self) -> Option<&DVector<f64>> {
+        self.bias.as_ref()
+    }
+}
+
+impl BilinearParts {
+    fn left(&self) -> &DMatrix<f64> {
+        &self.left
+    }
+    fn right(&self) -> &DMatrix<f64> {
+        &self.right
+    }
+    fn left_bias(&self) -> Option<&DVector<f64>> {
+        self.left_bias.as_ref()
+    }
+    fn right_bias(&self) -> Option<&DVector<f64>> {
+        self.right_bias.as_ref()
+    }
+    fn down(&self) -> Option<&DMatrix<f64>> {
+        self.down.as_ref()
+    }
+    fn down_bias(&self) -> Option<&DVector<f64>> {
+        self.down_bias.as_ref()
+    }
+    fn hidden_width(&self) -> usize {
+        self.left.nrows()
+    }
+    fn residual(&self) -> f64 {
+        self.residual
+    }
+}
+
+impl AttentionParts {
+    fn weight(&self, role: usize) -> &DMatrix<f64> {
+        &self.weights[role]
+    }
+    fn bias(&self, role: usize) -> Option<&DVector<f64>> {
+        self.biases[role].as_ref()
+    }
+    fn mask(&self) -> &Mask {
+        &self.mask
+    }
+}
+
+impl Kind {
+    fn of(i: usize, block: &dyn TensorBlock<f64>, layout: Layout) -> Result<Self, FileError> {
+        let d = block.describe();
+        let missing = |what: &str| FileError::Unsupported {
             layout: layout.name(),
             reason: format!(
-                "block {i} is a {} block; files hold only linear, bilinear and attention blocks",
-                block.kind()
+                "block {i} is a {} block without the {what} its kind's files hold",
+                d.kind
             ),
-        })
+        };
+        let matrix = |role: &str| d.parameter(role).map(|p| p.to_matrix());
+        let vector = |role: &str| {
+            d.parameter(role)
+                .map(|p| DVector::from_column_slice(&p.values))
+        };
+        let count = |name: &str| match d.setting(name) {
+            Some(Setting::Count(c)) => Some(*c),
+            _ => None,
+        };
+        match d.kind {
+            "linear" => Ok(Kind::Linear(LinearParts {
+                weight: matrix("weight").ok_or_else(|| missing("weight"))?,
+                bias: vector("bias"),
+            })),
+            "bilinear" => Ok(Kind::Bilinear(BilinearParts {
+                left: matrix("left").ok_or_else(|| missing("left"))?,
+                right: matrix("right").ok_or_else(|| missing("right"))?,
+                left_bias: vector("left_bias"),
+                right_bias: vector("right_bias"),
+                down: matrix("down"),
+                down_bias: vector("down_bias"),
+                residual: d.real("residual").ok_or_else(|| missing("residual"))?,
+            })),
+            "attention" => {
+                let mut weights = Vec::with_capacity(6);
+                for role in Role::ALL {
+                    weights.push(matrix(role.name()).ok_or_else(|| missing(role.name()))?);
+                }
+                let mask = match d.setting("mask") {
+                    Some(Setting::Name("causal")) => Mask::Causal,
+                    Some(Setting::Name("none")) => Mask::None,
+                    Some(Setting::Name("diag")) => Mask::Diagonal,
+                    _ => {
+                        return Err(FileError::Unsupported {
+                            layout: Layout::Described.name(),
+                            reason: format!(
+                                "block {i} has a given mask matrix; files name only causal, none \
+                                 and diag"
+                            ),
+                        });
+                    }
+                };
+                let real = |name: &str| d.real(name).ok_or_else(|| missing(name));
+                Ok(Kind::Attention(Box::new(AttentionParts {
+                    weights: weights.try_into().map_err(|_| missing("weights"))?,
+                    biases: Role::ALL.map(|role| vector(role.bias_name())),
+                    heads: count("heads").ok_or_else(|| missing("heads"))?,
+                    mask,
+                    rotary_base: match d.setting("rotary_base") {
+                        Some(Setting::Optional(base)) => *base,
+                        _ => return Err(missing("rotary_base")),
+                    },
+                    scale: real("scale")?,
+                    skip: real("skip")?,
+                    score_scale: real("score_scale")?,
+                })))
+            }
+            kind => Err(FileError::Unsupported {
+                layout: layout.name(),
+                reason: format!(
+                    "block {i} is a {kind} block; files hold only linear, bilinear and attention \
+                     blocks"
+                ),
+            }),
+        }
     }
 }
 
@@ -191,7 +323,7 @@ impl Writer {
         Some(name.to_owned())
     }
 
-    fn linear(&mut self, l: &Linear<f64>, weight: &str, bias: &str) {
+    fn linear(&mut self, l: &LinearParts, weight: &str, bias: &str) {
         let spec = BlockSpec::Linear {
             weight: self.matrix(weight, l.weight()),
             bias: self.vector(bias, l.bias()),
@@ -203,15 +335,7 @@ impl Writer {
 
     /// Every setting is written out, defaults included, so that a later
     /// change of default cannot change what the file means.
-    fn attention(&mut self, i: usize, a: &Attention<f64>, prefix: &str) -> Result<(), FileError> {
-        if let Mask::Matrix(_) = a.mask() {
-            return Err(FileError::Unsupported {
-                layout: Layout::Described.name(),
-                reason: format!(
-                    "block {i} has a given mask matrix; files name only causal, none and diag"
-                ),
-            });
-        }
+    fn attention(&mut self, a: &AttentionParts, prefix: &str) {
         let weights = std::array::from_fn(|r| {
             self.matrix(&format!("{prefix}{}", ATTENTION_ROLES[r]), a.weight(r))
         });
@@ -222,19 +346,18 @@ impl Writer {
             .push(BlockSpec::Attention(Box::new(AttentionSpec {
                 weights,
                 biases,
-                heads: a.heads(),
+                heads: a.heads,
                 mask: a.mask().clone(),
-                rotary_base: a.rotary_base(),
-                scale: Some(a.scale()),
-                skip: Some(a.skip()),
-                score_scale: Some(a.score_scale()),
+                rotary_base: a.rotary_base,
+                scale: Some(a.scale),
+                skip: Some(a.skip),
+                score_scale: Some(a.score_scale),
             })));
-        Ok(())
     }
 
     fn bilinear_split(
         &mut self,
-        b: &Bilinear<f64>,
+        b: &BilinearParts,
         [left, right, left_bias, right_bias]: [String; 4],
         down: Option<String>,
         down_bias: String,
@@ -265,7 +388,7 @@ impl Writer {
         self.specs.push(spec);
     }
 
-    fn bilinear_fused(&mut self, b: &Bilinear<f64>, fused: &str, bias: &str) {
+    fn bilinear_fused(&mut self, b: &BilinearParts, fused: &str, bias: &str) {
         let h = b.hidden_width();
         let mut f = DMatrix::zeros(2 * h, b.left().ncols());
         f.rows_mut(0, h).copy_from(b.left());
@@ -292,6 +415,6 @@ impl Writer {
 }
 
 /// The residual scale to record: none for the default, 1.
-fn residual(b: &Bilinear<f64>) -> Option<f64> {
+fn residual(b: &BilinearParts) -> Option<f64> {
     (b.residual() != 1.0).then_some(b.residual())
 }

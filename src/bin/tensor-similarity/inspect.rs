@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 use tensor_similarity::io::ModelFile;
-use tensor_similarity::{Attention, Bilinear, TensorBlock};
+use tensor_similarity::{Description, Setting};
 
 /// One block's summary.
 struct Row {
@@ -33,17 +33,31 @@ struct AttentionRow {
 }
 
 impl AttentionRow {
-    fn of(a: &Attention) -> Self {
-        Self {
-            heads: a.heads(),
-            qk_width: a.qk_width(),
-            value_width: a.value_width(),
-            mask: a.mask().name(),
-            rotary_base: a.rotary_base(),
-            scale: a.scale(),
-            skip: a.skip(),
-            score_scale: a.score_scale(),
+    /// From an attention block's description; `None` for another kind.
+    fn of(d: &Description<'_, f64>) -> Option<Self> {
+        if d.kind != "attention" {
+            return None;
         }
+        let count = |name| match d.setting(name) {
+            Some(Setting::Count(c)) => Some(*c),
+            _ => None,
+        };
+        Some(Self {
+            heads: count("heads")?,
+            qk_width: count("qk_width")?,
+            value_width: count("value_width")?,
+            mask: match d.setting("mask")? {
+                Setting::Name(name) => name,
+                _ => return None,
+            },
+            rotary_base: match d.setting("rotary_base")? {
+                Setting::Optional(base) => *base,
+                _ => return None,
+            },
+            scale: d.real("scale")?,
+            skip: d.real("skip")?,
+            score_scale: d.real("score_scale")?,
+        })
     }
 
     fn describe(&self) -> String {
@@ -76,8 +90,8 @@ fn rows(file: &ModelFile) -> Vec<Row> {
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let bilinear = b.as_any().and_then(|a| a.downcast_ref::<Bilinear>());
-            let attention = b.as_any().and_then(|a| a.downcast_ref::<Attention>());
+            let description = b.describe();
+            let bilinear = description.kind == "bilinear";
             let tensors = file.tensors.iter().filter(|t| t.block == i);
             let mut dtypes: Vec<&'static str> = tensors.clone().map(|t| t.dtype.name()).collect();
             dtypes.sort_unstable();
@@ -87,11 +101,14 @@ fn rows(file: &ModelFile) -> Vec<Row> {
                 input: b.input_width(),
                 output: b.output_width(),
                 order: b.order(),
-                hidden: bilinear.map(|b| b.hidden_width()),
-                residual: bilinear.map(|b| b.residual()),
+                hidden: match description.setting("hidden") {
+                    Some(Setting::Count(h)) if bilinear => Some(*h),
+                    _ => None,
+                },
+                residual: description.real("residual").filter(|_| bilinear),
                 parameters: tensors.map(|t| t.shape.iter().product::<usize>()).sum(),
                 dtypes,
-                attention: attention.map(AttentionRow::of),
+                attention: AttentionRow::of(&description),
             }
         })
         .collect()

@@ -13,13 +13,22 @@
 //! the constant), symmetrised over `S_5`. Its CP rank grows as `n² e² e_v`
 //! per head, so it supplies its own exact Gram step ([the attention guide](crate::guide::attention)).
 
+mod chain;
+mod moments;
 mod step;
+
+use core::any::Any;
+use std::sync::Arc;
 
 use nalgebra::{DMatrix, DVector};
 
-use super::{CpFactors, Parameter, TensorBlock, check_finite, check_shape};
+use super::{Description, Parameter, Setting, TensorBlock};
 use crate::error::{Error, Result};
+use crate::gaussian::moments::{JointMoments, Moments};
+use crate::padded::pad;
 use crate::scalar::{Real, from_f64};
+use crate::symmetry::{Full, SymmetryGroup};
+use crate::validate::{check_finite, check_shape};
 
 /// The rotary base of [SPEC §7](crate::spec#7-sequences-and-bilinear-attention) when a file or config gives none.
 pub const DEFAULT_ROTARY_BASE: f64 = 10_000.0;
@@ -123,6 +132,40 @@ pub struct AttentionBuilder<T: Real = f64> {
     score_scale: Option<f64>,
     scale: f64,
     skip: Option<f64>,
+}
+
+/// The role of one of an [`Attention`] block's six weight matrices (and
+/// its bias), in the order of [`Attention::builder`]: the two score factors'
+/// queries and keys, the value and the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `W_q1` (`H e × d`).
+    Q1,
+    /// `W_k1` (`H e × d`).
+    K1,
+    /// `W_q2` (`H e × d`).
+    Q2,
+    /// `W_k2` (`H e × d`).
+    K2,
+    /// `W_v` (`H e_v × d`).
+    V,
+    /// `W_o` (`d_out × H e_v`).
+    O,
+}
+
+impl Role {
+    /// Every role, in the builder's order.
+    pub const ALL: [Role; 6] = [Role::Q1, Role::K1, Role::Q2, Role::K2, Role::V, Role::O];
+
+    /// The role's name in files and descriptions: `q1`, `k1`, `q2`, `k2`, `v`, `o`.
+    pub fn name(self) -> &'static str {
+        ROLES[self as usize]
+    }
+
+    /// The name of the role's bias: `q1_bias`, …, `o_bias`.
+    pub fn bias_name(self) -> &'static str {
+        BIAS_ROLES[self as usize]
+    }
 }
 
 /// Roles of the six weight matrices, in the order of [`Attention::builder`].
@@ -388,21 +431,13 @@ impl<T: Real> Attention<T> {
     pub fn value_width(&self) -> usize {
         self.v.nrows() / self.heads
     }
-    /// The weight matrix of a role: 0 `q1`, 1 `k1`, 2 `q2`, 3 `k2`, 4 `v`, 5 `o`.
-    ///
-    /// # Panics
-    ///
-    /// If `role > 5`.
-    pub fn weight(&self, role: usize) -> &DMatrix<T> {
-        [&self.q1, &self.k1, &self.q2, &self.k2, &self.v, &self.o][role]
+    /// The weight matrix of a role.
+    pub fn weight(&self, role: Role) -> &DMatrix<T> {
+        [&self.q1, &self.k1, &self.q2, &self.k2, &self.v, &self.o][role as usize]
     }
-    /// The bias of a role (as in [`weight`](Self::weight)), if any.
-    ///
-    /// # Panics
-    ///
-    /// If `role > 5`.
-    pub fn bias(&self, role: usize) -> Option<&DVector<T>> {
-        self.biases[role].as_ref()
+    /// The bias of a role, if any.
+    pub fn bias(&self, role: Role) -> Option<&DVector<T>> {
+        self.biases[role as usize].as_ref()
     }
     /// The rotary base, or `None` without rotary.
     pub fn rotary_base(&self) -> Option<f64> {
@@ -484,59 +519,49 @@ fn rotate<T: Real>(rows: &mut nalgebra::DMatrixViewMut<'_, T>, p: usize, base: f
     }
 }
 
-impl<T: Real> TensorBlock<T> for Attention<T> {
-    /// None: the CP rank grows as `n² e² e_v` per head; the block has its
-    /// own Gram step.
-    fn cp_factors(&self) -> Option<&CpFactors<T>> {
-        None
+impl<T: Real> Attention<T> {
+    /// The block as a model's shared block, for code generic in the scalar
+    /// type: attention implements [`TensorBlock`] for `f32` and `f64`, and
+    /// this is an error ([`Error::InvalidBlock`]) for another `T`.
+    pub fn into_shared(self) -> Result<Arc<dyn TensorBlock<T>>> {
+        fn shared<S: Real>(a: Attention<S>) -> Box<dyn Any>
+        where
+            Attention<S>: TensorBlock<S>,
+        {
+            let block: Arc<dyn TensorBlock<S>> = Arc::new(a);
+            Box::new(block)
+        }
+        let unsupported =
+            || Error::InvalidBlock("attention blocks hold f32 or f64 scalars only".into());
+        let any: Box<dyn Any> = Box::new(self);
+        let block = match any.downcast::<Attention<f64>>() {
+            Ok(a) => shared(*a),
+            Err(any) => match any.downcast::<Attention<f32>>() {
+                Ok(a) => shared(*a),
+                Err(_) => return Err(unsupported()),
+            },
+        };
+        // `T` is the type just matched, so the box holds this very type.
+        block
+            .downcast::<Arc<dyn TensorBlock<T>>>()
+            .map(|b| *b)
+            .map_err(|_| unsupported())
     }
+}
 
-    fn kind(&self) -> &'static str {
-        "attention"
-    }
-
-    fn as_any(&self) -> Option<&dyn core::any::Any> {
-        Some(self)
-    }
-
-    fn order(&self) -> usize {
-        5
-    }
-
-    fn input_width(&self) -> usize {
+impl<T: Real> Attention<T> {
+    /// Unpadded input width `d`.
+    pub fn input_width(&self) -> usize {
         self.q1.ncols()
     }
 
-    fn output_width(&self) -> usize {
+    /// Unpadded output width `d_out`.
+    pub fn output_width(&self) -> usize {
         self.o.nrows()
     }
 
-    fn mixes_positions(&self) -> bool {
-        true
-    }
-
-    fn parameters(&self) -> Vec<Parameter<'_, T>> {
-        let lengths = [
-            self.q1.nrows(),
-            self.q1.nrows(),
-            self.q1.nrows(),
-            self.q1.nrows(),
-            self.v.nrows(),
-            self.o.nrows(),
-        ];
-        let mut p = Vec::with_capacity(12);
-        for role in 0..6 {
-            p.push(Parameter::matrix(ROLES[role], self.weight(role)));
-            p.push(Parameter::vector_or_zeros(
-                BIAS_ROLES[role],
-                self.biases[role].as_ref(),
-                lengths[role],
-            ));
-        }
-        p
-    }
-
-    fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+    /// The block on a sequence, one position per row.
+    fn forward_rows(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
         let (n, d) = (x.nrows(), self.input_width());
         if x.ncols() != d {
             return Err(Error::Shape {
@@ -551,7 +576,7 @@ impl<T: Real> TensorBlock<T> for Attention<T> {
         // legs[p] = F(p) x̃_p: q1, k1, q2, k2, v at position p.
         let legs: Vec<DVector<T>> = (0..n)
             .map(|p| {
-                let xp = super::pad(&x.row(p).transpose());
+                let xp = pad(&x.row(p).transpose());
                 self.leg_factors(p) * xp
             })
             .collect();
@@ -589,36 +614,155 @@ impl<T: Real> TensorBlock<T> for Attention<T> {
         }
         Ok(y)
     }
+}
 
-    fn gram_step(
-        &self,
-        other: &dyn TensorBlock<T>,
-        g: &DMatrix<T>,
-        context: usize,
-    ) -> Result<DMatrix<T>> {
-        let b = other
-            .as_any()
-            .and_then(|b| b.downcast_ref::<Attention<T>>())
-            .ok_or_else(|| {
-                Error::InvalidBlock(format!(
-                    "an attention block is compared with a {} block at the same position; \
-                     both must be attention",
-                    other.kind()
-                ))
-            })?;
-        step::gram_step(self, Some(b), g, context)
-    }
+/// Implements the items for `T = f32` and `T = f64` (a generic impl would
+/// overlap [`CpKind`](super::CpKind)'s blanket impl for a scalar type of
+/// another crate).
+macro_rules! for_f32_and_f64 {
+    ($($item:item)*) => {
+        const _: () = {
+            type T = f32;
+            $($item)*
+        };
+        const _: () = {
+            type T = f64;
+            $($item)*
+        };
+    };
+}
 
-    fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
-        step::gram_step(self, None, g, context)
-    }
+for_f32_and_f64! {
+    impl TensorBlock<T> for Attention<T> {
+        fn kind(&self) -> &'static str {
+            "attention"
+        }
 
-    fn gram_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
-        // A step with another kind is refused before it allocates.
-        let b = other
-            .as_any()
-            .and_then(|b| b.downcast_ref::<Attention<T>>())
-            .unwrap_or(self);
-        step::scalars(self, b, context)
+        fn order(&self) -> usize {
+            5
+        }
+
+        fn input_width(&self) -> usize {
+            Attention::input_width(self)
+        }
+
+        fn output_width(&self) -> usize {
+            Attention::output_width(self)
+        }
+
+        fn mixes_positions(&self) -> bool {
+            true
+        }
+
+        /// `S_5`, as for every kind that does not narrow it; the attention step
+        /// does not read the group.
+        fn symmetry(&self) -> &dyn SymmetryGroup {
+            &Full
+        }
+
+        /// The six weights and present biases by [`Role`], and the settings
+        /// `heads`, `qk_width`, `value_width`, `mask`, `rotary_base`, `scale`,
+        /// `skip`, `score_scale`.
+        fn describe(&self) -> Description<'_, T> {
+            let mut parameters = Vec::with_capacity(12);
+            for role in Role::ALL {
+                parameters.push(Parameter::matrix(role.name(), self.weight(role)));
+            }
+            for role in Role::ALL {
+                if let Some(b) = self.bias(role) {
+                    parameters.push(Parameter::vector(role.bias_name(), b));
+                }
+            }
+            Description {
+                kind: "attention",
+                settings: vec![
+                    ("heads", Setting::Count(self.heads)),
+                    ("qk_width", Setting::Count(self.qk_width())),
+                    ("value_width", Setting::Count(self.value_width())),
+                    ("mask", Setting::Name(self.mask.name())),
+                    ("rotary_base", Setting::Optional(self.rotary)),
+                    ("scale", Setting::Real(self.scale)),
+                    ("skip", Setting::Real(self.skip)),
+                    ("score_scale", Setting::Real(self.score_scale)),
+                ],
+                parameters,
+            }
+        }
+
+        fn parameters(&self) -> Vec<Parameter<'_, T>> {
+            let mut p = Vec::with_capacity(12);
+            for role in Role::ALL {
+                let len = match role {
+                    Role::V => self.v.nrows(),
+                    Role::O => self.o.nrows(),
+                    _ => self.q1.nrows(),
+                };
+                p.push(Parameter::matrix(role.name(), self.weight(role)));
+                p.push(Parameter::vector_or_zeros(
+                    role.bias_name(),
+                    self.bias(role),
+                    len,
+                ));
+            }
+            p
+        }
+
+        /// [`AttentionBuilder::build`] checks its shapes; its Gram step keeps
+        /// the constant by construction.
+        fn keeps_constant_by_construction(&self) -> bool {
+            true
+        }
+
+        fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+            self.forward_rows(x)
+        }
+
+        fn gram_step(
+            &self,
+            other: &dyn TensorBlock<T>,
+            g: &DMatrix<T>,
+            context: usize,
+        ) -> Result<DMatrix<T>> {
+            step::gram_step(self, Some(same_kind(other)?), g, context)
+        }
+
+        fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
+            step::gram_step(self, None, g, context)
+        }
+
+        fn gram_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+            // A step with another kind is refused before it allocates.
+            step::scalars(self, same_kind(other).unwrap_or(self), context)
+        }
+
+        fn moment_step(
+            &self,
+            other: &dyn TensorBlock<T>,
+            input: &JointMoments<T>,
+        ) -> Result<JointMoments<T>> {
+            moments::step(self, Some(same_kind(other)?), input)
+        }
+
+        fn self_moment_step(&self, input: &Moments<T>) -> Result<Moments<T>> {
+            let joint = JointMoments::same(input.joint().into_owned());
+            Ok(moments::step(self, None, &joint)?.a)
+        }
+
+        fn moment_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+            moments::scalars(self, same_kind(other).unwrap_or(self), context)
+        }
     }
+}
+
+/// The attention block at the other model's position; an error naming the
+/// kind there otherwise (both metrics pair attention only with attention).
+fn same_kind<T: Real>(other: &dyn TensorBlock<T>) -> Result<&Attention<T>> {
+    let any: &dyn core::any::Any = other;
+    any.downcast_ref::<Attention<T>>().ok_or_else(|| {
+        Error::InvalidBlock(format!(
+            "an attention block is compared with a {} block at the same position; \
+             both must be attention",
+            other.kind()
+        ))
+    })
 }

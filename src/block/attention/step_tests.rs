@@ -32,7 +32,7 @@ fn cp_form(a: &Attention<f64>, n: usize) -> CpFactors<f64> {
     let mut units: Vec<([DVector<f64>; 5], DVector<f64>)> = Vec::new();
     let mut beta = DVector::zeros(n * out + 1);
     beta[0] = 1.0;
-    if let Some(b) = a.bias(5) {
+    if let Some(b) = a.bias(crate::block::Role::O) {
         for s in 0..n {
             beta.rows_mut(1 + s * out, out).copy_from(&(b * a.scale()));
         }
@@ -73,7 +73,7 @@ fn cp_form(a: &Attention<f64>, n: usize) -> CpFactors<f64> {
                             let mut col = DVector::zeros(n * out + 1);
                             let k = a.scale() * w[(s, t)] / a.score_scale();
                             col.rows_mut(1 + s * out, out)
-                                .copy_from(&(a.weight(5).column(h * ev + c) * k));
+                                .copy_from(&(a.weight(crate::block::Role::O).column(h * ev + c) * k));
                             units.push((legs, col));
                         }
                     }

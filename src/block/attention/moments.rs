@@ -10,9 +10,9 @@
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 
+use super::{Attention, Mask};
 use super::chain::{self, Between, End, Inputs};
-use super::wick::{Activation, Moments};
-use crate::block::{Attention, TensorBlock};
+use crate::gaussian::moments::{JointMoments, Moments};
 use crate::error::Result;
 use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
@@ -38,7 +38,7 @@ struct Side<'a, T: Real> {
 }
 
 impl<'a, T: Real> Side<'a, T> {
-    fn new(block: &'a Attention<T>, act: &Activation<T>, n: usize) -> Result<Self> {
+    fn new(block: &'a Attention<T>, act: &Moments<T>, n: usize) -> Result<Self> {
         let d = block.input_width();
         let mask = block.mask().weights(n)?;
         let (heads, e, ev) = (block.heads(), block.qk_width(), block.value_width());
@@ -469,7 +469,7 @@ impl<T: Real> Product<'_, T> {
                 .collect::<Vec<_>>()
         });
 
-        let (ox, oy) = (x.block.weight(5), y.block.weight(5));
+        let (ox, oy) = (x.block.weight(super::Role::O), y.block.weight(super::Role::O));
         let (ax, ay): (T, T) = (from_f64(x.block.scale()), from_f64(y.block.scale()));
         let kx4 = x.constant * x.constant * x.constant * x.constant;
         let ky4 = y.constant * y.constant * y.constant * y.constant;
@@ -521,7 +521,7 @@ fn mean_scores<T: Real>(product: &Product<'_, T>, side: usize) -> Vec<DVector<T>
 /// `m'[s] = r κ⁴ m̂[s] + α (O E[z[s]] + κ⁵ b_o)`, padded with `κ⁵`.
 fn output_mean<T: Real>(side: &Side<'_, T>, ez: &[DVector<T>]) -> DVector<T> {
     let b = side.block;
-    let o = b.weight(5);
+    let o = b.weight(super::Role::O);
     let out = o.nrows();
     let k = side.constant;
     let k4 = k * k * k * k;
@@ -530,7 +530,7 @@ fn output_mean<T: Real>(side: &Side<'_, T>, ez: &[DVector<T>]) -> DVector<T> {
     mean[0] = k4 * k;
     for (s, z) in ez.iter().enumerate() {
         let mut m = o * z * alpha;
-        if let Some(bo) = b.bias(5) {
+        if let Some(bo) = b.bias(super::Role::O) {
             m.axpy(alpha * k4 * k, bo, T::one());
         }
         if r != T::zero() {
@@ -541,18 +541,18 @@ fn output_mean<T: Real>(side: &Side<'_, T>, ez: &[DVector<T>]) -> DVector<T> {
     mean
 }
 
-/// The joint output moments of attention blocks `a`, `b` (with `same`, `b`
-/// is `a` and only its side is computed) on `n` positions; unnormalised,
-/// the log scales multiplied by the order 5.
+/// The joint output moments of attention blocks `a`, `b` (`None`: the self
+/// product of `a`, and only its side is computed) on the joint moments of
+/// the stream, in the input's scale.
 pub(super) fn step<T: Real>(
     a: &Attention<T>,
-    b: &Attention<T>,
-    state: &Moments<T>,
-    same: bool,
-    n: usize,
-) -> Result<Moments<T>> {
-    let sa = Side::new(a, &state.a, n)?;
-    let aa = Tables::new(&sa, &sa, &state.a.cov, n);
+    b: Option<&Attention<T>>,
+    state: &JointMoments<T>,
+) -> Result<JointMoments<T>> {
+    let n = state.context();
+    let state = state.joint();
+    let sa = Side::new(a, state.a(), n)?;
+    let aa = Tables::new(&sa, &sa, &state.a().cov, n);
     let self_product = |side: &Side<'_, T>, t: &Tables<T>, cov: &DMatrix<T>| {
         let p = Product {
             sides: [side, side],
@@ -565,23 +565,15 @@ pub(super) fn step<T: Real>(
         let c = p.output_covariance([&ez, &ez], cov, true);
         (ez, c)
     };
-    let (ez_a, cov_a) = self_product(&sa, &aa, &state.a.cov);
-    let side_a = Activation {
-        mean: output_mean(&sa, &ez_a),
-        cov: cov_a,
-        ln_scale: 5.0 * state.a.ln_scale,
+    let (ez_a, cov_a) = self_product(&sa, &aa, &state.a().cov);
+    let side_a = Moments::new(output_mean(&sa, &ez_a), cov_a, n)?;
+    let Some(b) = b else {
+        return Ok(JointMoments::same(side_a));
     };
-    if same {
-        return Ok(Moments {
-            cross: side_a.cov.clone(),
-            b: side_a.clone(),
-            a: side_a,
-        });
-    }
-    let sb = Side::new(b, &state.b, n)?;
-    let bb = Tables::new(&sb, &sb, &state.b.cov, n);
-    let ab = Tables::new(&sa, &sb, &state.cross, n);
-    let (ez_b, cov_b) = self_product(&sb, &bb, &state.b.cov);
+    let sb = Side::new(b, state.b(), n)?;
+    let bb = Tables::new(&sb, &sb, &state.b().cov, n);
+    let ab = Tables::new(&sa, &sb, state.cross(), n);
+    let (ez_b, cov_b) = self_product(&sb, &bb, &state.b().cov);
     let cross = Product {
         sides: [&sa, &sb],
         xx: &aa,
@@ -589,14 +581,58 @@ pub(super) fn step<T: Real>(
         yy: &bb,
         n,
     }
-    .output_covariance([&ez_a, &ez_b], &state.cross, false);
-    Ok(Moments {
-        a: side_a,
-        b: Activation {
-            mean: output_mean(&sb, &ez_b),
-            cov: cov_b,
-            ln_scale: 5.0 * state.b.ln_scale,
-        },
-        cross,
-    })
+    .output_covariance([&ez_a, &ez_b], state.cross(), false);
+    JointMoments::new(side_a, Moments::new(output_mean(&sb, &ez_b), cov_b, n)?, cross)
+}
+
+/// An estimate of the scalars of [`step`] beyond its input and output
+/// moments on `n` positions: the covariance tables of each pair of sides and
+/// the moments of the largest set of configuration pairs (see
+/// [`crate::resources`]).
+pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64 {
+    let nf = n as f64;
+    let per_matrix = 96.0 / size_of::<T>() as f64;
+    // A collected configuration pair: an e_v × e_v moment, its tuple and
+    // matrix header (80 bytes) and allocation header (16), with the growth
+    // and concatenation of rayon's collect (up to 2.5 × the headers).
+    let per_pair = 216.0 / size_of::<T>() as f64;
+    // (heads, legs per head, e_v, d, configurations) of a block.
+    let shape = |att: &Attention<T>| {
+        let pairs = match att.mask() {
+            Mask::Causal => nf * (nf + 1.0) / 2.0,
+            Mask::None => nf * nf,
+            Mask::Diagonal => nf,
+            Mask::Matrix(w) => w.iter().filter(|v| **v != 0.0).count().max(1) as f64,
+        };
+        let (h, e, ev) = (
+            att.heads() as f64,
+            att.qk_width() as f64,
+            att.value_width() as f64,
+        );
+        (h, 4.0 * e + ev, ev, att.input_width() as f64, h * pairs)
+    };
+    let (sx, sy) = (shape(a), shape(b));
+    let tables = |(hx, lx, evx, dx, _): (f64, f64, f64, f64, f64),
+                  (hy, ly, evy, dy, _): (f64, f64, f64, f64, f64)| {
+        nf * nf
+            * (hx * hy * lx * ly
+                + hy * dx * ly
+                + hx * lx * dy
+                + hx * evx * hy * evy
+                + dx * hy * evy
+                + dy * hx * evx
+                + per_matrix * (hx * hy + hx + hy + 2.0))
+    };
+    let pairs = |(_, _, evx, _, cx): (f64, f64, f64, f64, f64),
+                 (_, _, evy, _, cy): (f64, f64, f64, f64, f64),
+                 sym: bool| {
+        let count = if sym { cx * (cx + 1.0) / 2.0 } else { cx * cy };
+        count * (evx * evy + per_pair)
+    };
+    tables(sx, sy)
+        + tables(sx, sx)
+        + tables(sy, sy)
+        + pairs(sx, sy, false)
+            .max(pairs(sx, sx, true))
+            .max(pairs(sy, sy, true))
 }

@@ -1,0 +1,241 @@
+//! Block kinds given by padded CP factors: one trait, [`CpKind`], and
+//! everything else of [`TensorBlock`] from the factors.
+
+use nalgebra::{DMatrix, DVector};
+
+use super::factors::CpFactors;
+use super::kernel::cp_of;
+use super::{Description, Parameter, TensorBlock, positionwise};
+use crate::error::{Error, Result};
+use crate::gaussian::cp as gaussian_cp;
+use crate::gaussian::moments::{JointMoments, Moments};
+use crate::padded::pad;
+use crate::scalar::Real;
+use crate::symmetry::{Full, SymmetryGroup};
+use crate::validate::check_len;
+
+/// A block kind given by its padded CP factors ([SPEC §1](crate::spec#1-blocks-and-models)),
+/// applied at every position of a sequence with shared weights: implement
+/// [`cp_factors`](Self::cp_factors), and the kind is a [`TensorBlock`] for
+/// both metrics (the CP Gram kernel, the Wick moment step, its shape and its
+/// description all come from the factors). Override the other methods to
+/// name the kind, narrow its symmetry, give a faster or independent forward
+/// pass (which [`check_block`](crate::check_block) compares with the
+/// factors), or describe its parameters by role.
+///
+/// # Example: a new block kind
+///
+/// ```
+/// use nalgebra::DMatrix;
+/// use tensor_similarity::{CpFactors, CpKind, TensorBlock};
+///
+/// /// Elementwise square `y_i = x_i²` on 2 inputs.
+/// #[derive(Debug)]
+/// struct Square(CpFactors<f64>);
+///
+/// impl CpKind<f64> for Square {
+///     fn cp_factors(&self) -> &CpFactors<f64> { &self.0 }
+/// }
+///
+/// // U_1 = U_2 = I_3 (the padded identity): (x̃ ∘ x̃) = (1, x_1², x_2²).
+/// let u: DMatrix<f64> = DMatrix::identity(3, 3);
+/// let square = Square(CpFactors::new(&[u.clone(), u], None)?);
+/// assert_eq!(square.order(), 2);
+/// let y = TensorBlock::forward(&square, &nalgebra::dvector![3.0, -2.0])?;
+/// assert_eq!(y, nalgebra::dvector![9.0, 4.0]);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+pub trait CpKind<T: Real>: core::fmt::Debug + Send + Sync {
+    /// The padded CP factors `U_1 … U_k`, `D̃` of the block at one position.
+    fn cp_factors(&self) -> &CpFactors<T>;
+
+    /// A short name of the kind; the default is `"cp"`.
+    fn kind(&self) -> &'static str {
+        "cp"
+    }
+
+    /// The permutations of the input legs under which the block's function
+    /// is invariant; the default, `S_k`, is right when every leg reads the
+    /// same `x̃`.
+    fn symmetry(&self) -> &dyn SymmetryGroup {
+        &Full
+    }
+
+    /// The block's function on an unpadded input; the default applies the
+    /// factors.
+    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+        let cp = self.cp_factors();
+        check_len("block input", x, cp.input_width())?;
+        let y = cp.apply_padded(&pad(x))?;
+        Ok(y.rows(1, y.len() - 1).into_owned())
+    }
+
+    /// The block's parameters by role and settings; the default lists the
+    /// factors (`inputs`, the stacked `[U_1; …; U_k]`, and `output`, `D̃`).
+    fn describe(&self) -> Description<'_, T> {
+        let cp = self.cp_factors();
+        let mut parameters = vec![Parameter::matrix("inputs", cp.stacked_inputs())];
+        if let Some(d) = cp.output() {
+            parameters.push(Parameter::matrix("output", d));
+        }
+        Description {
+            kind: self.kind(),
+            settings: Vec::new(),
+            parameters,
+        }
+    }
+
+    /// The parameters for weight-space baselines, absent ones as zeros;
+    /// the default is [`describe`](Self::describe)'s.
+    fn parameters(&self) -> Vec<Parameter<'_, T>> {
+        self.describe().parameters
+    }
+
+    /// Whether the kind checks the constant rule when it is built (see
+    /// [`TensorBlock::keeps_constant_by_construction`]); default `false`.
+    fn keeps_constant_by_construction(&self) -> bool {
+        false
+    }
+}
+
+impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
+    fn kind(&self) -> &'static str {
+        CpKind::kind(self)
+    }
+
+    fn order(&self) -> usize {
+        self.cp_factors().order()
+    }
+
+    fn input_width(&self) -> usize {
+        self.cp_factors().input_width()
+    }
+
+    fn output_width(&self) -> usize {
+        self.cp_factors().output_width()
+    }
+
+    fn mixes_positions(&self) -> bool {
+        false
+    }
+
+    fn symmetry(&self) -> &dyn SymmetryGroup {
+        CpKind::symmetry(self)
+    }
+
+    fn describe(&self) -> Description<'_, T> {
+        CpKind::describe(self)
+    }
+
+    fn parameters(&self) -> Vec<Parameter<'_, T>> {
+        CpKind::parameters(self)
+    }
+
+    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+        CpKind::forward(self, x)
+    }
+
+    /// [`forward`](TensorBlock::forward) at every position.
+    fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        if x.ncols() != self.input_width() {
+            return Err(Error::Shape {
+                what: format!(
+                    "{} block input (one position per row)",
+                    CpKind::kind(self)
+                ),
+                expected: (x.nrows(), self.input_width()),
+                found: x.shape(),
+            });
+        }
+        let mut y = DMatrix::zeros(x.nrows(), self.output_width());
+        for (p, row) in x.row_iter().enumerate() {
+            y.row_mut(p)
+                .copy_from(&CpKind::forward(self, &row.transpose())?.transpose());
+        }
+        Ok(y)
+    }
+
+    /// The CP step lifted to every pair of positions; `other` must have CP
+    /// factors too.
+    fn gram_step(
+        &self,
+        other: &dyn TensorBlock<T>,
+        g: &DMatrix<T>,
+        context: usize,
+    ) -> Result<DMatrix<T>> {
+        let a = (self.cp_factors(), CpKind::symmetry(self));
+        let b = (cp_of(other)?, other.symmetry());
+        positionwise::step(a, Some(b), g, context)
+    }
+
+    /// The symmetric CP kernel ([`GramWorkspace::self_step`](super::GramWorkspace::self_step)),
+    /// about half the work.
+    fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
+        let a = (self.cp_factors(), CpKind::symmetry(self));
+        positionwise::step(a, None, g, context)
+    }
+
+    /// The flattened output, and the CP kernel's factor-sized products (per
+    /// pair of positions, reused).
+    fn gram_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+        let output =
+            crate::resources::flat_entries(context, self.output_width(), other.output_width());
+        // Stacked input rank k·r and output rows of each side (an `other`
+        // without factors is refused before it allocates; counted by width).
+        let shape = |cp: Option<&CpFactors<T>>, input: usize, output: usize| {
+            let (m, out) = (input as f64 + 1.0, output as f64 + 1.0);
+            match cp {
+                Some(f) => ((f.order() * f.rank()) as f64, m, out),
+                None => (out, m, out),
+            }
+        };
+        let (ka, ma, na) = shape(
+            Some(self.cp_factors()),
+            self.input_width(),
+            self.output_width(),
+        );
+        let (kb, mb, nb) = shape(other.as_cp(), other.input_width(), other.output_width());
+        // Y = U_A G and its mirror, Z = D̃_A H and its mirror, copies of
+        // U_Bᵀ and D̃_Bᵀ, and the kernel's panels (2 MiB of f64 per thread).
+        let kernel = 2.0 * (ka * mb + kb * ma + na * kb + nb * ka + kb * mb + nb * kb)
+            + (rayon::current_num_threads() as f64) * (1 << 18) as f64;
+        output + kernel
+    }
+
+    /// The Wick step ([SPEC §3](crate::spec#3-gaussian-functional-similarity)), per position while the
+    /// positions are independent, per pair of positions after a block that
+    /// mixes them; `other` must have CP factors too.
+    fn moment_step(
+        &self,
+        other: &dyn TensorBlock<T>,
+        input: &JointMoments<T>,
+    ) -> Result<JointMoments<T>> {
+        let fb = other.as_cp().ok_or_else(|| {
+            Error::InvalidBlock(format!(
+                "the Gaussian metric compares a {} block with a {} block at the same position: \
+                 a block with CP factors pairs only with another",
+                CpKind::kind(self),
+                other.kind()
+            ))
+        })?;
+        Ok(gaussian_cp::step(self.cp_factors(), fb, input))
+    }
+
+    fn self_moment_step(&self, input: &Moments<T>) -> Result<Moments<T>> {
+        Ok(gaussian_cp::self_step(self.cp_factors(), input))
+    }
+
+    /// The step keeps per-position legs and per-pair blocks, within the
+    /// moments the metric counts.
+    fn moment_step_scalars(&self, _other: &dyn TensorBlock<T>, _context: usize) -> f64 {
+        0.0
+    }
+
+    fn as_cp(&self) -> Option<&CpFactors<T>> {
+        Some(self.cp_factors())
+    }
+
+    fn keeps_constant_by_construction(&self) -> bool {
+        CpKind::keeps_constant_by_construction(self)
+    }
+}
