@@ -24,17 +24,16 @@
 //! (small `V`, `O` beside `e = 4`, `e_v = 1` heads), `Q1/K1` rescaling
 //! 0.94, rotary plane 0.95, stream basis 0.75.
 
+mod common;
 mod seq_library;
 mod seq_oracle;
 
+use common::{gaussian_matrix, gaussian_vector, random_cycle_from_shuffle, rng};
 use nalgebra::DMatrix;
 use proptest::prelude::*;
 use rand::Rng;
 use rand::rngs::StdRng;
-use seq_oracle::{
-    AttnOptions, AttnParams, Block, MaskKind, SeqNet, gaussian_matrix, gaussian_vector,
-    random_cycle, rng,
-};
+use seq_oracle::{AttnOptions, AttnParams, Block, MaskKind, SeqNet};
 use std::f64::consts::PI;
 use tensor_similarity::{GaussianSimilarity, RecursiveSimilarity, TensorSimilarity, weight_cosine};
 
@@ -179,7 +178,7 @@ proptest! {
         let mut r = rng(case.seed);
         let mut twin = case.net.clone();
         for p in attention_blocks(&mut twin) {
-            let perm = random_cycle(&mut r, p.heads);
+            let perm = random_cycle_from_shuffle(&mut r, p.heads);
             p.permute_heads(&perm);
         }
         assert_invariant(&case, &twin, "head permutation")?;

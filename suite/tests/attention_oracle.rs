@@ -14,13 +14,14 @@
 //! plain relative test on it would measure the cancellation, not the
 //! error); forward passes to `1e-12` relative to the output's size.
 
+mod common;
 mod seq_library;
 mod seq_oracle;
 
+use common::{gaussian_matrix, rng};
 use nalgebra::DMatrix;
 use seq_oracle::{
-    AttnOptions, AttnParams, BilinearParams, Block, LinearParams, MaskKind, SeqNet,
-    gaussian_matrix, inner_products, rng,
+    AttnOptions, AttnParams, BilinearParams, Block, LinearParams, MaskKind, SeqNet, inner_products,
 };
 use std::sync::Mutex;
 use tensor_similarity::{Model, RecursiveSimilarity, TensorSimilarity};

@@ -3,14 +3,13 @@
 //! degree 5, so the end-to-end degree is 5⁶ = 15 625), against a twin
 //! through the symmetries of SPEC §7.
 
+mod common;
 mod seq_library;
 mod seq_oracle;
 
+use common::{gaussian_vector, random_cycle_from_shuffle, random_invertible_signed, rng};
 use rand::Rng;
-use seq_oracle::{
-    AttnOptions, AttnParams, Block, LinearParams, MaskKind, SeqNet, gaussian_vector, random_cycle,
-    random_invertible, rng,
-};
+use seq_oracle::{AttnOptions, AttnParams, Block, LinearParams, MaskKind, SeqNet};
 use tensor_similarity::{RecursiveSimilarity, TensorSimilarity};
 
 /// embed `2 → 3`, six attention layers of weight scale `scale`, head `3 → 2`.
@@ -46,17 +45,17 @@ fn twin(net: &SeqNet, seed: u64) -> SeqNet {
     let mut t = net.clone();
     for b in &mut t.blocks {
         if let Block::Attention(p) = b {
-            p.permute_heads(&random_cycle(&mut r, p.heads));
+            p.permute_heads(&random_cycle_from_shuffle(&mut r, p.heads));
             p.swap_score_factors(0);
             for h in 0..p.heads {
-                p.change_value_basis(h, &random_invertible(&mut r, p.ev()));
+                p.change_value_basis(h, &random_invertible_signed(&mut r, p.ev()));
                 p.rescale_first_factor(h, r.random_range(0.3..3.0));
                 p.rotate_first_plane(h, 0, r.random_range(0.0..6.0));
             }
         }
     }
     t.change_stream_basis(
-        &random_invertible(&mut r, 3),
+        &random_invertible_signed(&mut r, 3),
         &gaussian_vector(&mut r, 3, 1.0),
     );
     t

@@ -2,10 +2,12 @@
 //! moments it must have, and the global output cosine against the Gaussian
 //! similarity it estimates.
 
+mod common;
+
+use common::{gaussian_matrix, gaussian_vector, rng};
+
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 use tensor_similarity::baseline::{
     linear_cka, linear_cka_of, mean_sample_cosine, output_cosine, sample_gaussian,
 };
@@ -13,30 +15,27 @@ use tensor_similarity::{
     Bilinear, Error, GaussianSimilarity, Incomparable, Linear, Model, RecursiveSimilarity, Side,
 };
 
-fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-fn gaussian_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| rng.sample::<f64, _>(StandardNormal))
-}
-
-fn gaussian_vector(rng: &mut StdRng, len: usize) -> DVector<f64> {
-    DVector::from_fn(len, |_, _| rng.sample::<f64, _>(StandardNormal))
-}
-
 /// `Linear → Bilinear → Linear`, `d → 2` outputs.
 fn model(rng: &mut StdRng, d: usize, outputs: usize) -> Model {
     Model::builder()
-        .block(Linear::new(gaussian_matrix(rng, 4, d), Some(gaussian_vector(rng, 4))).unwrap())
         .block(
-            Bilinear::builder(gaussian_matrix(rng, 5, 4), gaussian_matrix(rng, 5, 4))
-                .down(gaussian_matrix(rng, 3, 5))
-                .left_bias(gaussian_vector(rng, 5))
-                .build()
-                .unwrap(),
+            Linear::new(
+                gaussian_matrix(rng, 4, d, 1.0),
+                Some(gaussian_vector(rng, 4, 1.0)),
+            )
+            .unwrap(),
         )
-        .block(Linear::new(gaussian_matrix(rng, outputs, 3), None).unwrap())
+        .block(
+            Bilinear::builder(
+                gaussian_matrix(rng, 5, 4, 1.0),
+                gaussian_matrix(rng, 5, 4, 1.0),
+            )
+            .down(gaussian_matrix(rng, 3, 5, 1.0))
+            .left_bias(gaussian_vector(rng, 5, 1.0))
+            .build()
+            .unwrap(),
+        )
+        .block(Linear::new(gaussian_matrix(rng, outputs, 3, 1.0), None).unwrap())
         .build()
         .unwrap()
 }
@@ -62,7 +61,7 @@ fn dot(u: &[f64], v: &[f64]) -> f64 {
 fn output_cosines_match_naive_sums() {
     let mut rng = rng(1);
     let (a, b) = (model(&mut rng, 3, 2), model(&mut rng, 3, 2));
-    let x = gaussian_matrix(&mut rng, 50, 3);
+    let x = gaussian_matrix(&mut rng, 50, 3, 1.0);
     let (ya, yb) = (naive_outputs(&a, &x), naive_outputs(&b, &x));
     let (mut ab, mut aa, mut bb, mut per_sample) = (0.0, 0.0, 0.0, 0.0);
     for (u, v) in ya.iter().zip(&yb) {
@@ -93,7 +92,7 @@ fn linear_cka_matches_the_hsic_formula() {
     let mut rng = rng(2);
     // Different output widths are allowed.
     let (a, b) = (model(&mut rng, 3, 2), model(&mut rng, 3, 4));
-    let x = gaussian_matrix(&mut rng, 40, 3);
+    let x = gaussian_matrix(&mut rng, 40, 3, 1.0);
     let (ya, yb) = (a.forward_rows(&x).unwrap(), b.forward_rows(&x).unwrap());
     let expected = naive_cka(&ya, &yb);
     assert!((linear_cka(&a, &b, &x).unwrap() - expected).abs() < 1e-12);
@@ -104,8 +103,8 @@ fn linear_cka_matches_the_hsic_formula() {
 #[test]
 fn linear_cka_is_blind_to_rotations_and_offsets_but_not_to_general_maps() {
     let mut rng = rng(3);
-    let ya = gaussian_matrix(&mut rng, 30, 3);
-    let q = gaussian_matrix(&mut rng, 3, 3).qr().q();
+    let ya = gaussian_matrix(&mut rng, 30, 3, 1.0);
+    let q = gaussian_matrix(&mut rng, 3, 3, 1.0).qr().q();
     let offset = DMatrix::from_fn(30, 3, |_, j| j as f64 * 10.0 + 1.0);
     let rotated = &ya * q.transpose() * 2.5 + &offset;
     assert!((linear_cka_of(&ya, &rotated).unwrap() - 1.0).abs() < 1e-12);
@@ -121,9 +120,9 @@ fn linear_cka_is_blind_to_rotations_and_offsets_but_not_to_general_maps() {
 fn sampler_has_the_requested_mean_and_covariance() {
     let mut rng = rng(4);
     let d = 3;
-    let f = gaussian_matrix(&mut rng, d, d);
+    let f = gaussian_matrix(&mut rng, d, d, 1.0);
     let sigma = &f * f.transpose() + DMatrix::identity(d, d) * 0.1;
-    let mu = gaussian_vector(&mut rng, d);
+    let mu = gaussian_vector(&mut rng, d, 1.0);
     let n = 20_000;
     let x = sample_gaussian(&mut rng, &mu, &sigma, n).unwrap();
     assert_eq!(x.shape(), (n, d));
@@ -153,7 +152,7 @@ fn sampler_has_the_requested_mean_and_covariance() {
         }
     }
     // Seeded: the same seed gives the same samples.
-    let again = |seed| sample_gaussian(&mut StdRng::seed_from_u64(seed), &mu, &sigma, 5).unwrap();
+    let again = |seed| sample_gaussian(&mut common::rng(seed), &mu, &sigma, 5).unwrap();
     assert_eq!(again(9), again(9));
 }
 
@@ -193,9 +192,9 @@ fn output_cosine_estimates_the_gaussian_similarity() {
     let mut rng = rng(6);
     let d = 3;
     let (a, b) = (model(&mut rng, d, 2), model(&mut rng, d, 2));
-    let f = gaussian_matrix(&mut rng, d, d);
+    let f = gaussian_matrix(&mut rng, d, d, 1.0);
     let sigma = &f * f.transpose() / d as f64 + DMatrix::identity(d, d) * 0.2;
-    let mu = gaussian_vector(&mut rng, d) * 0.3;
+    let mu = gaussian_vector(&mut rng, d, 1.0) * 0.3;
     let n = 40_000;
     let x = sample_gaussian(&mut rng, &mu, &sigma, n).unwrap();
     let estimate = output_cosine(&a, &b, &x).unwrap();
@@ -245,7 +244,7 @@ fn bad_inputs_are_typed_errors() {
     let mut rng = rng(7);
     let (a, b) = (model(&mut rng, 3, 2), model(&mut rng, 3, 2));
     let wider = model(&mut rng, 3, 3);
-    let x = gaussian_matrix(&mut rng, 5, 3);
+    let x = gaussian_matrix(&mut rng, 5, 3, 1.0);
     assert!(matches!(
         output_cosine(&a, &wider, &x),
         Err(Error::Incomparable(Incomparable::OutputWidth {
@@ -294,7 +293,7 @@ fn bad_inputs_are_typed_errors() {
     assert!(output_cosine(&product, &product, &samples).is_ok());
     let constant = DMatrix::from_element(4, 2, 3.0);
     assert!(matches!(
-        linear_cka_of(&constant, &gaussian_matrix(&mut rng, 4, 2)),
+        linear_cka_of(&constant, &gaussian_matrix(&mut rng, 4, 2, 1.0)),
         Err(Error::ZeroNorm(Side::A))
     ));
 }

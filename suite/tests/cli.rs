@@ -5,13 +5,13 @@
 //! from the same source as this package's `tensor-similarity-repo` (so that
 //! these tests and their fixtures stay out of the published `.crate`).
 
-#[path = "../../tests/files/mod.rs"]
-mod files;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use files::*;
+use common::files::*;
+use common::*;
 use tensor_similarity::io::{self, Dtype, Layout};
 use tensor_similarity::{
     GaussianSimilarity, Model, RecursiveSimilarity, similarity, weight_cosine,
@@ -513,9 +513,7 @@ fn matrix_checks_its_outputs_before_computing() {
 
 /// A fixture written by PyTorch (`tests/files/torch/make_fixtures.py`).
 fn torch_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/files/torch")
-        .join(name)
+    fixtures().join("torch").join(name)
 }
 
 #[test]

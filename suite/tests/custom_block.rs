@@ -8,9 +8,11 @@
 //! whose `forward` disagrees with its factors is caught by `check_block`;
 //! and the crate's own kinds pass `check_block`.
 
+mod common;
+
 use nalgebra::{DMatrix, DVector};
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tensor_similarity::{
     Attention, Bilinear, CpBlock, CpFactors, Error, Linear, Mask, Model, RecursiveSimilarity,
     TensorBlock, TensorSimilarity, check_block,
@@ -66,7 +68,7 @@ fn random(rng: &mut StdRng, r: usize, c: usize) -> DMatrix<f64> {
 }
 
 fn weights(seed: u64, m: usize, h: usize, n: usize) -> [DMatrix<f64>; 4] {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = common::rng(seed);
     [
         random(&mut rng, h, m),
         random(&mut rng, h, m),
@@ -86,7 +88,7 @@ fn model(w: &[DMatrix<f64>; 4]) -> Model {
 /// The same function: units permuted, rescaled (`a b c · d = 1`), and the
 /// three legs of every unit rotated.
 fn twin(w: &[DMatrix<f64>; 4], seed: u64) -> [DMatrix<f64>; 4] {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = common::rng(seed);
     let h = w[0].nrows();
     let mut out = w.clone();
     let order: Vec<usize> = (0..h).rev().collect();
@@ -263,7 +265,7 @@ fn check_block_catches_a_forward_that_disagrees_with_the_factors() {
 
 #[test]
 fn the_crates_own_kinds_pass_check_block() {
-    let mut rng = StdRng::seed_from_u64(9);
+    let mut rng = common::rng(9);
     let mut v = |n: usize| DVector::from_fn(n, |_, _| rng.random_range(-0.5..0.5));
     let [l, r, _, d] = weights(7, 4, 5, 4);
     let blocks: Vec<Box<dyn TensorBlock<f64>>> = vec![

@@ -5,10 +5,13 @@
 //! agreement with the tensor metric on linear models, and the relation
 //! "Gaussian = 2 × tensor + mean term" for one bilinear block.
 
+mod common;
+
+use common::{gaussian_matrix, gaussian_vector, rng};
+
 use nalgebra::{DMatrix, DVector};
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 use std::sync::Arc;
 use tensor_similarity::{
     Bilinear, CpBlock, CpFactors, Error, Full, GaussianSimilarity, Incomparable, Linear, Model,
@@ -16,20 +19,6 @@ use tensor_similarity::{
 };
 
 // ---------------------------------------------------------------- helpers
-
-fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-fn gaussian_matrix(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| {
-        scale * rng.sample::<f64, _>(StandardNormal)
-    })
-}
-
-fn gaussian_vector(rng: &mut StdRng, len: usize, scale: f64) -> DVector<f64> {
-    DVector::from_fn(len, |_, _| scale * rng.sample::<f64, _>(StandardNormal))
-}
 
 /// A bilinear block `m → n` with `h` hidden units, down projection and all
 /// three biases.

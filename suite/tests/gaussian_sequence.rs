@@ -18,19 +18,17 @@
 //! precision, so `1e-9` of `√(⟨A,A⟩⟨B,B⟩)` leaves a margin of `10³` over
 //! that. Monte Carlo is asserted at 4 standard errors of its own sample.
 
+mod common;
 mod gaussian_oracle;
 mod seq_library;
 mod seq_oracle;
 
+use common::{gaussian_matrix, gaussian_vector, rng};
 use nalgebra::{DMatrix, DVector};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
-use seq_oracle::{
-    AttnOptions, AttnParams, Block, LinearParams, MaskKind, SeqNet, gaussian_matrix,
-    gaussian_vector, rng,
-};
+use seq_oracle::{AttnOptions, AttnParams, Block, LinearParams, MaskKind, SeqNet};
 use tensor_similarity::{Error, GaussianSimilarity, Model, RecursiveSimilarity, TensorSimilarity};
 
 const TOL: f64 = 1e-9;
@@ -342,7 +340,7 @@ fn monte_carlo(case: &Case, samples: usize, seed: u64) -> [Estimate; 3] {
     let sums: Vec<[[f64; 2]; 3]> = (0..chunks)
         .into_par_iter()
         .map(|c| {
-            let mut r = StdRng::seed_from_u64(seed * 1000 + c as u64);
+            let mut r = common::rng(seed * 1000 + c as u64);
             let mut s = [[0.0; 2]; 3];
             for _ in 0..samples / chunks {
                 let mut x = DMatrix::zeros(case.n, d);

@@ -4,10 +4,10 @@
 
 // The file fixtures are shared with the command-line test of the published
 // crate, which keeps them.
-#[path = "../../tests/files/mod.rs"]
-mod files;
+mod common;
 
-use files::*;
+use common::files::*;
+use common::*;
 use nalgebra::{DMatrix, DVector};
 use safetensors::{Dtype as St, SafeTensors};
 use tensor_similarity::io::{self, Dtype, Layout, LoadOptions};

@@ -3,12 +3,12 @@
 
 // The file fixtures are shared with the command-line test of the published
 // crate, which keeps them.
-#[path = "../../tests/files/mod.rs"]
-mod files;
+mod common;
 
 use std::path::Path;
 
-use files::*;
+use common::files::*;
+use common::*;
 use nalgebra::DMatrix;
 use proptest::prelude::*;
 use safetensors::Dtype as St;

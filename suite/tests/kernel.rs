@@ -5,30 +5,18 @@
 //! `G'[o,o'] = Σ B_A[o,i,j] B_B[o',k,l] (w_id G[i,k] G[j,l] + w_sw G[i,l] G[j,k])`
 //! term by term: no tiles, no selector units, no GEMMs.
 
+mod common;
+
+use common::{gaussian_matrix, gaussian_vector, rng};
+
 use std::sync::Arc;
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DMatrix;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 use tensor_similarity::{
     Bilinear, CpBlock, Full, GramWorkspace, Linear, Model, RecursiveSimilarity, TensorBlock,
     TensorSimilarity, Trivial, gram_step,
 };
-
-fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-fn gaussian(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| {
-        scale * rng.sample::<f64, _>(StandardNormal)
-    })
-}
-
-fn vector(rng: &mut StdRng, len: usize) -> DVector<f64> {
-    DVector::from_fn(len, |_, _| 0.5 * rng.sample::<f64, _>(StandardNormal))
-}
 
 /// A random bilinear block `m → n` (`n = m` when `s ≠ 1`), hidden width `h`;
 /// `parts` switches on (left bias, right bias, down bias, down projection).
@@ -36,28 +24,31 @@ fn bilinear(rng: &mut StdRng, m: usize, h: usize, n: usize, s: f64, parts: u8) -
     // A residual needs n = m, so a down projection unless h = m.
     let parts = if s != 1.0 && h != m { parts | 8 } else { parts };
     let sc = 1.0 / (m as f64).sqrt();
-    let mut b = Bilinear::builder(gaussian(rng, h, m, sc), gaussian(rng, h, m, sc));
+    let mut b = Bilinear::builder(
+        gaussian_matrix(rng, h, m, sc),
+        gaussian_matrix(rng, h, m, sc),
+    );
     let n = if parts & 8 != 0 {
-        b = b.down(gaussian(rng, n, h, 1.0 / (h as f64).sqrt()));
+        b = b.down(gaussian_matrix(rng, n, h, 1.0 / (h as f64).sqrt()));
         n
     } else {
         h
     };
     if parts & 1 != 0 {
-        b = b.left_bias(vector(rng, h));
+        b = b.left_bias(gaussian_vector(rng, h, 0.5));
     }
     if parts & 2 != 0 {
-        b = b.right_bias(vector(rng, h));
+        b = b.right_bias(gaussian_vector(rng, h, 0.5));
     }
     if parts & 4 != 0 {
-        b = b.down_bias(vector(rng, n));
+        b = b.down_bias(gaussian_vector(rng, n, 0.5));
     }
     b.residual(s).build().expect("valid random block")
 }
 
 /// A random symmetric positive definite `G`, `w × w`.
 fn spd(rng: &mut StdRng, w: usize) -> DMatrix<f64> {
-    let a = gaussian(rng, w, w + 2, 1.0 / (w as f64).sqrt());
+    let a = gaussian_matrix(rng, w, w + 2, 1.0 / (w as f64).sqrt());
     &a * a.transpose()
 }
 
@@ -114,7 +105,7 @@ fn bilinear_step_matches_naive_oracle_for_every_part_residual_and_tile() {
             let a = bilinear(&mut rng, m, ha, n, s, parts);
             let b = bilinear(&mut rng, m, hb, n, s, parts ^ 5);
             // A general (non-symmetric) cross Gram matrix.
-            let g = gaussian(&mut rng, m + 1, m + 1, 1.0);
+            let g = gaussian_matrix(&mut rng, m + 1, m + 1, 1.0);
             let reference = naive_step(&a, &b, &g, (0.5, 0.5));
             for tile in TILES {
                 let mut out = DMatrix::zeros(0, 0);
@@ -136,22 +127,22 @@ fn symmetry_groups_weight_the_two_pairings() {
     let mut rng = rng(12);
     let (m, h) = (3, 5);
     let factors = |rng: &mut StdRng| {
-        let mut u1 = gaussian(rng, h + 1, m + 1, 0.7);
-        let mut u2 = gaussian(rng, h + 1, m + 1, 0.7);
+        let mut u1 = gaussian_matrix(rng, h + 1, m + 1, 0.7);
+        let mut u2 = gaussian_matrix(rng, h + 1, m + 1, 0.7);
         // Unit 0 carries the constant; the others read the constant too
         // (biases) so that nothing is a selector but unit 0.
         u1.row_mut(0).fill(0.0);
         u2.row_mut(0).fill(0.0);
         u1[(0, 0)] = 1.0;
         u2[(0, 0)] = 1.0;
-        let mut d = gaussian(rng, m + 1, h + 1, 0.5);
+        let mut d = gaussian_matrix(rng, m + 1, h + 1, 0.5);
         d.row_mut(0).fill(0.0);
         d[(0, 0)] = 1.0;
         (u1, u2, d)
     };
     let (a1, a2, ad) = factors(&mut rng);
     let (b1, b2, bd) = factors(&mut rng);
-    let g = gaussian(&mut rng, m + 1, m + 1, 1.0);
+    let g = gaussian_matrix(&mut rng, m + 1, m + 1, 1.0);
     let block = |u1: &DMatrix<f64>, u2: &DMatrix<f64>, d: &DMatrix<f64>, full: bool| {
         let group: Arc<dyn tensor_similarity::SymmetryGroup> = if full {
             Arc::new(Full)
@@ -224,7 +215,7 @@ fn one_workspace_serves_blocks_of_every_shape() {
     ] {
         let a = bilinear(&mut rng, m, h, m, s, 15);
         let b = bilinear(&mut rng, m, h + 2, m, s, 6);
-        let g = gaussian(&mut rng, m + 1, m + 1, 1.0);
+        let g = gaussian_matrix(&mut rng, m + 1, m + 1, 1.0);
         ws.step(&a, &b, &g, &mut out).unwrap();
         let fresh = gram_step(&a, &b, &g).unwrap();
         assert!(relative_error(&out, &fresh) < 1e-12);
@@ -253,20 +244,22 @@ fn blocks_made_only_of_selector_units_and_order_one_blocks_with_output_factors()
     // range are treated as dense.
     let mut u1 = DMatrix::identity(m + 1, m + 1);
     let mut u2 = DMatrix::identity(m + 1, m + 1);
-    u1.row_mut(2).copy_from(&gaussian(&mut rng, 1, m + 1, 1.0));
+    u1.row_mut(2)
+        .copy_from(&gaussian_matrix(&mut rng, 1, m + 1, 1.0));
     u1[(2, 0)] = 0.0;
-    u2.row_mut(2).copy_from(&gaussian(&mut rng, 1, m + 1, 1.0));
+    u2.row_mut(2)
+        .copy_from(&gaussian_matrix(&mut rng, 1, m + 1, 1.0));
     u2[(2, 0)] = 0.0;
     let mixed = CpBlock::new(
         vec![u1, u2],
-        gaussian(&mut rng, m + 1, m + 1, 1.0).map_with_location(|i, j, v| match (i, j) {
+        gaussian_matrix(&mut rng, m + 1, m + 1, 1.0).map_with_location(|i, j, v| match (i, j) {
             (0, 0) => 1.0,
             (0, _) => 0.0,
             _ => v,
         }),
     )
     .unwrap();
-    let g = gaussian(&mut rng, m + 1, m + 1, 1.0);
+    let g = gaussian_matrix(&mut rng, m + 1, m + 1, 1.0);
     for (a, b) in [(&square, &mixed), (&mixed, &square), (&square, &square)] {
         let reference = naive_step(a, b, &g, (0.5, 0.5));
         for tile in TILES {
@@ -287,12 +280,15 @@ fn blocks_made_only_of_selector_units_and_order_one_blocks_with_output_factors()
     }
 
     // Order 1 with an output factor: G' = D̃_A U_A G U_Bᵀ D̃_Bᵀ.
-    let (wa, wb) = (gaussian(&mut rng, 4, m, 1.0), gaussian(&mut rng, 5, m, 1.0));
-    let linear = Linear::new(wb.clone(), Some(vector(&mut rng, 5))).unwrap();
+    let (wa, wb) = (
+        gaussian_matrix(&mut rng, 4, m, 1.0),
+        gaussian_matrix(&mut rng, 5, m, 1.0),
+    );
+    let linear = Linear::new(wb.clone(), Some(gaussian_vector(&mut rng, 5, 0.5))).unwrap();
     let mut u = DMatrix::zeros(5, m + 1);
     u[(0, 0)] = 1.0;
     u.view_mut((1, 1), (4, m)).copy_from(&wa);
-    let mut d = gaussian(&mut rng, 3, 5, 1.0);
+    let mut d = gaussian_matrix(&mut rng, 3, 5, 1.0);
     d.row_mut(0).fill(0.0);
     d[(0, 0)] = 1.0;
     let projected = CpBlock::new(vec![u.clone()], d.clone()).unwrap();
@@ -318,7 +314,7 @@ fn blocks_made_only_of_selector_units_and_order_one_blocks_with_output_factors()
 fn self_step_rejects_an_asymmetric_gram_matrix() {
     let mut rng = rng(16);
     let a = bilinear(&mut rng, 3, 4, 3, 1.0, 15);
-    let g = gaussian(&mut rng, 4, 4, 1.0);
+    let g = gaussian_matrix(&mut rng, 4, 4, 1.0);
     let mut out = DMatrix::zeros(0, 0);
     assert!(GramWorkspace::new().self_step(&a, &g, &mut out).is_err());
     let wrong = spd(&mut rng, 5);
@@ -334,8 +330,8 @@ fn self_step_rejects_an_asymmetric_gram_matrix() {
 fn model(rng: &mut StdRng, d: usize, width: usize, h: usize, depth: usize, s: f64) -> Model {
     let mut builder = Model::builder().block(
         Linear::new(
-            gaussian(rng, width, d, 1.0 / (d as f64).sqrt()),
-            Some(vector(rng, width)),
+            gaussian_matrix(rng, width, d, 1.0 / (d as f64).sqrt()),
+            Some(gaussian_vector(rng, width, 0.5)),
         )
         .unwrap(),
     );
@@ -343,7 +339,7 @@ fn model(rng: &mut StdRng, d: usize, width: usize, h: usize, depth: usize, s: f6
         builder = builder.block(bilinear(rng, width, h, width, s, 15 - (layer as u8 % 4)));
     }
     builder
-        .block(Linear::new(gaussian(rng, 2, width, 1.0), None).unwrap())
+        .block(Linear::new(gaussian_matrix(rng, 2, width, 1.0), None).unwrap())
         .build()
         .unwrap()
 }
@@ -352,8 +348,8 @@ fn model(rng: &mut StdRng, d: usize, width: usize, h: usize, depth: usize, s: f6
 fn squared_norm_equals_the_self_inner_product() {
     let mut rng = rng(17);
     let d = 3;
-    let mean = vector(&mut rng, d);
-    let root = gaussian(&mut rng, d, d, 0.5);
+    let mean = gaussian_vector(&mut rng, d, 0.5);
+    let root = gaussian_matrix(&mut rng, d, d, 0.5);
     let covariance = &root * root.transpose() + DMatrix::identity(d, d) * 0.1;
     let metrics = [
         TensorSimilarity::new(),
@@ -421,19 +417,19 @@ fn f32_squared_norm_equals_the_f32_self_inner_product_and_f64() {
     let mut rng = rng(19);
     let (d, width, h) = (3, 4, 9);
     let to32 = |m: &DMatrix<f64>| m.map(|x| x as f32);
-    let embed = gaussian(&mut rng, width, d, 0.6);
+    let embed = gaussian_matrix(&mut rng, width, d, 0.6);
     // (L, R, D, b_L) of each block.
     let blocks: Vec<_> = (0..3)
         .map(|_| {
             (
-                gaussian(&mut rng, h, width, 0.5),
-                gaussian(&mut rng, h, width, 0.5),
-                gaussian(&mut rng, width, h, 0.3),
-                vector(&mut rng, h),
+                gaussian_matrix(&mut rng, h, width, 0.5),
+                gaussian_matrix(&mut rng, h, width, 0.5),
+                gaussian_matrix(&mut rng, width, h, 0.3),
+                gaussian_vector(&mut rng, h, 0.5),
             )
         })
         .collect();
-    let head = gaussian(&mut rng, 2, width, 1.0);
+    let head = gaussian_matrix(&mut rng, 2, width, 1.0);
     let m64 = {
         let mut b = Model::builder().block(Linear::new(embed.clone(), None).unwrap());
         for (l, r, dn, bias) in &blocks {

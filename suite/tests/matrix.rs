@@ -3,12 +3,11 @@
 
 // The file fixtures are shared with the command-line test of the published
 // crate, which keeps them.
-#[path = "../../tests/files/mod.rs"]
-mod files;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use files::*;
+use common::*;
 use tensor_similarity::matrix::{
     pairwise_matrix, pairwise_tile, similarity_matrix, similarity_tile, squared_norms,
 };

@@ -23,8 +23,7 @@
 //! watchdog fails the test after 120 s. No mutant has found a panic, a
 //! hang or a NaN (nor did 40 000 in a longer run).
 
-#[path = "../../tests/files/mod.rs"]
-mod files;
+mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -32,9 +31,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use files::{repack, zip_entries};
+use common::files::{repack, zip_entries};
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tensor_similarity::io::{self, LoadOptions};
 use tensor_similarity::{RecursiveSimilarity, TensorSimilarity};
 
@@ -61,7 +60,7 @@ enum Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/files/torch");
+    let root = common::files::fixtures().join("torch");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -292,7 +291,7 @@ struct Failure {
 /// Mutant `index`: written into `dir`, loaded, compared with itself.
 /// `Err` describes a panic or a non-finite similarity.
 fn run_one(index: usize, fixtures: &[Fixture], dir: &Path) -> Result<bool, String> {
-    let mut rng = StdRng::seed_from_u64(SEED + index as u64);
+    let mut rng = common::rng(SEED + index as u64);
     let fixture = &fixtures[index % fixtures.len()];
     let mut log = Vec::new();
     let path = match fixture {

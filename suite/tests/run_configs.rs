@@ -5,6 +5,8 @@
 //! The run is the PyTorch fixture `tests/files/torch/runs/tiny_lm`, copied
 //! into a temporary folder and its `config.yaml` edited.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use tensor_similarity::block::Attention;
@@ -15,7 +17,7 @@ use tensor_similarity::{Error, Model};
 /// checkpoint at `root/checkpoints/step_100.pt` and the config at
 /// `root/config.yaml`.
 fn tiny_lm(dir: &Path) -> (PathBuf, PathBuf) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/files/torch/runs/tiny_lm");
+    let fixture = common::files::fixtures().join("torch/runs/tiny_lm");
     std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
     let ckpt = dir.join("checkpoints/step_100.pt");
     std::fs::copy(fixture.join("checkpoints/step_100.pt"), &ckpt).unwrap();
@@ -26,10 +28,8 @@ fn tiny_lm(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// The fixture's config text.
 fn fixture_config() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/files/torch/runs/tiny_lm/config.yaml"),
-    )
-    .unwrap()
+    std::fs::read_to_string(common::files::fixtures().join("torch/runs/tiny_lm/config.yaml"))
+        .unwrap()
 }
 
 /// `f()` on another thread; the test fails if it has not returned within

@@ -4,20 +4,17 @@
 //! pass on the tensors as written (`tests/seq_oracle`, no library code), and
 //! every config key is honoured or refused by name.
 
-#[path = "../../tests/files/mod.rs"]
-mod files;
+mod common;
 mod seq_library;
 mod seq_oracle;
 
 use std::path::{Path, PathBuf};
 
-use files::{Raw, logits_case, one_hot, raw, row_major, write_file};
+use common::files::{Raw, logits_case, one_hot, raw, row_major, write_file};
+use common::{gaussian_matrix, gaussian_vector, rng};
 use nalgebra::{DMatrix, DVector};
 use safetensors::Dtype as St;
-use seq_oracle::{
-    AttnOptions, AttnParams, BilinearParams, Block, LinearParams, MaskKind, SeqNet,
-    gaussian_matrix, gaussian_vector, rng,
-};
+use seq_oracle::{AttnOptions, AttnParams, BilinearParams, Block, LinearParams, MaskKind, SeqNet};
 use tensor_similarity::io::{self, Dtype, FileError, Layout, LoadOptions};
 use tensor_similarity::{Error, Mask, RecursiveSimilarity, TensorSimilarity};
 
@@ -841,7 +838,7 @@ fn sequence_files_compare_at_a_context() {
 /// the transposed embedding table).
 #[test]
 fn the_guide_s_pytorch_transformer_reads_as_pytorch_computes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/snippet");
+    let dir = common::files::fixtures().join("snippet");
     let m = io::load(dir.join("transformer.safetensors")).unwrap();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();

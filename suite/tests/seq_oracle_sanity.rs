@@ -5,14 +5,17 @@
 //! Frobenius product of end-to-end tensors, and its symmetry
 //! transformations preserve the function.
 
+mod common;
 mod seq_oracle;
 
+use common::{
+    gaussian_matrix, gaussian_vector, random_cycle_from_shuffle, random_invertible_signed, rng,
+};
 use nalgebra::DMatrix;
 use rand::Rng;
 use seq_oracle::{
     AttnOptions, AttnParams, BilinearParams, Block, LinearParams, MaskKind, SeqNet, dense_tensor,
-    dense_tensor_of_net, gaussian_matrix, gaussian_vector, inner_product, random_cycle,
-    random_invertible, rng, rope, similarity,
+    dense_tensor_of_net, inner_product, rope, similarity,
 };
 
 fn flat(x: &DMatrix<f64>, c: f64) -> Vec<f64> {
@@ -451,14 +454,14 @@ fn symmetry_transformations_preserve_the_function() {
         };
         if hh > 1 {
             let mut t = attn.clone();
-            t.permute_heads(&random_cycle(&mut r, hh));
+            t.permute_heads(&random_cycle_from_shuffle(&mut r, hh));
             check(&t, "head permutation");
         }
         let mut t = attn.clone();
         t.swap_score_factors(r.random_range(0..hh));
         check(&t, "score factor swap");
         let mut t = attn.clone();
-        t.change_value_basis(r.random_range(0..hh), &random_invertible(&mut r, ev));
+        t.change_value_basis(r.random_range(0..hh), &random_invertible_signed(&mut r, ev));
         check(&t, "value basis");
         let mut t = attn.clone();
         t.rescale_first_factor(r.random_range(0..hh), -3.5);
@@ -485,7 +488,7 @@ fn symmetry_transformations_preserve_the_function() {
         }
         let mut twin = net.clone();
         twin.change_stream_basis(
-            &random_invertible(&mut r, 3),
+            &random_invertible_signed(&mut r, 3),
             &gaussian_vector(&mut r, 3, 1.0),
         );
         let x = gaussian_matrix(&mut r, n, 2, 1.0);
@@ -505,7 +508,7 @@ fn oracle_similarity_is_one_on_a_twin_and_not_on_another_model() {
     let a = SeqNet::transformer(&mut r, 2, 2, 2, 1, 2, 0.5, &o);
     let mut twin = a.clone();
     twin.change_stream_basis(
-        &random_invertible(&mut r, 2),
+        &random_invertible_signed(&mut r, 2),
         &gaussian_vector(&mut r, 2, 1.0),
     );
     twin.attention_mut(1).swap_score_factors(1);

@@ -1,8 +1,10 @@
 //! Sequence models and attention: the API's errors and identities that
 //! need no oracle (the dense oracle is `tests/attention_oracle.rs`).
 
+mod common;
+
 use nalgebra::{DMatrix, DVector};
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{Rng, rngs::StdRng};
 use tensor_similarity::{
     Attention, Bilinear, Error, GaussianSimilarity, Incomparable, Linear, Mask, Model,
     RecursiveSimilarity, Side, TensorSimilarity,
@@ -31,7 +33,7 @@ fn attention(rng: &mut StdRng, d: usize, heads: usize, e: usize) -> Attention<f6
 }
 
 fn lm(seed: u64, vocab: usize, d: usize, heads: usize, e: usize, layers: usize) -> Model {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = common::rng(seed);
     let mut b = Model::builder().block(Linear::new(random(&mut rng, d, vocab, 1.0), None).unwrap());
     for _ in 0..layers {
         b = b.block(attention(&mut rng, d, heads, e));
@@ -151,7 +153,7 @@ fn incomparable_sequence_models_are_typed_errors() {
         Err(Error::Incomparable(Incomparable::Depth { a: 3, b: 4 }))
     ));
     // Attention (order 5) against a bilinear MLP (order 2) at block 1.
-    let mut rng = StdRng::seed_from_u64(3);
+    let mut rng = common::rng(3);
     let mlp = Model::builder()
         .block(Linear::new(random(&mut rng, 2, 3, 1.0), None).unwrap())
         .block(Bilinear::new(random(&mut rng, 4, 2, 1.0), random(&mut rng, 4, 2, 1.0)).unwrap())
@@ -168,7 +170,7 @@ fn incomparable_sequence_models_are_typed_errors() {
         }))
     ));
     let four_out = {
-        let mut rng = StdRng::seed_from_u64(5);
+        let mut rng = common::rng(5);
         Model::builder()
             .block(Linear::new(random(&mut rng, 2, 3, 1.0), None).unwrap())
             .block(attention(&mut rng, 2, 1, 2))
@@ -316,7 +318,7 @@ fn forward_of_one_position_is_the_sequence_forward() {
     assert!((seq.row(0).transpose() - one).amax() < 1e-14);
     assert!(model.forward_sequence(&DMatrix::zeros(2, 4)).is_err());
     // A given mask must match the sequence length.
-    let mut rng = StdRng::seed_from_u64(1);
+    let mut rng = common::rng(1);
     let masked = Model::builder()
         .block(
             attention(&mut rng, 3, 1, 2)

@@ -10,10 +10,9 @@ use std::cell::Cell;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
-#[path = "../../tests/files/mod.rs"]
-mod files;
+mod common;
 
-use files::{load_error, logits_case, one_hot, repack, write, zip_entries};
+use common::files::{load_error, logits_case, one_hot, repack, write, zip_entries};
 use nalgebra::DVector;
 use proptest::prelude::*;
 use tensor_similarity::io::{self, Dtype, FileError, LoadOptions, ModelFile};
@@ -68,9 +67,7 @@ fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
 // --- fixtures ---------------------------------------------------------------
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/files/torch")
-        .join(name)
+    common::files::fixtures().join("torch").join(name)
 }
 
 fn open(path: &Path) -> ModelFile {

@@ -1,9 +1,20 @@
-//! Shared test support: seeded random networks as plain parameter data,
-//! the symmetry transformations of SPEC §2, and conversion to `Model`.
+//! The suite's one helper module: every test that needs seeded random
+//! data, random models or files declares `mod common;` and takes them from
+//! here.
 //!
-//! The networks here are plain data with their own forward pass, so that
-//! oracles built on them share no code with the library.
+//! * **Random draws** from one seeded generator, [`rng`]: Gaussian matrices
+//!   and vectors, invertible matrices, cyclic permutations.
+//! * **Networks as plain data** ([`Net`] of [`Layer`]s) with their own
+//!   forward pass, the symmetry transformations of SPEC §2 and conversion
+//!   to a library `Model`. Oracles built on them share no code with the
+//!   library. (Sequence models as plain data are the sequence oracle's own,
+//!   `seq_oracle::SeqNet`.)
+//! * **The file tests' models** ([`embed_body_head`], [`bilinear_projection`]),
+//!   which fit the file layouts.
+//! * **Files** ([`files`]): the fixture directory and files written by hand.
 #![allow(dead_code)]
+
+pub mod files;
 
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
@@ -11,19 +22,133 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use tensor_similarity::{Bilinear, Linear, Model, Real};
 
+// ---------------------------------------------------------------------------
+// Random draws
+
+/// The generator every test seeds: the same seed, the same data.
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
+/// A `rows × cols` matrix of `scale·N(0, 1)` entries.
 pub fn gaussian_matrix(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
     DMatrix::from_fn(rows, cols, |_, _| {
         scale * rng.sample::<f64, _>(StandardNormal)
     })
 }
 
+/// A vector of `scale·N(0, 1)` entries.
 pub fn gaussian_vector(rng: &mut StdRng, len: usize, scale: f64) -> DVector<f64> {
     DVector::from_fn(len, |_, _| scale * rng.sample::<f64, _>(StandardNormal))
 }
+
+/// A random well-conditioned invertible matrix: `Q diag(σ)` with a random
+/// orthogonal `Q` and `σ ∈ [0.5, 2]`.
+pub fn random_invertible(rng: &mut StdRng, n: usize) -> DMatrix<f64> {
+    let q = gaussian_matrix(rng, n, n, 1.0).qr().q();
+    let sigma = DVector::from_fn(n, |_, _| rng.random_range(0.5..2.0));
+    q * DMatrix::from_diagonal(&sigma)
+}
+
+/// A uniformly random cyclic permutation of `0..n` (Sattolo's algorithm):
+/// no unit stays in place.
+pub fn random_cycle(rng: &mut StdRng, n: usize) -> Vec<usize> {
+    let mut a: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..i);
+        a.swap(i, j);
+    }
+    a
+}
+
+/// A random well-conditioned invertible matrix `Q diag(±σ)`: as
+/// [`random_invertible`], with a random sign on each `σ`, so that it may
+/// reverse orientation (the sequence tests' changes of basis).
+pub fn random_invertible_signed(rng: &mut StdRng, n: usize) -> DMatrix<f64> {
+    let q = gaussian_matrix(rng, n, n, 1.0).qr().q();
+    let s = DVector::from_fn(n, |_, _| {
+        let v: f64 = rng.random_range(0.5..2.0);
+        if rng.random::<bool>() { v } else { -v }
+    });
+    q * DMatrix::from_diagonal(&s)
+}
+
+/// A random permutation with no fixed point (a single `n`-cycle), `n ≥ 2`,
+/// through a shuffled order: `perm[u]` is where unit `u` goes. The same
+/// distribution as [`random_cycle`], drawn differently (the sequence tests'
+/// seeds were chosen with it).
+pub fn random_cycle_from_shuffle(rng: &mut StdRng, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+    let mut perm = vec![0; n];
+    for i in 0..n {
+        perm[order[i]] = order[(i + 1) % n];
+    }
+    perm
+}
+
+// ---------------------------------------------------------------------------
+// The file tests' models
+
+/// The file tests' weights: `N(0, 1/c)` entries (`N(0,1)/√c`).
+pub fn matrix(rng: &mut StdRng, r: usize, c: usize) -> DMatrix<f64> {
+    DMatrix::from_fn(r, c, |_, _| {
+        rng.sample::<f64, _>(StandardNormal) / (c as f64).sqrt()
+    })
+}
+
+/// The file tests' biases: `0.3·N(0, 1)` entries.
+pub fn vector(rng: &mut StdRng, n: usize) -> DVector<f64> {
+    DVector::from_fn(n, |_, _| 0.3 * rng.sample::<f64, _>(StandardNormal))
+}
+
+/// embed (d→w, bias) · bilinear blocks with down projection, all biases and
+/// residual `s` · head (w→c, bias): fits every layout but bi_linear/projection.
+pub fn embed_body_head(seed: u64, depth: usize, residual: f64) -> Model<f64> {
+    let (d, w, h, c) = (5, 4, 6, 3);
+    let mut r = rng(seed);
+    let mut b =
+        Model::builder().block(Linear::new(matrix(&mut r, w, d), Some(vector(&mut r, w))).unwrap());
+    for _ in 0..depth {
+        b = b.block(
+            Bilinear::builder(matrix(&mut r, h, w), matrix(&mut r, h, w))
+                .down(matrix(&mut r, w, h))
+                .left_bias(vector(&mut r, h))
+                .right_bias(vector(&mut r, h))
+                .down_bias(vector(&mut r, w))
+                .residual(residual)
+                .build()
+                .unwrap(),
+        );
+    }
+    b.block(Linear::new(matrix(&mut r, c, w), Some(vector(&mut r, c))).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// bilinear without down (fused biases) · projection with bias.
+pub fn bilinear_projection(seed: u64, residual: f64) -> Model<f64> {
+    let (d, c) = (4, 3);
+    let mut r = rng(seed);
+    Model::builder()
+        .block(
+            Bilinear::builder(matrix(&mut r, d, d), matrix(&mut r, d, d))
+                .left_bias(vector(&mut r, d))
+                .right_bias(vector(&mut r, d))
+                .residual(residual)
+                .build()
+                .unwrap(),
+        )
+        .block(Linear::new(matrix(&mut r, c, d), Some(vector(&mut r, c))).unwrap())
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Networks as plain data
 
 fn cast<T: Real>(m: &DMatrix<f64>) -> DMatrix<T> {
     m.map(|x| nalgebra::convert::<f64, T>(x))
@@ -390,25 +515,6 @@ impl Net {
             }
         }
     }
-}
-
-/// A random well-conditioned invertible matrix: `Q diag(σ)` with a random
-/// orthogonal `Q` and `σ ∈ [0.5, 2]`.
-pub fn random_invertible(rng: &mut StdRng, n: usize) -> DMatrix<f64> {
-    let q = gaussian_matrix(rng, n, n, 1.0).qr().q();
-    let sigma = DVector::from_fn(n, |_, _| rng.random_range(0.5..2.0));
-    q * DMatrix::from_diagonal(&sigma)
-}
-
-/// A uniformly random cyclic permutation of `0..n` (Sattolo's algorithm):
-/// no unit stays in place.
-pub fn random_cycle(rng: &mut StdRng, n: usize) -> Vec<usize> {
-    let mut a: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..i);
-        a.swap(i, j);
-    }
-    a
 }
 
 /// A bound on the rounding error of the computed tensor cosine of `a` and

@@ -1,7 +1,8 @@
 //! An independent dense reference for sequence models (SPEC §1, §2, §7).
 //!
 //! Written from the specification alone; it shares no code with the
-//! library (only nalgebra and rand). What it does:
+//! library (only nalgebra, rand and the suite's random draws in
+//! `common`). What it does:
 //!
 //! * networks are plain parameter data ([`SeqNet`] of [`Block`]s) with two
 //!   forward passes of their own: a plain one on `X ∈ R^{n×d}`
@@ -35,51 +36,9 @@
 
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 
-// ---------------------------------------------------------------------------
-// Random data
-
-pub fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-pub fn gaussian_matrix(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| {
-        scale * rng.sample::<f64, _>(StandardNormal)
-    })
-}
-
-pub fn gaussian_vector(rng: &mut StdRng, len: usize, scale: f64) -> DVector<f64> {
-    DVector::from_fn(len, |_, _| scale * rng.sample::<f64, _>(StandardNormal))
-}
-
-/// A random well-conditioned invertible matrix `Q diag(σ)`: `Q` orthogonal
-/// from the QR of a Gaussian matrix, `σ ∈ [0.5, 2]` with random signs.
-pub fn random_invertible(rng: &mut StdRng, n: usize) -> DMatrix<f64> {
-    let q = gaussian_matrix(rng, n, n, 1.0).qr().q();
-    let s = DVector::from_fn(n, |_, _| {
-        let v: f64 = rng.random_range(0.5..2.0);
-        if rng.random::<bool>() { v } else { -v }
-    });
-    q * DMatrix::from_diagonal(&s)
-}
-
-/// A random permutation with no fixed point (a single `n`-cycle), `n ≥ 2`:
-/// `perm[u]` is where unit `u` goes.
-pub fn random_cycle(rng: &mut StdRng, n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
-        order.swap(i, j);
-    }
-    let mut perm = vec![0; n];
-    for i in 0..n {
-        perm[order[i]] = order[(i + 1) % n];
-    }
-    perm
-}
+// Random parameters are drawn with the suite's helpers (`tests/common`).
+use crate::common::{gaussian_matrix, gaussian_vector};
 
 // ---------------------------------------------------------------------------
 // Blocks as plain data

@@ -1,72 +1,22 @@
-//! Helpers shared by the file tests: seeded models and hand-written files.
-#![allow(dead_code)]
+//! Files for the file tests: the fixture directory, safetensors files
+//! written by hand (through the safetensors crate, not the library),
+//! `torch.save` archives taken apart and repacked, and the `expected.json`
+//! that PyTorch wrote beside its fixtures.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use nalgebra::{DMatrix, DVector};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
+use nalgebra::DMatrix;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
+use tensor_similarity::Error;
 use tensor_similarity::io::{self, FileError};
-use tensor_similarity::{Bilinear, Error, Linear, Model};
 
-pub fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-pub fn matrix(rng: &mut StdRng, r: usize, c: usize) -> DMatrix<f64> {
-    DMatrix::from_fn(r, c, |_, _| {
-        rng.sample::<f64, _>(StandardNormal) / (c as f64).sqrt()
-    })
-}
-
-pub fn vector(rng: &mut StdRng, n: usize) -> DVector<f64> {
-    DVector::from_fn(n, |_, _| 0.3 * rng.sample::<f64, _>(StandardNormal))
-}
-
-/// embed (d→w, bias) · bilinear blocks with down projection, all biases and
-/// residual `s` · head (w→c, bias): fits every layout but bi_linear/projection.
-pub fn embed_body_head(seed: u64, depth: usize, residual: f64) -> Model<f64> {
-    let (d, w, h, c) = (5, 4, 6, 3);
-    let mut r = rng(seed);
-    let mut b =
-        Model::builder().block(Linear::new(matrix(&mut r, w, d), Some(vector(&mut r, w))).unwrap());
-    for _ in 0..depth {
-        b = b.block(
-            Bilinear::builder(matrix(&mut r, h, w), matrix(&mut r, h, w))
-                .down(matrix(&mut r, w, h))
-                .left_bias(vector(&mut r, h))
-                .right_bias(vector(&mut r, h))
-                .down_bias(vector(&mut r, w))
-                .residual(residual)
-                .build()
-                .unwrap(),
-        );
-    }
-    b.block(Linear::new(matrix(&mut r, c, w), Some(vector(&mut r, c))).unwrap())
-        .build()
-        .unwrap()
-}
-
-/// bilinear without down (fused biases) · projection with bias.
-pub fn bilinear_projection(seed: u64, residual: f64) -> Model<f64> {
-    let (d, c) = (4, 3);
-    let mut r = rng(seed);
-    Model::builder()
-        .block(
-            Bilinear::builder(matrix(&mut r, d, d), matrix(&mut r, d, d))
-                .left_bias(vector(&mut r, d))
-                .right_bias(vector(&mut r, d))
-                .residual(residual)
-                .build()
-                .unwrap(),
-        )
-        .block(Linear::new(matrix(&mut r, c, d), Some(vector(&mut r, c))).unwrap())
-        .build()
-        .unwrap()
+/// The repository's one fixture directory, `tests/files/` (PyTorch's
+/// `.pt` and safetensors files in `torch/`, the guide's snippet output in
+/// `snippet/`; the Python tests read the same files).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/files")
 }
 
 /// One tensor to write by hand: name, shape, row-major values.

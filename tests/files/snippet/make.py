@@ -15,7 +15,7 @@ import re
 
 import torch
 
-doc = pathlib.Path(__file__).parents[4] / "docs" / "pytorch-transformer.md"
+doc = pathlib.Path(__file__).parents[3] / "docs" / "pytorch-transformer.md"
 text = doc.read_text()
 start = text.index("## Saving a PyTorch transformer with the metadata")
 code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
