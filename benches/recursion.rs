@@ -87,7 +87,7 @@ fn symmetric<T: Real>(rng: &mut StdRng, w: usize) -> DMatrix<T> {
 /// The untiled formulation: the whole `2r × 2r` product `X`, then `H`, then
 /// `D̃_A H D̃_Bᵀ`, with nalgebra's operators (each allocates its result).
 fn untiled<T: Real>(a: &Bilinear<T>, b: &Bilinear<T>, g: &DMatrix<T>) -> DMatrix<T> {
-    let (fa, fb) = (a.cp_factors().unwrap(), b.cp_factors().unwrap());
+    let (fa, fb) = (a.as_cp().unwrap(), b.as_cp().unwrap());
     let (ra, rb) = (fa.rank(), fb.rank());
     let x = fa.stacked_inputs() * g * fb.stacked_inputs().transpose();
     let half: T = nalgebra::convert(0.5);

@@ -324,13 +324,13 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
         &self.cp
     }
 
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         "bilinear"
     }
 
     /// `left`, `right`, their biases, `down` (absent: the identity) and its
     /// bias, and the residual scale `residual` (`s`).
-    fn describe(&self) -> Description<'_, T> {
+    fn description(&self) -> Description<'_, T> {
         let mut parameters = vec![
             Parameter::matrix("left", &self.left),
             Parameter::matrix("right", &self.right),
@@ -361,11 +361,11 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
     }
 
     /// [`Bilinear::new`] builds factors that keep it.
-    fn keeps_constant_by_construction(&self) -> bool {
+    fn checks_constant_when_built(&self) -> bool {
         true
     }
 
-    fn parameters(&self) -> Vec<Parameter<'_, T>> {
+    fn baseline_parameters(&self) -> Vec<Parameter<'_, T>> {
         let h = self.hidden_width();
         let mut p = vec![
             Parameter::matrix("left", &self.left),
@@ -384,7 +384,7 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
         p
     }
 
-    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+    fn apply(&self, x: &DVector<T>) -> Result<DVector<T>> {
         check_len("bilinear input", x, self.left.ncols())?;
         let mut l = &self.left * x;
         let mut r = &self.right * x;

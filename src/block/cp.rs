@@ -66,11 +66,11 @@ impl<T: Real> CpKind<T> for CpBlock<T> {
     }
 
     /// Its constructors check the constant rule.
-    fn keeps_constant_by_construction(&self) -> bool {
+    fn checks_constant_when_built(&self) -> bool {
         true
     }
 
-    fn symmetry(&self) -> &dyn SymmetryGroup {
+    fn leg_symmetry(&self) -> &dyn SymmetryGroup {
         &*self.symmetry
     }
 }

@@ -19,9 +19,12 @@ use crate::validate::check_len;
 /// [`cp_factors`](Self::cp_factors), and the kind is a [`TensorBlock`] for
 /// both metrics (the CP Gram kernel, the Wick moment step, its shape and its
 /// description all come from the factors). Override the other methods to
-/// name the kind, narrow its symmetry, give a faster or independent forward
-/// pass (which [`check_block`](crate::check_block) compares with the
-/// factors), or describe its parameters by role.
+/// name the kind ([`name`](Self::name), its [`TensorBlock::kind`]), narrow
+/// its symmetry, give a faster or independent forward pass
+/// ([`apply`](Self::apply), which [`check_block`](crate::check_block)
+/// compares with the factors), or describe its parameters by role. (Their
+/// names differ from [`TensorBlock`]'s, so that a call on a block with both
+/// traits in scope is never ambiguous.)
 ///
 /// # Example: a new block kind
 ///
@@ -41,7 +44,7 @@ use crate::validate::check_len;
 /// let u: DMatrix<f64> = DMatrix::identity(3, 3);
 /// let square = Square(CpFactors::new(&[u.clone(), u], None)?);
 /// assert_eq!(square.order(), 2);
-/// let y = TensorBlock::forward(&square, &nalgebra::dvector![3.0, -2.0])?;
+/// let y = square.forward(&nalgebra::dvector![3.0, -2.0])?;
 /// assert_eq!(y, nalgebra::dvector![9.0, 4.0]);
 /// # Ok::<(), tensor_similarity::Error>(())
 /// ```
@@ -50,20 +53,20 @@ pub trait CpKind<T: Real>: core::fmt::Debug + Send + Sync {
     fn cp_factors(&self) -> &CpFactors<T>;
 
     /// A short name of the kind; the default is `"cp"`.
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         "cp"
     }
 
     /// The permutations of the input legs under which the block's function
     /// is invariant; the default, `S_k`, is right when every leg reads the
     /// same `x̃`.
-    fn symmetry(&self) -> &dyn SymmetryGroup {
+    fn leg_symmetry(&self) -> &dyn SymmetryGroup {
         &Full
     }
 
     /// The block's function on an unpadded input; the default applies the
     /// factors.
-    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+    fn apply(&self, x: &DVector<T>) -> Result<DVector<T>> {
         let cp = self.cp_factors();
         check_len("block input", x, cp.input_width())?;
         let y = cp.apply_padded(&pad(x))?;
@@ -72,35 +75,35 @@ pub trait CpKind<T: Real>: core::fmt::Debug + Send + Sync {
 
     /// The block's parameters by role and settings; the default lists the
     /// factors (`inputs`, the stacked `[U_1; …; U_k]`, and `output`, `D̃`).
-    fn describe(&self) -> Description<'_, T> {
+    fn description(&self) -> Description<'_, T> {
         let cp = self.cp_factors();
         let mut parameters = vec![Parameter::matrix("inputs", cp.stacked_inputs())];
         if let Some(d) = cp.output() {
             parameters.push(Parameter::matrix("output", d));
         }
         Description {
-            kind: self.kind(),
+            kind: self.name(),
             settings: Vec::new(),
             parameters,
         }
     }
 
     /// The parameters for weight-space baselines, absent ones as zeros;
-    /// the default is [`describe`](Self::describe)'s.
-    fn parameters(&self) -> Vec<Parameter<'_, T>> {
-        self.describe().parameters
+    /// the default is [`description`](Self::description)'s.
+    fn baseline_parameters(&self) -> Vec<Parameter<'_, T>> {
+        self.description().parameters
     }
 
     /// Whether the kind checks the constant rule when it is built (see
     /// [`TensorBlock::keeps_constant_by_construction`]); default `false`.
-    fn keeps_constant_by_construction(&self) -> bool {
+    fn checks_constant_when_built(&self) -> bool {
         false
     }
 }
 
 impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
     fn kind(&self) -> &'static str {
-        CpKind::kind(self)
+        CpKind::name(self)
     }
 
     fn order(&self) -> usize {
@@ -120,19 +123,19 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
     }
 
     fn symmetry(&self) -> &dyn SymmetryGroup {
-        CpKind::symmetry(self)
+        CpKind::leg_symmetry(self)
     }
 
     fn describe(&self) -> Description<'_, T> {
-        CpKind::describe(self)
+        CpKind::description(self)
     }
 
     fn parameters(&self) -> Vec<Parameter<'_, T>> {
-        CpKind::parameters(self)
+        CpKind::baseline_parameters(self)
     }
 
     fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
-        CpKind::forward(self, x)
+        CpKind::apply(self, x)
     }
 
     /// [`forward`](TensorBlock::forward) at every position.
@@ -141,7 +144,7 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
             return Err(Error::Shape {
                 what: format!(
                     "{} block input (one position per row)",
-                    CpKind::kind(self)
+                    CpKind::name(self)
                 ),
                 expected: (x.nrows(), self.input_width()),
                 found: x.shape(),
@@ -150,7 +153,7 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
         let mut y = DMatrix::zeros(x.nrows(), self.output_width());
         for (p, row) in x.row_iter().enumerate() {
             y.row_mut(p)
-                .copy_from(&CpKind::forward(self, &row.transpose())?.transpose());
+                .copy_from(&CpKind::apply(self, &row.transpose())?.transpose());
         }
         Ok(y)
     }
@@ -163,7 +166,7 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
         g: &DMatrix<T>,
         context: usize,
     ) -> Result<DMatrix<T>> {
-        let a = (self.cp_factors(), CpKind::symmetry(self));
+        let a = (self.cp_factors(), CpKind::leg_symmetry(self));
         let b = (cp_of(other)?, other.symmetry());
         positionwise::step(a, Some(b), g, context)
     }
@@ -171,7 +174,7 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
     /// The symmetric CP kernel ([`GramWorkspace::self_step`](super::GramWorkspace::self_step)),
     /// about half the work.
     fn self_gram_step(&self, g: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
-        let a = (self.cp_factors(), CpKind::symmetry(self));
+        let a = (self.cp_factors(), CpKind::leg_symmetry(self));
         positionwise::step(a, None, g, context)
     }
 
@@ -214,7 +217,7 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
             Error::InvalidBlock(format!(
                 "the Gaussian metric compares a {} block with a {} block at the same position: \
                  a block with CP factors pairs only with another",
-                CpKind::kind(self),
+                CpKind::name(self),
                 other.kind()
             ))
         })?;
@@ -236,6 +239,6 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
     }
 
     fn keeps_constant_by_construction(&self) -> bool {
-        CpKind::keeps_constant_by_construction(self)
+        CpKind::checks_constant_when_built(self)
     }
 }

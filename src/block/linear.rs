@@ -72,15 +72,15 @@ impl<T: Real> CpKind<T> for Linear<T> {
     }
 
     /// A single leg has only the identity permutation.
-    fn symmetry(&self) -> &dyn SymmetryGroup {
+    fn leg_symmetry(&self) -> &dyn SymmetryGroup {
         &Trivial
     }
 
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         "linear"
     }
 
-    fn describe(&self) -> Description<'_, T> {
+    fn description(&self) -> Description<'_, T> {
         let mut parameters = vec![Parameter::matrix("weight", &self.weight)];
         parameters.extend(self.bias.as_ref().map(|b| Parameter::vector("bias", b)));
         Description {
@@ -90,7 +90,7 @@ impl<T: Real> CpKind<T> for Linear<T> {
         }
     }
 
-    fn parameters(&self) -> Vec<Parameter<'_, T>> {
+    fn baseline_parameters(&self) -> Vec<Parameter<'_, T>> {
         vec![
             Parameter::matrix("weight", &self.weight),
             Parameter::vector_or_zeros("bias", self.bias.as_ref(), self.weight.nrows()),
@@ -98,11 +98,11 @@ impl<T: Real> CpKind<T> for Linear<T> {
     }
 
     /// [`Linear::new`] builds factors that keep it.
-    fn keeps_constant_by_construction(&self) -> bool {
+    fn checks_constant_when_built(&self) -> bool {
         true
     }
 
-    fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
+    fn apply(&self, x: &DVector<T>) -> Result<DVector<T>> {
         check_len("linear input", x, self.weight.ncols())?;
         let y = &self.weight * x;
         Ok(match &self.bias {

@@ -304,11 +304,17 @@ impl<T: Real> GaussianSimilarity<T> {
     /// The input's moments, normalised.
     fn input_state(&self, d: usize, n: usize, same: bool) -> Result<JointMoments<T>> {
         let mean = match &self.mean {
-            Some(mu) => mu.clone(),
+            Some(mu) => {
+                check_len("input mean", mu, d)?;
+                mu.clone()
+            }
             None => DVector::zeros(d),
         };
         let cov = match &self.covariance {
-            Some(sigma) => sigma.clone(),
+            Some(sigma) => {
+                check_shape("input covariance", sigma, (d, d))?;
+                sigma.clone()
+            }
             None => DMatrix::identity(d, d),
         };
         let side = Moments::input(&mean, &cov, n);

@@ -802,12 +802,12 @@ fn the_real_tree_is_read_whole() {
         "super::open::open_regular(…) in code"
     );
     assert!(
-        has_edge(&g, "gaussian::sequence", "block::positionwise"),
+        has_edge(&g, "gaussian::cp", "block::factors"),
         "longest prefix"
     );
     assert!(
-        has_edge(&g, "gaussian::sequence", "block"),
-        "crate::block::Attention"
+        has_edge(&g, "gaussian", "model"),
+        "crate::model::Model"
     );
     // The crate root only declares and re-exports its modules.
     assert!(

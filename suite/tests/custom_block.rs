@@ -14,7 +14,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use rand::rngs::StdRng;
 use tensor_similarity::{
-    Attention, Bilinear, CpBlock, CpFactors, Error, Linear, Mask, Model, RecursiveSimilarity,
+    Attention, Bilinear, CpBlock, CpFactors, CpKind, Error, Linear, Mask, Model, RecursiveSimilarity,
     TensorBlock, TensorSimilarity, check_block,
 };
 
@@ -48,16 +48,16 @@ impl Trilinear {
     }
 }
 
-impl TensorBlock<f64> for Trilinear {
-    fn cp_factors(&self) -> Option<&CpFactors<f64>> {
-        Some(&self.cp)
+impl CpKind<f64> for Trilinear {
+    fn cp_factors(&self) -> &CpFactors<f64> {
+        &self.cp
     }
 
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         "trilinear"
     }
 
-    fn forward(&self, x: &DVector<f64>) -> tensor_similarity::Result<DVector<f64>> {
+    fn apply(&self, x: &DVector<f64>) -> tensor_similarity::Result<DVector<f64>> {
         let [a, b, c, d] = &self.weights;
         Ok(d * (a * x).component_mul(&(b * x)).component_mul(&(c * x)))
     }
@@ -191,11 +191,11 @@ fn the_recursion_matches_a_dense_reference_built_from_forward() {
 #[derive(Debug)]
 struct Doubled(CpFactors<f64>);
 
-impl TensorBlock<f64> for Doubled {
-    fn cp_factors(&self) -> Option<&CpFactors<f64>> {
-        Some(&self.0)
+impl CpKind<f64> for Doubled {
+    fn cp_factors(&self) -> &CpFactors<f64> {
+        &self.0
     }
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         "doubled square"
     }
 }
@@ -227,14 +227,14 @@ fn a_block_without_the_constant_is_rejected_where_the_model_is_built() {
 #[derive(Debug)]
 struct Forgetful(Trilinear);
 
-impl TensorBlock<f64> for Forgetful {
-    fn cp_factors(&self) -> Option<&CpFactors<f64>> {
+impl CpKind<f64> for Forgetful {
+    fn cp_factors(&self) -> &CpFactors<f64> {
         self.0.cp_factors()
     }
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         "forgetful"
     }
-    fn forward(&self, x: &DVector<f64>) -> tensor_similarity::Result<DVector<f64>> {
+    fn apply(&self, x: &DVector<f64>) -> tensor_similarity::Result<DVector<f64>> {
         let [a, b, c, _] = &self.0.weights;
         Ok((a * x)
             .component_mul(&(b * x))

@@ -214,7 +214,7 @@ fn partition_oracle(
     m: &DVector<f64>,
     c: &DMatrix<f64>,
 ) -> f64 {
-    let (fa, fb) = (a.cp_factors().unwrap(), b.cp_factors().unwrap());
+    let (fa, fb) = (a.as_cp().unwrap(), b.as_cp().unwrap());
     let dense_out = |f: &CpFactors<f64>| {
         f.output()
             .cloned()

@@ -11,7 +11,7 @@ use common::*;
 use nalgebra::{DMatrix, DVector};
 use safetensors::{Dtype as St, SafeTensors};
 use tensor_similarity::io::{self, Dtype, Layout, LoadOptions};
-use tensor_similarity::{Bilinear, Linear, Model, TensorBlock, similarity, weight_cosine};
+use tensor_similarity::{Bilinear, Linear, Model, similarity, weight_cosine};
 
 const DTYPES: [(Dtype, St); 4] = [
     (Dtype::F64, St::F64),
@@ -27,7 +27,7 @@ fn rounded(model: &Model<f64>, dtype: St) -> Model<f64> {
     let v = |x: Option<&DVector<f64>>| x.map(|x| x.map(|v| round(dtype, v)));
     let mut b = Model::builder();
     for block in model.blocks() {
-        let any = block.as_any().unwrap();
+        let any = &**block as &dyn std::any::Any;
         if let Some(l) = any.downcast_ref::<Linear<f64>>() {
             b = b.block(Linear::new(m(l.weight()), v(l.bias())).unwrap());
         } else {
@@ -127,7 +127,7 @@ fn save_writes_the_named_row_major_tensors() {
             "projection.weight"
         ]
     );
-    let any = model.blocks()[0].as_any().unwrap();
+    let any = &*model.blocks()[0] as &dyn std::any::Any;
     let bl = any.downcast_ref::<Bilinear<f64>>().unwrap();
     let fused = file.tensor("bi_linear.weight").unwrap();
     let (h, m) = bl.left().shape();
@@ -168,7 +168,7 @@ fn save_writes_the_named_row_major_tensors() {
     }
     expected.sort();
     assert_eq!(names, expected);
-    let any = model.blocks()[1].as_any().unwrap();
+    let any = &*model.blocks()[1] as &dyn std::any::Any;
     let bl = any.downcast_ref::<Bilinear<f64>>().unwrap();
     let d = file.tensor("body.0.d.weight").unwrap();
     assert_eq!(d.shape(), [bl.down().unwrap().nrows(), bl.hidden_width()]);

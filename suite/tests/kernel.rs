@@ -60,8 +60,8 @@ fn naive_step(
     (wid, wsw): (f64, f64),
 ) -> DMatrix<f64> {
     let (ta, tb) = (
-        a.cp_factors().unwrap().dense(),
-        b.cp_factors().unwrap().dense(),
+        a.as_cp().unwrap().dense(),
+        b.as_cp().unwrap().dense(),
     );
     let (wa, wb) = (g.nrows(), g.ncols());
     let mut out = DMatrix::zeros(ta.nrows(), tb.nrows());
@@ -297,7 +297,7 @@ fn blocks_made_only_of_selector_units_and_order_one_blocks_with_output_factors()
         p[(0, 0)] = 1.0;
         p.view_mut((1, 0), (5, 1)).copy_from(
             &linear
-                .cp_factors()
+                .as_cp()
                 .unwrap()
                 .stacked_inputs()
                 .view((1, 0), (5, 1)),

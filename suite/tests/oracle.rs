@@ -284,7 +284,7 @@ fn padded_form_of_every_block_matches_plain_forward_pass() {
             for (layer, block) in net.layers.iter().zip(model.blocks()) {
                 let plain = layer.forward(&x);
                 let library = block.forward(&x).unwrap();
-                let padded = block.cp_factors().unwrap().apply_padded(&pad(&x)).unwrap();
+                let padded = block.as_cp().unwrap().apply_padded(&pad(&x)).unwrap();
                 assert!(
                     (padded[0] - 1.0).abs() < 1e-14,
                     "{} block lost the constant",
@@ -434,7 +434,7 @@ fn linear_models_reduce_to_the_frobenius_product_of_padded_matrices() {
         common::gaussian_matrix(&mut r, 3, 2, 1.0),
     );
     let block = Bilinear::new(l.clone(), rr.clone()).unwrap();
-    let dense = block.cp_factors().unwrap().dense();
+    let dense = block.as_cp().unwrap().dense();
     assert_eq!(dense.shape(), (4, 9));
     for u in 0..3 {
         for i in 0..2 {

@@ -23,9 +23,10 @@ fn attention_model<T: tensor_similarity::Real>(seed: u64, rotary: bool) -> Model
         let b = if rotary { b.rotary(100.0) } else { b };
         b.skip(1.0).build().unwrap()
     };
+    // Attention is a block for f32 and f64; `into_shared` serves generic code.
     Model::builder()
-        .block(block())
-        .block(block())
+        .shared_block(block().into_shared().unwrap())
+        .shared_block(block().into_shared().unwrap())
         .build()
         .unwrap()
 }

@@ -70,7 +70,7 @@ fn rotary_bases(model: &Model<f64>) -> Vec<Option<f64>> {
     model
         .blocks()
         .iter()
-        .filter_map(|b| b.as_any()?.downcast_ref::<Attention<f64>>())
+        .filter_map(|b| (&**b as &dyn std::any::Any).downcast_ref::<Attention<f64>>())
         .map(|a| a.rotary_base())
         .collect()
 }

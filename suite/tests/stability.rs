@@ -194,9 +194,10 @@ fn contractive_stack(depth: usize) -> tensor_similarity::Model<f64> {
     let w = nalgebra::DMatrix::from_fn(4, 4, |i, j| {
         0.3 * (((i * 7 + j * 3) % 5) as f64 - 2.0) / 2.0
     });
-    let block = std::sync::Arc::new(Linear::new(w, None).unwrap());
+    let block: std::sync::Arc<dyn tensor_similarity::TensorBlock<f64>> =
+        std::sync::Arc::new(Linear::new(w, None).unwrap());
     (0..depth)
-        .fold(Model::builder(), |m, _| m.block(block.clone()))
+        .fold(Model::builder(), |m, _| m.shared_block(block.clone()))
         .build()
         .unwrap()
 }
