@@ -10,7 +10,7 @@
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 
-use super::{Attention, Mask};
+use super::layer::{Attention, Mask, Role};
 use super::chain::{self, Between, End, Inputs};
 use crate::gaussian::moments::{JointMoments, Moments};
 use crate::error::Result;
@@ -469,7 +469,7 @@ impl<T: Real> Product<'_, T> {
                 .collect::<Vec<_>>()
         });
 
-        let (ox, oy) = (x.block.weight(super::Role::O), y.block.weight(super::Role::O));
+        let (ox, oy) = (x.block.weight(Role::O), y.block.weight(Role::O));
         let (ax, ay): (T, T) = (from_f64(x.block.scale()), from_f64(y.block.scale()));
         let kx4 = x.constant * x.constant * x.constant * x.constant;
         let ky4 = y.constant * y.constant * y.constant * y.constant;
@@ -521,7 +521,7 @@ fn mean_scores<T: Real>(product: &Product<'_, T>, side: usize) -> Vec<DVector<T>
 /// `m'[s] = r κ⁴ m̂[s] + α (O E[z[s]] + κ⁵ b_o)`, padded with `κ⁵`.
 fn output_mean<T: Real>(side: &Side<'_, T>, ez: &[DVector<T>]) -> DVector<T> {
     let b = side.block;
-    let o = b.weight(super::Role::O);
+    let o = b.weight(Role::O);
     let out = o.nrows();
     let k = side.constant;
     let k4 = k * k * k * k;
@@ -530,7 +530,7 @@ fn output_mean<T: Real>(side: &Side<'_, T>, ez: &[DVector<T>]) -> DVector<T> {
     mean[0] = k4 * k;
     for (s, z) in ez.iter().enumerate() {
         let mut m = o * z * alpha;
-        if let Some(bo) = b.bias(super::Role::O) {
+        if let Some(bo) = b.bias(Role::O) {
             m.axpy(alpha * k4 * k, bo, T::one());
         }
         if r != T::zero() {

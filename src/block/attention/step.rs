@@ -21,7 +21,7 @@
 use nalgebra::{DMatrix, DMatrixView, DVector, Dyn};
 use rayon::prelude::*;
 
-use super::{Attention, Mask};
+use super::layer::{Attention, Mask, Role};
 use crate::padded::padded_block;
 use crate::validate::check_shape;
 use crate::error::{Error, Result};
@@ -100,7 +100,7 @@ impl<'a, T: Real> Side<'a, T> {
     fn beta(&self) -> DVector<T> {
         let mut beta = DVector::zeros(self.out + 1);
         beta[0] = T::one();
-        if let Some(b) = self.block.bias(super::Role::O) {
+        if let Some(b) = self.block.bias(Role::O) {
             beta.rows_mut(1, self.out)
                 .copy_from(&(b * from_f64::<T>(self.block.scale())));
         }
@@ -158,7 +158,7 @@ impl<'a, T: Real> Side<'a, T> {
             }
         }
         let coef: T = from_f64(self.block.scale() / self.block.score_scale());
-        let o = self.block.weight(super::Role::O);
+        let o = self.block.weight(Role::O);
         let phi = (o * zphi).transpose() * coef;
         let fifth: T = from_f64(0.2);
         let psi = zpsi.iter().map(|z| (o * z) * (coef * fifth)).collect();
@@ -378,7 +378,7 @@ pub(super) fn gram_step<T: Real>(
     let z = attention_pairs(&sa, &sb, (&xs, &xts), n, same);
     let coef: T =
         from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
-    let (o_a, o_b) = (a.weight(super::Role::O), sb.block.weight(super::Role::O));
+    let (o_a, o_b) = (a.weight(Role::O), sb.block.weight(Role::O));
     for p in 0..n {
         for q in 0..n {
             let zpq = &z[at(p, q)];
