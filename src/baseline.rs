@@ -14,11 +14,11 @@
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
-use crate::validate::check_finite;
 use crate::error::{Error, Incomparable, Result, Side};
 use crate::linalg::covariance_factor;
 use crate::model::Model;
 use crate::scalar::{Real, from_f64, to_f64};
+use crate::validate::check_finite;
 
 /// The cosine of all parameters concatenated in block order (a missing bias
 /// counting as zeros of its shape): the naive weight-space similarity.

@@ -105,10 +105,10 @@ pub use block::{
     Attention, AttentionBuilder, Bilinear, BilinearBuilder, CpBlock, CpFactors, CpKind,
     Description, Linear, Mask, Parameter, Role, Setting, TensorBlock, check_block,
 };
-pub use padded::pad;
 pub use error::{Error, Incomparable, Result, Side};
 pub use gaussian::{GaussianReport, GaussianSimilarity, JointMoments, Moments};
 pub use model::{Model, ModelBuilder};
+pub use padded::pad;
 pub use recursion::{
     GramWorkspace, RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step,
 };

@@ -323,7 +323,6 @@ pub(crate) fn covariance_factor<T: Real>(covariance: &DMatrix<T>) -> Result<DMat
     Ok(factor)
 }
 
-
 #[cfg(test)]
 #[path = "linalg_tests.rs"]
 mod tests;

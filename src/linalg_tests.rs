@@ -166,7 +166,6 @@ fn fallback_matches_naive() {
     close(&c, &want_ab(&a, &b), 4, 1e-15);
 }
 
-
 #[test]
 fn covariance_factor_accepts_singular_and_rejects_indefinite() {
     let singular = DMatrix::from_row_slice(2, 2, &[1.0, 1.0, 1.0, 1.0]);

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use nalgebra::{DMatrix, DVector};
 
 use crate::block::TensorBlock;
-use crate::validate::check_len;
 use crate::error::{Error, Incomparable, Result};
 use crate::scalar::Real;
+use crate::validate::check_len;
 
 /// A chain of blocks `f = B_L ∘ … ∘ B_1` with matching widths.
 ///

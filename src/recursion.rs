@@ -34,10 +34,10 @@ pub use crate::block::GramWorkspace;
 use nalgebra::DMatrix;
 
 use crate::block::TensorBlock;
-use crate::padded::padded_block;
 use crate::error::{Error, Result, Side};
 use crate::linalg::{mul, mul_nt, mul_tn};
 use crate::model::Model;
+use crate::padded::padded_block;
 use crate::resources::{MemoryEstimate, MemoryLimit, flat_entries, flat_width, scalars, zeros};
 use crate::scalar::{LogScaled, Real, from_f64, smallest_resolved, to_f64};
 

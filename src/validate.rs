@@ -8,11 +8,7 @@ use crate::error::{Error, Result};
 use crate::scalar::{Real, to_f64};
 
 /// An error unless `m` has the `expected` shape.
-pub fn check_shape<T: Real>(
-    what: &str,
-    m: &DMatrix<T>,
-    expected: (usize, usize),
-) -> Result<()> {
+pub fn check_shape<T: Real>(what: &str, m: &DMatrix<T>, expected: (usize, usize)) -> Result<()> {
     if m.shape() != expected {
         return Err(Error::Shape {
             what: what.to_owned(),
@@ -36,11 +32,7 @@ pub fn check_square<T: Real>(what: &'static str, m: &DMatrix<T>) -> Result<()> {
 }
 
 /// An error naming the first pair `(i, j)` with `|m_ij − m_ji| > tolerance`.
-pub fn check_symmetric<T: Real>(
-    what: &'static str,
-    m: &DMatrix<T>,
-    tolerance: T,
-) -> Result<()> {
+pub fn check_symmetric<T: Real>(what: &'static str, m: &DMatrix<T>, tolerance: T) -> Result<()> {
     for j in 0..m.ncols() {
         for i in j + 1..m.nrows() {
             if (m[(i, j)] - m[(j, i)]).abs() > tolerance {

@@ -4,9 +4,9 @@ use nalgebra::{DMatrix, DVector};
 
 use super::factors::CpFactors;
 use super::{CpKind, Description, Parameter, Setting};
-use crate::validate::{check_finite, check_len, check_shape};
 use crate::error::{Error, Result};
 use crate::scalar::{Real, to_f64};
+use crate::validate::{check_finite, check_len, check_shape};
 
 /// A bilinear layer (a "bilinear MLP" or gated linear unit without
 /// nonlinearity): `y = s·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + (1−s)·x`,

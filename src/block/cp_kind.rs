@@ -142,10 +142,7 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
     fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
         if x.ncols() != self.input_width() {
             return Err(Error::Shape {
-                what: format!(
-                    "{} block input (one position per row)",
-                    CpKind::name(self)
-                ),
+                what: format!("{} block input (one position per row)", CpKind::name(self)),
                 expected: (x.nrows(), self.input_width()),
                 found: x.shape(),
             });

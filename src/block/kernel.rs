@@ -16,11 +16,11 @@ use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVectorView, Dyn};
 use rayon::prelude::*;
 
 use super::{CpFactors, TensorBlock};
-use crate::validate::{check_shape, check_symmetric};
 use crate::error::{Error, Incomparable, Result};
 use crate::linalg::{gemm, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
 use crate::symmetry::{SymmetryGroup, leg_pairings};
+use crate::validate::{check_shape, check_symmetric};
 
 /// Default number of units of `A` per tile; a panel of `B` has about 4
 /// tiles' units (2 in a self product). Measured best at (512, 2048) with

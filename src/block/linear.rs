@@ -4,10 +4,10 @@ use nalgebra::{DMatrix, DVector};
 
 use super::factors::CpFactors;
 use super::{CpKind, Description, Parameter};
-use crate::validate::{check_finite, check_len};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::symmetry::{SymmetryGroup, Trivial};
+use crate::validate::{check_finite, check_len};
 
 /// An affine layer `y = W x + b`, `W ∈ R^{n×m}`: a block of order 1 whose
 /// padded form is `B = [[1, 0ᵀ], [b, W]]`.

@@ -81,4 +81,3 @@ pub(crate) fn step<T: Real>(
     }
     Ok(out)
 }
-

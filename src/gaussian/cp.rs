@@ -200,20 +200,21 @@ pub(crate) fn read_out_linear<T: Real>(
         u.rows(1, u.nrows() - 1).into_owned()
     };
     let (ua, ub) = (rows(fa), rows(fb));
-    let inner = |ux: &DMatrix<T>, uy: &DMatrix<T>, x: &Moments<T>, y: &Moments<T>, c: &DMatrix<T>| {
-        let gram = ux.transpose() * uy;
-        let (mx, my) = (ux.ncols() - 1, uy.ncols() - 1);
-        let mut block = DMatrix::zeros(mx + 1, my + 1);
-        let mut value = T::zero();
-        let stored = if x.independent { 1 } else { x.context };
-        for p in 0..stored {
-            padded_block(c, p, p, mx, my, &mut block);
-            let (px, py) = (x.padded_mean(p), y.padded_mean(p));
-            block.ger(T::one(), &px, &py, T::one());
-            value += gram.dot(&block);
-        }
-        LogScaled::from_scaled(to_f64(value) * x.multiplicity(), x.ln_scale + y.ln_scale)
-    };
+    let inner =
+        |ux: &DMatrix<T>, uy: &DMatrix<T>, x: &Moments<T>, y: &Moments<T>, c: &DMatrix<T>| {
+            let gram = ux.transpose() * uy;
+            let (mx, my) = (ux.ncols() - 1, uy.ncols() - 1);
+            let mut block = DMatrix::zeros(mx + 1, my + 1);
+            let mut value = T::zero();
+            let stored = if x.independent { 1 } else { x.context };
+            for p in 0..stored {
+                padded_block(c, p, p, mx, my, &mut block);
+                let (px, py) = (x.padded_mean(p), y.padded_mean(p));
+                block.ger(T::one(), &px, &py, T::one());
+                value += gram.dot(&block);
+            }
+            LogScaled::from_scaled(to_f64(value) * x.multiplicity(), x.ln_scale + y.ln_scale)
+        };
     let (a, b) = (state.a(), state.b());
     [
         inner(&ua, &ub, a, b, state.cross()),

@@ -393,14 +393,19 @@ impl<T: Real> GaussianSimilarity<T> {
                 && let Some((fa, fb)) = linear(position)
             {
                 let [cross, ra, rb] = cp::read_out_linear(&state, fa, fb);
-                return Ok(Readout { cross, a: ra, b: rb });
+                return Ok(Readout {
+                    cross,
+                    a: ra,
+                    b: rb,
+                });
             }
             let (x, y) = (&*a.blocks()[position], &*b.blocks()[position]);
             let scales = (state.a().ln_scale, state.b().ln_scale);
             let mut next = if same {
                 JointMoments::same(x.self_moment_step(state.a())?)
             } else {
-                x.moment_step(y, &state).map_err(|e| at_block(e, position))?
+                x.moment_step(y, &state)
+                    .map_err(|e| at_block(e, position))?
             };
             next.rescale((scales.0, x.order()), (scales.1, y.order()), position)?;
             state = next;

@@ -275,11 +275,7 @@ impl<T: Real> JointMoments<T> {
                 a.context, b.context, a.independent, b.independent
             )));
         }
-        crate::validate::check_shape(
-            "cross covariance",
-            &cross,
-            (a.mean.len(), b.mean.len()),
-        )?;
+        crate::validate::check_shape("cross covariance", &cross, (a.mean.len(), b.mean.len()))?;
         Ok(Self {
             a,
             other: Some((b, cross)),

@@ -116,7 +116,10 @@ pub(crate) fn build<T: Real>(
                 if let Some(c) = a.score_scale {
                     builder = builder.score_scale(c);
                 }
-                builder.build().and_then(Attention::into_shared).map_err(|e| block_error(i, e))?
+                builder
+                    .build()
+                    .and_then(Attention::into_shared)
+                    .map_err(|e| block_error(i, e))?
             }
             BlockSpec::Bilinear {
                 factors,

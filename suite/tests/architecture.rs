@@ -805,10 +805,7 @@ fn the_real_tree_is_read_whole() {
         has_edge(&g, "gaussian::cp", "block::factors"),
         "longest prefix"
     );
-    assert!(
-        has_edge(&g, "gaussian", "model"),
-        "crate::model::Model"
-    );
+    assert!(has_edge(&g, "gaussian", "model"), "crate::model::Model");
     // The crate root only declares and re-exports its modules.
     assert!(
         !g.edges.keys().any(|(a, _)| a.is_empty()),

@@ -14,8 +14,9 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use rand::rngs::StdRng;
 use tensor_similarity::{
-    Attention, Bilinear, CpBlock, CpFactors, CpKind, Error, Linear, Mask, Model, RecursiveSimilarity,
-    TensorBlock, TensorSimilarity, check_block,
+    Attention, Bilinear, CpBlock, CpFactors, CpKind, Description, Error, GaussianSimilarity,
+    JointMoments, Linear, Mask, Model, Moments, Parameter, RecursiveSimilarity, Setting,
+    SymmetryGroup, TensorBlock, TensorSimilarity, Trivial, check_block,
 };
 
 /// `y = D((Ax) ∘ (Bx) ∘ (Cx))`, `A, B, C ∈ R^{h×m}`, `D ∈ R^{n×h}`.
@@ -316,4 +317,325 @@ fn the_crates_own_kinds_pass_check_block() {
     for block in &blocks {
         check_block(&**block).unwrap_or_else(|e| panic!("{}: {e}", block.kind()));
     }
+}
+
+// ---------------------------------------------------------------------------
+// A kind without CP factors, with its own steps for both metrics.
+
+/// A linear map that mixes positions, `Y[s] = Σ_t M[s,t] W X[t] + b` with
+/// the causal convolution `M[s,t] = k[s−t]` for `0 ≤ s−t < K`: a
+/// token-mixing layer, defined at every context length. On the
+/// flattened padded stream it is one matrix `Ã`, so its Gram step is
+/// `Ã_A G Ã_Bᵀ` and its moment step maps means by `Ã` and covariances by
+/// `Ã · Ãᵀ`, both exact.
+#[derive(Debug)]
+struct TokenMix {
+    kernel: DVector<f64>,
+    weight: DMatrix<f64>,
+    bias: DVector<f64>,
+}
+
+impl TokenMix {
+    /// `M` on `n` positions.
+    fn mix(&self, n: usize) -> DMatrix<f64> {
+        DMatrix::from_fn(n, n, |s, t| match s.checked_sub(t) {
+            Some(lag) if lag < self.kernel.len() => self.kernel[lag],
+            _ => 0.0,
+        })
+    }
+
+    /// `Ã`, `(n·out + 1) × (n·in + 1)`.
+    fn padded(&self, n: usize) -> tensor_similarity::Result<DMatrix<f64>> {
+        let mix = self.mix(n);
+        let (o, i) = self.weight.shape();
+        let mut a = DMatrix::zeros(n * o + 1, n * i + 1);
+        a[(0, 0)] = 1.0;
+        for s in 0..n {
+            a.view_mut((1 + s * o, 0), (o, 1)).copy_from(&self.bias);
+            for t in 0..n {
+                a.view_mut((1 + s * o, 1 + t * i), (o, i))
+                    .copy_from(&(&self.weight * mix[(s, t)]));
+            }
+        }
+        Ok(a)
+    }
+
+    /// The token mix at the other model's position.
+    fn same_kind(other: &dyn TensorBlock<f64>) -> tensor_similarity::Result<&TokenMix> {
+        let any: &dyn std::any::Any = other;
+        any.downcast_ref::<TokenMix>().ok_or_else(|| {
+            Error::InvalidBlock(format!("a token mix paired with a {} block", other.kind()))
+        })
+    }
+}
+
+impl TensorBlock<f64> for TokenMix {
+    fn kind(&self) -> &'static str {
+        "token mix"
+    }
+    fn order(&self) -> usize {
+        1
+    }
+    fn input_width(&self) -> usize {
+        self.weight.ncols()
+    }
+    fn output_width(&self) -> usize {
+        self.weight.nrows()
+    }
+    fn mixes_positions(&self) -> bool {
+        true
+    }
+    fn symmetry(&self) -> &dyn SymmetryGroup {
+        &Trivial
+    }
+    fn describe(&self) -> Description<'_, f64> {
+        Description {
+            kind: "token mix",
+            settings: vec![("lags", Setting::Count(self.kernel.len()))],
+            parameters: vec![
+                Parameter::vector("kernel", &self.kernel),
+                Parameter::matrix("weight", &self.weight),
+                Parameter::vector("bias", &self.bias),
+            ],
+        }
+    }
+    fn forward_sequence(&self, x: &DMatrix<f64>) -> tensor_similarity::Result<DMatrix<f64>> {
+        if x.ncols() != self.input_width() {
+            return Err(Error::InvalidBlock(format!(
+                "token mix input {:?}",
+                x.shape()
+            )));
+        }
+        let mut y = self.mix(x.nrows()) * x * self.weight.transpose();
+        for mut row in y.row_iter_mut() {
+            row += self.bias.transpose();
+        }
+        Ok(y)
+    }
+    fn gram_step(
+        &self,
+        other: &dyn TensorBlock<f64>,
+        g: &DMatrix<f64>,
+        context: usize,
+    ) -> tensor_similarity::Result<DMatrix<f64>> {
+        let (a, b) = (
+            self.padded(context)?,
+            Self::same_kind(other)?.padded(context)?,
+        );
+        if g.shape() != (a.ncols(), b.ncols()) {
+            return Err(Error::InvalidBlock(format!("Gram matrix {:?}", g.shape())));
+        }
+        Ok(&a * g * b.transpose())
+    }
+    fn self_gram_step(
+        &self,
+        g: &DMatrix<f64>,
+        context: usize,
+    ) -> tensor_similarity::Result<DMatrix<f64>> {
+        self.gram_step(self, g, context)
+    }
+    fn gram_step_scalars(&self, other: &dyn TensorBlock<f64>, context: usize) -> f64 {
+        let n = context as f64;
+        let side = |b: &dyn TensorBlock<f64>| {
+            (n * b.output_width() as f64 + 1.0) * (n * b.input_width() as f64 + 1.0)
+        };
+        side(self) + side(other) + (n * self.output_width() as f64 + 1.0).powi(2) * 2.0
+    }
+    fn moment_step(
+        &self,
+        other: &dyn TensorBlock<f64>,
+        input: &JointMoments<f64>,
+    ) -> tensor_similarity::Result<JointMoments<f64>> {
+        let n = input.context();
+        let input = input.joint();
+        let (a, b) = (self.padded(n)?, Self::same_kind(other)?.padded(n)?);
+        let side = |m: &DMatrix<f64>, x: &Moments<f64>| {
+            Moments::new(m * x.mean(), m * x.covariance() * m.transpose(), n)
+        };
+        JointMoments::new(
+            side(&a, input.a())?,
+            side(&b, input.b())?,
+            &a * input.cross() * b.transpose(),
+        )
+    }
+    fn self_moment_step(&self, input: &Moments<f64>) -> tensor_similarity::Result<Moments<f64>> {
+        let n = input.context();
+        let a = self.padded(n)?;
+        let input = input.joint();
+        Moments::new(
+            &a * input.mean(),
+            &a * input.covariance() * a.transpose(),
+            n,
+        )
+    }
+    fn moment_step_scalars(&self, other: &dyn TensorBlock<f64>, context: usize) -> f64 {
+        self.gram_step_scalars(other, context)
+    }
+}
+
+const CONTEXT: usize = 3;
+
+/// `TokenMix(d → h) · Bilinear(h → h2) · Linear(h2 → o)` on 3 positions.
+fn mixed_model(seed: u64, (d, h, h2, o): (usize, usize, usize, usize)) -> Model {
+    let mut rng = common::rng(seed);
+    let mut w = |r: usize, c: usize| common::gaussian_matrix(&mut rng, r, c, 0.6);
+    let mix = TokenMix {
+        kernel: w(2, 1).column(0).into_owned(),
+        weight: w(h, d),
+        bias: w(h, 1).column(0).into_owned(),
+    };
+    let bilinear = Bilinear::builder(w(h2, h), w(h2, h))
+        .left_bias(w(h2, 1).column(0).into_owned())
+        .right_bias(w(h2, 1).column(0).into_owned())
+        .build()
+        .unwrap();
+    let head = Linear::new(w(o, h2), Some(w(o, 1).column(0).into_owned())).unwrap();
+    Model::builder()
+        .block(mix)
+        .block(bilinear)
+        .block(head)
+        .build()
+        .unwrap()
+}
+
+/// The model's function on the flattened input `x` (`n·d`), flattened.
+fn flat_forward(model: &Model, x: &DVector<f64>) -> DVector<f64> {
+    let d = model.input_width();
+    let rows = DMatrix::from_row_slice(CONTEXT, d, x.as_slice());
+    let y = model.forward_sequence(&rows).unwrap();
+    DVector::from_row_slice(y.transpose().as_slice())
+}
+
+/// A degree-2 map's exact coefficients from forward passes alone:
+/// `f(x) = c + g·x + xᵀ S x` per output (`S = H/2` symmetric), read by
+/// finite differences, which are exact for quadratics.
+fn quadratic_form(model: &Model) -> (DVector<f64>, DMatrix<f64>, Vec<DMatrix<f64>>) {
+    let n_in = CONTEXT * model.input_width();
+    let e = |i: usize| {
+        let mut v = DVector::zeros(n_in);
+        v[i] = 1.0;
+        v
+    };
+    let f = |x: &DVector<f64>| flat_forward(model, x);
+    let c = f(&DVector::zeros(n_in));
+    let n_out = c.len();
+    let plus: Vec<_> = (0..n_in).map(|i| f(&e(i))).collect();
+    let minus: Vec<_> = (0..n_in).map(|i| f(&-e(i))).collect();
+    let g = DMatrix::from_fn(n_out, n_in, |o, i| (plus[i][o] - minus[i][o]) / 2.0);
+    let mut s = vec![DMatrix::zeros(n_in, n_in); n_out];
+    for i in 0..n_in {
+        for j in 0..n_in {
+            let h = if i == j {
+                &plus[i] + &minus[i] - &c * 2.0
+            } else {
+                f(&(e(i) + e(j))) - &plus[i] - &plus[j] + &c
+            };
+            for (o, so) in s.iter_mut().enumerate() {
+                so[(i, j)] = h[o] / 2.0;
+            }
+        }
+    }
+    (c, g, s)
+}
+
+/// `⟨A, B⟩` of SPEC §2 from the padded symmetric tensors
+/// `T[o] = [[c, g/2], [g/2, S]]` of the two quadratic maps.
+fn dense_tensor_inner(a: &Model, b: &Model) -> f64 {
+    let ((ca, ga, sa), (cb, gb, sb)) = (quadratic_form(a), quadratic_form(b));
+    (0..ca.len())
+        .map(|o| {
+            ca[o] * cb[o]
+                + 2.0 * (ga.row(o).dot(&gb.row(o)) / 4.0)
+                + sa[o].component_mul(&sb[o]).sum()
+        })
+        .sum()
+}
+
+/// `E[f_A(x)·f_B(x)]` for `x ∼ N(0, I)` in closed form (Isserlis):
+/// `c_A c_B + c_A tr S_B + c_B tr S_A + g_A·g_B + tr S_A tr S_B + 2 tr(S_A S_B)`.
+fn gaussian_inner(a: &Model, b: &Model) -> f64 {
+    let ((ca, ga, sa), (cb, gb, sb)) = (quadratic_form(a), quadratic_form(b));
+    (0..ca.len())
+        .map(|o| {
+            let (ta, tb) = (sa[o].trace(), sb[o].trace());
+            ca[o] * cb[o]
+                + ca[o] * tb
+                + cb[o] * ta
+                + ga.row(o).dot(&gb.row(o))
+                + ta * tb
+                + 2.0 * (&sa[o] * &sb[o]).trace()
+        })
+        .sum()
+}
+
+#[test]
+fn a_kind_with_its_own_steps_matches_a_dense_oracle_in_the_tensor_metric() {
+    let a = mixed_model(21, (3, 4, 3, 2));
+    let b = mixed_model(22, (3, 5, 4, 2));
+    assert!(a.is_sequence());
+    let metric = TensorSimilarity::new().with_context(CONTEXT).unwrap();
+    for (x, y) in [(&a, &b), (&a, &a), (&b, &b)] {
+        let dense = dense_tensor_inner(x, y);
+        let recursion = metric.inner_product(x, y).unwrap().to_f64();
+        assert!(
+            (dense - recursion).abs() < 1e-10 * dense.abs().max(1.0),
+            "{dense} vs {recursion}"
+        );
+    }
+    // Paired with a kind it does not know, its step or the other's is an
+    // error, not a panic, in both metrics.
+    let mut rng = common::rng(26);
+    let mut w = |r: usize, c: usize| common::gaussian_matrix(&mut rng, r, c, 1.0);
+    let linear_first = Model::builder()
+        .block(Linear::new(w(4, 3), None).unwrap())
+        .block(Bilinear::new(w(3, 4), w(3, 4)).unwrap())
+        .block(Linear::new(w(2, 3), None).unwrap())
+        .sequence()
+        .build()
+        .unwrap();
+    let gaussian = GaussianSimilarity::new().with_context(CONTEXT).unwrap();
+    for (x, y) in [(&a, &linear_first), (&linear_first, &a)] {
+        assert!(matches!(
+            metric.similarity(x, y),
+            Err(Error::InvalidBlock(_))
+        ));
+        assert!(matches!(
+            gaussian.similarity(x, y),
+            Err(Error::InvalidBlock(_))
+        ));
+    }
+}
+
+#[test]
+fn a_kind_with_its_own_steps_matches_isserlis_and_monte_carlo_in_the_gaussian_metric() {
+    let a = mixed_model(23, (3, 4, 3, 2));
+    let b = mixed_model(24, (3, 5, 4, 2));
+    let metric = GaussianSimilarity::new().with_context(CONTEXT).unwrap();
+    let report = metric.report(&a, &b).unwrap();
+    assert!(report.exact);
+    let closed = gaussian_inner(&a, &b);
+    let propagated = metric.inner_product(&a, &b).unwrap().to_f64();
+    assert!(
+        (closed - propagated).abs() < 1e-10 * closed.abs().max(1.0),
+        "{closed} vs {propagated}"
+    );
+    let expected_similarity = closed / (gaussian_inner(&a, &a) * gaussian_inner(&b, &b)).sqrt();
+    assert!((report.similarity - expected_similarity).abs() < 1e-10);
+    // Monte Carlo: the mean of f_A·f_B over samples, within 5 standard errors.
+    let mut rng = common::rng(25);
+    let samples = 20_000;
+    let n_in = CONTEXT * a.input_width();
+    let values: Vec<f64> = (0..samples)
+        .map(|_| {
+            let x = common::gaussian_vector(&mut rng, n_in, 1.0);
+            flat_forward(&a, &x).dot(&flat_forward(&b, &x))
+        })
+        .collect();
+    let mean = values.iter().sum::<f64>() / samples as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (samples - 1) as f64;
+    let se = (var / samples as f64).sqrt();
+    assert!(
+        (mean - propagated).abs() < 5.0 * se,
+        "Monte Carlo {mean} ± {se} vs {propagated}"
+    );
 }

@@ -59,10 +59,7 @@ fn naive_step(
     g: &DMatrix<f64>,
     (wid, wsw): (f64, f64),
 ) -> DMatrix<f64> {
-    let (ta, tb) = (
-        a.as_cp().unwrap().dense(),
-        b.as_cp().unwrap().dense(),
-    );
+    let (ta, tb) = (a.as_cp().unwrap().dense(), b.as_cp().unwrap().dense());
     let (wa, wb) = (g.nrows(), g.ncols());
     let mut out = DMatrix::zeros(ta.nrows(), tb.nrows());
     for o in 0..ta.nrows() {

@@ -10,10 +10,10 @@
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 
-use super::layer::{Attention, Mask, Role};
 use super::chain::{self, Between, End, Inputs};
-use crate::gaussian::moments::{JointMoments, Moments};
+use super::layer::{Attention, Mask, Role};
 use crate::error::Result;
+use crate::gaussian::moments::{JointMoments, Moments};
 use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
 use crate::scalar::{Real, from_f64};
 
@@ -582,7 +582,11 @@ pub(super) fn step<T: Real>(
         n,
     }
     .output_covariance([&ez_a, &ez_b], state.cross(), false);
-    JointMoments::new(side_a, Moments::new(output_mean(&sb, &ez_b), cov_b, n)?, cross)
+    JointMoments::new(
+        side_a,
+        Moments::new(output_mean(&sb, &ez_b), cov_b, n)?,
+        cross,
+    )
 }
 
 /// An estimate of the scalars of [`step`] beyond its input and output

@@ -22,12 +22,12 @@ use nalgebra::{DMatrix, DMatrixView, DVector, Dyn};
 use rayon::prelude::*;
 
 use super::layer::{Attention, Mask, Role};
-use crate::padded::padded_block;
-use crate::validate::check_shape;
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
+use crate::padded::padded_block;
 use crate::resources::{flat_width, zeros};
 use crate::scalar::{Real, from_f64};
+use crate::validate::check_shape;
 
 /// Legs: 0 `Q1`, 1 `K1`, 2 `Q2`, 3 `K2` (score legs, nodes `{0,1}` and
 /// `{2,3}`), 4 `V`. The partner of a score leg shares its node's index.

@@ -72,8 +72,9 @@ fn cp_form(a: &Attention<f64>, n: usize) -> CpFactors<f64> {
                             ];
                             let mut col = DVector::zeros(n * out + 1);
                             let k = a.scale() * w[(s, t)] / a.score_scale();
-                            col.rows_mut(1 + s * out, out)
-                                .copy_from(&(a.weight(crate::block::Role::O).column(h * ev + c) * k));
+                            col.rows_mut(1 + s * out, out).copy_from(
+                                &(a.weight(crate::block::Role::O).column(h * ev + c) * k),
+                            );
                             units.push((legs, col));
                         }
                     }
