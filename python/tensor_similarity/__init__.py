@@ -612,9 +612,20 @@ class Metric:
     def __reduce__(self):
         return (_rebuild, (self.kind, self._options))
 
+    def _load_options(self, options: Mapping[str, Any]) -> dict:
+        """The load options of a method's call; a metric option there is a
+        TypeError saying where it belongs."""
+        misplaced = sorted(set(options) & set(METRIC_OPTIONS))
+        if misplaced:
+            raise TypeError(
+                f"{', '.join(misplaced)}: an option of the metric, given when it is built "
+                f"({type(self).__name__}({misplaced[0]}=…)), not to its methods"
+            )
+        return _split_options(options, LOAD_OPTIONS)[1]
+
     def similarity(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> float:
         """The similarity of ``a`` and ``b`` (models or paths), in ``[-1, 1]``."""
-        _, load = _split_options(load_options, LOAD_OPTIONS)
+        load = self._load_options(load_options)
         na, nb = _model(a, load), _model(b, load)
         return _native.similarity(self._for([na, nb]), na, nb)
 
@@ -626,7 +637,7 @@ class Metric:
         a unit diagonal: each model's squared norm once, then the
         ``N(N−1)/2`` pairs in parallel on all cores. ``progress`` shows a bar
         (tqdm if installed, else a counter on stderr)."""
-        _, load = _split_options(load_options, LOAD_OPTIONS)
+        load = self._load_options(load_options)
         natives = _models(models, load)
         native = self._for(natives)
         n = len(natives)
@@ -649,7 +660,7 @@ class Metric:
         **load_options: Any,
     ) -> np.ndarray:
         """One block of the similarity matrix, ``rows × cols``: see :func:`tile`."""
-        _, load = _split_options(load_options, LOAD_OPTIONS)
+        load = self._load_options(load_options)
         r = _models(rows, load)
         c = None if cols is None else _models(cols, load)
         native = self._for(r + (c or []))
@@ -685,7 +696,7 @@ class _InnerProductMetric(Metric):
         """The raw inner product ``⟨A, B⟩``; ``log=True`` returns
         ``(sign, ln |⟨A, B⟩|)`` instead (deep models' inner products overflow
         ``float``: the value is then ``±inf``)."""
-        _, load = _split_options(load_options, LOAD_OPTIONS)
+        load = self._load_options(load_options)
         na, nb = _model(a, load), _model(b, load)
         sign, ln = _native.inner_product(self._for([na, nb]), na, nb)
         if log:
@@ -707,14 +718,14 @@ class _InnerProductMetric(Metric):
     ) -> float:
         """The cosine of the directions ``A1 − A0`` and ``B1 − B0``: see
         :func:`difference_similarity`."""
-        _, load = _split_options(load_options, LOAD_OPTIONS)
+        load = self._load_options(load_options)
         natives = [_model(m, load) for m in (a0, a1, b0, b1)]
         return _native.difference_similarity(self._for(natives), *natives)
 
     def squared_norms(self, models: Iterable[Union[Model, PathLike]], **load_options: Any) -> np.ndarray:
         """Each model's squared norm ``⟨A, A⟩`` in log scale, an ``N × 2`` array of
         rows ``(sign, ln |⟨A, A⟩|)``: see :func:`squared_norms`."""
-        _, load = _split_options(load_options, LOAD_OPTIONS)
+        load = self._load_options(load_options)
         natives = _models(models, load)
         norms = _native.squared_norms(self._for(natives), natives)
         return np.array(norms, dtype=np.float64).reshape(len(natives), 2)
@@ -821,7 +832,7 @@ class GaussianMetric(_InnerProductMetric):
         """Whether the similarity of ``a`` and ``b`` is exact (every block of
         order ≥ 2 of either model at one position) rather than a Gaussian
         closure."""
-        _, load = _split_options(load_options, LOAD_OPTIONS)
+        load = self._load_options(load_options)
         na, nb = _model(a, load), _model(b, load)
         return _native.gaussian_is_exact(self._for([na, nb]), na, nb)
 

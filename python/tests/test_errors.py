@@ -138,3 +138,12 @@ def test_the_old_catches_still_catch(pair):
     # A wrong Python type is still a TypeError, not a family.
     with pytest.raises(TypeError):
         ts.similarity(a, wider, context="3")
+
+
+def test_the_errors_docstring_example_runs():
+    import doctest
+
+    from tensor_similarity import _errors
+
+    result = doctest.testmod(_errors, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0
