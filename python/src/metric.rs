@@ -13,7 +13,7 @@ use tensor_similarity::{
 };
 
 use crate::model::NativeModel;
-use crate::{Array, invalid, matrix as to_matrix, to_bytes, to_py, vector};
+use crate::{Array, invalid, to_bytes, to_py};
 
 /// How a metric computes.
 enum Kernel {
@@ -114,11 +114,11 @@ impl Metric {
         }
         let mean = input_mean
             .as_ref()
-            .map(|m| vector("input_mean", m))
+            .map(|m| m.to_vector("input_mean"))
             .transpose()?;
         let covariance = input_covariance
             .as_ref()
-            .map(|c| to_matrix("input_covariance", c))
+            .map(|c| c.to_matrix("input_covariance"))
             .transpose()?;
         let limit = max_memory.map_or(MemoryLimit::Machine, MemoryLimit::Bytes);
         let (kernel, name) = match kind {
@@ -134,7 +134,7 @@ impl Metric {
                         ));
                     }
                     m = m
-                        .with_input_metric(to_matrix("input_metric", metric)?)
+                        .with_input_metric(metric.to_matrix("input_metric")?)
                         .map_err(to_py)?;
                 }
                 if mean.is_some() || covariance.is_some() {
@@ -156,7 +156,7 @@ impl Metric {
                 }
                 if let Some(w) = &output_weights {
                     m = m
-                        .with_output_weights(to_matrix("output_weights", w)?)
+                        .with_output_weights(w.to_matrix("output_weights")?)
                         .map_err(to_py)?;
                 }
                 if let Some(positions) = positions {

@@ -11,7 +11,8 @@ use rayon::prelude::*;
 use tensor_similarity::io::{self, Dtype, Layout, LoadOptions, ModelFile, TensorData};
 use tensor_similarity::{Mask, Model};
 
-use crate::{Array, invalid, matrix, to_bytes, to_py, values};
+use crate::errors::Family;
+use crate::{Array, invalid, to_bytes, to_py};
 
 /// A model and what its source said about it (`tensor_similarity.Model`
 /// wraps one).
@@ -174,7 +175,7 @@ impl NativeModel {
         x: Array<'py>,
         sequence: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let x = matrix("forward input", &x)?;
+        let x = x.to_matrix("forward input")?;
         let y = py
             .detach(|| {
                 if sequence {
@@ -208,7 +209,7 @@ fn parse_mask(mask: Option<MaskArg<'_>>) -> PyResult<Option<Mask>> {
                 )));
             }
         }),
-        Some(MaskArg::Matrix(m)) => Some(Mask::Matrix(matrix("mask", &m)?)),
+        Some(MaskArg::Matrix(m)) => Some(Mask::Matrix(m.to_matrix("mask")?)),
     })
 }
 
@@ -274,17 +275,17 @@ pub fn load_many(
 }
 
 /// A model from a `state_dict`'s tensors: parallel lists of names, stored
-/// dtypes, shapes and `float64` bytes; `metadata` the layout JSON, or
-/// `None` to infer it from the names.
+/// dtypes and arrays (C-contiguous `float64` or `float32`, each read in
+/// place and copied once); `metadata` the layout JSON, or `None` to infer
+/// it from the names.
 #[pyfunction]
-#[pyo3(signature = (names, dtypes, shapes, data, metadata=None, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[pyo3(signature = (names, dtypes, arrays, metadata=None, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn from_state_dict(
     py: Python<'_>,
     names: Vec<String>,
     dtypes: Vec<String>,
-    shapes: Vec<Vec<usize>>,
-    data: Vec<Bound<'_, PyBytes>>,
+    arrays: Vec<Array<'_>>,
     metadata: Option<String>,
     residual_scale: Option<f64>,
     config: Option<PathBuf>,
@@ -292,28 +293,21 @@ pub fn from_state_dict(
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
 ) -> PyResult<NativeModel> {
-    if dtypes.len() != names.len() || shapes.len() != names.len() || data.len() != names.len() {
+    if dtypes.len() != names.len() || arrays.len() != names.len() {
         return Err(PyTypeError::new_err(
-            "from_state_dict: names, dtypes, shapes and data must have one entry per tensor",
+            "from_state_dict: names, dtypes and arrays must have one entry per tensor",
         ));
     }
     let options = load_options(residual_scale, config, heads, mask, attn_scale)?;
     let mut tensors = HashMap::with_capacity(names.len());
-    for (((name, dtype), shape), bytes) in names.into_iter().zip(dtypes).zip(shapes).zip(&data) {
-        let dtype = parse_dtype(&dtype)?;
-        let values = values(&format!("tensor {name:?}"), bytes.as_bytes(), &shape)?;
-        if tensors
-            .insert(
-                name.clone(),
-                TensorData {
-                    dtype,
-                    shape,
-                    values,
-                },
-            )
-            .is_some()
-        {
-            return Err(invalid(format!("state_dict: tensor {name:?} given twice")));
+    for ((name, dtype), array) in names.into_iter().zip(dtypes).zip(&arrays) {
+        let data = TensorData {
+            dtype: parse_dtype(&dtype)?,
+            shape: array.shape().to_vec(),
+            values: array.to_vec(),
+        };
+        if tensors.insert(name.clone(), data).is_some() {
+            return Err(Family::File.err(format!("state_dict: tensor {name:?} given twice")));
         }
     }
     let file = py

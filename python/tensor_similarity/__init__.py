@@ -21,8 +21,17 @@ Models come from files (:func:`load`) or from a ``state_dict`` held in memory
 (:meth:`Model.from_state_dict`: NumPy arrays, torch tensors, anything with
 ``__array__``). :func:`similarity` compares two, :func:`matrix` many,
 :func:`tile` any block of a matrix (for computing one on a cluster: see
-:mod:`tensor_similarity.dask`). Every error of the core is a
-:class:`TensorSimilarityError` (a ``ValueError``) with the core's message.
+:mod:`tensor_similarity.dask`). A metric with its options can also be built
+once and called many times: :class:`TensorMetric`, :class:`GaussianMetric`,
+:class:`WeightMetric`.
+
+>>> metric = ts.TensorMetric(outputs=[0])
+>>> round(metric.similarity(a, a), 12)
+1.0
+
+Every error of the core is a :class:`TensorSimilarityError` (a
+``ValueError``) with the core's message, of a class that says its family
+(:class:`FileError`, :class:`IncomparableError`, :class:`MemoryLimitError`, …).
 """
 
 from __future__ import annotations
@@ -38,11 +47,33 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import _native
-from ._native import TensorSimilarityError
+from ._errors import (
+    FileError,
+    IncomparableError,
+    MemoryLimitError,
+    NonFiniteError,
+    NumericalError,
+    OptionError,
+    ShapeError,
+    TensorSimilarityError,
+    ZeroNormError,
+)
 
 __all__ = [
     "Model",
+    "Metric",
+    "TensorMetric",
+    "GaussianMetric",
+    "WeightMetric",
     "TensorSimilarityError",
+    "OptionError",
+    "ShapeError",
+    "NonFiniteError",
+    "IncomparableError",
+    "ZeroNormError",
+    "NumericalError",
+    "MemoryLimitError",
+    "FileError",
     "load",
     "save",
     "similarity",
@@ -86,10 +117,14 @@ _DTYPES = {
 }
 
 
-def _array(x: Any) -> tuple:
-    """A float matrix or vector option as it crosses into the core."""
-    a = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    return (a.tobytes(), list(a.shape))
+def _array(x: Any) -> np.ndarray:
+    """An array as the core reads it in place: C-contiguous, aligned,
+    native-endian ``float64`` or ``float32`` (kept as it is when it already
+    is one; anything else becomes ``float64``)."""
+    a = np.asarray(x)
+    if a.dtype not in (np.float64, np.float32) or not a.dtype.isnative:
+        a = a.astype(np.float64)
+    return np.require(a, requirements=["C", "A"])
 
 
 def _load_kwargs(options: Mapping[str, Any]) -> dict:
@@ -177,18 +212,18 @@ class Model:
                     f"from_state_dict takes a mapping of names to arrays, not {type(mapping).__name__}"
                 )
         _, load_options = _split_options(options, LOAD_OPTIONS)
-        names, dtypes, shapes, data = [], [], [], []
+        names, dtypes, arrays = [], [], []
         for name, value in mapping.items():
             if not isinstance(name, str):
                 raise TypeError(f"state_dict keys are tensor names (str), found {name!r}")
             dtype, array = _tensor(name, value)
             names.append(name)
             dtypes.append(dtype)
-            shapes.append(list(array.shape))
-            data.append(array.tobytes())
+            arrays.append(array)
         metadata = _metadata(layout)
+        # The arrays are read in place by the core, and copied once.
         native = _native.from_state_dict(
-            names, dtypes, shapes, data, metadata, **_load_kwargs(load_options)
+            names, dtypes, arrays, metadata, **_load_kwargs(load_options)
         )
         return cls(native)
 
@@ -268,28 +303,27 @@ class Model:
         batch ``[batch, n, d]``. The result has the same leading dimensions
         and ``n_L`` last.
         """
-        a = np.asarray(x, dtype=np.float64)
+        a = np.asarray(x)
         if self.is_sequence:
             if a.ndim == 2:
                 return self._run(a, True)
             if a.ndim == 3:
                 return np.stack([self._run(s, True) for s in a])
-            raise TensorSimilarityError(
+            raise ShapeError(
                 f"a sequence model takes [n, d] or [batch, n, d] inputs, found shape {a.shape}"
             )
         if a.ndim == 1:
             return self._run(a[None, :], False)[0]
         if a.ndim == 2:
             return self._run(a, False)
-        raise TensorSimilarityError(
+        raise ShapeError(
             f"a vector model takes [d] or [samples, d] inputs, found shape {a.shape}"
         )
 
     __call__ = forward
 
     def _run(self, a: np.ndarray, sequence: bool) -> np.ndarray:
-        a = np.ascontiguousarray(a)
-        out = self._native.forward((a.tobytes(), list(a.shape)), sequence)
+        out = self._native.forward(_array(a), sequence)
         return np.frombuffer(out, dtype=np.float64).reshape(a.shape[0], self.output_width).copy()
 
     def save(self, path: PathLike, layout: str = "described", dtype: str = "F64") -> None:
@@ -327,7 +361,9 @@ def _from_safetensors_bytes(data: bytes) -> Model:
 
 
 def _tensor(name: str, value: Any) -> tuple:
-    """``(stored dtype, C-contiguous float64 array)`` of one state_dict value."""
+    """``(stored dtype, array as the core reads it)`` of one state_dict value:
+    a ``float64`` or ``float32`` array is passed as it is (no copy when it is
+    C-contiguous), anything else converted."""
     stored = str(getattr(value, "dtype", "")).replace("torch.", "")
     try:
         array = np.asarray(value)
@@ -351,14 +387,16 @@ def _tensor(name: str, value: Any) -> tuple:
             # ml_dtypes' bfloat16 and similar extension types.
             array = array.astype(np.float32)
         else:
-            raise TensorSimilarityError(
+            raise FileError(
                 f"state_dict: tensor {name!r} has dtype {array.dtype}; models are made of "
                 "floating-point tensors (float64, float32, float16, bfloat16)"
             )
     dtype = _DTYPES.get(stored) or _DTYPES.get(str(array.dtype), "F64")
     if stored == "bfloat16":
         dtype = "BF16"
-    return dtype, np.ascontiguousarray(array, dtype=np.float64)
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)  # exactly; half the bytes of float64
+    return dtype, _array(array)
 
 
 def _metadata(layout: Any) -> Optional[str]:
@@ -439,7 +477,7 @@ def _indices(what: str, value: Any, size: Optional[int], hint: str) -> Optional[
         return None
     if isinstance(value, slice):
         if size is None:
-            raise TensorSimilarityError(f"{what}= as a slice needs {hint}")
+            raise OptionError(f"{what}= as a slice needs {hint}")
         return list(range(*value.indices(size)))
     if isinstance(value, (int, np.integer)):
         value = [value]
@@ -449,27 +487,41 @@ def _indices(what: str, value: Any, size: Optional[int], hint: str) -> Optional[
             raise TypeError(f"{what}= holds indices (int), found {v!r}")
         if v < 0:
             if size is None:
-                raise TensorSimilarityError(f"{what}= with a negative index needs {hint}")
+                raise OptionError(f"{what}= with a negative index needs {hint}")
             v += size
             if v < 0:
-                raise TensorSimilarityError(f"{what}=: index {v - size} out of range for {size}")
+                raise OptionError(f"{what}=: index {v - size} out of range for {size}")
         out.append(int(v))
     return out
 
 
-def _metric(kind: str, natives: Sequence[Any], options: Mapping[str, Any]) -> "_native.Metric":
-    """The native metric of ``kind`` with ``options`` resolved against ``natives``."""
-    if not isinstance(kind, str):
-        raise TypeError(f"metric is a name (\"tensor\", \"gaussian\", \"weight\"), not {type(kind).__name__}")
-    kw = {k: v for k, v in options.items() if v is not None}
-    width = natives[0].output_width if natives else None
+def _needs_width(outputs: Any) -> bool:
+    """Whether an ``outputs=`` selection can only be resolved against the
+    models' output width (a slice, or a negative index)."""
+    if outputs is None:
+        return False
+    if isinstance(outputs, slice):
+        return True
+    if isinstance(outputs, (int, np.integer)):
+        outputs = [outputs]
+    return any(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v < 0 for v in outputs)
+
+
+#: The options that are arrays; a metric keeps its own copy.
+_ARRAY_OPTIONS = ("input_metric", "input_mean", "input_covariance", "output_weights")
+
+
+def _native_metric(kind: str, options: Mapping[str, Any], width: Optional[int]) -> "_native.Metric":
+    """The native metric of ``kind`` with ``options`` (none ``None``), a
+    selection resolved against the models' output ``width`` if known."""
+    kw = dict(options)
     if "outputs" in kw:
         kw["outputs"] = _indices("outputs", kw["outputs"], width, "the models' output width")
     if "positions" in kw:
         kw["positions"] = _indices(
             "positions", kw["positions"], kw.get("context"), "context=N (the number of positions)"
         )
-    for key in ("input_metric", "input_mean", "input_covariance", "output_weights"):
+    for key in _ARRAY_OPTIONS:
         if key in kw:
             kw[key] = _array(kw[key])
     if "max_memory" in kw:
@@ -482,15 +534,370 @@ def _metric(kind: str, natives: Sequence[Any], options: Mapping[str, Any]) -> "_
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
             raise TypeError(f"context= is a number of positions (int), not {c!r}")
         if c < 0:
-            raise TensorSimilarityError(f"context={c}: the context length is a number of positions")
+            raise OptionError(f"context={c}: the context length is a number of positions")
         kw["context"] = int(c)
     return _native.Metric(kind, **kw)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"<array {'×'.join(map(str, value.shape))}>"
+    return repr(value)
+
+
+class Metric:
+    """A similarity metric with its options, checked once when it is built:
+    build one, then call it on as many pairs and matrices as you like.
+
+    The metrics are :class:`TensorMetric`, :class:`GaussianMetric` and
+    :class:`WeightMetric`; the module's functions (:func:`similarity`,
+    :func:`matrix`, …) build one from ``metric=`` and their keyword options
+    on each call, and also take a metric object as ``metric=``. Every method
+    takes models or paths (read with :func:`load`'s ``load_options``) and
+    releases the GIL while it computes. A metric is immutable (its array
+    options are copied when it is built) and pickles with its options.
+    """
+
+    __slots__ = ("_options", "_native", "_by_width")
+
+    #: The metric's name, as ``metric=`` spells it.
+    kind: str = ""
+
+    def __init__(self) -> None:
+        raise TypeError("Metric is the base class: build a TensorMetric, GaussianMetric or WeightMetric")
+
+    def _check(self, options: Mapping[str, Any]) -> None:
+        """Keeps the options given (not ``None``) and checks them all now; a
+        selection of outputs that needs the models' width (a slice, a
+        negative index) is resolved on the first models it sees."""
+        given = {k: v for k, v in options.items() if v is not None}
+        for key in _ARRAY_OPTIONS:
+            if key in given:
+                given[key] = np.array(given[key], copy=True)
+        self._options = given
+        self._by_width: dict = {}
+        if _needs_width(given.get("outputs")):
+            # Everything but the indices is checked now, with one output
+            # standing in for the selection (the core checks indices against
+            # the models only when it compares them).
+            if not isinstance(given["outputs"], slice):
+                for v in np.atleast_1d(np.asarray(given["outputs"], dtype=object)).tolist():
+                    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+                        raise TypeError(f"outputs= holds indices (int), found {v!r}")
+            _native_metric(self.kind, dict(given, outputs=[0]), None)
+            self._native = None
+        else:
+            self._native = _native_metric(self.kind, given, None)
+
+    def _for(self, natives: Sequence[Any]) -> "_native.Metric":
+        """The native metric for these models (their output width resolves a
+        deferred selection)."""
+        if self._native is not None:
+            return self._native
+        width = natives[0].output_width if natives else None
+        native = self._by_width.get(width)
+        if native is None:
+            native = self._by_width[width] = _native_metric(self.kind, self._options, width)
+        return native
+
+    @property
+    def options(self) -> dict:
+        """The options the metric was built with (those given, not ``None``)."""
+        return dict(self._options)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={_show(v)}" for k, v in self._options.items())
+        return f"{type(self).__name__}({shown})"
+
+    def __reduce__(self):
+        return (_rebuild, (self.kind, self._options))
+
+    def _load_options(self, options: Mapping[str, Any]) -> dict:
+        """The load options of a method's call; a metric option there is a
+        TypeError saying where it belongs."""
+        misplaced = sorted(set(options) & set(METRIC_OPTIONS))
+        if misplaced:
+            raise TypeError(
+                f"{', '.join(misplaced)}: an option of the metric, given when it is built "
+                f"({type(self).__name__}({misplaced[0]}=…)), not to its methods"
+            )
+        return _split_options(options, LOAD_OPTIONS)[1]
+
+    def similarity(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> float:
+        """The similarity of ``a`` and ``b`` (models or paths), in ``[-1, 1]``."""
+        load = self._load_options(load_options)
+        na, nb = _model(a, load), _model(b, load)
+        return _native.similarity(self._for([na, nb]), na, nb)
+
+    def matrix(
+        self, models: Iterable[Union[Model, PathLike]], *, progress: bool = True, **load_options: Any
+    ) -> np.ndarray:
+        """The symmetric ``N × N`` matrix of similarities between ``models``
+        (models or paths, in the order given; paths read in parallel), with
+        a unit diagonal: each model's squared norm once, then the
+        ``N(N−1)/2`` pairs in parallel on all cores. ``progress`` shows a bar
+        (tqdm if installed, else a counter on stderr)."""
+        load = self._load_options(load_options)
+        natives = _models(models, load)
+        native = self._for(natives)
+        n = len(natives)
+        bar = _progress(progress, n * (n - 1) // 2, f"{self.kind} similarity matrix")
+        try:
+            out = _native.matrix(native, natives, None if bar is None else bar.update)
+        finally:
+            if bar is not None:
+                bar.close()
+        return np.frombuffer(out, dtype=np.float64).reshape(n, n).copy()
+
+    def tile(
+        self,
+        rows: Iterable[Union[Model, PathLike]],
+        cols: Optional[Iterable[Union[Model, PathLike]]] = None,
+        *,
+        row_norms: Any = None,
+        col_norms: Any = None,
+        progress: bool = False,
+        **load_options: Any,
+    ) -> np.ndarray:
+        """One block of the similarity matrix, ``rows × cols``: see :func:`tile`."""
+        load = self._load_options(load_options)
+        r = _models(rows, load)
+        c = None if cols is None else _models(cols, load)
+        native = self._for(r + (c or []))
+        rn = _norm_list(row_norms, len(r), "row_norms")
+        if c is None and col_norms is not None:
+            raise OptionError("col_norms given without cols")
+        cn = None if c is None else _norm_list(col_norms, len(c), "col_norms")
+        shape = (len(r), len(r) if c is None else len(c))
+        total = shape[0] * (shape[0] - 1) // 2 if c is None else shape[0] * shape[1]
+        bar = _progress(progress, total, f"{self.kind} similarity tile")
+        try:
+            out = _native.tile(native, r, rn, c, cn, None if bar is None else bar.update)
+        finally:
+            if bar is not None:
+                bar.close()
+        return np.frombuffer(out, dtype=np.float64).reshape(shape).copy()
+
+
+class _InnerProductMetric(Metric):
+    """A metric that is the cosine of an inner product of models: it has the
+    inner product, norms and differences too."""
+
+    __slots__ = ()
+
+    def inner_product(
+        self,
+        a: Union[Model, PathLike],
+        b: Union[Model, PathLike],
+        *,
+        log: bool = False,
+        **load_options: Any,
+    ) -> Union[float, tuple]:
+        """The raw inner product ``⟨A, B⟩``; ``log=True`` returns
+        ``(sign, ln |⟨A, B⟩|)`` instead (deep models' inner products overflow
+        ``float``: the value is then ``±inf``)."""
+        load = self._load_options(load_options)
+        na, nb = _model(a, load), _model(b, load)
+        sign, ln = _native.inner_product(self._for([na, nb]), na, nb)
+        if log:
+            return (sign, ln)
+        if sign == 0:
+            return 0.0
+        try:
+            return sign * math.exp(ln)
+        except OverflowError:
+            return sign * math.inf
+
+    def difference_similarity(
+        self,
+        a0: Union[Model, PathLike],
+        a1: Union[Model, PathLike],
+        b0: Union[Model, PathLike],
+        b1: Union[Model, PathLike],
+        **load_options: Any,
+    ) -> float:
+        """The cosine of the directions ``A1 − A0`` and ``B1 − B0``: see
+        :func:`difference_similarity`."""
+        load = self._load_options(load_options)
+        natives = [_model(m, load) for m in (a0, a1, b0, b1)]
+        return _native.difference_similarity(self._for(natives), *natives)
+
+    def squared_norms(self, models: Iterable[Union[Model, PathLike]], **load_options: Any) -> np.ndarray:
+        """Each model's squared norm ``⟨A, A⟩`` in log scale, an ``N × 2`` array of
+        rows ``(sign, ln |⟨A, A⟩|)``: see :func:`squared_norms`."""
+        load = self._load_options(load_options)
+        natives = _models(models, load)
+        norms = _native.squared_norms(self._for(natives), natives)
+        return np.array(norms, dtype=np.float64).reshape(len(natives), 2)
+
+
+class TensorMetric(_InnerProductMetric):
+    """The tensor similarity (SPEC §2): the cosine of the symmetrised
+    end-to-end tensors, exact, invariant to the models' symmetries.
+
+    Options (all keyword-only, all checked here): ``context`` (the number of
+    positions, required for sequence models), ``input_metric`` (``M =
+    E[x̃x̃ᵀ]``, ``(d+1) × (d+1)`` per position or ``(nd+1) × (nd+1)`` over a
+    sequence) or ``input_mean``/``input_covariance`` (the metric of ``x ~ N(μ,
+    Σ)``), ``outputs`` (compare only these outputs: an int, a list, a range or
+    a slice; negative indices count from the end) or ``output_weights`` (``Q``,
+    ``n_L × n_L``), ``positions`` (a sequence model's positions to read out,
+    e.g. ``[-1]``), ``max_memory`` (bytes: a comparison whose estimated peak
+    exceeds it is refused before it starts with a :class:`MemoryLimitError`).
+
+    >>> import numpy as np, tensor_similarity as ts
+    >>> rng = np.random.default_rng(1)
+    >>> sd = {"bi_linear.weight": rng.normal(size=(8, 3)), "projection.weight": rng.normal(size=(2, 4))}
+    >>> a, b = ts.Model.from_state_dict(sd), ts.Model.from_state_dict({k: 2 * v for k, v in sd.items()})
+    >>> metric = ts.TensorMetric(outputs=-1)
+    >>> metric
+    TensorMetric(outputs=-1)
+    >>> round(metric.similarity(a, b), 12)            # a rescaled model: the same direction
+    1.0
+    >>> metric.matrix([a, b, a], progress=False).shape
+    (3, 3)
+    >>> round(metric.inner_product(b, b) / metric.inner_product(a, a), 9)   # L, R, D doubled: ⟨8A, 8A⟩
+    64.0
+    """
+
+    __slots__ = ()
+    kind = "tensor"
+
+    def __init__(
+        self,
+        *,
+        context: Optional[int] = None,
+        input_metric: Any = None,
+        input_mean: Any = None,
+        input_covariance: Any = None,
+        outputs: Any = None,
+        output_weights: Any = None,
+        positions: Any = None,
+        max_memory: Optional[int] = None,
+    ) -> None:
+        self._check(
+            dict(
+                context=context,
+                input_metric=input_metric,
+                input_mean=input_mean,
+                input_covariance=input_covariance,
+                outputs=outputs,
+                output_weights=output_weights,
+                positions=positions,
+                max_memory=max_memory,
+            )
+        )
+
+
+class GaussianMetric(_InnerProductMetric):
+    """The Gaussian functional similarity (SPEC §3): ``E[f_A·f_B]`` under ``x ~
+    N(μ, Σ)`` by moment propagation, exact for one nonlinear position and a
+    Gaussian closure beyond (:meth:`is_exact`); on sequence models the rows
+    are i.i.d. (SPEC §7).
+
+    Options (keyword-only, checked here): ``context``, ``input_mean`` (``μ``,
+    default 0), ``input_covariance`` (``Σ``, default the identity),
+    ``max_memory`` (bytes).
+
+    >>> import numpy as np, tensor_similarity as ts
+    >>> rng = np.random.default_rng(2)
+    >>> sd = {"bi_linear.weight": rng.normal(size=(8, 3)), "projection.weight": rng.normal(size=(2, 4))}
+    >>> a = ts.Model.from_state_dict(sd)
+    >>> metric = ts.GaussianMetric(input_mean=np.zeros(3), input_covariance=np.eye(3))
+    >>> round(metric.similarity(a, a), 12), metric.is_exact(a, a)
+    (1.0, True)
+    """
+
+    __slots__ = ()
+    kind = "gaussian"
+
+    def __init__(
+        self,
+        *,
+        context: Optional[int] = None,
+        input_mean: Any = None,
+        input_covariance: Any = None,
+        max_memory: Optional[int] = None,
+    ) -> None:
+        self._check(
+            dict(
+                context=context,
+                input_mean=input_mean,
+                input_covariance=input_covariance,
+                max_memory=max_memory,
+            )
+        )
+
+    def is_exact(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> bool:
+        """Whether the similarity of ``a`` and ``b`` is exact (every block of
+        order ≥ 2 of either model at one position) rather than a Gaussian
+        closure."""
+        load = self._load_options(load_options)
+        na, nb = _model(a, load), _model(b, load)
+        return _native.gaussian_is_exact(self._for([na, nb]), na, nb)
+
+
+class WeightMetric(Metric):
+    """The weight cosine (SPEC §4): the cosine of the concatenated parameters,
+    the naive baseline (models of equal shapes; not invariant to any
+    symmetry). No options, and no inner product of models.
+
+    >>> import numpy as np, tensor_similarity as ts
+    >>> sd = {"bi_linear.weight": np.ones((8, 3)), "projection.weight": np.ones((2, 4))}
+    >>> a = ts.Model.from_state_dict(sd)
+    >>> round(ts.WeightMetric().similarity(a, a), 12)
+    1.0
+    """
+
+    __slots__ = ()
+    kind = "weight"
+
+    def __init__(self) -> None:
+        self._check({})
+
+
+_KINDS = {"tensor": TensorMetric, "gaussian": GaussianMetric, "weight": WeightMetric}
+
+
+def _named(kind: Any, options: Mapping[str, Any]) -> Metric:
+    """The metric named ``kind`` with ``options``; an option it does not take
+    is an :class:`OptionError` naming the options it takes."""
+    if not isinstance(kind, str):
+        raise TypeError(
+            f"metric is a name (\"tensor\", \"gaussian\", \"weight\") or a Metric, not {type(kind).__name__}"
+        )
+    cls = _KINDS.get(kind)
+    if cls is None:
+        _native.Metric(kind)  # the core's error, naming the metrics
+        raise AssertionError(kind)  # pragma: no cover
+    metric = object.__new__(cls)
+    metric._check(options)
+    return metric
+
+
+def _rebuild(kind: str, options: Mapping[str, Any]) -> Metric:
+    """A metric from its pickle."""
+    return _named(kind, options)
+
+
+def _as_metric(metric: Union[str, Metric], options: Mapping[str, Any]) -> Metric:
+    """``metric=`` as a metric: a metric object as it is, a name built with
+    ``options`` (the keyword options given, ``None`` for those not given)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if isinstance(metric, Metric):
+        if given:
+            raise TypeError(
+                f"{', '.join(sorted(given))} given beside a {type(metric).__name__}: "
+                "give a metric object its options when you build it"
+            )
+        return metric
+    return _named(metric, given)
 
 
 def similarity(
     a: Union[Model, PathLike],
     b: Union[Model, PathLike],
-    metric: str = "tensor",
+    metric: Union[str, Metric] = "tensor",
     *,
     context: Optional[int] = None,
     input_metric: Any = None,
@@ -504,37 +911,40 @@ def similarity(
 ) -> float:
     """The similarity of ``a`` and ``b`` (models or paths), in ``[-1, 1]``.
 
-    ``metric``:
+    ``metric``: a name, built with the keyword options given, or a metric
+    object built beforehand (then no option is given here):
 
-    * ``"tensor"`` (default): the cosine of the symmetrised end-to-end tensors
-      (SPEC §2), exact, invariant to the model's symmetries. Options:
-      ``context`` (the number of positions, required for sequence models),
-      ``input_metric`` (``M = E[x̃x̃ᵀ]``, ``(d+1) × (d+1)`` per position or
-      ``(nd+1) × (nd+1)`` over a sequence), or ``input_mean``/``input_covariance``
-      (the metric of ``x ~ N(μ, Σ)``), ``outputs`` (compare only these outputs:
-      an int, a list or a slice, e.g. one class's logit), ``output_weights``
-      (``Q``, ``n_L × n_L``), ``positions`` (a sequence model's positions to
-      read out, e.g. ``[-1]`` for the last; needs ``context``).
-    * ``"gaussian"``: ``E[f_A·f_B]`` under ``x ~ N(μ, Σ)`` by moment propagation
-      (exact for one nonlinear position, a Gaussian closure beyond: see
-      :func:`is_gaussian_exact`); on sequence models the rows are i.i.d.
-      (SPEC §7). Options: ``context``, ``input_mean``, ``input_covariance``.
-    * ``"weight"``: the cosine of the concatenated parameters (the naive
-      baseline; models of equal shapes). No options.
+    * ``"tensor"`` (default, :class:`TensorMetric`): the cosine of the
+      symmetrised end-to-end tensors (SPEC §2), exact, invariant to the
+      model's symmetries. Options: ``context`` (the number of positions,
+      required for sequence models), ``input_metric`` (``M = E[x̃x̃ᵀ]``,
+      ``(d+1) × (d+1)`` per position or ``(nd+1) × (nd+1)`` over a sequence),
+      or ``input_mean``/``input_covariance`` (the metric of ``x ~ N(μ, Σ)``),
+      ``outputs`` (compare only these outputs: an int, a list or a slice,
+      e.g. one class's logit), ``output_weights`` (``Q``, ``n_L × n_L``),
+      ``positions`` (a sequence model's positions to read out, e.g. ``[-1]``
+      for the last; needs ``context``).
+    * ``"gaussian"`` (:class:`GaussianMetric`): ``E[f_A·f_B]`` under ``x ~ N(μ,
+      Σ)`` by moment propagation (exact for one nonlinear position, a
+      Gaussian closure beyond: see :func:`is_gaussian_exact`); on sequence
+      models the rows are i.i.d. (SPEC §7). Options: ``context``,
+      ``input_mean``, ``input_covariance``.
+    * ``"weight"`` (:class:`WeightMetric`): the cosine of the concatenated
+      parameters (the naive baseline; models of equal shapes). No options.
 
     ``max_memory`` (bytes; ``"tensor"`` and ``"gaussian"``): the most memory
     the comparison may use, by default what the machine has. A comparison
-    whose estimated peak exceeds it is refused before it starts, with the
-    estimate and the largest context that fits.
+    whose estimated peak exceeds it is refused before it starts (a
+    :class:`MemoryLimitError`), with the estimate and the largest context
+    that fits.
 
-    An option the metric does not take is an error. ``load_options`` are
-    :func:`load`'s, for paths. The GIL is released while it computes.
+    An option the metric does not take is an :class:`OptionError`.
+    ``load_options`` are :func:`load`'s, for paths. The GIL is released
+    while it computes. :func:`inner_product` and :func:`matrix` take the
+    same keyword options, with the same meanings and defaults.
     """
-    metric_options, load = _split_options(load_options, LOAD_OPTIONS)
-    na, nb = _model(a, load), _model(b, load)
-    m = _metric(
+    m = _as_metric(
         metric,
-        [na, nb],
         dict(
             context=context,
             input_metric=input_metric,
@@ -546,35 +956,55 @@ def similarity(
             max_memory=max_memory,
         ),
     )
-    return _native.similarity(m, na, nb)
+    return m.similarity(a, b, **load_options)
+
+
+def _inner_product_metric(metric: Metric, what: str) -> _InnerProductMetric:
+    if not isinstance(metric, _InnerProductMetric):
+        raise OptionError(
+            f"{what} needs an inner product: metric \"tensor\" or \"gaussian\", not \"{metric.kind}\""
+        )
+    return metric
 
 
 def inner_product(
     a: Union[Model, PathLike],
     b: Union[Model, PathLike],
-    metric: str = "tensor",
+    metric: Union[str, Metric] = "tensor",
     *,
     log: bool = False,
-    **options: Any,
+    context: Optional[int] = None,
+    input_metric: Any = None,
+    input_mean: Any = None,
+    input_covariance: Any = None,
+    outputs: Any = None,
+    output_weights: Any = None,
+    positions: Any = None,
+    max_memory: Optional[int] = None,
+    **load_options: Any,
 ) -> Union[float, tuple]:
     """The raw inner product ``⟨A, B⟩`` of the metric (``"tensor"`` or
-    ``"gaussian"``; options as for :func:`similarity`).
+    ``"gaussian"``, or such a metric object; options as for
+    :func:`similarity`).
 
     Deep models' inner products overflow ``float`` (the core keeps them as
     logarithms): ``log=True`` returns ``(sign, ln |⟨A, B⟩|)`` instead of the
     value, which may be ``inf``.
     """
-    metric_options, load = _split_options(options)
-    na, nb = _model(a, load), _model(b, load)
-    sign, ln = _native.inner_product(_metric(metric, [na, nb], metric_options), na, nb)
-    if log:
-        return (sign, ln)
-    if sign == 0:
-        return 0.0
-    try:
-        return sign * math.exp(ln)
-    except OverflowError:
-        return sign * math.inf
+    m = _as_metric(
+        metric,
+        dict(
+            context=context,
+            input_metric=input_metric,
+            input_mean=input_mean,
+            input_covariance=input_covariance,
+            outputs=outputs,
+            output_weights=output_weights,
+            positions=positions,
+            max_memory=max_memory,
+        ),
+    )
+    return _inner_product_metric(m, "inner_product").inner_product(a, b, log=log, **load_options)
 
 
 def difference_similarity(
@@ -582,28 +1012,28 @@ def difference_similarity(
     a1: Union[Model, PathLike],
     b0: Union[Model, PathLike],
     b1: Union[Model, PathLike],
-    metric: str = "tensor",
+    metric: Union[str, Metric] = "tensor",
     **options: Any,
 ) -> float:
     """The cosine of the directions ``A1 − A0`` and ``B1 − B0`` (for instance two
     fine-tunes of one base, or two steps of training runs), by bilinearity
     of the inner product: ``⟨A1−A0, B1−B0⟩ = ⟨A1,B1⟩ − ⟨A1,B0⟩ − ⟨A0,B1⟩ + ⟨A0,B0⟩``.
 
-    ``metric`` is ``"tensor"`` or ``"gaussian"``, with :func:`similarity`'s
-    options.
+    ``metric`` is ``"tensor"`` or ``"gaussian"`` (or such a metric object),
+    with :func:`similarity`'s options.
     """
     metric_options, load = _split_options(options)
-    natives = [_model(m, load) for m in (a0, a1, b0, b1)]
-    return _native.difference_similarity(_metric(metric, natives, metric_options), *natives)
+    m = _inner_product_metric(_as_metric(metric, metric_options), "difference_similarity")
+    return m.difference_similarity(a0, a1, b0, b1, **load)
 
 
 def is_gaussian_exact(a: Union[Model, PathLike], b: Union[Model, PathLike], **options: Any) -> bool:
     """Whether the Gaussian similarity of ``a`` and ``b`` is exact (every block
     of order ≥ 2 of either model at one position) rather than a Gaussian
-    closure."""
+    closure: :meth:`GaussianMetric.is_exact`."""
     metric_options, load = _split_options(options)
-    na, nb = _model(a, load), _model(b, load)
-    return _native.gaussian_is_exact(_metric("gaussian", [na, nb], metric_options), na, nb)
+    m = _named("gaussian", metric_options)
+    return m.is_exact(a, b, **load)
 
 
 class _Counter:
@@ -637,51 +1067,59 @@ def _progress(enabled: bool, total: int, desc: str, unit: str = "pair"):
     return tqdm(total=total, desc=desc, unit=unit)
 
 
-def _metric_and_models(items, metric, options):
-    metric_options, load = _split_options(options)
-    natives = _models(items, load)
-    return _metric(metric, natives, metric_options), natives
-
-
 def matrix(
     models: Iterable[Union[Model, PathLike]],
-    metric: str = "tensor",
+    metric: Union[str, Metric] = "tensor",
     *,
     progress: bool = True,
-    **options: Any,
+    context: Optional[int] = None,
+    input_metric: Any = None,
+    input_mean: Any = None,
+    input_covariance: Any = None,
+    outputs: Any = None,
+    output_weights: Any = None,
+    positions: Any = None,
+    max_memory: Optional[int] = None,
+    **load_options: Any,
 ) -> np.ndarray:
     """The symmetric ``N × N`` matrix of similarities between ``models`` (models
     or paths, in the order given), with a unit diagonal, as a NumPy array.
 
     Each model's squared norm is computed once, then the ``N(N−1)/2`` pairs in
     parallel on all cores, with the GIL released. ``progress`` shows a bar
-    (tqdm if installed, else a counter on stderr). ``options``: the metric's
-    (see :func:`similarity`) and, for paths, :func:`load`'s. Entry ``(i, j)``
-    equals ``similarity(models[i], models[j], metric, **options)`` up to
-    rounding.
+    (tqdm if installed, else a counter on stderr). ``metric`` and the
+    keyword options are :func:`similarity`'s (a ``max_memory`` counts one
+    pair per thread); ``load_options`` are :func:`load`'s, for paths. Entry
+    ``(i, j)`` equals ``similarity(models[i], models[j], metric, **options)``
+    up to rounding.
     """
-    m, natives = _metric_and_models(models, metric, options)
-    n = len(natives)
-    bar = _progress(progress, n * (n - 1) // 2, f"{metric} similarity matrix")
-    try:
-        out = _native.matrix(m, natives, None if bar is None else bar.update)
-    finally:
-        if bar is not None:
-            bar.close()
-    return np.frombuffer(out, dtype=np.float64).reshape(n, n).copy()
+    m = _as_metric(
+        metric,
+        dict(
+            context=context,
+            input_metric=input_metric,
+            input_mean=input_mean,
+            input_covariance=input_covariance,
+            outputs=outputs,
+            output_weights=output_weights,
+            positions=positions,
+            max_memory=max_memory,
+        ),
+    )
+    return m.matrix(models, progress=progress, **load_options)
 
 
 def squared_norms(
-    models: Iterable[Union[Model, PathLike]], metric: str = "tensor", **options: Any
+    models: Iterable[Union[Model, PathLike]], metric: Union[str, Metric] = "tensor", **options: Any
 ) -> np.ndarray:
     """Each model's squared norm ``⟨A, A⟩`` under the metric, in log scale: an
     ``N × 2`` array whose rows are ``(sign, ln |⟨A, A⟩|)``, what :func:`tile`
     reuses so that a matrix computed by tiles computes each norm once.
-    ``metric`` is ``"tensor"`` or ``"gaussian"``.
+    ``metric`` is ``"tensor"`` or ``"gaussian"`` (or such a metric object).
     """
-    m, natives = _metric_and_models(models, metric, options)
-    norms = _native.squared_norms(m, natives)
-    return np.array(norms, dtype=np.float64).reshape(len(natives), 2)
+    metric_options, load = _split_options(options)
+    m = _inner_product_metric(_as_metric(metric, metric_options), "squared_norms")
+    return m.squared_norms(models, **load)
 
 
 def _norm_list(norms: Any, n: int, what: str) -> Optional[list]:
@@ -689,7 +1127,7 @@ def _norm_list(norms: Any, n: int, what: str) -> Optional[list]:
         return None
     a = np.asarray(norms, dtype=np.float64)
     if a.shape != (n, 2):
-        raise TensorSimilarityError(
+        raise ShapeError(
             f"{what}: expected shape ({n}, 2) (rows of squared_norms()), found {a.shape}"
         )
     return [(float(s), float(ln)) for s, ln in a]
@@ -701,7 +1139,7 @@ def tile(
     *,
     row_norms: Any = None,
     col_norms: Any = None,
-    metric: str = "tensor",
+    metric: Union[str, Metric] = "tensor",
     progress: bool = False,
     **options: Any,
 ) -> np.ndarray:
@@ -720,19 +1158,5 @@ def tile(
     does that on a cluster.
     """
     metric_options, load = _split_options(options)
-    r = _models(rows, load)
-    c = None if cols is None else _models(cols, load)
-    m = _metric(metric, r + (c or []), metric_options)
-    rn = _norm_list(row_norms, len(r), "row_norms")
-    if c is None and col_norms is not None:
-        raise TensorSimilarityError("col_norms given without cols")
-    cn = None if c is None else _norm_list(col_norms, len(c), "col_norms")
-    shape = (len(r), len(r) if c is None else len(c))
-    total = shape[0] * (shape[0] - 1) // 2 if c is None else shape[0] * shape[1]
-    bar = _progress(progress, total, f"{metric} similarity tile")
-    try:
-        out = _native.tile(m, r, rn, c, cn, None if bar is None else bar.update)
-    finally:
-        if bar is not None:
-            bar.close()
-    return np.frombuffer(out, dtype=np.float64).reshape(shape).copy()
+    m = _as_metric(metric, metric_options)
+    return m.tile(rows, cols, row_norms=row_norms, col_norms=col_norms, progress=progress, **load)

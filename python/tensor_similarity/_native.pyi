@@ -1,7 +1,9 @@
 """Type stubs of the compiled core, ``tensor_similarity._native``.
 
-Arrays cross as ``(bytes, shape)``: the bytes of a C-contiguous ``float64``
-array in native byte order. Use the package's functions
+Arrays are NumPy arrays (anything with ``__array_interface__``):
+C-contiguous, aligned, native-endian ``float64`` or ``float32``, read in
+place and copied once. Errors are the classes of
+``tensor_similarity._errors``. Use the package's functions
 (``tensor_similarity.load``, ``similarity``, …), which convert NumPy arrays,
 torch tensors and options into these.
 """
@@ -9,15 +11,14 @@ torch tensors and options into these.
 from os import PathLike
 from typing import Callable, Optional, Sequence, Union
 
-_Array = tuple[bytes, Sequence[int]]
+import numpy as np
+
+_Array = np.ndarray
 _Log = tuple[float, float]
 _Mask = Union[str, _Array]
 _Path = Union[str, PathLike[str]]
 
 __version__: str
-
-class TensorSimilarityError(ValueError):
-    """An error of the tensor-similarity core, with its message."""
 
 class NativeModel:
     @property
@@ -60,6 +61,7 @@ class Metric:
         outputs: Optional[Sequence[int]] = None,
         output_weights: Optional[_Array] = None,
         positions: Optional[Sequence[int]] = None,
+        max_memory: Optional[int] = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -85,8 +87,7 @@ def load_many(
 def from_state_dict(
     names: Sequence[str],
     dtypes: Sequence[str],
-    shapes: Sequence[Sequence[int]],
-    data: Sequence[bytes],
+    arrays: Sequence[_Array],
     metadata: Optional[str] = None,
     *,
     residual_scale: Optional[float] = None,

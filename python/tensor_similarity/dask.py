@@ -30,7 +30,7 @@ import tensor_similarity as _ts
 __all__ = ["matrix", "tiles"]
 
 
-def _norm_task(path: str, metric: str, options: dict) -> tuple:
+def _norm_task(path: str, metric: "_ts.Metric", options: dict) -> tuple:
     """A worker's task: the squared norm of the model at ``path``."""
     return tuple(_ts.squared_norms([path], metric, **options)[0])
 
@@ -40,7 +40,7 @@ def _tile_task(
     cols: Optional[Sequence[str]],
     row_norms: Optional[Sequence[tuple]],
     col_norms: Optional[Sequence[tuple]],
-    metric: str,
+    metric: "_ts.Metric",
     options: dict,
 ) -> np.ndarray:
     """A worker's task: one tile, its models read from their paths."""
@@ -63,7 +63,7 @@ def matrix(
     paths: Sequence[os.PathLike | str],
     client: Any = None,
     tile: int = 16,
-    metric: str = "tensor",
+    metric: "str | _ts.Metric" = "tensor",
     *,
     progress: bool = False,
     **options: Any,
@@ -75,9 +75,10 @@ def matrix(
     ``distributed.get_client()``). ``tile``: models per tile side; each tile
     task reads up to ``2 · tile`` files and computes ``tile²`` pairs (fewer on
     the diagonal), so larger tiles mean fewer, longer tasks and fewer reads.
-    ``metric`` and ``options`` are those of :func:`tensor_similarity.matrix`
-    (metric options and load options such as ``context``, ``residual_scale``,
-    ``config``). ``progress`` shows a bar of finished tiles (tqdm if
+    ``metric`` (a name or a metric object such as
+    ``tensor_similarity.TensorMetric(context=4)``) and ``options`` are those
+    of :func:`tensor_similarity.matrix` (metric options and load options such
+    as ``context``, ``residual_scale``, ``config``). ``progress`` shows a bar of finished tiles (tqdm if
     installed).
 
     Paths are passed to the workers as given (made absolute here): they must
@@ -90,21 +91,22 @@ def matrix(
         raise ImportError(
             "tensor_similarity.dask needs dask.distributed: pip install 'dask[distributed]'"
         ) from e
-    # The checks that need no model, before anything is scheduled: an
-    # unknown option is a TypeError here, an option the metric does not take
-    # a TensorSimilarityError here, not on a worker. (Selections are checked
-    # against the models, on the workers.)
-    metric_options, _ = _ts._split_options(options)
-    probe = {k: v for k, v in metric_options.items() if k not in ("outputs", "positions")}
-    _ts._metric(metric, [], probe)
+    # The metric is built (and so checked) here, before anything is
+    # scheduled: an unknown option is a TypeError here, an option the metric
+    # does not take an OptionError here, not on a worker. (A selection of
+    # outputs by negative index is resolved against the models, on the
+    # workers.) The tasks get the metric object, which pickles with its
+    # options, and the load options.
+    metric_options, options = _ts._split_options(options)
+    metric = _ts._as_metric(metric, metric_options)
+    weight = metric.kind == "weight"
     paths = [os.path.abspath(os.fspath(p)) for p in paths]
     n = len(paths)
     if n == 0:
         return np.zeros((0, 0))
     client = client if client is not None else get_client()
-    options = dict(options)
 
-    if metric == "weight":
+    if weight:
         norms = [None] * n
     else:
         norms = client.map(
@@ -120,8 +122,8 @@ def matrix(
         diagonal = rows == cols
         row_paths = [paths[i] for i in rows]
         col_paths = None if diagonal else [paths[j] for j in cols]
-        rn = None if metric == "weight" else [norms[i] for i in rows]
-        cn = None if metric == "weight" or diagonal else [norms[j] for j in cols]
+        rn = None if weight else [norms[i] for i in rows]
+        cn = None if weight or diagonal else [norms[j] for j in cols]
         f = client.submit(
             _tile_task, row_paths, col_paths, rn, cn, metric, options, pure=False
         )

@@ -55,6 +55,14 @@ def test_the_dask_matrix_is_the_local_matrix(client, paths, metric, tile):
     np.testing.assert_array_equal(remote, local)
 
 
+def test_a_metric_object_goes_to_the_workers(client, paths):
+    metric = ts.TensorMetric(outputs=-1, input_mean=np.full(3, 0.1))
+    remote = tsd.matrix(paths, client=client, tile=3, metric=metric)
+    np.testing.assert_array_equal(remote, metric.matrix(paths, progress=False))
+    with pytest.raises(TypeError, match="context"):
+        tsd.matrix(paths, client=client, metric=metric, context=2)
+
+
 def test_the_default_client_and_options(client, tmp_path):
     _, blocks = attention_model(210)
     paths = []

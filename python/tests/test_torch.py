@@ -70,3 +70,13 @@ def test_integer_torch_tensors_are_refused():
     sd["head.bias"] = torch.tensor([1, 2])
     with pytest.raises(ts.TensorSimilarityError, match="head.bias"):
         ts.Model.from_state_dict(sd)
+
+
+def test_float32_and_float64_tensors_are_read_in_place():
+    for dtype in (torch.float32, torch.float64):
+        t = torch.randn(6, 4, dtype=dtype)
+        stored, array = ts._tensor("w", t)
+        assert stored == {torch.float32: "F32", torch.float64: "F64"}[dtype]
+        assert np.shares_memory(array, t.numpy())  # no copy before the core's one
+    grad = torch.randn(6, 4, requires_grad=True)
+    assert np.shares_memory(ts._tensor("w", grad)[1], grad.detach().numpy())

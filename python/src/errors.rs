@@ -1,0 +1,117 @@
+//! Errors as Python sees them: one exception class per family of
+//! [`tensor_similarity::Error`] variants, all under `TensorSimilarityError`
+//! (a `ValueError`, as every error of the core has always been raised).
+//! The classes are defined in Python (`tensor_similarity/_errors.py`, so
+//! that a class can have two bases, `MemoryLimitError` being a
+//! `MemoryError` too, and so that they pickle by name); here each variant
+//! picks its class.
+
+use pyo3::PyErr;
+use pyo3::import_exception;
+use tensor_similarity::Error;
+
+import_exception!(tensor_similarity._errors, TensorSimilarityError);
+import_exception!(tensor_similarity._errors, OptionError);
+import_exception!(tensor_similarity._errors, ShapeError);
+import_exception!(tensor_similarity._errors, NonFiniteError);
+import_exception!(tensor_similarity._errors, IncomparableError);
+import_exception!(tensor_similarity._errors, ZeroNormError);
+import_exception!(tensor_similarity._errors, NumericalError);
+import_exception!(tensor_similarity._errors, MemoryLimitError);
+import_exception!(tensor_similarity._errors, FileError);
+
+/// A family of errors: what a caller may want to catch apart from the
+/// rest. Each is one Python class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// An option that is invalid, missing or not taken by the metric.
+    Option,
+    /// An array of the wrong shape.
+    Shape,
+    /// An array that holds NaN or an infinity.
+    NonFinite,
+    /// Models that cannot be compared (by this metric).
+    Incomparable,
+    /// A model with zero norm (or zero output), whose cosine is undefined.
+    ZeroNorm,
+    /// A computation that became non-finite from finite inputs.
+    Numerical,
+    /// A comparison that would need more memory than the limit, or than
+    /// can exist.
+    MemoryLimit,
+    /// A model file, or a `state_dict`'s tensors, that cannot be read or
+    /// written.
+    File,
+}
+
+impl Family {
+    /// The family of a core error.
+    ///
+    /// `None` is the base class, `TensorSimilarityError`. Every variant
+    /// the core has today is listed; a new one also falls to `None` until
+    /// it is given its family here (the core's `Error` is
+    /// `#[non_exhaustive]`, so from this crate the compiler cannot insist).
+    pub fn of(e: &Error) -> Option<Self> {
+        Some(match e {
+            Error::InvalidOption { .. } | Error::MissingContext(_) | Error::ZeroContext => {
+                Self::Option
+            }
+            Error::Shape { .. } | Error::TooFewSamples { .. } => Self::Shape,
+            Error::NonFinite { .. } => Self::NonFinite,
+            // Blocks that do not make a model: Python builds models only
+            // from files and state_dicts, where these come wrapped in a
+            // `File` or `StateDict` error. Built otherwise, the base class.
+            Error::WidthMismatch { .. }
+            | Error::EmptyModel
+            | Error::Residual { .. }
+            | Error::InvalidBlock(_)
+            | Error::Symmetry(_)
+            | Error::ConstantNotKept { .. }
+            | Error::BlockCheck { .. }
+            | Error::Heads { .. }
+            | Error::OddRotaryWidth { .. } => return None,
+            Error::Incomparable(_) | Error::Unsupported { .. } | Error::OrderTooHigh { .. } => {
+                Self::Incomparable
+            }
+            Error::ZeroNorm(_) | Error::ZeroOutput { .. } => Self::ZeroNorm,
+            Error::NumericalBreakdown { .. } => Self::Numerical,
+            Error::MemoryLimit { .. } | Error::SizeOverflow { .. } => Self::MemoryLimit,
+            Error::File { .. } | Error::StateDict { .. } => Self::File,
+            _ => return None,
+        })
+    }
+
+    /// The exception of this family with `message`.
+    pub fn err(self, message: impl Into<String>) -> PyErr {
+        let message = message.into();
+        match self {
+            Self::Option => PyErr::new::<OptionError, _>(message),
+            Self::Shape => PyErr::new::<ShapeError, _>(message),
+            Self::NonFinite => PyErr::new::<NonFiniteError, _>(message),
+            Self::Incomparable => PyErr::new::<IncomparableError, _>(message),
+            Self::ZeroNorm => PyErr::new::<ZeroNormError, _>(message),
+            Self::Numerical => PyErr::new::<NumericalError, _>(message),
+            Self::MemoryLimit => PyErr::new::<MemoryLimitError, _>(message),
+            Self::File => PyErr::new::<FileError, _>(message),
+        }
+    }
+}
+
+/// The Python exception for a crate error: its family's class, with its
+/// message (for a sequence model compared without a context length, also
+/// how to give one from Python).
+pub fn to_py(e: Error) -> PyErr {
+    let message = match e {
+        Error::MissingContext(_) => format!("{e}; from Python: context=N"),
+        _ => e.to_string(),
+    };
+    match Family::of(&e) {
+        Some(family) => family.err(message),
+        None => PyErr::new::<TensorSimilarityError, _>(message),
+    }
+}
+
+/// An `OptionError` with `message`, for the options the bindings check.
+pub fn invalid(message: impl Into<String>) -> PyErr {
+    Family::Option.err(message)
+}
