@@ -33,7 +33,7 @@
 //! | [`block`] | [`TensorBlock`] and the kinds [`Linear`], [`Bilinear`], [`CpBlock`], [`Attention`] |
 //! | [`symmetry`] | [`SymmetryGroup`]: [`Full`], [`Trivial`], [`PermutationGroup`] |
 //! | [`Model`] | a checked chain of blocks |
-//! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`gram_step`], [`GramWorkspace`] |
+//! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`cp_gram_step`], [`GramWorkspace`] |
 //! | [`gaussian`] | [`GaussianSimilarity`]: `E[f_A·f_B]` under `N(μ, Σ)`, exact or Gaussian closure |
 //! | [`baseline`] | weight cosine, empirical output cosines, linear CKA, a `N(μ, Σ)` sampler |
 //! | [`matrix`] | pairwise similarity matrices, in parallel |
@@ -109,8 +109,10 @@ pub use error::{Error, Incomparable, Result, Side};
 pub use gaussian::{GaussianReport, GaussianSimilarity, JointMoments, Moments};
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;
+#[allow(deprecated)]
+pub use recursion::gram_step;
 pub use recursion::{
-    GramWorkspace, RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, gram_step,
+    GramWorkspace, RecursiveSimilarity, ScaledGram, TensorSimilarity, cosine, cp_gram_step,
 };
 pub use resources::{MemoryLimit, machine_memory};
 pub use scalar::{LogScaled, Real};

@@ -824,21 +824,22 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
 /// One step of the Gram recursion: `G' = D̃_A H D̃_Bᵀ` for CP blocks `a`, `b`
 /// of the same order and the cross Gram matrix `g` of their inputs
 /// (`(m_A+1) × (m_B+1)`); `G'` is `(n_A+1) × (n_B+1)`. (Any block kind, on
-/// sequences too: [`TensorBlock::gram_step`].)
+/// sequences too: [`TensorBlock::gram_step`](crate::TensorBlock::gram_step).)
+/// An error for a block without CP factors.
 ///
 /// # Example
 ///
 /// ```
 /// use nalgebra::{dmatrix, DMatrix};
-/// use tensor_similarity::{gram_step, Linear};
+/// use tensor_similarity::{cp_gram_step, Linear};
 ///
 /// // For linear blocks, G' = B_A G B_Bᵀ with the padded matrices.
 /// let w = Linear::new(dmatrix![2.0, 0.0; 0.0, 3.0], None)?;
-/// let g = gram_step(&w, &w, &DMatrix::identity(3, 3))?;
+/// let g = cp_gram_step(&w, &w, &DMatrix::identity(3, 3))?;
 /// assert_eq!(g, DMatrix::from_diagonal(&nalgebra::dvector![1.0, 4.0, 9.0]));
 /// # Ok::<(), tensor_similarity::Error>(())
 /// ```
-pub fn gram_step<T: Real>(
+pub fn cp_gram_step<T: Real>(
     a: &dyn TensorBlock<T>,
     b: &dyn TensorBlock<T>,
     g: &DMatrix<T>,
@@ -846,6 +847,19 @@ pub fn gram_step<T: Real>(
     let mut out = DMatrix::zeros(0, 0);
     GramWorkspace::new().step(a, b, g, &mut out)?;
     Ok(out)
+}
+
+/// The former name of [`cp_gram_step`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `cp_gram_step` (it takes CP blocks only; any kind steps through `TensorBlock::gram_step`)"
+)]
+pub fn gram_step<T: Real>(
+    a: &dyn TensorBlock<T>,
+    b: &dyn TensorBlock<T>,
+    g: &DMatrix<T>,
+) -> Result<DMatrix<T>> {
+    cp_gram_step(a, b, g)
 }
 
 /// A square, finite, symmetric matrix with a non-negative diagonal: what an

@@ -18,7 +18,7 @@ use crate::{Array, invalid, to_bytes, to_py};
 /// How a metric computes.
 enum Kernel {
     Tensor(TensorSimilarity),
-    Gaussian(GaussianSimilarity<f64>),
+    Gaussian(GaussianSimilarity),
     /// The weight cosine: not the cosine of a model inner product.
     Weight,
 }

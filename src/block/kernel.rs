@@ -145,11 +145,11 @@ struct Side<'a, T> {
     weights: (T, T),
 }
 
-/// Reusable buffers for [`gram_step`](crate::gram_step): run the recursion
+/// Reusable buffers for [`cp_gram_step`](crate::cp_gram_step): run the recursion
 /// over a model, or many pairs of models, without allocating in the
 /// per-layer loop once the buffers have grown to the largest shapes.
 ///
-/// Every method computes exactly what [`gram_step`](crate::gram_step)
+/// Every method computes exactly what [`cp_gram_step`](crate::cp_gram_step)
 /// computes (up to rounding: products are associated differently); the
 /// workspace only holds scratch memory, so one workspace serves any blocks.
 /// An order-2 step runs its panels in parallel on rayon's pool (its result
@@ -244,7 +244,7 @@ impl<T: Real> GramWorkspace<T> {
             + self.dt.capacity()
     }
 
-    /// `out ← G' = D̃_A H D̃_Bᵀ`, the Gram step of [`gram_step`](crate::gram_step),
+    /// `out ← G' = D̃_A H D̃_Bᵀ`, the Gram step of [`cp_gram_step`](crate::cp_gram_step),
     /// resizing `out` only when its shape changes.
     ///
     /// An error if the blocks' orders differ, or `g` is not

@@ -133,9 +133,11 @@ pub const MAX_GAUSSIAN_ORDER: usize = 8;
 /// # Ok::<(), tensor_similarity::Error>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GaussianSimilarity<T: Real = f64> {
-    mean: Option<DVector<T>>,
-    covariance: Option<DMatrix<T>>,
+pub struct GaussianSimilarity {
+    mean: Option<DVector<f64>>,
+    covariance: Option<DMatrix<f64>>,
+    /// A factor `F Fᵀ = Σ`, computed once when `Σ` is given.
+    factor: Option<DMatrix<f64>>,
     context: Option<usize>,
     max_memory: MemoryLimit,
 }
@@ -152,12 +154,13 @@ pub struct GaussianReport {
     pub exact: bool,
 }
 
-impl<T: Real> GaussianSimilarity<T> {
+impl GaussianSimilarity {
     /// The standard normal input `N(0, I)`.
     pub fn new() -> Self {
         Self {
             mean: None,
             covariance: None,
+            factor: None,
             context: None,
             max_memory: MemoryLimit::Machine,
         }
@@ -218,7 +221,7 @@ impl<T: Real> GaussianSimilarity<T> {
 
     /// The input mean `μ` (length `d`, checked against the models when they
     /// are compared); an error if it holds a NaN or infinity.
-    pub fn with_mean(mut self, mean: DVector<T>) -> Result<Self> {
+    pub fn with_mean(mut self, mean: DVector<f64>) -> Result<Self> {
         check_finite("input mean", &mean)?;
         self.mean = Some(mean);
         Ok(self)
@@ -227,8 +230,8 @@ impl<T: Real> GaussianSimilarity<T> {
     /// The input covariance `Σ` (`d × d`); an error unless it is square,
     /// finite, symmetric and positive semidefinite (a singular `Σ`, a
     /// Gaussian on a subspace, is allowed).
-    pub fn with_covariance(mut self, covariance: DMatrix<T>) -> Result<Self> {
-        covariance_factor(&covariance)?;
+    pub fn with_covariance(mut self, covariance: DMatrix<f64>) -> Result<Self> {
+        self.factor = Some(covariance_factor(&covariance)?);
         self.covariance = Some(covariance);
         Ok(self)
     }
@@ -236,7 +239,7 @@ impl<T: Real> GaussianSimilarity<T> {
     /// `N(μ, Σ)` at once: [`with_mean`](Self::with_mean) then
     /// [`with_covariance`](Self::with_covariance), and an error if their
     /// sizes differ.
-    pub fn with_input(self, mean: DVector<T>, covariance: DMatrix<T>) -> Result<Self> {
+    pub fn with_input(self, mean: DVector<f64>, covariance: DMatrix<f64>) -> Result<Self> {
         let d = mean.len();
         check_shape("input covariance", &covariance, (d, d))?;
         self.with_mean(mean)?.with_covariance(covariance)
@@ -259,12 +262,12 @@ impl<T: Real> GaussianSimilarity<T> {
     /// let bil = || Bilinear::new(DMatrix::<f64>::identity(2, 2), DMatrix::identity(2, 2)).unwrap();
     /// let first = Model::builder().block(bil()).block(lin()).build()?;
     /// let second = Model::builder().block(lin()).block(bil()).build()?;
-    /// let metric = GaussianSimilarity::<f64>::new();
+    /// let metric = GaussianSimilarity::new();
     /// assert!(metric.is_exact(&first, &first));
     /// assert!(!metric.is_exact(&first, &second));
     /// # Ok::<(), tensor_similarity::Error>(())
     /// ```
-    pub fn is_exact(&self, a: &Model<T>, b: &Model<T>) -> bool {
+    pub fn is_exact<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> bool {
         let nonlinear = |m: &Model<T>, position: usize| {
             m.blocks().get(position).is_some_and(|x| x.order() >= 2)
         };
@@ -275,7 +278,7 @@ impl<T: Real> GaussianSimilarity<T> {
     }
 
     /// The similarity and whether it is exact.
-    pub fn report(&self, a: &Model<T>, b: &Model<T>) -> Result<GaussianReport> {
+    pub fn report<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<GaussianReport> {
         Ok(GaussianReport {
             similarity: self.similarity(a, b)?,
             exact: self.is_exact(a, b),
@@ -284,36 +287,36 @@ impl<T: Real> GaussianSimilarity<T> {
 
     /// The input `x̃ = (1, x)`, `x ∼ N(μ, Σ)` on `n` i.i.d. positions:
     /// `μ` and, for the first-linear fast path, a factor of `Σ` (`None`: `I`).
-    fn input(&self, d: usize) -> Result<(DVector<T>, Option<DMatrix<T>>)> {
+    fn input<T: Real>(&self, d: usize) -> Result<(DVector<T>, Option<DMatrix<T>>)> {
         let mut mean = DVector::zeros(d + 1);
         mean[0] = T::one();
         if let Some(mu) = &self.mean {
             check_len("input mean", mu, d)?;
-            mean.rows_mut(1, d).copy_from(mu);
+            mean.rows_mut(1, d).copy_from(&mu.map(T::from_f64_lossy));
         }
-        let factor = match &self.covariance {
-            Some(sigma) => {
+        let factor = match (&self.covariance, &self.factor) {
+            (Some(sigma), Some(factor)) => {
                 check_shape("input covariance", sigma, (d, d))?;
-                Some(covariance_factor(sigma)?)
+                Some(factor.map(T::from_f64_lossy))
             }
-            None => None,
+            _ => None,
         };
         Ok((mean, factor))
     }
 
     /// The input's moments, normalised.
-    fn input_state(&self, d: usize, n: usize, same: bool) -> Result<JointMoments<T>> {
+    fn input_state<T: Real>(&self, d: usize, n: usize, same: bool) -> Result<JointMoments<T>> {
         let mean = match &self.mean {
             Some(mu) => {
                 check_len("input mean", mu, d)?;
-                mu.clone()
+                mu.map(T::from_f64_lossy)
             }
             None => DVector::zeros(d),
         };
         let cov = match &self.covariance {
             Some(sigma) => {
                 check_shape("input covariance", sigma, (d, d))?;
-                sigma.clone()
+                sigma.map(T::from_f64_lossy)
             }
             None => DMatrix::identity(d, d),
         };
@@ -332,7 +335,7 @@ impl<T: Real> GaussianSimilarity<T> {
     }
 
     /// The context the models are compared at: 1 for vector models without one.
-    fn positions(&self, a: &Model<T>, b: &Model<T>) -> Result<usize> {
+    fn positions<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<usize> {
         match self.context {
             Some(n) => Ok(n),
             None if a.is_sequence() => Err(Error::MissingContext(Side::A)),
@@ -348,7 +351,7 @@ impl<T: Real> GaussianSimilarity<T> {
     /// ([`TensorBlock::moment_step`]), which stay one position's while the
     /// positions are independent; a first pair of linear blocks starts from
     /// `Σ` directly, and a last pair is read out from the second moments.
-    fn propagate(&self, a: &Model<T>, b: &Model<T>, same: bool) -> Result<Readout> {
+    fn propagate<T: Real>(&self, a: &Model<T>, b: &Model<T>, same: bool) -> Result<Readout> {
         // Block orders and hidden widths may differ.
         a.check_same_depth_and_io(b)?;
         let n = self.positions(a, b)?;
@@ -471,7 +474,7 @@ fn check_order(order: usize, side: Side, position: usize) -> Result<()> {
     Ok(())
 }
 
-impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity<T> {
+impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity {
     fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
         Ok(self.propagate(a, b, false)?.cross)
     }

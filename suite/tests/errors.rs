@@ -4,7 +4,8 @@ use nalgebra::{DMatrix, DVector, dmatrix, dvector};
 use std::sync::Arc;
 use tensor_similarity::{
     Bilinear, CpBlock, Error, Incomparable, Linear, Model, Permutation, PermutationGroup,
-    RecursiveSimilarity, Side, TensorBlock, TensorSimilarity, gram_step, similarity, weight_cosine,
+    RecursiveSimilarity, Side, TensorBlock, TensorSimilarity, cp_gram_step, similarity,
+    weight_cosine,
 };
 
 fn linear(n: usize, m: usize) -> Linear {
@@ -336,11 +337,11 @@ fn cp_blocks_must_keep_the_constant() {
 fn gram_step_checks_its_input() {
     let (a, b) = (linear(2, 3), bilinear(2, 3));
     assert!(matches!(
-        gram_step(&a, &b, &DMatrix::identity(4, 4)),
+        cp_gram_step(&a, &b, &DMatrix::identity(4, 4)),
         Err(Error::Incomparable(Incomparable::StepOrders { a: 1, b: 2 }))
     ));
     assert!(matches!(
-        gram_step(&a, &a, &DMatrix::identity(3, 3)),
+        cp_gram_step(&a, &a, &DMatrix::identity(3, 3)),
         Err(Error::Shape { .. })
     ));
     assert!(a.forward(&DVector::zeros(2)).is_err());

@@ -892,15 +892,15 @@ fn bad_inputs_are_typed_errors() {
     ));
     let indefinite = DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0]);
     assert!(matches!(
-        GaussianSimilarity::<f64>::new().with_covariance(indefinite),
+        GaussianSimilarity::new().with_covariance(indefinite),
         Err(Error::InvalidOption { .. })
     ));
     assert!(matches!(
-        GaussianSimilarity::<f64>::new().with_mean(DVector::from_element(2, f64::NAN)),
+        GaussianSimilarity::new().with_mean(DVector::from_element(2, f64::NAN)),
         Err(Error::NonFinite { .. })
     ));
     assert!(matches!(
-        GaussianSimilarity::<f64>::new().with_input(DVector::zeros(2), DMatrix::identity(3, 3)),
+        GaussianSimilarity::new().with_input(DVector::zeros(2), DMatrix::identity(3, 3)),
         Err(Error::Shape { .. })
     ));
     // Trivial symmetry: checking that the block keeps the constant under the
@@ -1007,7 +1007,7 @@ fn f32_agrees_with_f64() {
             .unwrap()
     };
     let s64 = GaussianSimilarity::new().similarity(&a, &b).unwrap();
-    let s32 = GaussianSimilarity::<f32>::new()
+    let s32 = GaussianSimilarity::new()
         .similarity(&to32(&a), &to32(&b))
         .unwrap();
     assert!((s64 - s32).abs() < 1e-4, "{s64} vs {s32}");
@@ -1035,7 +1035,6 @@ fn one_pass_similarity_matches_three_products() {
 #[test]
 fn metric_and_report_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
-    check::<GaussianSimilarity<f64>>();
-    check::<GaussianSimilarity<f32>>();
+    check::<GaussianSimilarity>();
     check::<tensor_similarity::GaussianReport>();
 }

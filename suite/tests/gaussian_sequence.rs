@@ -537,7 +537,7 @@ fn sequence_errors_are_typed() {
         Err(Error::MissingContext(_))
     ));
     assert!(matches!(
-        GaussianSimilarity::<f64>::new().with_context(0),
+        GaussianSimilarity::new().with_context(0),
         Err(Error::ZeroContext)
     ));
     // Attention against a position-wise block at the same position.
@@ -712,7 +712,7 @@ fn f32_agrees_with_f64() {
             .model
     };
     let (a, b) = (load(&paths[0]), load(&paths[1]));
-    let single = GaussianSimilarity::<f32>::new()
+    let single = GaussianSimilarity::new()
         .with_context(case.n)
         .unwrap()
         .similarity(&a, &b)

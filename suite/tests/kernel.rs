@@ -15,7 +15,7 @@ use nalgebra::DMatrix;
 use rand::rngs::StdRng;
 use tensor_similarity::{
     Bilinear, CpBlock, Full, GramWorkspace, Linear, Model, RecursiveSimilarity, TensorBlock,
-    TensorSimilarity, Trivial, gram_step,
+    TensorSimilarity, Trivial, cp_gram_step,
 };
 
 /// A random bilinear block `m → n` (`n = m` when `s ≠ 1`), hidden width `h`;
@@ -214,12 +214,12 @@ fn one_workspace_serves_blocks_of_every_shape() {
         let b = bilinear(&mut rng, m, h + 2, m, s, 6);
         let g = gaussian_matrix(&mut rng, m + 1, m + 1, 1.0);
         ws.step(&a, &b, &g, &mut out).unwrap();
-        let fresh = gram_step(&a, &b, &g).unwrap();
+        let fresh = cp_gram_step(&a, &b, &g).unwrap();
         assert!(relative_error(&out, &fresh) < 1e-12);
         assert!(relative_error(&out, &naive_step(&a, &b, &g, (0.5, 0.5))) < 1e-12);
         let g = spd(&mut rng, m + 1);
         ws.self_step(&a, &g, &mut out).unwrap();
-        assert!(relative_error(&out, &gram_step(&a, &a, &g).unwrap()) < 1e-12);
+        assert!(relative_error(&out, &cp_gram_step(&a, &a, &g).unwrap()) < 1e-12);
     }
 }
 
@@ -303,7 +303,7 @@ fn blocks_made_only_of_selector_units_and_order_one_blocks_with_output_factors()
         p
     };
     let reference = &d * &u * &g * padded_b.transpose();
-    let out = gram_step(&projected, &linear, &g).unwrap();
+    let out = cp_gram_step(&projected, &linear, &g).unwrap();
     assert!(relative_error(&out, &reference) < 1e-12);
 }
 
@@ -394,8 +394,8 @@ fn f32_kernel_paths_agree_with_f64() {
         let (a32, b32) = (rebuild(&a), rebuild(&b));
         let g = spd(&mut rng, m + 1);
         let g32 = to32(&g);
-        let reference = gram_step(&a, &b, &g).unwrap();
-        let reference_self = gram_step(&a, &a, &g).unwrap();
+        let reference = cp_gram_step(&a, &b, &g).unwrap();
+        let reference_self = cp_gram_step(&a, &a, &g).unwrap();
         for tile in TILES {
             let mut ws = GramWorkspace::<f32>::with_tile(tile);
             let mut out = DMatrix::zeros(0, 0);

@@ -187,10 +187,10 @@ fn incomparable_sequence_models_are_typed_errors() {
     ));
     // The Gaussian metric on a sequence model needs the context length too.
     assert!(matches!(
-        GaussianSimilarity::<f64>::new().similarity(&a, &a),
+        GaussianSimilarity::new().similarity(&a, &a),
         Err(Error::MissingContext(_))
     ));
-    let g = GaussianSimilarity::<f64>::new().with_context(2).unwrap();
+    let g = GaussianSimilarity::new().with_context(2).unwrap();
     assert!((g.similarity(&a, &a).unwrap() - 1.0).abs() < 1e-12);
 }
 

@@ -46,7 +46,7 @@ impl Metric {
                 }))
             }
             Metric::Gaussian => {
-                let metric = GaussianSimilarity::<T>::new().with_max_memory(limit);
+                let metric = GaussianSimilarity::new().with_max_memory(limit);
                 Kernel::Recursive(Box::new(match context {
                     Some(n) => metric.with_context(n)?,
                     None => metric,
@@ -61,7 +61,7 @@ impl Metric {
     /// that are always exact.
     pub fn exact<T: Real>(self, a: &Model<T>, b: &Model<T>) -> Option<bool> {
         match self {
-            Metric::Gaussian => Some(GaussianSimilarity::<T>::new().is_exact(a, b)),
+            Metric::Gaussian => Some(GaussianSimilarity::new().is_exact(a, b)),
             Metric::Tensor | Metric::Weight => None,
         }
     }
