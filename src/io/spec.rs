@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::FileError;
 use crate::block::Mask;
+use crate::error::FileError;
 
 /// The version of the metadata schema this crate reads and writes.
 pub(crate) const VERSION: u64 = 1;
