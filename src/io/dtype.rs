@@ -1,6 +1,10 @@
 //! [`Dtype`]: the element types a model file stores.
 
-/// The element type of a stored tensor.
+/// The element type of a stored tensor: what a file holds
+/// ([`TensorEntry::dtype`](crate::io::TensorEntry::dtype)) and what
+/// [`save_with_dtype`](crate::io::save_with_dtype) writes. Every value is
+/// computed in `f64` (or the scalar type of
+/// [`load_as`](crate::io::load_as)) whatever its dtype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dtype {

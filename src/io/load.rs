@@ -13,20 +13,26 @@ use crate::error::{Error, FileError, Result};
 use crate::io::{CheckpointSource, Layout, LoadOptions, ModelFile, TensorData};
 use crate::model::Model;
 
-/// The model in the file at `path`, with default [`LoadOptions`].
+/// The model in the file at `path` (safetensors or `torch.save`), in
+/// `f64`, with default [`LoadOptions`]: a file with metadata, or one of the
+/// vector research layouts. Every failure is an [`Error::File`] naming the
+/// file.
 pub fn load(path: impl AsRef<Path>) -> Result<Model<f64>> {
     load_with(path, &LoadOptions::default())
 }
 
-/// The model in the file at `path`.
+/// The model in the file at `path`, in `f64`, with `options` standing in
+/// for what the file's run config does not give (heads, residual scale, …).
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model<f64>> {
     open(path, options).map(|f| f.model)
 }
 
 /// The model in the file at `path` in the scalar type `T` (for instance
 /// `f32`, for the `f32` compute path): values are read as stored, widened
-/// to `f64`, and rounded once to `T`; a value beyond `T`'s range is an
-/// error naming its tensor.
+/// to `f64`, and rounded once to `T`; a value beyond `T`'s range is
+/// [`FileError::OutOfRange`], naming its tensor. The `T` is the scalar type
+/// the model is computed in, not a storage dtype (that is
+/// [`save_with_dtype`](crate::io::save_with_dtype)'s).
 ///
 /// ```no_run
 /// let model = tensor_similarity::io::load_as::<f32>("model.safetensors", &Default::default())?;
@@ -36,8 +42,9 @@ pub fn load_as<T: crate::Real>(path: impl AsRef<Path>, options: &LoadOptions) ->
     open_as(path, options).map(|f| f.model)
 }
 
-/// The model in the file at `path`, with its layout and tensors (what
-/// `tensor-similarity inspect` shows).
+/// The model in the file at `path` with what was learnt reading it: its
+/// layout, tensors, run config, native context, the defaults assumed and
+/// the options left unused (what `tensor-similarity inspect` shows).
 pub fn open(path: impl AsRef<Path>, options: &LoadOptions) -> Result<ModelFile> {
     open_as(path, options)
 }

@@ -33,7 +33,7 @@
 //! (stored row-major, `[out, in]` as PyTorch does); they are computed in
 //! `f64`. [The file format guide](crate::guide::format) has the details and a PyTorch snippet.
 //!
-//! Every failure is an [`Error::File`] naming the file,
+//! Every failure is an [`Error::File`](crate::Error::File) naming the file,
 //! with a [`FileError`] naming the tensor or role: missing or unused
 //! tensors, wrong shapes, unsupported dtypes, non-finite values, truncated
 //! or corrupt files, invalid metadata. A header's declared sizes are
