@@ -41,7 +41,7 @@ fn load(c: &mut Criterion) {
     let mut group = c.benchmark_group("load");
     for dtype in [Dtype::F64, Dtype::F32, Dtype::F16, Dtype::BF16] {
         let path = dir.path().join(format!("{dtype}.safetensors"));
-        io::save_as(&m, &path, Layout::EmbedBodyHead, dtype).unwrap();
+        io::save_with_dtype(&m, &path, Layout::EmbedBodyHead, dtype).unwrap();
         group.bench_with_input(BenchmarkId::from_parameter(dtype), &path, |b, p| {
             b.iter(|| io::load(p).unwrap())
         });

@@ -339,6 +339,6 @@ pub fn save(
     };
     let dtype = parse_dtype(dtype)?;
     let m = model.model.clone();
-    py.detach(|| io::save_as(&m, &path, layout, dtype))
+    py.detach(|| io::save_with_dtype(&m, &path, layout, dtype))
         .map_err(to_py)
 }

@@ -1,4 +1,4 @@
-//! What can go wrong reading or writing a model file ([`crate::io`]).
+//! What can go wrong reading or writing a model file (the `io` module).
 
 /// Why a model file could not be read or written; wrapped with the file's
 /// path in [`Error::File`](crate::Error::File). Each variant names the
@@ -140,6 +140,29 @@ pub enum FileError {
         block: usize,
         /// Why the block was rejected.
         source: Box<crate::Error>,
+    },
+    /// The blocks, each valid, do not make a model as a whole (an empty
+    /// chain); a fault of one block, or between two, is [`FileError::Block`].
+    #[error("the blocks do not make a model: {source}")]
+    Model {
+        /// Why the chain was rejected.
+        source: Box<crate::Error>,
+    },
+    /// A value the file holds, finite, is beyond the range of the scalar
+    /// type the model is read in (an F64 tensor holding `1e300`, read with
+    /// `load_as::<f32>`): rounded to it, the value would be infinite.
+    #[error(
+        "tensor {tensor:?} holds {value} at flat index {index}, beyond the range of {scalar}: non-finite once rounded to {scalar}"
+    )]
+    OutOfRange {
+        /// The tensor's name.
+        tensor: String,
+        /// Row-major index of the first such value.
+        index: usize,
+        /// The value, as stored.
+        value: f64,
+        /// The scalar type (`"f32"`).
+        scalar: &'static str,
     },
     /// The chosen layout cannot express the model (on save).
     #[error("the {layout} layout cannot express this model: {reason}")]

@@ -1,16 +1,25 @@
 //! From a layout and a file's tensors to a checked [`Model`].
 
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use nalgebra::{DMatrix, DVector};
 
-use super::read::{RawFile, RawTensor};
-use super::spec::{ATTENTION_BIAS_ROLES, ATTENTION_ROLES, BlockSpec, Factors, LayoutSpec};
-use super::{FileError, TensorEntry};
-use crate::block::{Attention, Bilinear, Linear, TensorBlock};
+use super::raw::{RawFile, RawTensor};
+use super::spec::{
+    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec,
+};
+use crate::block::{Attention, Bilinear, BilinearBuilder, Linear, TensorBlock};
+use crate::error::FileError;
+use crate::io::TensorEntry;
 use crate::model::Model;
-use crate::scalar::Real;
+use crate::scalar::{Real, to_f64};
+
+/// `v` in `T`, each value rounded once.
+fn cast_vector<T: Real>(v: DVector<f64>) -> DVector<T> {
+    v.map(T::from_f64_lossy)
+}
 
 /// `m` in `T`: moved, not copied, when `T` is `f64`.
 fn cast<T: Real>(m: DMatrix<f64>) -> DMatrix<T> {
@@ -28,176 +37,249 @@ fn cast<T: Real>(m: DMatrix<f64>) -> DMatrix<T> {
 /// every shape against its role and the width the previous block writes,
 /// and that every tensor of the file is used.
 ///
-/// Values are read in `f64` and rounded once to `T`.
+/// Values are read in `f64` and rounded once to `T`; a value beyond `T`'s
+/// range is [`FileError::OutOfRange`], naming its tensor.
 pub(crate) fn build<T: Real>(
     file: &RawFile,
     layout: &LayoutSpec,
     layout_name: &str,
 ) -> Result<(Model<T>, Vec<TensorEntry>), FileError> {
-    let blocks = &layout.blocks;
-    let mut reader = Reader {
-        file,
-        used: Vec::new(),
-    };
-    let mut built: Vec<Arc<dyn TensorBlock<T>>> = Vec::with_capacity(blocks.len());
-    let mat = |x: DMatrix<f64>| cast::<T>(x);
-    let vec = |x: Option<DVector<f64>>| x.map(|x| x.map(T::from_f64_lossy));
+    let mut reader = Reader::<T>::new(file);
+    let mut built: Vec<Arc<dyn TensorBlock<T>>> = Vec::with_capacity(layout.blocks.len());
+    // The width the previous block writes: what the next one must read.
     let mut width: Option<usize> = None;
-    for (i, spec) in blocks.iter().enumerate() {
-        let block: Arc<dyn TensorBlock<T>> = match spec {
+    for (i, spec) in layout.blocks.iter().enumerate() {
+        let block = match spec {
             BlockSpec::Linear {
                 weight,
                 bias,
                 transpose,
                 energy,
-            } => {
-                let role = Role::new(i, "linear");
-                let mut w = if *transpose {
-                    reader
-                        .matrix(weight, role.of("weight"), width, None)?
-                        .transpose()
-                } else {
-                    reader.matrix(weight, role.of("weight"), None, width)?
-                };
-                if let Some(energy) = energy {
-                    let e = reader.scalar(energy, role.of("energy"))?;
-                    if e + 1e-6 <= 0.0 {
-                        return Err(FileError::TensorShape {
-                            tensor: energy.clone(),
-                            role: role.of("energy").2,
-                            expected: "a scalar energy E with E + 1e-6 > 0".into(),
-                            found: vec![1],
-                        });
-                    }
-                    w /= (e + 1e-6).sqrt();
-                }
-                let b = reader.vector(bias.as_deref(), role.of("bias"), w.nrows())?;
-                Arc::new(Linear::new(mat(w), vec(b)).map_err(|e| block_error(i, e))?)
-            }
-            BlockSpec::Attention(a) => {
-                let role = Role::new(i, "attention");
-                let heads = a.heads;
-                // Each role's shape follows from q1's (the stream width d,
-                // H·e) and v's (H·e_v); o writes d_out.
-                let [q1, k1, q2, k2, v, o] = &a.weights;
-                let read = |reader: &mut Reader<'_>, name: &str, r: usize, rows, cols| {
-                    reader.matrix(name, role.of(ATTENTION_ROLES[r]), rows, cols)
-                };
-                let q1 = read(&mut reader, q1, 0, None, width)?;
-                let (qk, d) = q1.shape();
-                let k1 = read(&mut reader, k1, 1, Some(qk), Some(d))?;
-                let q2 = read(&mut reader, q2, 2, Some(qk), Some(d))?;
-                let k2 = read(&mut reader, k2, 3, Some(qk), Some(d))?;
-                let v = read(&mut reader, v, 4, None, Some(d))?;
-                let o = read(&mut reader, o, 5, None, Some(v.nrows()))?;
-                let lengths = [qk, qk, qk, qk, v.nrows(), o.nrows()];
-                let mut biases = Vec::with_capacity(6);
-                for ((name, r), len) in a.biases.iter().zip(ATTENTION_BIAS_ROLES).zip(lengths) {
-                    biases.push(vec(reader.vector(name.as_deref(), role.of(r), len)?));
-                }
-                let mut biases = biases.into_iter();
-                let mut bias = || biases.next().flatten();
-                let mut builder =
-                    Attention::builder(heads, mat(q1), mat(k1), mat(q2), mat(k2), mat(v), mat(o))
-                        .q1_bias(bias())
-                        .k1_bias(bias())
-                        .q2_bias(bias())
-                        .k2_bias(bias())
-                        .v_bias(bias())
-                        .o_bias(bias())
-                        .rotary(a.rotary_base)
-                        .mask(a.mask.clone());
-                if let Some(alpha) = a.scale {
-                    builder = builder.scale(alpha);
-                }
-                if let Some(r) = a.skip {
-                    builder = builder.skip(r);
-                }
-                if let Some(c) = a.score_scale {
-                    builder = builder.score_scale(c);
-                }
-                builder
-                    .build()
-                    .and_then(Attention::into_shared)
-                    .map_err(|e| block_error(i, e))?
-            }
+            } => linear_block(&mut reader, i, width, weight, bias, *transpose, energy)?,
+            BlockSpec::Attention(a) => attention_block(&mut reader, i, width, a)?,
             BlockSpec::Bilinear {
                 factors,
                 down,
                 down_bias,
                 residual,
-            } => {
-                let role = Role::new(i, "bilinear");
-                let (builder, h) = match factors {
-                    Factors::Split {
-                        left,
-                        right,
-                        left_bias,
-                        right_bias,
-                    } => {
-                        let l = reader.matrix(left, role.of("left"), None, width)?;
-                        let (h, m) = l.shape();
-                        let r = reader.matrix(right, role.of("right"), Some(h), Some(m))?;
-                        let lb = reader.vector(left_bias.as_deref(), role.of("left_bias"), h)?;
-                        let rb = reader.vector(right_bias.as_deref(), role.of("right_bias"), h)?;
-                        (
-                            Bilinear::builder(mat(l), mat(r))
-                                .left_bias(vec(lb))
-                                .right_bias(vec(rb)),
-                            h,
-                        )
-                    }
-                    Factors::Fused { fused, bias } => {
-                        let f = reader.matrix(fused, role.of("fused"), None, width)?;
-                        if f.nrows() % 2 != 0 {
-                            return Err(FileError::TensorShape {
-                                tensor: fused.clone(),
-                                role: role.of("fused").2,
-                                expected: "[2h, m]: an even number of rows, L then R".into(),
-                                found: vec![f.nrows(), f.ncols()],
-                            });
-                        }
-                        let b = reader.vector(bias.as_deref(), role.of("fused_bias"), f.nrows())?;
-                        let h = f.nrows() / 2;
-                        (
-                            Bilinear::from_fused(mat(f), vec(b)).map_err(|e| block_error(i, e))?,
-                            h,
-                        )
-                    }
-                };
-                let d = match down {
-                    Some(name) => Some(reader.matrix(name, role.of("down"), None, Some(h))?),
-                    None => None,
-                };
-                let n = d.as_ref().map_or(h, |d| d.nrows());
-                let db = reader.vector(down_bias.as_deref(), role.of("down_bias"), n)?;
-                let mut builder = builder.down(d.map(mat)).down_bias(vec(db));
-                if let Some(s) = *residual {
-                    builder = builder.residual(T::from_f64_lossy(s));
-                }
-                Arc::new(builder.build().map_err(|e| block_error(i, e))?)
-            }
+            } => bilinear_block(&mut reader, i, width, factors, down, down_bias, *residual)?,
         };
         width = Some(block.output_width());
         built.push(block);
     }
-    let mut model = Model::new(built).map_err(|e| match e {
-        crate::Error::WidthMismatch { block, .. } => block_error(block, e),
-        other => block_error(0, other),
-    })?;
+    let mut model = Model::new(built).map_err(chain_error)?;
     if layout.sequence {
         model = model.into_sequence();
     }
-    let used: BTreeSet<&str> = reader.used.iter().map(|t| t.name.as_str()).collect();
-    let mut names: Vec<&String> = file.tensors.keys().collect();
-    names.sort();
-    if let Some(unused) = names.into_iter().find(|n| !used.contains(n.as_str())) {
-        return Err(FileError::UnusedTensor {
-            tensor: unused.clone(),
-            layout: layout_name.to_owned(),
+    check_all_used(file, &reader.used, layout_name)?;
+    Ok((model, reader.used))
+}
+
+/// A linear block `W x + b`, where `W` may be stored transposed (an
+/// embedding table) and divided by `√(E + 10⁻⁶)` (a final scalar norm
+/// folded in).
+fn linear_block<T: Real>(
+    reader: &mut Reader<'_, T>,
+    i: usize,
+    width: Option<usize>,
+    weight: &str,
+    bias: &Option<String>,
+    transpose: bool,
+    energy: &Option<String>,
+) -> Result<Arc<dyn TensorBlock<T>>, FileError> {
+    let role = Role::new(i, "linear");
+    let mut w = if transpose {
+        reader
+            .matrix(weight, role.of("weight"), width, None)?
+            .transpose()
+    } else {
+        reader.matrix(weight, role.of("weight"), None, width)?
+    };
+    if let Some(energy) = energy {
+        w /= folded_norm(reader, energy, &role)?;
+    }
+    let b = reader.vector(bias.as_deref(), role.of("bias"), w.nrows())?;
+    Ok(Arc::new(
+        Linear::new(cast(w), b.map(cast_vector)).map_err(|e| block_error(i, e))?,
+    ))
+}
+
+/// `√(E + 10⁻⁶)` for the scalar energy tensor `energy`, which must make it
+/// positive.
+fn folded_norm<T: Real>(
+    reader: &mut Reader<'_, T>,
+    energy: &str,
+    role: &Role,
+) -> Result<f64, FileError> {
+    let e = reader.scalar(energy, role.of("energy"))?;
+    if e + 1e-6 <= 0.0 {
+        return Err(FileError::TensorShape {
+            tensor: energy.to_owned(),
+            role: role.of("energy").2,
+            expected: "a scalar energy E with E + 1e-6 > 0".into(),
+            found: vec![1],
         });
     }
-    Ok((model, reader.used))
+    Ok((e + 1e-6).sqrt())
+}
+
+/// A bilinear attention block. Each role's shape follows from q1's (the
+/// stream width d, H·e) and v's (H·e_v); o writes d_out.
+fn attention_block<T: Real>(
+    reader: &mut Reader<'_, T>,
+    i: usize,
+    width: Option<usize>,
+    a: &AttentionSpec,
+) -> Result<Arc<dyn TensorBlock<T>>, FileError> {
+    let role = Role::new(i, "attention");
+    let [q1, k1, q2, k2, v, o] = &a.weights;
+    let mut read = |name: &str, r: usize, rows, cols| {
+        reader.matrix(name, role.of(ATTENTION_ROLES[r]), rows, cols)
+    };
+    let q1 = read(q1, 0, None, width)?;
+    let (qk, d) = q1.shape();
+    let k1 = read(k1, 1, Some(qk), Some(d))?;
+    let q2 = read(q2, 2, Some(qk), Some(d))?;
+    let k2 = read(k2, 3, Some(qk), Some(d))?;
+    let v = read(v, 4, None, Some(d))?;
+    let o = read(o, 5, None, Some(v.nrows()))?;
+    let lengths = [qk, qk, qk, qk, v.nrows(), o.nrows()];
+    let mut biases = Vec::with_capacity(6);
+    for ((name, r), len) in a.biases.iter().zip(ATTENTION_BIAS_ROLES).zip(lengths) {
+        biases.push(
+            reader
+                .vector(name.as_deref(), role.of(r), len)?
+                .map(cast_vector),
+        );
+    }
+    let mut biases = biases.into_iter();
+    let mut bias = || biases.next().flatten();
+    let [q1, k1, q2, k2, v, o] = [q1, k1, q2, k2, v, o].map(cast);
+    let mut builder = Attention::builder(a.heads, q1, k1, q2, k2, v, o)
+        .q1_bias(bias())
+        .k1_bias(bias())
+        .q2_bias(bias())
+        .k2_bias(bias())
+        .v_bias(bias())
+        .o_bias(bias())
+        .rotary(a.rotary_base)
+        .mask(a.mask.clone());
+    if let Some(alpha) = a.scale {
+        builder = builder.scale(alpha);
+    }
+    if let Some(r) = a.skip {
+        builder = builder.skip(r);
+    }
+    if let Some(c) = a.score_scale {
+        builder = builder.score_scale(c);
+    }
+    builder
+        .build()
+        .and_then(Attention::into_shared)
+        .map_err(|e| block_error(i, e))
+}
+
+/// A bilinear block: its factors, then an optional down projection and
+/// output bias, and its residual scale.
+fn bilinear_block<T: Real>(
+    reader: &mut Reader<'_, T>,
+    i: usize,
+    width: Option<usize>,
+    factors: &Factors,
+    down: &Option<String>,
+    down_bias: &Option<String>,
+    residual: Option<f64>,
+) -> Result<Arc<dyn TensorBlock<T>>, FileError> {
+    let role = Role::new(i, "bilinear");
+    let (builder, h) = bilinear_factors(reader, i, width, factors, &role)?;
+    let d = match down {
+        Some(name) => Some(reader.matrix(name, role.of("down"), None, Some(h))?),
+        None => None,
+    };
+    let n = d.as_ref().map_or(h, |d| d.nrows());
+    let db = reader.vector(down_bias.as_deref(), role.of("down_bias"), n)?;
+    let mut builder = builder.down(d.map(cast)).down_bias(db.map(cast_vector));
+    if let Some(s) = residual {
+        builder = builder.residual(T::from_f64_lossy(s));
+    }
+    Ok(Arc::new(builder.build().map_err(|e| block_error(i, e))?))
+}
+
+/// The builder of a bilinear block with `L` and `R` (and their biases)
+/// read, split or fused, and its hidden width `h`.
+fn bilinear_factors<T: Real>(
+    reader: &mut Reader<'_, T>,
+    i: usize,
+    width: Option<usize>,
+    factors: &Factors,
+    role: &Role,
+) -> Result<(BilinearBuilder<T>, usize), FileError> {
+    match factors {
+        Factors::Split {
+            left,
+            right,
+            left_bias,
+            right_bias,
+        } => {
+            let l = reader.matrix(left, role.of("left"), None, width)?;
+            let (h, m) = l.shape();
+            let r = reader.matrix(right, role.of("right"), Some(h), Some(m))?;
+            let lb = reader.vector(left_bias.as_deref(), role.of("left_bias"), h)?;
+            let rb = reader.vector(right_bias.as_deref(), role.of("right_bias"), h)?;
+            let builder = Bilinear::builder(cast(l), cast(r))
+                .left_bias(lb.map(cast_vector))
+                .right_bias(rb.map(cast_vector));
+            Ok((builder, h))
+        }
+        Factors::Fused { fused, bias } => {
+            let f = reader.matrix(fused, role.of("fused"), None, width)?;
+            if f.nrows() % 2 != 0 {
+                return Err(FileError::TensorShape {
+                    tensor: fused.clone(),
+                    role: role.of("fused").2,
+                    expected: "[2h, m]: an even number of rows, L then R".into(),
+                    found: vec![f.nrows(), f.ncols()],
+                });
+            }
+            let b = reader.vector(bias.as_deref(), role.of("fused_bias"), f.nrows())?;
+            let h = f.nrows() / 2;
+            let builder =
+                Bilinear::from_fused(cast(f), b.map(cast_vector)).map_err(|e| block_error(i, e))?;
+            Ok((builder, h))
+        }
+    }
+}
+
+/// The error for a chain [`Model::new`] refused: located at the block the
+/// error names. Every layout has a block and every block read has non-zero
+/// widths, so an error naming no block is not expected; it blames none.
+fn chain_error(e: crate::Error) -> FileError {
+    match e {
+        crate::Error::WidthMismatch { block, .. } | crate::Error::ConstantNotKept { block, .. } => {
+            block_error(block, e)
+        }
+        other => FileError::Model {
+            source: Box::new(other),
+        },
+    }
+}
+
+/// An error if a tensor of `file` is in no block (`used`).
+fn check_all_used(
+    file: &RawFile,
+    used: &[TensorEntry],
+    layout_name: &str,
+) -> Result<(), FileError> {
+    let used: BTreeSet<&str> = used.iter().map(|t| t.name.as_str()).collect();
+    let mut names: Vec<&String> = file.tensors.keys().collect();
+    names.sort();
+    match names.into_iter().find(|n| !used.contains(n.as_str())) {
+        Some(unused) => Err(FileError::UnusedTensor {
+            tensor: unused.clone(),
+            layout: layout_name.to_owned(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn block_error(block: usize, e: crate::Error) -> FileError {
@@ -227,12 +309,25 @@ impl Role {
     }
 }
 
-struct Reader<'a> {
+/// Reads a file's tensors by name for the scalar type `T`, listing each
+/// one read with its block and role.
+struct Reader<'a, T> {
     file: &'a RawFile,
     used: Vec<TensorEntry>,
+    scalar: PhantomData<T>,
 }
 
-impl Reader<'_> {
+impl<'a, T: Real> Reader<'a, T> {
+    fn new(file: &'a RawFile) -> Self {
+        Self {
+            file,
+            used: Vec::new(),
+            scalar: PhantomData,
+        }
+    }
+
+    /// The tensor `name` for `role`; an error if it is missing, or if a
+    /// value is beyond the range of `T`.
     fn get(
         &mut self,
         name: &str,
@@ -253,6 +348,15 @@ impl Reader<'_> {
             dtype: t.dtype,
             shape: t.shape.clone(),
         });
+        let beyond = |v: f64| !to_f64(T::from_f64_lossy(v)).is_finite();
+        if let Some((index, &value)) = t.values.iter().enumerate().find(|(_, v)| beyond(**v)) {
+            return Err(FileError::OutOfRange {
+                tensor: name.to_owned(),
+                index,
+                value,
+                scalar: std::any::type_name::<T>(),
+            });
+        }
         Ok(t)
     }
 

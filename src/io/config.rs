@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::FileError;
-use crate::error::{CLIPPED, LISTED, clipped, listed};
+use crate::error::{CLIPPED, FileError, LISTED, clipped, listed};
 
 /// The file names a config may have, in the order they are looked for.
 const NAMES: [&str; 3] = ["config.json", "config.yaml", "config.yml"];

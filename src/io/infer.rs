@@ -1,87 +1,38 @@
 //! The research layouts, recognised by tensor names when a file has no
 //! `tensor_similarity` metadata ([SPEC §5](crate::spec#5-model-files), [§8](crate::spec#8-sequence-model-files)).
 //!
-//! The two sequence layouts leave settings to the run's config: they are
-//! read from it or from the loading options, checked against the tensors,
-//! and every default applied is recorded, so that `inspect` can say it.
+//! [`detect`] names the layout the tensor names fit; [`layout_spec`] then
+//! names every block's tensors from the names and the file's resolved
+//! [`Architecture`], checking what the run's config declares (layer
+//! counts, widths, attention kind, biases) against the tensors. The config
+//! itself is read once, in [`Architecture::resolve`].
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
-use super::config::{self, RunConfig};
-use super::read::RawTensor;
+use super::arch::{Architecture, AttentionSettings, ScoreKind};
+use super::raw::RawTensor;
 use super::spec::{AttentionSpec, BlockSpec, Factors, LayoutSpec};
-use super::{FileError, Layout, LoadOptions};
-use crate::block::{DEFAULT_ROTARY_BASE, Mask};
-use crate::error::{LISTED, listed};
+use crate::error::{FileError, LISTED, listed};
+use crate::io::Layout;
 
-/// A layout read off the names, with what was assumed to build it.
-pub(crate) struct Inferred {
-    pub(crate) layout: Layout,
-    pub(crate) spec: LayoutSpec,
-    /// The config file read, if any.
-    pub(crate) config: Option<PathBuf>,
-    /// The model's native context (`n_ctx`), if the config gives it.
-    pub(crate) native_context: Option<usize>,
-    /// Defaults applied where neither the config nor the options said.
-    pub(crate) assumptions: Vec<String>,
-    /// The options given that this layout does not read.
-    pub(crate) unused: Vec<&'static str>,
-}
-
-/// The layout of a file without metadata, from its tensor names.
-pub(crate) fn infer(
-    tensors: &HashMap<String, RawTensor>,
-    checkpoint: &Path,
-    options: &LoadOptions,
-) -> Result<Inferred, FileError> {
-    let names = Names(tensors);
-    let vector = |layout, blocks| {
-        Ok(Inferred {
-            unused: unused_options(options, &["residual_scale"]),
-            layout,
-            spec: LayoutSpec {
-                blocks,
-                sequence: false,
-            },
-            config: None,
-            native_context: None,
-            assumptions: Vec::new(),
-        })
-    };
+/// The research layout whose names the tensors fit: the attention-only LM
+/// (`layers.…`, `unembed.weight`), the Transformer (`body.{i}.attn.…`),
+/// `bi_linear`/`projection`, or `embed`/`body`/`head`, looked for in that
+/// order.
+pub(crate) fn detect(names: &Names<'_>) -> Result<Layout, FileError> {
     if names.has_prefix("layers.") || names.has("unembed.weight") {
-        return attention_lm(&names, checkpoint, options);
+        return Ok(Layout::AttentionLm);
     }
     if names.has_prefix("body.") && names.0.keys().any(|n| n.contains(".attn.")) {
-        return transformer(&names, checkpoint, options);
+        return Ok(Layout::Transformer);
     }
     if names.has_prefix("bi_linear.") || names.has_prefix("projection.") {
-        let residual = options.residual_scale;
-        return vector(
-            Layout::BiLinearProjection,
-            vec![
-                BlockSpec::Bilinear {
-                    factors: Factors::Fused {
-                        fused: "bi_linear.weight".into(),
-                        bias: names.optional("bi_linear.bias"),
-                    },
-                    down: None,
-                    down_bias: None,
-                    residual,
-                },
-                linear(&names, "projection"),
-            ],
-        );
+        return Ok(Layout::BiLinearProjection);
     }
     if names.has_prefix("embed.") || names.has_prefix("body.") || names.has_prefix("head.") {
-        let mut blocks = vec![linear(&names, "embed")];
-        for i in 0..names.layers("body.", "l.weight")? {
-            blocks.push(mlp(&names, &format!("body.{i}."), options.residual_scale));
-        }
-        blocks.push(linear(&names, "head"));
-        return vector(Layout::EmbedBodyHead, blocks);
+        return Ok(Layout::EmbedBodyHead);
     }
-    let mut sorted: Vec<&str> = tensors.keys().map(String::as_str).collect();
+    let mut sorted: Vec<&str> = names.0.keys().map(String::as_str).collect();
     sorted.sort_unstable();
     Err(FileError::UnknownLayout {
         reason: format!(
@@ -93,8 +44,52 @@ pub(crate) fn infer(
     })
 }
 
+/// The blocks of a file with the research layout `arch.layout`, named from
+/// its tensors and checked against what its config declares.
+pub(crate) fn layout_spec(names: &Names<'_>, arch: &Architecture) -> Result<LayoutSpec, FileError> {
+    let (blocks, sequence) = match (arch.layout, &arch.attention) {
+        (Layout::BiLinearProjection, _) => (bilinear_projection(names, arch.residual), false),
+        (Layout::EmbedBodyHead, _) => (embed_body_head(names, arch.residual)?, false),
+        (Layout::Transformer, Some(attention)) => (transformer(names, arch, attention)?, true),
+        (Layout::AttentionLm, Some(attention)) => (attention_lm(names, arch, attention)?, true),
+        (layout, _) => {
+            return Err(FileError::UnknownLayout {
+                reason: format!("the {} layout is not read off tensor names", layout.name()),
+            });
+        }
+    };
+    Ok(LayoutSpec { blocks, sequence })
+}
+
+/// `bi_linear` (a fused bilinear block without down projection), then
+/// `projection`.
+fn bilinear_projection(names: &Names<'_>, residual: Option<f64>) -> Vec<BlockSpec> {
+    vec![
+        BlockSpec::Bilinear {
+            factors: Factors::Fused {
+                fused: "bi_linear.weight".into(),
+                bias: names.optional("bi_linear.bias"),
+            },
+            down: None,
+            down_bias: None,
+            residual,
+        },
+        linear(names, "projection"),
+    ]
+}
+
+/// `embed`, bilinear blocks `body.{i}.{l,r,d}`, then `head`.
+fn embed_body_head(names: &Names<'_>, residual: Option<f64>) -> Result<Vec<BlockSpec>, FileError> {
+    let mut blocks = vec![linear(names, "embed")];
+    for i in 0..names.layers("body.", "l.weight")? {
+        blocks.push(mlp(names, &format!("body.{i}."), residual));
+    }
+    blocks.push(linear(names, "head"));
+    Ok(blocks)
+}
+
 /// The tensor names of a file.
-struct Names<'a>(&'a HashMap<String, RawTensor>);
+pub(crate) struct Names<'a>(pub(crate) &'a HashMap<String, RawTensor>);
 
 impl Names<'_> {
     fn has(&self, name: &str) -> bool {
@@ -162,228 +157,53 @@ fn mlp(names: &Names<'_>, p: &str, residual: Option<f64>) -> BlockSpec {
     }
 }
 
-/// The options given that a layout does not read, by [`LoadOptions`] field name.
-pub(crate) fn unused_options(options: &LoadOptions, reads: &[&str]) -> Vec<&'static str> {
-    [
-        ("residual_scale", options.residual_scale.is_some()),
-        ("config", options.config.is_some()),
-        ("heads", options.heads.is_some()),
-        ("mask", options.mask.is_some()),
-        ("attn_scale", options.attn_scale.is_some()),
-    ]
-    .into_iter()
-    .filter(|(name, given)| *given && !reads.contains(name))
-    .map(|(name, _)| name)
-    .collect()
-}
-
-/// A setting from the config's `key`, from the option `flag`, or neither;
-/// where both give it they must agree.
-fn setting<T: PartialEq + std::fmt::Display>(
-    cfg: Option<&RunConfig>,
-    key: &str,
-    read: impl Fn(&RunConfig) -> Result<Option<T>, FileError>,
-    option: Option<T>,
-    flag: &str,
-) -> Result<Option<T>, FileError> {
-    let Some(c) = cfg else { return Ok(option) };
-    match (read(c)?, option) {
-        (Some(from_config), Some(o)) if from_config != o => {
-            Err(c.refuse(key, format!("is {from_config}, but {flag} says {o}")))
-        }
-        (from_config, o) => Ok(from_config.or(o)),
-    }
-}
-
 /// The research `Transformer`: `embed`, per layer `body.{i}.attn.*` and
 /// `body.{i}.mlp.*`, then `head`; one `α` for the attention (`r = 1 − α`)
 /// and the MLP's lerp residual.
 fn transformer(
     names: &Names<'_>,
-    checkpoint: &Path,
-    options: &LoadOptions,
-) -> Result<Inferred, FileError> {
-    let layout = Layout::Transformer;
-    let config = config::find(checkpoint, options.config.as_deref())?;
-    let cfg = config.as_ref();
-    if let Some(c) = cfg {
-        c.check_keys(&[
-            "n_head",
-            "n_layers",
-            "d_model",
-            "alpha",
-            "mask",
-            "rope_base",
-            "n_ctx",
-        ])?;
-    }
-    let mut assumptions = Vec::new();
-    let heads = heads(cfg, options, layout)?;
-    let alpha = setting(
-        cfg,
-        "alpha",
-        |c| c.f64("alpha"),
-        options.residual_scale,
-        "--residual-scale",
-    )?
-    .unwrap_or_else(|| {
-        assumptions.push("α (alpha / --residual-scale) absent: 1, no residual".into());
-        1.0
-    });
-    let mask = mask(cfg, options, &mut assumptions)?;
-    let rotary = match cfg
-        .map(|c| c.positive_f64("rope_base"))
-        .transpose()?
-        .flatten()
-    {
-        Some(base) => Some(base),
-        None => {
-            assumptions.push("rope_base absent: no rotary".into());
-            None
-        }
-    };
+    arch: &Architecture,
+    attention: &AttentionSettings,
+) -> Result<Vec<BlockSpec>, FileError> {
     let depth = names.layers("body.", "attn.q1.weight")?;
-    check_count(cfg, "n_layers", depth, "layers body.{i}")?;
-    if let (Some(c), Some(&[d, _])) = (cfg, names.shape("embed.weight")) {
-        check_count(Some(c), "d_model", d, "rows of embed.weight")?;
+    let declared = &arch.declared;
+    arch.check_count("n_layers", declared.n_layers, depth, "layers body.{i}")?;
+    if let Some(&[d, _]) = names.shape("embed.weight") {
+        arch.check_count("d_model", declared.d_model, d, "rows of embed.weight")?;
     }
     let mut blocks = vec![linear(names, "embed")];
     for i in 0..depth {
         let p = format!("body.{i}.attn.");
         let role = |r: &str| format!("{p}{r}.weight");
         let bias = |r: &str| names.optional(&format!("{p}{r}.bias"));
-        blocks.push(BlockSpec::Attention(Box::new(AttentionSpec {
-            weights: ["q1", "k1", "q2", "k2", "v", "o"].map(role),
-            biases: ["q1", "k1", "q2", "k2", "v", "o"].map(bias),
-            heads,
-            mask: mask.clone(),
-            rotary_base: rotary,
-            scale: Some(alpha),
-            skip: Some(1.0 - alpha),
-            score_scale: None,
-        })));
-        blocks.push(mlp(names, &format!("body.{i}.mlp."), Some(alpha)));
+        blocks.push(attention_block(
+            attention,
+            ["q1", "k1", "q2", "k2", "v", "o"].map(role),
+            ["q1", "k1", "q2", "k2", "v", "o"].map(bias),
+        ));
+        blocks.push(mlp(names, &format!("body.{i}.mlp."), arch.residual));
     }
     blocks.push(linear(names, "head"));
-    // α is the residual scale here; the LM's attn_scale is not read.
-    let reads = ["residual_scale", "config", "heads", "mask"];
-    sequence_layout(
-        layout,
-        blocks,
-        config,
-        assumptions,
-        unused_options(options, &reads),
-    )
+    Ok(blocks)
 }
 
-/// A sequence layout read with `config`.
-fn sequence_layout(
-    layout: Layout,
-    blocks: Vec<BlockSpec>,
-    config: Option<RunConfig>,
-    assumptions: Vec<String>,
-    unused: Vec<&'static str>,
-) -> Result<Inferred, FileError> {
-    Ok(Inferred {
-        layout,
-        spec: LayoutSpec {
-            blocks,
-            sequence: true,
-        },
-        // A native context of no positions is no model's.
-        native_context: config
-            .as_ref()
-            .map(|c| c.positive("n_ctx"))
-            .transpose()?
-            .flatten(),
-        config: config.map(|c| c.path),
-        assumptions,
-        unused,
-    })
+/// One attention block with `attention`'s settings.
+fn attention_block(
+    attention: &AttentionSettings,
+    weights: [String; 6],
+    biases: [Option<String>; 6],
+) -> BlockSpec {
+    BlockSpec::Attention(Box::new(AttentionSpec {
+        weights,
+        biases,
+        heads: attention.heads,
+        mask: attention.mask.clone(),
+        rotary_base: attention.rotary_base,
+        scale: Some(attention.scale),
+        skip: Some(attention.skip),
+        score_scale: None,
+    }))
 }
-
-/// `n_head` from the config or `--heads`; one of them is needed.
-fn heads(
-    cfg: Option<&RunConfig>,
-    options: &LoadOptions,
-    layout: Layout,
-) -> Result<usize, FileError> {
-    setting(
-        cfg,
-        "n_head",
-        |c| c.usize("n_head"),
-        options.heads,
-        "--heads",
-    )?
-    .ok_or(FileError::NeedsConfig {
-        layout: layout.name(),
-        what: "the number of heads (n_head)",
-        flag: "--heads",
-    })
-}
-
-/// The mask: `mask` in the config, or the option, else causal.
-fn mask(
-    cfg: Option<&RunConfig>,
-    options: &LoadOptions,
-    assumptions: &mut Vec<String>,
-) -> Result<Mask, FileError> {
-    /// A mask that prints as its name, for [`setting`].
-    #[derive(PartialEq)]
-    struct Named(Mask);
-    impl std::fmt::Display for Named {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0.name())
-        }
-    }
-    let read = |c: &RunConfig| match c.str("mask")? {
-        Some(name) => super::spec::parse_mask(name)
-            .map(|m| Some(Named(m)))
-            .ok_or_else(|| c.refuse("mask", format!("{name:?} is not causal, none or diag"))),
-        None => Ok(None),
-    };
-    let option = options.mask.clone().map(Named);
-    match setting(cfg, "mask", read, option, "--mask")? {
-        Some(Named(m)) => Ok(m),
-        None => {
-            assumptions.push("mask absent: causal".into());
-            Ok(Mask::Causal)
-        }
-    }
-}
-
-/// A count the config gives must be what the tensors say.
-fn check_count(
-    cfg: Option<&RunConfig>,
-    key: &str,
-    found: usize,
-    what: &str,
-) -> Result<(), FileError> {
-    let Some(c) = cfg else { return Ok(()) };
-    match c.usize(key)? {
-        Some(n) if n != found => Err(c.refuse(
-            key,
-            format!("is {n}, but the checkpoint has {found} {what}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The keys of an `AttentionLM` run config.
-const LM_KEYS: [&str; 12] = [
-    "vocab_size",
-    "d_model",
-    "n_head",
-    "n_layers",
-    "attn_scale",
-    "attn_type",
-    "rope_base",
-    "use_bias_qk",
-    "n_ctx",
-    "norm_type",
-    "norm_places",
-    "use_rmsnorm_qk",
-];
 
 /// The research group's attention-only language model, as its training
 /// runs save it: an embedding table, `layers.{i}` of bilinear (or
@@ -391,40 +211,70 @@ const LM_KEYS: [&str; 12] = [
 /// an optional final scalar norm folded in.
 fn attention_lm(
     names: &Names<'_>,
-    checkpoint: &Path,
-    options: &LoadOptions,
-) -> Result<Inferred, FileError> {
-    let layout = Layout::AttentionLm;
-    let config = config::find(checkpoint, options.config.as_deref())?;
-    let cfg = config.as_ref();
-    let mut assumptions = Vec::new();
-    if let Some(c) = cfg {
-        c.check_keys(&LM_KEYS)?;
-        // What is not polynomial is refused, naming the key.
-        match c.str("attn_type")? {
-            None | Some("bilinear" | "quadratic") => {}
-            Some(other) => {
-                return Err(c.refuse(
-                    "attn_type",
-                    format!("{other:?} attention is not polynomial; only bilinear and quadratic are exact"),
-                ));
-            }
-        }
-        let norm_type = c.str("norm_type")?;
-        if c.list_len("norm_places")?.unwrap_or(0) > 0 && norm_type.is_some_and(|t| t != "none") {
-            return Err(c.refuse(
-                "norm_places",
-                format!(
-                    "normalisation ({}) inside the network is not polynomial",
-                    norm_type.unwrap_or_default()
-                ),
-            ));
-        }
-        if c.bool("use_rmsnorm_qk")? == Some(true) {
-            return Err(c.refuse("use_rmsnorm_qk", "RMS-normalised q/k are not polynomial"));
-        }
-    }
+    arch: &Architecture,
+    attention: &AttentionSettings,
+) -> Result<Vec<BlockSpec>, FileError> {
     let depth = names.layers("layers.", "v.weight")?;
+    let kind = lm_score_kind(names, depth, arch)?;
+    let score = score_roles(kind);
+    let with_bias = lm_qk_biases(names, depth, score)?;
+    if let (Some(declared), Some(found)) = (arch.declared.use_bias_qk, with_bias)
+        && declared != found
+    {
+        return Err(arch.refuse(
+            "use_bias_qk",
+            format!(
+                "is {declared}, but the checkpoint's layers {} q/k biases (layers.0.{}.bias)",
+                if found { "have" } else { "have no" },
+                score[0]
+            ),
+        ));
+    }
+    check_lm_sizes(names, depth, arch)?;
+    let mut blocks = vec![BlockSpec::Linear {
+        weight: "embed.weight".into(),
+        bias: None,
+        transpose: true,
+        energy: None,
+    }];
+    let [s1, k1, s2, k2] = match kind {
+        ScoreKind::Quadratic => ["q", "k", "q", "k"],
+        ScoreKind::Bilinear => ["q1", "k1", "q2", "k2"],
+    };
+    for i in 0..depth {
+        let p = format!("layers.{i}.");
+        let w = |r: &str| format!("{p}{r}.weight");
+        let b = |r: &str| names.optional(&format!("{p}{r}.bias"));
+        blocks.push(attention_block(
+            attention,
+            [w(s1), w(k1), w(s2), w(k2), w("v"), w("o")],
+            [b(s1), b(k1), b(s2), b(k2), b("v"), b("o")],
+        ));
+    }
+    blocks.push(BlockSpec::Linear {
+        weight: "unembed.weight".into(),
+        bias: names.optional("unembed.bias"),
+        transpose: false,
+        energy: names.optional("final_norm.running_mean_energy"),
+    });
+    Ok(blocks)
+}
+
+/// The q/k roles of a layer whose scores are `kind`.
+fn score_roles(kind: ScoreKind) -> &'static [&'static str] {
+    match kind {
+        ScoreKind::Quadratic => &["q", "k"],
+        ScoreKind::Bilinear => &["q1", "k1", "q2", "k2"],
+    }
+}
+
+/// Whether the LM's layers are quadratic (`q.weight`) or bilinear
+/// (`q1.weight`): all alike, and as the config's `attn_type` says.
+fn lm_score_kind(
+    names: &Names<'_>,
+    depth: usize,
+    arch: &Architecture,
+) -> Result<ScoreKind, FileError> {
     let quadratic = (0..depth).any(|i| names.has(&format!("layers.{i}.q.weight")));
     let bilinear = (0..depth).any(|i| names.has(&format!("layers.{i}.q1.weight")));
     if quadratic && bilinear {
@@ -432,54 +282,35 @@ fn attention_lm(
             reason: "some layers have q.weight (quadratic) and some q1.weight (bilinear)".into(),
         });
     }
-    let attn_type = if quadratic { "quadratic" } else { "bilinear" };
-    if let Some(c) = cfg
-        && let Some(t) = c.str("attn_type")?
+    let kind = if quadratic {
+        ScoreKind::Quadratic
+    } else {
+        ScoreKind::Bilinear
+    };
+    if let Some(declared) = arch.declared.attn_type
         && depth > 0
-        && t != attn_type
+        && declared != kind
     {
-        return Err(c.refuse(
+        return Err(arch.refuse(
             "attn_type",
             format!(
-                "is {t:?}, but the checkpoint's layers have {} (attn_type {attn_type:?})",
-                if quadratic { "q.weight" } else { "q1.weight" }
+                "is {:?}, but the checkpoint's layers have {} (attn_type {:?})",
+                declared.name(),
+                if quadratic { "q.weight" } else { "q1.weight" },
+                kind.name()
             ),
         ));
     }
-    let heads = heads(cfg, options, layout)?;
-    let alpha = setting(
-        cfg,
-        "attn_scale",
-        |c| c.f64("attn_scale"),
-        options.attn_scale,
-        "--attn-scale",
-    )?
-    // No default: the research codes disagree (0.2 and 0.35).
-    .ok_or(FileError::NeedsConfig {
-        layout: layout.name(),
-        what: "the attention scale (attn_scale)",
-        flag: "--attn-scale",
-    })?;
-    let rotary = match cfg
-        .map(|c| c.positive_f64("rope_base"))
-        .transpose()?
-        .flatten()
-    {
-        Some(base) => base,
-        None => {
-            assumptions.push(format!("rope_base absent: {DEFAULT_ROTARY_BASE}"));
-            DEFAULT_ROTARY_BASE
-        }
-    };
-    let mask = match &options.mask {
-        Some(m) => m.clone(),
-        None => Mask::Causal,
-    };
-    let score: &[&str] = if quadratic {
-        &["q", "k"]
-    } else {
-        &["q1", "k1", "q2", "k2"]
-    };
+    Ok(kind)
+}
+
+/// Whether the LM's layers have q/k biases (`None`: no layers): in each
+/// layer all or none of `score`'s, and the same in every layer.
+fn lm_qk_biases(
+    names: &Names<'_>,
+    depth: usize,
+    score: &[&str],
+) -> Result<Option<bool>, FileError> {
     let mut with_bias = None;
     for i in 0..depth {
         let has = score
@@ -502,84 +333,37 @@ fn attention_lm(
             _ => {}
         }
     }
-    if let (Some(c), Some(b)) = (cfg, with_bias)
-        && let Some(u) = c.bool("use_bias_qk")?
-        && u != b
+    Ok(with_bias)
+}
+
+/// The LM config's sizes against the tensors: `n_layers`, `vocab_size`
+/// and `d_model` against `embed.weight` `[vocab, d]`, `n_head` dividing
+/// `d_model`, and `unembed.weight` with as many rows as `embed.weight`.
+fn check_lm_sizes(names: &Names<'_>, depth: usize, arch: &Architecture) -> Result<(), FileError> {
+    if arch.config.is_none() {
+        return Ok(());
+    }
+    let declared = &arch.declared;
+    arch.check_count("n_layers", declared.n_layers, depth, "layers.{i}")?;
+    let embed = names.shape("embed.weight");
+    if let Some(&[vocab, d]) = embed {
+        let rows = "rows of embed.weight [vocab, d]";
+        arch.check_count("vocab_size", declared.vocab_size, vocab, rows)?;
+        let columns = "columns of embed.weight [vocab, d]";
+        arch.check_count("d_model", declared.d_model, d, columns)?;
+        if let Some(h) = declared.n_head
+            && (h == 0 || d % h != 0)
+        {
+            return Err(arch.refuse("n_head", format!("{h} does not divide d_model {d}")));
+        }
+    }
+    if let (Some(&[vocab, _]), Some(&[unembed, _])) = (embed, names.shape("unembed.weight"))
+        && unembed != vocab
     {
-        return Err(c.refuse(
-            "use_bias_qk",
-            format!(
-                "is {u}, but the checkpoint's layers {} q/k biases (layers.0.{}.bias)",
-                if b { "have" } else { "have no" },
-                score[0]
-            ),
+        return Err(arch.refuse(
+            "vocab_size",
+            format!("embed.weight has {vocab} rows but unembed.weight {unembed}"),
         ));
     }
-    let embed = names.shape("embed.weight");
-    if let Some(c) = cfg {
-        check_count(Some(c), "n_layers", depth, "layers.{i}")?;
-        if let Some(&[vocab, d]) = embed {
-            check_count(
-                Some(c),
-                "vocab_size",
-                vocab,
-                "rows of embed.weight [vocab, d]",
-            )?;
-            check_count(Some(c), "d_model", d, "columns of embed.weight [vocab, d]")?;
-            if let Some(h) = c.usize("n_head")?
-                && (h == 0 || d % h != 0)
-            {
-                return Err(c.refuse("n_head", format!("{h} does not divide d_model {d}")));
-            }
-        }
-        if let (Some(&[vocab, _]), Some(&[unembed, _])) = (embed, names.shape("unembed.weight"))
-            && unembed != vocab
-        {
-            return Err(c.refuse(
-                "vocab_size",
-                format!("embed.weight has {vocab} rows but unembed.weight {unembed}"),
-            ));
-        }
-    }
-    let mut blocks = vec![BlockSpec::Linear {
-        weight: "embed.weight".into(),
-        bias: None,
-        transpose: true,
-        energy: None,
-    }];
-    for i in 0..depth {
-        let p = format!("layers.{i}.");
-        let w = |r: &str| format!("{p}{r}.weight");
-        let b = |r: &str| names.optional(&format!("{p}{r}.bias"));
-        let [s1, k1, s2, k2] = if quadratic {
-            ["q", "k", "q", "k"]
-        } else {
-            ["q1", "k1", "q2", "k2"]
-        };
-        blocks.push(BlockSpec::Attention(Box::new(AttentionSpec {
-            weights: [w(s1), w(k1), w(s2), w(k2), w("v"), w("o")],
-            biases: [b(s1), b(k1), b(s2), b(k2), b("v"), b("o")],
-            heads,
-            mask: mask.clone(),
-            rotary_base: Some(rotary),
-            scale: Some(alpha),
-            skip: Some(1.0),
-            score_scale: None,
-        })));
-    }
-    blocks.push(BlockSpec::Linear {
-        weight: "unembed.weight".into(),
-        bias: names.optional("unembed.bias"),
-        transpose: false,
-        energy: names.optional("final_norm.running_mean_energy"),
-    });
-    // The residual is additive (r = 1); there is no residual scale.
-    let reads = ["config", "heads", "mask", "attn_scale"];
-    sequence_layout(
-        layout,
-        blocks,
-        config,
-        assumptions,
-        unused_options(options, &reads),
-    )
+    Ok(())
 }

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::FileError;
+use crate::error::FileError;
 
 /// The deepest nesting of tuples, lists and dicts accepted (a checkpoint's
 /// optimizer state is about five levels deep).

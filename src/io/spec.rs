@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::FileError;
 use crate::block::Mask;
+use crate::error::FileError;
 
 /// The version of the metadata schema this crate reads and writes.
 pub(crate) const VERSION: u64 = 1;
@@ -270,16 +270,9 @@ pub(crate) fn from_json(text: &str) -> Result<LayoutSpec, FileError> {
     Ok(layout)
 }
 
-fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad(format!("block {i} must be a JSON object")))?;
-    let kind = obj
-        .get("kind")
-        .ok_or_else(|| bad(format!("block {i} has no \"kind\"")))?
-        .as_str()
-        .ok_or_else(|| bad(format!("block {i}: \"kind\" must be a string")))?;
-    let allowed: &[&str] = match kind {
+/// The keys a block of `kind` may have; `None` for an unknown kind.
+fn allowed_keys(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
         "linear" => &["kind", "weight", "bias", "transpose"],
         "attention" => &[
             "kind",
@@ -314,143 +307,174 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
             "down_bias",
             "residual",
         ],
-        other => {
-            return Err(bad(format!(
-                "block {i}: unknown kind {other:?} (expected \"linear\", \"bilinear\" or \"attention\")"
-            )));
-        }
+        _ => return None,
+    })
+}
+
+/// Block `i` of the metadata: its kind, then its keys (all known), then
+/// the kind's roles and settings.
+fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad(format!("block {i} must be a JSON object")))?;
+    let kind = obj
+        .get("kind")
+        .ok_or_else(|| bad(format!("block {i} has no \"kind\"")))?
+        .as_str()
+        .ok_or_else(|| bad(format!("block {i}: \"kind\" must be a string")))?;
+    let Some(allowed) = allowed_keys(kind) else {
+        return Err(bad(format!(
+            "block {i}: unknown kind {kind:?} (expected \"linear\", \"bilinear\" or \"attention\")"
+        )));
     };
     for key in obj.keys() {
         if !allowed.contains(&key.as_str()) {
             return Err(bad(format!("block {i} ({kind}): unknown key {key:?}")));
         }
     }
-    let name = |key: &str| -> Result<Option<String>, FileError> {
-        match obj.get(key) {
+    let block = BlockJson { i, kind, obj };
+    match kind {
+        "linear" => block.linear(),
+        "attention" => block.attention(),
+        _ => block.bilinear(),
+    }
+}
+
+/// One block's JSON object, read key by key with errors naming the block.
+struct BlockJson<'a> {
+    i: usize,
+    kind: &'a str,
+    obj: &'a Map<String, Value>,
+}
+
+impl BlockJson<'_> {
+    fn error(&self, what: impl std::fmt::Display) -> FileError {
+        bad(format!("block {} ({}): {what}", self.i, self.kind))
+    }
+
+    /// An optional tensor name.
+    fn name(&self, key: &str) -> Result<Option<String>, FileError> {
+        match self.obj.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(bad(format!(
-                "block {i} ({kind}): \"{key}\" must be a tensor name (a string)"
-            ))),
+            Some(_) => Err(self.error(format!("\"{key}\" must be a tensor name (a string)"))),
         }
-    };
-    let required = |key: &str| -> Result<String, FileError> {
-        name(key)?.ok_or_else(|| bad(format!("block {i} ({kind}): the role \"{key}\" is missing")))
-    };
-    let number = |key: &str| -> Result<Option<f64>, FileError> {
-        match obj.get(key) {
+    }
+
+    /// A tensor name the block needs.
+    fn required(&self, key: &str) -> Result<String, FileError> {
+        self.name(key)?
+            .ok_or_else(|| self.error(format!("the role \"{key}\" is missing")))
+    }
+
+    /// An optional number.
+    fn number(&self, key: &str) -> Result<Option<f64>, FileError> {
+        match self.obj.get(key) {
             None => Ok(None),
             Some(v) => v
                 .as_f64()
                 .map(Some)
-                .ok_or_else(|| bad(format!("block {i} ({kind}): \"{key}\" must be a number"))),
+                .ok_or_else(|| self.error(format!("\"{key}\" must be a number"))),
         }
-    };
-    if kind == "linear" {
-        let transpose = match obj.get("transpose") {
+    }
+
+    fn linear(&self) -> Result<BlockSpec, FileError> {
+        let transpose = match self.obj.get("transpose") {
             None => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(bad(format!(
-                    "block {i} (linear): \"transpose\" must be true or false"
-                )));
-            }
+            Some(_) => return Err(self.error("\"transpose\" must be true or false")),
         };
-        return Ok(BlockSpec::Linear {
-            weight: required("weight")?,
-            bias: name("bias")?,
+        Ok(BlockSpec::Linear {
+            weight: self.required("weight")?,
+            bias: self.name("bias")?,
             transpose,
             energy: None,
-        });
+        })
     }
-    if kind == "attention" {
-        let heads = match obj.get("heads") {
-            None => {
-                return Err(bad(format!("block {i} (attention): \"heads\" is missing")));
-            }
+
+    fn attention(&self) -> Result<BlockSpec, FileError> {
+        let heads = match self.obj.get("heads") {
+            None => return Err(self.error("\"heads\" is missing")),
             Some(v) => v
                 .as_u64()
                 .and_then(|h| usize::try_from(h).ok())
                 .filter(|&h| h > 0)
                 .ok_or_else(|| {
-                    bad(format!(
-                        "block {i} (attention): \"heads\" must be a positive integer, found {v}"
-                    ))
+                    self.error(format!("\"heads\" must be a positive integer, found {v}"))
                 })?,
         };
-        let mask = match obj.get("mask") {
+        let mask = match self.obj.get("mask") {
             None => Mask::Causal,
             Some(Value::String(m)) => parse_mask(m).ok_or_else(|| {
-                bad(format!(
-                    "block {i} (attention): unknown mask {m:?} (expected \"causal\", \"none\" or \"diag\")"
+                self.error(format!(
+                    "unknown mask {m:?} (expected \"causal\", \"none\" or \"diag\")"
                 ))
             })?,
-            Some(_) => {
-                return Err(bad(format!(
-                    "block {i} (attention): \"mask\" must be a string"
-                )));
-            }
+            Some(_) => return Err(self.error("\"mask\" must be a string")),
         };
-        let rotary_base = match obj.get("rotary_base") {
+        let rotary_base = match self.obj.get("rotary_base") {
             None => Some(crate::block::DEFAULT_ROTARY_BASE),
             Some(Value::Null) => None,
-            Some(_) => number("rotary_base")?,
+            Some(_) => self.number("rotary_base")?,
         };
-        let weights = ATTENTION_ROLES.map(required);
-        let biases = ATTENTION_BIAS_ROLES.map(&name);
-        let [q1, k1, q2, k2, v, o] = weights;
-        let [bq1, bk1, bq2, bk2, bv, bo] = biases;
-        return Ok(BlockSpec::Attention(Box::new(AttentionSpec {
+        let [q1, k1, q2, k2, v, o] = ATTENTION_ROLES.map(|r| self.required(r));
+        let [bq1, bk1, bq2, bk2, bv, bo] = ATTENTION_BIAS_ROLES.map(|r| self.name(r));
+        Ok(BlockSpec::Attention(Box::new(AttentionSpec {
             weights: [q1?, k1?, q2?, k2?, v?, o?],
             biases: [bq1?, bk1?, bq2?, bk2?, bv?, bo?],
             heads,
             mask,
             rotary_base,
-            scale: number("scale")?,
-            skip: number("skip")?,
-            score_scale: number("score_scale")?,
-        })));
+            scale: self.number("scale")?,
+            skip: self.number("skip")?,
+            score_scale: self.number("score_scale")?,
+        })))
     }
-    let factors = match (name("fused")?, name("left")?, name("right")?) {
-        (Some(fused), None, None) => {
-            for key in ["left_bias", "right_bias"] {
-                if obj.contains_key(key) {
-                    return Err(bad(format!(
-                        "block {i} (bilinear): \"{key}\" goes with \"left\"/\"right\"; a fused weight takes \"fused_bias\""
-                    )));
+
+    fn bilinear(&self) -> Result<BlockSpec, FileError> {
+        let factors = self.factors()?;
+        let residual = self.number("residual")?;
+        Ok(BlockSpec::Bilinear {
+            factors,
+            down: self.name("down")?,
+            down_bias: self.name("down_bias")?,
+            residual,
+        })
+    }
+
+    /// `left` and `right` (with their biases) or `fused` (with its bias),
+    /// never both.
+    fn factors(&self) -> Result<Factors, FileError> {
+        match (self.name("fused")?, self.name("left")?, self.name("right")?) {
+            (Some(fused), None, None) => {
+                for key in ["left_bias", "right_bias"] {
+                    if self.obj.contains_key(key) {
+                        return Err(self.error(format!(
+                            "\"{key}\" goes with \"left\"/\"right\"; a fused weight takes \"fused_bias\""
+                        )));
+                    }
                 }
+                Ok(Factors::Fused {
+                    fused,
+                    bias: self.name("fused_bias")?,
+                })
             }
-            Factors::Fused {
-                fused,
-                bias: name("fused_bias")?,
+            (None, Some(left), Some(right)) => {
+                if self.obj.contains_key("fused_bias") {
+                    return Err(
+                        self.error("\"fused_bias\" needs \"fused\", not \"left\"/\"right\"")
+                    );
+                }
+                Ok(Factors::Split {
+                    left,
+                    right,
+                    left_bias: self.name("left_bias")?,
+                    right_bias: self.name("right_bias")?,
+                })
             }
+            _ => Err(self.error("give either \"left\" and \"right\", or \"fused\"")),
         }
-        (None, Some(left), Some(right)) => {
-            if obj.contains_key("fused_bias") {
-                return Err(bad(format!(
-                    "block {i} (bilinear): \"fused_bias\" needs \"fused\", not \"left\"/\"right\""
-                )));
-            }
-            Factors::Split {
-                left,
-                right,
-                left_bias: name("left_bias")?,
-                right_bias: name("right_bias")?,
-            }
-        }
-        _ => {
-            return Err(bad(format!(
-                "block {i} (bilinear): give either \"left\" and \"right\", or \"fused\""
-            )));
-        }
-    };
-    let residual = number("residual")?;
-    Ok(BlockSpec::Bilinear {
-        factors,
-        down: name("down")?,
-        down_bias: name("down_bias")?,
-        residual,
-    })
+    }
 }
 
 #[cfg(test)]

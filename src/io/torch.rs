@@ -24,9 +24,9 @@ use zip::ZipArchive;
 use zip::result::ZipError;
 
 use super::pickle::{self, Unpickled, Value, View};
-use super::read::{RawFile, RawTensor, TorchInfo};
-use super::{Dtype, FileError};
-use crate::error::{CLIPPED, LISTED, clipped, listed};
+use super::raw::{RawFile, RawTensor, TorchInfo};
+use crate::error::{CLIPPED, FileError, LISTED, clipped, listed};
+use crate::io::Dtype;
 
 /// The keys of a checkpoint wrapper under which a state_dict is looked for.
 pub(crate) const WRAPPER_KEYS: [&str; 6] = [
@@ -37,13 +37,6 @@ pub(crate) const WRAPPER_KEYS: [&str; 6] = [
     "net",
     "weights",
 ];
-
-/// The first bytes of the legacy (before PyTorch 1.6) `torch.save` format:
-/// pickle protocol 2, then the 10-byte magic number as a `LONG1`.
-pub(crate) const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a";
-
-/// The first bytes of a zip archive (a local file header).
-pub(crate) const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 
 type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
 
@@ -131,15 +124,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<RawFile, FileError> {
             .storages
             .get(view.storage)
             .ok_or_else(|| state_dict_error(format!("tensor {name:?} has no storage")))?;
-        let dtype = match storage.kind.dtype {
-            "F64" => Dtype::F64,
-            "F32" => Dtype::F32,
-            "F16" => Dtype::F16,
-            "BF16" => Dtype::BF16,
-            other => {
-                info.other.push((name, other));
-                continue;
-            }
+        let Some(dtype) = Dtype::from_name(storage.kind.dtype) else {
+            info.other.push((name, storage.kind.dtype));
+            continue;
         };
         total = total.saturating_add(view.numel);
         if total > limit {

@@ -5,8 +5,9 @@ use nalgebra::{DMatrix, DVector};
 use super::spec::{
     ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec,
 };
-use super::{FileError, Layout};
 use crate::block::{Mask, Role, Setting, TensorBlock};
+use crate::error::FileError;
+use crate::io::Layout;
 use crate::model::Model;
 
 /// A tensor to write: name, shape, row-major values.

@@ -43,7 +43,7 @@ fn models(dir: &Path, n: usize) -> Vec<(PathBuf, Model<f64>)> {
                 (Layout::EmbedBodyHead, Dtype::F64),
                 (Layout::Described, Dtype::F64),
             ][i % 3];
-            io::save_as(&model, &path, layout, dtype).unwrap();
+            io::save_with_dtype(&model, &path, layout, dtype).unwrap();
             (path, model)
         })
         .collect()
@@ -282,7 +282,7 @@ fn matrix_fails_cleanly_on_a_bad_file() {
 fn inspect_describes_the_layout() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ebh.safetensors");
-    io::save_as(
+    io::save_with_dtype(
         &embed_body_head(5, 2, 0.5),
         &path,
         Layout::EmbedBodyHead,
@@ -777,8 +777,8 @@ fn the_heatmap_of_a_model_and_its_f32_copy_is_drawn() {
         dir.path().join("a.safetensors"),
         dir.path().join("b.safetensors"),
     );
-    io::save_as(&model, &a, Layout::Described, Dtype::F64).unwrap();
-    io::save_as(&model, &b, Layout::Described, Dtype::F32).unwrap();
+    io::save_with_dtype(&model, &a, Layout::Described, Dtype::F64).unwrap();
+    io::save_with_dtype(&model, &b, Layout::Described, Dtype::F32).unwrap();
     let (csv, png) = (dir.path().join("m.csv"), dir.path().join("m.png"));
     let out = run(&["matrix", s(&a), s(&b), "-o", s(&csv), "--plot", s(&png)]);
     assert!(out.status.success(), "{}", stderr(&out));

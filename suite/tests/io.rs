@@ -72,7 +72,7 @@ fn round_trip_every_layout_and_dtype() {
     for (case, (layout, model)) in cases.iter().enumerate() {
         for (dtype, st) in DTYPES {
             let path = dir.path().join(format!("{case}-{dtype}.safetensors"));
-            io::save_as(model, &path, *layout, dtype).unwrap();
+            io::save_with_dtype(model, &path, *layout, dtype).unwrap();
             let file = io::open(&path, &LoadOptions::default()).unwrap();
             // Every layout writes metadata, so the loader reads it back as described.
             assert_eq!(file.layout, Layout::Described);

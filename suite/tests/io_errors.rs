@@ -245,6 +245,60 @@ fn non_finite_values_are_located() {
     }
 }
 
+/// A value that is not finite, or not finite once rounded to the scalar
+/// type the model is read in, is located at its tensor, whichever block it
+/// is in: never reported as a fault of block 0.
+#[test]
+fn values_out_of_range_name_their_tensor_not_block_0() {
+    let dir = tempfile::tempdir().unwrap();
+    // embed, one bilinear body block, head: the bad value is in the head
+    // (block 2), the last tensor read.
+    let tensors = |head: f64| {
+        vec![
+            raw("embed.weight", &[2, 2], vec![1.0, 0.0, 0.0, 1.0]),
+            raw("body.0.l.weight", &[2, 2], vec![1.0, 0.5, -0.5, 1.0]),
+            raw("body.0.r.weight", &[2, 2], vec![0.5, 1.0, 1.0, -1.0]),
+            raw("body.0.d.weight", &[2, 2], vec![1.0, 0.0, 0.0, 1.0]),
+            raw("head.weight", &[1, 2], vec![1.0, head]),
+        ]
+    };
+    let nan = write(
+        dir.path(),
+        "nan.safetensors",
+        &file_bytes(&tensors(f64::NAN), St::F64, None),
+    );
+    match load_error(&nan) {
+        FileError::NonFinite { tensor, index, .. } => {
+            assert_eq!((tensor.as_str(), index), ("head.weight", 1))
+        }
+        e => panic!("{e}"),
+    }
+    // Finite in the file (F64), beyond f32's range: read as f64 it loads,
+    // read as f32 it is an error naming the tensor and the value.
+    let big = write(
+        dir.path(),
+        "big.safetensors",
+        &file_bytes(&tensors(1e300), St::F64, None),
+    );
+    assert!(io::load(&big).is_ok());
+    match io::load_as::<f32>(&big, &LoadOptions::default()) {
+        Err(Error::File {
+            source:
+                FileError::OutOfRange {
+                    tensor,
+                    index,
+                    value,
+                    scalar,
+                },
+            ..
+        }) => {
+            assert_eq!((tensor.as_str(), index, scalar), ("head.weight", 1, "f32"));
+            assert_eq!(value, 1e300);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn truncated_files_say_how_much_is_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -489,7 +543,7 @@ fn save_rejects_what_a_layout_cannot_express() {
         .block(Linear::new(DMatrix::from_element(1, 1, 1e6), None).unwrap())
         .build()
         .unwrap();
-    match io::save_as(&big, &path, Layout::Described, Dtype::F16) {
+    match io::save_with_dtype(&big, &path, Layout::Described, Dtype::F16) {
         Err(Error::File {
             source: FileError::Overflow { tensor, .. },
             ..
@@ -526,7 +580,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let model = bilinear_projection(3, 1.0);
         let path = dir.path().join("m.safetensors");
-        io::save_as(&model, &path, if metadata { Layout::Described } else { Layout::BiLinearProjection }, Dtype::F32).unwrap();
+        io::save_with_dtype(&model, &path, if metadata { Layout::Described } else { Layout::BiLinearProjection }, Dtype::F32).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         for (at, byte, op) in edits {
             let i = at.index(bytes.len());

@@ -98,7 +98,7 @@ fn metadata_round_trips_every_attention_option() {
         assert!((s.similarity(&model, &back.model).unwrap() - 1.0).abs() < 1e-12);
         // F32 storage rounds each weight once, and only that.
         let path32 = dir.path().join(format!("seq-{i}-f32.safetensors"));
-        io::save_as(&model, &path32, Layout::Described, Dtype::F32).unwrap();
+        io::save_with_dtype(&model, &path32, Layout::Described, Dtype::F32).unwrap();
         let back32 = io::load(&path32).unwrap();
         assert!(rel_diff(&y, &seq_library::forward(&back32, &x)) < 1e-5);
     }

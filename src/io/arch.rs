@@ -1,0 +1,626 @@
+//! A file's architecture, resolved once: the run config's `"model"` keys
+//! (each checked and typed in one place), merged with the [`LoadOptions`]
+//! that stand in for them, every default applied and recorded, for the
+//! layout inferred from the tensor names ([SPEC §8](crate::spec#8-sequence-model-files)).
+//!
+//! Layout inference then only consumes an [`Architecture`]: it checks the
+//! declared sizes against the tensors and names the blocks' tensors, and
+//! never reads the config itself. A new config key is one field of
+//! [`ModelKeys`] and one line of [`ModelKeys::read`]; a new layout is one
+//! row of [`LayoutRules::of`].
+
+use std::path::{Path, PathBuf};
+
+use super::config::{self, RunConfig};
+use super::spec::parse_mask;
+use crate::block::{DEFAULT_ROTARY_BASE, Mask};
+use crate::error::FileError;
+use crate::io::{Layout, LoadOptions};
+
+/// What each layout reads: its config's keys and the options it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LayoutRules {
+    /// Whether a run config is looked for; its `"model"` keys must all be
+    /// in `keys`.
+    pub(crate) config: bool,
+    /// The `"model"` keys the layout knows.
+    pub(crate) keys: &'static [&'static str],
+    /// The [`LoadOptions`] fields the layout reads; any other given is
+    /// listed as unused.
+    pub(crate) options: &'static [&'static str],
+}
+
+impl LayoutRules {
+    /// The rules of `layout`: one row per layout.
+    pub(crate) fn of(layout: Layout) -> Self {
+        match layout {
+            // Metadata names every setting.
+            Layout::Described => Self {
+                config: false,
+                keys: &[],
+                options: &[],
+            },
+            Layout::EmbedBodyHead | Layout::BiLinearProjection => Self {
+                config: false,
+                keys: &[],
+                options: &["residual_scale"],
+            },
+            // α is the residual scale here; the LM's attn_scale is not read.
+            Layout::Transformer => Self {
+                config: true,
+                keys: &[
+                    "n_head",
+                    "n_layers",
+                    "d_model",
+                    "alpha",
+                    "mask",
+                    "rope_base",
+                    "n_ctx",
+                ],
+                options: &["residual_scale", "config", "heads", "mask"],
+            },
+            // The residual is additive (r = 1); there is no residual scale.
+            Layout::AttentionLm => Self {
+                config: true,
+                keys: &[
+                    "vocab_size",
+                    "d_model",
+                    "n_head",
+                    "n_layers",
+                    "attn_scale",
+                    "attn_type",
+                    "rope_base",
+                    "use_bias_qk",
+                    "n_ctx",
+                    "norm_type",
+                    "norm_places",
+                    "use_rmsnorm_qk",
+                ],
+                options: &["config", "heads", "mask", "attn_scale"],
+            },
+        }
+    }
+}
+
+/// How a layer's attention scores are formed, as `attn_type` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScoreKind {
+    /// Two query/key pairs, `(q1·k1)(q2·k2)`: tensors `q1, k1, q2, k2`.
+    Bilinear,
+    /// One pair, squared, `(q·k)²`: tensors `q, k`.
+    Quadratic,
+}
+
+impl ScoreKind {
+    /// The config's name for it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ScoreKind::Bilinear => "bilinear",
+            ScoreKind::Quadratic => "quadratic",
+        }
+    }
+}
+
+/// The `"model"` keys of a run config, each read once, typed and checked
+/// on its own (a key that is not polynomial is refused here). `None`: the
+/// key is absent or null (or there is no config).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ModelKeys {
+    /// `attn_type`: bilinear or quadratic (softmax and others are refused).
+    pub(crate) attn_type: Option<ScoreKind>,
+    /// `n_head`: the number of attention heads.
+    pub(crate) n_head: Option<usize>,
+    /// `alpha`: the Transformer's one residual scale.
+    pub(crate) alpha: Option<f64>,
+    /// `attn_scale`: the attention-only LM's attention scale.
+    pub(crate) attn_scale: Option<f64>,
+    /// `mask`: causal, none or diag.
+    pub(crate) mask: Option<Mask>,
+    /// `rope_base`: the rotary base (positive).
+    pub(crate) rope_base: Option<f64>,
+    /// `use_bias_qk`: whether the q/k projections have biases.
+    pub(crate) use_bias_qk: Option<bool>,
+    /// `n_layers`: the number of layers.
+    pub(crate) n_layers: Option<usize>,
+    /// `vocab_size`: the rows of the embedding table.
+    pub(crate) vocab_size: Option<usize>,
+    /// `d_model`: the stream width.
+    pub(crate) d_model: Option<usize>,
+    /// `n_ctx`: the native context length (positive).
+    pub(crate) n_ctx: Option<usize>,
+}
+
+impl ModelKeys {
+    /// Every key of `config`'s `"model"` section: an unknown one (outside
+    /// `known`) is refused first, then each is typed, in a fixed order.
+    /// `norm_type`, `norm_places` and `use_rmsnorm_qk` are only checked:
+    /// normalisation inside the network is refused.
+    pub(crate) fn read(config: &RunConfig, known: &[&str]) -> Result<Self, FileError> {
+        config.check_keys(known)?;
+        let attn_type = score_kind(config)?;
+        refuse_norms(config)?;
+        Ok(Self {
+            attn_type,
+            n_head: config.usize("n_head")?,
+            alpha: config.f64("alpha")?,
+            attn_scale: config.f64("attn_scale")?,
+            mask: mask(config)?,
+            rope_base: config.positive_f64("rope_base")?,
+            use_bias_qk: config.bool("use_bias_qk")?,
+            n_layers: config.usize("n_layers")?,
+            vocab_size: config.usize("vocab_size")?,
+            d_model: config.usize("d_model")?,
+            // A native context of no positions is no model's.
+            n_ctx: config.positive("n_ctx")?,
+        })
+    }
+}
+
+/// `attn_type`, refusing what is not polynomial.
+fn score_kind(config: &RunConfig) -> Result<Option<ScoreKind>, FileError> {
+    match config.str("attn_type")? {
+        None => Ok(None),
+        Some("bilinear") => Ok(Some(ScoreKind::Bilinear)),
+        Some("quadratic") => Ok(Some(ScoreKind::Quadratic)),
+        Some(other) => Err(config.refuse(
+            "attn_type",
+            format!("{other:?} attention is not polynomial; only bilinear and quadratic are exact"),
+        )),
+    }
+}
+
+/// Refuses normalisation inside the network (`norm_places` with a
+/// `norm_type` other than none) and RMS-normalised q/k.
+fn refuse_norms(config: &RunConfig) -> Result<(), FileError> {
+    let norm_type = config.str("norm_type")?;
+    if config.list_len("norm_places")?.unwrap_or(0) > 0 && norm_type.is_some_and(|t| t != "none") {
+        return Err(config.refuse(
+            "norm_places",
+            format!(
+                "normalisation ({}) inside the network is not polynomial",
+                norm_type.unwrap_or_default()
+            ),
+        ));
+    }
+    if config.bool("use_rmsnorm_qk")? == Some(true) {
+        return Err(config.refuse("use_rmsnorm_qk", "RMS-normalised q/k are not polynomial"));
+    }
+    Ok(())
+}
+
+/// `mask`, by name.
+fn mask(config: &RunConfig) -> Result<Option<Mask>, FileError> {
+    match config.str("mask")? {
+        Some(name) => parse_mask(name)
+            .map(Some)
+            .ok_or_else(|| config.refuse("mask", format!("{name:?} is not causal, none or diag"))),
+        None => Ok(None),
+    }
+}
+
+/// The attention settings of a sequence layout, the same for every layer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct AttentionSettings {
+    /// The number of heads.
+    pub(crate) heads: usize,
+    /// The mask.
+    pub(crate) mask: Mask,
+    /// The rotary base; `None`: no rotary.
+    pub(crate) rotary_base: Option<f64>,
+    /// The scale `α` of the attention's output.
+    pub(crate) scale: f64,
+    /// The skip (residual) weight `r`.
+    pub(crate) skip: f64,
+}
+
+/// A file's architecture as far as its tensors do not give it: the layout,
+/// the config read (if any) and what it declares, the settings that
+/// inference needs, and every default applied.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Architecture {
+    /// The layout, from the metadata or the tensor names.
+    pub(crate) layout: Layout,
+    /// The run config read, if any.
+    pub(crate) config: Option<PathBuf>,
+    /// What the config declares (all `None` without one): inference checks
+    /// the counts and kinds against the tensors.
+    pub(crate) declared: ModelKeys,
+    /// The residual scale of the bilinear blocks (`None`: 1, no residual).
+    pub(crate) residual: Option<f64>,
+    /// The attention settings of a sequence layout; `None` for the others.
+    pub(crate) attention: Option<AttentionSettings>,
+    /// The defaults applied where neither the config nor the options said,
+    /// one line each (`"rope_base absent: no rotary"`).
+    pub(crate) assumptions: Vec<String>,
+    /// The options given that this layout does not read.
+    pub(crate) unused_options: Vec<&'static str>,
+}
+
+impl Architecture {
+    /// The architecture of a file with `layout`, for the checkpoint at
+    /// `checkpoint`: its run config found (or `options.config`) and read,
+    /// then merged with `options`.
+    pub(crate) fn resolve(
+        layout: Layout,
+        checkpoint: &Path,
+        options: &LoadOptions,
+    ) -> Result<Self, FileError> {
+        let rules = LayoutRules::of(layout);
+        let config = if rules.config {
+            config::find(checkpoint, options.config.as_deref())?
+        } else {
+            None
+        };
+        let declared = match &config {
+            Some(c) => ModelKeys::read(c, rules.keys)?,
+            None => ModelKeys::default(),
+        };
+        let mut arch = Self {
+            layout,
+            config: None,
+            declared,
+            residual: None,
+            attention: None,
+            assumptions: Vec::new(),
+            unused_options: options.unused(rules.options),
+        };
+        let merge = Merge {
+            config: config.as_ref(),
+            options,
+        };
+        match layout {
+            Layout::Described => {}
+            Layout::EmbedBodyHead | Layout::BiLinearProjection => {
+                arch.residual = options.residual_scale;
+            }
+            Layout::Transformer => arch.transformer(&merge)?,
+            Layout::AttentionLm => arch.attention_lm(&merge)?,
+        }
+        arch.config = config.map(|c| c.path);
+        Ok(arch)
+    }
+
+    /// The config's native context length (`n_ctx`), if it gives one.
+    pub(crate) fn native_context(&self) -> Option<usize> {
+        self.declared.n_ctx
+    }
+
+    /// The research `Transformer`: one `α` for the attention (`r = 1 − α`)
+    /// and the MLP's lerp residual (default 1, no residual), a mask
+    /// (default causal) and an optional rotary base (default none).
+    fn transformer(&mut self, merge: &Merge<'_>) -> Result<(), FileError> {
+        let heads = merge.heads(self.declared.n_head, self.layout)?;
+        let alpha = merge
+            .agree(
+                "alpha",
+                self.declared.alpha,
+                merge.options.residual_scale,
+                "--residual-scale",
+            )?
+            .unwrap_or_else(|| {
+                self.assume("α (alpha / --residual-scale) absent: 1, no residual");
+                1.0
+            });
+        let mask = merge.mask(self.declared.mask.clone())?.unwrap_or_else(|| {
+            self.assume("mask absent: causal");
+            Mask::Causal
+        });
+        let rotary_base = self.declared.rope_base;
+        if rotary_base.is_none() {
+            self.assume("rope_base absent: no rotary");
+        }
+        self.residual = Some(alpha);
+        self.attention = Some(AttentionSettings {
+            heads,
+            mask,
+            rotary_base,
+            scale: alpha,
+            skip: 1.0 - alpha,
+        });
+        Ok(())
+    }
+
+    /// The attention-only LM: additive residual (`r = 1`), the attention
+    /// scale `attn_scale` (no default: the research codes disagree, 0.2
+    /// and 0.35), rotary base `rope_base` (default
+    /// [`DEFAULT_ROTARY_BASE`]), causal unless `--mask` says otherwise.
+    fn attention_lm(&mut self, merge: &Merge<'_>) -> Result<(), FileError> {
+        let heads = merge.heads(self.declared.n_head, self.layout)?;
+        let scale = merge
+            .agree(
+                "attn_scale",
+                self.declared.attn_scale,
+                merge.options.attn_scale,
+                "--attn-scale",
+            )?
+            .ok_or(FileError::NeedsConfig {
+                layout: self.layout.name(),
+                what: "the attention scale (attn_scale)",
+                flag: "--attn-scale",
+            })?;
+        let rotary_base = self.declared.rope_base.unwrap_or_else(|| {
+            self.assume(format!("rope_base absent: {DEFAULT_ROTARY_BASE}"));
+            DEFAULT_ROTARY_BASE
+        });
+        self.attention = Some(AttentionSettings {
+            heads,
+            mask: merge.options.mask.clone().unwrap_or(Mask::Causal),
+            rotary_base: Some(rotary_base),
+            scale,
+            skip: 1.0,
+        });
+        Ok(())
+    }
+
+    /// An error about the config's `key`, naming the config.
+    pub(crate) fn refuse(&self, key: &str, reason: impl Into<String>) -> FileError {
+        FileError::Config {
+            config: self.config.clone().unwrap_or_default(),
+            reason: format!("model.{key}: {}", reason.into()),
+        }
+    }
+
+    /// A count the config declares (`declared`, under `key`) must be the
+    /// `found` the tensors say (`what`, in words).
+    pub(crate) fn check_count(
+        &self,
+        key: &str,
+        declared: Option<usize>,
+        found: usize,
+        what: &str,
+    ) -> Result<(), FileError> {
+        match declared {
+            Some(n) if n != found => Err(self.refuse(
+                key,
+                format!("is {n}, but the checkpoint has {found} {what}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a default applied.
+    fn assume(&mut self, line: impl Into<String>) {
+        self.assumptions.push(line.into());
+    }
+}
+
+/// A config (if any) and the options that stand in for its keys.
+struct Merge<'a> {
+    config: Option<&'a RunConfig>,
+    options: &'a LoadOptions,
+}
+
+impl Merge<'_> {
+    /// The config's `key` value or the option `flag`'s, or neither; where
+    /// both give it they must agree.
+    fn agree<T: PartialEq + std::fmt::Display>(
+        &self,
+        key: &str,
+        from_config: Option<T>,
+        option: Option<T>,
+        flag: &str,
+    ) -> Result<Option<T>, FileError> {
+        match (self.config, from_config, option) {
+            (Some(c), Some(from_config), Some(o)) if from_config != o => {
+                Err(c.refuse(key, format!("is {from_config}, but {flag} says {o}")))
+            }
+            (_, from_config, o) => Ok(from_config.or(o)),
+        }
+    }
+
+    /// `n_head` from the config or `--heads`; one of them is needed.
+    fn heads(&self, n_head: Option<usize>, layout: Layout) -> Result<usize, FileError> {
+        self.agree("n_head", n_head, self.options.heads, "--heads")?
+            .ok_or(FileError::NeedsConfig {
+                layout: layout.name(),
+                what: "the number of heads (n_head)",
+                flag: "--heads",
+            })
+    }
+
+    /// The mask from the config or `--mask`, compared by name.
+    fn mask(&self, from_config: Option<Mask>) -> Result<Option<Mask>, FileError> {
+        /// A mask that prints as its name, for [`Merge::agree`].
+        #[derive(PartialEq)]
+        struct Named(Mask);
+        impl std::fmt::Display for Named {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0.name())
+            }
+        }
+        let named = self.agree(
+            "mask",
+            from_config.map(Named),
+            self.options.mask.clone().map(Named),
+            "--mask",
+        )?;
+        Ok(named.map(|Named(m)| m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file `config.yaml` with `model` holding `body`, in a fresh
+    /// folder, and options that point at it.
+    fn with_config(body: &str) -> (tempfile::TempDir, LoadOptions) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, format!("model:\n{body}")).expect("written");
+        let options = LoadOptions {
+            config: Some(path),
+            ..LoadOptions::default()
+        };
+        (dir, options)
+    }
+
+    fn resolve(layout: Layout, options: &LoadOptions) -> Result<Architecture, FileError> {
+        Architecture::resolve(layout, Path::new("model.pt"), options)
+    }
+
+    #[test]
+    fn a_config_with_every_key_is_read_whole_with_nothing_assumed() {
+        let (_dir, options) = with_config(
+            "  vocab_size: 50\n  d_model: 8\n  n_head: 2\n  n_layers: 3\n  attn_scale: 0.35\n  \
+             attn_type: quadratic\n  rope_base: 500\n  use_bias_qk: true\n  n_ctx: 64\n  \
+             norm_type: none\n  norm_places: []\n  use_rmsnorm_qk: false\n",
+        );
+        let arch = resolve(Layout::AttentionLm, &options).expect("a valid config");
+        assert_eq!(
+            arch.declared,
+            ModelKeys {
+                attn_type: Some(ScoreKind::Quadratic),
+                n_head: Some(2),
+                alpha: None,
+                attn_scale: Some(0.35),
+                mask: None,
+                rope_base: Some(500.0),
+                use_bias_qk: Some(true),
+                n_layers: Some(3),
+                vocab_size: Some(50),
+                d_model: Some(8),
+                n_ctx: Some(64),
+            }
+        );
+        assert_eq!(
+            arch.attention,
+            Some(AttentionSettings {
+                heads: 2,
+                mask: Mask::Causal,
+                rotary_base: Some(500.0),
+                scale: 0.35,
+                skip: 1.0,
+            })
+        );
+        assert_eq!(arch.residual, None);
+        assert_eq!(arch.native_context(), Some(64));
+        assert!(arch.assumptions.is_empty(), "{:?}", arch.assumptions);
+        assert_eq!(arch.config, options.config);
+        assert!(arch.unused_options.is_empty());
+
+        let (_dir, options) = with_config(
+            "  n_head: 4\n  n_layers: 2\n  d_model: 16\n  alpha: 0.25\n  mask: diag\n  \
+             rope_base: 10000\n  n_ctx: 32\n",
+        );
+        let arch = resolve(Layout::Transformer, &options).expect("a valid config");
+        assert_eq!(arch.residual, Some(0.25));
+        assert_eq!(
+            arch.attention,
+            Some(AttentionSettings {
+                heads: 4,
+                mask: Mask::Diagonal,
+                rotary_base: Some(10000.0),
+                scale: 0.25,
+                skip: 0.75,
+            })
+        );
+        assert_eq!(
+            (arch.declared.n_layers, arch.declared.d_model),
+            (Some(2), Some(16))
+        );
+        assert!(arch.assumptions.is_empty(), "{:?}", arch.assumptions);
+    }
+
+    #[test]
+    fn missing_keys_take_recorded_defaults() {
+        let (_dir, options) = with_config("  n_head: 2\n");
+        let arch = resolve(Layout::Transformer, &options).expect("n_head is enough");
+        assert_eq!(
+            arch.assumptions,
+            [
+                "α (alpha / --residual-scale) absent: 1, no residual",
+                "mask absent: causal",
+                "rope_base absent: no rotary",
+            ]
+        );
+        assert_eq!(
+            arch.attention,
+            Some(AttentionSettings {
+                heads: 2,
+                mask: Mask::Causal,
+                rotary_base: None,
+                scale: 1.0,
+                skip: 0.0,
+            })
+        );
+        assert_eq!(arch.native_context(), None);
+
+        let (_dir, mut options) = with_config("  attn_scale: 0.2\n");
+        options.heads = Some(3);
+        options.residual_scale = Some(0.5);
+        let arch = resolve(Layout::AttentionLm, &options).expect("--heads stands in");
+        assert_eq!(
+            arch.assumptions,
+            [format!("rope_base absent: {DEFAULT_ROTARY_BASE}")]
+        );
+        let attention = arch.attention.expect("a sequence layout");
+        assert_eq!(attention.heads, 3);
+        assert_eq!(attention.rotary_base, Some(DEFAULT_ROTARY_BASE));
+        // The LM has no residual scale: the option is listed as unused.
+        assert_eq!(arch.unused_options, ["residual_scale"]);
+
+        // Without a config, what has no default is asked for by name.
+        let none = LoadOptions {
+            heads: Some(2),
+            ..LoadOptions::default()
+        };
+        // Two folders deep, so that no config above the temporary folder is found.
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let alone = dir.path().join("run").join("checkpoints").join("model.pt");
+        match Architecture::resolve(Layout::AttentionLm, &alone, &none) {
+            Err(FileError::NeedsConfig { flag, .. }) => assert_eq!(flag, "--attn-scale"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_refused() {
+        let (_dir, options) = with_config("  n_head: 2\n  vocab_size: 10\n");
+        // vocab_size is the LM's, not the Transformer's.
+        match resolve(Layout::Transformer, &options) {
+            Err(FileError::Config { reason, .. }) => {
+                assert!(
+                    reason.contains("unknown model key \"vocab_size\""),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_dir, options) = with_config("  n_head: two\n");
+        match resolve(Layout::Transformer, &options) {
+            Err(FileError::Config { reason, .. }) => {
+                assert!(reason.contains("model.n_head must be"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_dir, mut options) = with_config("  n_head: 2\n  attn_scale: 0.2\n");
+        options.heads = Some(4);
+        match resolve(Layout::AttentionLm, &options) {
+            Err(FileError::Config { reason, .. }) => {
+                assert!(reason.contains("is 2, but --heads says 4"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_dir, options) = with_config("  attn_type: softmax\n");
+        assert!(matches!(
+            resolve(Layout::AttentionLm, &options),
+            Err(FileError::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn vector_layouts_read_only_the_residual_scale() {
+        let options = LoadOptions {
+            residual_scale: Some(0.5),
+            heads: Some(2),
+            ..LoadOptions::default()
+        };
+        let arch = resolve(Layout::EmbedBodyHead, &options).expect("no config needed");
+        assert_eq!(arch.residual, Some(0.5));
+        assert_eq!(arch.attention, None);
+        assert_eq!(arch.unused_options, ["heads"]);
+        let arch = resolve(Layout::Described, &options).expect("metadata names everything");
+        assert_eq!(arch.unused_options, ["residual_scale", "heads"]);
+    }
+}
