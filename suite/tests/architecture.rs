@@ -743,7 +743,6 @@ fn has_edge(g: &Graph, a: &str, b: &str) -> bool {
 }
 
 #[test]
-#[ignore = "cycles being removed in issue 20"]
 fn no_module_imports_from_a_module_that_imports_it_back() {
     let g = real_graph();
     let report = report(&g);
