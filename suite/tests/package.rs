@@ -176,8 +176,6 @@ fn the_exclude_list_leaves_out_what_a_user_never_needs() {
         "python/Cargo.toml",
         ".ci/run",
         "benches/recursion.rs",
-        "src/io/read_tests.rs",
-        "src/block/attention/step_tests.rs",
         "CHANGELOG.md",
         "CONTRIBUTING.md",
     ] {
