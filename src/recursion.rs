@@ -824,7 +824,7 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
 /// One step of the Gram recursion: `G' = D̃_A H D̃_Bᵀ` for CP blocks `a`, `b`
 /// of the same order and the cross Gram matrix `g` of their inputs
 /// (`(m_A+1) × (m_B+1)`); `G'` is `(n_A+1) × (n_B+1)`. (Any block kind, on
-/// sequences too: [`TensorBlock::gram_step`](crate::TensorBlock::gram_step).)
+/// sequences too: [`TensorBlock::gram_step`].)
 /// An error for a block without CP factors.
 ///
 /// # Example

@@ -23,7 +23,7 @@ impl<T: Real> CpFactors<T> {
     /// matching shapes and finite values.
     ///
     /// This does not check that the block keeps the constant (`ỹ_0 = 1`);
-    /// [`CpBlock::new`] does.
+    /// [`CpBlock::new`](super::CpBlock::new) does.
     pub fn new(inputs: &[DMatrix<T>], output: Option<DMatrix<T>>) -> Result<Self> {
         let first = inputs
             .first()

@@ -46,7 +46,7 @@ impl<T: Real> Moments<T> {
             return Err(Error::ZeroContext);
         }
         let len = mean.len();
-        if len == 0 || (len - 1) % context != 0 {
+        if len == 0 || !(len - 1).is_multiple_of(context) {
             return Err(Error::InvalidBlock(format!(
                 "a mean of length {len} is not 1 + {context}·(width per position)"
             )));
