@@ -15,6 +15,7 @@
 //! | [`cli`] | the `tensor-similarity` command (feature `cli`) |
 //! | [`performance`] | measured speed against GEMM, and how it grows |
 //! | [`security`] | hostile input: what is refused, what is checked before it is allocated |
+//! | [`architecture`] | the modules, which way they depend, the life of one comparison |
 
 #[doc = include_str!("../docs/recursion.md")]
 pub mod recursion {}
@@ -42,3 +43,6 @@ pub mod performance {}
 
 #[doc = include_str!("../docs/security.md")]
 pub mod security {}
+
+#[doc = include_str!("../docs/architecture.md")]
+pub mod architecture {}
