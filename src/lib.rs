@@ -105,7 +105,7 @@ pub use block::{
     Attention, AttentionBuilder, Bilinear, BilinearBuilder, CpBlock, CpFactors, CpKind,
     Description, Linear, Mask, Parameter, Role, Setting, TensorBlock, check_block,
 };
-pub use error::{Error, Incomparable, Result, Side};
+pub use error::{Error, ErrorFamily, Incomparable, Result, Side};
 pub use gaussian::{GaussianReport, GaussianSimilarity, JointMoments, Moments};
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;

@@ -8,7 +8,7 @@
 
 use pyo3::PyErr;
 use pyo3::import_exception;
-use tensor_similarity::Error;
+use tensor_similarity::{Error, ErrorFamily};
 
 import_exception!(tensor_similarity._errors, TensorSimilarityError);
 import_exception!(tensor_similarity._errors, OptionError);
@@ -47,37 +47,24 @@ pub enum Family {
 impl Family {
     /// The family of a core error.
     ///
-    /// `None` is the base class, `TensorSimilarityError`. Every variant
-    /// the core has today is listed; a new one also falls to `None` until
-    /// it is given its family here (the core's `Error` is
-    /// `#[non_exhaustive]`, so from this crate the compiler cannot insist).
+    /// `None` is the base class, `TensorSimilarityError`. The core gives
+    /// every variant its family by an exhaustive match
+    /// (`Error::family`), and this match over the families is exhaustive
+    /// too, so a new variant or family cannot fall through unnoticed.
     pub fn of(e: &Error) -> Option<Self> {
-        Some(match e {
-            Error::InvalidOption { .. } | Error::MissingContext(_) | Error::ZeroContext => {
-                Self::Option
-            }
-            Error::Shape { .. } | Error::TooFewSamples { .. } => Self::Shape,
-            Error::NonFinite { .. } => Self::NonFinite,
+        Some(match e.family() {
+            ErrorFamily::Option => Self::Option,
+            ErrorFamily::Shape => Self::Shape,
+            ErrorFamily::NonFinite => Self::NonFinite,
             // Blocks that do not make a model: Python builds models only
             // from files and state_dicts, where these come wrapped in a
             // `File` or `StateDict` error. Built otherwise, the base class.
-            Error::WidthMismatch { .. }
-            | Error::EmptyModel
-            | Error::Residual { .. }
-            | Error::InvalidBlock(_)
-            | Error::Symmetry(_)
-            | Error::ConstantNotKept { .. }
-            | Error::BlockCheck { .. }
-            | Error::Heads { .. }
-            | Error::OddRotaryWidth { .. } => return None,
-            Error::Incomparable(_) | Error::Unsupported { .. } | Error::OrderTooHigh { .. } => {
-                Self::Incomparable
-            }
-            Error::ZeroNorm(_) | Error::ZeroOutput { .. } => Self::ZeroNorm,
-            Error::NumericalBreakdown { .. } => Self::Numerical,
-            Error::MemoryLimit { .. } | Error::SizeOverflow { .. } => Self::MemoryLimit,
-            Error::File { .. } | Error::StateDict { .. } => Self::File,
-            _ => return None,
+            ErrorFamily::Model => return None,
+            ErrorFamily::Incomparable => Self::Incomparable,
+            ErrorFamily::ZeroNorm => Self::ZeroNorm,
+            ErrorFamily::Numerical => Self::Numerical,
+            ErrorFamily::MemoryLimit => Self::MemoryLimit,
+            ErrorFamily::File => Self::File,
         })
     }
 

@@ -5,7 +5,7 @@ use nalgebra::{DMatrix, DVector};
 use super::factors::CpFactors;
 use super::{CpKind, Description, Parameter, Setting};
 use crate::error::{Error, Result};
-use crate::scalar::{Real, to_f64};
+use crate::scalar::{Real, from_f64};
 use crate::validate::{check_finite, check_len, check_shape};
 
 /// A bilinear layer (a "bilinear MLP" or gated linear unit without
@@ -47,7 +47,7 @@ pub struct Bilinear<T: Real = f64> {
     left_bias: Option<DVector<T>>,
     right_bias: Option<DVector<T>>,
     down_bias: Option<DVector<T>>,
-    residual: T,
+    residual: f64,
     cp: CpFactors<T>,
 }
 
@@ -62,7 +62,7 @@ pub struct BilinearBuilder<T: Real = f64> {
     left_bias: Option<DVector<T>>,
     right_bias: Option<DVector<T>>,
     down_bias: Option<DVector<T>>,
-    residual: T,
+    residual: f64,
 }
 
 impl<T: Real> BilinearBuilder<T> {
@@ -90,8 +90,9 @@ impl<T: Real> BilinearBuilder<T> {
         self
     }
 
-    /// The residual scale `s` (default 1: no residual).
-    pub fn residual(mut self, scale: T) -> Self {
+    /// The residual scale `s` (default 1: no residual), a setting in
+    /// `f64` like attention's [`skip`](crate::AttentionBuilder::skip).
+    pub fn residual(mut self, scale: f64) -> Self {
         self.residual = scale;
         self
     }
@@ -133,19 +134,20 @@ impl<T: Real> BilinearBuilder<T> {
                 check_finite(what, b)?;
             }
         }
-        let s = self.residual;
-        if !s.is_finite() {
+        let residual = self.residual;
+        if !residual.is_finite() {
             return Err(Error::NonFinite {
                 what: "bilinear residual scale".into(),
                 row: 0,
                 col: 0,
-                value: to_f64(s),
+                value: residual,
             });
         }
-        let skip = if s == T::one() { 0 } else { m };
+        let s: T = from_f64(residual);
+        let skip = if residual == 1.0 { 0 } else { m };
         if skip > 0 && n != m {
             return Err(Error::Residual {
-                scale: to_f64(s),
+                scale: residual,
                 input: m,
                 output: n,
             });
@@ -194,7 +196,7 @@ impl<T: Real> BilinearBuilder<T> {
             left_bias: self.left_bias,
             right_bias: self.right_bias,
             down_bias: self.down_bias,
-            residual: s,
+            residual,
             cp,
         })
     }
@@ -216,7 +218,7 @@ impl<T: Real> Bilinear<T> {
             left_bias: None,
             right_bias: None,
             down_bias: None,
-            residual: T::one(),
+            residual: 1.0,
         }
     }
 
@@ -287,7 +289,7 @@ impl<T: Real> Bilinear<T> {
     }
 
     /// The residual scale `s`.
-    pub fn residual(&self) -> T {
+    pub fn residual(&self) -> f64 {
         self.residual
     }
 
@@ -354,7 +356,7 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
             kind: "bilinear",
             settings: vec![
                 ("hidden", Setting::Count(self.hidden_width())),
-                ("residual", Setting::Real(to_f64(self.residual))),
+                ("residual", Setting::Real(self.residual)),
             ],
             parameters,
         }
@@ -402,8 +404,8 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
         if let Some(b) = &self.down_bias {
             y += b;
         }
-        let s = self.residual;
-        Ok(if s == T::one() {
+        let s: T = from_f64(self.residual);
+        Ok(if self.residual == 1.0 {
             y
         } else {
             y * s + x * (T::one() - s)

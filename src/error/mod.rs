@@ -319,6 +319,66 @@ pub(crate) const LISTED: usize = 8;
 /// message ([`clipped`]).
 pub(crate) const CLIPPED: usize = 80;
 
+/// The family of an [`Error`]: what kind of fault it is, for a front end
+/// that maps errors to its own types (the Python package's exception
+/// classes). Every variant of [`Error`] has one, by an exhaustive match
+/// here, so that a new variant cannot be left without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorFamily {
+    /// An option or setting out of its domain, or missing.
+    Option,
+    /// An array of the wrong shape, or too few samples.
+    Shape,
+    /// A NaN or infinity in the input.
+    NonFinite,
+    /// Blocks that do not make a valid model or block.
+    Model,
+    /// Two models, or blocks, that cannot be compared.
+    Incomparable,
+    /// A model whose norm is zero.
+    ZeroNorm,
+    /// A computation that left the range the scalar type resolves.
+    Numerical,
+    /// More memory, or a larger size, than the machine or the limit has.
+    MemoryLimit,
+    /// A model file, or a `state_dict`'s tensors, that cannot be read or written.
+    File,
+}
+
+impl Error {
+    /// The error's [`ErrorFamily`].
+    ///
+    /// ```
+    /// use tensor_similarity::{Error, ErrorFamily};
+    /// assert_eq!(Error::ZeroContext.family(), ErrorFamily::Option);
+    /// ```
+    pub fn family(&self) -> ErrorFamily {
+        match self {
+            Error::InvalidOption { .. } | Error::MissingContext(_) | Error::ZeroContext => {
+                ErrorFamily::Option
+            }
+            Error::Shape { .. } | Error::TooFewSamples { .. } => ErrorFamily::Shape,
+            Error::NonFinite { .. } => ErrorFamily::NonFinite,
+            Error::WidthMismatch { .. }
+            | Error::EmptyModel
+            | Error::Residual { .. }
+            | Error::InvalidBlock(_)
+            | Error::Symmetry(_)
+            | Error::ConstantNotKept { .. }
+            | Error::BlockCheck { .. }
+            | Error::Heads { .. }
+            | Error::OddRotaryWidth { .. } => ErrorFamily::Model,
+            Error::Incomparable(_) | Error::Unsupported { .. } | Error::OrderTooHigh { .. } => {
+                ErrorFamily::Incomparable
+            }
+            Error::ZeroNorm(_) | Error::ZeroOutput { .. } => ErrorFamily::ZeroNorm,
+            Error::NumericalBreakdown { .. } => ErrorFamily::Numerical,
+            Error::MemoryLimit { .. } | Error::SizeOverflow { .. } => ErrorFamily::MemoryLimit,
+            Error::File { .. } | Error::StateDict { .. } => ErrorFamily::File,
+        }
+    }
+}
+
 /// A list of names for an error message, one line of bounded length
 /// whatever the input holds: the first `limit` items (control characters
 /// escaped, each [`clipped`]), joined by `", "`, then `", … and N more"` if

@@ -200,7 +200,7 @@ fn bilinear_block<T: Real>(
     let db = reader.vector(down_bias.as_deref(), role.of("down_bias"), n)?;
     let mut builder = builder.down(d.map(cast)).down_bias(db.map(cast_vector));
     if let Some(s) = residual {
-        builder = builder.residual(T::from_f64_lossy(s));
+        builder = builder.residual(s);
     }
     Ok(Arc::new(builder.build().map_err(|e| block_error(i, e))?))
 }

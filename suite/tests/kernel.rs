@@ -375,7 +375,7 @@ fn f32_kernel_paths_agree_with_f64() {
         let b = bilinear(&mut rng, m, h + 3, m, s, 9);
         let rebuild = |x: &Bilinear| {
             let mut builder =
-                Bilinear::builder(to32(x.left()), to32(x.right())).residual(x.residual() as f32);
+                Bilinear::builder(to32(x.left()), to32(x.right())).residual(x.residual());
             if let Some(d) = x.down() {
                 builder = builder.down(to32(d));
             }

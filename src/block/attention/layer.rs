@@ -157,33 +157,102 @@ const BIAS_ROLES: [&str; 6] = [
 ];
 
 impl<T: Real> AttentionBuilder<T> {
-    fn bias(mut self, i: usize, b: impl Into<Option<DVector<T>>>) -> Self {
+    /// A builder for bilinear attention with `heads` heads and every weight
+    /// still to give, by role: [`q1`](Self::q1), [`k1`](Self::k1),
+    /// [`q2`](Self::q2), [`k2`](Self::k2), [`v`](Self::v), [`o`](Self::o)
+    /// (or [`weight`](Self::weight)). The defaults are those of
+    /// [`Attention::builder`], which takes the six weights at once.
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{AttentionBuilder, Role, TensorBlock};
+    ///
+    /// let w = |rows: usize, cols: usize| DMatrix::from_fn(rows, cols, |i, j| (i + 2 * j) as f64 * 0.1);
+    /// let attention = AttentionBuilder::new(2)
+    ///     .q1(w(4, 3)).k1(w(4, 3)).q2(w(4, 3)).k2(w(4, 3))
+    ///     .v(w(2, 3))
+    ///     .weight(Role::O, w(3, 2))
+    ///     .skip(1.0)
+    ///     .build()?;
+    /// assert_eq!((attention.heads(), attention.input_width(), attention.output_width()), (2, 3, 3));
+    /// // A weight not given is an error naming it.
+    /// assert!(AttentionBuilder::<f64>::new(2).q1(w(4, 3)).build().is_err());
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn new(heads: usize) -> Self {
+        Self {
+            heads,
+            weights: Default::default(),
+            biases: Default::default(),
+            rotary: None,
+            mask: Mask::Causal,
+            score_scale: None,
+            scale: 1.0,
+            skip: None,
+        }
+    }
+
+    /// The weight of `role` (see [`Role`] for the shapes).
+    pub fn weight(mut self, role: Role, w: DMatrix<T>) -> Self {
+        self.weights[role as usize] = w;
+        self
+    }
+    /// `W_q1` (`H e × d`).
+    pub fn q1(self, w: DMatrix<T>) -> Self {
+        self.weight(Role::Q1, w)
+    }
+    /// `W_k1` (`H e × d`).
+    pub fn k1(self, w: DMatrix<T>) -> Self {
+        self.weight(Role::K1, w)
+    }
+    /// `W_q2` (`H e × d`).
+    pub fn q2(self, w: DMatrix<T>) -> Self {
+        self.weight(Role::Q2, w)
+    }
+    /// `W_k2` (`H e × d`).
+    pub fn k2(self, w: DMatrix<T>) -> Self {
+        self.weight(Role::K2, w)
+    }
+    /// `W_v` (`H e_v × d`).
+    pub fn v(self, w: DMatrix<T>) -> Self {
+        self.weight(Role::V, w)
+    }
+    /// `W_o` (`d_out × H e_v`).
+    pub fn o(self, w: DMatrix<T>) -> Self {
+        self.weight(Role::O, w)
+    }
+    /// The bias of `role`, or none.
+    pub fn bias(self, role: Role, b: impl Into<Option<DVector<T>>>) -> Self {
+        self.set_bias(role as usize, b)
+    }
+
+    fn set_bias(mut self, i: usize, b: impl Into<Option<DVector<T>>>) -> Self {
         self.biases[i] = b.into();
         self
     }
     /// `b_q1` (length `H e`).
     pub fn q1_bias(self, b: impl Into<Option<DVector<T>>>) -> Self {
-        self.bias(0, b)
+        self.set_bias(0, b)
     }
     /// `b_k1` (length `H e`).
     pub fn k1_bias(self, b: impl Into<Option<DVector<T>>>) -> Self {
-        self.bias(1, b)
+        self.set_bias(1, b)
     }
     /// `b_q2` (length `H e`).
     pub fn q2_bias(self, b: impl Into<Option<DVector<T>>>) -> Self {
-        self.bias(2, b)
+        self.set_bias(2, b)
     }
     /// `b_k2` (length `H e`).
     pub fn k2_bias(self, b: impl Into<Option<DVector<T>>>) -> Self {
-        self.bias(3, b)
+        self.set_bias(3, b)
     }
     /// `b_v` (length `H e_v`).
     pub fn v_bias(self, b: impl Into<Option<DVector<T>>>) -> Self {
-        self.bias(4, b)
+        self.set_bias(4, b)
     }
     /// `b_o` (length `d_out`), inside the scale: `α (O z + b_o)`.
     pub fn o_bias(self, b: impl Into<Option<DVector<T>>>) -> Self {
-        self.bias(5, b)
+        self.set_bias(5, b)
     }
     /// Rotary position encoding with this base ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention) "half" layout);
     /// the default is none. [`DEFAULT_ROTARY_BASE`] is the usual base.
@@ -219,6 +288,16 @@ impl<T: Real> AttentionBuilder<T> {
     /// `e` is even when rotary is on, `d_out = d` when `r ≠ 0`, and every
     /// value is finite.
     pub fn build(self) -> Result<Attention<T>> {
+        if let Some(role) = Role::ALL
+            .into_iter()
+            .find(|&r| self.weights[r as usize].is_empty())
+        {
+            return Err(Error::InvalidBlock(format!(
+                "attention weight {} not given (AttentionBuilder::{} or ::weight)",
+                role.name(),
+                role.name()
+            )));
+        }
         let [q1, k1, q2, k2, v, o] = self.weights;
         let heads = self.heads;
         let d = q1.ncols();
@@ -355,16 +434,13 @@ impl<T: Real> Attention<T> {
         v: DMatrix<T>,
         o: DMatrix<T>,
     ) -> AttentionBuilder<T> {
-        AttentionBuilder {
-            heads,
-            weights: [q1, k1, q2, k2, v, o],
-            biases: Default::default(),
-            rotary: None,
-            mask: Mask::Causal,
-            score_scale: None,
-            scale: 1.0,
-            skip: None,
-        }
+        AttentionBuilder::new(heads)
+            .q1(q1)
+            .k1(k1)
+            .q2(q2)
+            .k2(k2)
+            .v(v)
+            .o(o)
     }
 
     /// Quadratic attention, one score factor squared, `(q·k)²`: bilinear
