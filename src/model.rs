@@ -96,8 +96,8 @@ impl<T: Real> Model<T> {
         for (i, b) in blocks.iter().enumerate() {
             if b.order() == 0 || b.input_width() == 0 || b.output_width() == 0 {
                 return Err(Error::InvalidBlock(format!(
-                    "block {i} ({}) has order {} and widths {} → {}: a kind without CP factors \
-                     must give its order and widths",
+                    "block {i} ({}) has order {} and widths {} → {}: a block reads at least \
+                     one copy of a non-empty input and writes a non-empty output",
                     b.kind(),
                     b.order(),
                     b.input_width(),

@@ -1,7 +1,7 @@
 //! What a block kind must guarantee, checked: the constant rule, and a
 //! forward pass that agrees with what the metrics compute.
 //!
-//! The metrics use only a block's CP factors (or its own Gram step), never
+//! The metrics use only a block's CP factors (or its own steps), never
 //! its `forward`; a kind whose factors drop the constant, or whose factors
 //! and `forward` disagree, gives similarities of another function without
 //! any error. Two facts make both checkable without forming a tensor:
@@ -67,7 +67,7 @@ pub fn check_block<T: Real>(block: &dyn TensorBlock<T>) -> Result<()> {
     let (k, m, n) = (block.order(), block.input_width(), block.output_width());
     if k == 0 || m == 0 || n == 0 {
         return Err(fail(format!(
-            "order {k} and widths {m} → {n}: a kind without CP factors must give its order and widths"
+            "order {k} and widths {m} → {n}: a block reads at least one copy of a non-empty input and writes a non-empty output"
         )));
     }
     if let Some(cp) = block.as_cp() {
