@@ -215,6 +215,7 @@ fn parse_mask(mask: Option<MaskArg<'_>>) -> PyResult<Option<Mask>> {
 
 fn load_options(
     residual_scale: Option<f64>,
+    skip: Option<f64>,
     config: Option<PathBuf>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
@@ -224,6 +225,7 @@ fn load_options(
     #[allow(clippy::needless_update)]
     Ok(LoadOptions {
         residual_scale,
+        skip,
         config,
         heads,
         mask: parse_mask(mask)?,
@@ -234,17 +236,18 @@ fn load_options(
 
 /// The model in the file at `path`.
 #[pyfunction]
-#[pyo3(signature = (path, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[pyo3(signature = (path, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
 pub fn load(
     py: Python<'_>,
     path: PathBuf,
     residual_scale: Option<f64>,
+    skip: Option<f64>,
     config: Option<PathBuf>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
 ) -> PyResult<NativeModel> {
-    let options = load_options(residual_scale, config, heads, mask, attn_scale)?;
+    let options = load_options(residual_scale, skip, config, heads, mask, attn_scale)?;
     let file = py.detach(|| io::open(&path, &options)).map_err(to_py)?;
     Ok(file.into())
 }
@@ -252,17 +255,18 @@ pub fn load(
 /// The models in the files at `paths`, read in parallel; the error is the
 /// first by path order.
 #[pyfunction]
-#[pyo3(signature = (paths, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[pyo3(signature = (paths, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
 pub fn load_many(
     py: Python<'_>,
     paths: Vec<PathBuf>,
     residual_scale: Option<f64>,
+    skip: Option<f64>,
     config: Option<PathBuf>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
 ) -> PyResult<Vec<NativeModel>> {
-    let options = load_options(residual_scale, config, heads, mask, attn_scale)?;
+    let options = load_options(residual_scale, skip, config, heads, mask, attn_scale)?;
     let files = py
         .detach(|| {
             paths
@@ -279,7 +283,7 @@ pub fn load_many(
 /// place and copied once); `metadata` the layout JSON, or `None` to infer
 /// it from the names.
 #[pyfunction]
-#[pyo3(signature = (names, dtypes, arrays, metadata=None, *, residual_scale=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[pyo3(signature = (names, dtypes, arrays, metadata=None, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn from_state_dict(
     py: Python<'_>,
@@ -288,6 +292,7 @@ pub fn from_state_dict(
     arrays: Vec<Array<'_>>,
     metadata: Option<String>,
     residual_scale: Option<f64>,
+    skip: Option<f64>,
     config: Option<PathBuf>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
@@ -298,7 +303,7 @@ pub fn from_state_dict(
             "from_state_dict: names, dtypes and arrays must have one entry per tensor",
         ));
     }
-    let options = load_options(residual_scale, config, heads, mask, attn_scale)?;
+    let options = load_options(residual_scale, skip, config, heads, mask, attn_scale)?;
     let mut tensors = HashMap::with_capacity(names.len());
     for ((name, dtype), array) in names.into_iter().zip(dtypes).zip(&arrays) {
         let data = TensorData {

@@ -92,7 +92,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Keyword options that say how to read a file (or a state_dict without
 #: metadata); see :func:`load`.
-LOAD_OPTIONS = ("residual_scale", "config", "heads", "mask", "attn_scale")
+LOAD_OPTIONS = ("residual_scale", "skip", "config", "heads", "mask", "attn_scale")
 #: Keyword options of the metrics; see :func:`similarity`.
 METRIC_OPTIONS = (
     "context",
@@ -200,7 +200,7 @@ class Model:
         attention-only language model). As for files, a tensor that no
         block uses is an error.
 
-        ``options`` are :func:`load`'s: ``residual_scale``, ``heads``, ``mask``,
+        ``options`` are :func:`load`'s: ``residual_scale``, ``skip``, ``heads``, ``mask``,
         ``attn_scale``, ``config`` (a run config file; there is no folder to
         find one in).
         """
@@ -425,8 +425,12 @@ def load(path: PathLike, **options: Any) -> Model:
     config (``config.json``/``config.yaml``) is found beside the checkpoint
     or one or two folders up.
 
-    Options (only files without metadata need them): ``residual_scale`` (the
-    residual scale of every bilinear block of a vector layout), ``config`` (the
+    Options (only files without metadata need them): ``residual_scale`` (of
+    every bilinear block of a vector layout: alone, the research lerp ``s``,
+    ``α = s, r = 1 − s``; with ``skip``, the output scale ``α``), ``skip``
+    (the skip weight ``r`` of ``y = α·D(Lx ∘ Rx) + r·x``: ``skip=1`` is the
+    usual additive residual ``x + D(Lx ∘ Rx)``; without either, no residual,
+    and :attr:`Model.assumptions` says so), ``config`` (the
     run config to read instead of looking beside the checkpoint), ``heads``,
     ``mask`` (``"causal"``, ``"none"``, ``"diag"`` or an ``n × n`` matrix),
     ``attn_scale``.

@@ -79,3 +79,22 @@ def test_huge_contexts_are_refused_with_what_fits():
         ts.similarity(early, late, context=2, max_memory="16G")
     with pytest.raises(ts.TensorSimilarityError, match="does not take max_memory"):
         ts.similarity(early, late, "weight", max_memory=1 << 30)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_an_additive_residual_mlp_gives_pytorchs_logits_with_skip(depth):
+    # x = x + d(l(x) * r(x)) under the embed/body/head names, written by
+    # PyTorch with its logits (tests/files/torch/make_additive.py).
+    path = FILES / f"ebh_additive_{depth}.pt"
+    data = json.loads((FILES / f"ebh_additive_{depth}.json").read_text())
+    inputs, logits = np.array(data["inputs"]), np.array(data["logits"])
+    additive = ts.load(path, skip=1)
+    np.testing.assert_allclose(additive.forward(inputs), logits, rtol=1e-12, atol=1e-12)
+    assert not any("residual absent" in a for a in additive.assumptions)
+    # Without skip=, no residual, and the assumption names the keyword.
+    plain = ts.load(path)
+    assert any("residual absent" in a and "skip=1" in a for a in plain.assumptions)
+    assert np.abs(plain.forward(inputs) - logits).max() > 1e-2
+    # skip= with residual_scale= as α.
+    scaled = ts.load(path, skip=1, residual_scale=0.5)
+    assert np.abs(scaled.forward(inputs) - logits).max() > 1e-3

@@ -1,4 +1,4 @@
-//! The bilinear block `y = s·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + (1−s)·x`.
+//! The bilinear block `y = α·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + r·x`.
 
 use nalgebra::{DMatrix, DVector};
 
@@ -9,17 +9,21 @@ use crate::scalar::{Real, from_f64};
 use crate::validate::{check_finite, check_len, check_shape};
 
 /// A bilinear layer (a "bilinear MLP" or gated linear unit without
-/// nonlinearity): `y = s·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + (1−s)·x`,
+/// nonlinearity): `y = α·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + r·x`,
 /// with `L, R ∈ R^{h×m}`, an optional down projection `D ∈ R^{n×h}`
-/// (absent: the identity, `n = h`), optional biases, and a residual scale
-/// `s` (1: no residual; otherwise `n = m`). This is the research code's
-/// `lerp(x, D(Lx ∘ Rx), s)`.
+/// (absent: the identity, `n = h`), optional biases, an output scale `α`
+/// and a skip weight `r` ([SPEC §1](crate::spec#1-blocks-and-models); default
+/// `α = 1, r = 0`: no residual; `r ≠ 0` needs `n = m`). The usual additive
+/// residual `x + D(Lx ∘ Rx)` is `α = 1, r = 1`
+/// ([`skip`](BilinearBuilder::skip)); the research code's lerp
+/// `lerp(x, D(Lx ∘ Rx), s)` is `α = s, r = 1 − s`
+/// ([`residual`](BilinearBuilder::residual)).
 ///
-/// Its padded CP form has rank `1 + h` (`+ m` when `s ≠ 1`):
+/// Its padded CP form has rank `1 + h` (`+ m` when `r ≠ 0`):
 ///
 /// ```text
 /// U_1 = [e_0ᵀ; (b_L│L); (0│I_m)]     U_2 = [e_0ᵀ; (b_R│R); (1│0) × m]
-/// D̃  = [(1; s·b_D) │ (0; s·D) │ (0; (1−s)·I_m)]
+/// D̃  = [(1; α·b_D) │ (0; α·D) │ (0; r·I_m)]
 /// ```
 ///
 /// Both legs read the same input, so the block is symmetric under `S_2`:
@@ -47,7 +51,8 @@ pub struct Bilinear<T: Real = f64> {
     left_bias: Option<DVector<T>>,
     right_bias: Option<DVector<T>>,
     down_bias: Option<DVector<T>>,
-    residual: f64,
+    scale: f64,
+    skip: f64,
     cp: CpFactors<T>,
 }
 
@@ -62,7 +67,8 @@ pub struct BilinearBuilder<T: Real = f64> {
     left_bias: Option<DVector<T>>,
     right_bias: Option<DVector<T>>,
     down_bias: Option<DVector<T>>,
-    residual: f64,
+    scale: f64,
+    skip: f64,
 }
 
 impl<T: Real> BilinearBuilder<T> {
@@ -90,10 +96,23 @@ impl<T: Real> BilinearBuilder<T> {
         self
     }
 
-    /// The residual scale `s` (default 1: no residual), a setting in
-    /// `f64` like attention's [`skip`](crate::AttentionBuilder::skip).
-    pub fn residual(mut self, scale: f64) -> Self {
-        self.residual = scale;
+    /// The research code's lerp residual `s`: `α = s`, `r = 1 − s`
+    /// (`s = 1`, the default, is no residual).
+    pub fn residual(self, s: f64) -> Self {
+        self.scale(s).skip(1.0 - s)
+    }
+
+    /// The output scale `α` (default 1), a setting in `f64` like
+    /// attention's [`scale`](crate::AttentionBuilder::scale).
+    pub fn scale(mut self, alpha: f64) -> Self {
+        self.scale = alpha;
+        self
+    }
+
+    /// The skip weight `r` of `r·x` (default 0: no residual; 1: the
+    /// additive residual `x + α·D(…)`).
+    pub fn skip(mut self, r: f64) -> Self {
+        self.skip = r;
         self
     }
 
@@ -134,20 +153,24 @@ impl<T: Real> BilinearBuilder<T> {
                 check_finite(what, b)?;
             }
         }
-        let residual = self.residual;
-        if !residual.is_finite() {
-            return Err(Error::NonFinite {
-                what: "bilinear residual scale".into(),
-                row: 0,
-                col: 0,
-                value: residual,
-            });
+        for (what, value) in [
+            ("bilinear residual scale α", self.scale),
+            ("bilinear residual skip r", self.skip),
+        ] {
+            if !value.is_finite() {
+                return Err(Error::NonFinite {
+                    what: what.into(),
+                    row: 0,
+                    col: 0,
+                    value,
+                });
+            }
         }
-        let s: T = from_f64(residual);
-        let skip = if residual == 1.0 { 0 } else { m };
+        let (s, r): (T, T) = (from_f64(self.scale), from_f64(self.skip));
+        let skip = if self.skip == 0.0 { 0 } else { m };
         if skip > 0 && n != m {
             return Err(Error::Residual {
-                scale: residual,
+                scale: self.skip,
                 input: m,
                 output: n,
             });
@@ -177,10 +200,10 @@ impl<T: Real> BilinearBuilder<T> {
             None => out.view_mut((1, 1), (n, h)).fill_diagonal(s),
         }
         for i in 0..skip {
-            // Residual unit i: (x_i) ∘ (1), written back to output i with weight 1 − s.
+            // Residual unit i: (x_i) ∘ (1), written back to output i with weight r.
             u[(1 + h + i, 1 + i)] = one;
             u[(rank + 1 + h + i, 0)] = one;
-            out[(1 + i, 1 + h + i)] = one - s;
+            out[(1 + i, 1 + h + i)] = r;
         }
         // A finite down projection times a finite s can still overflow.
         check_finite("bilinear down projection times the residual scale", &out)?;
@@ -196,7 +219,8 @@ impl<T: Real> BilinearBuilder<T> {
             left_bias: self.left_bias,
             right_bias: self.right_bias,
             down_bias: self.down_bias,
-            residual,
+            scale: self.scale,
+            skip: self.skip,
             cp,
         })
     }
@@ -218,7 +242,8 @@ impl<T: Real> Bilinear<T> {
             left_bias: None,
             right_bias: None,
             down_bias: None,
-            residual: 1.0,
+            scale: 1.0,
+            skip: 0.0,
         }
     }
 
@@ -288,9 +313,21 @@ impl<T: Real> Bilinear<T> {
         self.down_bias.as_ref()
     }
 
-    /// The residual scale `s`.
-    pub fn residual(&self) -> f64 {
-        self.residual
+    /// The output scale `α`.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// The skip weight `r` (0: no residual).
+    pub fn skip(&self) -> f64 {
+        self.skip
+    }
+
+    /// The lerp residual `s` when the block is one (`α = s`, `r = 1 − s`,
+    /// as [`BilinearBuilder::residual`] builds; `s = 1` is no residual);
+    /// `None` for another `(α, r)`, such as the additive residual.
+    pub fn residual(&self) -> Option<f64> {
+        (self.skip == 1.0 - self.scale).then_some(self.scale)
     }
 
     /// Hidden width `h`.
@@ -316,7 +353,8 @@ impl<T: Real> Bilinear<T> {
             left_bias: self.left_bias.clone(),
             right_bias: self.right_bias.clone(),
             down_bias: self.down_bias.clone(),
-            residual: self.residual,
+            scale: self.scale,
+            skip: self.skip,
         }
     }
 }
@@ -331,7 +369,7 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
     }
 
     /// `left`, `right`, their biases, `down` (absent: the identity) and its
-    /// bias, and the residual scale `residual` (`s`).
+    /// bias, and the settings `scale` (`α`) and `skip` (`r`).
     fn description(&self) -> Description<'_, T> {
         let mut parameters = vec![
             Parameter::matrix("left", &self.left),
@@ -356,7 +394,8 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
             kind: "bilinear",
             settings: vec![
                 ("hidden", Setting::Count(self.hidden_width())),
-                ("residual", Setting::Real(self.residual)),
+                ("scale", Setting::Real(self.scale)),
+                ("skip", Setting::Real(self.skip)),
             ],
             parameters,
         }
@@ -404,11 +443,10 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
         if let Some(b) = &self.down_bias {
             y += b;
         }
-        let s: T = from_f64(self.residual);
-        Ok(if self.residual == 1.0 {
-            y
-        } else {
-            y * s + x * (T::one() - s)
+        Ok(match (self.scale, self.skip) {
+            (1.0, 0.0) => y,
+            (alpha, 0.0) => y * from_f64::<T>(alpha),
+            (alpha, r) => y * from_f64::<T>(alpha) + x * from_f64::<T>(r),
         })
     }
 }

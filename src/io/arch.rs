@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use super::config::{self, RunConfig};
-use super::spec::parse_mask;
+use super::spec::{Residual, parse_mask};
 use crate::block::{DEFAULT_ROTARY_BASE, Mask};
 use crate::error::FileError;
 use crate::io::{Layout, LoadOptions};
@@ -43,7 +43,7 @@ impl LayoutRules {
             Layout::EmbedBodyHead | Layout::BiLinearProjection => Self {
                 config: false,
                 keys: &[],
-                options: &["residual_scale"],
+                options: &["residual_scale", "skip"],
             },
             // α is the residual scale here; the LM's attn_scale is not read.
             Layout::Transformer => Self {
@@ -225,8 +225,8 @@ pub(crate) struct Architecture {
     /// What the config declares (all `None` without one): inference checks
     /// the counts and kinds against the tensors.
     pub(crate) declared: ModelKeys,
-    /// The residual scale of the bilinear blocks (`None`: 1, no residual).
-    pub(crate) residual: Option<f64>,
+    /// The bilinear blocks' output scale `α` and skip weight `r`.
+    pub(crate) residual: Residual,
     /// The attention settings of a sequence layout; `None` for the others.
     pub(crate) attention: Option<AttentionSettings>,
     /// The defaults applied where neither the config nor the options said,
@@ -259,7 +259,7 @@ impl Architecture {
             layout,
             config: None,
             declared,
-            residual: None,
+            residual: Residual::NONE,
             attention: None,
             assumptions: Vec::new(),
             unused_options: options.unused(rules.options),
@@ -270,9 +270,7 @@ impl Architecture {
         };
         match layout {
             Layout::Described => {}
-            Layout::EmbedBodyHead | Layout::BiLinearProjection => {
-                arch.residual = options.residual_scale;
-            }
+            Layout::EmbedBodyHead | Layout::BiLinearProjection => arch.vector_residual(options),
             Layout::Transformer => arch.transformer(&merge)?,
             Layout::AttentionLm => arch.attention_lm(&merge)?,
         }
@@ -283,6 +281,34 @@ impl Architecture {
     /// The config's native context length (`n_ctx`), if it gives one.
     pub(crate) fn native_context(&self) -> Option<usize> {
         self.declared.n_ctx
+    }
+
+    /// The bilinear blocks of a vector layout, whose tensor names cannot
+    /// tell whether a block adds its input: `--residual-scale s` alone is
+    /// the research code's lerp (`α = s`, `r = 1 − s`); `--skip r` sets
+    /// `r`, with `α` from `--residual-scale` (default 1). With neither, no
+    /// residual, and the assumption says how to give one.
+    fn vector_residual(&mut self, options: &LoadOptions) {
+        self.residual = match (options.residual_scale, options.skip) {
+            (Some(s), None) => Residual::lerp(s),
+            (scale, Some(skip)) => {
+                if scale.is_none() {
+                    self.assume("α (--residual-scale, Python residual_scale=) absent: 1");
+                }
+                Residual {
+                    scale: scale.unwrap_or(1.0),
+                    skip,
+                }
+            }
+            (None, None) => {
+                self.assume(
+                    "residual absent: each bilinear block is α·D(Lx ∘ Rx) with α = 1 and no \
+                     skip (r = 0); for the additive x + D(Lx ∘ Rx) give --skip 1 (Python skip=1), \
+                     for the research lerp --residual-scale s",
+                );
+                Residual::NONE
+            }
+        };
     }
 
     /// The research `Transformer`: one `α` for the attention (`r = 1 − α`)
@@ -309,7 +335,7 @@ impl Architecture {
         if rotary_base.is_none() {
             self.assume("rope_base absent: no rotary");
         }
-        self.residual = Some(alpha);
+        self.residual = Residual::lerp(alpha);
         self.attention = Some(AttentionSettings {
             heads,
             mask,
@@ -493,7 +519,7 @@ mod tests {
                 skip: 1.0,
             })
         );
-        assert_eq!(arch.residual, None);
+        assert_eq!(arch.residual, Residual::NONE);
         assert_eq!(arch.native_context(), Some(64));
         assert!(arch.assumptions.is_empty(), "{:?}", arch.assumptions);
         assert_eq!(arch.config, options.config);
@@ -504,7 +530,7 @@ mod tests {
              rope_base: 10000\n  n_ctx: 32\n",
         );
         let arch = resolve(Layout::Transformer, &options).expect("a valid config");
-        assert_eq!(arch.residual, Some(0.25));
+        assert_eq!(arch.residual, Residual::lerp(0.25));
         assert_eq!(
             arch.attention,
             Some(AttentionSettings {
@@ -617,7 +643,7 @@ mod tests {
             ..LoadOptions::default()
         };
         let arch = resolve(Layout::EmbedBodyHead, &options).expect("no config needed");
-        assert_eq!(arch.residual, Some(0.5));
+        assert_eq!(arch.residual, Residual::lerp(0.5));
         assert_eq!(arch.attention, None);
         assert_eq!(arch.unused_options, ["heads"]);
         let arch = resolve(Layout::Described, &options).expect("metadata names everything");

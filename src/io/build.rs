@@ -8,7 +8,7 @@ use nalgebra::{DMatrix, DVector};
 
 use super::raw::{RawFile, RawTensor};
 use super::spec::{
-    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec,
+    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec, Residual,
 };
 use crate::block::{Attention, Bilinear, BilinearBuilder, Linear, TensorBlock};
 use crate::error::FileError;
@@ -188,7 +188,7 @@ fn bilinear_block<T: Real>(
     factors: &Factors,
     down: &Option<String>,
     down_bias: &Option<String>,
-    residual: Option<f64>,
+    residual: Residual,
 ) -> Result<Arc<dyn TensorBlock<T>>, FileError> {
     let role = Role::new(i, "bilinear");
     let (builder, h) = bilinear_factors(reader, i, width, factors, &role)?;
@@ -199,9 +199,7 @@ fn bilinear_block<T: Real>(
     let n = d.as_ref().map_or(h, |d| d.nrows());
     let db = reader.vector(down_bias.as_deref(), role.of("down_bias"), n)?;
     let mut builder = builder.down(d.map(cast)).down_bias(db.map(cast_vector));
-    if let Some(s) = residual {
-        builder = builder.residual(s);
-    }
+    builder = builder.scale(residual.scale).skip(residual.skip);
     Ok(Arc::new(builder.build().map_err(|e| block_error(i, e))?))
 }
 

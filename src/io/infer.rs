@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::arch::{Architecture, AttentionSettings, ScoreKind};
 use super::raw::RawTensor;
-use super::spec::{AttentionSpec, BlockSpec, Factors, LayoutSpec};
+use super::spec::{AttentionSpec, BlockSpec, Factors, LayoutSpec, Residual};
 use crate::error::{FileError, LISTED, listed};
 use crate::io::Layout;
 
@@ -63,7 +63,7 @@ pub(crate) fn layout_spec(names: &Names<'_>, arch: &Architecture) -> Result<Layo
 
 /// `bi_linear` (a fused bilinear block without down projection), then
 /// `projection`.
-fn bilinear_projection(names: &Names<'_>, residual: Option<f64>) -> Vec<BlockSpec> {
+fn bilinear_projection(names: &Names<'_>, residual: Residual) -> Vec<BlockSpec> {
     vec![
         BlockSpec::Bilinear {
             factors: Factors::Fused {
@@ -79,7 +79,7 @@ fn bilinear_projection(names: &Names<'_>, residual: Option<f64>) -> Vec<BlockSpe
 }
 
 /// `embed`, bilinear blocks `body.{i}.{l,r,d}`, then `head`.
-fn embed_body_head(names: &Names<'_>, residual: Option<f64>) -> Result<Vec<BlockSpec>, FileError> {
+fn embed_body_head(names: &Names<'_>, residual: Residual) -> Result<Vec<BlockSpec>, FileError> {
     let mut blocks = vec![linear(names, "embed")];
     for i in 0..names.layers("body.", "l.weight")? {
         blocks.push(mlp(names, &format!("body.{i}."), residual));
@@ -143,7 +143,7 @@ fn linear(names: &Names<'_>, prefix: &str) -> BlockSpec {
 }
 
 /// A bilinear block `p.l`, `p.r`, `p.d` with whatever biases are present.
-fn mlp(names: &Names<'_>, p: &str, residual: Option<f64>) -> BlockSpec {
+fn mlp(names: &Names<'_>, p: &str, residual: Residual) -> BlockSpec {
     BlockSpec::Bilinear {
         factors: Factors::Split {
             left: format!("{p}l.weight"),

@@ -21,11 +21,22 @@ use crate::block::Mask;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoadOptions {
-    /// The residual scale `s` of every bilinear block in a file without
-    /// metadata (the research code sets one for the whole model); `None`
-    /// means 1, no residual. For [`Layout::Transformer`](crate::io::Layout::Transformer), its one `α`. A
-    /// file with metadata names its own residuals and ignores this.
+    /// The residual scale of every bilinear block in a file without
+    /// metadata (the research code sets one for the whole model): alone,
+    /// the research code's lerp `s` (`α = s`, `r = 1 − s`); with
+    /// [`skip`](Self::skip), the output scale `α`. `None` with no `skip`:
+    /// `α = 1`, no residual, recorded as an assumption. For
+    /// [`Layout::Transformer`](crate::io::Layout::Transformer), its one `α`.
+    /// A file with metadata names its own residuals and ignores this.
     pub residual_scale: Option<f64>,
+    /// The skip weight `r` of every bilinear block in a file without
+    /// metadata ([SPEC §1](crate::spec#1-blocks-and-models)):
+    /// `y = α·D(Lx ∘ Rx) + r·x`; 1 is the usual additive residual
+    /// `x + D(Lx ∘ Rx)`. `α` is [`residual_scale`](Self::residual_scale),
+    /// default 1. Read by the vector layouts
+    /// ([`EmbedBodyHead`](crate::io::Layout::EmbedBodyHead),
+    /// [`BiLinearProjection`](crate::io::Layout::BiLinearProjection)).
+    pub skip: Option<f64>,
     /// The run config to read, instead of looking beside the checkpoint.
     pub config: Option<PathBuf>,
     /// The number of attention heads, where no config gives `n_head`.
@@ -42,6 +53,7 @@ impl LoadOptions {
     pub(crate) fn given(&self) -> Vec<&'static str> {
         [
             ("residual_scale", self.residual_scale.is_some()),
+            ("skip", self.skip.is_some()),
             ("config", self.config.is_some()),
             ("heads", self.heads.is_some()),
             ("mask", self.mask.is_some()),

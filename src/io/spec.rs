@@ -36,9 +36,33 @@ pub(crate) enum BlockSpec {
         factors: Factors,
         down: Option<String>,
         down_bias: Option<String>,
-        residual: Option<f64>,
+        residual: Residual,
     },
     Attention(Box<AttentionSpec>),
+}
+
+/// A bilinear block's output scale `α` and skip weight `r`
+/// ([SPEC §1](crate::spec#1-blocks-and-models)): `y = α·(D(Lx ∘ Rx) + b_D) + r·x`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Residual {
+    pub(crate) scale: f64,
+    pub(crate) skip: f64,
+}
+
+impl Residual {
+    /// No residual: `α = 1`, `r = 0`.
+    pub(crate) const NONE: Self = Self {
+        scale: 1.0,
+        skip: 0.0,
+    };
+
+    /// The research code's lerp `s`: `α = s`, `r = 1 − s`.
+    pub(crate) fn lerp(s: f64) -> Self {
+        Self {
+            scale: s,
+            skip: 1.0 - s,
+        }
+    }
 }
 
 /// A bilinear attention block's tensors and options; `None` options take
@@ -160,10 +184,14 @@ impl BlockSpec {
             m.insert(role.into(), json!(name));
         }
         match self {
-            BlockSpec::Bilinear {
-                residual: Some(s), ..
-            } => {
-                m.insert("residual".into(), json!(s));
+            BlockSpec::Bilinear { residual, .. } if *residual != Residual::NONE => {
+                // A lerp is written as the research code's one number.
+                if *residual == Residual::lerp(residual.scale) {
+                    m.insert("residual".into(), json!(residual.scale));
+                } else {
+                    m.insert("scale".into(), json!(residual.scale));
+                    m.insert("skip".into(), json!(residual.skip));
+                }
             }
             BlockSpec::Linear {
                 transpose: true, ..
@@ -306,6 +334,8 @@ fn allowed_keys(kind: &str) -> Option<&'static [&'static str]> {
             "fused_bias",
             "down_bias",
             "residual",
+            "scale",
+            "skip",
         ],
         _ => return None,
     })
@@ -433,7 +463,23 @@ impl BlockJson<'_> {
 
     fn bilinear(&self) -> Result<BlockSpec, FileError> {
         let factors = self.factors()?;
-        let residual = self.number("residual")?;
+        let residual = match (
+            self.number("residual")?,
+            self.number("scale")?,
+            self.number("skip")?,
+        ) {
+            (Some(s), None, None) => Residual::lerp(s),
+            (None, scale, skip) => Residual {
+                scale: scale.unwrap_or(1.0),
+                skip: skip.unwrap_or(0.0),
+            },
+            (Some(_), _, _) => {
+                return Err(self.error(
+                    "\"residual\" (the lerp s: α = s, r = 1 − s) and \"scale\"/\"skip\" (α, r) \
+                     say the same thing twice: give one",
+                ));
+            }
+        };
         Ok(BlockSpec::Bilinear {
             factors,
             down: self.name("down")?,
@@ -507,7 +553,7 @@ mod tests {
                 },
                 down: Some("d".into()),
                 down_bias: None,
-                residual: Some(0.25),
+                residual: Residual::lerp(0.25),
             },
             BlockSpec::Bilinear {
                 factors: Factors::Split {
@@ -518,7 +564,7 @@ mod tests {
                 },
                 down: None,
                 down_bias: Some("db".into()),
-                residual: None,
+                residual: Residual::NONE,
             },
         ];
         for sequence in [false, true] {

@@ -3,7 +3,7 @@
 use nalgebra::{DMatrix, DVector};
 
 use super::spec::{
-    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec,
+    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec, Residual,
 };
 use crate::block::{Mask, Role, Setting, TensorBlock};
 use crate::error::FileError;
@@ -163,7 +163,7 @@ struct BilinearParts {
     right_bias: Option<DVector<f64>>,
     down: Option<DMatrix<f64>>,
     down_bias: Option<DVector<f64>>,
-    residual: f64,
+    residual: Residual,
 }
 
 struct AttentionParts {
@@ -207,9 +207,6 @@ impl BilinearParts {
     }
     fn hidden_width(&self) -> usize {
         self.left.nrows()
-    }
-    fn residual(&self) -> f64 {
-        self.residual
     }
 }
 
@@ -256,7 +253,10 @@ impl Kind {
                 right_bias: vector("right_bias"),
                 down: matrix("down"),
                 down_bias: vector("down_bias"),
-                residual: d.real("residual").ok_or_else(|| missing("residual"))?,
+                residual: Residual {
+                    scale: d.real("scale").ok_or_else(|| missing("scale"))?,
+                    skip: d.real("skip").ok_or_else(|| missing("skip"))?,
+                },
             })),
             "attention" => {
                 let mut weights = Vec::with_capacity(6);
@@ -384,7 +384,7 @@ impl Writer {
             factors,
             down,
             down_bias: self.vector(&down_bias, b.down_bias()),
-            residual: residual(b),
+            residual: b.residual,
         };
         self.specs.push(spec);
     }
@@ -409,13 +409,8 @@ impl Writer {
             },
             down: None,
             down_bias: None,
-            residual: residual(b),
+            residual: b.residual,
         };
         self.specs.push(spec);
     }
-}
-
-/// The residual scale to record: none for the default, 1.
-fn residual(b: &BilinearParts) -> Option<f64> {
-    (b.residual() != 1.0).then_some(b.residual())
 }

@@ -304,16 +304,19 @@ fn inspect_describes_the_layout() {
         text.contains("body.1.d.weight") && text.contains("BF16"),
         "{text}"
     );
-    // A bilinear row: kind, widths 4 → 4, order 2, hidden 6, residual 0.5,
-    // 2·6·4 + 4·6 + 6 + 6 + 4 = 88 parameters.
+    // A bilinear row: kind, widths 4 → 4, order 2, hidden 6, the lerp
+    // residual 0.5 as α = 0.5 and r = 0.5, 2·6·4 + 4·6 + 6 + 6 + 4 = 88
+    // parameters.
     let row = text
         .lines()
         .find(|l| l.trim_start().starts_with("1 "))
         .unwrap();
     let fields: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
-        fields[..9],
-        ["1", "bilinear", "4", "4", "2", "6", "0.5", "88", "BF16"]
+        fields[..10],
+        [
+            "1", "bilinear", "4", "4", "2", "6", "0.5", "0.5", "88", "BF16"
+        ]
     );
 
     let out = run(&["inspect", s(&path), "--json"]);
@@ -1042,4 +1045,44 @@ fn a_deep_contractive_metadata_model_is_not_called_zero() {
             "{line}"
         );
     }
+}
+
+/// Issue 27: the additive-residual MLP (written by PyTorch). Without
+/// `--skip`, `inspect` states that it read no residual and how to give one;
+/// with `--skip 1` the bilinear rows show `α 1, r 1` and the assumption is
+/// gone.
+#[test]
+fn inspect_states_the_residual_it_assumed_and_skip_sets_it() {
+    let path = common::files::fixtures().join("torch/ebh_additive_1.pt");
+    let out = run(&["inspect", s(&path)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let assumed = text
+        .lines()
+        .find(|l| l.starts_with("assumed:") && l.contains("residual absent"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(assumed.contains("--skip 1"), "{assumed}");
+    let row = |text: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with("1 "))
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row(&text)[1..8], ["bilinear", "4", "4", "2", "5", "1", "0"]);
+
+    let out = run(&["inspect", s(&path), "--skip", "1"]);
+    let text = stdout(&out);
+    assert!(!text.contains("residual absent"), "{text}");
+    assert_eq!(row(&text)[1..8], ["bilinear", "4", "4", "2", "5", "1", "1"]);
+    let out = run(&["inspect", s(&path), "--skip", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["blocks"][1]["scale"], 1.0);
+    assert_eq!(v["blocks"][1]["skip"], 1.0);
+    assert_eq!(v["blocks"][1]["residual"], serde_json::Value::Null);
+
+    // compare takes --skip too.
+    let out = run(&["compare", s(&path), s(&path), "--skip", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

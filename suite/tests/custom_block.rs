@@ -506,66 +506,16 @@ fn flat_forward(model: &Model, x: &DVector<f64>) -> DVector<f64> {
     DVector::from_row_slice(y.transpose().as_slice())
 }
 
-/// A degree-2 map's exact coefficients from forward passes alone:
-/// `f(x) = c + g·x + xᵀ S x` per output (`S = H/2` symmetric), read by
-/// finite differences, which are exact for quadratics.
-fn quadratic_form(model: &Model) -> (DVector<f64>, DMatrix<f64>, Vec<DMatrix<f64>>) {
-    let n_in = CONTEXT * model.input_width();
-    let e = |i: usize| {
-        let mut v = DVector::zeros(n_in);
-        v[i] = 1.0;
-        v
-    };
-    let f = |x: &DVector<f64>| flat_forward(model, x);
-    let c = f(&DVector::zeros(n_in));
-    let n_out = c.len();
-    let plus: Vec<_> = (0..n_in).map(|i| f(&e(i))).collect();
-    let minus: Vec<_> = (0..n_in).map(|i| f(&-e(i))).collect();
-    let g = DMatrix::from_fn(n_out, n_in, |o, i| (plus[i][o] - minus[i][o]) / 2.0);
-    let mut s = vec![DMatrix::zeros(n_in, n_in); n_out];
-    for i in 0..n_in {
-        for j in 0..n_in {
-            let h = if i == j {
-                &plus[i] + &minus[i] - &c * 2.0
-            } else {
-                f(&(e(i) + e(j))) - &plus[i] - &plus[j] + &c
-            };
-            for (o, so) in s.iter_mut().enumerate() {
-                so[(i, j)] = h[o] / 2.0;
-            }
-        }
-    }
-    (c, g, s)
-}
-
-/// `⟨A, B⟩` of SPEC §2 from the padded symmetric tensors
-/// `T[o] = [[c, g/2], [g/2, S]]` of the two quadratic maps.
+/// SPEC §2's `⟨A, B⟩` from forward passes alone (`common::dense_quadratic_inner`).
 fn dense_tensor_inner(a: &Model, b: &Model) -> f64 {
-    let ((ca, ga, sa), (cb, gb, sb)) = (quadratic_form(a), quadratic_form(b));
-    (0..ca.len())
-        .map(|o| {
-            ca[o] * cb[o]
-                + 2.0 * (ga.row(o).dot(&gb.row(o)) / 4.0)
-                + sa[o].component_mul(&sb[o]).sum()
-        })
-        .sum()
+    let n_in = CONTEXT * a.input_width();
+    common::dense_quadratic_inner(&|x| flat_forward(a, x), &|x| flat_forward(b, x), n_in)
 }
 
-/// `E[f_A(x)·f_B(x)]` for `x ∼ N(0, I)` in closed form (Isserlis):
-/// `c_A c_B + c_A tr S_B + c_B tr S_A + g_A·g_B + tr S_A tr S_B + 2 tr(S_A S_B)`.
+/// `E[f_A f_B]` under `N(0, I)` in closed form (`common::gaussian_quadratic_inner`).
 fn gaussian_inner(a: &Model, b: &Model) -> f64 {
-    let ((ca, ga, sa), (cb, gb, sb)) = (quadratic_form(a), quadratic_form(b));
-    (0..ca.len())
-        .map(|o| {
-            let (ta, tb) = (sa[o].trace(), sb[o].trace());
-            ca[o] * cb[o]
-                + ca[o] * tb
-                + cb[o] * ta
-                + ga.row(o).dot(&gb.row(o))
-                + ta * tb
-                + 2.0 * (&sa[o] * &sb[o]).trace()
-        })
-        .sum()
+    let n_in = CONTEXT * a.input_width();
+    common::gaussian_quadratic_inner(&|x| flat_forward(a, x), &|x| flat_forward(b, x), n_in)
 }
 
 #[test]

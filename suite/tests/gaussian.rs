@@ -109,7 +109,7 @@ fn padded(mu: &DVector<f64>, sigma: &DMatrix<f64>) -> (DVector<f64>, DMatrix<f64
 fn quadratic_forms(block: &Bilinear) -> Vec<DMatrix<f64>> {
     let (h, m) = block.left().shape();
     let n = block.output_width();
-    let s = block.residual();
+    let (s, skip) = (block.scale(), block.skip());
     let pad_row = |bias: Option<&DVector<f64>>, w: &DMatrix<f64>, i: usize| {
         let mut v = DVector::zeros(m + 1);
         v[0] = bias.map_or(0.0, |b| b[i]);
@@ -128,9 +128,9 @@ fn quadratic_forms(block: &Bilinear) -> Vec<DMatrix<f64>> {
                 q += (&l * r.transpose() + &r * l.transpose()) * (0.5 * s * weight);
             }
             q[(0, 0)] += s * block.down_bias().map_or(0.0, |b| b[o]);
-            // (1 − s) x_o = x̃ᵀ sym(e_0 e_{o+1}ᵀ) x̃.
-            q[(0, o + 1)] += 0.5 * (1.0 - s);
-            q[(o + 1, 0)] += 0.5 * (1.0 - s);
+            // r x_o = x̃ᵀ sym(e_0 e_{o+1}ᵀ) x̃ · r (r = 1 − s for a lerp).
+            q[(0, o + 1)] += 0.5 * skip;
+            q[(o + 1, 0)] += 0.5 * skip;
             q
         })
         .collect()

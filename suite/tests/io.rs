@@ -38,7 +38,8 @@ fn rounded(model: &Model<f64>, dtype: St) -> Model<f64> {
                     .left_bias(v(bl.left_bias()))
                     .right_bias(v(bl.right_bias()))
                     .down_bias(v(bl.down_bias()))
-                    .residual(bl.residual())
+                    .scale(bl.scale())
+                    .skip(bl.skip())
                     .build()
                     .unwrap(),
             );

@@ -374,8 +374,9 @@ fn f32_kernel_paths_agree_with_f64() {
         let a = bilinear(&mut rng, m, h, m, s, 15);
         let b = bilinear(&mut rng, m, h + 3, m, s, 9);
         let rebuild = |x: &Bilinear| {
-            let mut builder =
-                Bilinear::builder(to32(x.left()), to32(x.right())).residual(x.residual());
+            let mut builder = Bilinear::builder(to32(x.left()), to32(x.right()))
+                .scale(x.scale())
+                .skip(x.skip());
             if let Some(d) = x.down() {
                 builder = builder.down(to32(d));
             }

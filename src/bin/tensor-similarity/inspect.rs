@@ -14,7 +14,8 @@ struct Row {
     output: usize,
     order: usize,
     hidden: Option<usize>,
-    residual: Option<f64>,
+    /// A bilinear block's `(α, r)`.
+    residual: Option<(f64, f64)>,
     parameters: usize,
     dtypes: Vec<&'static str>,
     attention: Option<AttentionRow>,
@@ -105,7 +106,10 @@ fn rows(file: &ModelFile) -> Vec<Row> {
                     Some(Setting::Count(h)) if bilinear => Some(*h),
                     _ => None,
                 },
-                residual: description.real("residual").filter(|_| bilinear),
+                residual: description
+                    .real("scale")
+                    .zip(description.real("skip"))
+                    .filter(|_| bilinear),
                 parameters: tensors.map(|t| t.shape.iter().product::<usize>()).sum(),
                 dtypes,
                 attention: AttentionRow::of(&description),
@@ -159,20 +163,22 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:>5}  {:<9} {:>6} {:>6} {:>5} {:>6} {:>8} {:>10}  dtypes",
-        "block", "kind", "in", "out", "order", "hidden", "residual", "parameters"
+        "\n{:>5}  {:<9} {:>6} {:>6} {:>5} {:>6} {:>6} {:>6} {:>10}  dtypes",
+        "block", "kind", "in", "out", "order", "hidden", "α", "r", "parameters"
     );
     for (i, r) in rows.iter().enumerate() {
         let _ = writeln!(
             out,
-            "{:>5}  {:<9} {:>6} {:>6} {:>5} {:>6} {:>8} {:>10}  {}",
+            "{:>5}  {:<9} {:>6} {:>6} {:>5} {:>6} {:>6} {:>6} {:>10}  {}",
             i,
             r.kind,
             r.input,
             r.output,
             r.order,
             r.hidden.map_or("-".into(), |h| h.to_string()),
-            r.residual.map_or("-".into(), |s| s.to_string()),
+            r.residual
+                .map_or("-".into(), |(alpha, _)| alpha.to_string()),
+            r.residual.map_or("-".into(), |(_, skip)| skip.to_string()),
             r.parameters,
             r.dtypes.join(",")
         );
@@ -215,7 +221,11 @@ pub fn json(path: &Path, file: &ModelFile) -> String {
         .map(|r| {
             json!({
                 "kind": r.kind, "input_width": r.input, "output_width": r.output,
-                "order": r.order, "hidden_width": r.hidden, "residual": r.residual,
+                "order": r.order, "hidden_width": r.hidden,
+                "scale": r.residual.map(|(alpha, _)| alpha),
+                "skip": r.residual.map(|(_, skip)| skip),
+                // The research lerp s, when the block is one (α = s, r = 1 − s).
+                "residual": r.residual.and_then(|(alpha, skip)| (skip == 1.0 - alpha).then_some(alpha)),
                 "parameters": r.parameters, "dtypes": r.dtypes,
                 "attention": r.attention.as_ref().map(AttentionRow::json),
             })

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Loading options, for files without metadata: `--residual-scale S`,
-//! `--config FILE`, `--heads H`, `--mask causal|none|diag`, `--attn-scale A`.
+//! `--skip R`, `--config FILE`, `--heads H`, `--mask causal|none|diag`, `--attn-scale A`.
 //!
 //! A thin layer over the library: [`tensor_similarity::io`] reads the
 //! files (safetensors or PyTorch), [`Metric`] picks the similarity,
@@ -43,11 +43,17 @@ struct Cli {
 /// with the config where it does).
 #[derive(Debug, clap::Args)]
 struct Loading {
-    /// Residual scale s of every bilinear block, for files without
-    /// tensor_similarity metadata (default 1: no residual); the one α of
-    /// the research Transformer layout.
+    /// Residual scale of every bilinear block, for files without
+    /// tensor_similarity metadata: alone, the research lerp s (α = s,
+    /// r = 1 − s); with --skip, the output scale α (default 1). The one α
+    /// of the research Transformer layout.
     #[arg(long, value_name = "S")]
     residual_scale: Option<f64>,
+    /// Skip weight r of every bilinear block, for files without metadata:
+    /// y = α·D(Lx ∘ Rx) + r·x; 1 is the usual additive residual
+    /// x + D(Lx ∘ Rx) (default: no residual, stated by inspect).
+    #[arg(long, value_name = "R")]
+    skip: Option<f64>,
     /// The run config (config.json or config.yaml) to read, instead of
     /// looking beside the checkpoint and one and two folders up.
     #[arg(long, value_name = "FILE")]
@@ -98,6 +104,7 @@ impl Loading {
     fn options(&self) -> LoadOptions {
         LoadOptions {
             residual_scale: self.residual_scale,
+            skip: self.skip,
             config: self.config.clone(),
             heads: self.heads,
             mask: self.mask.map(|m| match m {

@@ -12,6 +12,9 @@
 //! * **The file tests' models** ([`embed_body_head`], [`bilinear_projection`]),
 //!   which fit the file layouts.
 //! * **Files** ([`files`]): the fixture directory and files written by hand.
+//! * **A dense oracle for degree-2 maps** ([`quadratic_form`],
+//!   [`dense_quadratic_inner`], [`gaussian_quadratic_inner`]) read from
+//!   forward passes alone.
 #![allow(dead_code)]
 
 pub mod files;
@@ -540,4 +543,76 @@ pub fn cosine_rounding_bound(a: &Net, b: &Net) -> f64 {
     let kappa_a = (s.squared_norm(&aa_).unwrap() / aa).to_f64();
     let kappa_b = (s.squared_norm(&bb_).unwrap() / bb).to_f64();
     64.0 * f64::EPSILON * (kappa_ab + 0.5 * (kappa_a + kappa_b))
+}
+
+/// A degree-2 map's exact coefficients from forward passes alone:
+/// `f(x) = c + g·x + xᵀ S x` per output (`S = H/2` symmetric), read by
+/// finite differences on `n_in` inputs, which are exact for quadratics.
+pub fn quadratic_form(
+    f: &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    n_in: usize,
+) -> (DVector<f64>, DMatrix<f64>, Vec<DMatrix<f64>>) {
+    let e = |i: usize| {
+        let mut v = DVector::zeros(n_in);
+        v[i] = 1.0;
+        v
+    };
+    let c = f(&DVector::zeros(n_in));
+    let n_out = c.len();
+    let plus: Vec<_> = (0..n_in).map(|i| f(&e(i))).collect();
+    let minus: Vec<_> = (0..n_in).map(|i| f(&-e(i))).collect();
+    let g = DMatrix::from_fn(n_out, n_in, |o, i| (plus[i][o] - minus[i][o]) / 2.0);
+    let mut s = vec![DMatrix::zeros(n_in, n_in); n_out];
+    for i in 0..n_in {
+        for j in 0..n_in {
+            let h = if i == j {
+                &plus[i] + &minus[i] - &c * 2.0
+            } else {
+                f(&(e(i) + e(j))) - &plus[i] - &plus[j] + &c
+            };
+            for (o, so) in s.iter_mut().enumerate() {
+                so[(i, j)] = h[o] / 2.0;
+            }
+        }
+    }
+    (c, g, s)
+}
+
+/// SPEC §2's `⟨A, B⟩` of two degree-2 maps from their padded symmetric
+/// tensors `T[o] = [[c, g/2], [g/2, S]]` (input metric `I`, all outputs).
+pub fn dense_quadratic_inner(
+    a: &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    b: &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    n_in: usize,
+) -> f64 {
+    let ((ca, ga, sa), (cb, gb, sb)) = (quadratic_form(a, n_in), quadratic_form(b, n_in));
+    (0..ca.len())
+        .map(|o| {
+            ca[o] * cb[o]
+                + 2.0 * (ga.row(o).dot(&gb.row(o)) / 4.0)
+                + sa[o].component_mul(&sb[o]).sum()
+        })
+        .sum()
+}
+
+/// `E[f_A(x)·f_B(x)]` for `x ∼ N(0, I)` of two degree-2 maps in closed form
+/// (Isserlis): `c_A c_B + c_A tr S_B + c_B tr S_A + g_A·g_B + tr S_A tr S_B
+/// + 2 tr(S_A S_B)`.
+pub fn gaussian_quadratic_inner(
+    a: &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    b: &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    n_in: usize,
+) -> f64 {
+    let ((ca, ga, sa), (cb, gb, sb)) = (quadratic_form(a, n_in), quadratic_form(b, n_in));
+    (0..ca.len())
+        .map(|o| {
+            let (ta, tb) = (sa[o].trace(), sb[o].trace());
+            ca[o] * cb[o]
+                + ca[o] * tb
+                + cb[o] * ta
+                + ga.row(o).dot(&gb.row(o))
+                + ta * tb
+                + 2.0 * (&sa[o] * &sb[o]).trace()
+        })
+        .sum()
 }
