@@ -237,6 +237,8 @@ fn load_options(
 /// The model in the file at `path`.
 #[pyfunction]
 #[pyo3(signature = (path, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
+// One argument per Python keyword.
+#[allow(clippy::too_many_arguments)]
 pub fn load(
     py: Python<'_>,
     path: PathBuf,
@@ -256,6 +258,8 @@ pub fn load(
 /// first by path order.
 #[pyfunction]
 #[pyo3(signature = (paths, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
+// One argument per Python keyword.
+#[allow(clippy::too_many_arguments)]
 pub fn load_many(
     py: Python<'_>,
     paths: Vec<PathBuf>,
