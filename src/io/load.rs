@@ -56,7 +56,7 @@ pub fn open_as<T: crate::Real>(
     options: &LoadOptions,
 ) -> Result<ModelFile<T>> {
     let path = path.as_ref();
-    let inner = || finish(&read::read(path)?, path, options);
+    let inner = || finish(read::read(path)?, path, options);
     inner().map_err(|source| Error::File {
         path: path.to_owned(),
         source,
@@ -89,11 +89,23 @@ fn layout_of(
 
 /// The model of a read file (or state_dict) at `path`.
 fn finish<T: crate::Real>(
-    file: &RawFile,
+    mut file: RawFile,
     path: &Path,
     options: &LoadOptions,
 ) -> core::result::Result<ModelFile<T>, FileError> {
-    let (arch, layout) = layout_of(file, path, options)?;
+    let stripped = strip_framework_prefixes(&mut file)?;
+    let file = &file;
+    let (mut arch, layout) = layout_of(file, path, options)?;
+    if !stripped.is_empty() {
+        arch.assumptions.insert(
+            0,
+            format!(
+                "tensor names under the framework prefix {:?} (DistributedDataParallel's \
+                 module., torch.compile's _orig_mod.): read without it",
+                stripped.concat()
+            ),
+        );
+    }
     check_non_weights(file, &layout.blocks, arch.layout)?;
     let (model, tensors) = build::build(file, &layout, arch.layout.name())?;
     Ok(ModelFile {
@@ -110,6 +122,48 @@ fn finish<T: crate::Real>(
             ignored: t.ignored,
         }),
     })
+}
+
+/// The prefixes trainers leave on every name of a state_dict:
+/// `module.` (`DistributedDataParallel`) and `_orig_mod.` (`torch.compile`).
+const FRAMEWORK_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
+
+/// Strips the framework prefixes that every tensor name of a file without
+/// metadata shares, outermost first and nested in any order, and returns
+/// them. An error if some names carry one and others do not: a mixed
+/// state_dict, whose two halves the layout could not tell apart.
+fn strip_framework_prefixes(
+    file: &mut RawFile,
+) -> core::result::Result<Vec<&'static str>, FileError> {
+    let mut stripped = Vec::new();
+    if file.metadata.contains_key(spec::KEY) || file.tensors.is_empty() {
+        return Ok(stripped);
+    }
+    while let Some(prefix) = FRAMEWORK_PREFIXES
+        .into_iter()
+        .find(|p| file.tensors.keys().any(|name| name.starts_with(p)))
+    {
+        let (with, without): (Vec<&String>, Vec<&String>) = file
+            .tensors
+            .keys()
+            .partition(|name| name.starts_with(prefix));
+        if let (Some(a), Some(b)) = (with.iter().min(), without.iter().min()) {
+            return Err(FileError::UnknownLayout {
+                reason: format!(
+                    "a mixed state_dict: {} names under the framework prefix {prefix:?} (such as \
+                     {a:?}) and {} without it (such as {b:?}); save one model's state_dict",
+                    with.len(),
+                    without.len()
+                ),
+            });
+        }
+        file.tensors = std::mem::take(&mut file.tensors)
+            .into_iter()
+            .map(|(name, tensor)| (name[prefix.len()..].to_owned(), tensor))
+            .collect();
+        stripped.push(prefix);
+    }
+    Ok(stripped)
 }
 
 /// A `torch.save` file's integer and bool tensors are not weights: one the
@@ -193,7 +247,7 @@ pub fn from_state_dict(
             metadata,
             torch: None,
         };
-        finish(&file, Path::new(""), options)
+        finish(file, Path::new(""), options)
     };
     inner().map_err(|source| Error::StateDict { source })
 }

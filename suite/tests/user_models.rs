@@ -1,8 +1,12 @@
-//! Bilinear blocks with an output scale `α` and a skip weight `r`
-//! (SPEC §1: `y = α·(D(Lx ∘ Rx) + b_D) + r·x`), as users write them: the
-//! additive residual `x + D(Lx ∘ Rx)` under the embed/body/head names,
-//! against the logits PyTorch computed for the same `nn.Module`
-//! (`tests/files/torch/make_additive.py`), and against a dense oracle.
+//! Models as users write them (issue 27), against the logits PyTorch
+//! computed for the same `nn.Module` (`tests/files/torch/make_additive.py`)
+//! and against a dense oracle:
+//!
+//! * bilinear blocks with an output scale `α` and a skip weight `r` (SPEC
+//!   §1: `y = α·(D(Lx ∘ Rx) + b_D) + r·x`), such as the additive residual
+//!   `x + D(Lx ∘ Rx)` under the embed/body/head names;
+//! * the framework prefixes trainers leave on every name (`module.`,
+//!   `_orig_mod.`).
 
 mod common;
 
@@ -231,4 +235,97 @@ fn metadata_may_not_give_the_lerp_and_scale_or_skip_at_once() {
     .unwrap();
     let err = io::load(&path).unwrap_err().to_string();
     assert!(err.contains("twice"), "{err}");
+}
+
+/// The plain `state_dict` of the PyTorch fixture, as named tensors.
+fn state_dict(depth: usize) -> std::collections::HashMap<String, io::TensorData> {
+    let (path, _, _) = fixture(depth);
+    let file = open(
+        &path,
+        LoadOptions {
+            skip: Some(1.0),
+            ..LoadOptions::default()
+        },
+    );
+    // The values come back from the model's own description, by tensor
+    // name: every tensor of this layout is one parameter of one block.
+    let mut out = std::collections::HashMap::new();
+    for entry in &file.tensors {
+        let block = &file.model.blocks()[entry.block];
+        let d = block.describe();
+        let role = entry.role;
+        let p = d.parameter(role).unwrap();
+        // Parameters are column-major; a state_dict is row-major.
+        let m = p.to_matrix();
+        let values = m.transpose().as_slice().to_vec();
+        out.insert(
+            entry.name.clone(),
+            io::TensorData {
+                dtype: io::Dtype::F64,
+                shape: entry.shape.clone(),
+                values,
+            },
+        );
+    }
+    out
+}
+
+#[test]
+fn framework_prefixes_are_stripped_and_said_and_a_mixed_state_dict_is_refused() {
+    let plain = state_dict(2);
+    let options = LoadOptions {
+        skip: Some(1.0),
+        ..LoadOptions::default()
+    };
+    let reference = io::from_state_dict(plain.clone(), None, &options).unwrap();
+    let (_, inputs, logits) = fixture(2);
+    assert!(gap(&reference.model, &inputs, &logits) < 1e-12);
+    let other = open(&fixture(1).0, options.clone()).model;
+    let metric = TensorSimilarity::new();
+    let expected = metric
+        .similarity(&reference.model, &reference.model)
+        .unwrap();
+    for prefix in [
+        "module.",
+        "_orig_mod.",
+        "module._orig_mod.",
+        "_orig_mod.module.",
+    ] {
+        let renamed = plain
+            .iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v.clone()))
+            .collect();
+        let file = io::from_state_dict(renamed, None, &options).unwrap();
+        assert!(gap(&file.model, &inputs, &logits) < 1e-12, "{prefix}");
+        assert_eq!(
+            metric.similarity(&reference.model, &file.model).unwrap(),
+            expected,
+            "{prefix}"
+        );
+        let said = file
+            .assumptions
+            .iter()
+            .find(|a| a.contains("framework prefix"))
+            .unwrap_or_else(|| panic!("{prefix}: {:?}", file.assumptions));
+        assert!(said.contains(prefix), "{said}");
+        // Different depths stay incomparable, prefix or not.
+        assert!(metric.similarity(&file.model, &other).is_err());
+    }
+    // A mixed state_dict: one half under module., one without.
+    let mixed = plain
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            let name = if i % 2 == 0 {
+                format!("module.{k}")
+            } else {
+                k.clone()
+            };
+            (name, v.clone())
+        })
+        .collect();
+    let err = io::from_state_dict(mixed, None, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mixed") && err.contains("module."), "{err}");
 }
