@@ -1,6 +1,7 @@
 //! From a layout and a file's tensors to a checked [`Model`].
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use nalgebra::{DMatrix, DVector};
 
 use super::raw::{RawFile, RawTensor};
 use super::spec::{
-    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, BlockSpec, Factors, LayoutSpec, Residual,
+    ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, Axes, Axis, BlockSpec, Factors,
+    LayoutSpec, Residual,
 };
 use crate::block::{Attention, Bilinear, BilinearBuilder, Linear, TensorBlock};
 use crate::error::FileError;
@@ -44,7 +46,7 @@ pub(crate) fn build<T: Real>(
     layout: &LayoutSpec,
     layout_name: &str,
 ) -> Result<(Model<T>, Vec<TensorEntry>), FileError> {
-    let mut reader = Reader::<T>::new(file);
+    let mut reader = Reader::<T>::new(file, &layout.axes);
     let mut built: Vec<Arc<dyn TensorBlock<T>>> = Vec::with_capacity(layout.blocks.len());
     // The width the previous block writes: what the next one must read.
     let mut width: Option<usize> = None;
@@ -280,6 +282,87 @@ fn check_all_used(
     }
 }
 
+/// A hint for a weight of another shape than `[rows, cols]` that its
+/// role's `"{role}_axes"` would read: per-head 3-D (the TransformerLens
+/// convention) or `[in, out]` (applied as `x @ W`).
+fn axes_hint(
+    role: &str,
+    shape: &[usize],
+    rows: Option<usize>,
+    cols: Option<usize>,
+) -> Option<String> {
+    let fits = |want: Option<usize>, got: usize| want.is_none_or(|w| w == got);
+    let attention = ATTENTION_ROLES.contains(&role);
+    match *shape {
+        [_, _, _] if attention => Some(format!(
+            "; a per-head 3-D weight needs its axes stated in the layout, e.g. \
+             \"{role}_axes\": {}",
+            if role == "o" {
+                "[\"heads\", \"d_head\", \"d_model\"] (TransformerLens W_O)"
+            } else {
+                "[\"heads\", \"d_model\", \"d_head\"] (TransformerLens W_Q, W_K, W_V)"
+            }
+        )),
+        [r, c] if (rows.is_some() || cols.is_some()) && fits(rows, c) && fits(cols, r) => {
+            Some(format!(
+                "; if it is stored [in, out] (applied as x @ W), say so in the layout: \
+             \"{role}_axes\": [\"in\", \"out\"]"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// `t` read through `axes` as its role's `[out, in]` matrix (or `[out]`
+/// bias), row-major: a `heads` axis of size `H` joins the head side,
+/// outermost, so that head `h` owns rows `h·O … (h+1)·O` (q, k, v: out is
+/// the head side) or columns `h·I … (h+1)·I` (o). The error says what the
+/// stored shape should have been.
+fn rearrange(t: &RawTensor, axes: &Axes) -> Result<(Vec<usize>, Vec<f64>), String> {
+    if t.shape.len() != axes.order.len() {
+        return Err(format!("a {}-D tensor", axes.order.len()));
+    }
+    // Row-major strides of the stored tensor, and each axis's size and
+    // stride (an absent axis: size 1, stride 0).
+    let mut strides = vec![1; t.shape.len()];
+    for k in (1..t.shape.len()).rev() {
+        strides[k - 1] = strides[k] * t.shape[k];
+    }
+    let axis = |which: Axis| {
+        (axes.order.iter().position(|&a| a == which)).map_or((1, 0), |k| (t.shape[k], strides[k]))
+    };
+    let ((heads, sh), (out, so), (inp, si)) = (axis(Axis::Heads), axis(Axis::Out), axis(Axis::In));
+    if let Some(h) = axes.heads
+        && axes.order.contains(&Axis::Heads)
+        && heads != h
+    {
+        return Err(format!("a heads axis of size {h}, the block's heads"));
+    }
+    // The sizes multiply to the number of values the file holds, so
+    // neither product overflows.
+    let (rows, cols) = match axes.head_side {
+        Axis::In => (out, heads * inp),
+        _ => (heads * out, inp),
+    };
+    let mut values = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            let (h, o, i) = match axes.head_side {
+                Axis::In => (c / inp, r, c % inp),
+                _ => (r / out, r % out, c),
+            };
+            values.push(t.values[h * sh + o * so + i * si]);
+        }
+    }
+    let is_bias = !axes.order.contains(&Axis::In);
+    let shape = if is_bias {
+        vec![rows]
+    } else {
+        vec![rows, cols]
+    };
+    Ok((shape, values))
+}
+
 fn block_error(block: usize, e: crate::Error) -> FileError {
     FileError::Block {
         block,
@@ -307,21 +390,66 @@ impl Role {
     }
 }
 
+/// A role's tensor as the role reads it (`[out, in]`, `[out]`), with a
+/// note for errors saying how it was stored (empty: as it is).
+struct Canonical<'a> {
+    shape: Vec<usize>,
+    values: Cow<'a, [f64]>,
+    note: String,
+}
+
 /// Reads a file's tensors by name for the scalar type `T`, listing each
 /// one read with its block and role.
 struct Reader<'a, T> {
     file: &'a RawFile,
+    /// The roles stored in another axis order, by block and role.
+    axes: &'a BTreeMap<(usize, &'static str), Axes>,
     used: Vec<TensorEntry>,
     scalar: PhantomData<T>,
 }
 
 impl<'a, T: Real> Reader<'a, T> {
-    fn new(file: &'a RawFile) -> Self {
+    fn new(file: &'a RawFile, axes: &'a BTreeMap<(usize, &'static str), Axes>) -> Self {
         Self {
             file,
+            axes,
             used: Vec::new(),
             scalar: PhantomData,
         }
+    }
+
+    /// The tensor `name` for `role` as the role reads it: `[out, in]` for
+    /// a weight, `[out]` for a bias, rearranged from the stored axes where
+    /// the layout names them, with a note for a shape error saying how it
+    /// was read.
+    fn canonical(
+        &mut self,
+        name: &str,
+        role: &(usize, &'static str, String),
+    ) -> Result<Canonical<'a>, FileError> {
+        let axes = self.axes.get(&(role.0, role.1));
+        let file = self.file;
+        self.get(name, role)?;
+        let t = &file.tensors[name];
+        let Some(axes) = axes else {
+            return Ok(Canonical {
+                shape: t.shape.clone(),
+                values: Cow::Borrowed(&t.values[..]),
+                note: String::new(),
+            });
+        };
+        let note = format!(" (stored as {})", axes.written());
+        let (shape, values) = rearrange(t, axes).map_err(|why| FileError::TensorShape {
+            tensor: name.to_owned(),
+            role: role.2.clone(),
+            expected: format!("{why}{note}"),
+            found: t.shape.clone(),
+        })?;
+        Ok(Canonical {
+            shape,
+            values: Cow::Owned(values),
+            note,
+        })
     }
 
     /// The tensor `name` for `role`; an error if it is missing, or if a
@@ -367,16 +495,20 @@ impl<'a, T: Real> Reader<'a, T> {
         rows: Option<usize>,
         cols: Option<usize>,
     ) -> Result<DMatrix<f64>, FileError> {
-        let t = self.get(name, &role)?;
+        let Canonical {
+            shape,
+            values,
+            note,
+        } = self.canonical(name, &role)?;
         let fits = |want: Option<usize>, got: usize| got > 0 && want.is_none_or(|w| w == got);
-        match t.shape[..] {
+        match shape[..] {
             [r, c] if fits(rows, r) && fits(cols, c) => {
                 // `values` has r·c entries: the reader decoded exactly the
                 // bytes that safetensors checked against shape × dtype size.
                 // Row-major `r × c` is column-major `c × r`: transpose it
                 // by cache blocks.
                 let mut data = vec![0.0; r * c];
-                crate::linalg::transpose_to(&t.values, c, r, &mut data);
+                crate::linalg::transpose_to(&values, c, r, &mut data);
                 Ok(DMatrix::from_vec(r, c, data))
             }
             _ => {
@@ -385,11 +517,16 @@ impl<'a, T: Real> Reader<'a, T> {
                 if cols.is_some() && rows.is_none() {
                     expected.push_str(" (columns: the width the previous block writes)");
                 }
+                if !note.is_empty() {
+                    expected = format!("{expected} as [out, in]{note}, read as {shape:?}");
+                } else if let Some(hint) = axes_hint(role.1, &shape, rows, cols) {
+                    expected.push_str(&hint);
+                }
                 Err(FileError::TensorShape {
                     tensor: name.to_owned(),
                     role: role.2,
                     expected,
-                    found: t.shape.clone(),
+                    found: self.file.tensors[name].shape.clone(),
                 })
             }
         }
@@ -421,15 +558,19 @@ impl<'a, T: Real> Reader<'a, T> {
         len: usize,
     ) -> Result<Option<DVector<f64>>, FileError> {
         let Some(name) = name else { return Ok(None) };
-        let t = self.get(name, &role)?;
-        if t.shape[..] != [len] {
+        let Canonical {
+            shape,
+            values,
+            note,
+        } = self.canonical(name, &role)?;
+        if shape[..] != [len] {
             return Err(FileError::TensorShape {
                 tensor: name.to_owned(),
                 role: role.2,
-                expected: format!("[{len}]"),
-                found: t.shape.clone(),
+                expected: format!("[{len}]{note}"),
+                found: self.file.tensors[name].shape.clone(),
             });
         }
-        Ok(Some(DVector::from_column_slice(&t.values)))
+        Ok(Some(DVector::from_column_slice(&values)))
     }
 }

@@ -18,30 +18,207 @@ use crate::io::Layout;
 /// The research layout whose names the tensors fit: the attention-only LM
 /// (`layers.…`, `unembed.weight`), the Transformer (`body.{i}.attn.…`),
 /// `bi_linear`/`projection`, or `embed`/`body`/`head`, looked for in that
-/// order.
+/// order. Names that fit none, or a layout whose skeleton is missing while
+/// tensors it does not know are present (a model of its own naming that
+/// shares `embed.weight` with a research layout), are
+/// [`FileError::UnknownLayout`] naming the closest layout, what it misses
+/// and how to describe the model instead.
 pub(crate) fn detect(names: &Names<'_>) -> Result<Layout, FileError> {
-    if names.has_prefix("layers.") || names.has("unembed.weight") {
-        return Ok(Layout::AttentionLm);
+    let found = if names.has_prefix("layers.") || names.has("unembed.weight") {
+        Some(Layout::AttentionLm)
+    } else if names.has_prefix("body.") && names.0.keys().any(|n| n.contains(".attn.")) {
+        Some(Layout::Transformer)
+    } else if names.has_prefix("bi_linear.") || names.has_prefix("projection.") {
+        Some(Layout::BiLinearProjection)
+    } else if names.has_prefix("embed.") || names.has_prefix("body.") || names.has_prefix("head.") {
+        Some(Layout::EmbedBodyHead)
+    } else {
+        None
+    };
+    if let Some(layout) = found {
+        let fit = Fit::of(layout, names);
+        if fit.unexplained.is_empty() || fit.missing.is_empty() {
+            // Extra tensors beside a whole skeleton are named one by one
+            // later (an unused tensor, a norm); a missing tensor with no
+            // stranger is named with its role.
+            return Ok(layout);
+        }
+        return Err(closest(names, Some(fit)));
     }
-    if names.has_prefix("body.") && names.0.keys().any(|n| n.contains(".attn.")) {
-        return Ok(Layout::Transformer);
+    Err(closest(names, None))
+}
+
+/// The research layouts, in the order [`detect`] tries them.
+const RESEARCH_LAYOUTS: [Layout; 4] = [
+    Layout::AttentionLm,
+    Layout::Transformer,
+    Layout::BiLinearProjection,
+    Layout::EmbedBodyHead,
+];
+
+/// How a research layout explains a file's tensor names.
+struct Fit<'a> {
+    layout: Layout,
+    /// Names the layout reads.
+    explained: Vec<&'a str>,
+    /// Names it has no role for.
+    unexplained: Vec<&'a str>,
+    /// The weights of its skeleton that are absent (of the layers present,
+    /// or of layer 0 where none is).
+    missing: Vec<String>,
+}
+
+impl<'a> Fit<'a> {
+    fn of(layout: Layout, names: &Names<'a>) -> Self {
+        let mut sorted: Vec<&'a str> = names.0.keys().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let (explained, unexplained) = sorted.into_iter().partition(|n| explains(layout, n));
+        let missing = skeleton(layout, names)
+            .into_iter()
+            .filter(|n| !names.has(n))
+            .collect();
+        Self {
+            layout,
+            explained,
+            unexplained,
+            missing,
+        }
     }
-    if names.has_prefix("bi_linear.") || names.has_prefix("projection.") {
-        return Ok(Layout::BiLinearProjection);
+}
+
+/// Whether `layout` has a role for the tensor `name`.
+fn explains(layout: Layout, name: &str) -> bool {
+    // `prefix{i}.rest` with a layer number i.
+    let layer = |prefix: &str| -> Option<&str> {
+        let (i, rest) = name.strip_prefix(prefix)?.split_once('.')?;
+        i.parse::<usize>().ok().map(|_| rest)
+    };
+    let param = |rest: &str, roles: &[&str]| {
+        rest.split_once('.')
+            .is_some_and(|(r, p)| roles.contains(&r) && (p == "weight" || p == "bias"))
+    };
+    let linear =
+        |prefix: &str| name == format!("{prefix}.weight") || name == format!("{prefix}.bias");
+    match layout {
+        Layout::AttentionLm => {
+            [
+                "embed.weight",
+                "unembed.weight",
+                "unembed.bias",
+                "final_norm.running_mean_energy",
+            ]
+            .contains(&name)
+                || layer("layers.")
+                    .is_some_and(|rest| param(rest, &["q1", "k1", "q2", "k2", "q", "k", "v", "o"]))
+        }
+        Layout::Transformer => {
+            linear("embed")
+                || linear("head")
+                || layer("body.").is_some_and(|rest| {
+                    rest.strip_prefix("attn.")
+                        .is_some_and(|r| param(r, &["q1", "k1", "q2", "k2", "v", "o"]))
+                        || rest
+                            .strip_prefix("mlp.")
+                            .is_some_and(|r| param(r, &["l", "r", "d"]))
+                })
+        }
+        Layout::BiLinearProjection => linear("bi_linear") || linear("projection"),
+        Layout::EmbedBodyHead | Layout::Described => {
+            linear("embed")
+                || linear("head")
+                || layer("body.").is_some_and(|rest| param(rest, &["l", "r", "d"]))
+        }
     }
-    if names.has_prefix("embed.") || names.has_prefix("body.") || names.has_prefix("head.") {
-        return Ok(Layout::EmbedBodyHead);
-    }
-    let mut sorted: Vec<&str> = names.0.keys().map(String::as_str).collect();
-    sorted.sort_unstable();
-    Err(FileError::UnknownLayout {
-        reason: format!(
+}
+
+/// The weights `layout` needs, for the layers the names have (layer 0
+/// where they have none).
+fn skeleton(layout: Layout, names: &Names<'_>) -> Vec<String> {
+    let layers = |prefix: &str| -> Vec<usize> {
+        let mut found: Vec<usize> = (names.0.keys())
+            .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse().ok())
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        if found.is_empty() { vec![0] } else { found }
+    };
+    let per_layer = |prefix: &str, roles: &[&str]| -> Vec<String> {
+        (layers(prefix).into_iter())
+            .flat_map(|i| roles.iter().map(move |r| format!("{prefix}{i}.{r}.weight")))
+            .collect()
+    };
+    let mut names_needed: Vec<String> = match layout {
+        Layout::AttentionLm => {
+            let quadratic = names.0.keys().any(|n| n.ends_with(".q.weight"));
+            let roles: &[&str] = if quadratic {
+                &["q", "k", "v", "o"]
+            } else {
+                &["q1", "k1", "q2", "k2", "v", "o"]
+            };
+            let mut needed = vec!["embed.weight".to_owned()];
+            needed.extend(per_layer("layers.", roles));
+            needed.push("unembed.weight".into());
+            needed
+        }
+        Layout::Transformer => {
+            let mut needed = vec!["embed.weight".to_owned()];
+            needed.extend(per_layer(
+                "body.",
+                &[
+                    "attn.q1", "attn.k1", "attn.q2", "attn.k2", "attn.v", "attn.o", "mlp.l",
+                    "mlp.r", "mlp.d",
+                ],
+            ));
+            needed.push("head.weight".into());
+            needed
+        }
+        Layout::BiLinearProjection => vec!["bi_linear.weight".into(), "projection.weight".into()],
+        Layout::EmbedBodyHead | Layout::Described => {
+            let mut needed = vec!["embed.weight".to_owned()];
+            needed.extend(per_layer("body.", &["l", "r", "d"]));
+            needed.push("head.weight".into());
+            needed
+        }
+    };
+    names_needed.dedup();
+    names_needed
+}
+
+/// The error for names no research layout fits: the closest one (`fit`,
+/// or the one explaining most names), the names it expects that are
+/// missing, those it does not know, and how to describe the model.
+fn closest(names: &Names<'_>, fit: Option<Fit<'_>>) -> FileError {
+    let fit = fit.unwrap_or_else(|| {
+        (RESEARCH_LAYOUTS.into_iter())
+            .map(|layout| Fit::of(layout, names))
+            .max_by_key(|f| (f.explained.len(), std::cmp::Reverse(f.missing.len())))
+            .expect("four layouts")
+    });
+    let quoted = |list: &[&str]| listed(list.iter().map(|n| format!("{n:?}")), LISTED);
+    let describe = "describe the model instead, naming each tensor's role: layout=[…] in Python \
+                    (Model.from_state_dict), or the \"tensor_similarity\" metadata of a \
+                    safetensors file (the file format guide has worked examples, per-head 3-D \
+                    weights and x @ W weights included)";
+    let reason = if fit.explained.is_empty() {
+        format!(
             "no \"tensor_similarity\" metadata, and the tensors [{}] fit none of \
              embed/body.{{i}}.{{l,r,d}}/head, bi_linear/projection, \
-             embed/body.{{i}}.{{attn,mlp}}/head or embed/layers.{{i}}/unembed (see the file format guide)",
-            listed(sorted.iter().map(|n| format!("{n:?}")), LISTED),
-        ),
-    })
+             embed/body.{{i}}.{{attn,mlp}}/head or embed/layers.{{i}}/unembed; {describe}",
+            quoted(&fit.unexplained),
+        )
+    } else {
+        let missing: Vec<&str> = fit.missing.iter().map(String::as_str).collect();
+        format!(
+            "no \"tensor_similarity\" metadata, and no research layout fits the tensors. \
+             The closest is {}: it reads [{}], but expects [{}], which are missing, and has \
+             no role for [{}]; {describe}",
+            fit.layout.name(),
+            quoted(&fit.explained),
+            quoted(&missing),
+            quoted(&fit.unexplained),
+        )
+    };
+    FileError::UnknownLayout { reason }
 }
 
 /// The blocks of a file with the research layout `arch.layout`, named from
@@ -58,7 +235,11 @@ pub(crate) fn layout_spec(names: &Names<'_>, arch: &Architecture) -> Result<Layo
             });
         }
     };
-    Ok(LayoutSpec { blocks, sequence })
+    Ok(LayoutSpec {
+        blocks,
+        sequence,
+        axes: Default::default(),
+    })
 }
 
 /// `bi_linear` (a fused bilinear block without down projection), then

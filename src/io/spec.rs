@@ -1,6 +1,8 @@
 //! The layout of a model file: which tensor plays which role in which block,
 //! and its JSON form, `__metadata__["tensor_similarity"]` ([SPEC §5](crate::spec#5-model-files)).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value, json};
 
 use crate::block::Mask;
@@ -18,6 +20,44 @@ pub(crate) struct LayoutSpec {
     pub(crate) blocks: Vec<BlockSpec>,
     /// The top-level `"sequence"` flag ([SPEC §8](crate::spec#8-sequence-model-files)); attention anywhere implies it.
     pub(crate) sequence: bool,
+    /// The roles stored in another axis order than `[out, in]` (`[out]`
+    /// for a bias), by block and role: the metadata's `"{role}_axes"`.
+    pub(crate) axes: BTreeMap<(usize, &'static str), Axes>,
+}
+
+/// An axis of a stored weight, by what it indexes in `y = W x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Axis {
+    /// The output (`W`'s rows).
+    Out,
+    /// The input (`W`'s columns).
+    In,
+    /// The head: with the head-side axis it makes `W`'s head-major rows
+    /// (q, k, v) or columns (o).
+    Heads,
+}
+
+/// How a role's tensor is stored when it is not `[out, in]`: its axes in
+/// storage order ([`Axis`]), as the metadata's `"{role}_axes"` names them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Axes {
+    /// The names as written (`"d_model"`, `"heads"`, …), for the JSON form
+    /// and error messages.
+    pub(crate) names: Vec<String>,
+    /// What each stored axis indexes.
+    pub(crate) order: Vec<Axis>,
+    /// The axis a `heads` axis merges with, outermost: [`Axis::Out`] for
+    /// q, k, v (rows `h e + i`), [`Axis::In`] for o (columns `h e_v + i`).
+    pub(crate) head_side: Axis,
+    /// The block's head count, which a `heads` axis must have.
+    pub(crate) heads: Option<usize>,
+}
+
+impl Axes {
+    /// The stored order as written: `[heads, d_model, d_head]`.
+    pub(crate) fn written(&self) -> String {
+        format!("[{}]", self.names.join(", "))
+    }
 }
 
 /// One block of a layout, naming its tensors.
@@ -170,7 +210,7 @@ impl BlockSpec {
             .collect()
     }
 
-    fn to_json(&self) -> Value {
+    fn to_json(&self, axes: &[(&'static str, &Axes)]) -> Value {
         let mut m = Map::new();
         m.insert(
             "kind".into(),
@@ -182,6 +222,9 @@ impl BlockSpec {
         );
         for (role, name) in self.tensors() {
             m.insert(role.into(), json!(name));
+        }
+        for (role, axes) in axes {
+            m.insert(format!("{role}_axes"), json!(axes.names));
         }
         match self {
             BlockSpec::Bilinear { residual, .. } if *residual != Residual::NONE => {
@@ -221,10 +264,15 @@ impl BlockSpec {
 /// The metadata JSON for a layout. The `"sequence"` flag is written only
 /// where no attention block implies it.
 pub(crate) fn to_json(layout: &LayoutSpec) -> String {
-    let mut root = json!({
-        "version": VERSION,
-        "blocks": layout.blocks.iter().map(BlockSpec::to_json).collect::<Vec<_>>(),
-    });
+    let blocks: Vec<Value> = (layout.blocks.iter().enumerate())
+        .map(|(i, block)| {
+            let axes: Vec<_> = (layout.axes.range((i, "")..(i + 1, "")))
+                .map(|(&(_, role), axes)| (role, axes))
+                .collect();
+            block.to_json(&axes)
+        })
+        .collect();
+    let mut root = json!({ "version": VERSION, "blocks": blocks });
     if layout.sequence && !layout.has_attention() {
         root["sequence"] = json!(true);
     }
@@ -281,12 +329,17 @@ pub(crate) fn from_json(text: &str) -> Result<LayoutSpec, FileError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("\"sequence\" must be true or false")),
     };
+    let mut axes = BTreeMap::new();
     let blocks = blocks
         .iter()
         .enumerate()
-        .map(|(i, b)| parse_block(i, b))
+        .map(|(i, b)| parse_block(i, b, &mut axes))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut layout = LayoutSpec { blocks, sequence };
+    let mut layout = LayoutSpec {
+        blocks,
+        sequence,
+        axes,
+    };
     if layout.has_attention() {
         if root.get("sequence") == Some(&Value::Bool(false)) {
             return Err(bad(
@@ -341,9 +394,27 @@ fn allowed_keys(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// The roles of a block of `kind` whose tensor may be stored in another
+/// axis order, named by a key `"{role}_axes"`.
+fn roles_with_axes(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "linear" => &["weight"],
+        "bilinear" => &["left", "right", "fused", "down"],
+        "attention" => &[
+            "q1", "k1", "q2", "k2", "v", "o", "q1_bias", "k1_bias", "q2_bias", "k2_bias", "v_bias",
+        ],
+        _ => &[],
+    }
+}
+
 /// Block `i` of the metadata: its kind, then its keys (all known), then
-/// the kind's roles and settings.
-fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
+/// the kind's roles and settings, then the axes of roles stored in
+/// another order (into `axes`).
+fn parse_block(
+    i: usize,
+    value: &Value,
+    axes: &mut BTreeMap<(usize, &'static str), Axes>,
+) -> Result<BlockSpec, FileError> {
     let obj = value
         .as_object()
         .ok_or_else(|| bad(format!("block {i} must be a JSON object")))?;
@@ -357,17 +428,48 @@ fn parse_block(i: usize, value: &Value) -> Result<BlockSpec, FileError> {
             "block {i}: unknown kind {kind:?} (expected \"linear\", \"bilinear\" or \"attention\")"
         )));
     };
+    let with_axes = roles_with_axes(kind);
+    let axes_role = |key: &str| {
+        let role = key.strip_suffix("_axes")?;
+        with_axes.iter().copied().find(|r| *r == role)
+    };
     for key in obj.keys() {
-        if !allowed.contains(&key.as_str()) {
+        if !allowed.contains(&key.as_str()) && axes_role(key).is_none() {
             return Err(bad(format!("block {i} ({kind}): unknown key {key:?}")));
         }
     }
     let block = BlockJson { i, kind, obj };
-    match kind {
+    let spec = match kind {
         "linear" => block.linear(),
         "attention" => block.attention(),
         _ => block.bilinear(),
+    }?;
+    let heads = match &spec {
+        BlockSpec::Attention(a) => Some(a.heads),
+        _ => None,
+    };
+    let named: Vec<&str> = spec.tensors().iter().map(|&(role, _)| role).collect();
+    for (key, value) in obj {
+        let Some(role) = axes_role(key) else { continue };
+        if !named.contains(&role) {
+            return Err(block.error(format!(
+                "\"{key}\" is given, but the role \"{role}\" is not"
+            )));
+        }
+        if matches!(
+            spec,
+            BlockSpec::Linear {
+                transpose: true,
+                ..
+            }
+        ) {
+            return Err(block.error(
+                "\"transpose\" and \"weight_axes\" both say how the weight is stored: give one",
+            ));
+        }
+        axes.insert((i, role), block.axes(role, value, heads)?);
     }
+    Ok(spec)
 }
 
 /// One block's JSON object, read key by key with errors naming the block.
@@ -406,6 +508,75 @@ impl BlockJson<'_> {
                 .map(Some)
                 .ok_or_else(|| self.error(format!("\"{key}\" must be a number"))),
         }
+    }
+
+    /// The axes of `role`'s stored tensor, `value` a list of axis names:
+    /// `"out"` and `"in"` (for a weight, `"heads"` too in attention), or,
+    /// in attention, `"d_model"` (the residual stream's side: in for q, k,
+    /// v, out for o) and `"d_head"` (the head's side). A weight has one out
+    /// and one in axis; an attention q/k/v bias is `[heads, d_head]` in
+    /// some order.
+    fn axes(&self, role: &str, value: &Value, heads: Option<usize>) -> Result<Axes, FileError> {
+        let key = format!("{role}_axes");
+        let is_o = role == "o";
+        let is_bias = role.ends_with("_bias");
+        let attention = heads.is_some();
+        let vocabulary = match (attention, is_bias) {
+            (false, _) => "\"out\" and \"in\"",
+            (true, false) => "\"heads\", \"d_model\" and \"d_head\" (or \"out\" and \"in\")",
+            (true, true) => "\"heads\" and \"d_head\"",
+        };
+        let names: Vec<String> = value
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
+            .ok_or_else(|| {
+                self.error(format!(
+                    "\"{key}\" must be a list of axis names ({vocabulary})"
+                ))
+            })?;
+        let order = names
+            .iter()
+            .map(|name| match (name.as_str(), attention) {
+                ("out", _) => Some(Axis::Out),
+                ("in", _) if !is_bias => Some(Axis::In),
+                ("heads", true) => Some(Axis::Heads),
+                ("d_model", true) if !is_bias => Some(if is_o { Axis::Out } else { Axis::In }),
+                ("d_head", true) => Some(if is_o { Axis::In } else { Axis::Out }),
+                _ => None,
+            })
+            .collect::<Option<Vec<Axis>>>()
+            .ok_or_else(|| {
+                self.error(format!(
+                    "\"{key}\": {value} names an axis other than {vocabulary}"
+                ))
+            })?;
+        let count = |axis| order.iter().filter(|&&a| a == axis).count();
+        let fits = if is_bias {
+            count(Axis::Heads) == 1 && count(Axis::Out) == 1 && order.len() == 2
+        } else {
+            count(Axis::Out) == 1 && count(Axis::In) == 1 && count(Axis::Heads) <= 1
+        };
+        if !fits {
+            let expected = match (is_bias, is_o) {
+                (true, _) => "[\"heads\", \"d_head\"] in some order",
+                (false, false) if attention => {
+                    "one \"d_model\" and one \"d_head\", and at most one \"heads\" \
+                     (TransformerLens: [\"heads\", \"d_model\", \"d_head\"])"
+                }
+                (false, true) => {
+                    "one \"d_model\" and one \"d_head\", and at most one \"heads\" \
+                     (TransformerLens: [\"heads\", \"d_head\", \"d_model\"])"
+                }
+                (false, false) => "[\"out\", \"in\"] or [\"in\", \"out\"]",
+            };
+            return Err(self.error(format!("\"{key}\": {value} must be {expected}")));
+        }
+        Ok(Axes {
+            names,
+            order,
+            head_side: if is_o { Axis::In } else { Axis::Out },
+            heads,
+        })
     }
 
     fn linear(&self) -> Result<BlockSpec, FileError> {
@@ -571,6 +742,7 @@ mod tests {
             let layout = LayoutSpec {
                 blocks: blocks.clone(),
                 sequence,
+                axes: BTreeMap::new(),
             };
             // An attention block makes it a sequence model either way.
             let back = from_json(&to_json(&layout)).unwrap();
@@ -580,6 +752,7 @@ mod tests {
         let vector = LayoutSpec {
             blocks: blocks[..1].to_vec(),
             sequence: false,
+            axes: BTreeMap::new(),
         };
         assert_eq!(from_json(&to_json(&vector)).unwrap(), vector);
         let marked = LayoutSpec {
@@ -587,6 +760,27 @@ mod tests {
             ..vector
         };
         assert_eq!(from_json(&to_json(&marked)).unwrap(), marked);
+    }
+
+    #[test]
+    fn axes_round_trip_and_read_by_role() {
+        let text = r#"{"version": 1, "blocks": [
+            {"kind": "linear", "weight": "e", "weight_axes": ["in", "out"]},
+            {"kind": "attention", "q1": "a", "k1": "b", "q2": "c", "k2": "d", "v": "v", "o": "o",
+             "heads": 2, "q1_axes": ["heads", "d_model", "d_head"], "o_axes": ["heads", "d_head", "d_model"],
+             "v_bias": "vb", "v_bias_axes": ["heads", "d_head"]}]}"#;
+        let layout = from_json(text).unwrap();
+        assert_eq!(from_json(&to_json(&layout)).unwrap(), layout);
+        let order = |block, role| layout.axes[&(block, role)].order.clone();
+        assert_eq!(order(0, "weight"), [Axis::In, Axis::Out]);
+        // d_model is q's input and o's output; the heads merge with d_head.
+        assert_eq!(order(1, "q1"), [Axis::Heads, Axis::In, Axis::Out]);
+        assert_eq!(order(1, "o"), [Axis::Heads, Axis::In, Axis::Out]);
+        assert_eq!(layout.axes[&(1, "q1")].head_side, Axis::Out);
+        assert_eq!(layout.axes[&(1, "o")].head_side, Axis::In);
+        assert_eq!(layout.axes[&(1, "o")].heads, Some(2));
+        assert_eq!(order(1, "v_bias"), [Axis::Heads, Axis::Out]);
+        assert_eq!(layout.axes.len(), 4);
     }
 
     #[test]
@@ -599,6 +793,7 @@ mod tests {
         let Ok(LayoutSpec {
             blocks,
             sequence: true,
+            ..
         }) = one(r#", "heads": 2"#)
         else {
             panic!("a minimal attention block reads");

@@ -137,6 +137,7 @@ pub(crate) fn tensors(
         LayoutSpec {
             blocks: out.specs,
             sequence: model.is_sequence(),
+            axes: Default::default(),
         },
         out.tensors,
     ))

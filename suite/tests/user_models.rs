@@ -6,7 +6,11 @@
 //!   §1: `y = α·(D(Lx ∘ Rx) + b_D) + r·x`), such as the additive residual
 //!   `x + D(Lx ∘ Rx)` under the embed/body/head names;
 //! * the framework prefixes trainers leave on every name (`module.`,
-//!   `_orig_mod.`).
+//!   `_orig_mod.`);
+//! * explicit layouts for weights stored in other axis orders: per-head
+//!   3-D weights (the TransformerLens convention) and `[in, out]` weights
+//!   applied as `x @ W` (`tests/files/torch/make_tl_attention.py`), and the
+//!   error that names the closest research layout when none fits.
 
 mod common;
 
@@ -328,4 +332,231 @@ fn framework_prefixes_are_stripped_and_said_and_a_mixed_state_dict_is_refused() 
         .unwrap_err()
         .to_string();
     assert!(err.contains("mixed") && err.contains("module."), "{err}");
+}
+
+/// The TransformerLens-style fixture: its state_dict (values as PyTorch
+/// holds them), its layout, token sequences and PyTorch's logits.
+struct TlFixture {
+    tensors: std::collections::HashMap<String, io::TensorData>,
+    layout: serde_json::Value,
+    /// One-hot token sequences, one position per row.
+    inputs: Vec<DMatrix<f64>>,
+    logits: Vec<DMatrix<f64>>,
+}
+
+fn tl_fixture() -> TlFixture {
+    let path = common::files::fixtures().join("torch/tl_attention.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) {
+        match v {
+            serde_json::Value::Array(items) => items.iter().for_each(|x| flatten(x, out)),
+            x => out.push(x.as_f64().unwrap()),
+        }
+    }
+    let tensors = json["state_dict"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, value)| {
+            let mut values = Vec::new();
+            flatten(value, &mut values);
+            let shape = json["shapes"][name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let data = io::TensorData {
+                dtype: io::Dtype::F64,
+                shape,
+                values,
+            };
+            (name.clone(), data)
+        })
+        .collect();
+    let vocab = json["shapes"]["W_E"][0].as_u64().unwrap() as usize;
+    let inputs = json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|seq| {
+            let seq = seq.as_array().unwrap();
+            let mut x = DMatrix::zeros(seq.len(), vocab);
+            for (s, t) in seq.iter().enumerate() {
+                x[(s, t.as_u64().unwrap() as usize)] = 1.0;
+            }
+            x
+        })
+        .collect();
+    let logits = json["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|seq| {
+            let rows: Vec<Vec<f64>> = serde_json::from_value(seq.clone()).unwrap();
+            DMatrix::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j])
+        })
+        .collect();
+    TlFixture {
+        tensors,
+        layout: serde_json::json!({"version": 1, "blocks": json["layout"].clone()}),
+        inputs,
+        logits,
+    }
+}
+
+impl TlFixture {
+    /// The model with `edit` applied to the layout's blocks.
+    fn read(&self, edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> Result<ModelFile, Error> {
+        let mut layout = self.layout.clone();
+        edit(layout["blocks"].as_array_mut().unwrap());
+        io::from_state_dict(
+            self.tensors.clone(),
+            Some(&layout.to_string()),
+            &LoadOptions::default(),
+        )
+    }
+
+    /// The largest gap between `model`'s outputs and PyTorch's logits,
+    /// relative to the logits' size.
+    fn gap(&self, model: &Model) -> f64 {
+        self.inputs
+            .iter()
+            .zip(&self.logits)
+            .map(|(x, y)| (model.forward_sequence(x).unwrap() - y).amax() / y.amax().max(1.0))
+            .fold(0.0, f64::max)
+    }
+}
+
+#[test]
+fn a_transformerlens_style_module_through_its_layout_gives_pytorchs_logits() {
+    let tl = tl_fixture();
+    let file = tl.read(|_| {}).unwrap();
+    assert!(file.model.is_sequence());
+    // Two attention blocks between the embedding and the unembedding.
+    assert_eq!(file.model.blocks().len(), 4);
+    let g = tl.gap(&file.model);
+    assert!(g < 1e-12, "gap to PyTorch's logits {g:e}");
+    // Read canonically and written back, it is the same function and
+    // weights: similarity 1 with its own canonical copy.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canonical.safetensors");
+    io::save(&file.model, &path, Layout::Described).unwrap();
+    let back = io::load(&path).unwrap();
+    assert!(tl.gap(&back) < 1e-12);
+    let metric = TensorSimilarity::new().with_context(4).unwrap();
+    let s = metric.similarity(&file.model, &back).unwrap();
+    assert!((s - 1.0).abs() < 1e-12, "{s}");
+}
+
+#[test]
+fn the_stated_axes_are_what_is_read() {
+    let tl = tl_fixture();
+    // Layer 1's square [in, out] weights read as [out, in]: another model,
+    // which PyTorch's logits refute (the axes are not a no-op).
+    let flat = tl
+        .read(|blocks| {
+            let b = blocks[2].as_object_mut().unwrap();
+            b.retain(|k, _| !k.ends_with("_axes"));
+        })
+        .unwrap();
+    assert!(tl.gap(&flat.model) > 1e-2);
+    // Layer 0's 3-D weights without axes: an error naming the tensor, its
+    // role, and the key that would read it.
+    let err = tl
+        .read(|blocks| {
+            let b = blocks[1].as_object_mut().unwrap();
+            b.retain(|k, _| !k.ends_with("_axes"));
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("blocks.0.W_Q1") && err.contains("q1_axes") && err.contains("heads"),
+        "{err}"
+    );
+    // A heads axis that disagrees with the block's heads.
+    let err = tl
+        .read(|blocks| blocks[1]["heads"] = serde_json::json!(4))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("heads axis of size 4"), "{err}");
+    // Axes that are not a weight's: two "d_model", or "heads" on a linear
+    // block, or axes for a role the block does not name.
+    for (block, key, axes) in [
+        (
+            1,
+            "q1_axes",
+            serde_json::json!(["d_model", "d_model", "d_head"]),
+        ),
+        (3, "weight_axes", serde_json::json!(["heads", "in", "out"])),
+        (2, "q1_bias_axes", serde_json::json!(["heads", "d_head"])),
+        (1, "q1_axes", serde_json::json!("heads, d_model, d_head")),
+    ] {
+        let err = tl
+            .read(|blocks| blocks[block][key] = axes.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    // "transpose" and "weight_axes" say the same thing: one only.
+    let err = tl
+        .read(|blocks| blocks[0]["weight_axes"] = serde_json::json!(["in", "out"]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("transpose"), "{err}");
+    // The unembedding's transposed weight read by "transpose" instead.
+    let same = tl
+        .read(|blocks| {
+            let b = blocks[3].as_object_mut().unwrap();
+            b.remove("weight_axes");
+            b.insert("transpose".into(), serde_json::json!(true));
+        })
+        .unwrap();
+    assert!(tl.gap(&same.model) < 1e-12);
+}
+
+#[test]
+fn names_no_layout_fits_get_the_closest_layout_and_how_to_describe_the_model() {
+    let tl = tl_fixture();
+    // The user's own names beside embed.weight and unembed.weight: not
+    // "needs the number of heads", but the closest layout and the fix.
+    let mut tensors: std::collections::HashMap<String, io::TensorData> =
+        std::collections::HashMap::new();
+    tensors.insert("embed.weight".into(), tl.tensors["W_E"].clone());
+    tensors.insert("unembed.weight".into(), tl.tensors["W_E"].clone());
+    for (role, name) in [("W_Q", "blocks.0.W_Q1"), ("W_K", "blocks.0.W_K1")] {
+        tensors.insert(format!("attn.{role}"), tl.tensors[name].clone());
+    }
+    for options in [
+        LoadOptions::default(),
+        LoadOptions {
+            heads: Some(2),
+            ..LoadOptions::default()
+        },
+    ] {
+        let err = io::from_state_dict(tensors.clone(), None, &options)
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "attention-only LM",
+            "layers.0.q1.weight",
+            "\"attn.W_Q\"",
+            "layout=",
+            "metadata",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        assert!(!err.contains("heads") || err.contains("per-head"), "{err}");
+    }
+    // Names of no layout at all: every name listed, and the same advice.
+    let other =
+        std::collections::HashMap::from([("fc1.weight".to_owned(), tl.tensors["W_E"].clone())]);
+    let err = io::from_state_dict(other, None, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fc1.weight") && err.contains("layout="),
+        "{err}"
+    );
 }
