@@ -166,13 +166,19 @@ impl<T: Real> Model<T> {
             .fold(1usize, |k, b| k.saturating_mul(b.order()))
     }
 
-    /// Total number of parameters, as the blocks list them.
+    /// The number of parameters the blocks hold: their weights and the
+    /// biases they have. An absent bias counts nothing (the weight
+    /// baseline's [`TensorBlock::parameters`](crate::TensorBlock::parameters)
+    /// lists it as zeros, to line up two blocks' shapes, but it is not a
+    /// parameter). For a model read from a file this is
+    /// [`ModelFile::parameter_count`](crate::io::ModelFile::parameter_count),
+    /// the count `inspect` prints, less any stored value folded into a
+    /// weight (a final norm's energy).
     pub fn parameter_count(&self) -> usize {
         self.blocks
             .iter()
-            .flat_map(|b| b.parameters())
-            .map(|p| p.values.len())
-            .sum()
+            .flat_map(|b| b.describe().parameters)
+            .fold(0usize, |n, p| n.saturating_add(p.values.len()))
     }
 
     /// Whether this is a sequence model: one that mixes positions, or was

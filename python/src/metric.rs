@@ -29,6 +29,9 @@ enum Kernel {
 pub struct Metric {
     kernel: Kernel,
     name: &'static str,
+    /// `context=`, if given: refused on models none of which reads
+    /// sequences (see [`Metric::check_context`]).
+    context: Option<usize>,
 }
 
 /// `⟨A, B⟩` in log scale, as Python sees it: `(sign, ln |⟨A, B⟩|)`.
@@ -43,6 +46,29 @@ fn unlog((sign, ln): Log) -> LogScaled {
 }
 
 impl Metric {
+    /// `context=` on models none of which is a sequence model is an
+    /// [`OptionError`](crate::errors::OptionError), as `--context` is on
+    /// the command line: it would change nothing, and the user meant it to.
+    /// No models (an empty list) say nothing either way.
+    fn check_context<'a>(&self, models: impl IntoIterator<Item = &'a Model<f64>>) -> PyResult<()> {
+        let Some(n) = self.context else {
+            return Ok(());
+        };
+        let mut any = false;
+        for m in models {
+            if m.is_sequence() {
+                return Ok(());
+            }
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        Err(invalid(format!(
+            "context={n}: none of the models is a sequence model (the option would change nothing)"
+        )))
+    }
+
     /// The metric as an inner-product cosine, or the error that it is not.
     fn recursive(&self, what: &str) -> PyResult<&(dyn RecursiveSimilarity<f64> + Sync)> {
         match &self.kernel {
@@ -179,7 +205,11 @@ impl Metric {
             }
             _ => (Kernel::Weight, "weight"),
         };
-        Ok(Self { kernel, name })
+        Ok(Self {
+            kernel,
+            name,
+            context,
+        })
     }
 
     /// `"tensor"`, `"gaussian"` or `"weight"`.
@@ -222,6 +252,7 @@ pub fn similarity(
     a: PyRef<'_, NativeModel>,
     b: PyRef<'_, NativeModel>,
 ) -> PyResult<f64> {
+    metric.check_context([&a.model, &b.model])?;
     let (a, b) = (a.model.clone(), b.model.clone());
     let kernel = &metric.kernel;
     py.detach(|| match kernel {
@@ -241,6 +272,7 @@ pub fn inner_product(
     b: PyRef<'_, NativeModel>,
 ) -> PyResult<Log> {
     let m = metric.recursive("inner_product")?;
+    metric.check_context([&a.model, &b.model])?;
     let (a, b) = (a.model.clone(), b.model.clone());
     py.detach(|| m.inner_product(&a, &b))
         .map(log)
@@ -258,6 +290,7 @@ pub fn difference_similarity(
     b1: PyRef<'_, NativeModel>,
 ) -> PyResult<f64> {
     let m = metric.recursive("difference_similarity")?;
+    metric.check_context([&a0.model, &a1.model, &b0.model, &b1.model])?;
     let [a0, a1, b0, b1] = [&a0, &a1, &b0, &b1].map(|x| x.model.clone());
     py.detach(|| m.difference_similarity(&a0, &a1, &b0, &b1))
         .map_err(to_py)
@@ -270,6 +303,7 @@ pub fn gaussian_is_exact(
     a: PyRef<'_, NativeModel>,
     b: PyRef<'_, NativeModel>,
 ) -> PyResult<bool> {
+    metric.check_context([&a.model, &b.model])?;
     match &metric.kernel {
         Kernel::Gaussian(m) => Ok(m.is_exact(&a.model, &b.model)),
         _ => Err(invalid(
@@ -287,6 +321,7 @@ pub fn squared_norms(
 ) -> PyResult<Vec<Log>> {
     let m = metric.recursive("squared_norms")?;
     let models = self::models(&models);
+    metric.check_context(&models)?;
     py.detach(|| core_norms(&m, &models))
         .map(|v| v.into_iter().map(log).collect())
         .map_err(to_py)
@@ -302,6 +337,7 @@ pub fn matrix<'py>(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let models = self::models(&models);
+    metric.check_context(&models)?;
     let tick = ticker(progress);
     let kernel = &metric.kernel;
     let m = py
@@ -336,6 +372,7 @@ pub fn tile<'py>(
     }
     let rows = models(&rows);
     let cols = cols.as_deref().map(models);
+    metric.check_context(rows.iter().chain(cols.iter().flatten()))?;
     let tick = ticker(progress);
     let m = match &metric.kernel {
         Kernel::Weight => {

@@ -25,11 +25,21 @@ pub struct NativeModel {
     native_context: Option<usize>,
     assumptions: Vec<String>,
     unused_options: Vec<&'static str>,
+    /// The values the source stores, in all and per block: the library's
+    /// [`ModelFile::parameter_count`], the count `inspect` prints.
+    parameters: usize,
+    block_parameters: Vec<usize>,
 }
 
 impl From<ModelFile> for NativeModel {
     fn from(f: ModelFile) -> Self {
+        let parameters = f.parameter_count();
+        let block_parameters = (0..f.model.depth())
+            .map(|b| f.block_parameter_count(b))
+            .collect();
         Self {
+            parameters,
+            block_parameters,
             model: f.model,
             layout: f.layout,
             tensors: f.tensors,
@@ -96,7 +106,7 @@ impl NativeModel {
 
     #[getter]
     fn parameter_count(&self) -> usize {
-        self.model.parameter_count()
+        self.parameters
     }
 
     #[getter]
@@ -135,14 +145,14 @@ impl NativeModel {
         self.model
             .blocks()
             .iter()
-            .map(|b| {
+            .zip(&self.block_parameters)
+            .map(|(b, &count)| {
                 let d = PyDict::new(py);
                 d.set_item("kind", b.kind())?;
                 d.set_item("order", b.order())?;
                 d.set_item("input_width", b.input_width())?;
                 d.set_item("output_width", b.output_width())?;
                 d.set_item("mixes_positions", b.mixes_positions())?;
-                let count: usize = b.parameters().iter().map(|p| p.values.len()).sum();
                 d.set_item("parameters", count)?;
                 Ok(d)
             })

@@ -256,7 +256,10 @@ class Model:
 
     @property
     def parameter_count(self) -> int:
-        """The number of parameters (weights and biases) of all blocks."""
+        """The number of parameters: the values the file or ``state_dict``
+        stores for the model's blocks (weights and the biases present; an
+        absent bias counts nothing). The same count as the command line's
+        ``inspect``, computed by the core (``ModelFile::parameter_count``)."""
         return self._native.parameter_count
 
     @property
@@ -269,7 +272,8 @@ class Model:
     @property
     def blocks(self) -> list:
         """One dict per block: ``kind``, ``order``, ``input_width``,
-        ``output_width``, ``mixes_positions``, ``parameters``."""
+        ``output_width``, ``mixes_positions``, ``parameters`` (the block's
+        stored values, as ``inspect`` counts them)."""
         return self._native.blocks()
 
     @property
@@ -458,9 +462,52 @@ def _model(m: Any, load_options: Optional[Mapping[str, Any]] = None) -> "_native
     raise TypeError(f"expected a tensor_similarity.Model or a path, not {type(m).__name__}")
 
 
-def _models(items: Iterable[Any], load_options: Mapping[str, Any]) -> list:
-    """Native models of ``items`` (models or paths; paths read in parallel)."""
-    items = list(items)
+#: The characters of a glob pattern.
+_PATTERN = ("*", "?", "[")
+
+
+def _listed(items: Any, what: str) -> list:
+    """``items``, a list of models or paths, as a list; a single path (a
+    ``str``, ``bytes`` or ``os.PathLike``) or model is a ``TypeError``
+    saying to pass a list (iterated, a path would be read character by
+    character), and an empty list an :class:`OptionError` (``no models
+    given``), as ``matrix`` on the command line refuses both."""
+    if isinstance(items, (str, bytes, os.PathLike)):
+        text = os.fsdecode(items)
+        hint = ""
+        if any(c in text for c in _PATTERN):
+            import glob
+
+            found = len(glob.glob(text))
+            hint = (
+                f"; the pattern {text!r} matched no file"
+                if found == 0
+                else f"; the pattern {text!r} matches {found} file(s): sorted(glob.glob(pattern))"
+            )
+        raise TypeError(
+            f"{what} takes a list of models or paths, not one {type(items).__name__}: "
+            f"pass a list of paths ([path], or sorted(glob.glob(pattern)) for a pattern){hint}"
+        )
+    if isinstance(items, Model):
+        raise TypeError(f"{what} takes a list of models or paths, not one Model: pass a list ([model])")
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise TypeError(
+            f"{what} takes a list of models or paths, not {type(items).__name__}"
+        ) from None
+    items = list(iterator)
+    if not items:
+        raise OptionError(
+            f"{what}: no models given (an empty list; a glob that matched no file gives one)"
+        )
+    return items
+
+
+def _models(items: Iterable[Any], load_options: Mapping[str, Any], what: str) -> list:
+    """Native models of ``items`` (models or paths; paths read in parallel);
+    a single path or an empty list is refused (:func:`_listed`)."""
+    items = _listed(items, what)
     paths = [i for i, m in enumerate(items) if isinstance(m, (str, os.PathLike))]
     out: list = [None] * len(items)
     if paths:
@@ -543,6 +590,19 @@ def _native_metric(kind: str, options: Mapping[str, Any], width: Optional[int]) 
     return _native.Metric(kind, **kw)
 
 
+def _selection(value: Any) -> str:
+    """A selection of indices as a title shows it: ``[-1]``, ``[0, 3]``,
+    ``0:10``, ``0:10:2``."""
+    if isinstance(value, (slice, range)):
+        start = "" if value.start is None else value.start
+        stop = "" if value.stop is None else value.stop
+        step = "" if value.step in (None, 1) else f":{value.step}"
+        return f"{start}:{stop}{step}"
+    if isinstance(value, (int, np.integer)):
+        return f"[{int(value)}]"
+    return "[" + ", ".join(str(int(v)) for v in value) + "]"
+
+
 def _show(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"<array {'×'.join(map(str, value.shape))}>"
@@ -609,6 +669,36 @@ class Metric:
         """The options the metric was built with (those given, not ``None``)."""
         return dict(self._options)
 
+    @property
+    def title(self) -> str:
+        """A title for a plot of this metric's values, as ``matrix --plot``
+        titles its heatmap: the metric, the context (``"vector models"``
+        without one: a sequence model needs one), and what selects the
+        compared part: ``positions``, ``outputs`` or ``output weights``
+        (and a non-default input distribution). For instance ``"tensor
+        similarity, context 8, positions [-1]"``; the weight metric, which
+        takes no options, is ``"weight similarity"``.
+
+        >>> import tensor_similarity as ts
+        >>> ts.TensorMetric(context=8, outputs=slice(0, 10)).title
+        'tensor similarity, context 8, outputs 0:10'
+        """
+        o = self._options
+        parts = [f"{self.kind} similarity"]
+        if self.kind != "weight":
+            parts.append(f"context {o['context']}" if "context" in o else "vector models")
+        if "positions" in o:
+            parts.append(f"positions {_selection(o['positions'])}")
+        if "outputs" in o:
+            parts.append(f"outputs {_selection(o['outputs'])}")
+        if "output_weights" in o:
+            parts.append("output weights Q")
+        if "input_metric" in o:
+            parts.append("input metric M")
+        if "input_mean" in o or "input_covariance" in o:
+            parts.append("inputs x ~ N(μ, Σ)")
+        return ", ".join(parts)
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={_show(v)}" for k, v in self._options.items())
         return f"{type(self).__name__}({shown})"
@@ -642,7 +732,7 @@ class Metric:
         ``N(N−1)/2`` pairs in parallel on all cores. ``progress`` shows a bar
         (tqdm if installed, else a counter on stderr)."""
         load = self._load_options(load_options)
-        natives = _models(models, load)
+        natives = _models(models, load, "matrix")
         native = self._for(natives)
         n = len(natives)
         bar = _progress(progress, n * (n - 1) // 2, f"{self.kind} similarity matrix")
@@ -665,8 +755,8 @@ class Metric:
     ) -> np.ndarray:
         """One block of the similarity matrix, ``rows × cols``: see :func:`tile`."""
         load = self._load_options(load_options)
-        r = _models(rows, load)
-        c = None if cols is None else _models(cols, load)
+        r = _models(rows, load, "tile (rows)")
+        c = None if cols is None else _models(cols, load, "tile (cols)")
         native = self._for(r + (c or []))
         rn = _norm_list(row_norms, len(r), "row_norms")
         if c is None and col_norms is not None:
@@ -730,7 +820,7 @@ class _InnerProductMetric(Metric):
         """Each model's squared norm ``⟨A, A⟩`` in log scale, an ``N × 2`` array of
         rows ``(sign, ln |⟨A, A⟩|)``: see :func:`squared_norms`."""
         load = self._load_options(load_options)
-        natives = _models(models, load)
+        natives = _models(models, load, "squared_norms")
         norms = _native.squared_norms(self._for(natives), natives)
         return np.array(norms, dtype=np.float64).reshape(len(natives), 2)
 
@@ -1096,6 +1186,11 @@ def matrix(
     pair per thread); ``load_options`` are :func:`load`'s, for paths. Entry
     ``(i, j)`` equals ``similarity(models[i], models[j], metric, **options)``
     up to rounding.
+
+    ``models`` is a list: a single path (a ``str`` or ``os.PathLike``; glob
+    patterns are not expanded) is a ``TypeError`` saying to pass a list,
+    and an empty list (a glob that matched no file) an
+    :class:`OptionError`, "no models given", as on the command line.
     """
     m = _as_metric(
         metric,

@@ -83,7 +83,11 @@ def matrix(
 
     Paths are passed to the workers as given (made absolute here): they must
     name the same files on every worker. The result equals
-    ``tensor_similarity.matrix(paths, metric, **options)``.
+    ``tensor_similarity.matrix(paths, metric, **options)``, and what that
+    refuses is refused: a single path instead of a list (a ``TypeError``),
+    an empty list (an ``OptionError``, here, before anything is
+    scheduled), ``context=`` for models none of which is a sequence model
+    (an ``OptionError``, from the workers).
     """
     try:
         from distributed import as_completed, get_client
@@ -100,10 +104,10 @@ def matrix(
     metric_options, options = _ts._split_options(options)
     metric = _ts._as_metric(metric, metric_options)
     weight = metric.kind == "weight"
-    paths = [os.path.abspath(os.fspath(p)) for p in paths]
+    # A single path (not a list) and an empty list are refused here, as
+    # ts.matrix refuses them.
+    paths = [os.path.abspath(os.fspath(p)) for p in _ts._listed(paths, "tensor_similarity.dask.matrix")]
     n = len(paths)
-    if n == 0:
-        return np.zeros((0, 0))
     client = client if client is not None else get_client()
 
     if weight:

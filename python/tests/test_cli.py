@@ -83,3 +83,70 @@ def test_pytorch_checkpoints_of_a_run():
         pytest.skip("not in a checkout of the repository")
     a, b = lm / "checkpoints" / "step_20.pt", lm / "checkpoints" / "step_100.pt"
     assert float(run("compare", a, b, "--context", "3")) == ts.similarity(a, b, context=3)
+
+
+def test_parameter_count_is_inspects_count(tmp_path):
+    # Issue 27: parameter_count counted the absent biases (13 482 against
+    # inspect's 13 162). A model without biases: Python, inspect and a
+    # count by hand agree.
+    sd = embed_body_head(130, d=3, m=4, h=5, out=2, blocks=2, bias=False)
+    by_hand = 4 * 3 + 2 * (5 * 4 + 5 * 4 + 4 * 5) + 2 * 4
+    assert by_hand == sum(v.size for v in sd.values())
+    model = ts.Model.from_state_dict(sd, skip=1)
+    path = tmp_path / "no_bias.safetensors"
+    model.save(path, layout="embed_body_head", dtype="F32")
+    v = json.loads(run("inspect", path, "--json"))
+    assert v["parameters"] == by_hand
+    assert [b["parameters"] for b in v["blocks"]] == [12, 60, 60, 8]
+    assert model.parameter_count == by_hand
+    assert ts.load(path).parameter_count == by_hand
+    assert [b["parameters"] for b in model.blocks] == [12, 60, 60, 8]
+    assert f"{by_hand} parameters" in run("inspect", path)
+
+
+def test_parameter_count_of_a_pytorch_run_is_inspects():
+    # A run PyTorch wrote: its final norm's energy is a stored value too.
+    from pathlib import Path
+
+    lm = Path(__file__).resolve().parents[2] / "tests" / "files" / "torch" / "runs" / "tiny_lm"
+    if not lm.is_dir():
+        pytest.skip("not in a checkout of the repository")
+    path = lm / "checkpoints" / "step_100.pt"
+    v = json.loads(run("inspect", path, "--json"))
+    model = ts.load(path)
+    assert model.parameter_count == v["parameters"] == sum(b["parameters"] for b in v["blocks"])
+    assert [b["parameters"] for b in model.blocks] == [b["parameters"] for b in v["blocks"]]
+
+
+def refused(*args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([CLI, *map(str, args)], capture_output=True, text=True)
+    assert out.returncode != 0 and out.stdout == ""
+    return out
+
+
+def test_context_on_vector_models_is_refused_in_both(files):
+    # Issue 27: the command line refused --context on vector models; Python
+    # now refuses context= too, in the same words.
+    out = refused("compare", files[0], files[1], "--context", "3")
+    assert "--context 3: none of the models is a sequence model" in out.stderr
+    with pytest.raises(ts.OptionError, match="context=3: none of the models is a sequence model"):
+        ts.similarity(files[0], files[1], context=3)
+    out = refused("matrix", *files, "--context", "3")
+    assert "none of the models is a sequence model" in out.stderr
+    with pytest.raises(ts.OptionError, match="none of the models is a sequence model"):
+        ts.matrix(files, context=3, progress=False)
+
+
+def test_no_models_and_unmatched_patterns_are_refused_in_both(files, tmp_path):
+    # Issue 27: an empty list and a glob that matched no file. The shell
+    # passes an unmatched pattern on as it is (or nothing, under nullglob).
+    pattern = tmp_path / "step_*.pt"
+    out = refused("matrix", pattern)
+    assert out.returncode == 1
+    assert f"{pattern}: the pattern matched no file" in out.stderr
+    out = refused("matrix")
+    assert out.returncode == 2 and "no models given" in out.stderr
+    with pytest.raises(ts.OptionError, match="no models given"):
+        ts.matrix(sorted(tmp_path.glob("step_*.pt")), progress=False)
+    with pytest.raises(TypeError, match="pass a list of paths.*matched no file"):
+        ts.matrix(str(pattern), progress=False)

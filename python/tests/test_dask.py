@@ -82,3 +82,19 @@ def test_errors_come_back_from_the_workers(client, paths, tmp_path):
     missing = tmp_path / "missing.safetensors"
     with pytest.raises(ts.TensorSimilarityError, match="missing.safetensors"):
         tsd.matrix([paths[0], missing], client=client)
+
+
+def test_the_dask_path_refuses_what_ts_matrix_refuses(client, paths):
+    # Issue 27, Python and the command line: an empty list (a glob that
+    # matched no file), a single path and context= on vector models are
+    # errors here too, as in ts.matrix and on the command line.
+    with pytest.raises(ts.OptionError, match="no models given"):
+        tsd.matrix([], client=client)
+    with pytest.raises(TypeError, match="pass a list of paths"):
+        tsd.matrix(str(paths[0]), client=client)
+    with pytest.raises(TypeError, match="pass a list of paths"):
+        tsd.matrix(paths[0], client=client)
+    with pytest.raises(ts.OptionError, match="context=2: none of the models is a sequence model"):
+        tsd.matrix(paths[:3], client=client, tile=2, context=2)
+    with pytest.raises(ts.OptionError, match="context=2: none of the models is a sequence model"):
+        tsd.matrix(paths[:3], client=client, tile=2, metric=ts.GaussianMetric(context=2))

@@ -4,6 +4,8 @@ similarities, tiles assemble into it bit for bit, progress is shown."""
 from __future__ import annotations
 
 import builtins
+import glob
+import os
 import sys
 
 import numpy as np
@@ -104,9 +106,57 @@ def test_sequence_models_in_a_matrix():
 
 
 def test_empty_and_single():
-    assert ts.matrix([], progress=False).shape == (0, 0)
+    # Issue 27: an empty list (a glob that matched no file) is an error, as
+    # on the command line, not a (0, 0) array.
+    with pytest.raises(ts.OptionError, match="no models given"):
+        ts.matrix([], progress=False)
     one = ts.matrix([ts.Model.from_state_dict(embed_body_head(96))])
     np.testing.assert_array_equal(one, [[1.0]])
+
+
+def test_an_empty_glob_is_an_error_naming_it(tmp_path):
+    # Issue 27, Python and the command line: the notebook's glob that
+    # matches nothing, through every function that takes a list of models.
+    paths = sorted(glob.glob(str(tmp_path / "step_*.safetensors")))
+    assert paths == []
+    for call in (
+        lambda: ts.matrix(paths, progress=False),
+        lambda: ts.TensorMetric().matrix(paths, progress=False),
+        lambda: ts.WeightMetric().matrix(paths),
+        lambda: ts.squared_norms(paths),
+        lambda: ts.tile(paths),
+    ):
+        with pytest.raises(ts.OptionError, match="no models given") as e:
+            call()
+        assert isinstance(e.value, ValueError)
+
+
+def test_a_single_path_where_a_list_is_expected_is_refused(tmp_path, models):
+    # Issue 27: a path string was iterated character by character
+    # ("/: not a regular file"); a single path or model is refused, saying
+    # to pass a list.
+    path = tmp_path / "m.safetensors"
+    models[0].save(path)
+    for single in (str(path), path, os.fsencode(path)):
+        with pytest.raises(TypeError, match="pass a list of paths"):
+            ts.matrix(single, progress=False)
+        with pytest.raises(TypeError, match="pass a list of paths"):
+            ts.squared_norms(single)
+        with pytest.raises(TypeError, match="pass a list of paths"):
+            ts.tile(single)
+        with pytest.raises(TypeError, match="pass a list of paths"):
+            ts.tile([path], single)
+    with pytest.raises(TypeError, match=r"pass a list \(\[model\]\)"):
+        ts.matrix(models[0], progress=False)
+    with pytest.raises(TypeError, match="not int"):
+        ts.matrix(3, progress=False)
+    # A glob pattern is not expanded: the message says what it matches.
+    with pytest.raises(TypeError, match="pass a list of paths.*matches 1 file"):
+        ts.matrix(str(tmp_path / "*.safetensors"), progress=False)
+    with pytest.raises(TypeError, match=r"pass a list of paths.*the pattern .*step_\*\.pt' matched no file"):
+        ts.matrix(str(tmp_path / "step_*.pt"), progress=False)
+    # The list itself works, as before.
+    np.testing.assert_array_equal(ts.matrix([path, str(path)], progress=False), np.ones((2, 2)))
 
 
 def test_progress_without_tqdm_is_a_counter_on_stderr(models, monkeypatch, capsys):

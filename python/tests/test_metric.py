@@ -109,11 +109,14 @@ def test_a_metric_keeps_its_own_copy_of_its_arrays(ebh_models):
 
 def test_a_metric_pickles_and_shows_its_options(ebh_models):
     a, b = ebh_models[:2]
-    for metric in (ts.TensorMetric(outputs=-1, input_mean=np.zeros(3)), ts.GaussianMetric(context=2),
-                   ts.WeightMetric()):
+    _, blocks = attention_model(70)
+    lm = [ts.Model.from_state_dict(attention_model(70 + i)[0], layout=blocks) for i in range(2)]
+    for metric, (x, y) in ((ts.TensorMetric(outputs=-1, input_mean=np.zeros(3)), (a, b)),
+                           (ts.GaussianMetric(context=2), lm),  # context=: sequence models
+                           (ts.WeightMetric(), (a, b))):
         back = pickle.loads(pickle.dumps(metric))
         assert type(back) is type(metric) and repr(back) == repr(metric)
-        assert back.similarity(a, b) == metric.similarity(a, b)
+        assert back.similarity(x, y) == metric.similarity(x, y)
     assert repr(ts.TensorMetric(context=4, input_mean=np.zeros(3))) == \
         "TensorMetric(context=4, input_mean=<array 3>)"
     assert repr(ts.WeightMetric()) == "WeightMetric()"
@@ -172,3 +175,60 @@ def test_every_function_takes_every_option_by_keyword(ebh_models):
     ip = ts.inner_product(a, b, **kw)
     norms = ts.squared_norms([a, b], **kw)
     assert ip / np.exp(norms[:, 1].sum() / 2) == pytest.approx(s, abs=1e-12)
+
+
+def test_context_on_vector_models_is_an_error_everywhere(ebh_models, tmp_path):
+    # Issue 27: context= on vector models was ignored; the command line
+    # refuses --context there ("none of the models is a sequence model"),
+    # and options are never silently ignored. Every entry point that takes
+    # context= refuses it, in the command line's words.
+    a, b, c, d = ebh_models
+    path = tmp_path / "a.safetensors"
+    a.save(path)
+    message = "context=3: none of the models is a sequence model"
+    tensor, gaussian = ts.TensorMetric(context=3), ts.GaussianMetric(context=3)
+    calls = [
+        lambda: ts.similarity(a, b, context=3),
+        lambda: ts.similarity(path, b, "gaussian", context=3),
+        lambda: ts.inner_product(a, b, context=3),
+        lambda: ts.difference_similarity(a, b, c, d, context=3),
+        lambda: ts.is_gaussian_exact(a, b, context=3),
+        lambda: ts.matrix([a, b, path], context=3, progress=False),
+        lambda: ts.squared_norms([a], context=3),
+        lambda: ts.tile([a], [b], context=3),
+        lambda: ts.tile([a, b], context=3),
+        lambda: tensor.similarity(a, b),
+        lambda: tensor.inner_product(a, b, log=True),
+        lambda: tensor.difference_similarity(a, b, c, d),
+        lambda: tensor.matrix([a, b], progress=False),
+        lambda: tensor.squared_norms([a, b]),
+        lambda: tensor.tile([a], [b]),
+        lambda: gaussian.similarity(a, b),
+        lambda: gaussian.is_exact(a, b),
+        lambda: gaussian.matrix([a, b], progress=False),
+    ]
+    for call in calls:
+        with pytest.raises(ts.OptionError, match=message):
+            call()
+    # On sequence models the same metric computes (the check is not a
+    # refusal of context= itself).
+    _, blocks = attention_model(71)
+    lm = [ts.Model.from_state_dict(attention_model(71 + i)[0], layout=blocks) for i in range(2)]
+    assert -1 <= tensor.similarity(*lm) <= 1
+    assert gaussian.matrix(lm, progress=False).shape == (2, 2)
+
+
+def test_the_title_states_the_metric_the_context_and_the_slice():
+    # Issue 27: a heatmap's title, as `matrix --plot` writes it.
+    assert ts.TensorMetric(context=8).title == "tensor similarity, context 8"
+    assert ts.TensorMetric().title == "tensor similarity, vector models"
+    assert ts.GaussianMetric(context=4).title == "gaussian similarity, context 4"
+    assert ts.WeightMetric().title == "weight similarity"
+    assert ts.TensorMetric(context=8, positions=[-1]).title == "tensor similarity, context 8, positions [-1]"
+    assert ts.TensorMetric(outputs=3).title == "tensor similarity, vector models, outputs [3]"
+    assert ts.TensorMetric(outputs=[0, 2]).title == "tensor similarity, vector models, outputs [0, 2]"
+    assert ts.TensorMetric(outputs=slice(0, 10)).title == "tensor similarity, vector models, outputs 0:10"
+    assert ts.TensorMetric(outputs=range(2, 8, 2)).title == "tensor similarity, vector models, outputs 2:8:2"
+    assert ts.TensorMetric(output_weights=np.eye(2)).title == "tensor similarity, vector models, output weights Q"
+    assert ts.TensorMetric(input_mean=np.zeros(3)).title == \
+        "tensor similarity, vector models, inputs x ~ N(μ, Σ)"

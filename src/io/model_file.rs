@@ -22,6 +22,14 @@ pub struct TensorEntry {
     pub shape: Vec<usize>,
 }
 
+impl TensorEntry {
+    /// The number of values the tensor stores: the product of its shape
+    /// (1 for a scalar, such as a norm's energy).
+    pub fn value_count(&self) -> usize {
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
+    }
+}
+
 /// Where the weights of a `torch.save` file came from: the top level of the
 /// file, or one entry of a training-checkpoint dict.
 ///
@@ -75,6 +83,30 @@ pub struct ModelFile<T: crate::Real = f64> {
     pub checkpoint: Option<CheckpointSource>,
 }
 
+impl<T: crate::Real> ModelFile<T> {
+    /// The number of parameters of the file: the values its tensors store,
+    /// summed over [`tensors`](Self::tensors). An absent bias counts
+    /// nothing; a tensor that serves two roles (tied weights) counts once
+    /// per role, as it is listed. This is the count the command line's
+    /// `inspect` prints and Python's `Model.parameter_count` returns; it
+    /// equals [`Model::parameter_count`] except for stored values folded
+    /// into a weight (a final norm's energy, one value).
+    pub fn parameter_count(&self) -> usize {
+        self.tensors
+            .iter()
+            .fold(0usize, |n, t| n.saturating_add(t.value_count()))
+    }
+
+    /// [`parameter_count`](Self::parameter_count) of block `block`'s
+    /// tensors alone (0 for a block index the model does not have).
+    pub fn block_parameter_count(&self, block: usize) -> usize {
+        self.tensors
+            .iter()
+            .filter(|t| t.block == block)
+            .fold(0usize, |n, t| n.saturating_add(t.value_count()))
+    }
+}
+
 /// One tensor of an in-memory `state_dict`: its stored dtype, shape, and
 /// values in row-major order (as NumPy's C order and PyTorch's contiguous
 /// tensors hold them), widened to `f64`.
@@ -87,4 +119,63 @@ pub struct TensorData {
     pub shape: Vec<usize>,
     /// The values, row-major.
     pub values: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::TensorData;
+    use crate::io::{Dtype, LoadOptions, from_state_dict};
+
+    /// The research embed/body/head names without a single bias.
+    fn without_biases() -> HashMap<String, TensorData> {
+        let shapes: [(&str, [usize; 2]); 5] = [
+            ("embed.weight", [4, 3]),
+            ("body.0.l.weight", [5, 4]),
+            ("body.0.r.weight", [5, 4]),
+            ("body.0.d.weight", [4, 5]),
+            ("head.weight", [2, 4]),
+        ];
+        shapes
+            .into_iter()
+            .enumerate()
+            .map(|(k, (name, shape))| {
+                let len = shape[0] * shape[1];
+                let values = (0..len)
+                    .map(|i| ((i * 7 + k * 3) % 11) as f64 / 11.0 - 0.4)
+                    .collect();
+                let data = TensorData {
+                    dtype: Dtype::F32,
+                    shape: shape.to_vec(),
+                    values,
+                };
+                (name.to_owned(), data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn absent_biases_are_not_parameters() {
+        let file = from_state_dict(without_biases(), None, &LoadOptions::default()).unwrap();
+        // By hand: 4·3 + 5·4 + 5·4 + 4·5 + 2·4, no bias anywhere.
+        let by_hand = 12 + 20 + 20 + 20 + 8;
+        assert_eq!(file.parameter_count(), by_hand);
+        assert_eq!(file.model.parameter_count(), by_hand);
+        let per_block: Vec<usize> = (0..file.model.depth())
+            .map(|b| file.block_parameter_count(b))
+            .collect();
+        assert_eq!(per_block, [12, 60, 8]);
+        assert_eq!(file.block_parameter_count(3), 0);
+        // The weight baseline still lists the absent biases as zeros, to
+        // line up two blocks' shapes: 4 + (5 + 5 + 4) + 2 more values.
+        let listed: usize = file
+            .model
+            .blocks()
+            .iter()
+            .flat_map(|b| b.parameters())
+            .map(|p| p.values.len())
+            .sum();
+        assert_eq!(listed, by_hand + 20);
+    }
 }

@@ -1086,3 +1086,135 @@ fn inspect_states_the_residual_it_assumed_and_skip_sets_it() {
     let out = run(&["compare", s(&path), s(&path), "--skip", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Issue 27, Python and the command line: `inspect` counts the values a
+/// file stores, so a model without biases has no bias among its
+/// parameters; the library's two counts say the same.
+#[test]
+fn inspect_counts_no_absent_bias() {
+    use tensor_similarity::{Bilinear, Linear};
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(27);
+    let model = Model::builder()
+        .block(Linear::new(matrix(&mut r, 4, 3), None).unwrap())
+        .block(
+            Bilinear::builder(matrix(&mut r, 5, 4), matrix(&mut r, 5, 4))
+                .down(matrix(&mut r, 4, 5))
+                .build()
+                .unwrap(),
+        )
+        .block(Linear::new(matrix(&mut r, 2, 4), None).unwrap())
+        .build()
+        .unwrap();
+    // By hand: 4·3 + (5·4 + 5·4 + 4·5) + 2·4, and no bias.
+    let by_hand = 12 + 60 + 8;
+    assert_eq!(model.parameter_count(), by_hand);
+    let path = dir.path().join("no_bias.safetensors");
+    io::save_with_dtype(&model, &path, Layout::EmbedBodyHead, Dtype::F32).unwrap();
+    assert_eq!(
+        io::open(&path, &Default::default())
+            .unwrap()
+            .parameter_count(),
+        by_hand
+    );
+    let out = run(&["inspect", s(&path), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["parameters"], by_hand);
+    let blocks: Vec<u64> = v["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["parameters"].as_u64().unwrap())
+        .collect();
+    assert_eq!(blocks, [12, 60, 8]);
+    let text = stdout(&run(&["inspect", s(&path)]));
+    assert!(text.contains(&format!("{by_hand} parameters")), "{text}");
+}
+
+/// Issue 27, Python and the command line: `matrix` with no models (a
+/// shell pattern that expanded to nothing) is a usage error saying so, and
+/// a pattern the shell passed on unmatched is named as one, as Python's
+/// `matrix` refuses an empty list.
+#[test]
+fn no_models_and_unmatched_patterns_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["matrix"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no models given"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+
+    let m = models(dir.path(), 2);
+    let pattern = dir.path().join("step_*.pt");
+    for args in [
+        vec!["matrix", s(&pattern)],
+        vec!["matrix", s(&m[0].0), s(&pattern)],
+        vec!["compare", s(&m[0].0), s(&pattern)],
+        vec!["inspect", s(&pattern)],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "error: {}: the pattern matched no file (the shell passed it on unexpanded)",
+                s(&pattern)
+            ),
+            "{args:?}"
+        );
+        assert!(stdout(&out).is_empty());
+    }
+    // A file whose name holds a pattern's characters is read as a file.
+    let odd = dir.path().join("odd[1].safetensors");
+    std::fs::copy(&m[1].0, &odd).unwrap();
+    let out = run(&["compare", s(&m[1].0), s(&odd)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "1");
+}
+
+/// Issue 27: the heatmap of models whose similarities are negative, near
+/// zero and positive is drawn on the fixed scale (its colours and title are
+/// the unit tests of `plot`).
+#[test]
+fn the_heatmap_of_signed_similarities_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    // The negated head: similarity −1 with the original.
+    let negated = {
+        let blocks = m[0].1.blocks();
+        let last = blocks.len() - 1;
+        let d = blocks[last].describe();
+        let w = d.parameter("weight").unwrap().to_matrix();
+        let b = d
+            .parameter("bias")
+            .map(|p| -nalgebra::DVector::from_column_slice(&p.values));
+        let mut builder = Model::builder();
+        for block in &blocks[..last] {
+            builder = builder.shared_block(block.clone());
+        }
+        builder
+            .block(tensor_similarity::Linear::new(-w, b).unwrap())
+            .build()
+            .unwrap()
+    };
+    let neg = dir.path().join("negated.safetensors");
+    io::save_with_dtype(&negated, &neg, Layout::Described, Dtype::F64).unwrap();
+    let (csv, png) = (dir.path().join("m.csv"), dir.path().join("m.png"));
+    let out = run(&[
+        "matrix",
+        s(&m[0].0),
+        s(&m[1].0),
+        s(&neg),
+        "--keep-order",
+        "-o",
+        s(&csv),
+        "--plot",
+        s(&png),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, _, rows) = parse_csv(&std::fs::read_to_string(&csv).unwrap());
+    assert!((rows[0][2] + 1.0).abs() < 1e-12, "{}", rows[0][2]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
+}

@@ -110,7 +110,7 @@ fn rows(file: &ModelFile) -> Vec<Row> {
                     .real("scale")
                     .zip(description.real("skip"))
                     .filter(|_| bilinear),
-                parameters: tensors.map(|t| t.shape.iter().product::<usize>()).sum(),
+                parameters: file.block_parameter_count(i),
                 dtypes,
                 attention: AttentionRow::of(&description),
             }
@@ -122,7 +122,7 @@ fn rows(file: &ModelFile) -> Vec<Row> {
 pub fn table(path: &Path, file: &ModelFile) -> String {
     let m = &file.model;
     let rows = rows(file);
-    let total: usize = rows.iter().map(|r| r.parameters).sum();
+    let total = file.parameter_count();
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "file:       {}", path.display());
@@ -242,6 +242,7 @@ pub fn json(path: &Path, file: &ModelFile) -> String {
         "input_width": m.input_width(),
         "output_width": m.output_width(),
         "degree": m.degree(),
+        "parameters": file.parameter_count(),
         "sequence": m.is_sequence(),
         "native_context": file.native_context,
         "config": file.config.as_ref().map(|c| c.display().to_string()),

@@ -151,7 +151,9 @@ enum Command {
         /// The models (.safetensors or PyTorch files, mixed), listed in
         /// natural order of their paths (step_500 before step_1000); the
         /// CSV header holds their file stems, the first column their paths.
-        #[arg(required = true, num_args = 1..)]
+        /// At least one (none given is an error, as is a shell pattern that
+        /// matched no file).
+        #[arg(value_name = "FILES")]
         files: Vec<PathBuf>,
         /// The similarity to compute.
         #[arg(long, value_enum, default_value_t = Metric::Tensor)]
@@ -208,6 +210,15 @@ const MAX_ERROR_CHARS: usize = 400;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Matrix { files, .. } = &cli.command
+        && files.is_empty()
+    {
+        usage_error(
+            "matrix",
+            "no models given: matrix needs at least one model file (a shell pattern that matched \
+             no file expands to nothing under nullglob)",
+        );
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::ClosedPipe) => ExitCode::from(141),
@@ -216,6 +227,18 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "error: {}", one_line(&message));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Exits with clap's usage error (status 2, the subcommand's usage) for
+/// arguments clap itself cannot check.
+fn usage_error(subcommand: &str, message: &str) -> ! {
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    cli.build();
+    let kind = clap::error::ErrorKind::MissingRequiredArgument;
+    match cli.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(kind, message).exit(),
+        None => cli.error(kind, message).exit(),
     }
 }
 
@@ -382,10 +405,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 None => print_out(&csv)?,
             }
             if let Some(path) = &plot {
-                let title = match context {
-                    Some(n) => format!("{} similarity, context {n}", metric.name()),
-                    None => format!("{} similarity", metric.name()),
-                };
+                let precision = (precision != Precision::F64).then(|| precision.name());
+                let title = plot::title(metric.name(), context, precision);
                 outputs.write_with(path, |temporary| {
                     plot::heatmap(temporary, &labels, &matrix, &title)
                 })?;
@@ -397,6 +418,7 @@ fn run(command: Command) -> Result<(), Failure> {
             loading,
             json,
         } => {
+            unmatched_pattern(&file)?;
             let opened = io::open(&file, &loading.options()).map_err(|e| e.to_string())?;
             check_options_used(std::iter::once(&opened))?;
             let text = if json {
@@ -472,10 +494,27 @@ fn load_files<T: Real>(
 ) -> Result<Vec<io::ModelFile<T>>, String> {
     let files = paths
         .par_iter()
-        .map(|f| io::open_as::<T>(f, options).map_err(|e| e.to_string()))
+        .map(|f| {
+            unmatched_pattern(f)?;
+            io::open_as::<T>(f, options).map_err(|e| e.to_string())
+        })
         .collect::<Result<Vec<_>, _>>()?;
     check_options_used(files.iter())?;
     Ok(files)
+}
+
+/// A path that does not exist and holds a shell pattern's characters (`*`,
+/// `?`, `[`) is a pattern that matched no file, which the shell passed on
+/// as it is: said so, rather than "no such file".
+fn unmatched_pattern(path: &Path) -> Result<(), String> {
+    let text = path.to_string_lossy();
+    if text.contains(['*', '?', '[']) && std::fs::symlink_metadata(path).is_err() {
+        return Err(format!(
+            "{}: the pattern matched no file (the shell passed it on unexpanded)",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// An option that none of `files` reads is refused.

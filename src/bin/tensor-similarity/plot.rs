@@ -1,4 +1,6 @@
-//! The heatmap of a similarity matrix (`matrix --plot`).
+//! The heatmap of a similarity matrix (`matrix --plot`): a diverging
+//! colour scale fixed on `[−1, 1]` with white at 0 ([`colour`]), and a
+//! title that states what was compared ([`title`]).
 
 use std::path::Path;
 use std::sync::Once;
@@ -6,7 +8,6 @@ use std::sync::Once;
 use nalgebra::DMatrix;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
-use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// The embedded font's family name; text needs no system fonts.
@@ -22,9 +23,26 @@ fn register_font() -> Result<(), String> {
     result
 }
 
+/// The heatmap's title: the metric, the context the models were compared
+/// at (sequence models) or that they are vector models, and the precision
+/// when it is not the default `f64`. The command line compares every
+/// output at every position of the context, so the context is what
+/// selects the compared part.
+pub fn title(metric: &str, context: Option<usize>, precision: Option<&str>) -> String {
+    let mut title = format!("{metric} similarity");
+    match context {
+        Some(n) => title.push_str(&format!(", context {n}")),
+        None => title.push_str(", vector models"),
+    }
+    if let Some(p) = precision {
+        title.push_str(&format!(", {p}"));
+    }
+    title
+}
+
 /// Draws `m` (rows and columns labelled by `labels`, the first model at the
-/// top left) with a colour bar over the range of its off-diagonal values,
-/// and writes it as a PNG, titled `title`.
+/// top left) on the fixed diverging scale of [`colour`], with a colour bar
+/// from −1 to 1, and writes it as a PNG, titled `title`.
 pub fn heatmap(
     path: &Path,
     labels: &[String],
@@ -45,9 +63,6 @@ pub fn heatmap(
     // The column labels are rotated; the axis description sits below them.
     let desc_area = 28;
     let height = side + label_area + desc_area + 60;
-    let (lo, hi) = range(m);
-    // Enough decimals that the colour bar's six ticks differ.
-    let digits = ((-((hi - lo) / 5.0).log10()).ceil() as usize).clamp(3, 7);
 
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -91,7 +106,7 @@ pub fn heatmap(
                             (SegmentValue::Exact(j), SegmentValue::Exact(y)),
                             (SegmentValue::Exact(j + 1), SegmentValue::Exact(y + 1)),
                         ],
-                        colour(m[(i, j)], lo, hi).filled(),
+                        colour(m[(i, j)]).filled(),
                     )
                 }),
         )
@@ -104,8 +119,9 @@ pub fn heatmap(
                     .flat_map(|i| (0..n).map(move |j| (i, j)))
                     .map(|(i, j)| {
                         let v = m[(i, j)];
-                        let t = (v - lo) / (hi - lo);
-                        let ink: &'static RGBColor = if t > 0.6 { &BLACK } else { &WHITE };
+                        // Dark ink on the light middle of the scale, white
+                        // on its dark ends.
+                        let ink: &'static RGBColor = if v.abs() <= 0.6 { &BLACK } else { &WHITE };
                         Text::new(
                             format!("{v:.3}"),
                             (SegmentValue::CenterOf(j), SegmentValue::CenterOf(n - 1 - i)),
@@ -135,20 +151,22 @@ pub fn heatmap(
         .map_err(|e| e.to_string())?;
     }
 
-    // The colour bar, spanning the heatmap's height: thin rectangles with value ticks.
+    // The colour bar, spanning the heatmap's height: thin rectangles with
+    // ticks at −1, −0.5, 0, 0.5 and 1, whatever the values.
     let mut scale = ChartBuilder::on(&bar)
         .margin_top(y_pixels.start)
         .margin_bottom(height as i32 - y_pixels.end)
         .margin_right(10)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..1.0, lo..hi)
+        .build_cartesian_2d(0.0..1.0, -1.0..1.0)
         .map_err(|e| e.to_string())?;
     scale
         .configure_mesh()
         .disable_mesh()
         .disable_x_axis()
-        .y_labels(6)
-        .y_label_formatter(&|v| format!("{v:.digits$}"))
+        // Five ticks on [−1, 1]: plotters' steps of 0.5.
+        .y_labels(5)
+        .y_label_formatter(&|v| tick(*v))
         .y_label_style((FONT, 13))
         .y_desc("similarity")
         .axis_desc_style((FONT, 14))
@@ -157,43 +175,59 @@ pub fn heatmap(
     let steps = 200;
     scale
         .draw_series((0..steps).map(|k| {
-            let a = lo + (hi - lo) * k as f64 / steps as f64;
-            let b = lo + (hi - lo) * (k + 1) as f64 / steps as f64;
-            Rectangle::new([(0.0, a), (1.0, b)], colour((a + b) / 2.0, lo, hi).filled())
+            let a = -1.0 + 2.0 * k as f64 / steps as f64;
+            let b = -1.0 + 2.0 * (k + 1) as f64 / steps as f64;
+            Rectangle::new([(0.0, a), (1.0, b)], colour((a + b) / 2.0).filled())
         }))
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }
 
-/// The narrowest colour scale: values closer than this to 1 (a model
-/// against its own `f32` copy) share a colour instead of making an empty
-/// scale.
-const MIN_SPAN: f64 = 1e-6;
-
-/// The colour scale's range: the finite off-diagonal values (the diagonal
-/// is 1 by definition), widened to an interval of at least [`MIN_SPAN`]
-/// that includes 1; all of `[0, 1]` when no value is below 1.
-fn range(m: &DMatrix<f64>) -> (f64, f64) {
-    let n = m.nrows();
-    let lo = (0..n)
-        .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-        .map(|ij| m[ij])
-        .filter(|v| v.is_finite())
-        .fold(1.0f64, f64::min);
-    if lo >= 1.0 {
-        (0.0, 1.0)
-    } else {
-        (lo.min(1.0 - MIN_SPAN), 1.0)
-    }
+/// A colour bar tick, to two decimals at most: `-1`, `-0.5`, `0`, `0.5`,
+/// `1` (never `-0` or `0.5000000000000001`).
+fn tick(v: f64) -> String {
+    let v = (v * 100.0).round() / 100.0;
+    if v == 0.0 { "0".into() } else { format!("{v}") }
 }
 
-/// The colour of `v` on the scale `[lo, hi]`, normalised in `f64` (in
-/// `f32`, a narrow scale collapses to a point and the colour map fails).
-fn colour(v: f64, lo: f64, hi: f64) -> RGBColor {
-    let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
-    let t = if t.is_finite() { t as f32 } else { 0.0 };
-    ViridisRGB.get_color_normalized(t, 0.0, 1.0)
+/// The diverging scale's anchors at −1, −0.5, 0, 0.5 and 1: ColorBrewer's
+/// RdBu (matplotlib's `RdBu_r`, as the research figures draw a signed
+/// similarity), blue for negative, near-white at 0, red for positive.
+/// Between them the colour is interpolated linearly, so that the red
+/// channel minus the blue one rises with the value all along the scale.
+const ANCHORS: [(f64, [u8; 3]); 5] = [
+    (-1.0, [0x21, 0x66, 0xac]),
+    (-0.5, [0x92, 0xc5, 0xde]),
+    (0.0, [0xf7, 0xf7, 0xf7]),
+    (0.5, [0xf4, 0xa5, 0x82]),
+    (1.0, [0xb2, 0x18, 0x2b]),
+];
+
+/// The colour of a non-finite value: a mid grey, the colour of no value
+/// on the scale.
+const NOT_A_VALUE: RGBColor = RGBColor(0x80, 0x80, 0x80);
+
+/// The colour of the similarity `v` on the fixed scale `[−1, 1]` (never
+/// rescaled to the values drawn, so that a colour always means the same
+/// similarity): [`ANCHORS`] interpolated, values beyond ±1 (rounding) at
+/// the ends.
+pub fn colour(v: f64) -> RGBColor {
+    if !v.is_finite() {
+        return NOT_A_VALUE;
+    }
+    let v = v.clamp(-1.0, 1.0);
+    let k = ANCHORS
+        .windows(2)
+        .position(|w| v <= w[1].0)
+        .unwrap_or(ANCHORS.len() - 2);
+    let ((x0, c0), (x1, c1)) = (ANCHORS[k], ANCHORS[k + 1]);
+    let t = (v - x0) / (x1 - x0);
+    let channel = |i: usize| {
+        let (a, b) = (f64::from(c0[i]), f64::from(c1[i]));
+        (a + (b - a) * t).round().clamp(0.0, 255.0) as u8
+    };
+    RGBColor(channel(0), channel(1), channel(2))
 }
 
 /// `n` unit segments `0..n`, labelled at their centres (plotters' integer
@@ -202,4 +236,100 @@ fn segments(
     n: usize,
 ) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize> {
     (0..n.saturating_sub(1)).into_segmented()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ANCHORS, NOT_A_VALUE, colour, tick, title};
+    use plotters::style::RGBColor;
+
+    fn rgb(c: RGBColor) -> [i32; 3] {
+        [i32::from(c.0), i32::from(c.1), i32::from(c.2)]
+    }
+
+    #[test]
+    fn the_title_states_the_metric_the_context_and_the_precision() {
+        assert_eq!(
+            title("tensor", Some(8), None),
+            "tensor similarity, context 8"
+        );
+        assert_eq!(
+            title("gaussian", Some(4), Some("f32")),
+            "gaussian similarity, context 4, f32"
+        );
+        assert_eq!(
+            title("weight", None, None),
+            "weight similarity, vector models"
+        );
+    }
+
+    #[test]
+    fn minus_one_zero_and_one_are_the_ends_and_the_middle() {
+        let [(_, blue), _, (_, white), _, (_, red)] = ANCHORS;
+        assert_eq!(rgb(colour(-1.0)), blue.map(i32::from));
+        assert_eq!(rgb(colour(0.0)), white.map(i32::from));
+        assert_eq!(rgb(colour(1.0)), red.map(i32::from));
+        // Blue below zero, red above, light in the middle.
+        let [r, _, b] = rgb(colour(-1.0));
+        assert!(b > r + 100, "{r} {b}");
+        let [r, _, b] = rgb(colour(1.0));
+        assert!(r > b + 100, "{r} {b}");
+        assert!(rgb(colour(0.0)).iter().all(|&c| c >= 0xe0));
+    }
+
+    #[test]
+    fn the_scale_is_monotone_and_symmetric_in_lightness() {
+        // Red minus blue rises strictly from −1 to 1; lightness rises to 0
+        // and falls after it, so −0.5 is never "low but positive".
+        let steps = 400;
+        let values: Vec<f64> = (0..=steps)
+            .map(|k| -1.0 + 2.0 * k as f64 / steps as f64)
+            .collect();
+        let warmth = |v: f64| {
+            let [r, _, b] = rgb(colour(v));
+            r - b
+        };
+        let light = |v: f64| rgb(colour(v)).iter().sum::<i32>();
+        for w in values.windows(2) {
+            // Each channel is rounded to an integer: the difference of two
+            // may step back by one where it rises slowly.
+            assert!(warmth(w[1]) >= warmth(w[0]) - 1, "{} {}", w[0], w[1]);
+            // Every channel moves one way within a segment: exactly monotone.
+            if w[1] <= 0.0 {
+                assert!(light(w[1]) >= light(w[0]), "{} {}", w[0], w[1]);
+            } else if w[0] >= 0.0 {
+                assert!(light(w[1]) <= light(w[0]), "{} {}", w[0], w[1]);
+            }
+        }
+        // Strictly, a tenth apart (at least 4 units, more than rounding).
+        let tenths: Vec<f64> = (0..=20).map(|k| -1.0 + 0.1 * k as f64).collect();
+        for w in tenths.windows(2) {
+            assert!(warmth(w[1]) > warmth(w[0]) + 2, "{} {}", w[0], w[1]);
+        }
+        assert!(warmth(-0.5) < 0 && warmth(0.5) > 0);
+        assert!(warmth(-0.05) < warmth(0.0) && warmth(0.0) < warmth(0.05));
+    }
+
+    #[test]
+    fn values_are_not_rescaled_to_the_data() {
+        // The colour of a value depends on the value alone: 0.9 and 0.95
+        // are two light reds of a fixed scale, not the two ends of it.
+        assert_ne!(rgb(colour(0.9)), rgb(colour(1.0)));
+        assert_ne!(rgb(colour(0.9)), rgb(colour(-1.0)));
+        let [r, _, b] = rgb(colour(0.9));
+        assert!(r > b);
+        // Rounding beyond ±1 is at the ends; a non-finite value is grey.
+        assert_eq!(rgb(colour(1.0 + 1e-12)), rgb(colour(1.0)));
+        assert_eq!(rgb(colour(-2.0)), rgb(colour(-1.0)));
+        assert_eq!(rgb(colour(f64::NAN)), rgb(NOT_A_VALUE));
+    }
+
+    #[test]
+    fn the_colour_bar_ticks_read_plainly() {
+        let ticks: Vec<String> = [-1.0, -0.5, -0.0, 0.5 + 1e-15, 1.0]
+            .into_iter()
+            .map(tick)
+            .collect();
+        assert_eq!(ticks, ["-1", "-0.5", "0", "0.5", "1"]);
+    }
 }
