@@ -85,24 +85,28 @@ pub struct ModelFile<T: crate::Real = f64> {
 
 impl<T: crate::Real> ModelFile<T> {
     /// The number of parameters of the file: the values its tensors store,
-    /// summed over [`tensors`](Self::tensors). An absent bias counts
-    /// nothing; a tensor that serves two roles (tied weights) counts once
-    /// per role, as it is listed. This is the count the command line's
+    /// each tensor once, as PyTorch's `sum(p.numel() for p in
+    /// model.parameters())` counts them. An absent bias counts nothing; a
+    /// tensor that serves two roles (tied weights, quadratic attention's
+    /// `q` and `k`) counts once. This is the count the command line's
     /// `inspect` prints and Python's `Model.parameter_count` returns; it
     /// equals [`Model::parameter_count`] except for stored values folded
-    /// into a weight (a final norm's energy, one value).
+    /// into a weight (a final norm's energy, one value) and tied tensors.
     pub fn parameter_count(&self) -> usize {
-        self.tensors
-            .iter()
-            .fold(0usize, |n, t| n.saturating_add(t.value_count()))
+        Self::count(self.tensors.iter())
     }
 
     /// [`parameter_count`](Self::parameter_count) of block `block`'s
     /// tensors alone (0 for a block index the model does not have).
     pub fn block_parameter_count(&self, block: usize) -> usize {
-        self.tensors
-            .iter()
-            .filter(|t| t.block == block)
+        Self::count(self.tensors.iter().filter(|t| t.block == block))
+    }
+
+    /// The values of `tensors`, each name once.
+    fn count<'a>(tensors: impl Iterator<Item = &'a TensorEntry>) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        tensors
+            .filter(|t| seen.insert(t.name.as_str()))
             .fold(0usize, |n, t| n.saturating_add(t.value_count()))
     }
 }
@@ -177,5 +181,20 @@ mod tests {
             .map(|p| p.values.len())
             .sum();
         assert_eq!(listed, by_hand + 20);
+    }
+
+    #[test]
+    fn a_tied_tensor_counts_once() {
+        // One [5, 4] tensor as both L and R (a symmetric bilinear block).
+        let mut tensors = without_biases();
+        tensors.remove("body.0.r.weight");
+        let layout = r#"{"version": 1, "blocks": [
+            {"kind": "linear", "weight": "embed.weight"},
+            {"kind": "bilinear", "left": "body.0.l.weight", "right": "body.0.l.weight",
+             "down": "body.0.d.weight"},
+            {"kind": "linear", "weight": "head.weight"}]}"#;
+        let file = from_state_dict(tensors, Some(layout), &LoadOptions::default()).unwrap();
+        assert_eq!(file.parameter_count(), 12 + 20 + 20 + 8);
+        assert_eq!(file.block_parameter_count(1), 40);
     }
 }
