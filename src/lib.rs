@@ -98,6 +98,12 @@ pub mod spec {}
 /// `tensor_similarity::nalgebra` is always the version this crate uses.
 pub use nalgebra;
 
+/// The JSON values a run config is read as: a config given as content
+/// ([`io::ConfigSource::Content`]) is a `serde_json::Value`, and so is each
+/// ignored key's value ([`io::IgnoredConfigKey`]). Re-exported so that
+/// `tensor_similarity::serde_json` is always the version this crate uses.
+pub use serde_json;
+
 pub use baseline::{
     linear_cka, linear_cka_of, mean_sample_cosine, output_cosine, sample_gaussian, weight_cosine,
 };
@@ -105,7 +111,7 @@ pub use block::{
     Attention, AttentionBuilder, Bilinear, BilinearBuilder, CpBlock, CpFactors, CpKind,
     Description, Linear, Mask, Parameter, Role, Setting, TensorBlock, check_block,
 };
-pub use error::{Error, ErrorFamily, Incomparable, Result, Side};
+pub use error::{Error, ErrorFamily, Incomparable, LoadOption, Result, Side, Spelling};
 pub use gaussian::{GaussianReport, GaussianSimilarity, JointMoments, Moments};
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;

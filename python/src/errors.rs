@@ -8,7 +8,7 @@
 
 use pyo3::PyErr;
 use pyo3::import_exception;
-use tensor_similarity::{Error, ErrorFamily};
+use tensor_similarity::{Error, ErrorFamily, Spelling};
 
 import_exception!(tensor_similarity._errors, TensorSimilarityError);
 import_exception!(tensor_similarity._errors, OptionError);
@@ -85,13 +85,10 @@ impl Family {
 }
 
 /// The Python exception for a crate error: its family's class, with its
-/// message (for a sequence model compared without a context length, also
-/// how to give one from Python).
+/// message naming options as Python keywords (`heads=`, `config=`,
+/// `context=N`; [`Spelling::Python`]).
 pub fn to_py(e: Error) -> PyErr {
-    let message = match e {
-        Error::MissingContext(_) => format!("{e}; from Python: context=N"),
-        _ => e.to_string(),
-    };
+    let message = e.spelled(Spelling::Python).to_string();
     match Family::of(&e) {
         Some(family) => family.err(message),
         None => PyErr::new::<TensorSimilarityError, _>(message),

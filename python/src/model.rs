@@ -6,9 +6,12 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use rayon::prelude::*;
-use tensor_similarity::io::{self, Dtype, Layout, LoadOptions, ModelFile, TensorData};
+use serde_json::{Map, Number, Value};
+use tensor_similarity::io::{
+    self, ConfigSource, Dtype, IgnoredConfigKey, Layout, LoadOptions, ModelFile, TensorData,
+};
 use tensor_similarity::{Mask, Model};
 
 use crate::errors::Family;
@@ -29,6 +32,7 @@ pub struct NativeModel {
     /// [`ModelFile::parameter_count`], the count `inspect` prints.
     parameters: usize,
     block_parameters: Vec<usize>,
+    ignored_config_keys: Vec<IgnoredConfigKey>,
 }
 
 impl From<ModelFile> for NativeModel {
@@ -47,6 +51,7 @@ impl From<ModelFile> for NativeModel {
             native_context: f.native_context,
             assumptions: f.assumptions,
             unused_options: f.unused_options,
+            ignored_config_keys: f.ignored_config_keys,
         }
     }
 }
@@ -139,6 +144,16 @@ impl NativeModel {
         self.unused_options.clone()
     }
 
+    /// The run config's keys that cannot change the function at eval:
+    /// `(key, value as JSON text, why)`, sorted by key.
+    #[getter]
+    fn ignored_config_keys(&self) -> Vec<(String, String, &'static str)> {
+        self.ignored_config_keys
+            .iter()
+            .map(|k| (k.key.clone(), k.value.to_string(), k.why))
+            .collect()
+    }
+
     /// One dict per block: kind, order, widths, whether it mixes positions,
     /// its parameter count.
     fn blocks<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
@@ -223,14 +238,103 @@ fn parse_mask(mask: Option<MaskArg<'_>>) -> PyResult<Option<Mask>> {
     })
 }
 
+/// A `config=` option: a path, or the config's content as a dict.
+#[derive(FromPyObject)]
+pub enum ConfigArg<'py> {
+    Path(PathBuf),
+    Content(Bound<'py, PyDict>),
+}
+
+/// Mappings and lists in a `config=` dict nested deeper than this are
+/// refused (as in a config file; a dict that holds itself would never end).
+const MAX_CONFIG_DEPTH: usize = 64;
+
+/// A `config=` dict's value as the JSON value a config file holding it
+/// would parse to: dicts with string keys, lists and tuples, `None`,
+/// booleans, integers, floats (a non-finite one kept as its text, as the
+/// YAML reader keeps `.inf`, so that a key that needs a number refuses it)
+/// and strings. `at` is the value's place, for errors.
+fn config_value(v: &Bound<'_, PyAny>, at: &str, depth: usize) -> PyResult<Value> {
+    if depth > MAX_CONFIG_DEPTH {
+        return Err(invalid(format!(
+            "config=: {at} is nested more than {MAX_CONFIG_DEPTH} levels deep"
+        )));
+    }
+    if v.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if v.is_instance_of::<PyString>() {
+        return Ok(Value::String(v.extract()?));
+    }
+    if let Ok(d) = v.cast::<PyDict>() {
+        let mut map = Map::new();
+        for (k, item) in d.iter() {
+            if !k.is_instance_of::<PyString>() {
+                return Err(invalid(format!(
+                    "config=: {at} has the key {}, not a string (a config's keys are strings)",
+                    k.repr()?
+                )));
+            }
+            let key: String = k.extract()?;
+            let value = config_value(&item, &format!("{at}.{key}"), depth + 1)?;
+            map.insert(key, value);
+        }
+        return Ok(Value::Object(map));
+    }
+    if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+        let items = v
+            .try_iter()?
+            .enumerate()
+            .map(|(i, item)| config_value(&item?, &format!("{at}[{i}]"), depth + 1))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(Value::Array(items));
+    }
+    // NumPy's bool is not a Python bool.
+    let type_name: String = v.get_type().name()?.extract()?;
+    if type_name == "bool" || type_name == "bool_" {
+        return Ok(Value::Bool(v.is_truthy()?));
+    }
+    if v.is_instance_of::<PyInt>() || (!v.is_instance_of::<PyFloat>() && v.hasattr("__index__")?) {
+        if let Ok(i) = v.extract::<i64>() {
+            return Ok(Value::Number(i.into()));
+        }
+        if let Ok(u) = v.extract::<u64>() {
+            return Ok(Value::Number(u.into()));
+        }
+        // Beyond 64 bits: the nearest float, as the YAML reader reads it.
+        let x: f64 = v.extract()?;
+        return Ok(Number::from_f64(x).map_or_else(|| Value::String(x.to_string()), Value::Number));
+    }
+    if let Ok(x) = v.extract::<f64>() {
+        return Ok(Number::from_f64(x).map_or_else(|| Value::String(x.to_string()), Value::Number));
+    }
+    Err(invalid(format!(
+        "config=: {at} is a {type_name}; a config holds dicts, lists, strings, numbers, booleans \
+         and None"
+    )))
+}
+
 fn load_options(
     residual_scale: Option<f64>,
     skip: Option<f64>,
-    config: Option<PathBuf>,
+    config: Option<ConfigArg<'_>>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
+    rope_base: Option<f64>,
 ) -> PyResult<LoadOptions> {
+    let config = match config {
+        None => None,
+        Some(ConfigArg::Path(path)) => Some(ConfigSource::File(path)),
+        Some(ConfigArg::Content(dict)) => Some(ConfigSource::Content(config_value(
+            dict.as_any(),
+            "the config",
+            0,
+        )?)),
+    };
     // Options the core adds later keep their defaults until they are bound.
     #[allow(clippy::needless_update)]
     Ok(LoadOptions {
@@ -240,13 +344,14 @@ fn load_options(
         heads,
         mask: parse_mask(mask)?,
         attn_scale,
+        rope_base,
         ..LoadOptions::default()
     })
 }
 
 /// The model in the file at `path`.
 #[pyfunction]
-#[pyo3(signature = (path, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[pyo3(signature = (path, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None))]
 // One argument per Python keyword.
 #[allow(clippy::too_many_arguments)]
 pub fn load(
@@ -254,12 +359,21 @@ pub fn load(
     path: PathBuf,
     residual_scale: Option<f64>,
     skip: Option<f64>,
-    config: Option<PathBuf>,
+    config: Option<ConfigArg<'_>>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
+    rope_base: Option<f64>,
 ) -> PyResult<NativeModel> {
-    let options = load_options(residual_scale, skip, config, heads, mask, attn_scale)?;
+    let options = load_options(
+        residual_scale,
+        skip,
+        config,
+        heads,
+        mask,
+        attn_scale,
+        rope_base,
+    )?;
     let file = py.detach(|| io::open(&path, &options)).map_err(to_py)?;
     Ok(file.into())
 }
@@ -267,7 +381,7 @@ pub fn load(
 /// The models in the files at `paths`, read in parallel; the error is the
 /// first by path order.
 #[pyfunction]
-#[pyo3(signature = (paths, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[pyo3(signature = (paths, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None))]
 // One argument per Python keyword.
 #[allow(clippy::too_many_arguments)]
 pub fn load_many(
@@ -275,12 +389,21 @@ pub fn load_many(
     paths: Vec<PathBuf>,
     residual_scale: Option<f64>,
     skip: Option<f64>,
-    config: Option<PathBuf>,
+    config: Option<ConfigArg<'_>>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
+    rope_base: Option<f64>,
 ) -> PyResult<Vec<NativeModel>> {
-    let options = load_options(residual_scale, skip, config, heads, mask, attn_scale)?;
+    let options = load_options(
+        residual_scale,
+        skip,
+        config,
+        heads,
+        mask,
+        attn_scale,
+        rope_base,
+    )?;
     let files = py
         .detach(|| {
             paths
@@ -297,7 +420,7 @@ pub fn load_many(
 /// place and copied once); `metadata` the layout JSON, or `None` to infer
 /// it from the names.
 #[pyfunction]
-#[pyo3(signature = (names, dtypes, arrays, metadata=None, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None))]
+#[pyo3(signature = (names, dtypes, arrays, metadata=None, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn from_state_dict(
     py: Python<'_>,
@@ -307,17 +430,26 @@ pub fn from_state_dict(
     metadata: Option<String>,
     residual_scale: Option<f64>,
     skip: Option<f64>,
-    config: Option<PathBuf>,
+    config: Option<ConfigArg<'_>>,
     heads: Option<usize>,
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
+    rope_base: Option<f64>,
 ) -> PyResult<NativeModel> {
     if dtypes.len() != names.len() || arrays.len() != names.len() {
         return Err(PyTypeError::new_err(
             "from_state_dict: names, dtypes and arrays must have one entry per tensor",
         ));
     }
-    let options = load_options(residual_scale, skip, config, heads, mask, attn_scale)?;
+    let options = load_options(
+        residual_scale,
+        skip,
+        config,
+        heads,
+        mask,
+        attn_scale,
+        rope_base,
+    )?;
     let mut tensors = HashMap::with_capacity(names.len());
     for ((name, dtype), array) in names.into_iter().zip(dtypes).zip(&arrays) {
         let data = TensorData {

@@ -92,7 +92,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Keyword options that say how to read a file (or a state_dict without
 #: metadata); see :func:`load`.
-LOAD_OPTIONS = ("residual_scale", "skip", "config", "heads", "mask", "attn_scale")
+LOAD_OPTIONS = ("residual_scale", "skip", "config", "heads", "mask", "attn_scale", "rope_base")
 #: Keyword options of the metrics; see :func:`similarity`.
 METRIC_OPTIONS = (
     "context",
@@ -127,10 +127,33 @@ def _array(x: Any) -> np.ndarray:
     return np.require(a, requirements=["C", "A"])
 
 
+def _config_content(value: Any, depth: int = 0) -> Any:
+    """A ``config=`` mapping as plain dicts and lists (an OmegaConf or other
+    mapping type included); the core checks the values."""
+    if depth > 64:
+        raise OptionError("config=: nested more than 64 levels deep")
+    if isinstance(value, Mapping):
+        return {k: _config_content(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    ):
+        return [_config_content(v, depth + 1) for v in value]
+    return value
+
+
 def _load_kwargs(options: Mapping[str, Any]) -> dict:
     out = {k: v for k, v in options.items() if v is not None}
     if "config" in out:
-        out["config"] = os.fspath(out["config"])
+        config = out["config"]
+        if isinstance(config, Mapping):
+            out["config"] = _config_content(config)
+        elif isinstance(config, (str, os.PathLike)):
+            out["config"] = os.fspath(config)
+        else:
+            raise TypeError(
+                "config= is a path to a config.json/config.yaml or a dict of its content, "
+                f"not {type(config).__name__}"
+            )
     mask = out.get("mask")
     if mask is not None and not isinstance(mask, str):
         out["mask"] = _array(mask)
@@ -201,8 +224,8 @@ class Model:
         block uses is an error.
 
         ``options`` are :func:`load`'s: ``residual_scale``, ``skip``, ``heads``, ``mask``,
-        ``attn_scale``, ``config`` (a run config file; there is no folder to
-        find one in).
+        ``attn_scale``, ``rope_base``, ``config`` (a run config file or a dict
+        of its content; there is no folder to find one in).
         """
         if not isinstance(mapping, Mapping):
             if hasattr(mapping, "items"):
@@ -293,6 +316,14 @@ class Model:
         """The run config the layout was read with, if any."""
         c = self._native.config
         return None if c is None else os.fspath(c)
+
+    @property
+    def ignored_config_keys(self) -> dict:
+        """The run config's ``model`` keys that cannot change the function at
+        eval (dropout, ``init_*``, optimiser and schedule keys, ``seed``,
+        ``device``, …; docs/format.md lists them), with their values: read and
+        not used. Empty without a config."""
+        return {key: json.loads(value) for key, value, _ in self._native.ignored_config_keys}
 
     @property
     def assumptions(self) -> list:
@@ -435,9 +466,16 @@ def load(path: PathLike, **options: Any) -> Model:
     (the skip weight ``r`` of ``y = α·D(Lx ∘ Rx) + r·x``: ``skip=1`` is the
     usual additive residual ``x + D(Lx ∘ Rx)``; without either, no residual,
     and :attr:`Model.assumptions` says so), ``config`` (the
-    run config to read instead of looking beside the checkpoint), ``heads``,
+    run config to read instead of looking beside the checkpoint: a path, or
+    a dict of the config's content, ``{"model": {...}}``, read exactly as the
+    same ``config.json`` would be), ``heads``,
     ``mask`` (``"causal"``, ``"none"``, ``"diag"`` or an ``n × n`` matrix),
-    ``attn_scale``.
+    ``attn_scale``, ``rope_base`` (the rotary base, where no config gives
+    ``rope_base``). Where a config gives a setting, an option that says
+    otherwise is an error. Config keys that cannot change the function at
+    eval (``dropout``, ``init_std``, ``lr``, …) are read and listed in
+    :attr:`Model.ignored_config_keys`. Errors name these options as
+    keywords (``heads=``).
     """
     _, load_options = _split_options(options, LOAD_OPTIONS)
     return Model(_native.load(os.fspath(path), **_load_kwargs(load_options)))

@@ -17,6 +17,7 @@ _Array = np.ndarray
 _Log = tuple[float, float]
 _Mask = Union[str, _Array]
 _Path = Union[str, PathLike[str]]
+_Config = Union[str, PathLike[str], dict]
 
 __version__: str
 
@@ -45,6 +46,8 @@ class NativeModel:
     def assumptions(self) -> list[str]: ...
     @property
     def unused_options(self) -> list[str]: ...
+    @property
+    def ignored_config_keys(self) -> list[tuple[str, str, str]]: ...
     def blocks(self) -> list[dict]: ...
     def tensors(self) -> list[dict]: ...
     def forward(self, x: _Array, sequence: bool) -> bytes: ...
@@ -71,20 +74,22 @@ def load(
     *,
     residual_scale: Optional[float] = None,
     skip: Optional[float] = None,
-    config: Optional[_Path] = None,
+    config: Optional[_Config] = None,
     heads: Optional[int] = None,
     mask: Optional[_Mask] = None,
     attn_scale: Optional[float] = None,
+    rope_base: Optional[float] = None,
 ) -> NativeModel: ...
 def load_many(
     paths: Sequence[_Path],
     *,
     residual_scale: Optional[float] = None,
     skip: Optional[float] = None,
-    config: Optional[_Path] = None,
+    config: Optional[_Config] = None,
     heads: Optional[int] = None,
     mask: Optional[_Mask] = None,
     attn_scale: Optional[float] = None,
+    rope_base: Optional[float] = None,
 ) -> list[NativeModel]: ...
 def from_state_dict(
     names: Sequence[str],
@@ -94,10 +99,11 @@ def from_state_dict(
     *,
     residual_scale: Optional[float] = None,
     skip: Optional[float] = None,
-    config: Optional[_Path] = None,
+    config: Optional[_Config] = None,
     heads: Optional[int] = None,
     mask: Optional[_Mask] = None,
     attn_scale: Optional[float] = None,
+    rope_base: Optional[float] = None,
 ) -> NativeModel: ...
 def save(model: NativeModel, path: _Path, layout: str = "described", dtype: str = "F64") -> None: ...
 def similarity(metric: Metric, a: NativeModel, b: NativeModel) -> float: ...

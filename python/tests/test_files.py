@@ -98,3 +98,132 @@ def test_an_additive_residual_mlp_gives_pytorchs_logits_with_skip(depth):
     # skip= with residual_scale= as α.
     scaled = ts.load(path, skip=1, residual_scale=0.5)
     assert np.abs(scaled.forward(inputs) - logits).max() > 1e-3
+
+
+# -- Issue 27: config keys, rope_base=, config= as a dict, keyword errors --
+
+#: The tiny_lm fixture's config, as its config.yaml parses.
+TINY_LM_CONFIG = {
+    "model": {
+        "vocab_size": 11, "d_model": 8, "n_head": 2, "n_layers": 2, "attn_scale": 0.35,
+        "attn_type": "bilinear", "rope_base": 500.0, "use_bias_qk": True, "n_ctx": 16,
+        "norm_type": "none", "norm_places": [], "use_rmsnorm_qk": False,
+    },
+    "train": {"seed": 0, "lr": 0.01},
+}
+
+
+def _check_pytorch_logits(lm):
+    expected = json.loads((FILES / "runs" / "tiny_lm" / "expected.json").read_text())
+    for case in expected["sequences"]:
+        tokens = np.eye(lm.input_width)[case["tokens"]]
+        np.testing.assert_allclose(lm.forward(tokens), case["logits"], rtol=1e-10, atol=1e-10)
+
+
+def _alone(tmp_path, name="step_100.pt"):
+    """A copy of the run's checkpoint two folders deep, with no config above it."""
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    path = folder / name
+    path.write_bytes((FILES / "runs" / "tiny_lm" / "checkpoints" / name).read_bytes())
+    return path
+
+
+def test_config_as_a_dict_is_the_model_of_the_path(tmp_path):
+    run = FILES / "runs" / "tiny_lm"
+    ckpt = _alone(tmp_path)
+    by_path = ts.load(ckpt, config=run / "config.yaml")
+    by_dict = ts.load(ckpt, config=TINY_LM_CONFIG)
+    _check_pytorch_logits(by_dict)
+    x = np.eye(11)[[1, 4, 7, 2]]
+    np.testing.assert_array_equal(by_dict.forward(x), by_path.forward(x))
+    assert by_dict.native_context == 16 and by_dict.assumptions == []
+    assert by_dict.config is None and os.path.basename(by_path.config) == "config.yaml"
+    early = _alone(tmp_path / "early", "step_20.pt")
+    assert ts.similarity(early, ckpt, context=3, config=TINY_LM_CONFIG) == ts.similarity(
+        early, ckpt, context=3, config=run / "config.yaml"
+    )
+    # A dict is read as strictly as the file: checked against the tensors,
+    # errors naming the dict and the keyword.
+    bad = {"model": dict(TINY_LM_CONFIG["model"], n_layers=3)}
+    with pytest.raises(ts.FileError, match=r"config \(the dict given as config=\): model.n_layers"):
+        ts.load(ckpt, config=bad)
+    with pytest.raises(ts.FileError, match="no \"model\" section"):
+        ts.load(ckpt, config={"n_head": 2})
+    with pytest.raises(ts.FileError, match="must be a non-negative integer"):
+        ts.load(ckpt, config={"model": dict(TINY_LM_CONFIG["model"], n_head="two")})
+    with pytest.raises(ts.FileError, match="must be a positive finite number"):
+        ts.load(ckpt, config={"model": dict(TINY_LM_CONFIG["model"], rope_base=float("inf"))})
+    # NumPy numbers and tuples read as the numbers and lists they are.
+    numpy_dict = {"model": dict(TINY_LM_CONFIG["model"], n_head=np.int64(2),
+                                attn_scale=np.float64(0.35), norm_places=(),
+                                use_bias_qk=np.bool_(True), dropout=np.float32(0.25))}
+    from_numpy = ts.load(ckpt, config=numpy_dict)
+    np.testing.assert_array_equal(from_numpy.forward(x), by_dict.forward(x))
+    assert from_numpy.ignored_config_keys == {"dropout": 0.25}
+    with pytest.raises(ts.OptionError, match=r"config=: the config.model has the key 1"):
+        ts.load(ckpt, config={"model": {1: 2}})
+    with pytest.raises(ts.OptionError, match=r"the config.model.x is a set"):
+        ts.load(ckpt, config={"model": {"x": {1}}})
+    with pytest.raises(TypeError, match="config= is a path"):
+        ts.load(ckpt, config=3)
+
+
+def test_function_free_config_keys_change_nothing_and_are_listed(tmp_path):
+    ckpt = _alone(tmp_path)
+    extra = {"dropout": 0.1, "attn_dropout": 0.0, "init_std": 0.02, "lr": 3e-4,
+             "weight_decay": 0.1, "betas": [0.9, 0.95], "warmup_steps": 100, "seed": 1,
+             "device": "cuda", "dtype": "bfloat16", "compile": True,
+             "optimizer": {"name": "adamw", "eps": 1e-8}}
+    config = {"model": dict(TINY_LM_CONFIG["model"], **extra)}
+    lm = ts.load(ckpt, config=config)
+    _check_pytorch_logits(lm)
+    assert lm.ignored_config_keys == extra
+    assert list(lm.ignored_config_keys) == sorted(extra)
+    assert ts.load(ckpt, config=TINY_LM_CONFIG).ignored_config_keys == {}
+    early = _alone(tmp_path / "early", "step_20.pt")
+    plain = ts.similarity(ts.load(early, config=TINY_LM_CONFIG), ts.load(ckpt, config=TINY_LM_CONFIG), context=3)
+    assert ts.similarity(ts.load(early, config=config), lm, context=3) == plain
+    # A key that may change the function (a norm's eps) is still refused,
+    # with advice a .pt file can follow, in Python's words.
+    with pytest.raises(ts.FileError) as e:
+        ts.load(ckpt, config={"model": dict(TINY_LM_CONFIG["model"], eps=1e-5, dropout=0.1)})
+    message = str(e.value)
+    assert 'unknown model key "eps"' in message
+    assert "without it with config= (a path or a dict)" in message and "layout=" in message
+    assert "--config" not in message and "LoadOptions" not in message
+
+
+def test_rope_base_stands_in_for_the_config_and_must_agree(tmp_path):
+    ckpt = _alone(tmp_path)
+    without = {"model": {k: v for k, v in TINY_LM_CONFIG["model"].items() if k != "rope_base"}}
+    lm = ts.load(ckpt, config=without, rope_base=500)
+    _check_pytorch_logits(lm)
+    assert lm.assumptions == []
+    assert ts.load(ckpt, config=without).assumptions == ["rope_base absent: 10000"]
+    # The config's own value again agrees; another is an error naming both.
+    _check_pytorch_logits(ts.load(ckpt, config=TINY_LM_CONFIG, rope_base=500.0))
+    with pytest.raises(ts.FileError, match=r"model.rope_base is 500, but rope_base= says 1000$"):
+        ts.load(ckpt, config=TINY_LM_CONFIG, rope_base=1000)
+    with pytest.raises(ts.FileError, match=r"rope_base=: a rotary base must be a positive"):
+        ts.load(ckpt, config=without, rope_base=-1.0)
+
+
+def test_errors_name_python_keywords_not_flags(tmp_path):
+    ckpt = _alone(tmp_path)
+    no_heads = {"model": {k: v for k, v in TINY_LM_CONFIG["model"].items() if k != "n_head"}}
+    with pytest.raises(ts.FileError) as e:
+        ts.load(ckpt, config=no_heads)
+    message = str(e.value)
+    assert message.endswith("config= (a path or a dict), or heads=")
+    with pytest.raises(ts.FileError) as e:
+        ts.load(ckpt, config=TINY_LM_CONFIG, heads=4)
+    assert str(e.value).endswith("model.n_head is 2, but heads= says 4")
+    with pytest.raises(ts.FileError) as e:
+        ts.load(ckpt, config=dict(TINY_LM_CONFIG, model=dict(TINY_LM_CONFIG["model"], attn_scale=None)))
+    assert str(e.value).endswith("or attn_scale=")
+    for text in (message, str(e.value)):
+        assert "--" not in text and "LoadOptions" not in text
+    # Without a config beside it, a checkpoint needs one: the keywords say how.
+    with pytest.raises(ts.FileError, match=r"config= \(a path or a dict\), or heads=$"):
+        ts.load(ckpt)

@@ -1,5 +1,9 @@
 //! What can go wrong reading or writing a model file (the `io` module).
 
+use core::fmt;
+
+use super::option::{ConfigHint, LoadOption, Spelling};
+
 /// Why a model file could not be read or written; wrapped with the file's
 /// path in [`Error::File`](crate::Error::File). Each variant names the
 /// tensor, or the block and role, that is at fault.
@@ -55,28 +59,41 @@ pub enum FileError {
         /// What is wrong, naming the block and key.
         reason: String,
     },
-    /// A run's config (`config.json`, `config.yaml`) cannot be read, holds
-    /// a key this crate does not know or refuses (a part that is not
-    /// polynomial), or disagrees with the checkpoint's tensors.
-    #[error("config {}: {reason}", config.display())]
+    /// A run's config (`config.json`, `config.yaml`, or a config given as
+    /// content) cannot be read, holds a key this crate does not know or
+    /// refuses (a part that is not polynomial), disagrees with the
+    /// checkpoint's tensors, or disagrees with an option given.
+    #[error("{}", self.spelled(Spelling::Rust))]
     Config {
-        /// The config file.
+        /// The config file; empty for a config given as content
+        /// ([`ConfigSource::Content`](crate::io::ConfigSource::Content)).
         config: std::path::PathBuf,
         /// What is wrong, naming the key (and the tensor it disagrees with).
         reason: String,
+        /// What the message adds that names an option (the option that
+        /// disagrees, or the one that settles it), rendered after the
+        /// reason as the caller spells it ([`FileError::spelled`]).
+        hint: Option<ConfigHint>,
     },
     /// The layout leaves an option to a run's config, and there is none (nor
-    /// the command-line option that stands in for it).
-    #[error(
-        "the {layout} layout needs {what}: give a config.json/config.yaml beside the checkpoint (or one or two folders up), --config FILE, or {flag}"
-    )]
+    /// the option that stands in for it).
+    #[error("{}", self.spelled(Spelling::Rust))]
     NeedsConfig {
         /// The layout inferred from the tensor names.
         layout: &'static str,
         /// The missing setting, as the config names it.
         what: &'static str,
         /// The option that can give it instead.
-        flag: &'static str,
+        option: LoadOption,
+    },
+    /// An option given has a value it cannot take (a rotary base that is
+    /// not positive).
+    #[error("{}", self.spelled(Spelling::Rust))]
+    InvalidOption {
+        /// The option.
+        option: LoadOption,
+        /// What is wrong with its value.
+        reason: String,
     },
     /// The file has no `tensor_similarity` metadata and its tensor names fit
     /// no research layout.
@@ -134,7 +151,7 @@ pub enum FileError {
     },
     /// The tensors are well-formed but do not make a valid block (for
     /// example a residual scale on a block whose widths differ).
-    #[error("block {block}: {source}")]
+    #[error("{}", self.spelled(Spelling::Rust))]
     Block {
         /// Position of the block (0-based).
         block: usize,
@@ -143,7 +160,7 @@ pub enum FileError {
     },
     /// The blocks, each valid, do not make a model as a whole (an empty
     /// chain); a fault of one block, or between two, is [`FileError::Block`].
-    #[error("the blocks do not make a model: {source}")]
+    #[error("{}", self.spelled(Spelling::Rust))]
     Model {
         /// Why the chain was rejected.
         source: Box<crate::Error>,
@@ -221,4 +238,71 @@ pub enum FileError {
         /// The value.
         value: f64,
     },
+}
+
+impl FileError {
+    /// The message with every option it names spelled as `spelling`'s
+    /// caller writes it (`--heads` on the command line, `heads=` in
+    /// Python); the `Display` of the error is [`Spelling::Rust`].
+    ///
+    /// ```
+    /// use tensor_similarity::io::FileError;
+    /// use tensor_similarity::{LoadOption, Spelling};
+    /// let e = FileError::NeedsConfig { layout: "attention_lm", what: "the number of heads (n_head)", option: LoadOption::Heads };
+    /// assert!(e.to_string().ends_with("LoadOptions::config, or LoadOptions::heads"));
+    /// assert!(e.spelled(Spelling::CommandLine).to_string().ends_with("--config FILE, or --heads"));
+    /// assert!(e.spelled(Spelling::Python).to_string().ends_with("or heads="));
+    /// ```
+    pub fn spelled(&self, spelling: Spelling) -> impl fmt::Display + '_ {
+        SpelledFile(self, spelling)
+    }
+}
+
+/// A [`FileError`] with the spelling its options are written in.
+struct SpelledFile<'a>(&'a FileError, Spelling);
+
+impl fmt::Display for SpelledFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let spelling = self.1;
+        match self.0 {
+            FileError::Config {
+                config,
+                reason,
+                hint,
+            } => {
+                if config.as_os_str().is_empty() {
+                    write!(f, "config ({}): {reason}", spelling.config_content())?;
+                } else {
+                    write!(f, "config {}: {reason}", config.display())?;
+                }
+                match hint {
+                    Some(hint) => hint.render(f, spelling),
+                    None => Ok(()),
+                }
+            }
+            FileError::NeedsConfig {
+                layout,
+                what,
+                option,
+            } => write!(
+                f,
+                "the {layout} layout needs {what}: give a config.json/config.yaml beside the \
+                 checkpoint (or one or two folders up), {}, or {}",
+                spelling.config(),
+                option.spelled(spelling)
+            ),
+            FileError::InvalidOption { option, reason } => {
+                write!(f, "{}: {reason}", option.spelled(spelling))
+            }
+            FileError::Block { block, source } => {
+                write!(f, "block {block}: {}", source.spelled(spelling))
+            }
+            FileError::Model { source } => write!(
+                f,
+                "the blocks do not make a model: {}",
+                source.spelled(spelling)
+            ),
+            other => fmt::Display::fmt(other, f),
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! The crate's error type.
 
 mod file;
+mod option;
 
 pub use file::FileError;
+pub use option::{ConfigHint, LoadOption, Spelling};
 
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -166,7 +168,7 @@ pub enum Error {
     )]
     ZeroNorm(Side),
     /// A model file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", self.spelled(Spelling::Rust))]
     File {
         /// The file.
         path: std::path::PathBuf,
@@ -174,7 +176,7 @@ pub enum Error {
         source: FileError,
     },
     /// Tensors given in memory (a `state_dict`) do not make a model.
-    #[error("state_dict: {source}")]
+    #[error("{}", self.spelled(Spelling::Rust))]
     StateDict {
         /// What went wrong, naming the tensor or role.
         source: FileError,
@@ -250,9 +252,7 @@ pub enum Error {
     },
     /// A sequence model (one with a block that mixes positions, or marked
     /// as one) was compared without a context length.
-    #[error(
-        "model {0} is a sequence model: give the context length to compare it at (TensorSimilarity::with_context, --context)"
-    )]
+    #[error("{}", self.spelled(Spelling::Rust))]
     MissingContext(Side),
     /// A context length of zero positions.
     #[error("the context length must be at least 1 position")]
@@ -379,6 +379,49 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The message with every option it names spelled as `spelling`'s
+    /// caller writes it: the command line prints
+    /// `spelled(Spelling::CommandLine)` (`--heads`, `--context N`), the
+    /// Python package raises `spelled(Spelling::Python)` (`heads=`,
+    /// `context=N`); the `Display` of the error is [`Spelling::Rust`]
+    /// (`LoadOptions::heads`, `TensorSimilarity::with_context`). Only the
+    /// options' names differ.
+    ///
+    /// ```
+    /// use tensor_similarity::{Error, Side, Spelling};
+    /// let e = Error::MissingContext(Side::A);
+    /// assert!(e.to_string().contains("TensorSimilarity::with_context"));
+    /// assert!(e.spelled(Spelling::CommandLine).to_string().contains("--context N"));
+    /// assert!(e.spelled(Spelling::Python).to_string().contains("context=N"));
+    /// ```
+    pub fn spelled(&self, spelling: Spelling) -> impl core::fmt::Display + '_ {
+        SpelledError(self, spelling)
+    }
+}
+
+/// An [`Error`] with the spelling its options are written in.
+struct SpelledError<'a>(&'a Error, Spelling);
+
+impl core::fmt::Display for SpelledError<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let spelling = self.1;
+        match self.0 {
+            Error::File { path, source } => {
+                write!(f, "{}: {}", path.display(), source.spelled(spelling))
+            }
+            Error::StateDict { source } => write!(f, "state_dict: {}", source.spelled(spelling)),
+            Error::MissingContext(side) => write!(
+                f,
+                "model {side} is a sequence model: give the context length to compare it at \
+                 ({})",
+                spelling.context()
+            ),
+            other => core::fmt::Display::fmt(other, f),
+        }
+    }
+}
+
 /// A list of names for an error message, one line of bounded length
 /// whatever the input holds: the first `limit` items (control characters
 /// escaped, each [`clipped`]), joined by `", "`, then `", … and N more"` if
@@ -446,6 +489,91 @@ mod tests {
         assert!(shown.ends_with('…'));
         // Line breaks in a name are escaped: the list stays one line.
         assert_eq!(listed(["a\nb", "c\td"], 8), "a\\nb, c\\td");
+    }
+
+    /// Each variant whose message names an option, alone and nested in
+    /// the variants that wrap another error: `Display` is the Rust
+    /// spelling, and each spelling names the option its own way only.
+    #[test]
+    fn options_are_spelled_as_each_caller_writes_them() {
+        let needs = || FileError::NeedsConfig {
+            layout: "attention_lm",
+            what: "the number of heads (n_head)",
+            option: LoadOption::Heads,
+        };
+        let disagrees = |config: &str| FileError::Config {
+            config: config.into(),
+            reason: "model.n_head is 2".into(),
+            hint: Some(ConfigHint::Disagrees {
+                option: LoadOption::Heads,
+                given: "4".into(),
+            }),
+        };
+        let file = |source| Error::File {
+            path: "run/step_1.pt".into(),
+            source,
+        };
+        let errors = [
+            file(needs()),
+            file(disagrees("run/config.yaml")),
+            file(disagrees("")),
+            Error::StateDict { source: needs() },
+            file(FileError::InvalidOption {
+                option: LoadOption::Heads,
+                reason: "not a count".into(),
+            }),
+            file(FileError::Block {
+                block: 1,
+                source: Box::new(file(needs())),
+            }),
+            file(FileError::Model {
+                source: Box::new(Error::StateDict { source: needs() }),
+            }),
+            Error::MissingContext(Side::B),
+        ];
+        for e in &errors {
+            let rust = e.to_string();
+            assert_eq!(e.spelled(Spelling::Rust).to_string(), rust);
+            let cli = e.spelled(Spelling::CommandLine).to_string();
+            let python = e.spelled(Spelling::Python).to_string();
+            let named = |text: &str| {
+                [
+                    ["LoadOptions::heads", "TensorSimilarity::with_context"],
+                    ["--heads", "--context"],
+                    ["heads=", "context="],
+                ]
+                .map(|names| names.iter().any(|n| text.contains(n)))
+            };
+            assert_eq!(named(&rust), [true, false, false], "{rust}");
+            assert_eq!(named(&cli), [false, true, false], "{cli}");
+            assert_eq!(named(&python), [false, false, true], "{python}");
+        }
+        assert_eq!(
+            errors[1].spelled(Spelling::CommandLine).to_string(),
+            "run/step_1.pt: config run/config.yaml: model.n_head is 2, but --heads says 4"
+        );
+        assert_eq!(
+            errors[2].spelled(Spelling::Python).to_string(),
+            "run/step_1.pt: config (the dict given as config=): model.n_head is 2, but heads= says 4"
+        );
+        // A variant that names no option reads alike for all.
+        let plain = Error::ZeroContext;
+        assert_eq!(
+            plain.spelled(Spelling::Python).to_string(),
+            plain.to_string()
+        );
+        // The spellings of every option.
+        for option in LoadOption::ALL {
+            assert_eq!(LoadOption::from_field(option.field()), Some(option));
+            assert_eq!(
+                option.spelled(Spelling::CommandLine).to_string(),
+                format!("--{}", option.field().replace('_', "-"))
+            );
+            assert_eq!(
+                option.to_string(),
+                format!("LoadOptions::{}", option.field())
+            );
+        }
     }
 
     #[test]

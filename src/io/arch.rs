@@ -9,25 +9,25 @@
 //! [`ModelKeys`] and one line of [`ModelKeys::read`]; a new layout is one
 //! row of [`LayoutRules::of`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::config::{self, RunConfig};
+use super::config::{self, Origin, RunConfig};
 use super::spec::{Residual, parse_mask};
 use crate::block::{DEFAULT_ROTARY_BASE, Mask};
-use crate::error::FileError;
-use crate::io::{Layout, LoadOptions};
+use crate::error::{FileError, LoadOption};
+use crate::io::{IgnoredConfigKey, Layout, LoadOptions};
 
 /// What each layout reads: its config's keys and the options it takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LayoutRules {
     /// Whether a run config is looked for; its `"model"` keys must all be
-    /// in `keys`.
+    /// in `keys` or be keys that cannot change the function at eval.
     pub(crate) config: bool,
     /// The `"model"` keys the layout knows.
     pub(crate) keys: &'static [&'static str],
-    /// The [`LoadOptions`] fields the layout reads; any other given is
-    /// listed as unused.
-    pub(crate) options: &'static [&'static str],
+    /// The [`LoadOptions`] the layout reads; any other given is listed as
+    /// unused.
+    pub(crate) options: &'static [LoadOption],
 }
 
 impl LayoutRules {
@@ -43,7 +43,7 @@ impl LayoutRules {
             Layout::EmbedBodyHead | Layout::BiLinearProjection => Self {
                 config: false,
                 keys: &[],
-                options: &["residual_scale", "skip"],
+                options: &[LoadOption::ResidualScale, LoadOption::Skip],
             },
             // α is the residual scale here; the LM's attn_scale is not read.
             Layout::Transformer => Self {
@@ -57,7 +57,13 @@ impl LayoutRules {
                     "rope_base",
                     "n_ctx",
                 ],
-                options: &["residual_scale", "config", "heads", "mask"],
+                options: &[
+                    LoadOption::ResidualScale,
+                    LoadOption::Config,
+                    LoadOption::Heads,
+                    LoadOption::Mask,
+                    LoadOption::RopeBase,
+                ],
             },
             // The residual is additive (r = 1); there is no residual scale.
             Layout::AttentionLm => Self {
@@ -76,7 +82,13 @@ impl LayoutRules {
                     "norm_places",
                     "use_rmsnorm_qk",
                 ],
-                options: &["config", "heads", "mask", "attn_scale"],
+                options: &[
+                    LoadOption::Config,
+                    LoadOption::Heads,
+                    LoadOption::Mask,
+                    LoadOption::AttnScale,
+                    LoadOption::RopeBase,
+                ],
             },
         }
     }
@@ -132,14 +144,18 @@ pub(crate) struct ModelKeys {
 
 impl ModelKeys {
     /// Every key of `config`'s `"model"` section: an unknown one (outside
-    /// `known`) is refused first, then each is typed, in a fixed order.
-    /// `norm_type`, `norm_places` and `use_rmsnorm_qk` are only checked:
-    /// normalisation inside the network is refused.
-    pub(crate) fn read(config: &RunConfig, known: &[&str]) -> Result<Self, FileError> {
-        config.check_keys(known)?;
+    /// `known`, and not one that cannot change the function at eval) is
+    /// refused first, then each is typed, in a fixed order; with them, the
+    /// keys ignored. `norm_type`, `norm_places` and `use_rmsnorm_qk` are
+    /// only checked: normalisation inside the network is refused.
+    pub(crate) fn read(
+        config: &RunConfig,
+        known: &[&'static str],
+    ) -> Result<(Self, Vec<IgnoredConfigKey>), FileError> {
+        let ignored = config.check_keys(known)?;
         let attn_type = score_kind(config)?;
         refuse_norms(config)?;
-        Ok(Self {
+        let keys = Self {
             attn_type,
             n_head: config.usize("n_head")?,
             alpha: config.f64("alpha")?,
@@ -152,7 +168,8 @@ impl ModelKeys {
             d_model: config.usize("d_model")?,
             // A native context of no positions is no model's.
             n_ctx: config.positive("n_ctx")?,
-        })
+        };
+        Ok((keys, ignored))
     }
 }
 
@@ -220,11 +237,14 @@ pub(crate) struct AttentionSettings {
 pub(crate) struct Architecture {
     /// The layout, from the metadata or the tensor names.
     pub(crate) layout: Layout,
-    /// The run config read, if any.
-    pub(crate) config: Option<PathBuf>,
+    /// Where the run config read came from, if there is one.
+    pub(crate) config: Option<Origin>,
     /// What the config declares (all `None` without one): inference checks
     /// the counts and kinds against the tensors.
     pub(crate) declared: ModelKeys,
+    /// The config's keys that cannot change the function at eval, read
+    /// and not used.
+    pub(crate) ignored_config_keys: Vec<IgnoredConfigKey>,
     /// The bilinear blocks' output scale `α` and skip weight `r`.
     pub(crate) residual: Residual,
     /// The attention settings of a sequence layout; `None` for the others.
@@ -247,18 +267,19 @@ impl Architecture {
     ) -> Result<Self, FileError> {
         let rules = LayoutRules::of(layout);
         let config = if rules.config {
-            config::find(checkpoint, options.config.as_deref())?
+            config::find(checkpoint, options.config.as_ref())?
         } else {
             None
         };
-        let declared = match &config {
+        let (declared, ignored_config_keys) = match &config {
             Some(c) => ModelKeys::read(c, rules.keys)?,
-            None => ModelKeys::default(),
+            None => (ModelKeys::default(), Vec::new()),
         };
         let mut arch = Self {
             layout,
             config: None,
             declared,
+            ignored_config_keys,
             residual: Residual::NONE,
             attention: None,
             assumptions: Vec::new(),
@@ -274,7 +295,7 @@ impl Architecture {
             Layout::Transformer => arch.transformer(&merge)?,
             Layout::AttentionLm => arch.attention_lm(&merge)?,
         }
-        arch.config = config.map(|c| c.path);
+        arch.config = config.map(|c| c.origin);
         Ok(arch)
     }
 
@@ -321,7 +342,7 @@ impl Architecture {
                 "alpha",
                 self.declared.alpha,
                 merge.options.residual_scale,
-                "--residual-scale",
+                LoadOption::ResidualScale,
             )?
             .unwrap_or_else(|| {
                 self.assume("α (alpha / --residual-scale) absent: 1, no residual");
@@ -331,7 +352,7 @@ impl Architecture {
             self.assume("mask absent: causal");
             Mask::Causal
         });
-        let rotary_base = self.declared.rope_base;
+        let rotary_base = merge.rope_base(self.declared.rope_base)?;
         if rotary_base.is_none() {
             self.assume("rope_base absent: no rotary");
         }
@@ -357,17 +378,19 @@ impl Architecture {
                 "attn_scale",
                 self.declared.attn_scale,
                 merge.options.attn_scale,
-                "--attn-scale",
+                LoadOption::AttnScale,
             )?
             .ok_or(FileError::NeedsConfig {
                 layout: self.layout.name(),
                 what: "the attention scale (attn_scale)",
-                flag: "--attn-scale",
+                option: LoadOption::AttnScale,
             })?;
-        let rotary_base = self.declared.rope_base.unwrap_or_else(|| {
-            self.assume(format!("rope_base absent: {DEFAULT_ROTARY_BASE}"));
-            DEFAULT_ROTARY_BASE
-        });
+        let rotary_base = merge
+            .rope_base(self.declared.rope_base)?
+            .unwrap_or_else(|| {
+                self.assume(format!("rope_base absent: {DEFAULT_ROTARY_BASE}"));
+                DEFAULT_ROTARY_BASE
+            });
         self.attention = Some(AttentionSettings {
             heads,
             mask: merge.options.mask.clone().unwrap_or(Mask::Causal),
@@ -381,8 +404,13 @@ impl Architecture {
     /// An error about the config's `key`, naming the config.
     pub(crate) fn refuse(&self, key: &str, reason: impl Into<String>) -> FileError {
         FileError::Config {
-            config: self.config.clone().unwrap_or_default(),
+            config: self
+                .config
+                .as_ref()
+                .map(Origin::error_path)
+                .unwrap_or_default(),
             reason: format!("model.{key}: {}", reason.into()),
+            hint: None,
         }
     }
 
@@ -417,31 +445,51 @@ struct Merge<'a> {
 }
 
 impl Merge<'_> {
-    /// The config's `key` value or the option `flag`'s, or neither; where
-    /// both give it they must agree.
+    /// The config's `key` value or the option `given`'s (from `option`),
+    /// or neither; where both give it they must agree.
     fn agree<T: PartialEq + std::fmt::Display>(
         &self,
         key: &str,
         from_config: Option<T>,
-        option: Option<T>,
-        flag: &str,
+        given: Option<T>,
+        option: LoadOption,
     ) -> Result<Option<T>, FileError> {
-        match (self.config, from_config, option) {
+        match (self.config, from_config, given) {
             (Some(c), Some(from_config), Some(o)) if from_config != o => {
-                Err(c.refuse(key, format!("is {from_config}, but {flag} says {o}")))
+                Err(c.disagrees(key, from_config, option, o))
             }
             (_, from_config, o) => Ok(from_config.or(o)),
         }
     }
 
-    /// `n_head` from the config or `--heads`; one of them is needed.
+    /// `n_head` from the config or the `heads` option; one of them is
+    /// needed.
     fn heads(&self, n_head: Option<usize>, layout: Layout) -> Result<usize, FileError> {
-        self.agree("n_head", n_head, self.options.heads, "--heads")?
+        self.agree("n_head", n_head, self.options.heads, LoadOption::Heads)?
             .ok_or(FileError::NeedsConfig {
                 layout: layout.name(),
                 what: "the number of heads (n_head)",
-                flag: "--heads",
+                option: LoadOption::Heads,
             })
+    }
+
+    /// `rope_base` from the config or the `rope_base` option (a positive
+    /// finite number, as the config's must be), or neither.
+    fn rope_base(&self, from_config: Option<f64>) -> Result<Option<f64>, FileError> {
+        if let Some(base) = self.options.rope_base
+            && !(base.is_finite() && base > 0.0)
+        {
+            return Err(FileError::InvalidOption {
+                option: LoadOption::RopeBase,
+                reason: format!("a rotary base must be a positive finite number, found {base}"),
+            });
+        }
+        self.agree(
+            "rope_base",
+            from_config,
+            self.options.rope_base,
+            LoadOption::RopeBase,
+        )
     }
 
     /// The mask from the config or `--mask`, compared by name.
@@ -458,7 +506,7 @@ impl Merge<'_> {
             "mask",
             from_config.map(Named),
             self.options.mask.clone().map(Named),
-            "--mask",
+            LoadOption::Mask,
         )?;
         Ok(named.map(|Named(m)| m))
     }
@@ -475,7 +523,7 @@ mod tests {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, format!("model:\n{body}")).expect("written");
         let options = LoadOptions {
-            config: Some(path),
+            config: Some(path.into()),
             ..LoadOptions::default()
         };
         (dir, options)
@@ -522,7 +570,10 @@ mod tests {
         assert_eq!(arch.residual, Residual::NONE);
         assert_eq!(arch.native_context(), Some(64));
         assert!(arch.assumptions.is_empty(), "{:?}", arch.assumptions);
-        assert_eq!(arch.config, options.config);
+        assert_eq!(
+            arch.config.and_then(Origin::into_path).as_deref(),
+            options.config.as_ref().and_then(|c| c.path())
+        );
         assert!(arch.unused_options.is_empty());
 
         let (_dir, options) = with_config(
@@ -595,7 +646,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let alone = dir.path().join("run").join("checkpoints").join("model.pt");
         match Architecture::resolve(Layout::AttentionLm, &alone, &none) {
-            Err(FileError::NeedsConfig { flag, .. }) => assert_eq!(flag, "--attn-scale"),
+            Err(FileError::NeedsConfig { option, .. }) => assert_eq!(option, LoadOption::AttnScale),
             other => panic!("{other:?}"),
         }
     }
@@ -623,8 +674,9 @@ mod tests {
         let (_dir, mut options) = with_config("  n_head: 2\n  attn_scale: 0.2\n");
         options.heads = Some(4);
         match resolve(Layout::AttentionLm, &options) {
-            Err(FileError::Config { reason, .. }) => {
-                assert!(reason.contains("is 2, but --heads says 4"), "{reason}")
+            Err(e @ FileError::Config { .. }) => {
+                let message = e.spelled(crate::Spelling::CommandLine).to_string();
+                assert!(message.contains("is 2, but --heads says 4"), "{message}")
             }
             other => panic!("{other:?}"),
         }

@@ -3,17 +3,21 @@
 //!
 //! Runs keep their config beside the checkpoints' folder
 //! (`runs/NAME/config.yaml`, `runs/NAME/checkpoints/step_N.pt`), so it is
-//! looked for beside the checkpoint, then one and two folders up. Only the
-//! `"model"` section is read; every key in it must be one this crate knows,
-//! since an unknown key may change the function. YAML is read as the runs'
-//! own PyYAML reads it (YAML 1.1, [`yaml11`](super::yaml11)), and only a
-//! regular file is read as a config.
+//! looked for beside the checkpoint, then one and two folders up; or it is
+//! given, as a file or as its content ([`ConfigSource`]). Only the
+//! `"model"` section is read; every key in it must be one the layout
+//! knows, or one that cannot change the function at eval
+//! ([`ignored`](super::ignored): read, listed, not used), since an unknown
+//! key may change the function. YAML is read as the runs' own PyYAML reads
+//! it (YAML 1.1, [`yaml11`](super::yaml11)), and only a regular file is
+//! read as a config.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::error::{CLIPPED, FileError, LISTED, clipped, listed};
+use crate::error::{CLIPPED, ConfigHint, FileError, LISTED, LoadOption, clipped, listed};
+use crate::io::{ConfigSource, IgnoredConfigKey};
 
 /// The file names a config may have, in the order they are looked for.
 const NAMES: [&str; 3] = ["config.json", "config.yaml", "config.yml"];
@@ -21,10 +25,48 @@ const NAMES: [&str; 3] = ["config.json", "config.yaml", "config.yml"];
 /// A config larger than this is not a config (and is not read whole).
 const MAX_BYTES: u64 = 1 << 20;
 
+/// Where a config came from: a file, or content given in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Origin {
+    /// A file read.
+    File(PathBuf),
+    /// Content given ([`ConfigSource::Content`]).
+    Content,
+}
+
+impl Origin {
+    /// The file, for a config read from one.
+    pub(crate) fn into_path(self) -> Option<PathBuf> {
+        match self {
+            Origin::File(path) => Some(path),
+            Origin::Content => None,
+        }
+    }
+
+    /// The path a [`FileError::Config`] names: empty for content.
+    pub(crate) fn error_path(&self) -> PathBuf {
+        match self {
+            Origin::File(path) => path.clone(),
+            Origin::Content => PathBuf::new(),
+        }
+    }
+
+    /// Whether it is a YAML file (by its extension).
+    fn is_yaml(&self) -> bool {
+        match self {
+            Origin::File(path) => matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ),
+            Origin::Content => false,
+        }
+    }
+}
+
 /// The `"model"` section of a run's config, and where it came from.
 #[derive(Clone, Debug)]
 pub(crate) struct RunConfig {
-    pub(crate) path: PathBuf,
+    pub(crate) origin: Origin,
     model: Map<String, Value>,
 }
 
@@ -37,10 +79,12 @@ pub(crate) struct RunConfig {
 /// the config its run meant, or fail later for want of a key.
 pub(crate) fn find(
     checkpoint: &Path,
-    explicit: Option<&Path>,
+    explicit: Option<&ConfigSource>,
 ) -> Result<Option<RunConfig>, FileError> {
-    if let Some(path) = explicit {
-        return read(path).map(Some);
+    match explicit {
+        Some(ConfigSource::File(path)) => return read(path).map(Some),
+        Some(ConfigSource::Content(content)) => return from_content(content).map(Some),
+        None => {}
     }
     let mut dir = checkpoint.parent();
     for _ in 0..3 {
@@ -60,6 +104,7 @@ pub(crate) fn find(
                     return Err(FileError::Config {
                         config: path,
                         reason: format!("cannot be looked at ({e})"),
+                        hint: None,
                     });
                 }
                 Ok(_) => {}
@@ -69,8 +114,9 @@ pub(crate) fn find(
                     config: path,
                     reason: format!(
                         "{reason}; a config beside a checkpoint is read as its run's architecture, \
-                         so remove it or say which config to use with --config"
+                         so remove it"
                     ),
+                    hint: Some(ConfigHint::Choose),
                 });
             }
             found.push(path);
@@ -81,10 +127,8 @@ pub(crate) fn find(
             [first, second, ..] => {
                 return Err(FileError::Config {
                     config: first.clone(),
-                    reason: format!(
-                        "{} is in the same folder; say which to use with --config",
-                        second.display()
-                    ),
+                    reason: format!("{} is in the same folder", second.display()),
+                    hint: Some(ConfigHint::Choose),
                 });
             }
         }
@@ -98,9 +142,11 @@ pub(crate) fn find(
 /// `"model"` mapping.
 fn read(path: &Path) -> Result<RunConfig, FileError> {
     use std::io::Read;
+    let origin = Origin::File(path.to_owned());
     let err = |reason: String| FileError::Config {
         config: path.to_owned(),
         reason,
+        hint: None,
     };
     let (file, meta) = super::open::open_regular(path).map_err(|e| err(e.to_string()))?;
     let too_large = || err(format!("larger than {MAX_BYTES} bytes: not a config"));
@@ -122,27 +168,52 @@ fn read(path: &Path) -> Result<RunConfig, FileError> {
             e.utf8_error().valid_up_to()
         ))
     })?;
-    let yaml = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
-    let root = if yaml {
+    let root = if origin.is_yaml() {
         parse_yaml(&text).map_err(err)?
     } else {
         serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?
     };
+    model_section(root, origin)
+}
+
+/// A config given as content: read as the same file's JSON would be, its
+/// nesting bounded as a file's is.
+fn from_content(content: &Value) -> Result<RunConfig, FileError> {
+    // Without recursion: the value may have been built by any code.
+    let mut stack = vec![(content, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(entries) => Box::new(entries.values()),
+            _ => continue,
+        };
+        if depth >= MAX_DEPTH {
+            return Err(FileError::Config {
+                config: Origin::Content.error_path(),
+                reason: format!("nested more than {MAX_DEPTH} levels deep"),
+                hint: None,
+            });
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    model_section(content.clone(), Origin::Content)
+}
+
+/// The `"model"` mapping of a config's top level `root`.
+fn model_section(root: Value, origin: Origin) -> Result<RunConfig, FileError> {
+    let err = |reason: &str| FileError::Config {
+        config: origin.error_path(),
+        reason: reason.into(),
+        hint: None,
+    };
     let Value::Object(mut root) = root else {
-        return Err(err("the top level must be a mapping".into()));
+        return Err(err("the top level must be a mapping"));
     };
     match root.remove("model") {
-        Some(Value::Object(model)) => Ok(RunConfig {
-            path: path.to_owned(),
-            model,
-        }),
-        Some(_) => Err(err("\"model\" must be a mapping of keys".into())),
+        Some(Value::Object(model)) => Ok(RunConfig { origin, model }),
+        Some(_) => Err(err("\"model\" must be a mapping of keys")),
         None => Err(err(
-            "no \"model\" section: the architecture keys (d_model, n_head, …) are read from under \"model\""
-                .into(),
+            "no \"model\" section: the architecture keys (d_model, n_head, …) are read from under \"model\"",
         )),
     }
 }
@@ -247,41 +318,75 @@ fn parse_yaml(text: &str) -> Result<Value, String> {
 impl RunConfig {
     fn err(&self, reason: String) -> FileError {
         FileError::Config {
-            config: self.path.clone(),
+            config: self.origin.error_path(),
             reason,
+            hint: None,
         }
     }
 
-    /// Refuses every key of `"model"` outside `known`, naming the first
-    /// few and counting the rest (a config may hold thousands).
-    pub(crate) fn check_keys(&self, known: &[&str]) -> Result<(), FileError> {
-        let mut unknown: Vec<&str> = self
-            .model
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !known.contains(k))
-            .collect();
+    /// The keys of `"model"` outside `known` that cannot change the
+    /// function at eval, sorted, each with why; any other key outside
+    /// `known` is refused, naming the first few and counting the rest (a
+    /// config may hold thousands), with what to do about it.
+    pub(crate) fn check_keys(
+        &self,
+        known: &[&'static str],
+    ) -> Result<Vec<IgnoredConfigKey>, FileError> {
+        let mut ignored = Vec::new();
+        let mut unknown: Vec<&str> = Vec::new();
+        for (key, value) in &self.model {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            match super::ignored::why(key) {
+                Some(why) => ignored.push(IgnoredConfigKey {
+                    key: key.clone(),
+                    value: value.clone(),
+                    why,
+                }),
+                None => unknown.push(key),
+            }
+        }
         unknown.sort_unstable();
+        ignored.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         match unknown.len() {
-            0 => Ok(()),
-            n => Err(self.err(format!(
-                "unknown model key{} {}: it may change the function, and this reader does not know how \
-                 (known: {}); describe the model with tensor_similarity metadata instead",
-                if n > 1 { "s" } else { "" },
-                listed(unknown.iter().map(|k| format!("{k:?}")), LISTED),
-                // The reader's own list (at most a dozen names), whole.
-                listed(known, known.len())
-            ))),
+            0 => Ok(ignored),
+            n => Err(FileError::Config {
+                config: self.origin.error_path(),
+                reason: format!(
+                    "unknown model key{} {}: it may change the function",
+                    if n > 1 { "s" } else { "" },
+                    listed(unknown.iter().map(|k| format!("{k:?}")), LISTED),
+                ),
+                hint: Some(ConfigHint::EditOrDescribe {
+                    known: known.to_vec(),
+                }),
+            }),
+        }
+    }
+
+    /// An option that disagrees with this config's `key`, whose value is
+    /// `found`: the error names both.
+    pub(crate) fn disagrees(
+        &self,
+        key: &str,
+        found: impl std::fmt::Display,
+        option: LoadOption,
+        given: impl std::fmt::Display,
+    ) -> FileError {
+        FileError::Config {
+            config: self.origin.error_path(),
+            reason: format!("model.{key} is {found}"),
+            hint: Some(ConfigHint::Disagrees {
+                option,
+                given: given.to_string(),
+            }),
         }
     }
 
     /// `v` for an error message about this config.
     fn shown(&self, v: &Value) -> String {
-        let yaml = matches!(
-            self.path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
-        shown(v, yaml)
+        shown(v, self.origin.is_yaml())
     }
 
     fn get(&self, key: &str) -> Option<&Value> {

@@ -113,7 +113,8 @@ fn finish<T: crate::Real>(
         layout: arch.layout,
         tensors,
         native_context: arch.native_context(),
-        config: arch.config,
+        config: arch.config.and_then(super::config::Origin::into_path),
+        ignored_config_keys: arch.ignored_config_keys,
         assumptions: arch.assumptions,
         unused_options: arch.unused_options,
         checkpoint: file.torch.clone().map(|t| CheckpointSource {

@@ -66,6 +66,7 @@ mod arch;
 mod build;
 mod config;
 mod dtype;
+mod ignored;
 mod infer;
 mod layout;
 mod load;
@@ -85,12 +86,12 @@ mod yaml11;
 /// Re-exported here, where files are read; defined with the crate's
 /// [`Error`](crate::Error), which wraps it, so that the error type does not
 /// depend on `io`.
-pub use crate::error::FileError;
+pub use crate::error::{ConfigHint, FileError, LoadOption};
 pub use dtype::Dtype;
 pub use layout::Layout;
 pub use load::{from_state_dict, load, load_as, load_with, open, open_as};
-pub use model_file::{CheckpointSource, ModelFile, TensorData, TensorEntry};
-pub use options::LoadOptions;
+pub use model_file::{CheckpointSource, IgnoredConfigKey, ModelFile, TensorData, TensorEntry};
+pub use options::{ConfigSource, LoadOptions};
 #[allow(deprecated)]
 pub use save::save_as;
 pub use save::{save, save_with_dtype};

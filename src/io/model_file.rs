@@ -51,6 +51,23 @@ pub struct CheckpointSource {
     pub ignored: Vec<String>,
 }
 
+/// A key of a run config's `"model"` section that cannot change the
+/// function at eval (dropout, initialisation, optimiser, schedule, training
+/// loop, run environment, logging): read, not used, and listed
+/// ([`ModelFile::ignored_config_keys`]) so that nothing is passed over
+/// silently. [The file format guide](crate::guide::format) lists the keys.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct IgnoredConfigKey {
+    /// The key, as the config spells it (`"attn_dropout"`).
+    pub key: String,
+    /// Its value (a mapping, for a section such as `optimizer`).
+    pub value: serde_json::Value,
+    /// Why it cannot change the function at eval, in a few words
+    /// (`"dropout: the identity at eval"`).
+    pub why: &'static str,
+}
+
 /// A loaded file: the model, the layout it was read with, and its tensors.
 /// The model is in `f64` unless read with [`open_as`](crate::io::open_as) in another scalar type.
 #[derive(Clone, Debug)]
@@ -65,6 +82,10 @@ pub struct ModelFile<T: crate::Real = f64> {
     pub tensors: Vec<TensorEntry>,
     /// The run config the layout was read with, if any.
     pub config: Option<PathBuf>,
+    /// The keys of the run config's `"model"` section that cannot change
+    /// the function at eval (dropout, `init_*`, optimiser and schedule
+    /// keys, …), sorted by key: read and ignored. Empty without a config.
+    pub ignored_config_keys: Vec<IgnoredConfigKey>,
     /// The model's native context length (`n_ctx` in its config), if known;
     /// comparisons choose their own with
     /// [`TensorSimilarity::with_context`](crate::TensorSimilarity::with_context).

@@ -1,9 +1,72 @@
 //! [`LoadOptions`]: the settings a file without metadata may need, where
 //! its run's config does not give them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::block::Mask;
+use crate::error::LoadOption;
+
+/// A run config given to the reader ([`LoadOptions::config`]): a file to
+/// read, or the config's content.
+///
+/// The content is what a `config.json` parses to, `{"model": {…}, …}`
+/// (the Python package's `config=` dict becomes one); it is read exactly
+/// as that file would be, and its errors name it as content.
+///
+/// ```
+/// use tensor_similarity::io::{ConfigSource, LoadOptions};
+/// use tensor_similarity::serde_json::json;
+/// let from_file = LoadOptions { config: Some("runs/lm/config.yaml".into()), ..LoadOptions::default() };
+/// let given = LoadOptions {
+///     config: Some(ConfigSource::Content(json!({"model": {"n_head": 4, "attn_scale": 0.35}}))),
+///     ..LoadOptions::default()
+/// };
+/// # let _ = (from_file, given);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigSource {
+    /// A `config.json`, `config.yaml` or `config.yml` to read (YAML by its
+    /// extension, JSON otherwise).
+    File(PathBuf),
+    /// The config's content, as its JSON parses.
+    Content(serde_json::Value),
+}
+
+impl ConfigSource {
+    /// The file, for a config given as one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::File(path) => Some(path),
+            ConfigSource::Content(_) => None,
+        }
+    }
+}
+
+impl From<PathBuf> for ConfigSource {
+    fn from(path: PathBuf) -> Self {
+        ConfigSource::File(path)
+    }
+}
+
+impl From<&Path> for ConfigSource {
+    fn from(path: &Path) -> Self {
+        ConfigSource::File(path.to_owned())
+    }
+}
+
+impl From<&str> for ConfigSource {
+    /// A path.
+    fn from(path: &str) -> Self {
+        ConfigSource::File(path.into())
+    }
+}
+
+impl From<serde_json::Value> for ConfigSource {
+    fn from(content: serde_json::Value) -> Self {
+        ConfigSource::Content(content)
+    }
+}
 
 /// How to read files; only files without metadata need options.
 ///
@@ -37,8 +100,9 @@ pub struct LoadOptions {
     /// ([`EmbedBodyHead`](crate::io::Layout::EmbedBodyHead),
     /// [`BiLinearProjection`](crate::io::Layout::BiLinearProjection)).
     pub skip: Option<f64>,
-    /// The run config to read, instead of looking beside the checkpoint.
-    pub config: Option<PathBuf>,
+    /// The run config to read, instead of looking beside the checkpoint: a
+    /// file, or its content ([`ConfigSource`]).
+    pub config: Option<ConfigSource>,
     /// The number of attention heads, where no config gives `n_head`.
     pub heads: Option<usize>,
     /// The attention mask, where no config gives one (default causal).
@@ -46,29 +110,42 @@ pub struct LoadOptions {
     /// The attention scale `α` of [`Layout::AttentionLm`](crate::io::Layout::AttentionLm), where no config
     /// gives `attn_scale` (it has no default).
     pub attn_scale: Option<f64>,
+    /// The rotary base of the sequence layouts' attention, where no config
+    /// gives `rope_base` (a positive number; the defaults are the
+    /// layouts': 10 000 for [`Layout::AttentionLm`](crate::io::Layout::AttentionLm),
+    /// no rotary for [`Layout::Transformer`](crate::io::Layout::Transformer)).
+    /// A config that gives `rope_base` must agree with it. There is no
+    /// option for "no rotary": a file whose attention has none and whose
+    /// layout would apply one is described with metadata
+    /// (`"rotary_base": null`).
+    pub rope_base: Option<f64>,
 }
 
 impl LoadOptions {
-    /// The options given (not `None`), by field name, in declaration order.
-    pub(crate) fn given(&self) -> Vec<&'static str> {
-        [
-            ("residual_scale", self.residual_scale.is_some()),
-            ("skip", self.skip.is_some()),
-            ("config", self.config.is_some()),
-            ("heads", self.heads.is_some()),
-            ("mask", self.mask.is_some()),
-            ("attn_scale", self.attn_scale.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
-        .collect()
+    /// Whether `option` is given (not `None`).
+    pub fn is_given(&self, option: LoadOption) -> bool {
+        match option {
+            LoadOption::ResidualScale => self.residual_scale.is_some(),
+            LoadOption::Skip => self.skip.is_some(),
+            LoadOption::Config => self.config.is_some(),
+            LoadOption::Heads => self.heads.is_some(),
+            LoadOption::Mask => self.mask.is_some(),
+            LoadOption::AttnScale => self.attn_scale.is_some(),
+            LoadOption::RopeBase => self.rope_base.is_some(),
+        }
     }
 
-    /// The options given that a layout reading only `reads` leaves unread.
-    pub(crate) fn unused(&self, reads: &[&str]) -> Vec<&'static str> {
+    /// The options given, in declaration order.
+    pub(crate) fn given(&self) -> impl Iterator<Item = LoadOption> + '_ {
+        LoadOption::ALL.into_iter().filter(|&o| self.is_given(o))
+    }
+
+    /// The options given that a layout reading only `reads` leaves unread,
+    /// by field name.
+    pub(crate) fn unused(&self, reads: &[LoadOption]) -> Vec<&'static str> {
         self.given()
-            .into_iter()
-            .filter(|name| !reads.contains(name))
+            .filter(|option| !reads.contains(option))
+            .map(LoadOption::field)
             .collect()
     }
 }

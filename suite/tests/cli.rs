@@ -1218,3 +1218,170 @@ fn the_heatmap_of_signed_similarities_is_drawn() {
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
 }
+
+/// The fixture run `tiny_lm` copied into `dir` (`config.yaml` beside
+/// `step_20.pt` and `step_100.pt`), its config's text passed through
+/// `edit`: the two checkpoints' paths.
+fn tiny_lm_run(dir: &Path, edit: impl Fn(String) -> String) -> (PathBuf, PathBuf) {
+    let run_dir = torch_fixture("runs/tiny_lm");
+    let config = std::fs::read_to_string(run_dir.join("config.yaml")).unwrap();
+    std::fs::write(dir.join("config.yaml"), edit(config)).unwrap();
+    let copy = |name: &str| {
+        let to = dir.join(name);
+        std::fs::copy(run_dir.join("checkpoints").join(name), &to).unwrap();
+        to
+    };
+    (copy("step_20.pt"), copy("step_100.pt"))
+}
+
+/// `compare A B --context 3` with `extra` arguments: the similarity.
+fn compare_at_3(a: &Path, b: &Path, extra: &[&str]) -> f64 {
+    let mut args = vec!["compare", s(a), s(b), "--context", "3"];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().parse().unwrap()
+}
+
+/// Issue 27, config keys: `dropout`, `init_std`, optimiser and run keys
+/// under `model` change nothing (the same similarity, to the bit) and
+/// `inspect` lists each as ignored, with its value, in text and JSON.
+#[test]
+fn function_free_config_keys_are_listed_by_inspect_and_change_nothing() {
+    let plain = tempfile::tempdir().unwrap();
+    let (a, b) = tiny_lm_run(plain.path(), |c| c);
+    let with = tempfile::tempdir().unwrap();
+    let (wa, wb) = tiny_lm_run(with.path(), |c| {
+        c.replace(
+            "  n_ctx: 16\n",
+            "  n_ctx: 16\n  dropout: 0.1\n  init_std: 0.02\n  lr: 0.001\n  seed: 3\n  \
+             device: cuda\n  optimizer: {name: adamw, eps: 1.0e-8}\n",
+        )
+    });
+    assert_eq!(compare_at_3(&a, &b, &[]), compare_at_3(&wa, &wb, &[]));
+    let out = run(&["inspect", s(&wb)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let ignored: Vec<&str> = text.lines().filter(|l| l.starts_with("ignored:")).collect();
+    assert_eq!(ignored.len(), 6, "{text}");
+    assert!(
+        ignored.contains(&"ignored:    model.dropout = 0.1 (dropout: the identity at eval)"),
+        "{text}"
+    );
+    assert!(
+        ignored
+            .iter()
+            .any(|l| l
+                .starts_with("ignored:    model.optimizer = {\"eps\":1e-8,\"name\":\"adamw\"}")),
+        "{text}"
+    );
+    let out = run(&["inspect", s(&wb), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let keys = v["ignored_config_keys"].as_array().unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["device", "dropout", "init_std", "lr", "optimizer", "seed"]
+    );
+    assert_eq!(keys[2]["value"], 0.02);
+    assert!(
+        keys[2]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("initialisation")
+    );
+    // Without such keys the list is empty.
+    let out = run(&["inspect", s(&b), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["ignored_config_keys"], serde_json::json!([]));
+    // A key that may change the function is refused, and the advice is one a
+    // .pt file can follow: an edited copy with --config.
+    let bad = tempfile::tempdir().unwrap();
+    let (_, bb) = tiny_lm_run(bad.path(), |c| {
+        c.replace("  n_ctx: 16\n", "  n_ctx: 16\n  norm_eps: 1.0e-5\n")
+    });
+    let out = run(&["inspect", s(&bb)]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_line(&out);
+    assert!(
+        line.contains("unknown model key \"norm_eps\"")
+            && line.contains("without it with --config FILE")
+            && line.contains("safetensors with tensor_similarity metadata"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("LoadOptions") && !line.contains("config="),
+        "{line}"
+    );
+}
+
+/// Issue 27: `--rope-base` stands in where the config gives no
+/// `rope_base` (the same similarity as the config's 500), disagrees with a
+/// config that says otherwise (naming the flag), and applies to none of
+/// the vector layouts.
+#[test]
+fn rope_base_stands_in_for_the_config_and_must_agree_with_it() {
+    let with = tempfile::tempdir().unwrap();
+    let (a, b) = tiny_lm_run(with.path(), |c| c);
+    let without = tempfile::tempdir().unwrap();
+    let (na, nb) = tiny_lm_run(without.path(), |c| c.replace("  rope_base: 500.0\n", ""));
+    let want = compare_at_3(&a, &b, &[]);
+    assert_eq!(compare_at_3(&na, &nb, &["--rope-base", "500"]), want);
+    assert_ne!(compare_at_3(&na, &nb, &[]), want);
+    assert_eq!(compare_at_3(&a, &b, &["--rope-base", "500"]), want);
+    let out = run(&["inspect", s(&nb), "--rope-base", "500", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["blocks"][1]["attention"]["rotary_base"], 500.0);
+    assert_eq!(v["assumptions"], serde_json::json!([]));
+    // The config says 500.
+    let out = run(&[
+        "compare",
+        s(&a),
+        s(&b),
+        "--context",
+        "3",
+        "--rope-base",
+        "1000",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_line(&out);
+    assert!(
+        line.ends_with("model.rope_base is 500, but --rope-base says 1000"),
+        "{line}"
+    );
+    let out = run(&["inspect", s(&nb), "--rope-base=-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(last_line(&out).contains("--rope-base: a rotary base must be a positive"));
+    let vector = torch_fixture("ebh_f64.safetensors");
+    let out = run(&["inspect", s(&vector), "--rope-base", "500"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        last_line(&out).contains("--rope-base applies to none of the files"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 27: errors name options as flags on the command line (the library
+/// spells them as `LoadOptions` fields, Python as keywords).
+#[test]
+fn errors_name_options_as_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = tiny_lm_run(dir.path(), |c| c.replace("  n_head: 2\n", ""));
+    let out = run(&["inspect", s(&a)]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_line(&out);
+    assert!(line.ends_with("--config FILE, or --heads"), "{line}");
+    let out = run(&["inspect", s(&a), "--heads", "2", "--attn-scale", "0.2"]);
+    let line = last_line(&out);
+    assert!(
+        line.ends_with("model.attn_scale is 0.35, but --attn-scale says 0.2"),
+        "{line}"
+    );
+    for line in [line, last_line(&run(&["inspect", s(&a)]))] {
+        assert!(
+            !line.contains("LoadOptions") && !line.contains("heads="),
+            "{line}"
+        );
+    }
+}

@@ -1,6 +1,9 @@
 //! Run configs are read as the runs' own PyYAML reads them (YAML 1.1), only
 //! regular files are read as models or configs (a FIFO never blocks the
-//! reader), and a config's errors are one line of bounded length.
+//! reader), and a config's errors are one line of bounded length. Keys that
+//! cannot change the function at eval are listed, not refused; the rotary
+//! base may be given as an option; a config may be given as content; and
+//! errors name each option as the caller spells it.
 //!
 //! The run is the PyTorch fixture `tests/files/torch/runs/tiny_lm`, copied
 //! into a temporary folder and its `config.yaml` edited.
@@ -10,8 +13,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use tensor_similarity::block::Attention;
-use tensor_similarity::io::{self, FileError, LoadOptions, ModelFile};
-use tensor_similarity::{Error, Model};
+use tensor_similarity::io::{
+    self, ConfigHint, ConfigSource, FileError, LoadOption, LoadOptions, ModelFile,
+};
+use tensor_similarity::{Error, Model, Spelling};
 
 /// The fixture run, copied: `(root, checkpoint, config.yaml)` with the
 /// checkpoint at `root/checkpoints/step_100.pt` and the config at
@@ -78,7 +83,7 @@ fn rotary_bases(model: &Model<f64>) -> Vec<Option<f64>> {
 /// The config of a `Config` error, and its reason.
 fn config_error(result: Result<ModelFile, Error>) -> (PathBuf, String) {
     match file_error(result) {
-        FileError::Config { config, reason } => (config, reason),
+        FileError::Config { config, reason, .. } => (config, reason),
         other => panic!("not a config error: {other}"),
     }
 }
@@ -180,7 +185,7 @@ fn configs_that_are_not_regular_files_are_errors_naming_them() {
         assert!(reason.contains(kind), "{kind}: {reason}");
         // Given with --config.
         let options = LoadOptions {
-            config: Some(near.clone()),
+            config: Some(near.clone().into()),
             ..LoadOptions::default()
         };
         let (path, reason) = config_error(open_within(&ckpt, options));
@@ -335,4 +340,389 @@ fn deeply_nested_configs_are_refused_not_a_stack_overflow() {
 /// One-hot rows of `tokens` over `vocab`.
 fn one_hot(tokens: &[usize], vocab: usize) -> nalgebra::DMatrix<f64> {
     nalgebra::DMatrix::from_fn(tokens.len(), vocab, |i, j| f64::from(tokens[i] == j))
+}
+
+// ---------------------------------------------------------------------------
+// Issue 27: config keys, --rope-base, configs given as content, options
+// named as the caller spells them.
+
+/// The fixture run's logits, as PyTorch computed them (`expected.json`),
+/// against `f`'s forward pass: each sequence to `1e-12` relative (both f64
+/// from the same f32 weights, summed in other orders).
+fn assert_pytorch_logits(f: &ModelFile, what: &str) {
+    let dir = common::files::fixtures().join("torch/runs/tiny_lm");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(expected["checkpoint"], "checkpoints/step_100.pt");
+    let vocab = f.model.input_width();
+    for case in expected["sequences"].as_array().unwrap() {
+        let (tokens, want) = common::files::logits_case(case, vocab);
+        let got = f.model.forward_sequence(&one_hot(&tokens, vocab)).unwrap();
+        let err = (&got - &want).amax() / want.amax();
+        assert!(err < 1e-12, "{what} {tokens:?}: {err:e}");
+    }
+}
+
+/// The tensor similarity at context 3 of two files' models.
+fn similarity_at_3(a: &ModelFile, b: &ModelFile) -> f64 {
+    use tensor_similarity::RecursiveSimilarity;
+    tensor_similarity::TensorSimilarity::new()
+        .with_context(3)
+        .unwrap()
+        .similarity(&a.model, &b.model)
+        .unwrap()
+}
+
+/// The keys a training script leaves under `model` that cannot change the
+/// function at eval.
+const FUNCTION_FREE: &str = "  dropout: 0.1\n  attn_dropout: 0.2\n  resid_pdrop: 0.1\n  \
+    init_std: 0.02\n  initializer_range: 0.02\n  lr: 3.0e-4\n  weight_decay: 0.1\n  \
+    betas: [0.9, 0.95]\n  adam_eps: 1.0e-8\n  optimizer:\n    name: adamw\n    eps: 1.0e-8\n  \
+    warmup_steps: 100\n  lr_scheduler: cosine\n  max_steps: 1000\n  batch_size: 8\n  \
+    grad_clip: 1.0\n  compile: true\n  seed: 7\n  device: cuda\n  dtype: bfloat16\n  \
+    wandb_project: runs\n  log_every: 10\n";
+
+/// `dropout`, `init_std`, optimiser, schedule and run keys under `model`
+/// change nothing: the logits are still PyTorch's, the similarity to
+/// another checkpoint is the same to the last bit, and each key is listed
+/// as ignored with its value.
+#[test]
+fn function_free_config_keys_change_nothing_and_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, config) = tiny_lm(dir.path());
+    let plain = io::open(&ckpt, &LoadOptions::default()).unwrap();
+    assert!(plain.ignored_config_keys.is_empty());
+    let early = io::open(
+        common::files::fixtures().join("torch/runs/tiny_lm/checkpoints/step_20.pt"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        fixture_config().replace("  n_ctx: 16\n", &format!("  n_ctx: 16\n{FUNCTION_FREE}")),
+    )
+    .unwrap();
+    let with = io::open(&ckpt, &LoadOptions::default()).unwrap();
+    assert_pytorch_logits(&with, "with dropout, init_std, lr, …");
+    assert_eq!(
+        similarity_at_3(&with, &early),
+        similarity_at_3(&plain, &early)
+    );
+    assert!(with.assumptions.is_empty(), "{:?}", with.assumptions);
+    let keys: Vec<&str> = with
+        .ignored_config_keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .collect();
+    let mut want: Vec<&str> = FUNCTION_FREE
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("    "))
+        .map(|l| l.trim().split(':').next().unwrap())
+        .collect();
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    let value = |key: &str| {
+        let k = with.ignored_config_keys.iter().find(|k| k.key == key);
+        k.unwrap().value.clone()
+    };
+    assert_eq!(value("dropout"), serde_json::json!(0.1));
+    assert_eq!(value("init_std"), serde_json::json!(0.02));
+    assert_eq!(value("betas"), serde_json::json!([0.9, 0.95]));
+    assert_eq!(value("device"), serde_json::json!("cuda"));
+    // A section is ignored whole, the optimiser's own eps with it.
+    assert_eq!(
+        value("optimizer"),
+        serde_json::json!({"name": "adamw", "eps": 1.0e-8})
+    );
+    let dropout = with.ignored_config_keys.iter().find(|k| k.key == "dropout");
+    assert!(dropout.unwrap().why.contains("identity at eval"));
+}
+
+/// A key that may change the function is still refused (a norm's `eps`,
+/// a rotary setting), with advice that works for a `.pt` file (which
+/// cannot carry metadata): an edited copy of the config given as the
+/// config option, or the model described explicitly; each caller is told
+/// its own spelling.
+#[test]
+fn keys_that_may_change_the_function_are_refused_with_advice_for_pt_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, config) = tiny_lm(dir.path());
+    for key in [
+        "eps: 1.0e-5",
+        "rotary_dim: 2",
+        "rope_theta: 10000",
+        "name: gpt2",
+    ] {
+        std::fs::write(
+            &config,
+            fixture_config().replace(
+                "  n_ctx: 16\n",
+                &format!("  n_ctx: 16\n  dropout: 0.1\n  {key}\n"),
+            ),
+        )
+        .unwrap();
+        let e = io::open(&ckpt, &LoadOptions::default()).unwrap_err();
+        let rust = e.to_string();
+        let cli = e.spelled(Spelling::CommandLine).to_string();
+        let python = e.spelled(Spelling::Python).to_string();
+        let name = key.split(':').next().unwrap();
+        let (path, reason) = config_error(Err(e));
+        assert_eq!(path, config);
+        // Only the unknown key is named; dropout is not refused.
+        assert!(
+            reason.starts_with(&format!(
+                "unknown model key {name:?}: it may change the function"
+            )),
+            "{reason}"
+        );
+        assert!(
+            rust.contains("copy of the config without it with LoadOptions::config"),
+            "{rust}"
+        );
+        assert!(
+            cli.contains("copy of the config without it with --config FILE"),
+            "{cli}"
+        );
+        assert!(
+            cli.contains("safetensors with tensor_similarity metadata"),
+            "{cli}"
+        );
+        assert!(
+            python.contains("with config= (a path or a dict)"),
+            "{python}"
+        );
+        assert!(python.contains("layout="), "{python}");
+        for (text, foreign) in [
+            (&rust, "--config"),
+            (&cli, "LoadOptions"),
+            (&python, "--config"),
+        ] {
+            assert!(!text.contains(foreign), "{text}");
+        }
+        // The keys the layout reads are listed, last.
+        assert!(cli.ends_with("use_rmsnorm_qk)"), "{cli}");
+    }
+}
+
+/// `LoadOptions::rope_base` stands in where the config gives no
+/// `rope_base` (PyTorch's logits, base 500), must agree with the config
+/// where it gives one, must be a positive number, and is unused by the
+/// layouts without rotary attention.
+#[test]
+fn the_rope_base_option_stands_in_for_the_config_and_must_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, config) = tiny_lm(dir.path());
+    let base = |b: f64| LoadOptions {
+        rope_base: Some(b),
+        ..LoadOptions::default()
+    };
+    // The config's own, given again: agreed.
+    let f = io::open(&ckpt, &base(500.0)).unwrap();
+    assert_pytorch_logits(&f, "config and option 500");
+    assert!(f.unused_options.is_empty());
+    // Another disagrees, naming both.
+    let e = io::open(&ckpt, &base(1000.0)).unwrap_err();
+    assert!(
+        e.spelled(Spelling::CommandLine)
+            .to_string()
+            .ends_with("model.rope_base is 500, but --rope-base says 1000"),
+        "{e}"
+    );
+    match file_error(Err(e)) {
+        FileError::Config { reason, hint, .. } => {
+            assert_eq!(reason, "model.rope_base is 500");
+            assert_eq!(
+                hint,
+                Some(ConfigHint::Disagrees {
+                    option: LoadOption::RopeBase,
+                    given: "1000".into()
+                })
+            );
+        }
+        other => panic!("{other}"),
+    }
+    // Without rope_base in the config: the option gives PyTorch's model, the
+    // default (10 000, said) another.
+    std::fs::write(
+        &config,
+        fixture_config().replace("  rope_base: 500.0\n", ""),
+    )
+    .unwrap();
+    let f = io::open(&ckpt, &base(500.0)).unwrap();
+    assert_pytorch_logits(&f, "option 500");
+    assert!(f.assumptions.is_empty(), "{:?}", f.assumptions);
+    assert_eq!(rotary_bases(&f.model), [Some(500.0), Some(500.0)]);
+    let default = io::open(&ckpt, &LoadOptions::default()).unwrap();
+    assert_eq!(default.assumptions, ["rope_base absent: 10000"]);
+    assert_eq!(rotary_bases(&default.model), [Some(10000.0), Some(10000.0)]);
+    // Not a rotary base: an error naming the option.
+    for bad in [0.0, -500.0, f64::NAN, f64::INFINITY] {
+        match file_error(io::open(&ckpt, &base(bad))) {
+            FileError::InvalidOption { option, reason } => {
+                assert_eq!(option, LoadOption::RopeBase);
+                assert!(reason.contains("positive finite"), "{reason}");
+            }
+            other => panic!("{bad}: {other}"),
+        }
+    }
+    // A vector layout has no attention: the option is unused.
+    let vector = common::files::fixtures().join("torch/ebh_f64.safetensors");
+    let f = io::open(&vector, &base(500.0)).unwrap();
+    assert_eq!(f.unused_options, ["rope_base"]);
+}
+
+/// The fixture's config as content: what its YAML parses to.
+fn fixture_content() -> serde_json::Value {
+    serde_json::json!({
+        "model": {
+            "vocab_size": 11, "d_model": 8, "n_head": 2, "n_layers": 2, "attn_scale": 0.35,
+            "attn_type": "bilinear", "rope_base": 500.0, "use_bias_qk": true, "n_ctx": 16,
+            "norm_type": "none", "norm_places": [], "use_rmsnorm_qk": false,
+        },
+        "train": {"seed": 0, "lr": 0.01},
+    })
+}
+
+/// A config given as content is read as the same file is: the same model
+/// (PyTorch's logits), found even where no file is beside the checkpoint,
+/// with the same checks against the tensors and the options; its errors
+/// name it as content, not as a path.
+#[test]
+fn a_config_given_as_content_reads_as_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, config) = tiny_lm(dir.path());
+    // The file, given explicitly: PyTorch's model (and so is the content,
+    // below, which is what this file parses to).
+    let file = LoadOptions {
+        config: Some(config.clone().into()),
+        ..LoadOptions::default()
+    };
+    assert_pytorch_logits(&io::open(&ckpt, &file).unwrap(), "file");
+    std::fs::remove_file(&config).unwrap();
+    let given = |content: serde_json::Value| LoadOptions {
+        config: Some(ConfigSource::Content(content)),
+        ..LoadOptions::default()
+    };
+    let f = io::open(&ckpt, &given(fixture_content())).unwrap();
+    assert_pytorch_logits(&f, "content");
+    assert_eq!(f.native_context, Some(16));
+    assert!(f.config.is_none());
+    assert!(f.assumptions.is_empty(), "{:?}", f.assumptions);
+    // Function-free keys are listed as they are for a file.
+    let mut content = fixture_content();
+    content["model"]["dropout"] = 0.1.into();
+    let f = io::open(&ckpt, &given(content)).unwrap();
+    assert_eq!(f.ignored_config_keys.len(), 1);
+    assert_eq!(f.ignored_config_keys[0].key, "dropout");
+    // Checked against the tensors: two layers, not three.
+    let mut content = fixture_content();
+    content["model"]["n_layers"] = 3.into();
+    let e = io::open(&ckpt, &given(content)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("config (LoadOptions::config content): model.n_layers"),
+        "{e}"
+    );
+    let python = e.spelled(Spelling::Python).to_string();
+    assert!(
+        python.contains("config (the dict given as config=): model.n_layers"),
+        "{python}"
+    );
+    let (path, reason) = config_error(Err(e));
+    assert_eq!(path, PathBuf::new());
+    assert!(reason.contains("n_layers"), "{reason}");
+    // And against the options.
+    let options = LoadOptions {
+        heads: Some(4),
+        ..given(fixture_content())
+    };
+    let e = io::open(&ckpt, &options).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("model.n_head is 2, but LoadOptions::heads says 4"),
+        "{e}"
+    );
+    // Read strictly, as a file is.
+    for (content, needle) in [
+        (serde_json::json!([1, 2]), "the top level must be a mapping"),
+        (serde_json::json!({"train": {}}), "no \"model\" section"),
+        (
+            serde_json::json!({"model": {"n_head": "two"}}),
+            "model.n_head must be",
+        ),
+        (
+            serde_json::json!({"model": {"eps": 1e-5}}),
+            "unknown model key \"eps\"",
+        ),
+    ] {
+        let (_, reason) = config_error(io::open(&ckpt, &given(content)));
+        assert!(reason.contains(needle), "{reason}");
+    }
+    let mut deep = serde_json::json!(1);
+    for _ in 0..100 {
+        deep = serde_json::json!([deep]);
+    }
+    let (_, reason) = config_error(io::open(
+        &ckpt,
+        &given(serde_json::json!({"model": {"x": deep}})),
+    ));
+    assert_eq!(reason, "nested more than 64 levels deep");
+}
+
+/// Errors that name an option name it as the caller spells it: the
+/// library's field, the command line's flag, Python's keyword, and never
+/// another's.
+#[test]
+fn errors_name_options_as_each_caller_spells_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, config) = tiny_lm(dir.path());
+    std::fs::write(&config, fixture_config().replace("  n_head: 2\n", "")).unwrap();
+    let e = io::open(&ckpt, &LoadOptions::default()).unwrap_err();
+    assert!(matches!(
+        file_error(io::open(&ckpt, &LoadOptions::default())),
+        FileError::NeedsConfig {
+            option: LoadOption::Heads,
+            ..
+        }
+    ));
+    let rust = e.to_string();
+    let cli = e.spelled(Spelling::CommandLine).to_string();
+    let python = e.spelled(Spelling::Python).to_string();
+    assert_eq!(e.spelled(Spelling::Rust).to_string(), rust);
+    assert!(
+        rust.ends_with("LoadOptions::config, or LoadOptions::heads"),
+        "{rust}"
+    );
+    assert!(cli.ends_with("--config FILE, or --heads"), "{cli}");
+    assert!(
+        python.ends_with("config= (a path or a dict), or heads="),
+        "{python}"
+    );
+    assert!(
+        !python.contains("--") && !python.contains("LoadOptions"),
+        "{python}"
+    );
+    assert!(
+        !cli.contains("heads=") && !cli.contains("LoadOptions"),
+        "{cli}"
+    );
+    // The rest of the message is the same for all.
+    assert!(
+        rust.starts_with(&ckpt.display().to_string())
+            && cli.starts_with(&ckpt.display().to_string())
+    );
+    // Two configs in one folder: say which, with the caller's option.
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    let e = io::open(&ckpt, &LoadOptions::default()).unwrap_err();
+    assert!(
+        e.spelled(Spelling::CommandLine)
+            .to_string()
+            .ends_with("is in the same folder, or say which config to use with --config FILE"),
+        "{e}"
+    );
+    assert!(
+        e.spelled(Spelling::Python)
+            .to_string()
+            .contains("with config=")
+    );
 }

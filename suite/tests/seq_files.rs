@@ -15,7 +15,7 @@ use common::{gaussian_matrix, gaussian_vector, rng};
 use nalgebra::{DMatrix, DVector};
 use safetensors::Dtype as St;
 use seq_oracle::{AttnOptions, AttnParams, BilinearParams, Block, LinearParams, MaskKind, SeqNet};
-use tensor_similarity::io::{self, Dtype, FileError, Layout, LoadOptions};
+use tensor_similarity::io::{self, ConfigHint, Dtype, FileError, Layout, LoadOption, LoadOptions};
 use tensor_similarity::{Error, Mask, RecursiveSimilarity, TensorSimilarity};
 
 fn file_error(e: Error) -> FileError {
@@ -391,9 +391,16 @@ fn the_research_transformer_reads_as_its_forward_pass() {
         r#"{"model": {"n_head": 1}}"#,
     );
     match file_error(io::load_with(&ckpt, &options).unwrap_err()) {
-        FileError::Config { reason, .. } => {
+        FileError::Config { reason, hint, .. } => {
             assert!(
-                reason.contains("n_head") && reason.contains("--heads"),
+                reason.contains("n_head")
+                    && matches!(
+                        hint,
+                        Some(ConfigHint::Disagrees {
+                            option: LoadOption::Heads,
+                            ..
+                        })
+                    ),
                 "{reason}"
             )
         }
@@ -620,7 +627,7 @@ fn run_configs_are_found_and_read_strictly() {
     ));
     // --config chooses.
     let chosen = LoadOptions {
-        config: Some(yaml.clone()),
+        config: Some(yaml.clone().into()),
         ..LoadOptions::default()
     };
     assert!(rel_diff(&want, &logits(&chosen)) < 1e-12);
@@ -648,7 +655,9 @@ fn run_configs_are_found_and_read_strictly() {
     let refused = |text: String, key: &str| {
         std::fs::write(&config, &text).unwrap();
         match file_error(io::load(&ckpt).unwrap_err()) {
-            FileError::Config { reason, config: c } => {
+            FileError::Config {
+                reason, config: c, ..
+            } => {
                 assert_eq!(c, config);
                 assert!(reason.contains(key), "{key}: {reason}");
             }
@@ -702,8 +711,8 @@ fn run_configs_are_found_and_read_strictly() {
     // attn_scale has no default: absent, the command line must say it.
     std::fs::write(&config, LM_CONFIG.replace("  attn_scale: 0.35\n", "")).unwrap();
     match file_error(io::load(&ckpt).unwrap_err()) {
-        FileError::NeedsConfig { what, flag, .. } => {
-            assert!(what.contains("attn_scale") && flag == "--attn-scale")
+        FileError::NeedsConfig { what, option, .. } => {
+            assert!(what.contains("attn_scale") && option == LoadOption::AttnScale)
         }
         other => panic!("{other}"),
     }

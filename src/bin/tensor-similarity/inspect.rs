@@ -157,6 +157,15 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
     if let Some(config) = &file.config {
         let _ = writeln!(out, "config:     {}", config.display());
     }
+    for k in &file.ignored_config_keys {
+        let _ = writeln!(
+            out,
+            "ignored:    model.{} = {} ({})",
+            k.key.escape_debug(),
+            shown(&k.value),
+            k.why
+        );
+    }
     let _ = writeln!(out, "context:    {}", context_line(file));
     for a in &file.assumptions {
         let _ = writeln!(out, "assumed:    {a}");
@@ -200,6 +209,16 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
         );
     }
     out
+}
+
+/// A config value on one line of bounded length.
+fn shown(value: &serde_json::Value) -> String {
+    const MAX: usize = 60;
+    let text = value.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
 }
 
 /// What a comparison of this model needs as its context length.
@@ -249,6 +268,9 @@ pub fn json(path: &Path, file: &ModelFile) -> String {
         "checkpoint": file.checkpoint.as_ref().map(|c| json!({
             "key": c.key, "step": c.step, "ignored": c.ignored,
         })),
+        "ignored_config_keys": file.ignored_config_keys.iter().map(|k| json!({
+            "key": k.key, "value": k.value, "why": k.why,
+        })).collect::<Vec<_>>(),
         "assumptions": file.assumptions,
         "blocks": blocks,
         "tensors": tensors,

@@ -7,12 +7,14 @@
 //! ```
 //!
 //! Loading options, for files without metadata: `--residual-scale S`,
-//! `--skip R`, `--config FILE`, `--heads H`, `--mask causal|none|diag`, `--attn-scale A`.
+//! `--skip R`, `--config FILE`, `--heads H`, `--mask causal|none|diag`, `--attn-scale A`,
+//! `--rope-base B`.
 //!
 //! A thin layer over the library: [`tensor_similarity::io`] reads the
 //! files (safetensors or PyTorch), [`Metric`] picks the similarity,
 //! [`tensor_similarity::matrix`] runs the pairs in parallel. Errors print
-//! one line on stderr and exit 1.
+//! one line on stderr and exit 1, naming options as flags
+//! ([`Spelling::CommandLine`]).
 
 mod inspect;
 mod metric;
@@ -24,8 +26,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
-use tensor_similarity::io::{self, LoadOptions};
-use tensor_similarity::{Mask, MemoryLimit, Model, Real};
+use tensor_similarity::io::{self, ConfigSource, LoadOptions};
+use tensor_similarity::{Error, Mask, MemoryLimit, Model, Real, Spelling};
 
 use metric::Metric;
 
@@ -68,6 +70,11 @@ struct Loading {
     /// gives attn_scale (it has no default).
     #[arg(long, value_name = "A")]
     attn_scale: Option<f64>,
+    /// Rotary base of the sequence layouts' attention, where no config
+    /// gives rope_base (default: 10000 for the attention-only LM, no rotary
+    /// for the research Transformer).
+    #[arg(long, value_name = "B")]
+    rope_base: Option<f64>,
 }
 
 /// The scalar type of the computation: `f64` (the default) or `f32`, for
@@ -105,7 +112,7 @@ impl Loading {
         LoadOptions {
             residual_scale: self.residual_scale,
             skip: self.skip,
-            config: self.config.clone(),
+            config: self.config.clone().map(ConfigSource::File),
             heads: self.heads,
             mask: self.mask.map(|m| match m {
                 MaskArg::Causal => Mask::Causal,
@@ -113,8 +120,15 @@ impl Loading {
                 MaskArg::Diag => Mask::Diagonal,
             }),
             attn_scale: self.attn_scale,
+            rope_base: self.rope_base,
         }
     }
+}
+
+/// A library error as the command line reports it: its options named as
+/// flags (`--heads`, `--context N`).
+fn message(e: &Error) -> String {
+    e.spelled(Spelling::CommandLine).to_string()
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,7 +433,7 @@ fn run(command: Command) -> Result<(), Failure> {
             json,
         } => {
             unmatched_pattern(&file)?;
-            let opened = io::open(&file, &loading.options()).map_err(|e| e.to_string())?;
+            let opened = io::open(&file, &loading.options()).map_err(|e| message(&e))?;
             check_options_used(std::iter::once(&opened))?;
             let text = if json {
                 inspect::json(&file, &opened)
@@ -457,7 +471,7 @@ fn similarity_in<T: Real>(
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let sim = metric.compare(a, b, context, limit);
     spinner.finish_and_clear();
-    Ok((sim.map_err(|e| e.to_string())?, metric.exact(a, b)))
+    Ok((sim.map_err(|e| message(&e))?, metric.exact(a, b)))
 }
 
 /// The similarity matrix of the models in `files`, computed in `T`, with a
@@ -482,7 +496,7 @@ fn matrix_in<T: Real>(
     );
     let matrix = metric.matrix(&models, context, limit, || bar.inc(1));
     bar.finish_and_clear();
-    matrix.map_err(|e| e.to_string())
+    matrix.map_err(|e| message(&e))
 }
 
 /// The model files in `paths` in `T`, read in parallel; an error if a
@@ -496,7 +510,7 @@ fn load_files<T: Real>(
         .par_iter()
         .map(|f| {
             unmatched_pattern(f)?;
-            io::open_as::<T>(f, options).map_err(|e| e.to_string())
+            io::open_as::<T>(f, options).map_err(|e| message(&e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     check_options_used(files.iter())?;
@@ -527,9 +541,12 @@ fn check_options_used<'a, T: Real>(
     for option in &first.unused_options {
         if files.clone().all(|f| f.unused_options.contains(option)) {
             return Err(format!(
-                "--{} applies to none of the files: {} (files with tensor_similarity metadata name \
+                "{} applies to none of the files: {} (files with tensor_similarity metadata name \
                  every setting; vector layouts have no attention)",
-                option.replace('_', "-"),
+                tensor_similarity::LoadOption::from_field(option).map_or_else(
+                    || format!("--{}", option.replace('_', "-")),
+                    |o| o.flag().to_owned()
+                ),
                 files
                     .clone()
                     .map(|f| f.layout.name())
