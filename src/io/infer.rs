@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::arch::{Architecture, AttentionSettings, ScoreKind};
 use super::raw::RawTensor;
 use super::spec::{AttentionSpec, BlockSpec, Factors, LayoutSpec, Residual};
-use crate::error::{FileError, LISTED, listed};
+use crate::error::{FileError, listed};
 use crate::io::Layout;
 
 /// The research layout whose names the tensors fit: the attention-only LM
@@ -194,28 +194,27 @@ fn closest(names: &Names<'_>, fit: Option<Fit<'_>>) -> FileError {
             .max_by_key(|f| (f.explained.len(), std::cmp::Reverse(f.missing.len())))
             .expect("four layouts")
     });
-    let quoted = |list: &[&str]| listed(list.iter().map(|n| format!("{n:?}")), LISTED);
-    let describe = "describe the model instead, naming each tensor's role: layout=[…] in Python \
-                    (Model.from_state_dict), or the \"tensor_similarity\" metadata of a \
-                    safetensors file (the file format guide has worked examples, per-head 3-D \
-                    weights and x @ W weights included)";
+    // Few names per list: the message is one line, whatever the file.
+    let quoted = |list: &[&str], limit| listed(list.iter().map(|n| format!("{n:?}")), limit);
+    let describe = "describe the model with layout=[…] in Python or the \"tensor_similarity\" \
+                    metadata in a file (the file format guide has examples)";
     let reason = if fit.explained.is_empty() {
         format!(
             "no \"tensor_similarity\" metadata, and the tensors [{}] fit none of \
              embed/body.{{i}}.{{l,r,d}}/head, bi_linear/projection, \
              embed/body.{{i}}.{{attn,mlp}}/head or embed/layers.{{i}}/unembed; {describe}",
-            quoted(&fit.unexplained),
+            quoted(&fit.unexplained, 4),
         )
     } else {
         let missing: Vec<&str> = fit.missing.iter().map(String::as_str).collect();
         format!(
-            "no \"tensor_similarity\" metadata, and no research layout fits the tensors. \
-             The closest is {}: it reads [{}], but expects [{}], which are missing, and has \
-             no role for [{}]; {describe}",
+            "no \"tensor_similarity\" metadata, and no research layout fits the tensors: the \
+             closest, {}, reads {} of {}, misses [{}] and has no role for [{}]; {describe}",
             fit.layout.name(),
-            quoted(&fit.explained),
-            quoted(&missing),
-            quoted(&fit.unexplained),
+            fit.explained.len(),
+            fit.explained.len() + fit.unexplained.len(),
+            quoted(&missing, 2),
+            quoted(&fit.unexplained, 2),
         )
     };
     FileError::UnknownLayout { reason }
