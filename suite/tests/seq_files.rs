@@ -467,7 +467,7 @@ fn torch_gap(json: &serde_json::Value, key: &str, model: &tensor_similarity::Mod
 /// are honoured (`mask: none` gives the no-mask logits) and checked
 /// against the tensors. The tolerance: PyTorch's two forward passes (its
 /// module and a position-by-position loop) agree to 2e-13 relative on
-/// these degree-50 polynomials; 1e-10 leaves room for another order of
+/// these degree-100 polynomials; 1e-10 leaves room for another order of
 /// summation, and a reading without rotary is off by more than 1e-2.
 #[test]
 fn the_research_transformer_from_pytorch_reads_with_its_fixed_rotary() {
