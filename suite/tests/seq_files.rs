@@ -530,7 +530,7 @@ fn the_research_transformer_from_pytorch_reads_with_its_fixed_rotary() {
 
     // What the config says must be what the tensors say, by name.
     let refused = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| -> String {
-        match file_error(with(edit).err().expect("refused")) {
+        match file_error(with(edit).expect_err("refused")) {
             FileError::Config { reason, .. } => reason,
             other => panic!("{other}"),
         }
