@@ -470,8 +470,9 @@ def load(path: PathLike, **options: Any) -> Model:
     a dict of the config's content, ``{"model": {...}}``, read exactly as the
     same ``config.json`` would be), ``heads``,
     ``mask`` (``"causal"``, ``"none"``, ``"diag"`` or an ``n × n`` matrix),
-    ``attn_scale``, ``rope_base`` (the rotary base, where no config gives
-    ``rope_base``). Where a config gives a setting, an option that says
+    ``attn_scale``, ``rope_base`` (the attention-only LM's rotary base, where
+    no config gives ``rope_base``; the research Transformer's is fixed at
+    10000 and it does not read this). Where a config gives a setting, an option that says
     otherwise is an error. Config keys that cannot change the function at
     eval (``dropout``, ``init_std``, ``lr``, …) are read and listed in
     :attr:`Model.ignored_config_keys`. Errors name these options as

@@ -227,3 +227,31 @@ def test_errors_name_python_keywords_not_flags(tmp_path):
     # Without a config beside it, a checkpoint needs one: the keywords say how.
     with pytest.raises(ts.FileError, match=r"config= \(a path or a dict\), or heads=$"):
         ts.load(ckpt)
+
+
+# -- Issue 21: the research Transformer, read with its fixed rotary --
+
+
+def test_the_research_transformer_is_read_with_rotary_10000(tmp_path):
+    """PyTorch's research Transformer (make_transformer.py): without a config
+    its logits are PyTorch's with rotary base 10000, rope_base= is listed as
+    unused, and a config's mask: none gives the no-mask logits."""
+    expected = json.loads((FILES / "transformer.json").read_text())
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    ckpt = folder / "model.pt"
+    ckpt.write_bytes((FILES / "transformer.pt").read_bytes())
+
+    def check(model, key):
+        for x, want in zip(expected["inputs"], expected[key]):
+            np.testing.assert_allclose(model.forward(np.array(x)), want, rtol=1e-10, atol=1e-10)
+
+    m = ts.load(ckpt, heads=2, residual_scale=0.7, rope_base=500)
+    assert m.layout == "transformer"
+    assert m.assumptions == ["mask absent: causal"]
+    assert m._native.unused_options == ["rope_base"]
+    check(m, "logits_causal")
+    config = {"model": dict(expected["config"]["model"], mask="none")}
+    check(ts.load(ckpt, config=config), "logits_none")
+    with pytest.raises(ts.FileError, match=r"model\.rope_base: the research Transformer has no rope_base key"):
+        ts.load(ckpt, config={"model": dict(config["model"], rope_base=10000.0)})

@@ -28,7 +28,21 @@ pub(crate) struct LayoutRules {
     /// The [`LoadOptions`] the layout reads; any other given is listed as
     /// unused.
     pub(crate) options: &'static [LoadOption],
+    /// Keys refused by name in this layout's config, each with why: keys
+    /// another layout reads that would say something false about this one.
+    pub(crate) refused: &'static [(&'static str, &'static str)],
 }
+
+/// The rotary base of the research `Transformer`'s attention: its
+/// `Attention` hard-codes it, and no config key changes it.
+pub(crate) const TRANSFORMER_ROTARY_BASE: f64 = 10_000.0;
+
+/// Why a `rope_base` key is refused in a research `Transformer`'s config.
+const TRANSFORMER_ROPE_BASE: &str = "the research Transformer has no rope_base key: its \
+     attention always applies rotary with base 10000 (hard-coded in its Attention), so the key \
+     would change nothing there and a config that sets it was not written for this model; \
+     remove the key, or describe the model (\"rotary_base\" in the metadata) if its attention \
+     uses another base";
 
 impl LayoutRules {
     /// The rules of `layout`: one row per layout.
@@ -39,31 +53,29 @@ impl LayoutRules {
                 config: false,
                 keys: &[],
                 options: &[],
+                refused: &[],
             },
             Layout::EmbedBodyHead | Layout::BiLinearProjection => Self {
                 config: false,
                 keys: &[],
                 options: &[LoadOption::ResidualScale, LoadOption::Skip],
+                refused: &[],
             },
-            // α is the residual scale here; the LM's attn_scale is not read.
+            // α (the config's `scale`) is the residual scale here; the LM's
+            // attn_scale is not read. The rotary base is fixed (10 000):
+            // neither `rope_base` nor the option changes it.
             Layout::Transformer => Self {
                 config: true,
                 keys: &[
-                    "n_head",
-                    "n_layers",
-                    "d_model",
-                    "alpha",
-                    "mask",
-                    "rope_base",
-                    "n_ctx",
+                    "n_head", "n_layer", "d_model", "n_ctx", "mask", "bias", "scale",
                 ],
                 options: &[
                     LoadOption::ResidualScale,
                     LoadOption::Config,
                     LoadOption::Heads,
                     LoadOption::Mask,
-                    LoadOption::RopeBase,
                 ],
+                refused: &[("rope_base", TRANSFORMER_ROPE_BASE)],
             },
             // The residual is additive (r = 1); there is no residual scale.
             Layout::AttentionLm => Self {
@@ -89,6 +101,7 @@ impl LayoutRules {
                     LoadOption::AttnScale,
                     LoadOption::RopeBase,
                 ],
+                refused: &[],
             },
         }
     }
@@ -122,8 +135,9 @@ pub(crate) struct ModelKeys {
     pub(crate) attn_type: Option<ScoreKind>,
     /// `n_head`: the number of attention heads.
     pub(crate) n_head: Option<usize>,
-    /// `alpha`: the Transformer's one residual scale.
-    pub(crate) alpha: Option<f64>,
+    /// `scale`: the research Transformer's one `α` (attention `r = 1 − α`
+    /// and the MLP's lerp).
+    pub(crate) scale: Option<f64>,
     /// `attn_scale`: the attention-only LM's attention scale.
     pub(crate) attn_scale: Option<f64>,
     /// `mask`: causal, none or diag.
@@ -132,8 +146,12 @@ pub(crate) struct ModelKeys {
     pub(crate) rope_base: Option<f64>,
     /// `use_bias_qk`: whether the q/k projections have biases.
     pub(crate) use_bias_qk: Option<bool>,
-    /// `n_layers`: the number of layers.
+    /// `bias`: whether the research Transformer's layers have biases.
+    pub(crate) bias: Option<bool>,
+    /// `n_layers`: the LM's number of layers.
     pub(crate) n_layers: Option<usize>,
+    /// `n_layer`: the research Transformer's number of layers.
+    pub(crate) n_layer: Option<usize>,
     /// `vocab_size`: the rows of the embedding table.
     pub(crate) vocab_size: Option<usize>,
     /// `d_model`: the stream width.
@@ -143,27 +161,33 @@ pub(crate) struct ModelKeys {
 }
 
 impl ModelKeys {
-    /// Every key of `config`'s `"model"` section: an unknown one (outside
-    /// `known`, and not one that cannot change the function at eval) is
-    /// refused first, then each is typed, in a fixed order; with them, the
-    /// keys ignored. `norm_type`, `norm_places` and `use_rmsnorm_qk` are
-    /// only checked: normalisation inside the network is refused.
+    /// Every key of `config`'s `"model"` section, under `rules`: a key the
+    /// layout refuses by name is refused first, with why; then an unknown
+    /// one (outside its keys, and not one that cannot change the function
+    /// at eval); then each is typed, in a fixed order; with them, the keys
+    /// ignored. `norm_type`, `norm_places` and `use_rmsnorm_qk` are only
+    /// checked: normalisation inside the network is refused.
     pub(crate) fn read(
         config: &RunConfig,
-        known: &[&'static str],
+        rules: &LayoutRules,
     ) -> Result<(Self, Vec<IgnoredConfigKey>), FileError> {
-        let ignored = config.check_keys(known)?;
+        if let Some((key, why)) = rules.refused.iter().find(|(key, _)| config.has(key)) {
+            return Err(config.refuse(key, *why));
+        }
+        let ignored = config.check_keys(rules.keys)?;
         let attn_type = score_kind(config)?;
         refuse_norms(config)?;
         let keys = Self {
             attn_type,
             n_head: config.usize("n_head")?,
-            alpha: config.f64("alpha")?,
+            scale: config.f64("scale")?,
             attn_scale: config.f64("attn_scale")?,
             mask: mask(config)?,
             rope_base: config.positive_f64("rope_base")?,
             use_bias_qk: config.bool("use_bias_qk")?,
+            bias: config.bool("bias")?,
             n_layers: config.usize("n_layers")?,
+            n_layer: config.usize("n_layer")?,
             vocab_size: config.usize("vocab_size")?,
             d_model: config.usize("d_model")?,
             // A native context of no positions is no model's.
@@ -250,7 +274,7 @@ pub(crate) struct Architecture {
     /// The attention settings of a sequence layout; `None` for the others.
     pub(crate) attention: Option<AttentionSettings>,
     /// The defaults applied where neither the config nor the options said,
-    /// one line each (`"rope_base absent: no rotary"`).
+    /// one line each (`"mask absent: causal"`).
     pub(crate) assumptions: Vec<String>,
     /// The options given that this layout does not read.
     pub(crate) unused_options: Vec<&'static str>,
@@ -272,7 +296,7 @@ impl Architecture {
             None
         };
         let (declared, ignored_config_keys) = match &config {
-            Some(c) => ModelKeys::read(c, rules.keys)?,
+            Some(c) => ModelKeys::read(c, &rules)?,
             None => (ModelKeys::default(), Vec::new()),
         };
         let mut arch = Self {
@@ -332,35 +356,32 @@ impl Architecture {
         };
     }
 
-    /// The research `Transformer`: one `α` for the attention (`r = 1 − α`)
-    /// and the MLP's lerp residual (default 1, no residual), a mask
-    /// (default causal) and an optional rotary base (default none).
+    /// The research `Transformer`: one `α` (`scale`) for the attention
+    /// (`r = 1 − α`) and the MLP's lerp residual (default 1, no residual),
+    /// a mask (default causal), and rotary at its fixed base
+    /// [`TRANSFORMER_ROTARY_BASE`] (no key or option changes it).
     fn transformer(&mut self, merge: &Merge<'_>) -> Result<(), FileError> {
         let heads = merge.heads(self.declared.n_head, self.layout)?;
         let alpha = merge
             .agree(
-                "alpha",
-                self.declared.alpha,
+                "scale",
+                self.declared.scale,
                 merge.options.residual_scale,
                 LoadOption::ResidualScale,
             )?
             .unwrap_or_else(|| {
-                self.assume("α (alpha / --residual-scale) absent: 1, no residual");
+                self.assume("α (scale / --residual-scale) absent: 1, no residual");
                 1.0
             });
         let mask = merge.mask(self.declared.mask.clone())?.unwrap_or_else(|| {
             self.assume("mask absent: causal");
             Mask::Causal
         });
-        let rotary_base = merge.rope_base(self.declared.rope_base)?;
-        if rotary_base.is_none() {
-            self.assume("rope_base absent: no rotary");
-        }
         self.residual = Residual::lerp(alpha);
         self.attention = Some(AttentionSettings {
             heads,
             mask,
-            rotary_base,
+            rotary_base: Some(TRANSFORMER_ROTARY_BASE),
             scale: alpha,
             skip: 1.0 - alpha,
         });
@@ -546,12 +567,14 @@ mod tests {
             ModelKeys {
                 attn_type: Some(ScoreKind::Quadratic),
                 n_head: Some(2),
-                alpha: None,
+                scale: None,
                 attn_scale: Some(0.35),
                 mask: None,
                 rope_base: Some(500.0),
                 use_bias_qk: Some(true),
+                bias: None,
                 n_layers: Some(3),
+                n_layer: None,
                 vocab_size: Some(50),
                 d_model: Some(8),
                 n_ctx: Some(64),
@@ -576,9 +599,11 @@ mod tests {
         );
         assert!(arch.unused_options.is_empty());
 
+        // The research Transformer's own keys (SPEC §8); its rotary base
+        // is fixed, not a key.
         let (_dir, options) = with_config(
-            "  n_head: 4\n  n_layers: 2\n  d_model: 16\n  alpha: 0.25\n  mask: diag\n  \
-             rope_base: 10000\n  n_ctx: 32\n",
+            "  n_head: 4\n  n_layer: 2\n  d_model: 16\n  scale: 0.25\n  mask: diag\n  \
+             bias: true\n  n_ctx: 32\n",
         );
         let arch = resolve(Layout::Transformer, &options).expect("a valid config");
         assert_eq!(arch.residual, Residual::lerp(0.25));
@@ -593,9 +618,14 @@ mod tests {
             })
         );
         assert_eq!(
-            (arch.declared.n_layers, arch.declared.d_model),
-            (Some(2), Some(16))
+            (
+                arch.declared.n_layer,
+                arch.declared.d_model,
+                arch.declared.bias
+            ),
+            (Some(2), Some(16), Some(true))
         );
+        assert_eq!(arch.native_context(), Some(32));
         assert!(arch.assumptions.is_empty(), "{:?}", arch.assumptions);
     }
 
@@ -606,9 +636,8 @@ mod tests {
         assert_eq!(
             arch.assumptions,
             [
-                "α (alpha / --residual-scale) absent: 1, no residual",
+                "α (scale / --residual-scale) absent: 1, no residual",
                 "mask absent: causal",
-                "rope_base absent: no rotary",
             ]
         );
         assert_eq!(
@@ -616,7 +645,7 @@ mod tests {
             Some(AttentionSettings {
                 heads: 2,
                 mask: Mask::Causal,
-                rotary_base: None,
+                rotary_base: Some(10000.0),
                 scale: 1.0,
                 skip: 0.0,
             })
@@ -685,6 +714,76 @@ mod tests {
             resolve(Layout::AttentionLm, &options),
             Err(FileError::Config { .. })
         ));
+    }
+
+    #[test]
+    fn the_transformer_s_rotary_is_fixed_at_10000() {
+        // Without a config: rotary 10 000, nothing assumed about it, and
+        // the rope_base option is not read (listed as unused).
+        let options = LoadOptions {
+            heads: Some(2),
+            residual_scale: Some(0.5),
+            rope_base: Some(500.0),
+            ..LoadOptions::default()
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let alone = dir.path().join("run").join("checkpoints").join("model.pt");
+        let arch = Architecture::resolve(Layout::Transformer, &alone, &options).expect("no config");
+        let attention = arch.attention.expect("a sequence layout");
+        assert_eq!(attention.rotary_base, Some(TRANSFORMER_ROTARY_BASE));
+        assert_eq!(TRANSFORMER_ROTARY_BASE, 10_000.0);
+        assert!(
+            arch.assumptions.iter().all(|a| !a.contains("rope")),
+            "{:?}",
+            arch.assumptions
+        );
+        assert_eq!(arch.unused_options, ["rope_base"]);
+        // A rope_base key is refused by name, saying why, whatever its
+        // value (null too: the key says the config is another model's)
+        // and whatever else the config holds.
+        for body in [
+            "  n_head: 2\n  rope_base: 500\n",
+            "  n_head: 2\n  rope_base: 10000\n  lr: 0.1\n  alpha: 1\n",
+            "  n_head: 2\n  rope_base: null\n",
+        ] {
+            let (_dir, options) = with_config(body);
+            match resolve(Layout::Transformer, &options) {
+                Err(FileError::Config { reason, .. }) => assert!(
+                    reason
+                        .starts_with("model.rope_base: the research Transformer has no rope_base")
+                        && reason.contains("base 10000"),
+                    "{reason}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The LM's spellings are not the Transformer's keys.
+        for key in ["alpha: 0.5", "n_layers: 2", "attn_scale: 0.5"] {
+            let (_dir, options) = with_config(&format!("  n_head: 2\n  {key}\n"));
+            match resolve(Layout::Transformer, &options) {
+                Err(FileError::Config { reason, .. }) => {
+                    assert!(reason.contains("unknown model key"), "{reason}")
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        // Mistyped keys name themselves.
+        for (body, key) in [
+            ("bias: 1", "bias"),
+            ("scale: x", "scale"),
+            ("n_layer: -1", "n_layer"),
+        ] {
+            let (_dir, options) = with_config(&format!("  n_head: 2\n  {body}\n"));
+            match resolve(Layout::Transformer, &options) {
+                Err(FileError::Config { reason, .. }) => {
+                    assert!(
+                        reason.starts_with(&format!("model.{key} must be")),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]

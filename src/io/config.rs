@@ -446,6 +446,11 @@ impl RunConfig {
         self.typed(key, "true or false", Value::as_bool)
     }
 
+    /// Whether `key` is present (null included).
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.model.contains_key(key)
+    }
+
     /// A string key.
     pub(crate) fn str(&self, key: &str) -> Result<Option<&str>, FileError> {
         self.typed(key, "a string", Value::as_str)

@@ -347,9 +347,12 @@ fn transformer(
 ) -> Result<Vec<BlockSpec>, FileError> {
     let depth = names.layers("body.", "attn.q1.weight")?;
     let declared = &arch.declared;
-    arch.check_count("n_layers", declared.n_layers, depth, "layers body.{i}")?;
+    arch.check_count("n_layer", declared.n_layer, depth, "layers body.{i}")?;
     if let Some(&[d, _]) = names.shape("embed.weight") {
         arch.check_count("d_model", declared.d_model, d, "rows of embed.weight")?;
+    }
+    if let Some(bias) = declared.bias {
+        transformer_biases(names, depth, bias, arch)?;
     }
     let mut blocks = vec![linear(names, "embed")];
     for i in 0..depth {
@@ -365,6 +368,33 @@ fn transformer(
     }
     blocks.push(linear(names, "head"));
     Ok(blocks)
+}
+
+/// The research `Transformer`'s q/k biases as its config's `bias` says,
+/// as `use_bias_qk` does for the LM: `true`, every layer has
+/// `attn.{q1,k1,q2,k2}.bias`; `false`, none has any of them. (The other
+/// biases, such as `mlp.d.bias`, are read wherever present.) A
+/// disagreement names the first tensor missing or present.
+fn transformer_biases(
+    names: &Names<'_>,
+    depth: usize,
+    bias: bool,
+    arch: &Architecture,
+) -> Result<(), FileError> {
+    let mut qk = (0..depth)
+        .flat_map(|i| ["q1", "k1", "q2", "k2"].map(|r| format!("body.{i}.attn.{r}.bias")));
+    let (disagreeing, found) = if bias {
+        (qk.find(|n| !names.has(n)), "has no")
+    } else {
+        (qk.find(|n| names.has(n)), "has")
+    };
+    match disagreeing {
+        Some(name) => Err(arch.refuse(
+            "bias",
+            format!("is {bias}, but the checkpoint {found} {name}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// One attention block with `attention`'s settings.

@@ -24,8 +24,10 @@ pub enum Layout {
     /// layer `i` `body.{i}.attn.{q1,k1,q2,k2,v,o}.weight` (+ `.bias`) and
     /// `body.{i}.mlp.{l,r,d}.weight` (+ `.bias`), then `head.weight`; one `α`
     /// for both, attention with `r = 1 − α`, the MLP with lerp residual
-    /// `α`. Heads, mask, `α` and rotary come from the run's config or
-    /// [`LoadOptions`](crate::io::LoadOptions).
+    /// `α`. Heads, mask and `α` come from the run's config (`n_head`,
+    /// `mask`, `scale`) or [`LoadOptions`](crate::io::LoadOptions); its
+    /// attention always applies rotary with base 10 000, as the research
+    /// code hard-codes (no key or option changes it).
     Transformer,
     /// The research group's attention-only language model as its training
     /// runs save it (a sequence model): `embed.weight` `[vocab, d]` (a

@@ -89,7 +89,7 @@ pub struct LoadOptions {
     /// the research code's lerp `s` (`α = s`, `r = 1 − s`); with
     /// [`skip`](Self::skip), the output scale `α`. `None` with no `skip`:
     /// `α = 1`, no residual, recorded as an assumption. For
-    /// [`Layout::Transformer`](crate::io::Layout::Transformer), its one `α`.
+    /// [`Layout::Transformer`](crate::io::Layout::Transformer), its one `α` (the config's `scale`).
     /// A file with metadata names its own residuals and ignores this.
     pub residual_scale: Option<f64>,
     /// The skip weight `r` of every bilinear block in a file without
@@ -110,11 +110,12 @@ pub struct LoadOptions {
     /// The attention scale `α` of [`Layout::AttentionLm`](crate::io::Layout::AttentionLm), where no config
     /// gives `attn_scale` (it has no default).
     pub attn_scale: Option<f64>,
-    /// The rotary base of the sequence layouts' attention, where no config
-    /// gives `rope_base` (a positive number; the defaults are the
-    /// layouts': 10 000 for [`Layout::AttentionLm`](crate::io::Layout::AttentionLm),
-    /// no rotary for [`Layout::Transformer`](crate::io::Layout::Transformer)).
-    /// A config that gives `rope_base` must agree with it. There is no
+    /// The rotary base of [`Layout::AttentionLm`](crate::io::Layout::AttentionLm)'s
+    /// attention, where no config gives `rope_base` (a positive number;
+    /// default 10 000). A config that gives `rope_base` must agree with it.
+    /// [`Layout::Transformer`](crate::io::Layout::Transformer) does not read
+    /// it (listed as unused): the research `Transformer`'s attention always
+    /// applies rotary with base 10 000, as its code hard-codes. There is no
     /// option for "no rotary": a file whose attention has none and whose
     /// layout would apply one is described with metadata
     /// (`"rotary_base": null`).

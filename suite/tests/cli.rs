@@ -1362,6 +1362,50 @@ fn rope_base_stands_in_for_the_config_and_must_agree_with_it() {
     );
 }
 
+/// Issue 21: the research `Transformer` (written by PyTorch,
+/// `make_transformer.py`) is read with its fixed rotary: `inspect` says so
+/// and assumes nothing about it, and `--rope-base` applies to it not at all.
+#[test]
+fn inspect_states_the_transformer_s_fixed_rotary() {
+    let path = torch_fixture("transformer.pt");
+    let out = run(&[
+        "inspect",
+        s(&path),
+        "--heads",
+        "2",
+        "--residual-scale",
+        "0.7",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("no rotary"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("rotary:")
+            && l.contains("base 10000")
+            && l.contains("the research Transformer's fixed base")),
+        "{text}"
+    );
+    let out = run(&["inspect", s(&path), "--heads", "2", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["blocks"][1]["attention"]["rotary_base"], 10000.0);
+    assert_eq!(
+        v["assumptions"],
+        serde_json::json!([
+            "α (scale / --residual-scale) absent: 1, no residual",
+            "mask absent: causal"
+        ])
+    );
+    let out = run(&["inspect", s(&path), "--heads", "2", "--rope-base", "500"]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = last_line(&out);
+    assert!(
+        line.contains("--rope-base applies to none of the files")
+            && line.contains("rotary base is fixed at 10000"),
+        "{line}"
+    );
+}
+
 /// Issue 27: errors name options as flags on the command line (the library
 /// spells them as `LoadOptions` fields, Python as keywords).
 #[test]

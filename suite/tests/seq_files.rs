@@ -333,26 +333,28 @@ fn write_json(path: &Path, text: &str) -> PathBuf {
     path.to_owned()
 }
 
+/// The research `Transformer`'s rotary base: its `Attention` hard-codes it
+/// (SPEC §8), whatever the config says.
+const TRANSFORMER_ROTARY: Option<f64> = Some(10_000.0);
+
 #[test]
 fn the_research_transformer_reads_as_its_forward_pass() {
     let dir = tempfile::tempdir().unwrap();
     let x = gaussian_matrix(&mut rng(2), 3, 3, 1.0);
     let ckpt = dir.path().join("model.safetensors");
-    for (alpha, rotary, mask, config) in [
+    for (alpha, mask, config) in [
         (
             0.7,
-            Some(100.0),
             None,
-            r#"{"model": {"n_head": 2, "alpha": 0.7, "rope_base": 100.0, "mask": "causal", "n_layers": 2, "d_model": 4, "n_ctx": 8}}"#,
+            r#"{"model": {"n_head": 2, "scale": 0.7, "mask": "causal", "n_layer": 2, "d_model": 4, "n_ctx": 8, "bias": true}}"#,
         ),
         (
             1.0,
-            None,
             Some(MaskKind::Full),
             r#"{"model": {"n_head": 2, "mask": "none"}}"#,
         ),
     ] {
-        let net = transformer_net(11, alpha, rotary, mask);
+        let net = transformer_net(11, alpha, TRANSFORMER_ROTARY, mask);
         write_file(&ckpt, &transformer_tensors(&net), St::F64, None);
         write_json(&dir.path().join("config.json"), config);
         let f = io::open(&ckpt, &LoadOptions::default()).unwrap();
@@ -366,7 +368,12 @@ fn the_research_transformer_reads_as_its_forward_pass() {
                 "{:?}",
                 f.assumptions
             );
-            assert!(f.assumptions.iter().any(|a| a.contains("rope_base")));
+            // The rotary base is fixed, not a default applied.
+            assert!(
+                f.assumptions.iter().all(|a| !a.contains("rope")),
+                "{:?}",
+                f.assumptions
+            );
         } else {
             assert!(f.assumptions.is_empty(), "{:?}", f.assumptions);
             assert_eq!(f.native_context, Some(8));
@@ -374,7 +381,7 @@ fn the_research_transformer_reads_as_its_forward_pass() {
     }
     // Without a config, the command line's options stand in.
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
-    let net = transformer_net(11, 0.5, None, None);
+    let net = transformer_net(11, 0.5, TRANSFORMER_ROTARY, None);
     write_file(&ckpt, &transformer_tensors(&net), St::F64, None);
     let e = file_error(io::load(&ckpt).unwrap_err());
     assert!(matches!(e, FileError::NeedsConfig { what, .. } if what.contains("n_head")));
@@ -409,12 +416,161 @@ fn the_research_transformer_reads_as_its_forward_pass() {
     // A config that disagrees with the tensors, too.
     write_json(
         &dir.path().join("config.json"),
-        r#"{"model": {"n_head": 2, "n_layers": 3}}"#,
+        r#"{"model": {"n_head": 2, "n_layer": 3}}"#,
     );
     match file_error(io::load(&ckpt).unwrap_err()) {
-        FileError::Config { reason, .. } => assert!(reason.contains("n_layers"), "{reason}"),
+        FileError::Config { reason, .. } => assert!(reason.contains("n_layer"), "{reason}"),
         other => panic!("{other}"),
     }
+}
+
+/// The PyTorch fixture `transformer.pt` (`make_transformer.py`) copied into
+/// a fresh run folder `root/checkpoints/model.pt`, and its JSON.
+fn torch_transformer(root: &Path) -> (PathBuf, serde_json::Value) {
+    let fixtures = common::files::fixtures().join("torch");
+    std::fs::create_dir_all(root.join("checkpoints")).unwrap();
+    let ckpt = root.join("checkpoints/model.pt");
+    std::fs::copy(fixtures.join("transformer.pt"), &ckpt).unwrap();
+    let json = std::fs::read_to_string(fixtures.join("transformer.json")).unwrap();
+    (ckpt, serde_json::from_str(&json).unwrap())
+}
+
+/// A `[n, k]` matrix from JSON rows.
+fn json_matrix(rows: &serde_json::Value) -> DMatrix<f64> {
+    let rows = rows.as_array().unwrap();
+    let k = rows[0].as_array().unwrap().len();
+    DMatrix::from_fn(rows.len(), k, |i, j| rows[i][j].as_f64().unwrap())
+}
+
+/// The largest relative gap over the fixture's sequences between
+/// PyTorch's logits under `key` and the model's.
+fn torch_gap(json: &serde_json::Value, key: &str, model: &tensor_similarity::Model<f64>) -> f64 {
+    let inputs = json["inputs"].as_array().unwrap();
+    let want = json[key].as_array().unwrap();
+    assert_eq!(inputs.len(), want.len());
+    inputs
+        .iter()
+        .zip(want)
+        .map(|(x, y)| {
+            rel_diff(
+                &json_matrix(y),
+                &model.forward_sequence(&json_matrix(x)).unwrap(),
+            )
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Issue 21: the research `Transformer` written by PyTorch (F64, two layers,
+/// two heads, `α` 0.7) is read with the rotary base its `Attention`
+/// hard-codes, 10 000: without a config its logits are PyTorch's (causal),
+/// the `rope_base` option is not read, and with the run's config its keys
+/// are honoured (`mask: none` gives the no-mask logits) and checked
+/// against the tensors. The tolerance: PyTorch's two forward passes (its
+/// module and a position-by-position loop) agree to 2e-13 relative on
+/// these degree-100 polynomials; 1e-10 leaves room for another order of
+/// summation, and a reading without rotary is off by more than 1e-2.
+#[test]
+fn the_research_transformer_from_pytorch_reads_with_its_fixed_rotary() {
+    const TOL: f64 = 1e-10;
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, json) = torch_transformer(dir.path());
+    assert_eq!(json["rotary_base"], 10_000.0);
+    // Without a config: heads and α as options, the mask causal.
+    let options = LoadOptions {
+        heads: Some(2),
+        residual_scale: Some(0.7),
+        ..LoadOptions::default()
+    };
+    let f = io::open(&ckpt, &options).unwrap();
+    assert_eq!(f.layout, Layout::Transformer);
+    assert_eq!(f.config, None);
+    assert_eq!(f.assumptions, ["mask absent: causal"]);
+    let causal = torch_gap(&json, "logits_causal", &f.model);
+    eprintln!("no config, causal: largest relative gap to PyTorch {causal:.2e}");
+    assert!(causal < TOL, "{causal}");
+    // The masks' logits differ: the test below tells them apart.
+    assert!(torch_gap(&json, "logits_none", &f.model) > 1e-2);
+    // The rope_base option does not apply: listed as unused, nothing changes.
+    let with_rope = LoadOptions {
+        rope_base: Some(500.0),
+        ..options.clone()
+    };
+    let g = io::open(&ckpt, &with_rope).unwrap();
+    assert_eq!(g.unused_options, ["rope_base"]);
+    let x = json_matrix(&json["inputs"][1]);
+    assert_eq!(
+        g.model.forward_sequence(&x).unwrap(),
+        f.model.forward_sequence(&x).unwrap()
+    );
+
+    // With the run's config beside the run's checkpoints: its keys.
+    let config = dir.path().join("config.json");
+    let model_keys = json["config"]["model"].clone();
+    let with = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut keys = model_keys.as_object().unwrap().clone();
+        edit(&mut keys);
+        std::fs::write(&config, serde_json::json!({ "model": keys }).to_string()).unwrap();
+        io::open(&ckpt, &LoadOptions::default())
+    };
+    let f = with(&|_| {}).unwrap();
+    assert_eq!(f.config.as_deref(), Some(&*config));
+    assert!(f.assumptions.is_empty(), "{:?}", f.assumptions);
+    assert_eq!(f.native_context, Some(16));
+    let causal = torch_gap(&json, "logits_causal", &f.model);
+    eprintln!("config, mask causal: largest relative gap to PyTorch {causal:.2e}");
+    assert!(causal < TOL, "{causal}");
+    let f = with(&|k| {
+        k.insert("mask".into(), "none".into());
+    })
+    .unwrap();
+    let none = torch_gap(&json, "logits_none", &f.model);
+    eprintln!("config, mask none: largest relative gap to PyTorch {none:.2e}");
+    assert!(none < TOL, "{none}");
+    assert!(torch_gap(&json, "logits_causal", &f.model) > 1e-2);
+
+    // What the config says must be what the tensors say, by name.
+    let refused = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| -> String {
+        match file_error(with(edit).expect_err("refused")) {
+            FileError::Config { reason, .. } => reason,
+            other => panic!("{other}"),
+        }
+    };
+    let reason = refused(&|k| {
+        k.insert("bias".into(), false.into());
+    });
+    assert!(
+        reason.starts_with("model.bias: is false, but the checkpoint has body.0.attn.q1.bias"),
+        "{reason}"
+    );
+    let reason = refused(&|k| {
+        k.insert("n_layer".into(), 3.into());
+    });
+    assert!(
+        reason.contains("model.n_layer: is 3, but the checkpoint has 2"),
+        "{reason}"
+    );
+    let reason = refused(&|k| {
+        k.insert("d_model".into(), 4.into());
+    });
+    assert!(
+        reason.contains("model.d_model: is 4, but the checkpoint has 8"),
+        "{reason}"
+    );
+    // A rope_base key says something false about this model: refused, saying why.
+    let reason = refused(&|k| {
+        k.insert("rope_base".into(), 10_000.0.into());
+    });
+    assert!(
+        reason.starts_with("model.rope_base: the research Transformer has no rope_base key")
+            && reason.contains("always applies rotary with base 10000"),
+        "{reason}"
+    );
+    // The LM's spelling of α is not the Transformer's key.
+    let reason = refused(&|k| {
+        k.remove("scale");
+        k.insert("alpha".into(), 0.7.into());
+    });
+    assert!(reason.contains("unknown model key \"alpha\""), "{reason}");
 }
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use serde_json::json;
-use tensor_similarity::io::ModelFile;
+use tensor_similarity::io::{Layout, ModelFile};
 use tensor_similarity::{Description, Setting};
 
 /// One block's summary.
@@ -167,6 +167,17 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
         );
     }
     let _ = writeln!(out, "context:    {}", context_line(file));
+    if file.layout == Layout::Transformer
+        && let Some(base) = rows
+            .iter()
+            .find_map(|r| r.attention.as_ref().and_then(|a| a.rotary_base))
+    {
+        let _ = writeln!(
+            out,
+            "rotary:     base {base}, the research Transformer's fixed base (its Attention \
+             hard-codes it; no config key or option changes it)"
+        );
+    }
     for a in &file.assumptions {
         let _ = writeln!(out, "assumed:    {a}");
     }

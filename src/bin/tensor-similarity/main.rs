@@ -70,9 +70,9 @@ struct Loading {
     /// gives attn_scale (it has no default).
     #[arg(long, value_name = "A")]
     attn_scale: Option<f64>,
-    /// Rotary base of the sequence layouts' attention, where no config
-    /// gives rope_base (default: 10000 for the attention-only LM, no rotary
-    /// for the research Transformer).
+    /// Rotary base of the attention-only LM layout's attention, where no
+    /// config gives rope_base (default 10000). Not read for the research
+    /// Transformer, whose rotary base is fixed at 10000.
     #[arg(long, value_name = "B")]
     rope_base: Option<f64>,
 }
@@ -540,9 +540,15 @@ fn check_options_used<'a, T: Real>(
     };
     for option in &first.unused_options {
         if files.clone().all(|f| f.unused_options.contains(option)) {
+            // The one option a sequence layout does not read, and why.
+            let fixed = if *option == "rope_base" {
+                "; the research Transformer's rotary base is fixed at 10000"
+            } else {
+                ""
+            };
             return Err(format!(
                 "{} applies to none of the files: {} (files with tensor_similarity metadata name \
-                 every setting; vector layouts have no attention)",
+                 every setting; vector layouts have no attention{fixed})",
                 tensor_similarity::LoadOption::from_field(option).map_or_else(
                     || format!("--{}", option.replace('_', "-")),
                     |o| o.flag().to_owned()
