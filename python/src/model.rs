@@ -12,7 +12,7 @@ use serde_json::{Map, Number, Value};
 use tensor_similarity::io::{
     self, ConfigSource, Dtype, IgnoredConfigKey, Layout, LoadOptions, ModelFile, TensorData,
 };
-use tensor_similarity::{Mask, Model};
+use tensor_similarity::{Mask, Model, Spelling};
 
 use crate::errors::Family;
 use crate::{Array, invalid, to_bytes, to_py};
@@ -54,6 +54,35 @@ impl From<ModelFile> for NativeModel {
             ignored_config_keys: f.ignored_config_keys,
         }
     }
+}
+
+/// An `OptionError` for an option that none of `files` reads (their
+/// layouts have no use for it), as the command line refuses it: docs
+/// promise that an option is never silently ignored.
+fn check_options_used(files: &[ModelFile]) -> PyResult<()> {
+    let Some(first) = files.first() else {
+        return Ok(());
+    };
+    let unread = (first.unused_options.iter())
+        .find(|option| files.iter().all(|f| f.unused_options.contains(option)));
+    let Some(option) = unread else {
+        return Ok(());
+    };
+    let keyword = tensor_similarity::LoadOption::from_field(option).map_or_else(
+        || format!("{option}="),
+        |o| o.spelled(Spelling::Python).to_string(),
+    );
+    let fixed = if *option == "rope_base" {
+        "; the research Transformer's rotary base is fixed at 10000"
+    } else {
+        ""
+    };
+    let layouts: Vec<&str> = files.iter().map(|f| f.layout.name()).collect();
+    Err(invalid(format!(
+        "{keyword} applies to none of the models: {} (files with tensor_similarity metadata \
+         name every setting; vector layouts have no attention{fixed})",
+        layouts.join(", ")
+    )))
 }
 
 /// The Python name of a layout (what `save` takes).
@@ -375,6 +404,7 @@ pub fn load(
         rope_base,
     )?;
     let file = py.detach(|| io::open(&path, &options)).map_err(to_py)?;
+    check_options_used(std::slice::from_ref(&file))?;
     Ok(file.into())
 }
 
@@ -412,6 +442,7 @@ pub fn load_many(
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(to_py)?;
+    check_options_used(&files)?;
     Ok(files.into_iter().map(NativeModel::from).collect())
 }
 
@@ -464,6 +495,7 @@ pub fn from_state_dict(
     let file = py
         .detach(|| io::from_state_dict(tensors, metadata.as_deref(), &options))
         .map_err(to_py)?;
+    check_options_used(std::slice::from_ref(&file))?;
     Ok(file.into())
 }
 

@@ -234,8 +234,9 @@ def test_errors_name_python_keywords_not_flags(tmp_path):
 
 def test_the_research_transformer_is_read_with_rotary_10000(tmp_path):
     """PyTorch's research Transformer (make_transformer.py): without a config
-    its logits are PyTorch's with rotary base 10000, rope_base= is listed as
-    unused, and a config's mask: none gives the no-mask logits."""
+    its logits are PyTorch's with rotary base 10000, rope_base= is refused as
+    an option it does not read, and a config's mask: none gives the no-mask
+    logits."""
     expected = json.loads((FILES / "transformer.json").read_text())
     folder = tmp_path / "run" / "checkpoints"
     folder.mkdir(parents=True)
@@ -246,12 +247,36 @@ def test_the_research_transformer_is_read_with_rotary_10000(tmp_path):
         for x, want in zip(expected["inputs"], expected[key]):
             np.testing.assert_allclose(model.forward(np.array(x)), want, rtol=1e-10, atol=1e-10)
 
-    m = ts.load(ckpt, heads=2, residual_scale=0.7, rope_base=500)
+    m = ts.load(ckpt, heads=2, residual_scale=0.7)
     assert m.layout == "transformer"
     assert m.assumptions == ["mask absent: causal"]
-    assert m._native.unused_options == ["rope_base"]
     check(m, "logits_causal")
+    # rope_base= does not apply: refused, as the command line refuses it.
+    with pytest.raises(ts.OptionError, match=r"rope_base= applies to none of the models.*fixed at 10000"):
+        ts.load(ckpt, heads=2, residual_scale=0.7, rope_base=500)
     config = {"model": dict(expected["config"]["model"], mask="none")}
     check(ts.load(ckpt, config=config), "logits_none")
     with pytest.raises(ts.FileError, match=r"model\.rope_base: the research Transformer has no rope_base key"):
         ts.load(ckpt, config={"model": dict(config["model"], rope_base=10000.0)})
+
+
+def test_an_option_no_model_reads_is_refused_as_on_the_command_line():
+    """heads= on a vector model was accepted without a word; the command
+    line refuses it ("--heads applies to none of the files")."""
+    path = FILES / "ebh_f64.safetensors"
+    with pytest.raises(ts.OptionError, match=r"^heads= applies to none of the models: embed/body/head"):
+        ts.load(path, heads=4)
+    with pytest.raises(ts.OptionError, match=r"heads= applies to none"):
+        ts.matrix([path, path], heads=4)
+    rng = np.random.default_rng(0)
+    state_dict = {
+        name: rng.normal(size=shape)
+        for name, shape in [("embed.weight", (4, 3)), ("body.0.l.weight", (5, 4)),
+                            ("body.0.r.weight", (5, 4)), ("body.0.d.weight", (4, 5)),
+                            ("head.weight", (2, 4))]
+    }
+    with pytest.raises(ts.OptionError, match=r"attn_scale= applies to none"):
+        ts.Model.from_state_dict(state_dict, attn_scale=0.35)
+    # Options a layout does read are still accepted.
+    assert ts.Model.from_state_dict(state_dict, skip=1).layout == "embed_body_head"
+    assert ts.load(path, skip=1).layout == "embed_body_head"

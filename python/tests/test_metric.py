@@ -52,7 +52,10 @@ def test_a_metric_takes_paths_with_load_options(tmp_path):
     model.save(path)
     metric = ts.TensorMetric()
     assert metric.similarity(path, model) == pytest.approx(1.0, abs=1e-12)
-    assert metric.matrix([path, model], progress=False, heads=2)[0, 1] == pytest.approx(1.0, abs=1e-12)
+    assert metric.matrix([path, model], progress=False)[0, 1] == pytest.approx(1.0, abs=1e-12)
+    # Load options reach the file: one its layout does not read is refused.
+    with pytest.raises(ts.OptionError, match="heads= applies to none of the models"):
+        metric.matrix([path, model], progress=False, heads=2)
     with pytest.raises(TypeError, match="context"):
         metric.similarity(path, model, context=3)  # a metric option: the constructor's
     with pytest.raises(TypeError, match="residual_scal"):
