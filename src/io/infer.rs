@@ -135,19 +135,19 @@ fn explains(layout: Layout, name: &str) -> bool {
 /// where they have none).
 fn skeleton(layout: Layout, names: &Names<'_>) -> Vec<String> {
     let layers = |prefix: &str| -> Vec<usize> {
-        let mut found: Vec<usize> = (names.0.keys())
-            .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse().ok())
-            .collect();
-        found.sort_unstable();
-        found.dedup();
-        if found.is_empty() { vec![0] } else { found }
+        let found = names.indices(prefix);
+        if found.is_empty() {
+            vec![0]
+        } else {
+            found.into_iter().collect()
+        }
     };
     let per_layer = |prefix: &str, roles: &[&str]| -> Vec<String> {
         (layers(prefix).into_iter())
             .flat_map(|i| roles.iter().map(move |r| format!("{prefix}{i}.{r}.weight")))
             .collect()
     };
-    let mut names_needed: Vec<String> = match layout {
+    match layout {
         Layout::AttentionLm => {
             let quadratic = names.0.keys().any(|n| n.ends_with(".q.weight"));
             let roles: &[&str] = if quadratic {
@@ -179,9 +179,7 @@ fn skeleton(layout: Layout, names: &Names<'_>) -> Vec<String> {
             needed.push("head.weight".into());
             needed
         }
-    };
-    names_needed.dedup();
-    names_needed
+    }
 }
 
 /// The error for names no research layout fits: the closest one (`fit`,
@@ -288,17 +286,20 @@ impl Names<'_> {
         self.0.get(name).map(|t| &t.shape[..])
     }
 
+    /// The layer numbers `i` of the names `prefix{i}.…`, sorted.
+    fn indices(&self, prefix: &str) -> std::collections::BTreeSet<usize> {
+        (self.0.keys())
+            .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse().ok())
+            .collect()
+    }
+
     /// The number of layers `prefix{i}.…` (numbered from 0; a gap is an
     /// error naming the missing layer's `first` tensor).
     fn layers(&self, prefix: &str, first: &str) -> Result<usize, FileError> {
         // The indices present, sorted: the first gap is the first index
         // that is not its own position. (A name like `layers.999999999.x`
         // costs no more than any other: nothing loops up to what a file claims.)
-        let present: std::collections::BTreeSet<usize> = self
-            .0
-            .keys()
-            .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse().ok())
-            .collect();
+        let present = self.indices(prefix);
         let depth = present.last().map_or(0, |&i| i.saturating_add(1));
         match present.iter().enumerate().find(|&(k, &i)| k != i) {
             Some((missing, _)) => Err(FileError::MissingTensor {
