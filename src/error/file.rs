@@ -95,6 +95,20 @@ pub enum FileError {
         /// What is wrong with its value.
         reason: String,
     },
+    /// A normalisation that divides by a statistic of its input (`rmsnorm`,
+    /// `layernorm`, `maxrmsnorm`, `causal_maxrmsnorm`, `tok0`, a
+    /// `tok0_batch` without its running statistic, a `batchnorm` that does
+    /// not track its statistics): not a fixed function, so the model is not
+    /// polynomial. [`LoadOption::IgnoreNorms`] reads the model without its
+    /// norms, which is another function.
+    #[error("{}", self.spelled(Spelling::Rust))]
+    InputDependentNorm {
+        /// Where the norm is said: the config's key and value, or the
+        /// tensors that hold it.
+        found: String,
+        /// What it divides by.
+        why: String,
+    },
     /// The file has no `tensor_similarity` metadata and its tensor names fit
     /// no research layout.
     #[error("unknown layout: {reason}")]
@@ -131,8 +145,12 @@ pub enum FileError {
         /// The shape it has.
         found: Vec<usize>,
     },
-    /// A tensor's dtype is not one of F64, F32, F16, BF16.
-    #[error("tensor {tensor:?} has dtype {dtype}; only F64, F32, F16 and BF16 are read")]
+    /// A weight's dtype is not one of F64, F32, F16, BF16 (an `I64` is read
+    /// only as a norm's counter).
+    #[error(
+        "tensor {tensor:?} has dtype {dtype}; a weight is F64, F32, F16 or BF16 (an integer \
+         tensor is read only as a norm's num_batches_tracked)"
+    )]
     Dtype {
         /// The tensor's name.
         tensor: String,
@@ -294,6 +312,13 @@ impl fmt::Display for SpelledFile<'_> {
             FileError::InvalidOption { option, reason } => {
                 write!(f, "{}: {reason}", option.spelled(spelling))
             }
+            FileError::InputDependentNorm { found, why } => write!(
+                f,
+                "{found}: {why}, so it is not a fixed function and the model is not \
+                 polynomial; {} reads the model without its norms (the similarity of another \
+                 function)",
+                LoadOption::IgnoreNorms.spelled(spelling)
+            ),
             FileError::Block { block, source } => {
                 write!(f, "block {block}: {}", source.spelled(spelling))
             }

@@ -29,11 +29,13 @@ pub enum LoadOption {
     AttnScale,
     /// [`LoadOptions::rope_base`](crate::io::LoadOptions::rope_base): `--rope-base`, `rope_base=`.
     RopeBase,
+    /// [`LoadOptions::ignore_norms`](crate::io::LoadOptions::ignore_norms): `--ignore-norms`, `ignore_norms=`.
+    IgnoreNorms,
 }
 
 impl LoadOption {
     /// Every option, in the order of [`LoadOptions`](crate::io::LoadOptions)' fields.
-    pub const ALL: [LoadOption; 7] = [
+    pub const ALL: [LoadOption; 8] = [
         LoadOption::ResidualScale,
         LoadOption::Skip,
         LoadOption::Config,
@@ -41,6 +43,7 @@ impl LoadOption {
         LoadOption::Mask,
         LoadOption::AttnScale,
         LoadOption::RopeBase,
+        LoadOption::IgnoreNorms,
     ];
 
     /// The field of [`LoadOptions`](crate::io::LoadOptions), which is also
@@ -54,6 +57,7 @@ impl LoadOption {
             LoadOption::Mask => "mask",
             LoadOption::AttnScale => "attn_scale",
             LoadOption::RopeBase => "rope_base",
+            LoadOption::IgnoreNorms => "ignore_norms",
         }
     }
 
@@ -78,6 +82,7 @@ impl LoadOption {
             LoadOption::Mask => "--mask",
             LoadOption::AttnScale => "--attn-scale",
             LoadOption::RopeBase => "--rope-base",
+            LoadOption::IgnoreNorms => "--ignore-norms",
         }
     }
 

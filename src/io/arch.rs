@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use super::config::{self, Origin, RunConfig};
+use super::norm::NormType;
 use super::spec::{Residual, parse_mask};
 use crate::block::{DEFAULT_ROTARY_BASE, Mask};
 use crate::error::{FileError, LoadOption};
@@ -92,6 +93,7 @@ impl LayoutRules {
                     "n_ctx",
                     "norm_type",
                     "norm_places",
+                    "norm_kwargs",
                     "use_rmsnorm_qk",
                 ],
                 options: &[
@@ -100,6 +102,7 @@ impl LayoutRules {
                     LoadOption::Mask,
                     LoadOption::AttnScale,
                     LoadOption::RopeBase,
+                    LoadOption::IgnoreNorms,
                 ],
                 refused: &[],
             },
@@ -158,6 +161,36 @@ pub(crate) struct ModelKeys {
     pub(crate) d_model: Option<usize>,
     /// `n_ctx`: the native context length (positive).
     pub(crate) n_ctx: Option<usize>,
+    /// `norm_type`, `norm_places` and `norm_kwargs`, checked together.
+    pub(crate) norms: Option<NormPlan>,
+}
+
+/// The normalisations a run config declares: one type at the places
+/// `norm_places` names, with the `norm_kwargs` that change it at eval.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NormPlan {
+    /// `norm_type` (the research default `rmsnorm` where absent; read
+    /// only where a place is named, and `none` names none).
+    pub(crate) kind: NormType,
+    /// `post_embed` in `norm_places`.
+    pub(crate) post_embed: bool,
+    /// `pre_layer` in `norm_places`.
+    pub(crate) pre_layer: bool,
+    /// `pre_unembed` in `norm_places`, or implied by `pre_layer`.
+    pub(crate) pre_unembed: bool,
+    /// `norm_kwargs.eps`.
+    pub(crate) eps: Option<f64>,
+    /// `norm_kwargs.affine` (batchnorm; default true).
+    pub(crate) affine: bool,
+    /// `norm_places` as written, for errors.
+    pub(crate) places: Vec<String>,
+}
+
+impl NormPlan {
+    /// Whether the config places any norm.
+    pub(crate) fn any(&self) -> bool {
+        self.post_embed || self.pre_layer || self.pre_unembed
+    }
 }
 
 impl ModelKeys {
@@ -165,18 +198,26 @@ impl ModelKeys {
     /// layout refuses by name is refused first, with why; then an unknown
     /// one (outside its keys, and not one that cannot change the function
     /// at eval); then each is typed, in a fixed order; with them, the keys
-    /// ignored. `norm_type`, `norm_places` and `use_rmsnorm_qk` are only
-    /// checked: normalisation inside the network is refused.
+    /// ignored. A norm that depends on its input is refused here unless
+    /// `ignore_norms`; RMS-normalised q/k always are.
     pub(crate) fn read(
         config: &RunConfig,
         rules: &LayoutRules,
+        ignore_norms: bool,
     ) -> Result<(Self, Vec<IgnoredConfigKey>), FileError> {
         if let Some((key, why)) = rules.refused.iter().find(|(key, _)| config.has(key)) {
             return Err(config.refuse(key, *why));
         }
         let ignored = config.check_keys(rules.keys)?;
         let attn_type = score_kind(config)?;
-        refuse_norms(config)?;
+        if config.bool("use_rmsnorm_qk")? == Some(true) {
+            return Err(config.refuse("use_rmsnorm_qk", "RMS-normalised q/k are not polynomial"));
+        }
+        let norms = if rules.keys.contains(&"norm_type") {
+            Some(norm_plan(config, ignore_norms)?)
+        } else {
+            None
+        };
         let keys = Self {
             attn_type,
             n_head: config.usize("n_head")?,
@@ -192,6 +233,7 @@ impl ModelKeys {
             d_model: config.usize("d_model")?,
             // A native context of no positions is no model's.
             n_ctx: config.positive("n_ctx")?,
+            norms,
         };
         Ok((keys, ignored))
     }
@@ -210,23 +252,124 @@ fn score_kind(config: &RunConfig) -> Result<Option<ScoreKind>, FileError> {
     }
 }
 
-/// Refuses normalisation inside the network (`norm_places` with a
-/// `norm_type` other than none) and RMS-normalised q/k.
-fn refuse_norms(config: &RunConfig) -> Result<(), FileError> {
-    let norm_type = config.str("norm_type")?;
-    if config.list_len("norm_places")?.unwrap_or(0) > 0 && norm_type.is_some_and(|t| t != "none") {
+/// The norms a config declares ([SPEC §8](crate::spec#8-sequence-model-files)):
+/// `norm_type` (default `rmsnorm`, as in the research code), `norm_places`
+/// (default none) and the `norm_kwargs` the type takes. A norm that
+/// depends on its input, at any place, is refused by name unless
+/// `ignore_norms`.
+fn norm_plan(config: &RunConfig, ignore_norms: bool) -> Result<NormPlan, FileError> {
+    let kind = match config.str("norm_type")? {
+        None => Some(NormType::RmsNorm),
+        Some("none") => None,
+        Some(name) => Some(NormType::parse(name).ok_or_else(|| {
+            config.refuse(
+                "norm_type",
+                format!(
+                    "{name:?} is not a norm type of the research code (none, {})",
+                    NormType::ALL.map(NormType::name).join(", ")
+                ),
+            )
+        })?),
+    };
+    let places: Vec<String> = (config.strings("norm_places")?.unwrap_or_default())
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for place in &places {
+        if !["post_embed", "pre_layer", "pre_unembed"].contains(&place.as_str()) {
+            return Err(config.refuse(
+                "norm_places",
+                format!("{place:?} is not post_embed, pre_layer or pre_unembed"),
+            ));
+        }
+    }
+    let at = |p: &str| kind.is_some() && places.iter().any(|q| q == p);
+    let mut plan = NormPlan {
+        kind: kind.unwrap_or(NormType::RmsNorm),
+        post_embed: at("post_embed"),
+        pre_layer: at("pre_layer"),
+        pre_unembed: at("pre_unembed") || at("pre_layer"),
+        eps: None,
+        affine: true,
+        places,
+    };
+    let kwargs = config.mapping("norm_kwargs")?;
+    let Some(kind) = kind.filter(|_| plan.any()) else {
+        return Ok(plan);
+    };
+    let kwarg = |key: &str| kwargs.and_then(|m| m.get(key)).filter(|v| !v.is_null());
+    if let Some(m) = kwargs
+        && let Some(key) = m.keys().find(|k| !kind.kwargs().contains(&k.as_str()))
+    {
         return Err(config.refuse(
-            "norm_places",
+            "norm_kwargs",
             format!(
-                "normalisation ({}) inside the network is not polynomial",
-                norm_type.unwrap_or_default()
+                "{key:?} is not an argument of the research code's {kind} (it takes {})",
+                if kind.kwargs().is_empty() {
+                    "none".to_owned()
+                } else {
+                    kind.kwargs().join(", ")
+                }
             ),
         ));
     }
-    if config.bool("use_rmsnorm_qk")? == Some(true) {
-        return Err(config.refuse("use_rmsnorm_qk", "RMS-normalised q/k are not polynomial"));
+    let flag = |key: &str| -> Result<Option<bool>, FileError> {
+        kwarg(key)
+            .map(|v| {
+                v.as_bool().ok_or_else(|| {
+                    config.refuse(
+                        &format!("norm_kwargs.{key}"),
+                        format!("must be true or false, found {}", config.show(v)),
+                    )
+                })
+            })
+            .transpose()
+    };
+    plan.eps = kwarg("eps")
+        .map(|v| {
+            v.as_f64()
+                .filter(|e| e.is_finite() && *e >= 0.0)
+                .ok_or_else(|| {
+                    config.refuse(
+                        "norm_kwargs.eps",
+                        format!("must be a non-negative number, found {}", config.show(v)),
+                    )
+                })
+        })
+        .transpose()?;
+    plan.affine = flag("affine")?.unwrap_or(true);
+    let origin = config.origin.error_path();
+    let found = |key: &str, value: &str| {
+        if origin.as_os_str().is_empty() {
+            format!("config (given as content): model.{key} is {value}")
+        } else {
+            format!("config {}: model.{key} is {value}", origin.display())
+        }
+    };
+    if ignore_norms {
+        return Ok(plan);
     }
-    Ok(())
+    if let Some(why) = kind.input_dependent() {
+        return Err(FileError::InputDependentNorm {
+            found: found("norm_type", &format!("{:?}", kind.name())),
+            why: why.into(),
+        });
+    }
+    if kind == NormType::Tok0Batch && flag("use_running_stats")? == Some(false) {
+        return Err(FileError::InputDependentNorm {
+            found: found("norm_kwargs.use_running_stats", "false"),
+            why: "a tok0_batch norm without running statistics divides by the batch's mean \
+                  energy of position 0 at eval"
+                .into(),
+        });
+    }
+    if kind == NormType::BatchNorm && flag("track_running_stats")? == Some(false) {
+        return Err(FileError::InputDependentNorm {
+            found: found("norm_kwargs.track_running_stats", "false"),
+            why: "a batchnorm without running statistics normalises by the batch at eval".into(),
+        });
+    }
+    Ok(plan)
 }
 
 /// `mask`, by name.
@@ -278,6 +421,9 @@ pub(crate) struct Architecture {
     pub(crate) assumptions: Vec<String>,
     /// The options given that this layout does not read.
     pub(crate) unused_options: Vec<&'static str>,
+    /// Read the model without its norms
+    /// ([`LoadOptions::ignore_norms`]), where the layout reads the option.
+    pub(crate) ignore_norms: bool,
 }
 
 impl Architecture {
@@ -296,7 +442,7 @@ impl Architecture {
             None
         };
         let (declared, ignored_config_keys) = match &config {
-            Some(c) => ModelKeys::read(c, &rules)?,
+            Some(c) => ModelKeys::read(c, &rules, options.ignore_norms)?,
             None => (ModelKeys::default(), Vec::new()),
         };
         let mut arch = Self {
@@ -308,6 +454,7 @@ impl Architecture {
             attention: None,
             assumptions: Vec::new(),
             unused_options: options.unused(rules.options),
+            ignore_norms: options.ignore_norms && rules.options.contains(&LoadOption::IgnoreNorms),
         };
         let merge = Merge {
             config: config.as_ref(),
@@ -412,6 +559,13 @@ impl Architecture {
                 self.assume(format!("rope_base absent: {DEFAULT_ROTARY_BASE}"));
                 DEFAULT_ROTARY_BASE
             });
+        if merge.config.is_none() {
+            self.assume(
+                "no run config: the norms are those the tensor names show (embed_norm, \
+                 layer_norms.{i}, final_norm); one that holds no tensors (tok0, maxrmsnorm, \
+                 causal_maxrmsnorm) cannot be seen, so give the run's config if it had one",
+            );
+        }
         self.attention = Some(AttentionSettings {
             heads,
             mask: merge.options.mask.clone().unwrap_or(Mask::Causal),
@@ -454,7 +608,7 @@ impl Architecture {
     }
 
     /// Records a default applied.
-    fn assume(&mut self, line: impl Into<String>) {
+    pub(crate) fn assume(&mut self, line: impl Into<String>) {
         self.assumptions.push(line.into());
     }
 }

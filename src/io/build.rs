@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use nalgebra::{DMatrix, DVector};
 
+use super::norm::{Affine, FileNorm, NormReading, NormSpec, NormType, fold_after, fold_before};
 use super::raw::{RawFile, RawTensor};
 use super::spec::{
     ATTENTION_BIAS_ROLES, ATTENTION_ROLES, AttentionSpec, Axes, Axis, BlockSpec, Factors,
@@ -35,17 +36,29 @@ fn cast<T: Real>(m: DMatrix<f64>) -> DMatrix<T> {
     }
 }
 
+/// A built model with what reading it learnt.
+pub(crate) struct Built<T: Real> {
+    pub(crate) model: Model<T>,
+    /// Every tensor read, with its block and role.
+    pub(crate) tensors: Vec<TensorEntry>,
+    /// The norms, folded or removed, in block order.
+    pub(crate) norms: Vec<FileNorm>,
+    /// What the norms' stored values made the reading assume.
+    pub(crate) assumptions: Vec<String>,
+}
+
 /// Builds the model that `layout` describes from `file`'s tensors, checking
 /// every shape against its role and the width the previous block writes,
 /// and that every tensor of the file is used.
 ///
 /// Values are read in `f64` and rounded once to `T`; a value beyond `T`'s
-/// range is [`FileError::OutOfRange`], naming its tensor.
+/// range is [`FileError::OutOfRange`], naming its tensor. Norms are folded
+/// in `f64`, before the rounding.
 pub(crate) fn build<T: Real>(
     file: &RawFile,
     layout: &LayoutSpec,
     layout_name: &str,
-) -> Result<(Model<T>, Vec<TensorEntry>), FileError> {
+) -> Result<Built<T>, FileError> {
     let mut reader = Reader::<T>::new(file, &layout.axes);
     let mut built: Vec<Arc<dyn TensorBlock<T>>> = Vec::with_capacity(layout.blocks.len());
     // The width the previous block writes: what the next one must read.
@@ -56,8 +69,12 @@ pub(crate) fn build<T: Real>(
                 weight,
                 bias,
                 transpose,
-                energy,
-            } => linear_block(&mut reader, i, width, weight, bias, *transpose, energy)?,
+                pre_norm,
+                post_norm,
+            } => {
+                let norms = [pre_norm.as_ref(), post_norm.as_ref()];
+                linear_block(&mut reader, i, width, weight, bias, *transpose, norms)?
+            }
             BlockSpec::Attention(a) => attention_block(&mut reader, i, width, a)?,
             BlockSpec::Bilinear {
                 factors,
@@ -74,12 +91,18 @@ pub(crate) fn build<T: Real>(
         model = model.into_sequence();
     }
     check_all_used(file, &reader.used, layout_name)?;
-    Ok((model, reader.used))
+    Ok(Built {
+        model,
+        tensors: reader.used,
+        norms: reader.norms,
+        assumptions: reader.assumptions,
+    })
 }
 
 /// A linear block `W x + b`, where `W` may be stored transposed (an
-/// embedding table) and divided by `√(E + 10⁻⁶)` (a final scalar norm
-/// folded in).
+/// embedding table), read through a norm (`norms[0]`, before the
+/// unembedding) and followed by one (`norms[1]`, after the embedding),
+/// each folded in.
 fn linear_block<T: Real>(
     reader: &mut Reader<'_, T>,
     i: usize,
@@ -87,42 +110,34 @@ fn linear_block<T: Real>(
     weight: &str,
     bias: &Option<String>,
     transpose: bool,
-    energy: &Option<String>,
+    [pre, post]: [Option<&NormSpec>; 2],
 ) -> Result<Arc<dyn TensorBlock<T>>, FileError> {
     let role = Role::new(i, "linear");
-    let mut w = if transpose {
+    let w = if transpose {
         reader
             .matrix(weight, role.of("weight"), width, None)?
             .transpose()
     } else {
         reader.matrix(weight, role.of("weight"), None, width)?
     };
-    if let Some(energy) = energy {
-        w /= folded_norm(reader, energy, &role)?;
-    }
     let b = reader.vector(bias.as_deref(), role.of("bias"), w.nrows())?;
+    let (w, b) = match pre {
+        Some(norm) => match reader.norm(i, norm, w.ncols())? {
+            Some(n) => fold_before(w, b, &n),
+            None => (w, b),
+        },
+        None => (w, b),
+    };
+    let (w, b) = match post {
+        Some(norm) => match reader.norm(i, norm, w.nrows())? {
+            Some(n) => fold_after(w, b, &n),
+            None => (w, b),
+        },
+        None => (w, b),
+    };
     Ok(Arc::new(
         Linear::new(cast(w), b.map(cast_vector)).map_err(|e| block_error(i, e))?,
     ))
-}
-
-/// `√(E + 10⁻⁶)` for the scalar energy tensor `energy`, which must make it
-/// positive.
-fn folded_norm<T: Real>(
-    reader: &mut Reader<'_, T>,
-    energy: &str,
-    role: &Role,
-) -> Result<f64, FileError> {
-    let e = reader.scalar(energy, role.of("energy"))?;
-    if e + 1e-6 <= 0.0 {
-        return Err(FileError::TensorShape {
-            tensor: energy.to_owned(),
-            role: role.of("energy").2,
-            expected: "a scalar energy E with E + 1e-6 > 0".into(),
-            found: vec![1],
-        });
-    }
-    Ok((e + 1e-6).sqrt())
 }
 
 /// A bilinear attention block. Each role's shape follows from q1's (the
@@ -148,22 +163,25 @@ fn attention_block<T: Real>(
     let lengths = [qk, qk, qk, qk, v.nrows(), o.nrows()];
     let mut biases = Vec::with_capacity(6);
     for ((name, r), len) in a.biases.iter().zip(ATTENTION_BIAS_ROLES).zip(lengths) {
-        biases.push(
-            reader
-                .vector(name.as_deref(), role.of(r), len)?
-                .map(cast_vector),
-        );
+        biases.push(reader.vector(name.as_deref(), role.of(r), len)?);
     }
     let mut biases = biases.into_iter();
-    let mut bias = || biases.next().flatten();
-    let [q1, k1, q2, k2, v, o] = [q1, k1, q2, k2, v, o].map(cast);
-    let mut builder = Attention::builder(a.heads, q1, k1, q2, k2, v, o)
-        .q1_bias(bias())
-        .k1_bias(bias())
-        .q2_bias(bias())
-        .k2_bias(bias())
-        .v_bias(bias())
-        .o_bias(bias())
+    let mut maps = [q1, k1, q2, k2, v].map(|w| (w, biases.next().flatten()));
+    let o_bias = biases.next().flatten().map(cast_vector);
+    // q1 … v read the normed stream; o and the skip do not.
+    if let Some(norm) = &a.pre_norm
+        && let Some(n) = reader.norm(i, norm, d)?
+    {
+        maps = maps.map(|(w, b)| fold_before(w, b, &n));
+    }
+    let [q1, k1, q2, k2, v] = maps.map(|(w, b)| (cast(w), b.map(cast_vector)));
+    let mut builder = Attention::builder(a.heads, q1.0, k1.0, q2.0, k2.0, v.0, cast(o))
+        .q1_bias(q1.1)
+        .k1_bias(k1.1)
+        .q2_bias(q2.1)
+        .k2_bias(k2.1)
+        .v_bias(v.1)
+        .o_bias(o_bias)
         .rotary(a.rotary_base)
         .mask(a.mask.clone());
     if let Some(alpha) = a.scale {
@@ -405,6 +423,10 @@ struct Reader<'a, T> {
     /// The roles stored in another axis order, by block and role.
     axes: &'a BTreeMap<(usize, &'static str), Axes>,
     used: Vec<TensorEntry>,
+    /// The norms read, folded or removed.
+    norms: Vec<FileNorm>,
+    /// What the norms' stored values made the reading assume.
+    assumptions: Vec<String>,
     scalar: PhantomData<T>,
 }
 
@@ -414,6 +436,8 @@ impl<'a, T: Real> Reader<'a, T> {
             file,
             axes,
             used: Vec::new(),
+            norms: Vec::new(),
+            assumptions: Vec::new(),
             scalar: PhantomData,
         }
     }
@@ -429,7 +453,7 @@ impl<'a, T: Real> Reader<'a, T> {
     ) -> Result<Canonical<'a>, FileError> {
         let axes = self.axes.get(&(role.0, role.1));
         let file = self.file;
-        self.get(name, role)?;
+        self.weight(name, role)?;
         let t = &file.tensors[name];
         let Some(axes) = axes else {
             return Ok(Canonical {
@@ -532,13 +556,155 @@ impl<'a, T: Real> Reader<'a, T> {
         }
     }
 
+    /// The tensor `name` for `role`, which must hold floats: an integer
+    /// tensor is only ever a counter.
+    fn weight(
+        &mut self,
+        name: &str,
+        role: &(usize, &'static str, String),
+    ) -> Result<&RawTensor, FileError> {
+        let t = self.get(name, role)?;
+        if !t.dtype.is_float() {
+            return Err(FileError::Dtype {
+                tensor: name.to_owned(),
+                dtype: t.dtype.name().into(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// A counter (`num_batches_tracked`): one non-negative integer, of
+    /// any dtype.
+    fn counter(
+        &mut self,
+        name: &str,
+        role: (usize, &'static str, String),
+    ) -> Result<u64, FileError> {
+        let t = self.get(name, &role)?;
+        match t.values[..] {
+            [x] if t.shape.iter().all(|&n| n == 1) && x >= 0.0 && x.fract() == 0.0 => Ok(x as u64),
+            _ => Err(FileError::TensorShape {
+                tensor: name.to_owned(),
+                role: role.2,
+                expected: "one non-negative integer (a count of batches)".into(),
+                found: t.shape.clone(),
+            }),
+        }
+    }
+
+    /// The norm `spec` on a stream of width `d`, read at block `block`:
+    /// the affine map it is at eval, or `None` where it is removed (its
+    /// tensors read all the same, so that none is unused). Records the
+    /// norm, and what a counter of 0 (or none) makes the reading assume.
+    fn norm(
+        &mut self,
+        block: usize,
+        spec: &NormSpec,
+        d: usize,
+    ) -> Result<Option<Affine>, FileError> {
+        let what = format!("block {block}'s {} norm at {}", spec.kind, spec.place);
+        let role = |r: &'static str| (block, r, format!("{r} of {what}"));
+        let counter = match spec.tensor("norm_counter") {
+            Some(t) => Some((t.to_owned(), self.counter(t, role("norm_counter"))?)),
+            None => None,
+        };
+        let record = |reading| FileNorm {
+            kind: spec.kind.name(),
+            place: spec.place,
+            eps: spec.eps,
+            reading,
+        };
+        if spec.removed {
+            for (r, t) in spec.tensors.iter().filter(|(r, _)| *r != "norm_counter") {
+                self.get(t, &role(r))?;
+            }
+            self.norms.push(record(NormReading::Removed));
+            return Ok(None);
+        }
+        let named = |r: &'static str| {
+            spec.tensor(r)
+                .map(str::to_owned)
+                .ok_or_else(|| FileError::MissingTensor {
+                    tensor: format!("{}.?", spec.place.module()),
+                    role: role(r).2,
+                })
+        };
+        let affine = match spec.kind {
+            NormType::Tok0Batch => {
+                let energy = named("energy")?;
+                let e = self.scalar(&energy, role("energy"))?;
+                let affine =
+                    Affine::tok0_batch(e, spec.eps, d).ok_or_else(|| FileError::TensorShape {
+                        tensor: energy.clone(),
+                        role: role("energy").2,
+                        expected: format!(
+                            "a scalar energy E with E + eps > 0 (eps {:e})",
+                            spec.eps
+                        ),
+                        found: vec![1],
+                    })?;
+                match &counter {
+                    Some((t, 0)) => self.assumptions.push(format!(
+                        "{t} = 0: saved before its first training batch, the tok0_batch norm at \
+                         {} divides by the batch at eval; read with its stored \
+                         running_mean_energy ({e}), as the research code reads it",
+                        spec.place
+                    )),
+                    None => self.assumptions.push(format!(
+                        "{}.num_batches_tracked absent: the tok0_batch norm at {} is read with \
+                         its stored running_mean_energy ({e})",
+                        spec.place.module(),
+                        spec.place
+                    )),
+                    Some(_) => {}
+                }
+                affine
+            }
+            NormType::BatchNorm => {
+                let mut vector = |r: &'static str, required: bool| -> Result<_, FileError> {
+                    match spec.tensor(r) {
+                        Some(t) => self.vector(Some(t), role(r), d),
+                        None if required => Err(named(r).unwrap_err()),
+                        None => Ok(None),
+                    }
+                };
+                let mean = vector("norm_mean", true)?.unwrap_or_default();
+                let var = vector("norm_var", true)?.unwrap_or_default();
+                let weight = vector("norm_weight", false)?;
+                let bias = vector("norm_bias", false)?;
+                Affine::batchnorm(&mean, &var, weight.as_ref(), bias.as_ref(), spec.eps).map_err(
+                    |k| FileError::TensorShape {
+                        tensor: spec.tensor("norm_var").unwrap_or_default().to_owned(),
+                        role: role("norm_var").2,
+                        expected: format!(
+                            "variances with var + eps > 0 (eps {:e}); entry {k} is {}",
+                            spec.eps, var[k]
+                        ),
+                        found: vec![d],
+                    },
+                )?
+            }
+            other => {
+                return Err(FileError::InputDependentNorm {
+                    found: what,
+                    why: other.input_dependent().unwrap_or_default().into(),
+                });
+            }
+        };
+        self.norms.push(record(NormReading::Folded {
+            scale: affine.scale_range(),
+            shift: affine.shift_range(),
+        }));
+        Ok(Some(affine))
+    }
+
     /// A tensor holding one value (shape `[]`, `[1]` or `[1, 1]`).
     fn scalar(
         &mut self,
         name: &str,
         role: (usize, &'static str, String),
     ) -> Result<f64, FileError> {
-        let t = self.get(name, &role)?;
+        let t = self.weight(name, &role)?;
         match t.values[..] {
             [x] if t.shape.iter().all(|&n| n == 1) => Ok(x),
             _ => Err(FileError::TensorShape {

@@ -456,9 +456,21 @@ impl RunConfig {
         self.typed(key, "a string", Value::as_str)
     }
 
-    /// A key that must be a list; its length.
-    pub(crate) fn list_len(&self, key: &str) -> Result<Option<usize>, FileError> {
-        self.typed(key, "a list", |v| v.as_array().map(Vec::len))
+    /// A key that must be a list of strings.
+    pub(crate) fn strings(&self, key: &str) -> Result<Option<Vec<&str>>, FileError> {
+        self.typed(key, "a list of strings", |v| {
+            v.as_array()?.iter().map(Value::as_str).collect()
+        })
+    }
+
+    /// A key that must be a mapping (a section such as `norm_kwargs`).
+    pub(crate) fn mapping(&self, key: &str) -> Result<Option<&Map<String, Value>>, FileError> {
+        self.typed(key, "a mapping", Value::as_object)
+    }
+
+    /// `value` for an error message about this config.
+    pub(crate) fn show(&self, value: &Value) -> String {
+        self.shown(value)
     }
 
     /// An error about this config's `key`.

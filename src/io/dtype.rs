@@ -16,6 +16,10 @@ pub enum Dtype {
     F16,
     /// bfloat16 (8-bit significand, relative precision `2⁻⁸`).
     BF16,
+    /// A 64-bit signed integer (PyTorch's `long`): read only as a norm's
+    /// counter (`num_batches_tracked`), never as a weight, and never
+    /// written.
+    I64,
 }
 
 impl Dtype {
@@ -26,13 +30,21 @@ impl Dtype {
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
+            Dtype::I64 => "I64",
         }
     }
 
+    /// Whether the dtype is a float type (one a weight may have).
+    pub fn is_float(self) -> bool {
+        self != Dtype::I64
+    }
+
     /// The unit roundoff `u`: rounding a finite, in-range `x` to this dtype
-    /// changes it by at most `u·|x|`.
+    /// changes it by at most `u·|x|` (0 for an integer, which stores what
+    /// it holds exactly).
     pub fn unit_roundoff(self) -> f64 {
         match self {
+            Dtype::I64 => 0.0,
             Dtype::F64 => f64::EPSILON / 2.0,
             Dtype::F32 => f32::EPSILON as f64 / 2.0,
             Dtype::F16 => 2f64.powi(-11),
@@ -55,17 +67,19 @@ impl Dtype {
             Dtype::F32 => safetensors::Dtype::F32,
             Dtype::F16 => safetensors::Dtype::F16,
             Dtype::BF16 => safetensors::Dtype::BF16,
+            Dtype::I64 => safetensors::Dtype::I64,
         }
     }
 
     /// The dtype of a safetensors tensor, if it is a float type this crate
-    /// reads.
+    /// reads (or an integer, for counters).
     pub(crate) fn from_safetensors(dtype: safetensors::Dtype) -> Option<Self> {
         match dtype {
             safetensors::Dtype::F64 => Some(Dtype::F64),
             safetensors::Dtype::F32 => Some(Dtype::F32),
             safetensors::Dtype::F16 => Some(Dtype::F16),
             safetensors::Dtype::BF16 => Some(Dtype::BF16),
+            safetensors::Dtype::I64 => Some(Dtype::I64),
             _ => None,
         }
     }
@@ -78,6 +92,7 @@ impl Dtype {
             "F32" => Some(Dtype::F32),
             "F16" => Some(Dtype::F16),
             "BF16" => Some(Dtype::BF16),
+            "I64" => Some(Dtype::I64),
             _ => None,
         }
     }
@@ -100,6 +115,8 @@ impl Dtype {
             Dtype::F32 => each(bytes, |b| f32::from_le_bytes(b).into()),
             Dtype::F16 => each(bytes, |b| half::f16::from_le_bytes(b).to_f64()),
             Dtype::BF16 => each(bytes, |b| half::bf16::from_le_bytes(b).to_f64()),
+            // A counter: exact below 2⁵³, which no count of batches reaches.
+            Dtype::I64 => each(bytes, |b| i64::from_le_bytes(b) as f64),
         }
     }
 }

@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::arch::{Architecture, AttentionSettings, ScoreKind};
+use super::arch::{Architecture, AttentionSettings, NormPlan, ScoreKind};
+use super::norm::{NormPlace, NormSpec, NormType};
 use super::raw::RawTensor;
 use super::spec::{AttentionSpec, BlockSpec, Factors, LayoutSpec, Residual};
 use crate::error::{FileError, listed};
@@ -101,13 +102,10 @@ fn explains(layout: Layout, name: &str) -> bool {
         |prefix: &str| name == format!("{prefix}.weight") || name == format!("{prefix}.bias");
     match layout {
         Layout::AttentionLm => {
-            [
-                "embed.weight",
-                "unembed.weight",
-                "unembed.bias",
-                "final_norm.running_mean_energy",
-            ]
-            .contains(&name)
+            ["embed.weight", "unembed.weight", "unembed.bias"].contains(&name)
+                || name.starts_with("embed_norm.")
+                || name.starts_with("final_norm.")
+                || layer("layer_norms.").is_some()
                 || layer("layers.")
                     .is_some_and(|rest| param(rest, &["q1", "k1", "q2", "k2", "q", "k", "v", "o"]))
         }
@@ -220,12 +218,18 @@ fn closest(names: &Names<'_>, fit: Option<Fit<'_>>) -> FileError {
 
 /// The blocks of a file with the research layout `arch.layout`, named from
 /// its tensors and checked against what its config declares.
-pub(crate) fn layout_spec(names: &Names<'_>, arch: &Architecture) -> Result<LayoutSpec, FileError> {
+pub(crate) fn layout_spec(
+    names: &Names<'_>,
+    arch: &mut Architecture,
+) -> Result<LayoutSpec, FileError> {
     let (blocks, sequence) = match (arch.layout, &arch.attention) {
         (Layout::BiLinearProjection, _) => (bilinear_projection(names, arch.residual), false),
         (Layout::EmbedBodyHead, _) => (embed_body_head(names, arch.residual)?, false),
         (Layout::Transformer, Some(attention)) => (transformer(names, arch, attention)?, true),
-        (Layout::AttentionLm, Some(attention)) => (attention_lm(names, arch, attention)?, true),
+        (Layout::AttentionLm, Some(attention)) => {
+            let attention = attention.clone();
+            (attention_lm(names, arch, &attention)?, true)
+        }
         (layout, _) => {
             return Err(FileError::UnknownLayout {
                 reason: format!("the {} layout is not read off tensor names", layout.name()),
@@ -319,7 +323,8 @@ fn linear(names: &Names<'_>, prefix: &str) -> BlockSpec {
         weight: format!("{prefix}.weight"),
         bias: names.optional(&format!("{prefix}.bias")),
         transpose: false,
-        energy: None,
+        pre_norm: None,
+        post_norm: None,
     }
 }
 
@@ -413,6 +418,7 @@ fn attention_block(
         scale: Some(attention.scale),
         skip: Some(attention.skip),
         score_scale: None,
+        pre_norm: None,
     }))
 }
 
@@ -422,7 +428,7 @@ fn attention_block(
 /// an optional final scalar norm folded in.
 fn attention_lm(
     names: &Names<'_>,
-    arch: &Architecture,
+    arch: &mut Architecture,
     attention: &AttentionSettings,
 ) -> Result<Vec<BlockSpec>, FileError> {
     let depth = names.layers("layers.", "v.weight")?;
@@ -442,11 +448,13 @@ fn attention_lm(
         ));
     }
     check_lm_sizes(names, depth, arch)?;
+    let mut norms = lm_norms(names, arch, depth)?;
     let mut blocks = vec![BlockSpec::Linear {
         weight: "embed.weight".into(),
         bias: None,
         transpose: true,
-        energy: None,
+        pre_norm: None,
+        post_norm: norms.remove(&NormPlace::PostEmbed),
     }];
     let [s1, k1, s2, k2] = match kind {
         ScoreKind::Quadratic => ["q", "k", "q", "k"],
@@ -456,19 +464,192 @@ fn attention_lm(
         let p = format!("layers.{i}.");
         let w = |r: &str| format!("{p}{r}.weight");
         let b = |r: &str| names.optional(&format!("{p}{r}.bias"));
-        blocks.push(attention_block(
+        let mut block = attention_block(
             attention,
             [w(s1), w(k1), w(s2), w(k2), w("v"), w("o")],
             [b(s1), b(k1), b(s2), b(k2), b("v"), b("o")],
-        ));
+        );
+        if let BlockSpec::Attention(a) = &mut block {
+            a.pre_norm = norms.remove(&NormPlace::PreLayer(i));
+        }
+        blocks.push(block);
     }
     blocks.push(BlockSpec::Linear {
         weight: "unembed.weight".into(),
         bias: names.optional("unembed.bias"),
         transpose: false,
-        energy: names.optional("final_norm.running_mean_energy"),
+        pre_norm: norms.remove(&NormPlace::PreUnembed),
+        post_norm: None,
     });
     Ok(blocks)
+}
+
+/// The LM's norms by place ([SPEC §8](crate::spec#8-sequence-model-files)):
+/// those its config declares, checked against the tensors under
+/// `embed_norm.`, `layer_norms.{i}.` and `final_norm.`; without a config,
+/// those the tensor names show. A norm that depends on its input is refused
+/// unless the norms are ignored (then every norm is read and removed).
+fn lm_norms(
+    names: &Names<'_>,
+    arch: &mut Architecture,
+    depth: usize,
+) -> Result<HashMap<NormPlace, NormSpec>, FileError> {
+    let places = std::iter::once(NormPlace::PostEmbed)
+        .chain((0..depth).map(NormPlace::PreLayer))
+        .chain(std::iter::once(NormPlace::PreUnembed));
+    let mut norms = HashMap::new();
+    for place in places {
+        let prefix = format!("{}.", place.module());
+        let mut present: Vec<&str> = (names.0.keys())
+            .filter(|n| n.starts_with(&prefix))
+            .map(String::as_str)
+            .collect();
+        present.sort_unstable();
+        let spec = match &arch.declared.norms {
+            Some(plan) => declared_norm(names, arch, plan, place, &present)?,
+            None => seen_norm(names, arch, place, &present)?,
+        };
+        if let Some(spec) = spec {
+            norms.insert(place, spec);
+        }
+    }
+    // Norms of layers past the last are named as unused tensors by the build.
+    if let Some(norm) = norms.values().find(|n| n.eps_assumed && !n.removed) {
+        let how = if arch.config.is_some() {
+            "norm_kwargs.eps absent"
+        } else {
+            "no run config: the norms are read from their tensor names, and eps"
+        };
+        arch.assume(format!(
+            "{how}: {:e}, the research code's default for {}",
+            norm.eps, norm.kind
+        ));
+    }
+    Ok(norms)
+}
+
+/// The norm the config puts at `place`, if any: its tensors (all but the
+/// counter must be present), and none other under the place's module.
+fn declared_norm(
+    names: &Names<'_>,
+    arch: &Architecture,
+    plan: &NormPlan,
+    place: NormPlace,
+    present: &[&str],
+) -> Result<Option<NormSpec>, FileError> {
+    let at = match place {
+        NormPlace::PostEmbed => plan.post_embed,
+        NormPlace::PreLayer(_) => plan.pre_layer,
+        NormPlace::PreUnembed => plan.pre_unembed,
+    };
+    if !at {
+        return match present.first() {
+            Some(name) => Err(arch.refuse(
+                "norm_places",
+                format!(
+                    "is {:?}{}, which puts no norm at {place}, but the checkpoint has {name}",
+                    plan.places,
+                    if plan.any() || plan.places.is_empty() {
+                        ""
+                    } else {
+                        " with norm_type none"
+                    }
+                ),
+            )),
+            None => Ok(None),
+        };
+    }
+    let kind = plan.kind;
+    let module = place.module();
+    let tensors = kind.tensors(&module, plan.affine);
+    if let Some(stranger) = present
+        .iter()
+        .find(|n| !tensors.iter().any(|(_, t)| t == *n))
+    {
+        return Err(arch.refuse(
+            "norm_type",
+            format!(
+                "is {kind}, whose {module} holds [{}], but the checkpoint has {stranger}",
+                listed(tensors.iter().map(|(_, t)| t.clone()), 6)
+            ),
+        ));
+    }
+    let mut found = Vec::with_capacity(tensors.len());
+    for (role, tensor) in tensors {
+        if names.has(&tensor) {
+            found.push((role, tensor));
+        } else if role != "norm_counter" {
+            return Err(FileError::MissingTensor {
+                tensor,
+                role: format!("the {kind} norm at {place} (model.norm_type, model.norm_places)"),
+            });
+        }
+    }
+    Ok(Some(NormSpec {
+        kind,
+        place,
+        tensors: found,
+        eps: plan.eps.unwrap_or(kind.default_eps()),
+        eps_assumed: plan.eps.is_none(),
+        removed: arch.ignore_norms,
+    }))
+}
+
+/// Without a config, the norm the tensors under `place`'s module show:
+/// `running_mean_energy` a `tok0_batch`, `bn.*` a `batchnorm`, a `weight`
+/// (and `bias`) an RMSNorm (a LayerNorm), refused unless the norms are
+/// ignored. A norm that holds no tensors (`tok0`, `maxrmsnorm`) cannot be
+/// seen: the architecture says so among its assumptions.
+fn seen_norm(
+    names: &Names<'_>,
+    arch: &Architecture,
+    place: NormPlace,
+    present: &[&str],
+) -> Result<Option<NormSpec>, FileError> {
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let module = place.module();
+    let has = |name: &str| names.has(&format!("{module}.{name}"));
+    let (kind, affine) = if has("running_mean_energy") {
+        (NormType::Tok0Batch, false)
+    } else if has("bn.running_mean") || has("bn.running_var") {
+        (NormType::BatchNorm, has("bn.weight") || has("bn.bias"))
+    } else if has("weight") && has("bias") {
+        (NormType::LayerNorm, true)
+    } else if has("weight") {
+        (NormType::RmsNorm, true)
+    } else {
+        // Nothing a research norm holds: named as unused by the build.
+        return Ok(None);
+    };
+    if !arch.ignore_norms
+        && let Some(why) = kind.input_dependent()
+    {
+        return Err(FileError::InputDependentNorm {
+            found: format!(
+                "{} (no run config: a {} at {place}, by its tensors)",
+                listed(present.iter().map(|n| n.to_string()), 3),
+                if kind == NormType::LayerNorm {
+                    "LayerNorm"
+                } else {
+                    "RMSNorm"
+                },
+            ),
+            why: why.into(),
+        });
+    }
+    let tensors = (kind.tensors(&module, affine).into_iter())
+        .filter(|(_, t)| names.has(t))
+        .collect();
+    Ok(Some(NormSpec {
+        kind,
+        place,
+        tensors,
+        eps: kind.default_eps(),
+        eps_assumed: true,
+        removed: arch.ignore_norms,
+    }))
 }
 
 /// The q/k roles of a layer whose scores are `kind`.

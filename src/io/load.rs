@@ -80,8 +80,8 @@ fn layout_of(
         }
         None => {
             let names = Names(&file.tensors);
-            let arch = Architecture::resolve(infer::detect(&names)?, path, options)?;
-            let spec = infer::layout_spec(&names, &arch)?;
+            let mut arch = Architecture::resolve(infer::detect(&names)?, path, options)?;
+            let spec = infer::layout_spec(&names, &mut arch)?;
             Ok((arch, spec))
         }
     }
@@ -107,15 +107,18 @@ fn finish<T: crate::Real>(
         );
     }
     check_non_weights(file, &layout.blocks, arch.layout)?;
-    let (model, tensors) = build::build(file, &layout, arch.layout.name())?;
+    let built = build::build(file, &layout, arch.layout.name())?;
+    let mut assumptions = std::mem::take(&mut arch.assumptions);
+    assumptions.extend(built.assumptions);
     Ok(ModelFile {
-        model,
+        model: built.model,
         layout: arch.layout,
-        tensors,
+        tensors: built.tensors,
+        norms: built.norms,
         native_context: arch.native_context(),
         config: arch.config.and_then(super::config::Origin::into_path),
         ignored_config_keys: arch.ignored_config_keys,
-        assumptions: arch.assumptions,
+        assumptions,
         unused_options: arch.unused_options,
         checkpoint: file.torch.clone().map(|t| CheckpointSource {
             key: t.key,

@@ -71,6 +71,7 @@ mod infer;
 mod layout;
 mod load;
 mod model_file;
+mod norm;
 mod open;
 mod options;
 mod pickle;
@@ -91,6 +92,7 @@ pub use dtype::Dtype;
 pub use layout::Layout;
 pub use load::{from_state_dict, load, load_as, load_with, open, open_as};
 pub use model_file::{CheckpointSource, IgnoredConfigKey, ModelFile, TensorData, TensorEntry};
+pub use norm::{FileNorm, NormPlace, NormReading};
 pub use options::{ConfigSource, LoadOptions};
 #[allow(deprecated)]
 pub use save::save_as;

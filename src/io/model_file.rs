@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::io::{Dtype, Layout};
+use crate::io::{Dtype, FileNorm, Layout, NormReading};
 use crate::model::Model;
 
 /// One tensor of a loaded file and the role it plays.
@@ -80,6 +80,12 @@ pub struct ModelFile<T: crate::Real = f64> {
     /// Every tensor of the file with its block and role, in block order (a
     /// tensor serving two roles, such as tied weights, is listed for each).
     pub tensors: Vec<TensorEntry>,
+    /// The model's normalisations, in block order: each folded exactly (a
+    /// norm constant at eval) or removed
+    /// ([`LoadOptions::ignore_norms`](crate::io::LoadOptions::ignore_norms)).
+    /// Any removed means the model read is not the checkpoint's function
+    /// ([`ModelFile::norms_removed`]).
+    pub norms: Vec<FileNorm>,
     /// The run config the layout was read with, if any.
     pub config: Option<PathBuf>,
     /// The keys of the run config's `"model"` section that cannot change
@@ -105,14 +111,23 @@ pub struct ModelFile<T: crate::Real = f64> {
 }
 
 impl<T: crate::Real> ModelFile<T> {
+    /// Whether a norm was removed
+    /// ([`LoadOptions::ignore_norms`](crate::io::LoadOptions::ignore_norms)):
+    /// the model read is the checkpoint's without its norms, another
+    /// function, and every output about it must say so.
+    pub fn norms_removed(&self) -> bool {
+        (self.norms.iter()).any(|n| n.reading == NormReading::Removed)
+    }
+
     /// The number of parameters of the file: the values its tensors store,
     /// each tensor once, as PyTorch's `sum(p.numel() for p in
     /// model.parameters())` counts them. An absent bias counts nothing; a
     /// tensor that serves two roles (tied weights, quadratic attention's
-    /// `q` and `k`) counts once. This is the count the command line's
-    /// `inspect` prints and Python's `Model.parameter_count` returns; it
-    /// equals [`Model::parameter_count`] except for stored values folded
-    /// into a weight (a final norm's energy, one value) and tied tensors.
+    /// `q` and `k`) counts once; a norm's buffers (running statistics and
+    /// `num_batches_tracked`) are not parameters, its affine weight and
+    /// bias are. This is the count the command line's `inspect` prints and
+    /// Python's `Model.parameter_count` returns; it differs from
+    /// [`Model::parameter_count`] for tied tensors and folded norms.
     pub fn parameter_count(&self) -> usize {
         Self::count(self.tensors.iter())
     }
@@ -126,7 +141,10 @@ impl<T: crate::Real> ModelFile<T> {
     /// The values of `tensors`, each name once.
     fn count<'a>(tensors: impl Iterator<Item = &'a TensorEntry>) -> usize {
         let mut seen = std::collections::HashSet::new();
+        /// A norm's buffers: PyTorch's `buffers()`, not `parameters()`.
+        const BUFFERS: [&str; 4] = ["energy", "norm_mean", "norm_var", "norm_counter"];
         tensors
+            .filter(|t| !BUFFERS.contains(&t.role))
             .filter(|t| seen.insert(t.name.as_str()))
             .fold(0usize, |n, t| n.saturating_add(t.value_count()))
     }

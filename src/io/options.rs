@@ -120,6 +120,15 @@ pub struct LoadOptions {
     /// layout would apply one is described with metadata
     /// (`"rotary_base": null`).
     pub rope_base: Option<f64>,
+    /// Read [`Layout::AttentionLm`](crate::io::Layout::AttentionLm) without
+    /// its normalisations, every one taken as the identity, as the research
+    /// code's `ignore_norms=True` does: an explicit opt-in for models whose
+    /// norms depend on their input (`rmsnorm`, `layernorm`, …), which are
+    /// refused otherwise. It is the similarity of another function: the
+    /// constant norms (`tok0_batch`, `batchnorm`), which are otherwise
+    /// folded exactly, are removed too, and the norms removed are listed in
+    /// [`ModelFile::norms`](crate::io::ModelFile::norms).
+    pub ignore_norms: bool,
 }
 
 impl LoadOptions {
@@ -133,6 +142,7 @@ impl LoadOptions {
             LoadOption::Mask => self.mask.is_some(),
             LoadOption::AttnScale => self.attn_scale.is_some(),
             LoadOption::RopeBase => self.rope_base.is_some(),
+            LoadOption::IgnoreNorms => self.ignore_norms,
         }
     }
 

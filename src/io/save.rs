@@ -85,6 +85,12 @@ fn save_inner(
     layout: Layout,
     dtype: Dtype,
 ) -> core::result::Result<(), FileError> {
+    if !dtype.is_float() {
+        return Err(FileError::Unsupported {
+            layout: layout.name(),
+            reason: format!("weights are stored as a float type, not {dtype}"),
+        });
+    }
     let (specs, tensors) = write::tensors(model, layout)?;
     let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
@@ -137,6 +143,7 @@ fn encode(name: &str, dtype: Dtype, values: &[f64]) -> core::result::Result<Vec<
                 out.extend_from_slice(&x.to_le_bytes());
                 x.to_f64()
             }
+            Dtype::I64 => unreachable!("save_inner refuses integer dtypes"),
         };
         if !back.is_finite() {
             return Err(FileError::Overflow {

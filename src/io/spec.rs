@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use super::norm::NormSpec;
 use crate::block::Mask;
 use crate::error::FileError;
 
@@ -68,9 +69,12 @@ pub(crate) enum BlockSpec {
         bias: Option<String>,
         /// The tensor is `[in, out]` (an embedding table) and `W` is its transpose.
         transpose: bool,
-        /// A scalar tensor `E` whose `1/√(E + 10⁻⁶)` multiplies `W` (a
-        /// final scalar norm folded in; inferred layouts only, not metadata).
-        energy: Option<String>,
+        /// A norm the block reads its input through (`final_norm` before
+        /// the unembedding; inferred layouts only, not metadata).
+        pre_norm: Option<NormSpec>,
+        /// A norm applied to the block's output (`embed_norm` after the
+        /// embedding; inferred layouts only).
+        post_norm: Option<NormSpec>,
     },
     Bilinear {
         factors: Factors,
@@ -119,6 +123,9 @@ pub(crate) struct AttentionSpec {
     pub(crate) scale: Option<f64>,
     pub(crate) skip: Option<f64>,
     pub(crate) score_scale: Option<f64>,
+    /// A norm that `q1 … v` read the stream through (`layer_norms.{i}`;
+    /// inferred layouts only): the skip carries the unnormed stream.
+    pub(crate) pre_norm: Option<NormSpec>,
 }
 
 /// The roles of [`AttentionSpec::weights`] and their biases, as metadata names them.
@@ -157,14 +164,15 @@ impl BlockSpec {
             BlockSpec::Linear {
                 weight,
                 bias,
-                energy,
+                pre_norm,
+                post_norm,
                 ..
             } => {
-                vec![
-                    ("weight", Some(weight)),
-                    ("bias", bias.as_ref()),
-                    ("energy", energy.as_ref()),
-                ]
+                let mut roles = vec![("weight", Some(weight)), ("bias", bias.as_ref())];
+                for norm in [pre_norm, post_norm].into_iter().flatten() {
+                    roles.extend(norm.tensors.iter().map(|(role, t)| (*role, Some(t))));
+                }
+                roles
             }
             BlockSpec::Attention(a) => ATTENTION_ROLES
                 .iter()
@@ -175,6 +183,10 @@ impl BlockSpec {
                         .iter()
                         .zip(&a.biases)
                         .map(|(role, b)| (*role, b.as_ref())),
+                )
+                .chain(
+                    (a.pre_norm.iter())
+                        .flat_map(|n| n.tensors.iter().map(|(role, t)| (*role, Some(t)))),
                 )
                 .collect(),
             BlockSpec::Bilinear {
@@ -589,7 +601,8 @@ impl BlockJson<'_> {
             weight: self.required("weight")?,
             bias: self.name("bias")?,
             transpose,
-            energy: None,
+            pre_norm: None,
+            post_norm: None,
         })
     }
 
@@ -629,6 +642,7 @@ impl BlockJson<'_> {
             scale: self.number("scale")?,
             skip: self.number("skip")?,
             score_scale: self.number("score_scale")?,
+            pre_norm: None,
         })))
     }
 
@@ -705,7 +719,8 @@ mod tests {
                 weight: "w".into(),
                 bias: Some("b".into()),
                 transpose: true,
-                energy: None,
+                pre_norm: None,
+                post_norm: None,
             },
             BlockSpec::Attention(Box::new(AttentionSpec {
                 weights: ["a", "b", "c", "d", "e", "f"].map(String::from),
@@ -716,6 +731,7 @@ mod tests {
                 scale: Some(0.5),
                 skip: None,
                 score_scale: Some(3.0),
+                pre_norm: None,
             })),
             BlockSpec::Bilinear {
                 factors: Factors::Fused {

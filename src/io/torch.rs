@@ -245,6 +245,7 @@ fn gather(view: &View, raw: &[u8], dtype: Dtype) -> Option<Vec<f64>> {
             Dtype::F32 => f32::from_le_bytes(at(raw, i)?).into(),
             Dtype::F16 => half::f16::from_le_bytes(at(raw, i)?).to_f64(),
             Dtype::BF16 => half::bf16::from_le_bytes(at(raw, i)?).to_f64(),
+            Dtype::I64 => i64::from_le_bytes(at(raw, i)?) as f64,
         })
     };
     let mut out = Vec::with_capacity(view.numel);

@@ -330,7 +330,8 @@ impl Writer {
             weight: self.matrix(weight, l.weight()),
             bias: self.vector(bias, l.bias()),
             transpose: false,
-            energy: None,
+            pre_norm: None,
+            post_norm: None,
         };
         self.specs.push(spec);
     }
@@ -354,6 +355,7 @@ impl Writer {
                 scale: Some(a.scale),
                 skip: Some(a.skip),
                 score_scale: Some(a.score_scale),
+                pre_norm: None,
             })));
     }
 

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use serde_json::json;
-use tensor_similarity::io::{Layout, ModelFile};
+use tensor_similarity::io::{Layout, ModelFile, NormReading};
 use tensor_similarity::{Description, Setting};
 
 /// One block's summary.
@@ -178,6 +178,9 @@ pub fn table(path: &Path, file: &ModelFile) -> String {
              hard-codes it; no config key or option changes it)"
         );
     }
+    for n in &file.norms {
+        let _ = writeln!(out, "norm:       {n}");
+    }
     for a in &file.assumptions {
         let _ = writeln!(out, "assumed:    {a}");
     }
@@ -283,6 +286,17 @@ pub fn json(path: &Path, file: &ModelFile) -> String {
             "key": k.key, "value": k.value, "why": k.why,
         })).collect::<Vec<_>>(),
         "assumptions": file.assumptions,
+        "norms": file.norms.iter().map(|n| {
+            let (folded, scale, shift) = match &n.reading {
+                NormReading::Folded { scale, shift } => (true, Some(*scale), *shift),
+                _ => (false, None, None),
+            };
+            json!({
+                "kind": n.kind, "place": n.place.to_string(), "eps": n.eps,
+                "folded": folded, "scale": scale, "shift": shift,
+            })
+        }).collect::<Vec<_>>(),
+        "norms_removed": file.norms_removed(),
         "blocks": blocks,
         "tensors": tensors,
     })

@@ -75,6 +75,13 @@ struct Loading {
     /// Transformer, whose rotary base is fixed at 10000.
     #[arg(long, value_name = "B")]
     rope_base: Option<f64>,
+    /// Read the attention-only LM without its normalisations (every one
+    /// taken as the identity, as the research code's ignore_norms=True):
+    /// for models whose norms depend on their input (rmsnorm, layernorm,
+    /// …), refused otherwise. The similarity is then that of other
+    /// functions, and every output says so.
+    #[arg(long)]
+    ignore_norms: bool,
 }
 
 /// The scalar type of the computation: `f64` (the default) or `f32`, for
@@ -121,6 +128,7 @@ impl Loading {
             }),
             attn_scale: self.attn_scale,
             rope_base: self.rope_base,
+            ignore_norms: self.ignore_norms,
         }
     }
 }
@@ -335,7 +343,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let paths = [a.clone(), b.clone()];
             let options = loading.options();
             let limit = memory_limit(max_memory);
-            let (sim, exact) = match precision {
+            let (sim, exact, without_norms) = match precision {
                 Precision::F64 => similarity_in::<f64>(&paths, metric, context, limit, &options)?,
                 Precision::F32 => similarity_in::<f32>(&paths, metric, context, limit, &options)?,
             };
@@ -354,6 +362,9 @@ fn run(command: Command) -> Result<(), Failure> {
                 }
                 if let Some(exact) = exact {
                     value["exact"] = exact.into();
+                }
+                if without_norms {
+                    value["norms_removed"] = true.into();
                 }
                 value.to_string()
             } else {
@@ -407,13 +418,18 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             let options = loading.options();
             let limit = memory_limit(max_memory);
-            let matrix = match precision {
+            let (matrix, without_norms) = match precision {
                 Precision::F64 => matrix_in::<f64>(&files, metric, context, limit, &options)?,
                 Precision::F32 => matrix_in::<f32>(&files, metric, context, limit, &options)?,
             };
             let labels: Vec<String> = files.iter().map(|f| stem(f)).collect();
             let rows: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            let csv = to_csv(&labels, &rows, &matrix);
+            let corner = if without_norms {
+                "model (without norms: --ignore-norms)"
+            } else {
+                "model"
+            };
+            let csv = to_csv(corner, &labels, &rows, &matrix);
             match &output {
                 Some(path) => outputs.write(path, csv.as_bytes())?,
                 None => print_out(&csv)?,
@@ -445,16 +461,18 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-/// The similarity of the two models in `paths`, computed in `T`, and
-/// whether it is exact (for the metrics that can be approximate).
+/// The similarity of the two models in `paths`, computed in `T`, whether
+/// it is exact (for the metrics that can be approximate), and whether a
+/// model was read without its norms.
 fn similarity_in<T: Real>(
     paths: &[PathBuf; 2],
     metric: Metric,
     context: Option<usize>,
     limit: MemoryLimit,
     options: &LoadOptions,
-) -> Result<(f64, Option<bool>), String> {
+) -> Result<(f64, Option<bool>, bool), String> {
     let files = load_files::<T>(paths, options)?;
+    let without_norms = norms_notice(paths, &files);
     check_context(context, paths.iter().zip(&files))?;
     let [a, b] = &files[..] else {
         return Err("compare needs two models".into());
@@ -471,19 +489,53 @@ fn similarity_in<T: Real>(
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let sim = metric.compare(a, b, context, limit);
     spinner.finish_and_clear();
-    Ok((sim.map_err(|e| message(&e))?, metric.exact(a, b)))
+    Ok((
+        sim.map_err(|e| message(&e))?,
+        metric.exact(a, b),
+        without_norms,
+    ))
+}
+
+/// Says on stderr which of `files` were read without their norms
+/// (`--ignore-norms`), if any: the similarity is then that of other
+/// functions. Whether any was.
+fn norms_notice<T: Real>(paths: &[PathBuf], files: &[io::ModelFile<T>]) -> bool {
+    let removed: Vec<String> = (paths.iter().zip(files))
+        .filter(|(_, f)| f.norms_removed())
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    if removed.is_empty() {
+        return false;
+    }
+    eprintln!(
+        "note: --ignore-norms: {} of {} models read without their norms ({}); the similarity \
+         is that of the models without their norms, other functions than the checkpoints'",
+        removed.len(),
+        files.len(),
+        if removed.len() > 3 {
+            format!(
+                "{}, and {} more",
+                removed[..3].join(", "),
+                removed.len() - 3
+            )
+        } else {
+            removed.join(", ")
+        }
+    );
+    true
 }
 
 /// The similarity matrix of the models in `files`, computed in `T`, with a
-/// progress bar.
+/// progress bar, and whether a model was read without its norms.
 fn matrix_in<T: Real>(
     files: &[PathBuf],
     metric: Metric,
     context: Option<usize>,
     limit: MemoryLimit,
     options: &LoadOptions,
-) -> Result<nalgebra::DMatrix<f64>, String> {
+) -> Result<(nalgebra::DMatrix<f64>, bool), String> {
     let loaded = load_files::<T>(files, options)?;
+    let without_norms = norms_notice(files, &loaded);
     check_context(context, files.iter().zip(&loaded))?;
     let models: Vec<Model<T>> = loaded.into_iter().map(|f| f.model).collect();
     let n = models.len();
@@ -496,7 +548,7 @@ fn matrix_in<T: Real>(
     );
     let matrix = metric.matrix(&models, context, limit, || bar.inc(1));
     bar.finish_and_clear();
-    matrix.map_err(|e| message(&e))
+    Ok((matrix.map_err(|e| message(&e))?, without_norms))
 }
 
 /// The model files in `paths` in `T`, read in parallel; an error if a
@@ -776,7 +828,7 @@ fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// RFC 4180 CSV: a header row of labels (after an empty corner), then one
 /// row per model, led by its path so that equal stems stay apart.
-fn to_csv(labels: &[String], rows: &[String], m: &nalgebra::DMatrix<f64>) -> String {
+fn to_csv(corner: &str, labels: &[String], rows: &[String], m: &nalgebra::DMatrix<f64>) -> String {
     let field = |s: &str| {
         if s.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -784,7 +836,7 @@ fn to_csv(labels: &[String], rows: &[String], m: &nalgebra::DMatrix<f64>) -> Str
             s.to_owned()
         }
     };
-    let mut out = String::from("model");
+    let mut out = String::from(corner);
     for l in labels {
         out.push(',');
         out.push_str(&field(l));
