@@ -107,7 +107,8 @@ TINY_LM_CONFIG = {
     "model": {
         "vocab_size": 11, "d_model": 8, "n_head": 2, "n_layers": 2, "attn_scale": 0.35,
         "attn_type": "bilinear", "rope_base": 500.0, "use_bias_qk": True, "n_ctx": 16,
-        "norm_type": "none", "norm_places": [], "use_rmsnorm_qk": False,
+        "norm_type": "tok0_batch", "norm_places": ["pre_unembed"], "norm_kwargs": {"eps": 1e-6},
+        "use_rmsnorm_qk": False,
     },
     "train": {"seed": 0, "lr": 0.01},
 }
@@ -156,7 +157,7 @@ def test_config_as_a_dict_is_the_model_of_the_path(tmp_path):
         ts.load(ckpt, config={"model": dict(TINY_LM_CONFIG["model"], rope_base=float("inf"))})
     # NumPy numbers and tuples read as the numbers and lists they are.
     numpy_dict = {"model": dict(TINY_LM_CONFIG["model"], n_head=np.int64(2),
-                                attn_scale=np.float64(0.35), norm_places=(),
+                                attn_scale=np.float64(0.35), norm_places=("pre_unembed",),
                                 use_bias_qk=np.bool_(True), dropout=np.float32(0.25))}
     from_numpy = ts.load(ckpt, config=numpy_dict)
     np.testing.assert_array_equal(from_numpy.forward(x), by_dict.forward(x))

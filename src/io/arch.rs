@@ -169,9 +169,9 @@ pub(crate) struct ModelKeys {
 /// `norm_places` names, with the `norm_kwargs` that change it at eval.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct NormPlan {
-    /// `norm_type` (the research default `rmsnorm` where absent; read
-    /// only where a place is named, and `none` names none).
-    pub(crate) kind: NormType,
+    /// `norm_type` (the research default `rmsnorm` where absent); `None`
+    /// for `none`.
+    pub(crate) kind: Option<NormType>,
     /// `post_embed` in `norm_places`.
     pub(crate) post_embed: bool,
     /// `pre_layer` in `norm_places`.
@@ -285,7 +285,7 @@ fn norm_plan(config: &RunConfig, ignore_norms: bool) -> Result<NormPlan, FileErr
     }
     let at = |p: &str| kind.is_some() && places.iter().any(|q| q == p);
     let mut plan = NormPlan {
-        kind: kind.unwrap_or(NormType::RmsNorm),
+        kind,
         post_embed: at("post_embed"),
         pre_layer: at("pre_layer"),
         pre_unembed: at("pre_unembed") || at("pre_layer"),
@@ -732,6 +732,15 @@ mod tests {
                 vocab_size: Some(50),
                 d_model: Some(8),
                 n_ctx: Some(64),
+                norms: Some(NormPlan {
+                    kind: None,
+                    post_embed: false,
+                    pre_layer: false,
+                    pre_unembed: false,
+                    eps: None,
+                    affine: true,
+                    places: vec![],
+                }),
             }
         );
         assert_eq!(

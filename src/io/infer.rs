@@ -542,7 +542,7 @@ fn declared_norm(
         NormPlace::PreLayer(_) => plan.pre_layer,
         NormPlace::PreUnembed => plan.pre_unembed,
     };
-    if !at {
+    let Some(kind) = plan.kind.filter(|_| at) else {
         return match present.first() {
             Some(name) => Err(arch.refuse(
                 "norm_places",
@@ -558,8 +558,7 @@ fn declared_norm(
             )),
             None => Ok(None),
         };
-    }
-    let kind = plan.kind;
+    };
     let module = place.module();
     let tensors = kind.tensors(&module, plan.affine);
     if let Some(stranger) = present

@@ -1429,3 +1429,93 @@ fn errors_name_options_as_flags() {
         );
     }
 }
+
+/// A normalised research LM's run (`tests/files/torch/norms/<case>`).
+fn norms_case(case: &str, step: usize) -> String {
+    fixtures()
+        .join(format!("torch/norms/{case}/step_{step}.pt"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn inspect_shows_each_folded_norm_and_the_untracked_assumption() {
+    let out = run(&["inspect", &norms_case("batchnorm_post_embed_pre_layer", 1)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for place in ["post_embed", "pre_layer 0", "pre_layer 1", "pre_unembed"] {
+        let line = format!("norm:       batchnorm at {place} (eps 1e-5): folded, scale ");
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+    assert!(text.contains(", shift "), "{text}");
+    let out = run(&["inspect", &norms_case("tok0_untracked", 1)]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "assumed:    final_norm.num_batches_tracked = 0: saved before its first training batch"
+        ),
+        "{text}"
+    );
+    let out = run(&["inspect", "--json", &norms_case("tok0_eps", 1)]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["norms"].as_array().unwrap().len(), 3);
+    assert_eq!(v["norms"][0]["kind"], "tok0_batch");
+    assert_eq!(v["norms"][0]["place"], "post_embed");
+    assert_eq!(v["norms"][0]["eps"], 0.5);
+    assert_eq!(v["norms_removed"], false);
+}
+
+#[test]
+fn input_dependent_norms_are_refused_in_one_line_and_ignore_norms_says_what_it_did() {
+    let (a, b) = (norms_case("rmsnorm", 1), norms_case("rmsnorm", 2));
+    for args in [
+        vec!["compare", &a, &b, "--context", "2"],
+        vec!["inspect", &a],
+        vec!["matrix", &a, &b, "--context", "2"],
+    ] {
+        let out = run(&args);
+        assert!(!out.status.success());
+        assert!(stdout(&out).is_empty(), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("model.norm_type is \"rmsnorm\": it divides each position by its own RMS")
+                && err.contains("--ignore-norms reads the model without its norms"),
+            "{err}"
+        );
+    }
+    // With the opt-in: a number, and the notice on stderr.
+    let out = run(&["compare", &a, &b, "--context", "2", "--ignore-norms"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sim: f64 = stdout(&out).trim().parse().unwrap();
+    assert!(sim > 0.0 && sim < 1.0, "{sim}");
+    assert!(
+        stderr(&out).contains("note: --ignore-norms: 2 of 2 models read without their norms"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "compare",
+        &a,
+        &b,
+        "--context",
+        "2",
+        "--ignore-norms",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["norms_removed"], true);
+    assert_eq!(v["similarity"].as_f64(), Some(sim));
+    let out = run(&["matrix", &a, &b, "--context", "2", "--ignore-norms"]);
+    assert!(
+        stdout(&out).starts_with("model (without norms: --ignore-norms),step_1,step_2\n"),
+        "{}",
+        stdout(&out)
+    );
+    // Without a removed norm, no notice and no field.
+    let (c, d) = (norms_case("tok0_eps", 1), norms_case("tok0_eps", 2));
+    let out = run(&["compare", &c, &d, "--context", "2", "--json"]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v.get("norms_removed").is_none());
+}

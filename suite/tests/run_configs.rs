@@ -577,7 +577,8 @@ fn fixture_content() -> serde_json::Value {
         "model": {
             "vocab_size": 11, "d_model": 8, "n_head": 2, "n_layers": 2, "attn_scale": 0.35,
             "attn_type": "bilinear", "rope_base": 500.0, "use_bias_qk": true, "n_ctx": 16,
-            "norm_type": "none", "norm_places": [], "use_rmsnorm_qk": false,
+            "norm_type": "tok0_batch", "norm_places": ["pre_unembed"], "norm_kwargs": {"eps": 1e-6},
+            "use_rmsnorm_qk": false,
         },
         "train": {"seed": 0, "lr": 0.01},
     })

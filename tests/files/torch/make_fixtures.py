@@ -218,8 +218,10 @@ LM_CONFIG = {
     "rope_base": 500.0,
     "use_bias_qk": True,
     "n_ctx": 16,
-    "norm_type": "none",
-    "norm_places": [],
+    # FinalNorm below is folded at eval as tok0_batch is (x / sqrt(E + 1e-6)).
+    "norm_type": "tok0_batch",
+    "norm_places": ["pre_unembed"],
+    "norm_kwargs": {"eps": 1e-6},
     "use_rmsnorm_qk": False,
 }
 
