@@ -10,7 +10,8 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use rayon::prelude::*;
 use serde_json::{Map, Number, Value};
 use tensor_similarity::io::{
-    self, ConfigSource, Dtype, IgnoredConfigKey, Layout, LoadOptions, ModelFile, TensorData,
+    self, ConfigSource, Dtype, FileNorm, IgnoredConfigKey, Layout, LoadOptions, ModelFile,
+    NormReading, TensorData,
 };
 use tensor_similarity::{Mask, Model, Spelling};
 
@@ -33,6 +34,13 @@ pub struct NativeModel {
     parameters: usize,
     block_parameters: Vec<usize>,
     ignored_config_keys: Vec<IgnoredConfigKey>,
+    /// The model's normalisations, each folded or removed
+    /// ([`ModelFile::norms`]).
+    norms: Vec<FileNorm>,
+    /// Whether a norm was removed (`ignore_norms=True`): the model is
+    /// the checkpoint's without its norms, another function
+    /// ([`ModelFile::norms_removed`]).
+    norms_removed: bool,
 }
 
 impl From<ModelFile> for NativeModel {
@@ -41,6 +49,7 @@ impl From<ModelFile> for NativeModel {
         let block_parameters = (0..f.model.depth())
             .map(|b| f.block_parameter_count(b))
             .collect();
+        let norms_removed = f.norms_removed();
         Self {
             parameters,
             block_parameters,
@@ -52,6 +61,8 @@ impl From<ModelFile> for NativeModel {
             assumptions: f.assumptions,
             unused_options: f.unused_options,
             ignored_config_keys: f.ignored_config_keys,
+            norms: f.norms,
+            norms_removed,
         }
     }
 }
@@ -72,15 +83,23 @@ fn check_options_used(files: &[ModelFile]) -> PyResult<()> {
         || format!("{option}="),
         |o| o.spelled(Spelling::Python).to_string(),
     );
-    let fixed = if *option == "rope_base" {
-        "; the research Transformer's rotary base is fixed at 10000"
-    } else {
-        ""
+    let why = match *option {
+        "rope_base" => {
+            "files with tensor_similarity metadata name every setting; vector layouts have no \
+             attention; the research Transformer's rotary base is fixed at 10000"
+        }
+        "ignore_norms" => {
+            "only the attention-only language model's layout has norms to remove; files with \
+             tensor_similarity metadata have none"
+        }
+        _ => {
+            "files with tensor_similarity metadata name every setting; vector layouts have no \
+             attention"
+        }
     };
     let layouts: Vec<&str> = files.iter().map(|f| f.layout.name()).collect();
     Err(invalid(format!(
-        "{keyword} applies to none of the models: {} (files with tensor_similarity metadata \
-         name every setting; vector layouts have no attention{fixed})",
+        "{keyword} applies to none of the models: {} ({why})",
         layouts.join(", ")
     )))
 }
@@ -97,15 +116,19 @@ fn layout_key(layout: Layout) -> &'static str {
     }
 }
 
+/// A stored dtype by name: a float type, or `"I64"` (an integer tensor,
+/// which the core reads only as a norm's counter, `num_batches_tracked`).
 fn parse_dtype(name: &str) -> PyResult<Dtype> {
     Ok(match name.to_ascii_uppercase().as_str() {
         "F64" | "FLOAT64" => Dtype::F64,
         "F32" | "FLOAT32" => Dtype::F32,
         "F16" | "FLOAT16" => Dtype::F16,
         "BF16" | "BFLOAT16" => Dtype::BF16,
+        "I64" | "INT64" => Dtype::I64,
         _ => {
             return Err(invalid(format!(
-                "dtype {name:?}: expected one of \"F64\", \"F32\", \"F16\", \"BF16\""
+                "dtype {name:?}: expected one of \"F64\", \"F32\", \"F16\", \"BF16\", \
+                 \"I64\""
             )));
         }
     })
@@ -198,6 +221,36 @@ impl NativeModel {
                 d.set_item("output_width", b.output_width())?;
                 d.set_item("mixes_positions", b.mixes_positions())?;
                 d.set_item("parameters", count)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Whether a norm was removed (`ignore_norms=True`).
+    #[getter]
+    fn norms_removed(&self) -> bool {
+        self.norms_removed
+    }
+
+    /// One dict per normalisation, in block order: kind, place, eps,
+    /// whether it was folded, the ranges `(lo, hi)` of its scale and shift
+    /// (`None` where it was removed, or has no shift), as `inspect --json`
+    /// lists them.
+    fn norms<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.norms
+            .iter()
+            .map(|n| {
+                let (folded, scale, shift) = match &n.reading {
+                    NormReading::Folded { scale, shift } => (true, Some(*scale), *shift),
+                    _ => (false, None, None),
+                };
+                let d = PyDict::new(py);
+                d.set_item("kind", n.kind)?;
+                d.set_item("place", n.place.to_string())?;
+                d.set_item("eps", n.eps)?;
+                d.set_item("folded", folded)?;
+                d.set_item("scale", scale)?;
+                d.set_item("shift", shift)?;
                 Ok(d)
             })
             .collect()
@@ -346,6 +399,8 @@ fn config_value(v: &Bound<'_, PyAny>, at: &str, depth: usize) -> PyResult<Value>
     )))
 }
 
+/// The [`LoadOptions`] of the Python keywords, one argument each.
+#[allow(clippy::too_many_arguments)]
 fn load_options(
     residual_scale: Option<f64>,
     skip: Option<f64>,
@@ -354,6 +409,7 @@ fn load_options(
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
     rope_base: Option<f64>,
+    ignore_norms: bool,
 ) -> PyResult<LoadOptions> {
     let config = match config {
         None => None,
@@ -374,13 +430,14 @@ fn load_options(
         mask: parse_mask(mask)?,
         attn_scale,
         rope_base,
+        ignore_norms,
         ..LoadOptions::default()
     })
 }
 
 /// The model in the file at `path`.
 #[pyfunction]
-#[pyo3(signature = (path, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None))]
+#[pyo3(signature = (path, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None, ignore_norms=false))]
 // One argument per Python keyword.
 #[allow(clippy::too_many_arguments)]
 pub fn load(
@@ -393,6 +450,7 @@ pub fn load(
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
     rope_base: Option<f64>,
+    ignore_norms: bool,
 ) -> PyResult<NativeModel> {
     let options = load_options(
         residual_scale,
@@ -402,6 +460,7 @@ pub fn load(
         mask,
         attn_scale,
         rope_base,
+        ignore_norms,
     )?;
     let file = py.detach(|| io::open(&path, &options)).map_err(to_py)?;
     check_options_used(std::slice::from_ref(&file))?;
@@ -411,7 +470,7 @@ pub fn load(
 /// The models in the files at `paths`, read in parallel; the error is the
 /// first by path order.
 #[pyfunction]
-#[pyo3(signature = (paths, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None))]
+#[pyo3(signature = (paths, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None, ignore_norms=false))]
 // One argument per Python keyword.
 #[allow(clippy::too_many_arguments)]
 pub fn load_many(
@@ -424,6 +483,7 @@ pub fn load_many(
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
     rope_base: Option<f64>,
+    ignore_norms: bool,
 ) -> PyResult<Vec<NativeModel>> {
     let options = load_options(
         residual_scale,
@@ -433,6 +493,7 @@ pub fn load_many(
         mask,
         attn_scale,
         rope_base,
+        ignore_norms,
     )?;
     let files = py
         .detach(|| {
@@ -451,7 +512,7 @@ pub fn load_many(
 /// place and copied once); `metadata` the layout JSON, or `None` to infer
 /// it from the names.
 #[pyfunction]
-#[pyo3(signature = (names, dtypes, arrays, metadata=None, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None))]
+#[pyo3(signature = (names, dtypes, arrays, metadata=None, *, residual_scale=None, skip=None, config=None, heads=None, mask=None, attn_scale=None, rope_base=None, ignore_norms=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn from_state_dict(
     py: Python<'_>,
@@ -466,6 +527,7 @@ pub fn from_state_dict(
     mask: Option<MaskArg<'_>>,
     attn_scale: Option<f64>,
     rope_base: Option<f64>,
+    ignore_norms: bool,
 ) -> PyResult<NativeModel> {
     if dtypes.len() != names.len() || arrays.len() != names.len() {
         return Err(PyTypeError::new_err(
@@ -480,6 +542,7 @@ pub fn from_state_dict(
         mask,
         attn_scale,
         rope_base,
+        ignore_norms,
     )?;
     let mut tensors = HashMap::with_capacity(names.len());
     for ((name, dtype), array) in names.into_iter().zip(dtypes).zip(&arrays) {
@@ -521,6 +584,12 @@ pub fn save(
         }
     };
     let dtype = parse_dtype(dtype)?;
+    if !dtype.is_float() {
+        return Err(invalid(format!(
+            "dtype {dtype}: save writes weights as a float type, \"F64\", \"F32\", \"F16\" \
+             or \"BF16\""
+        )));
+    }
     let m = model.model.clone();
     py.detach(|| io::save_with_dtype(&m, &path, layout, dtype))
         .map_err(to_py)

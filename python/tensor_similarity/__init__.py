@@ -32,6 +32,9 @@ once and called many times: :class:`TensorMetric`, :class:`GaussianMetric`,
 Every error of the core is a :class:`TensorSimilarityError` (a
 ``ValueError``) with the core's message, of a class that says its family
 (:class:`FileError`, :class:`IncomparableError`, :class:`MemoryLimitError`, …).
+A model read without its normalisations (``ignore_norms=True``) is another
+function than its checkpoint's: loading one emits a
+:class:`NormsRemovedWarning`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import os
 import tempfile
 import sys
 import time
+import warnings
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -52,6 +56,7 @@ from ._errors import (
     IncomparableError,
     MemoryLimitError,
     NonFiniteError,
+    NormsRemovedWarning,
     NumericalError,
     OptionError,
     ShapeError,
@@ -74,6 +79,7 @@ __all__ = [
     "NumericalError",
     "MemoryLimitError",
     "FileError",
+    "NormsRemovedWarning",
     "load",
     "save",
     "similarity",
@@ -92,7 +98,16 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Keyword options that say how to read a file (or a state_dict without
 #: metadata); see :func:`load`.
-LOAD_OPTIONS = ("residual_scale", "skip", "config", "heads", "mask", "attn_scale", "rope_base")
+LOAD_OPTIONS = (
+    "residual_scale",
+    "skip",
+    "config",
+    "heads",
+    "mask",
+    "attn_scale",
+    "rope_base",
+    "ignore_norms",
+)
 #: Keyword options of the metrics; see :func:`similarity`.
 METRIC_OPTIONS = (
     "context",
@@ -157,7 +172,57 @@ def _load_kwargs(options: Mapping[str, Any]) -> dict:
     mask = out.get("mask")
     if mask is not None and not isinstance(mask, str):
         out["mask"] = _array(mask)
+    if "ignore_norms" in out:
+        flag = out["ignore_norms"]
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"ignore_norms= is True or False, not {flag!r}")
+        out["ignore_norms"] = bool(flag)
     return out
+
+
+def _removed(norms: Sequence[Mapping[str, Any]]) -> str:
+    """The norms removed, as a warning names them: ``rmsnorm at pre_unembed``."""
+    return ", ".join(f"{n['kind']} at {n['place']}" for n in norms if not n["folded"])
+
+
+def _stacklevel() -> int:
+    """The ``stacklevel`` of ``warnings.warn`` called from the caller of this
+    function that points at the first frame outside this package (the
+    user's call, however deep the package's own calls go)."""
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_norms_removed(natives: Sequence[Any], sources: Sequence[str]) -> None:
+    """A :class:`NormsRemovedWarning` naming the ``sources`` (files, or the
+    state_dict) whose models were read without their norms, if any was:
+    the models are other functions than the checkpoints'."""
+    removed = [(src, n) for src, n in zip(sources, natives) if n.norms_removed]
+    if not removed:
+        return
+    tail = (
+        "; the model is another function than the checkpoint's, and every similarity with it "
+        "is that of the model without its norms"
+    )
+    if len(natives) == 1:
+        src, native = removed[0]
+        message = (
+            f"{src}: read without its norms (ignore_norms=True removed "
+            f"{_removed(native.norms())}){tail}"
+        )
+    else:
+        named = ", ".join(src for src, _ in removed[:3])
+        if len(removed) > 3:
+            named += f", and {len(removed) - 3} more"
+        message = (
+            f"ignore_norms=True: {len(removed)} of {len(natives)} models read without their "
+            f"norms ({named}); they are other functions than the checkpoints', and every "
+            "similarity with them is that of the models without their norms"
+        )
+    warnings.warn(NormsRemovedWarning(message), stacklevel=_stacklevel())
 
 
 def _split_options(options: Mapping[str, Any], allowed: Sequence[str] = METRIC_OPTIONS + LOAD_OPTIONS):
@@ -179,10 +244,16 @@ class Model:
     Build one with :func:`load` (a file) or :meth:`from_state_dict` (tensors in
     memory). A model is immutable; its weights are held by the compiled core
     in ``float64``. It pickles (for ``multiprocessing`` or Dask tasks) as its
-    safetensors bytes, and comes back in the ``"described"`` layout.
+    safetensors bytes, and comes back in the ``"described"`` layout (with its
+    :attr:`norms` as read).
+
+    A model read with ``ignore_norms=True`` whose norms were removed is the
+    checkpoint's without them, another function: :attr:`norms_removed` is
+    ``True``, its ``repr`` says so, and loading it emitted a
+    :class:`NormsRemovedWarning`.
     """
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "_norms")
 
     def __init__(self, native: "_native.NativeModel") -> None:
         if not isinstance(native, _native.NativeModel):
@@ -191,6 +262,9 @@ class Model:
                 "or Model.from_state_dict(mapping)"
             )
         self._native = native
+        # The norms as first read, for a model rebuilt from its pickle (whose
+        # described layout has none); None: the native model's.
+        self._norms: Optional[list] = None
 
     @classmethod
     def load(cls, path: PathLike, **options: Any) -> "Model":
@@ -210,7 +284,11 @@ class Model:
         without ``requires_grad``, bfloat16 included) or anything with
         ``__array__``; torch is never imported. They are converted to
         ``float64``; the dtype they were stored in is kept for
-        :attr:`tensors`. Integer, complex or boolean tensors are an error
+        :attr:`tensors`. Integer tensors (NumPy or torch, 0-dim included,
+        such as a norm's ``num_batches_tracked`` counter) are passed as
+        ``"I64"`` with their values as ``float64``: the core reads an integer
+        tensor only as a norm's counter, and one used as a weight is a
+        :class:`FileError` naming it. Complex or boolean tensors are an error
         naming the tensor.
 
         ``layout`` says where the blocks' tensors are, exactly as a file's
@@ -224,8 +302,10 @@ class Model:
         block uses is an error.
 
         ``options`` are :func:`load`'s: ``residual_scale``, ``skip``, ``heads``, ``mask``,
-        ``attn_scale``, ``rope_base``, ``config`` (a run config file or a dict
-        of its content; there is no folder to find one in).
+        ``attn_scale``, ``rope_base``, ``ignore_norms``, ``config`` (a run config
+        file or a dict of its content; there is no folder to find one in). With
+        ``ignore_norms=True`` and norms removed, a :class:`NormsRemovedWarning`
+        naming the state_dict is emitted.
         """
         if not isinstance(mapping, Mapping):
             if hasattr(mapping, "items"):
@@ -248,6 +328,7 @@ class Model:
         native = _native.from_state_dict(
             names, dtypes, arrays, metadata, **_load_kwargs(load_options)
         )
+        _warn_norms_removed([native], ["state_dict"])
         return cls(native)
 
     # -- what the model is ------------------------------------------------
@@ -302,9 +383,36 @@ class Model:
     @property
     def tensors(self) -> list:
         """One dict per tensor of the source: ``name``, ``block``, ``role``,
-        ``dtype`` (as stored: ``"F64"``, ``"F32"``, ``"F16"``, ``"BF16"``),
+        ``dtype`` (as stored: ``"F64"``, ``"F32"``, ``"F16"``, ``"BF16"``, or
+        ``"I64"`` for an integer tensor, a norm's ``num_batches_tracked``),
         ``shape``."""
         return self._native.tensors()
+
+    @property
+    def norms(self) -> list:
+        """The model's normalisations (the attention-only language model's
+        ``norm_type`` at its ``norm_places``), in block order: one dict each,
+        as ``inspect --json`` lists them, with ``kind`` (``"tok0_batch"``,
+        ``"batchnorm"``, ``"rmsnorm"``, …), ``place`` (``"post_embed"``,
+        ``"pre_layer 1"``, ``"pre_unembed"``), ``eps``, ``folded`` (``True``:
+        constant at eval, ``N(x) = g ⊙ x + h``, folded exactly into the maps
+        around it; ``False``: removed by ``ignore_norms=True``), ``scale``
+        (the smallest and largest entry of ``g``, ``(lo, hi)``; ``None`` when
+        removed) and ``shift`` (the same of ``h``; ``None`` when there is none
+        or it was removed). Empty for a model without norms."""
+        if self._norms is not None:
+            return [dict(n) for n in self._norms]
+        return self._native.norms()
+
+    @property
+    def norms_removed(self) -> bool:
+        """Whether the model was read without some of its norms
+        (``ignore_norms=True``): it is then the checkpoint's function without
+        them, another function, and every similarity with it is that of the
+        model without its norms."""
+        if self._norms is not None:
+            return any(not n["folded"] for n in self._norms)
+        return self._native.norms_removed
 
     @property
     def native_context(self) -> Optional[int]:
@@ -367,32 +475,45 @@ class Model:
 
     def __reduce__(self):
         # Pickled as its safetensors bytes (for multiprocessing, Dask tasks):
-        # the same function and weights, read back in the described layout.
+        # the same function and weights, read back in the described layout,
+        # with the norms as read (so that a model without its norms still
+        # says so).
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "model.safetensors")
             save(self, path)
             with open(path, "rb") as f:
                 data = f.read()
-        return (_from_safetensors_bytes, (data,))
+        norms = self.norms
+        return (_from_safetensors_bytes, (data, norms) if norms else (data,))
 
     def __repr__(self) -> str:
         blocks = ", ".join(
             f"{b['kind']} {b['input_width']}→{b['output_width']}" for b in self.blocks
         )
         seq = ", sequence" if self.is_sequence else ""
+        norms = self.norms
+        without = (
+            f"; without its norms ({_removed(norms)} removed by ignore_norms=True)"
+            if any(not n["folded"] for n in norms)
+            else ""
+        )
         return (
             f"Model({blocks}; input {self.input_width}, output {self.output_width}{seq}; "
-            f"{self.parameter_count} parameters; {self.layout})"
+            f"{self.parameter_count} parameters; {self.layout}{without})"
         )
 
 
-def _from_safetensors_bytes(data: bytes) -> Model:
-    """A model from the bytes of a safetensors file (what pickling stores)."""
+def _from_safetensors_bytes(data: bytes, norms: Optional[list] = None) -> Model:
+    """A model from the bytes of a safetensors file (what pickling stores),
+    with the norms it was first read with."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "model.safetensors")
         with open(path, "wb") as f:
             f.write(data)
-        return load(path)
+        model = load(path)
+    if norms:
+        model._norms = [dict(n) for n in norms]
+    return model
 
 
 def _tensor(name: str, value: Any) -> tuple:
@@ -417,6 +538,10 @@ def _tensor(name: str, value: Any) -> tuple:
             array = np.asarray(v.float())
     if array.dtype == object:
         raise TypeError(f"tensor {name!r}: {type(value).__name__} is not an array of numbers")
+    if array.dtype.kind in "iu":
+        # An integer tensor: the core reads one only as a norm's counter
+        # (num_batches_tracked), and names it if it is used as a weight.
+        return "I64", _array(array)
     if array.dtype.kind not in "f":
         if array.dtype.kind == "V" or array.dtype.name == "bfloat16":
             # ml_dtypes' bfloat16 and similar extension types.
@@ -424,7 +549,8 @@ def _tensor(name: str, value: Any) -> tuple:
         else:
             raise FileError(
                 f"state_dict: tensor {name!r} has dtype {array.dtype}; models are made of "
-                "floating-point tensors (float64, float32, float16, bfloat16)"
+                "floating-point tensors (float64, float32, float16, bfloat16), and integer "
+                "tensors are read only as a norm's counter (num_batches_tracked)"
             )
     dtype = _DTYPES.get(stored) or _DTYPES.get(str(array.dtype), "F64")
     if stored == "bfloat16":
@@ -472,14 +598,32 @@ def load(path: PathLike, **options: Any) -> Model:
     ``mask`` (``"causal"``, ``"none"``, ``"diag"`` or an ``n × n`` matrix),
     ``attn_scale``, ``rope_base`` (the attention-only LM's rotary base, where
     no config gives ``rope_base``; the research Transformer's is fixed at
-    10000 and it does not read this). Where a config gives a setting, an option that says
-    otherwise is an error. Config keys that cannot change the function at
+    10000 and it does not read this), ``ignore_norms`` (``True``: read the
+    attention-only LM without its normalisations, every one removed, as the
+    research code's ``ignore_norms=True`` does; see below). Where a config
+    gives a setting, an option that says otherwise is an error, and an
+    option that the file's layout does not read (``heads=`` for a vector
+    model, ``ignore_norms=True`` for any layout but the attention-only LM)
+    is an :class:`OptionError`. Config keys that cannot change the function at
     eval (``dropout``, ``init_std``, ``lr``, …) are read and listed in
     :attr:`Model.ignored_config_keys`. Errors name these options as
     keywords (``heads=``).
+
+    Normalisations (the LM's ``norm_type`` at its ``norm_places``,
+    :attr:`Model.norms`): ``tok0_batch`` and ``batchnorm`` are constant at eval
+    and folded exactly into the maps around them. The others divide by a
+    statistic of their input (``rmsnorm``, ``layernorm``, ``maxrmsnorm``,
+    ``causal_maxrmsnorm``, ``tok0``), so the model is not polynomial: a
+    :class:`FileError` naming the norm, unless ``ignore_norms=True``, which
+    reads the model with every norm removed (the constant ones too). That
+    model is another function than the checkpoint's: loading it emits a
+    :class:`NormsRemovedWarning` naming the file, and
+    :attr:`Model.norms_removed` and the model's ``repr`` say so.
     """
     _, load_options = _split_options(options, LOAD_OPTIONS)
-    return Model(_native.load(os.fspath(path), **_load_kwargs(load_options)))
+    native = _native.load(os.fspath(path), **_load_kwargs(load_options))
+    _warn_norms_removed([native], [os.fspath(path)])
+    return Model(native)
 
 
 def save(model: Model, path: PathLike, layout: str = "described", dtype: str = "F64") -> None:
@@ -489,6 +633,10 @@ def save(model: Model, path: PathLike, layout: str = "described", dtype: str = "
     any model, sequence models included), ``"embed_body_head"`` or
     ``"bi_linear_projection"`` (the research names; metadata is written too).
     ``dtype``: ``"F64"``, ``"F32"``, ``"F16"`` or ``"BF16"``.
+
+    A model read without its norms (``ignore_norms=True``) is written as the
+    function it is, without them; the file does not record that, so a
+    model loaded from it does not say so.
     """
     _native.save(_model(model), os.fspath(path), layout, dtype)
 
@@ -550,9 +698,9 @@ def _models(items: Iterable[Any], load_options: Mapping[str, Any], what: str) ->
     paths = [i for i, m in enumerate(items) if isinstance(m, (str, os.PathLike))]
     out: list = [None] * len(items)
     if paths:
-        loaded = _native.load_many(
-            [os.fspath(items[i]) for i in paths], **_load_kwargs(load_options)
-        )
+        names = [os.fspath(items[i]) for i in paths]
+        loaded = _native.load_many(names, **_load_kwargs(load_options))
+        _warn_norms_removed(loaded, names)
         for i, m in zip(paths, loaded):
             out[i] = m
     for i, m in enumerate(items):

@@ -1,5 +1,6 @@
 """The exceptions of ``tensor_similarity``: one class per family of errors,
-all under :class:`TensorSimilarityError`.
+all under :class:`TensorSimilarityError`; and its warning,
+:class:`NormsRemovedWarning`.
 
 Every error of the core has always been raised as a
 :class:`TensorSimilarityError`, a ``ValueError``; each family keeps both as
@@ -29,6 +30,7 @@ __all__ = [
     "NumericalError",
     "MemoryLimitError",
     "FileError",
+    "NormsRemovedWarning",
 ]
 
 
@@ -81,7 +83,22 @@ class FileError(TensorSimilarityError):
     """A model file that cannot be read or written (missing, truncated, not
     safetensors or ``torch.save``, a layout that does not fit), or a
     ``state_dict`` whose tensors do not make a model (a missing or unused
-    tensor, a wrong shape, NaN); the message names the file and tensor."""
+    tensor, a wrong shape, NaN); the message names the file and tensor.
+
+    A normalisation that depends on its input (``rmsnorm``, ``layernorm``,
+    ``maxrmsnorm``, ``causal_maxrmsnorm``, ``tok0``) is one too: such a model
+    is not polynomial, and the message names the norm and
+    ``ignore_norms=``, which reads the model without its norms."""
+
+
+class NormsRemovedWarning(UserWarning):
+    """A model was read without its normalisations, as ``ignore_norms=True``
+    asks (:func:`tensor_similarity.load`): it is another function than the
+    checkpoint's, and every similarity with it is that of the model without
+    its norms. Emitted when such a model is loaded, naming the file (or the
+    ``state_dict``) and the norms removed; :attr:`Model.norms_removed` and the
+    model's ``repr`` say so too. Silence it with
+    ``warnings.simplefilter("ignore", ts.NormsRemovedWarning)`` once you know."""
 
 
 for _cls in (
@@ -94,6 +111,7 @@ for _cls in (
     NumericalError,
     MemoryLimitError,
     FileError,
+    NormsRemovedWarning,
 ):
     # Shown, and pickled (Dask sends a worker's error back to the client),
     # as the package's names.

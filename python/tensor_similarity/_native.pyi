@@ -2,7 +2,10 @@
 
 Arrays are NumPy arrays (anything with ``__array_interface__``):
 C-contiguous, aligned, native-endian ``float64`` or ``float32``, read in
-place and copied once. Errors are the classes of
+place and copied once. ``from_state_dict``'s ``dtypes`` name each tensor's
+stored dtype: ``"F64"``, ``"F32"``, ``"F16"``, ``"BF16"``, or ``"I64"`` (an
+integer tensor, its values given as ``float64``: read only as a norm's
+counter). Errors are the classes of
 ``tensor_similarity._errors``. Use the package's functions
 (``tensor_similarity.load``, ``similarity``, …), which convert NumPy arrays,
 torch tensors and options into these.
@@ -48,6 +51,9 @@ class NativeModel:
     def unused_options(self) -> list[str]: ...
     @property
     def ignored_config_keys(self) -> list[tuple[str, str, str]]: ...
+    @property
+    def norms_removed(self) -> bool: ...
+    def norms(self) -> list[dict]: ...
     def blocks(self) -> list[dict]: ...
     def tensors(self) -> list[dict]: ...
     def forward(self, x: _Array, sequence: bool) -> bytes: ...
@@ -79,6 +85,7 @@ def load(
     mask: Optional[_Mask] = None,
     attn_scale: Optional[float] = None,
     rope_base: Optional[float] = None,
+    ignore_norms: bool = False,
 ) -> NativeModel: ...
 def load_many(
     paths: Sequence[_Path],
@@ -90,6 +97,7 @@ def load_many(
     mask: Optional[_Mask] = None,
     attn_scale: Optional[float] = None,
     rope_base: Optional[float] = None,
+    ignore_norms: bool = False,
 ) -> list[NativeModel]: ...
 def from_state_dict(
     names: Sequence[str],
@@ -104,6 +112,7 @@ def from_state_dict(
     mask: Optional[_Mask] = None,
     attn_scale: Optional[float] = None,
     rope_base: Optional[float] = None,
+    ignore_norms: bool = False,
 ) -> NativeModel: ...
 def save(model: NativeModel, path: _Path, layout: str = "described", dtype: str = "F64") -> None: ...
 def similarity(metric: Metric, a: NativeModel, b: NativeModel) -> float: ...

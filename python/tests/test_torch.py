@@ -72,6 +72,26 @@ def test_integer_torch_tensors_are_refused():
         ts.Model.from_state_dict(sd)
 
 
+def test_torch_integer_counters_are_i64():
+    # A norm's num_batches_tracked, as a BatchNorm1d's state_dict holds it
+    # (a 0-dim int64 tensor): passed as I64, its value as float64.
+    bn = torch.nn.BatchNorm1d(4)
+    counter = bn.state_dict()["num_batches_tracked"]
+    assert counter.dtype == torch.int64 and counter.dim() == 0
+    stored, array = ts._tensor("embed_norm.bn.num_batches_tracked", counter + 12)
+    assert stored == "I64" and array.dtype == np.float64 and array.shape == () and array == 12.0
+    from test_norms import config, tok0_batch
+
+    sd = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in tok0_batch(1).items()}
+    sd["final_norm.num_batches_tracked"] = torch.tensor(100)
+    m = ts.Model.from_state_dict(sd, config=config())
+    assert {t["name"]: t["dtype"] for t in m.tensors}["final_norm.num_batches_tracked"] == "I64"
+    # A bool tensor is still refused, naming it.
+    sd["final_norm.num_batches_tracked"] = torch.tensor(True)
+    with pytest.raises(ts.FileError, match="final_norm.num_batches_tracked"):
+        ts.Model.from_state_dict(sd, config=config())
+
+
 def test_float32_and_float64_tensors_are_read_in_place():
     for dtype in (torch.float32, torch.float64):
         t = torch.randn(6, 4, dtype=dtype)
