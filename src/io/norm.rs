@@ -293,7 +293,8 @@ impl Affine {
         bias: Option<&DVector<f64>>,
         eps: f64,
     ) -> Result<Self, usize> {
-        if let Some(i) = var.iter().position(|&v| !(v + eps > 0.0)) {
+        // Values are finite (the readers refuse others), so `<=` is the negation.
+        if let Some(i) = var.iter().position(|&v| v + eps <= 0.0) {
             return Err(i);
         }
         let scale = DVector::from_fn(mean.len(), |i, _| {

@@ -1332,7 +1332,15 @@ fn rope_base_stands_in_for_the_config_and_must_agree_with_it() {
     let out = run(&["inspect", s(&nb), "--rope-base", "500", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["blocks"][1]["attention"]["rotary_base"], 500.0);
-    assert_eq!(v["assumptions"], serde_json::json!([]));
+    // The fixture's one assumption: its final norm has no counter.
+    let assumptions = v["assumptions"].as_array().unwrap();
+    assert_eq!(assumptions.len(), 1, "{assumptions:?}");
+    assert!(
+        assumptions[0]
+            .as_str()
+            .unwrap()
+            .starts_with("final_norm.num_batches_tracked absent")
+    );
     // The config says 500.
     let out = run(&[
         "compare",
@@ -1484,6 +1492,49 @@ fn input_dependent_norms_are_refused_in_one_line_and_ignore_norms_says_what_it_d
             "{err}"
         );
     }
+    // Every input-dependent norm, by name, from the run config.
+    let dir = tempfile::tempdir().unwrap();
+    let case = norms_case("tok0_post_embed_pre_unembed", 1);
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            fixtures().join("torch/norms/tok0_post_embed_pre_unembed/config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let refusals = [
+        ("rmsnorm", None, "model.norm_type is \"rmsnorm\""),
+        ("layernorm", None, "model.norm_type is \"layernorm\""),
+        ("maxrmsnorm", None, "model.norm_type is \"maxrmsnorm\""),
+        (
+            "causal_maxrmsnorm",
+            None,
+            "model.norm_type is \"causal_maxrmsnorm\"",
+        ),
+        ("tok0", None, "model.norm_type is \"tok0\""),
+        (
+            "tok0_batch",
+            Some(serde_json::json!({"use_running_stats": false})),
+            "model.norm_kwargs.use_running_stats is false",
+        ),
+    ];
+    for (kind, kwargs, said) in refusals {
+        let mut c = config.clone();
+        c["model"]["norm_type"] = kind.into();
+        if let Some(kwargs) = kwargs {
+            c["model"]["norm_kwargs"] = kwargs;
+        }
+        let path = dir.path().join(format!("{kind}.json"));
+        std::fs::write(&path, c.to_string()).unwrap();
+        let out = run(&["inspect", &case, "--config", s(&path)]);
+        assert!(!out.status.success() && stdout(&out).is_empty(), "{kind}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(said) && err.contains("--ignore-norms"),
+            "{err}"
+        );
+    }
     // With the opt-in: a number, and the notice on stderr.
     let out = run(&["compare", &a, &b, "--context", "2", "--ignore-norms"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1518,4 +1569,15 @@ fn input_dependent_norms_are_refused_in_one_line_and_ignore_norms_says_what_it_d
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(v.get("norms_removed").is_none());
+    // A model with no norms to remove refuses the flag, saying why.
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 1);
+    let out = run(&["inspect", s(&m[0].0), "--ignore-norms"]);
+    assert!(!out.status.success() && stdout(&out).is_empty());
+    assert!(
+        stderr(&out).contains("--ignore-norms applies to none of the files")
+            && stderr(&out).contains("only the attention-only LM's layout has norms to remove"),
+        "{}",
+        stderr(&out)
+    );
 }

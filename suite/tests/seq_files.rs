@@ -637,6 +637,8 @@ impl Lm {
         ];
         if let Some(e) = self.energy {
             out.push(raw("final_norm.running_mean_energy", &[], vec![e]));
+            // The research Tok0Batch's counter (a stored count, any dtype).
+            out.push(raw("final_norm.num_batches_tracked", &[], vec![100.0]));
         }
         for (i, a) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}.");
@@ -676,8 +678,10 @@ const LM_CONFIG: &str = "model:
   rope_base: 500.0
   use_bias_qk: true
   n_ctx: 16
-  norm_type: none
-  norm_places: []
+  norm_type: tok0_batch
+  norm_places: [pre_unembed]
+  norm_kwargs:
+    eps: 1.0e-6
   use_rmsnorm_qk: false
 train:
   lr: 1.0e-3
@@ -764,7 +768,8 @@ fn run_configs_are_found_and_read_strictly() {
     write_json(
         &json,
         r#"{"model": {"vocab_size": 7, "d_model": 8, "n_head": 2, "n_layers": 2, "attn_scale": 0.35,
-            "attn_type": "bilinear", "rope_base": 500.0, "use_bias_qk": true}}"#,
+            "attn_type": "bilinear", "rope_base": 500.0, "use_bias_qk": true,
+            "norm_type": "tok0_batch", "norm_places": ["pre_unembed"], "norm_kwargs": {"eps": 1e-6}}}"#,
     );
     let f = io::open(&ckpt, &LoadOptions::default()).unwrap();
     assert_eq!(f.config.as_deref(), Some(&*json));
@@ -827,8 +832,8 @@ fn run_configs_are_found_and_read_strictly() {
     );
     refused(
         LM_CONFIG
-            .replace("norm_type: none", "norm_type: rmsnorm")
-            .replace("norm_places: []", "norm_places: [pre_attn]"),
+            .replace("norm_type: tok0_batch", "norm_type: rmsnorm")
+            .replace("norm_places: [pre_unembed]", "norm_places: [pre_attn]"),
         "norm_places",
     );
     refused(
@@ -899,7 +904,16 @@ fn run_configs_are_found_and_read_strictly() {
         ..LoadOptions::default()
     };
     let f = io::open(&ckpt, &bare).unwrap();
-    assert_eq!(f.assumptions, ["rope_base absent: 10000"]);
+    // Without a config the norm is the one its tensors show, and said so.
+    let starts: [&str; 3] = [
+        "rope_base absent: 10000",
+        "no run config: the norms are those the tensor names show",
+        "no run config: the norms are read from their tensor names, and eps: 1e-6",
+    ];
+    assert_eq!(f.assumptions.len(), starts.len(), "{:?}", f.assumptions);
+    for (a, start) in f.assumptions.iter().zip(starts) {
+        assert!(a.starts_with(start), "{a}");
+    }
     assert!(f.config.is_none());
 }
 
@@ -947,11 +961,18 @@ fn lm_tensors_must_make_a_consistent_model() {
         file_error(io::load(&ckpt).unwrap_err()),
         FileError::TensorShape { .. }
     ));
-    // Without the final norm the unembedding is read as is.
+    // Without the final norm (and a config that says so) the unembedding
+    // is read as is.
     let plain = Lm {
         energy: None,
         ..Lm::random(6, false, true, 500.0, 0.35)
     };
+    let config = dir.path().join("runs/tiny/config.yaml");
+    std::fs::write(
+        &config,
+        LM_CONFIG.replace("norm_places: [pre_unembed]", "norm_places: []"),
+    )
+    .unwrap();
     write(plain.tensors());
     let tokens = [0usize, 3];
     let m = io::load(&ckpt).unwrap();

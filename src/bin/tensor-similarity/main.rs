@@ -592,15 +592,23 @@ fn check_options_used<'a, T: Real>(
     };
     for option in &first.unused_options {
         if files.clone().all(|f| f.unused_options.contains(option)) {
-            // The one option a sequence layout does not read, and why.
-            let fixed = if *option == "rope_base" {
-                "; the research Transformer's rotary base is fixed at 10000"
-            } else {
-                ""
+            // Why no layout of these files reads it.
+            let why = match *option {
+                "rope_base" => {
+                    "files with tensor_similarity metadata name every setting; vector layouts \
+                     have no attention; the research Transformer's rotary base is fixed at 10000"
+                }
+                "ignore_norms" => {
+                    "only the attention-only LM's layout has norms to remove; files with \
+                     tensor_similarity metadata have none"
+                }
+                _ => {
+                    "files with tensor_similarity metadata name every setting; vector layouts \
+                     have no attention"
+                }
             };
             return Err(format!(
-                "{} applies to none of the files: {} (files with tensor_similarity metadata name \
-                 every setting; vector layouts have no attention{fixed})",
+                "{} applies to none of the files: {} ({why})",
                 tensor_similarity::LoadOption::from_field(option).map_or_else(
                     || format!("--{}", option.replace('_', "-")),
                     |o| o.flag().to_owned()
