@@ -103,8 +103,12 @@ pub enum FileError {
     /// norms, which is another function.
     #[error("{}", self.spelled(Spelling::Rust))]
     InputDependentNorm {
-        /// Where the norm is said: the config's key and value, or the
-        /// tensors that hold it.
+        /// The run config that says it (empty for a config given as
+        /// content); `None` where no config was read and the tensors show
+        /// the norm.
+        config: Option<std::path::PathBuf>,
+        /// What says it: the config's key and value
+        /// (`model.norm_type is "rmsnorm"`), or the tensors that hold it.
         found: String,
         /// What it divides by.
         why: String,
@@ -312,13 +316,22 @@ impl fmt::Display for SpelledFile<'_> {
             FileError::InvalidOption { option, reason } => {
                 write!(f, "{}: {reason}", option.spelled(spelling))
             }
-            FileError::InputDependentNorm { found, why } => write!(
-                f,
-                "{found}: {why}, so it is not a fixed function and the model is not \
+            FileError::InputDependentNorm { config, found, why } => {
+                match config {
+                    Some(c) if c.as_os_str().is_empty() => {
+                        write!(f, "config ({}): ", spelling.config_content())?
+                    }
+                    Some(c) => write!(f, "config {}: ", c.display())?,
+                    None => {}
+                }
+                write!(
+                    f,
+                    "{found}: {why}, so it is not a fixed function and the model is not \
                  polynomial; {} reads the model without its norms (the similarity of another \
                  function)",
-                LoadOption::IgnoreNorms.spelled(spelling)
-            ),
+                    LoadOption::IgnoreNorms.spelled(spelling)
+                )
+            }
             FileError::Block { block, source } => {
                 write!(f, "block {block}: {}", source.spelled(spelling))
             }

@@ -338,36 +338,31 @@ fn norm_plan(config: &RunConfig, ignore_norms: bool) -> Result<NormPlan, FileErr
         })
         .transpose()?;
     plan.affine = flag("affine")?.unwrap_or(true);
-    let origin = config.origin.error_path();
-    let found = |key: &str, value: &str| {
-        if origin.as_os_str().is_empty() {
-            format!("config (given as content): model.{key} is {value}")
-        } else {
-            format!("config {}: model.{key} is {value}", origin.display())
-        }
+    let refused = |key: &str, value: &str, why: &str| FileError::InputDependentNorm {
+        config: Some(config.origin.error_path()),
+        found: format!("model.{key} is {value}"),
+        why: why.into(),
     };
     if ignore_norms {
         return Ok(plan);
     }
     if let Some(why) = kind.input_dependent() {
-        return Err(FileError::InputDependentNorm {
-            found: found("norm_type", &format!("{:?}", kind.name())),
-            why: why.into(),
-        });
+        return Err(refused("norm_type", &format!("{:?}", kind.name()), why));
     }
     if kind == NormType::Tok0Batch && flag("use_running_stats")? == Some(false) {
-        return Err(FileError::InputDependentNorm {
-            found: found("norm_kwargs.use_running_stats", "false"),
-            why: "a tok0_batch norm without running statistics divides by the batch's mean \
-                  energy of position 0 at eval"
-                .into(),
-        });
+        return Err(refused(
+            "norm_kwargs.use_running_stats",
+            "false",
+            "a tok0_batch norm without running statistics divides by the batch's mean energy \
+             of position 0 at eval",
+        ));
     }
     if kind == NormType::BatchNorm && flag("track_running_stats")? == Some(false) {
-        return Err(FileError::InputDependentNorm {
-            found: found("norm_kwargs.track_running_stats", "false"),
-            why: "a batchnorm without running statistics normalises by the batch at eval".into(),
-        });
+        return Err(refused(
+            "norm_kwargs.track_running_stats",
+            "false",
+            "a batchnorm without running statistics normalises by the batch at eval",
+        ));
     }
     Ok(plan)
 }

@@ -686,6 +686,7 @@ impl<'a, T: Real> Reader<'a, T> {
             }
             other => {
                 return Err(FileError::InputDependentNorm {
+                    config: None,
                     found: what,
                     why: other.input_dependent().unwrap_or_default().into(),
                 });

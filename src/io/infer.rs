@@ -626,6 +626,7 @@ fn seen_norm(
         && let Some(why) = kind.input_dependent()
     {
         return Err(FileError::InputDependentNorm {
+            config: None,
             found: format!(
                 "{} (no run config: a {} at {place}, by its tensors)",
                 listed(present.iter().map(|n| n.to_string()), 3),

@@ -35,7 +35,9 @@ use tensor_similarity::io::{
     self, ConfigSource, Dtype, FileError, LoadOptions, ModelFile, NormPlace, NormReading,
     TensorData,
 };
-use tensor_similarity::{Error, GaussianSimilarity, RecursiveSimilarity, TensorSimilarity};
+use tensor_similarity::{
+    Error, GaussianSimilarity, RecursiveSimilarity, Spelling, TensorSimilarity,
+};
 
 /// The cases whose norms are constant at eval.
 const CONSTANT: [&str; 6] = [
@@ -707,6 +709,13 @@ fn norms_that_depend_on_the_input_are_refused_by_name() {
         assert!(
             text.contains("LoadOptions::ignore_norms") && !text.contains('\n'),
             "{text}"
+        );
+        // Each caller reads its own spelling of the option and the config.
+        let python = e.spelled(Spelling::Python).to_string();
+        assert!(
+            python.starts_with("config (the dict given as config=): model.norm_type is")
+                && python.contains("ignore_norms= reads the model without its norms"),
+            "{python}"
         );
     }
     let e = refused(
