@@ -270,6 +270,7 @@ fn logits(value: &Value) -> DMatrix<f64> {
 fn assert_logits(found: &DMatrix<f64>, want: &DMatrix<f64>, what: &str) {
     let scale = want.amax().max(1.0);
     let err = (found - want).amax();
+    eprintln!("{what}: logits within {:.1e} of their scale", err / scale);
     assert!(
         err <= 1e-10 * scale,
         "{what}: logits off by {err:e} (scale {scale})"
@@ -502,6 +503,7 @@ fn tensor_similarity_is_the_dense_oracle_on_the_folded_model() {
             open(case, 2, &Default::default()).unwrap(),
         );
         let got = metric.similarity(&fa.model, &fb.model).unwrap();
+        eprintln!("{case}: tensor similarity {got:.12}, dense oracle {want:.12}");
         assert!(
             (got - want).abs() < 1e-9,
             "{case}: library {got}, oracle {want}"
@@ -579,6 +581,9 @@ fn gaussian_similarity_agrees_with_monte_carlo_on_the_norms_as_written() {
             ("<B,B>", got[2], mc[2]),
         ] {
             let z = (g - mean) / se;
+            eprintln!(
+                "{case}: {what} library {g:.6e}, Monte Carlo {mean:.6e} ± {se:.1e} (z = {z:.2})"
+            );
             assert!(
                 z.abs() < 4.0,
                 "{case}: {what} library {g}, Monte Carlo {mean} ± {se} (z = {z:.2})"
