@@ -58,6 +58,30 @@ def test_the_matrix_is_the_cli_matrix(files, metric):
     np.testing.assert_array_equal(cli, ts.matrix(files, metric, progress=False))
 
 
+def test_output_slices_and_differences_are_the_cli_s(files, tmp_path):
+    # Issue 24: --outputs and difference against outputs= and
+    # difference_similarity (whose order is a0, a1, b0, b1), bit for bit.
+    a, b, c, d = files
+    assert float(run("compare", a, b, "--outputs", "1")) == ts.similarity(a, b, outputs=[1])
+    v = json.loads(run("compare", a, c, "--outputs", "0,1", "--json"))
+    assert v["outputs"] == [0, 1] and v["similarity"] == ts.similarity(a, c, outputs=[0, 1])
+    assert float(run("difference", b, a, d, c)) == ts.difference_similarity(a, b, c, d)
+    assert float(run("difference", b, a, d, c, "--outputs", "1")) == ts.difference_similarity(
+        a, b, c, d, outputs=[1])
+    assert float(run("difference", b, a, d, c, "--metric", "gaussian")) == ts.difference_similarity(
+        a, b, c, d, "gaussian")
+    rows = list(csv.reader(io.StringIO(run("matrix", *files, "--outputs", "1"))))
+    assert rows[0][0] == "model (outputs 1)"
+    cli = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    np.testing.assert_array_equal(cli, ts.matrix(files, outputs=[1], progress=False))
+    run("matrix", *files, "--outputs-each", "-o", tmp_path / "sims.csv")
+    for i in range(2):
+        with open(tmp_path / f"sims_{i}.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        cli = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+        np.testing.assert_array_equal(cli, ts.matrix(files, outputs=[i], progress=False))
+
+
 def test_sequence_models_at_a_context_length(tmp_path):
     _, blocks = attention_model(110)
     paths = []

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import tensor_similarity as ts
-from conftest import (affine, attention_model, embed_body_head, linear_chain, perturbed,
-                      tensor_cosine)
+from conftest import (affine, attention_model, embed_body_head, end_to_end, linear_chain,
+                      perturbed, tensor_cosine)
 
 
 def test_a_model_is_itself_and_similarity_is_symmetric(ebh_models):
@@ -115,6 +115,37 @@ def test_difference_similarity_is_the_similarity_of_the_differences():
     assert ts.difference_similarity(a0, a1, b0, b1, "gaussian") == pytest.approx(want, abs=1e-12)
     with pytest.raises(ts.TensorSimilarityError, match="weight"):
         ts.difference_similarity(a0, a1, b0, b1, metric="weight")
+
+
+def test_one_class_of_ten_by_outputs():
+    # Issue 24: similarity, matrix and difference_similarity with outputs=[9]
+    # on a ten-class model, against the dense end-to-end tensor (NumPy): the
+    # slice of output o is the padded tensor's row o + 1.
+    sds = [embed_body_head(240 + i, out=10) for i in range(4)]
+    models = [ts.Model.from_state_dict(sd) for sd in sds]
+    t = [end_to_end(sd)[1:] for sd in sds]
+
+    def cos(x, y):
+        return float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum()))
+
+    for outputs in ([9], [3, 9]):
+        sliced = [ti[outputs] for ti in t]
+        assert ts.similarity(models[0], models[1], outputs=outputs) == pytest.approx(
+            cos(sliced[0], sliced[1]), abs=1e-12)
+        got = ts.matrix(models, outputs=outputs, progress=False)
+        want = np.array([[cos(x, y) for y in sliced] for x in sliced])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        assert np.all(np.diag(got) == 1.0)
+        # Python's order is a0, a1, b0, b1: the directions a1 − a0, b1 − b0.
+        a0, a1, b0, b1 = models
+        want = cos(sliced[1] - sliced[0], sliced[3] - sliced[2])
+        assert ts.difference_similarity(a0, a1, b0, b1, outputs=outputs) == pytest.approx(want, abs=1e-12)
+        assert ts.difference_similarity(a1, a0, b0, b1, outputs=outputs) == pytest.approx(-want, abs=1e-12)
+    # Every output listed is every output; an output the models lack is an error.
+    assert ts.similarity(models[0], models[1], outputs=range(10)) == pytest.approx(
+        tensor_cosine(sds[0], sds[1]), abs=1e-12)
+    with pytest.raises(ts.TensorSimilarityError, match="output 10"):
+        ts.difference_similarity(*models, outputs=[10])
 
 
 def test_the_gaussian_metric_says_when_it_is_exact(ebh_models):

@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 
 use common::files::*;
 use common::*;
+use nalgebra::DVector;
 use tensor_similarity::io::{self, Dtype, Layout};
 use tensor_similarity::{
     GaussianSimilarity, Model, RecursiveSimilarity, similarity, weight_cosine,
@@ -1580,4 +1581,589 @@ fn input_dependent_norms_are_refused_in_one_line_and_ignore_norms_says_what_it_d
         "{}",
         stderr(&out)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Output slices (`--outputs`, `--outputs-each`) and `difference` (issue 24)
+
+/// A ten-class vector model as plain data (embed 3 → 4, one bilinear block
+/// of hidden width 5 with every bias, head 4 → 10: degree 2), saved with
+/// metadata at `dir/name.safetensors` (F64: the file holds the same numbers).
+fn ten_class(dir: &Path, name: &str, seed: u64) -> (PathBuf, Net) {
+    let net = Net::random(&mut rng(seed), 3, 4, &[5], 10, Options::default());
+    (saved(dir, name, &net), net)
+}
+
+/// `net` saved with metadata at `dir/name.safetensors`.
+fn saved(dir: &Path, name: &str, net: &Net) -> PathBuf {
+    let path = dir.join(format!("{name}.safetensors"));
+    io::save(&net.model::<f64>(), &path, Layout::Described).unwrap();
+    path
+}
+
+/// `net` with `scale·N(0, 1)` added to every weight matrix: a nearby model
+/// (another fine-tune of the same base).
+fn nudged(net: &Net, seed: u64, scale: f64) -> Net {
+    let mut r = rng(seed);
+    let mut net = net.clone();
+    let mut nudge = |m: &mut nalgebra::DMatrix<f64>| {
+        *m += gaussian_matrix(&mut r, m.nrows(), m.ncols(), scale);
+    };
+    for layer in &mut net.layers {
+        match layer {
+            Layer::Linear(p) => nudge(&mut p.w),
+            Layer::Bilinear(p) => {
+                nudge(&mut p.l);
+                nudge(&mut p.r);
+            }
+        }
+    }
+    net
+}
+
+/// The outputs `outputs` of `y`.
+fn select(y: DVector<f64>, outputs: &[usize]) -> DVector<f64> {
+    DVector::from_iterator(outputs.len(), outputs.iter().map(|&o| y[o]))
+}
+
+/// An inner product of two degree-2 maps read from their forward passes:
+/// `common::dense_quadratic_inner` (SPEC §2) or `gaussian_quadratic_inner`
+/// (SPEC §3, Isserlis in closed form). Neither shares code with the library.
+type Inner = fn(
+    &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    usize,
+) -> f64;
+
+/// The oracle's cosine of two maps of `R³`.
+fn oracle_cosine(
+    inner: Inner,
+    a: &dyn Fn(&DVector<f64>) -> DVector<f64>,
+    b: &dyn Fn(&DVector<f64>) -> DVector<f64>,
+) -> f64 {
+    inner(a, b, 3) / (inner(a, a, 3) * inner(b, b, 3)).sqrt()
+}
+
+/// The oracles' values are sums of a few hundred products of O(1)
+/// numbers, the binary's of the same size: both are within a few hundred
+/// ulps of the truth, far inside this bound (the issue's).
+const ORACLE_TOLERANCE: f64 = 1e-10;
+
+fn value(out: &Output) -> f64 {
+    assert!(out.status.success(), "{}", stderr(out));
+    stdout(out).trim().parse().unwrap()
+}
+
+/// The CSV's corner cell and its matrix.
+fn csv_matrix(text: &str) -> (String, Vec<Vec<f64>>) {
+    let mut lines = text.lines();
+    let corner = lines.next().unwrap().split(',').next().unwrap().to_owned();
+    let rows = lines
+        .map(|l| l.split(',').skip(1).map(|v| v.parse().unwrap()).collect())
+        .collect();
+    (corner, rows)
+}
+
+#[test]
+fn output_slices_are_the_library_s_and_the_dense_oracle_s() {
+    use tensor_similarity::TensorSimilarity;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, na) = ten_class(dir.path(), "a", 2401);
+    let (b, nb) = ten_class(dir.path(), "b", 2402);
+    let (ma, mb) = (na.model::<f64>(), nb.model::<f64>());
+    for (list, outputs) in [
+        ("9", vec![9]),
+        ("3,9", vec![3, 9]),
+        ("0-2,7", vec![0, 1, 2, 7]),
+    ] {
+        let fa = |x: &DVector<f64>| select(na.forward(x), &outputs);
+        let fb = |x: &DVector<f64>| select(nb.forward(x), &outputs);
+        // Tensor: the library's output selection, bit for bit; the dense
+        // tensor of the selected outputs.
+        let found = value(&run(&["compare", s(&a), s(&b), "--outputs", list]));
+        let library = TensorSimilarity::new()
+            .with_output_selection(outputs.clone())
+            .similarity(&ma, &mb)
+            .unwrap();
+        assert_eq!(found, library, "--outputs {list}");
+        let oracle = oracle_cosine(dense_quadratic_inner, &fa, &fb);
+        assert!(
+            (found - oracle).abs() < ORACLE_TOLERANCE,
+            "--outputs {list}: {found} vs {oracle}"
+        );
+        // Gaussian: E[Σ_{o∈Q} f_A,o f_B,o] in closed form; bit for bit the
+        // library's on the models whose head keeps only those rows.
+        let found = value(&run(&[
+            "compare",
+            s(&a),
+            s(&b),
+            "--outputs",
+            list,
+            "--metric",
+            "gaussian",
+        ]));
+        let oracle = oracle_cosine(gaussian_quadratic_inner, &fa, &fb);
+        assert!(
+            (found - oracle).abs() < ORACLE_TOLERANCE,
+            "gaussian --outputs {list}: {found} vs {oracle}"
+        );
+        let headed = |net: &Net| {
+            let mut net = net.clone();
+            let Some(Layer::Linear(head)) = net.layers.last_mut() else {
+                unreachable!("a head")
+            };
+            head.w = head.w.select_rows(&outputs);
+            head.b = head.b.as_ref().map(|b| select(b.clone(), &outputs));
+            net.model::<f64>()
+        };
+        let library = GaussianSimilarity::new()
+            .similarity(&headed(&na), &headed(&nb))
+            .unwrap();
+        assert_eq!(found, library, "gaussian --outputs {list}");
+        // --json names them.
+        let out = run(&["compare", s(&a), s(&b), "--outputs", list, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["outputs"], serde_json::json!(outputs));
+        assert_eq!(
+            v["similarity"].as_f64(),
+            Some(library_tensor(&ma, &mb, &outputs))
+        );
+    }
+    // Without --outputs, no field; every output listed is every output.
+    let out = run(&["compare", s(&a), s(&b), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v.get("outputs").is_none());
+    let all = value(&run(&["compare", s(&a), s(&b), "--outputs", "0-9"]));
+    assert!((all - similarity(&ma, &mb).unwrap()).abs() < 1e-13);
+
+    // matrix --outputs: the same values, the selection in the corner cell.
+    let (c, _) = ten_class(dir.path(), "c", 2403);
+    let out = run(&["matrix", s(&a), s(&b), s(&c), "--outputs", "3,9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (corner, rows) = csv_matrix(&stdout(&out));
+    assert_eq!(corner, "model (outputs 3 9)");
+    let pair = value(&run(&["compare", s(&b), s(&c), "--outputs", "3,9"]));
+    assert!(
+        (rows[1][2] - pair).abs() < 1e-13,
+        "{} vs {pair}",
+        rows[1][2]
+    );
+    assert_eq!(rows[0][0], 1.0);
+}
+
+fn library_tensor(a: &Model<f64>, b: &Model<f64>, outputs: &[usize]) -> f64 {
+    tensor_similarity::TensorSimilarity::new()
+        .with_output_selection(outputs.to_vec())
+        .similarity(a, b)
+        .unwrap()
+}
+
+#[test]
+fn difference_is_the_library_s_and_the_dense_oracle_s() {
+    use tensor_similarity::TensorSimilarity;
+    let dir = tempfile::tempdir().unwrap();
+    let (a1, n_a1) = ten_class(dir.path(), "a1", 2411);
+    let (a0, n_a0) = ten_class(dir.path(), "a0", 2412);
+    // B's directions near A's, so that their cosine is far from 0 and the
+    // order of the four shows in its sign.
+    let (n_b1, n_b0) = (nudged(&n_a1, 2413, 0.3), nudged(&n_a0, 2414, 0.3));
+    let (b1, b0) = (
+        saved(dir.path(), "b1", &n_b1),
+        saved(dir.path(), "b0", &n_b0),
+    );
+    let m = |n: &Net| n.model::<f64>();
+    for outputs in [None, Some(vec![9]), Some(vec![3, 9])] {
+        let list = outputs.as_ref().map(|o| {
+            o.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let mut args = vec!["difference", s(&a1), s(&a0), s(&b1), s(&b0)];
+        if let Some(list) = &list {
+            args.extend(["--outputs", list]);
+        }
+        let keep = |y: DVector<f64>| match &outputs {
+            Some(o) => select(y, o),
+            None => y,
+        };
+        // The directions as maps: their forward passes' differences.
+        let da = |x: &DVector<f64>| keep(n_a1.forward(x) - n_a0.forward(x));
+        let db = |x: &DVector<f64>| keep(n_b1.forward(x) - n_b0.forward(x));
+        // Tensor: the library's difference_similarity (a0, a1, b0, b1), bit for bit.
+        let found = value(&run(&args));
+        let mut metric = TensorSimilarity::new();
+        if let Some(o) = &outputs {
+            metric = metric.with_output_selection(o.clone());
+        }
+        let library = metric
+            .difference_similarity(&m(&n_a0), &m(&n_a1), &m(&n_b0), &m(&n_b1))
+            .unwrap();
+        assert_eq!(found, library, "{args:?}");
+        let oracle = oracle_cosine(dense_quadratic_inner, &da, &db);
+        assert!(
+            (found - oracle).abs() < ORACLE_TOLERANCE,
+            "{args:?}: {found} vs {oracle}"
+        );
+        assert!(
+            oracle.abs() > 0.05,
+            "a case where the order shows: {oracle}"
+        );
+        // The order matters: A0 A1 B1 B0 is the opposite direction.
+        let swapped = value(&run(&["difference", s(&a0), s(&a1), s(&b1), s(&b0)]));
+        if outputs.is_none() {
+            // (The four products are summed in another order: equal up to rounding.)
+            assert!((swapped + found).abs() < 1e-13, "{swapped} vs {found}");
+        }
+        // Gaussian.
+        args.extend(["--metric", "gaussian"]);
+        let found = value(&run(&args));
+        let oracle = oracle_cosine(gaussian_quadratic_inner, &da, &db);
+        assert!(
+            (found - oracle).abs() < ORACLE_TOLERANCE,
+            "{args:?}: {found} vs {oracle}"
+        );
+        if outputs.is_none() {
+            let library = GaussianSimilarity::new()
+                .difference_similarity(&m(&n_a0), &m(&n_a1), &m(&n_b0), &m(&n_b1))
+                .unwrap();
+            assert_eq!(found, library);
+        }
+        args.push("--json");
+        let v: serde_json::Value = serde_json::from_str(&stdout(&run(&args))).unwrap();
+        assert_eq!(
+            (
+                v["a1"].as_str(),
+                v["a0"].as_str(),
+                v["b1"].as_str(),
+                v["b0"].as_str()
+            ),
+            (Some(s(&a1)), Some(s(&a0)), Some(s(&b1)), Some(s(&b0)))
+        );
+        assert_eq!(v["metric"], "gaussian");
+        assert_eq!(v["exact"], true);
+        assert_eq!(v["similarity"].as_f64(), Some(found));
+        match &outputs {
+            Some(o) => assert_eq!(v["outputs"], serde_json::json!(o)),
+            None => assert!(v.get("outputs").is_none()),
+        }
+    }
+}
+
+#[test]
+fn outputs_each_writes_one_matrix_per_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 3);
+    let paths: Vec<&str> = m.iter().map(|(p, _)| s(p)).collect();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let (csv, png) = (out_dir.join("sims.csv"), out_dir.join("sims.png"));
+    let mut args = vec!["matrix", "--outputs-each", "-o", s(&csv), "--plot", s(&png)];
+    args.extend(&paths);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+    // The models have three outputs: three CSVs and three plots, suffixed.
+    let mut written: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "sims_0.csv",
+            "sims_0.png",
+            "sims_1.csv",
+            "sims_1.png",
+            "sims_2.csv",
+            "sims_2.png"
+        ]
+    );
+    for i in 0..3 {
+        let (corner, each) =
+            csv_matrix(&std::fs::read_to_string(out_dir.join(format!("sims_{i}.csv"))).unwrap());
+        assert_eq!(corner, format!("model (output {i})"));
+        let mut args = vec!["matrix", "--outputs"];
+        let index = i.to_string();
+        args.push(&index);
+        args.extend(&paths);
+        let (_, alone) = csv_matrix(&stdout(&run(&args)));
+        assert_eq!(each, alone, "output {i}: the same matrix, bit for bit");
+        assert!(
+            std::fs::read(out_dir.join(format!("sims_{i}.png")))
+                .unwrap()
+                .starts_with(b"\x89PNG")
+        );
+    }
+    // With --outputs, only those; with the Gaussian metric too.
+    let only = dir.path().join("only.csv");
+    let mut args = vec![
+        "matrix",
+        "--outputs-each",
+        "--outputs",
+        "2,0",
+        "--metric",
+        "gaussian",
+        "-o",
+        s(&only),
+    ];
+    args.extend(&paths);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("only_0.csv").exists() && dir.path().join("only_2.csv").exists());
+    assert!(!dir.path().join("only_1.csv").exists() && !only.exists());
+    let (_, each) = csv_matrix(&std::fs::read_to_string(dir.path().join("only_2.csv")).unwrap());
+    let pair = value(&run(&[
+        "compare",
+        paths[0],
+        paths[2],
+        "--metric",
+        "gaussian",
+        "--outputs",
+        "2",
+    ]));
+    assert_eq!(each[0][2], pair);
+    // Outputs never overwrite inputs: run_0.safetensors is output 0's name here.
+    let input = dir.path().join("run_0.safetensors");
+    std::fs::copy(&m[0].0, &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let base = dir.path().join("run.safetensors");
+    let out = run(&[
+        "matrix",
+        "--outputs-each",
+        "-o",
+        s(&base),
+        s(&input),
+        paths[1],
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        last_line(&out).contains("would overwrite the input"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    assert!(!dir.path().join("run_1.safetensors").exists());
+}
+
+#[test]
+fn slice_and_difference_errors_are_one_line_with_nothing_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = ten_class(dir.path(), "a", 2421);
+    let (b, _) = ten_class(dir.path(), "b", 2422);
+    let (c, _) = ten_class(dir.path(), "c", 2423);
+    let (a, b, c) = (s(&a), s(&b), s(&c));
+    let csv = dir.path().join("x.csv");
+    let cases: Vec<(Vec<&str>, i32, &[&str])> = vec![
+        // An index beyond the width: named, with the width.
+        (
+            vec!["compare", a, b, "--outputs", "10"],
+            1,
+            &["output 10", "10 outputs", "--outputs"],
+        ),
+        (
+            vec![
+                "compare",
+                a,
+                b,
+                "--outputs",
+                "3,8-12",
+                "--metric",
+                "gaussian",
+            ],
+            1,
+            &["output 10", "8-12", "10 outputs"],
+        ),
+        (
+            vec!["matrix", a, b, "--outputs", "12"],
+            1,
+            &["output 12", "10 outputs"],
+        ),
+        (
+            vec![
+                "matrix",
+                a,
+                b,
+                "--outputs-each",
+                "--outputs",
+                "10",
+                "-o",
+                s(&csv),
+            ],
+            1,
+            &["output 10"],
+        ),
+        (
+            vec!["difference", a, b, c, a, "--outputs", "99"],
+            1,
+            &["output 99"],
+        ),
+        // Metrics that compare no outputs.
+        (
+            vec!["compare", a, b, "--outputs", "1", "--metric", "weight"],
+            2,
+            &["--outputs with --metric weight: the weight metric compares parameters"],
+        ),
+        (
+            vec!["matrix", a, b, "--outputs", "1", "--metric", "weight"],
+            2,
+            &["--outputs with --metric weight: the weight metric compares parameters"],
+        ),
+        (
+            vec![
+                "matrix",
+                a,
+                b,
+                "--outputs-each",
+                "--metric",
+                "weight",
+                "-o",
+                s(&csv),
+            ],
+            2,
+            &["--outputs-each with --metric weight: the weight metric"],
+        ),
+        // --outputs-each writes files.
+        (vec!["matrix", a, b, "--outputs-each"], 2, &["-o"]),
+        // difference takes four models.
+        (
+            vec!["difference", a, b, c],
+            2,
+            &["four models", "A1 A0 B1 B0", "3 given"],
+        ),
+        (vec!["difference", a, b, c, a, b], 2, &["5 given"]),
+        (vec!["difference"], 2, &["0 given"]),
+        // A zero direction says which.
+        (
+            vec!["difference", a, a, b, c],
+            1,
+            &["A1 − A0 is zero", "a.safetensors"],
+        ),
+        (
+            vec![
+                "difference",
+                a,
+                b,
+                c,
+                c,
+                "--metric",
+                "gaussian",
+                "--outputs",
+                "4",
+            ],
+            1,
+            &["B1 − B0 is zero"],
+        ),
+    ];
+    for (args, code, needles) in cases {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{args:?}: {needle:?} in {err}");
+        }
+    }
+    assert!(
+        !csv.exists() && std::fs::read_dir(dir.path()).unwrap().count() == 3,
+        "no output left behind"
+    );
+    // A list that is not one is clap's usage error; so is a metric without
+    // an inner product for difference.
+    for args in [
+        vec!["compare", a, b, "--outputs", "3,x"],
+        vec!["compare", a, b, "--outputs", "3,3"],
+        vec!["compare", a, b, "--outputs", "5-2"],
+        vec!["difference", a, b, c, a, "--metric", "weight"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stdout(&out).is_empty() && stderr(&out).starts_with("error: "),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn sequence_models_take_slices_and_differences_at_a_context() {
+    use tensor_similarity::{Linear, TensorSimilarity};
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = (1..=3)
+        .map(|seed| {
+            let path = dir.path().join(format!("lm{seed}.safetensors"));
+            io::save(&attention_lm(seed), &path, Layout::Described).unwrap();
+            path
+        })
+        .collect();
+    let (a, b, c) = (s(&paths[0]), s(&paths[1]), s(&paths[2]));
+    let (ma, mb, mc) = (attention_lm(1), attention_lm(2), attention_lm(3));
+    let out = run(&["difference", a, b, c, b, "--outputs", "4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--context"), "{}", stderr(&out));
+    let tensor = TensorSimilarity::new()
+        .with_context(3)
+        .unwrap()
+        .with_output_selection(vec![1, 4]);
+    let found = value(&run(&[
+        "compare",
+        a,
+        b,
+        "--context",
+        "3",
+        "--outputs",
+        "1,4",
+    ]));
+    assert_eq!(found, tensor.similarity(&ma, &mb).unwrap());
+    let found = value(&run(&[
+        "difference",
+        a,
+        b,
+        c,
+        b,
+        "--context",
+        "3",
+        "--outputs",
+        "1,4",
+    ]));
+    assert_eq!(
+        found,
+        tensor.difference_similarity(&mb, &ma, &mb, &mc).unwrap()
+    );
+    // The Gaussian metric on the models whose unembedding keeps rows 1 and 4.
+    let restricted = |m: &Model<f64>| {
+        let blocks = m.blocks();
+        let head = blocks[2]
+            .as_cp()
+            .unwrap()
+            .input(0)
+            .into_owned()
+            .select_rows(&[2, 5]); // padded: row 0 is the constant
+        let w = head.view((0, 1), (2, head.ncols() - 1)).into_owned();
+        Model::builder()
+            .shared_block(blocks[0].clone())
+            .shared_block(blocks[1].clone())
+            .block(Linear::new(w, None).unwrap())
+            .build()
+            .unwrap()
+    };
+    let gaussian = GaussianSimilarity::new().with_context(3).unwrap();
+    let found = value(&run(&[
+        "compare",
+        a,
+        b,
+        "--context",
+        "3",
+        "--outputs",
+        "1,4",
+        "--metric",
+        "gaussian",
+    ]));
+    let library = gaussian
+        .similarity(&restricted(&ma), &restricted(&mb))
+        .unwrap();
+    assert!((found - library).abs() < 1e-13, "{found} vs {library}");
 }

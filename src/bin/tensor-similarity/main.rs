@@ -1,10 +1,17 @@
 //! `tensor-similarity`: compare model files from the shell (SPEC §6).
 //!
 //! ```text
-//! tensor-similarity compare A B [--metric tensor|gaussian|weight] [--context N] [--json] [loading options]
-//! tensor-similarity matrix FILE... [--metric …] [--context N] [-o out.csv] [--plot out.png] [--keep-order]
+//! tensor-similarity compare A B [--metric tensor|gaussian|weight] [--context N] [--outputs LIST] [--json] [loading options]
+//! tensor-similarity matrix FILE... [--metric …] [--context N] [--outputs LIST] [--outputs-each] [-o out.csv] [--plot out.png] [--keep-order]
+//! tensor-similarity difference A1 A0 B1 B0 [--metric tensor|gaussian] [--context N] [--outputs LIST] [--json] [loading options]
 //! tensor-similarity inspect FILE [--json] [loading options]
 //! ```
+//!
+//! `--outputs LIST` compares only those outputs (SPEC §2's selection `Q`:
+//! 0-based indices and inclusive ranges, `9`, `3,9`, `0-4,9`);
+//! `matrix --outputs-each -o FILE.csv` writes one matrix per output,
+//! `FILE_0.csv`, `FILE_1.csv`, …; `difference` is the cosine of the
+//! directions `A1 − A0` and `B1 − B0`.
 //!
 //! Loading options, for files without metadata: `--residual-scale S`,
 //! `--skip R`, `--config FILE`, `--heads H`, `--mask causal|none|diag`, `--attn-scale A`,
@@ -14,11 +21,14 @@
 //! files (safetensors or PyTorch), [`Metric`] picks the similarity,
 //! [`tensor_similarity::matrix`] runs the pairs in parallel. Errors print
 //! one line on stderr and exit 1, naming options as flags
-//! ([`Spelling::CommandLine`]).
+//! ([`Spelling::CommandLine`]); arguments that clap cannot check alone
+//! (`--outputs` with `--metric weight`, `difference` without four models)
+//! print one line and exit 2, as clap's usage errors do.
 
 mod inspect;
 mod metric;
 mod plot;
+mod selection;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,9 +37,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
 use tensor_similarity::io::{self, ConfigSource, LoadOptions};
-use tensor_similarity::{Error, Mask, MemoryLimit, Model, Real, Spelling};
+use tensor_similarity::{Error, Mask, MemoryLimit, Model, Real, Side, Spelling};
 
-use metric::Metric;
+use metric::{InnerMetric, Metric, Settings};
+use selection::OutputList;
 
 /// Exact, symmetry-invariant similarity of tensor-based networks
 /// (bilinear MLPs, linear layers) stored as safetensors files.
@@ -153,6 +164,11 @@ enum Command {
         /// Positions compared, for sequence models (required for them).
         #[arg(long, value_name = "N")]
         context: Option<usize>,
+        /// Compare only these outputs (SPEC §2's selection Q, e.g. one
+        /// class's logit): 0-based indices and inclusive ranges,
+        /// comma-separated: 9, 3,9, 0-4,9. Tensor and gaussian metrics.
+        #[arg(long, value_name = "LIST", value_parser = OutputList::parse)]
+        outputs: Option<OutputList>,
         /// The precision the models are computed in.
         #[arg(long, value_enum, default_value_t = Precision::F64)]
         precision: Precision,
@@ -183,6 +199,17 @@ enum Command {
         /// Positions compared, for sequence models (required for them).
         #[arg(long, value_name = "N")]
         context: Option<usize>,
+        /// Compare only these outputs (SPEC §2's selection Q, e.g. one
+        /// class's logit): 0-based indices and inclusive ranges,
+        /// comma-separated: 9, 3,9, 0-4,9. Tensor and gaussian metrics.
+        #[arg(long, value_name = "LIST", value_parser = OutputList::parse)]
+        outputs: Option<OutputList>,
+        /// One matrix per output, written to -o FILE.csv as FILE_0.csv,
+        /// FILE_1.csv, … (the suffix is the output index; --plot P.png
+        /// likewise): every output of the models, or those of --outputs.
+        /// Needs -o.
+        #[arg(long)]
+        outputs_each: bool,
         /// Keep the files in the order given instead of natural order.
         #[arg(long)]
         keep_order: bool,
@@ -200,6 +227,37 @@ enum Command {
         /// Also draw the matrix as a heatmap PNG.
         #[arg(long, value_name = "PNG")]
         plot: Option<PathBuf>,
+    },
+    /// Print the cosine of the directions A1 − A0 and B1 − B0 (two
+    /// fine-tunes of one base, two stretches of training runs), from
+    /// bilinearity: ⟨A1−A0, B1−B0⟩ = ⟨A1,B1⟩ − ⟨A1,B0⟩ − ⟨A0,B1⟩ + ⟨A0,B0⟩.
+    Difference {
+        /// The four models, in the order A1 A0 B1 B0: each direction's end,
+        /// then its start.
+        #[arg(value_name = "A1 A0 B1 B0")]
+        files: Vec<PathBuf>,
+        /// The similarity, an inner product's cosine.
+        #[arg(long, value_enum, default_value_t = InnerMetric::Tensor)]
+        metric: InnerMetric,
+        /// Positions compared, for sequence models (required for them).
+        #[arg(long, value_name = "N")]
+        context: Option<usize>,
+        /// Compare only these outputs (SPEC §2's selection Q, e.g. one
+        /// class's logit): 0-based indices and inclusive ranges,
+        /// comma-separated: 9, 3,9, 0-4,9. Tensor and gaussian metrics.
+        #[arg(long, value_name = "LIST", value_parser = OutputList::parse)]
+        outputs: Option<OutputList>,
+        /// The precision the models are computed in.
+        #[arg(long, value_enum, default_value_t = Precision::F64)]
+        precision: Precision,
+        /// The most memory one inner product may use (as for `compare`).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_memory: Option<u64>,
+        #[command(flatten)]
+        loading: Loading,
+        /// Print a JSON object instead of the bare number.
+        #[arg(long)]
+        json: bool,
     },
     /// Describe a model file: layout, blocks, widths, parameters, dtypes.
     Inspect {
@@ -232,15 +290,7 @@ const MAX_ERROR_CHARS: usize = 400;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Matrix { files, .. } = &cli.command
-        && files.is_empty()
-    {
-        usage_error(
-            "matrix",
-            "no models given: matrix needs at least one model file (a shell pattern that matched \
-             no file expands to nothing under nullglob)",
-        );
-    }
+    check_arguments(&cli.command);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::ClosedPipe) => ExitCode::from(141),
@@ -250,6 +300,76 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks what clap cannot about the arguments alone, before any file is
+/// read: exits with status 2 where they cannot work.
+fn check_arguments(command: &Command) {
+    match command {
+        Command::Matrix {
+            files,
+            metric,
+            outputs,
+            outputs_each,
+            output,
+            ..
+        } => {
+            if files.is_empty() {
+                usage_error(
+                    "matrix",
+                    "no models given: matrix needs at least one model file (a shell pattern that \
+                     matched no file expands to nothing under nullglob)",
+                );
+            }
+            if (outputs.is_some() || *outputs_each) && !metric.takes_outputs() {
+                let flag = if *outputs_each {
+                    "--outputs-each"
+                } else {
+                    "--outputs"
+                };
+                let name = metric.name();
+                argument_error(&format!(
+                    "{flag} with --metric {name}: the {name} metric compares parameters, not \
+                     outputs (use --metric tensor or gaussian)"
+                ));
+            }
+            if *outputs_each && output.is_none() {
+                argument_error(
+                    "--outputs-each writes one CSV per output and needs -o FILE.csv (written as \
+                     FILE_0.csv, FILE_1.csv, …, suffixed by the output index)",
+                );
+            }
+        }
+        Command::Compare {
+            metric, outputs, ..
+        } => {
+            if outputs.is_some() && !metric.takes_outputs() {
+                argument_error(&format!(
+                    "--outputs with --metric {0}: the {0} metric compares parameters, not \
+                     outputs (use --metric tensor or gaussian)",
+                    metric.name()
+                ));
+            }
+        }
+        Command::Difference { files, .. } => {
+            if files.len() != 4 {
+                argument_error(&format!(
+                    "difference takes four models, A1 A0 B1 B0 (the directions A1 − A0 and \
+                     B1 − B0); {} given",
+                    files.len()
+                ));
+            }
+        }
+        Command::Inspect { .. } => {}
+    }
+}
+
+/// Exits with status 2 (bad arguments) after one line on stderr, for
+/// combinations of arguments clap cannot check and that a one-line reason
+/// says best.
+fn argument_error(message: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "error: {}", one_line(message));
+    std::process::exit(2)
 }
 
 /// Exits with clap's usage error (status 2, the subcommand's usage) for
@@ -335,41 +455,69 @@ fn run(command: Command) -> Result<(), Failure> {
             b,
             metric,
             context,
+            outputs,
             precision,
             max_memory,
             loading,
             json,
         } => {
             let paths = [a.clone(), b.clone()];
-            let options = loading.options();
-            let limit = memory_limit(max_memory);
-            let (sim, exact, without_norms) = match precision {
-                Precision::F64 => similarity_in::<f64>(&paths, metric, context, limit, &options)?,
-                Precision::F32 => similarity_in::<f32>(&paths, metric, context, limit, &options)?,
-            };
+            let found = compared(
+                &paths,
+                metric,
+                context,
+                outputs.as_ref(),
+                precision,
+                max_memory,
+                &loading,
+            )?;
             let text = if json {
-                let mut value = serde_json::json!({
+                let value = serde_json::json!({
                     "a": a.display().to_string(),
                     "b": b.display().to_string(),
                     "metric": metric.name(),
-                    "similarity": sim,
+                    "similarity": found.similarity,
                 });
-                if let Some(n) = context {
-                    value["context"] = n.into();
-                }
-                if precision != Precision::F64 {
-                    value["precision"] = precision.name().into();
-                }
-                if let Some(exact) = exact {
-                    value["exact"] = exact.into();
-                }
-                if without_norms {
-                    value["norms_removed"] = true.into();
-                }
-                value.to_string()
+                found.json(value, context, precision).to_string()
             } else {
                 // `{}` prints the shortest string that parses back to the same f64.
-                format!("{sim}")
+                format!("{}", found.similarity)
+            };
+            print_out(&format!("{text}\n"))
+        }
+        Command::Difference {
+            files,
+            metric,
+            context,
+            outputs,
+            precision,
+            max_memory,
+            loading,
+            json,
+        } => {
+            let metric = Metric::from(metric);
+            let found = compared(
+                &files,
+                metric,
+                context,
+                outputs.as_ref(),
+                precision,
+                max_memory,
+                &loading,
+            )?;
+            let text = if json {
+                let name = |i: usize| files[i].display().to_string();
+                let value = serde_json::json!({
+                    "a1": name(0),
+                    "a0": name(1),
+                    "b1": name(2),
+                    "b0": name(3),
+                    "metric": metric.name(),
+                    "similarity": found.similarity,
+                });
+                found.json(value, context, precision).to_string()
+            } else {
+                format!("{}", found.similarity)
             };
             print_out(&format!("{text}\n"))
         }
@@ -377,6 +525,8 @@ fn run(command: Command) -> Result<(), Failure> {
             mut files,
             metric,
             context,
+            outputs,
+            outputs_each,
             keep_order,
             precision,
             max_memory,
@@ -387,61 +537,23 @@ fn run(command: Command) -> Result<(), Failure> {
             if !keep_order {
                 files.sort_by(|x, y| natural_order(&x.to_string_lossy(), &y.to_string_lossy()));
             }
-            // Outputs never overwrite inputs (a model, or the run config).
-            let inputs: Vec<&Path> = files
-                .iter()
-                .map(PathBuf::as_path)
-                .chain(loading.config.as_deref())
-                .collect();
-            if let (Some(csv), Some(png)) = (&output, &plot)
-                && same_file(csv, png)
-            {
-                return Err(format!(
-                    "{}: the CSV and the plot would be written to the same file",
-                    csv.display()
-                )
-                .into());
-            }
-            // A full matrix can take hours: learn that an output cannot be
-            // written before computing it, not after.
-            let mut outputs = Outputs::default();
-            for path in output.iter().chain(&plot) {
-                if let Some(input) = inputs.iter().find(|i| same_file(path, i)) {
-                    return Err(format!(
-                        "{}: the output would overwrite the input {}",
-                        path.display(),
-                        input.display()
-                    )
-                    .into());
-                }
-                outputs.claim(path)?;
-            }
-            let options = loading.options();
-            let limit = memory_limit(max_memory);
-            let (matrix, without_norms) = match precision {
-                Precision::F64 => matrix_in::<f64>(&files, metric, context, limit, &options)?,
-                Precision::F32 => matrix_in::<f32>(&files, metric, context, limit, &options)?,
+            let job = MatrixJob {
+                files: &files,
+                metric,
+                context,
+                outputs: outputs.as_ref(),
+                each: outputs_each,
+                precision,
+                limit: memory_limit(max_memory),
+                options: loading.options(),
+                config: loading.config.as_deref(),
+                csv: output.as_deref(),
+                plot: plot.as_deref(),
             };
-            let labels: Vec<String> = files.iter().map(|f| stem(f)).collect();
-            let rows: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            let corner = if without_norms {
-                "model (without norms: --ignore-norms)"
-            } else {
-                "model"
-            };
-            let csv = to_csv(corner, &labels, &rows, &matrix);
-            match &output {
-                Some(path) => outputs.write(path, csv.as_bytes())?,
-                None => print_out(&csv)?,
+            match precision {
+                Precision::F64 => matrix_in::<f64>(&job),
+                Precision::F32 => matrix_in::<f32>(&job),
             }
-            if let Some(path) = &plot {
-                let precision = (precision != Precision::F64).then(|| precision.name());
-                let title = plot::title(metric.name(), context, precision);
-                outputs.write_with(path, |temporary| {
-                    plot::heatmap(temporary, &labels, &matrix, &title)
-                })?;
-            }
-            Ok(())
         }
         Command::Inspect {
             file,
@@ -461,23 +573,88 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-/// The similarity of the two models in `paths`, computed in `T`, whether
-/// it is exact (for the metrics that can be approximate), and whether a
-/// model was read without its norms.
-fn similarity_in<T: Real>(
-    paths: &[PathBuf; 2],
+/// What `compare` and `difference` found.
+struct Compared {
+    /// The similarity (of the two models, or of the two directions).
+    similarity: f64,
+    /// Whether it is exact, for the metrics that can be approximate: every
+    /// inner product it combines is.
+    exact: Option<bool>,
+    /// Whether a model was read without its norms (`--ignore-norms`).
+    without_norms: bool,
+    /// The outputs compared (`--outputs`), as indices.
+    outputs: Option<Vec<usize>>,
+}
+
+impl Compared {
+    /// `value` (a JSON object naming the models, the metric and the
+    /// similarity) with what else the comparison says, each only where it
+    /// applies: the context, the outputs, the precision when not `f64`,
+    /// exactness, and that norms were removed.
+    fn json(
+        &self,
+        mut value: serde_json::Value,
+        context: Option<usize>,
+        precision: Precision,
+    ) -> serde_json::Value {
+        if let Some(n) = context {
+            value["context"] = n.into();
+        }
+        if let Some(outputs) = &self.outputs {
+            value["outputs"] = outputs.clone().into();
+        }
+        if precision != Precision::F64 {
+            value["precision"] = precision.name().into();
+        }
+        if let Some(exact) = self.exact {
+            value["exact"] = exact.into();
+        }
+        if self.without_norms {
+            value["norms_removed"] = true.into();
+        }
+        value
+    }
+}
+
+/// The similarity of the two models in `paths` (`compare`), or of the
+/// directions `A1 − A0` and `B1 − B0` of the four (`difference`, in that
+/// order), in the precision asked for.
+fn compared(
+    paths: &[PathBuf],
     metric: Metric,
     context: Option<usize>,
+    outputs: Option<&OutputList>,
+    precision: Precision,
+    max_memory: Option<u64>,
+    loading: &Loading,
+) -> Result<Compared, String> {
+    let options = loading.options();
+    let limit = memory_limit(max_memory);
+    match precision {
+        Precision::F64 => compared_in::<f64>(paths, metric, context, outputs, limit, &options),
+        Precision::F32 => compared_in::<f32>(paths, metric, context, outputs, limit, &options),
+    }
+}
+
+/// [`compared`], computed in `T`.
+fn compared_in<T: Real>(
+    paths: &[PathBuf],
+    metric: Metric,
+    context: Option<usize>,
+    outputs: Option<&OutputList>,
     limit: MemoryLimit,
     options: &LoadOptions,
-) -> Result<(f64, Option<bool>, bool), String> {
+) -> Result<Compared, String> {
     let files = load_files::<T>(paths, options)?;
     let without_norms = norms_notice(paths, &files);
     check_context(context, paths.iter().zip(&files))?;
-    let [a, b] = &files[..] else {
-        return Err("compare needs two models".into());
+    let models: Vec<&Model<T>> = files.iter().map(|f| &f.model).collect();
+    let outputs = resolve_outputs(outputs, &models)?;
+    let settings = Settings {
+        context,
+        limit,
+        outputs: outputs.as_deref(),
     };
-    let (a, b) = (&a.model, &b.model);
     // A spinner with the elapsed time on a terminal's stderr (hidden
     // otherwise), for comparisons that take minutes.
     let spinner = indicatif::ProgressBar::new_spinner();
@@ -487,13 +664,70 @@ fn similarity_in<T: Real>(
     );
     spinner.set_message(format!("comparing with the {} metric", metric.name()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let sim = metric.compare(a, b, context, limit);
+    let sim = match models[..] {
+        [a, b] => metric.compare(a, b, &settings).map_err(|e| message(&e)),
+        [a1, a0, b1, b0] => metric
+            .difference([a1, a0, b1, b0], &settings)
+            .map_err(|e| match e {
+                // The zero "model" is a direction: say which.
+                Error::ZeroNorm(side) => {
+                    let (x1, x0) = match side {
+                        Side::A => ("A1", "A0"),
+                        _ => ("B1", "B0"),
+                    };
+                    format!(
+                        "the direction {x1} − {x0} is zero under this metric (or below rounding \
+                         error): {} and {} compute the same function{}, so its cosine with \
+                         anything is undefined",
+                        paths[if x1 == "A1" { 0 } else { 2 }].display(),
+                        paths[if x1 == "A1" { 1 } else { 3 }].display(),
+                        if settings.outputs.is_some() {
+                            " on these outputs"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+                e => message(&e),
+            }),
+        _ => unreachable!("compare reads two models, difference four"),
+    };
     spinner.finish_and_clear();
-    Ok((
-        sim.map_err(|e| message(&e))?,
-        metric.exact(a, b),
+    let similarity = sim?;
+    // Exact where every pair of models the value combines is.
+    let mut exact = None;
+    for (i, a) in models.iter().enumerate() {
+        for b in &models[i + 1..] {
+            if let Some(e) = metric.exact(a, b) {
+                exact = Some(exact.unwrap_or(true) && e);
+            }
+        }
+    }
+    Ok(Compared {
+        similarity,
+        exact,
         without_norms,
-    ))
+        outputs,
+    })
+}
+
+/// `--outputs` as indices, checked against the models' output width (an
+/// error naming the first index that does not exist, and the width); the
+/// models' own error first if their widths differ.
+fn resolve_outputs<T: Real>(
+    outputs: Option<&OutputList>,
+    models: &[&Model<T>],
+) -> Result<Option<Vec<usize>>, String> {
+    let (Some(outputs), Some(first)) = (outputs, models.first()) else {
+        return Ok(None);
+    };
+    for other in &models[1..] {
+        first.check_same_io(other).map_err(|e| message(&e))?;
+    }
+    outputs
+        .resolve(first.output_width())
+        .map(Some)
+        .map_err(|e| message(&e))
 }
 
 /// Says on stderr which of `files` were read without their norms
@@ -525,30 +759,183 @@ fn norms_notice<T: Real>(paths: &[PathBuf], files: &[io::ModelFile<T>]) -> bool 
     true
 }
 
-/// The similarity matrix of the models in `files`, computed in `T`, with a
-/// progress bar, and whether a model was read without its norms.
-fn matrix_in<T: Real>(
-    files: &[PathBuf],
+/// What `matrix` was asked to do.
+struct MatrixJob<'a> {
+    /// The models, in the order of the rows.
+    files: &'a [PathBuf],
     metric: Metric,
     context: Option<usize>,
+    /// `--outputs`: the outputs compared, or with `each` those that get a
+    /// matrix each.
+    outputs: Option<&'a OutputList>,
+    /// `--outputs-each`: one matrix per output.
+    each: bool,
+    precision: Precision,
     limit: MemoryLimit,
-    options: &LoadOptions,
-) -> Result<(nalgebra::DMatrix<f64>, bool), String> {
-    let loaded = load_files::<T>(files, options)?;
-    let without_norms = norms_notice(files, &loaded);
-    check_context(context, files.iter().zip(&loaded))?;
+    options: LoadOptions,
+    /// The run config given, an input too.
+    config: Option<&'a Path>,
+    /// `-o`: the CSV (with `each`, the name the files are suffixed from).
+    csv: Option<&'a Path>,
+    /// `--plot`: the heatmap (likewise).
+    plot: Option<&'a Path>,
+}
+
+/// `matrix`, computed in `T`: the models read once, then one matrix (with
+/// `--outputs`, of those outputs) or, with `--outputs-each`, one per output,
+/// each written as soon as it is computed, with one progress bar over all.
+fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
+    // Outputs never overwrite inputs (a model, or the run config).
+    let inputs: Vec<&Path> = job
+        .files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(job.config)
+        .collect();
+    let targets = |suffix: Option<usize>| -> Vec<PathBuf> {
+        job.csv
+            .iter()
+            .chain(&job.plot)
+            .map(|p| match suffix {
+                Some(i) => suffixed(p, i),
+                None => p.to_path_buf(),
+            })
+            .collect()
+    };
+    // A full matrix can take hours: learn that an output cannot be written
+    // before computing it, not after. The files of --outputs-each are named
+    // once the models' outputs are known, after reading them.
+    let mut claimed = Outputs::default();
+    if job.each {
+        for path in job.csv.iter().chain(&job.plot) {
+            if path.file_name().is_none() || std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+                return Err(format!(
+                    "{}: not a file name to suffix with the output index",
+                    path.display()
+                )
+                .into());
+            }
+        }
+    } else {
+        claim_outputs(&mut claimed, &targets(None), &inputs)?;
+    }
+    let loaded = load_files::<T>(job.files, &job.options)?;
+    let without_norms = norms_notice(job.files, &loaded);
+    check_context(job.context, job.files.iter().zip(&loaded))?;
     let models: Vec<Model<T>> = loaded.into_iter().map(|f| f.model).collect();
+    let selection = resolve_outputs(job.outputs, &models.iter().collect::<Vec<_>>())?;
+    // Each matrix: the outputs it compares, and the index its files are
+    // suffixed with (--outputs-each).
+    let matrices: Vec<(Option<Vec<usize>>, Option<usize>)> = if job.each {
+        let width = models.first().map_or(0, Model::output_width);
+        selection
+            .unwrap_or_else(|| (0..width).collect())
+            .into_iter()
+            .map(|o| (Some(vec![o]), Some(o)))
+            .collect()
+    } else {
+        vec![(selection, None)]
+    };
+    if job.each {
+        let all: Vec<PathBuf> = matrices.iter().flat_map(|(_, i)| targets(*i)).collect();
+        claim_outputs(&mut claimed, &all, &inputs)?;
+    }
+    let labels: Vec<String> = job.files.iter().map(|f| stem(f)).collect();
+    let rows: Vec<String> = job.files.iter().map(|f| f.display().to_string()).collect();
     let n = models.len();
-    let bar = indicatif::ProgressBar::new((n * n.saturating_sub(1) / 2) as u64);
+    let pairs = n * n.saturating_sub(1) / 2;
+    let bar = indicatif::ProgressBar::new((pairs * matrices.len()) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} pairs (eta {eta})",
         )
         .map_err(|e| e.to_string())?,
     );
-    let matrix = metric.matrix(&models, context, limit, || bar.inc(1));
+    for (outputs, suffix) in &matrices {
+        let settings = Settings {
+            context: job.context,
+            limit: job.limit,
+            outputs: outputs.as_deref(),
+        };
+        let matrix = job.metric.matrix(&models, &settings, || bar.inc(1));
+        if suffix.is_none() {
+            bar.finish_and_clear();
+        }
+        let matrix = matrix.map_err(|e| message(&e))?;
+        // What was compared, in the corner cell (which holds no comma) and
+        // the plot's title.
+        let (noted, titled) = match (suffix, job.outputs) {
+            (Some(i), _) => (Some(format!("output {i}")), Some(format!("output {i}"))),
+            (None, Some(list)) => (
+                Some(format!("outputs {}", list.spaced())),
+                Some(format!("outputs {}", list.bracketed())),
+            ),
+            (None, None) => (None, None),
+        };
+        let notes: Vec<&str> = noted
+            .as_deref()
+            .into_iter()
+            .chain(without_norms.then_some("without norms: --ignore-norms"))
+            .collect();
+        let corner = match notes.is_empty() {
+            true => "model".to_owned(),
+            false => format!("model ({})", notes.join("; ")),
+        };
+        let csv = to_csv(&corner, &labels, &rows, &matrix);
+        let [csv_path, plot_path] = [job.csv, job.plot].map(|p| {
+            p.map(|p| match suffix {
+                Some(i) => suffixed(p, *i),
+                None => p.to_path_buf(),
+            })
+        });
+        match &csv_path {
+            Some(path) => claimed.write(path, csv.as_bytes())?,
+            None => print_out(&csv)?,
+        }
+        if let Some(path) = &plot_path {
+            let precision = (job.precision != Precision::F64).then(|| job.precision.name());
+            let title = plot::title(job.metric.name(), job.context, titled.as_deref(), precision);
+            claimed.write_with(path, |temporary| {
+                plot::heatmap(temporary, &labels, &matrix, &title)
+            })?;
+        }
+    }
     bar.finish_and_clear();
-    Ok((matrix.map_err(|e| message(&e))?, without_norms))
+    Ok(())
+}
+
+/// Claims `paths` for writing ([`Outputs::claim`]), refusing any that
+/// names an input or another of them.
+fn claim_outputs(claimed: &mut Outputs, paths: &[PathBuf], inputs: &[&Path]) -> Result<(), String> {
+    for (k, path) in paths.iter().enumerate() {
+        if paths[..k].iter().any(|other| same_file(path, other)) {
+            return Err(format!(
+                "{}: the CSV and the plot would be written to the same file",
+                path.display()
+            ));
+        }
+        if let Some(input) = inputs.iter().find(|i| same_file(path, i)) {
+            return Err(format!(
+                "{}: the output would overwrite the input {}",
+                path.display(),
+                input.display()
+            ));
+        }
+        claimed.claim(path)?;
+    }
+    Ok(())
+}
+
+/// `FILE.EXT` as `FILE_i.EXT` (`FILE_i` without an extension): where
+/// `--outputs-each` writes output `i`'s matrix.
+fn suffixed(path: &Path, index: usize) -> PathBuf {
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(format!("_{index}"));
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
 }
 
 /// The model files in `paths` in `T`, read in parallel; an error if a

@@ -1,11 +1,14 @@
 //! The metrics the command line offers, dispatched in one place
 //! ([`Metric::kernel`]): a new metric is one match arm.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use nalgebra::DMatrix;
 use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
 use tensor_similarity::{
-    GaussianSimilarity, MemoryLimit, Model, Real, RecursiveSimilarity, Result, TensorSimilarity,
-    weight_cosine,
+    CpBlock, CpFactors, Error, Full, GaussianSimilarity, Linear, MemoryLimit, Model, Real,
+    RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
 };
 
 /// Which similarity to compute.
@@ -17,6 +20,37 @@ pub enum Metric {
     Gaussian,
     /// Cosine of all parameters concatenated (SPEC §4 baseline).
     Weight,
+}
+
+/// The metrics that are the cosine of an inner product of models, which
+/// `difference` needs (bilinearity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InnerMetric {
+    /// Tensor similarity (SPEC §2).
+    Tensor,
+    /// Gaussian functional similarity (SPEC §3, §7).
+    Gaussian,
+}
+
+impl From<InnerMetric> for Metric {
+    fn from(m: InnerMetric) -> Self {
+        match m {
+            InnerMetric::Tensor => Metric::Tensor,
+            InnerMetric::Gaussian => Metric::Gaussian,
+        }
+    }
+}
+
+/// What a comparison runs with besides the metric.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settings<'a> {
+    /// Positions compared, for sequence models.
+    pub context: Option<usize>,
+    /// The memory a comparison may use.
+    pub limit: MemoryLimit,
+    /// The outputs compared (SPEC §2's selection `Q`), checked against the
+    /// models' output width; `None`: every output.
+    pub outputs: Option<&'a [usize]>,
 }
 
 /// How a metric computes: as the cosine of an inner product (so a matrix
@@ -36,14 +70,40 @@ impl Metric {
         }
     }
 
-    fn kernel<T: Real>(self, context: Option<usize>, limit: MemoryLimit) -> Result<Kernel<T>> {
+    /// Whether the metric compares selected outputs (`--outputs`): the
+    /// tensor metric by its output selection, the Gaussian metric on the
+    /// models restricted to those outputs; the weight cosine compares
+    /// parameters, not outputs.
+    pub fn takes_outputs(self) -> bool {
+        !matches!(self, Metric::Weight)
+    }
+
+    fn kernel<T: Real>(self, settings: &Settings) -> Result<Kernel<T>> {
+        let Settings {
+            context,
+            limit,
+            outputs,
+        } = *settings;
+        if outputs.is_some() && !self.takes_outputs() {
+            return Err(Error::InvalidOption {
+                what: "--outputs",
+                reason: format!(
+                    "the {} metric compares parameters, not outputs (use --metric tensor or \
+                     gaussian)",
+                    self.name()
+                ),
+            });
+        }
         Ok(match self {
             Metric::Tensor => {
-                let metric = TensorSimilarity::new().with_max_memory(limit);
-                Kernel::Recursive(Box::new(match context {
-                    Some(n) => metric.with_context(n)?,
-                    None => metric,
-                }))
+                let mut metric = TensorSimilarity::new().with_max_memory(limit);
+                if let Some(n) = context {
+                    metric = metric.with_context(n)?;
+                }
+                if let Some(outputs) = outputs {
+                    metric = metric.with_output_selection(outputs.to_vec());
+                }
+                Kernel::Recursive(Box::new(metric))
             }
             Metric::Gaussian => {
                 let metric = GaussianSimilarity::new().with_max_memory(limit);
@@ -56,9 +116,29 @@ impl Metric {
         })
     }
 
+    /// The models the kernel compares: the Gaussian metric reads a
+    /// selection of outputs as the models restricted to them
+    /// ([`restricted`]); the others take `models` as they are.
+    fn prepared<'m, T: Real>(
+        self,
+        models: &'m [Model<T>],
+        settings: &Settings,
+    ) -> Result<Cow<'m, [Model<T>]>> {
+        Ok(match (self, settings.outputs) {
+            (Metric::Gaussian, Some(outputs)) => Cow::Owned(
+                models
+                    .iter()
+                    .map(|m| restricted(m, outputs))
+                    .collect::<Result<_>>()?,
+            ),
+            _ => Cow::Borrowed(models),
+        })
+    }
+
     /// Whether the value for `a` and `b` is exact: `Some(false)` where the
     /// Gaussian metric falls back to a Gaussian closure, `None` for metrics
-    /// that are always exact.
+    /// that are always exact. (A selection of outputs changes no block's
+    /// order, so not this.)
     pub fn exact<T: Real>(self, a: &Model<T>, b: &Model<T>) -> Option<bool> {
         match self {
             Metric::Gaussian => Some(GaussianSimilarity::new().is_exact(a, b)),
@@ -66,34 +146,119 @@ impl Metric {
         }
     }
 
-    /// The similarity of `a` and `b`, over `context` positions for
-    /// sequence models, within the memory `limit`.
-    pub fn compare<T: Real>(
-        self,
-        a: &Model<T>,
-        b: &Model<T>,
-        context: Option<usize>,
-        limit: MemoryLimit,
-    ) -> Result<f64> {
-        match self.kernel(context, limit)? {
+    /// The similarity of `a` and `b` under `settings`.
+    pub fn compare<T: Real>(self, a: &Model<T>, b: &Model<T>, settings: &Settings) -> Result<f64> {
+        let kernel = self.kernel(settings)?;
+        // Models share their blocks: a copy is a few pointers.
+        let pair = [a.clone(), b.clone()];
+        let models = self.prepared(&pair, settings)?;
+        let [a, b] = &models[..] else {
+            unreachable!("two models")
+        };
+        match kernel {
             Kernel::Recursive(metric) => metric.similarity(a, b),
             Kernel::Pairwise(f) => f(a, b),
         }
+    }
+
+    /// The cosine of the directions `A1 − A0` and `B1 − B0` of
+    /// `[a1, a0, b1, b0]` (the command line's order; the library's
+    /// [`difference_similarity`](RecursiveSimilarity::difference_similarity)
+    /// takes `a0, a1, b0, b1`). A zero direction (two models of the same
+    /// function) is [`Error::ZeroNorm`] of its side; the weight metric has no
+    /// inner product to take differences of.
+    pub fn difference<T: Real>(self, models: [&Model<T>; 4], settings: &Settings) -> Result<f64> {
+        let Kernel::Recursive(metric) = self.kernel::<T>(settings)? else {
+            return Err(Error::InvalidOption {
+                what: "--metric",
+                reason: format!(
+                    "the {} metric has no inner product to take differences of (use tensor or \
+                     gaussian)",
+                    self.name()
+                ),
+            });
+        };
+        let four = models.map(Model::clone);
+        let m = self.prepared(&four, settings)?;
+        let [a1, a0, b1, b0] = &m[..] else {
+            unreachable!("four models")
+        };
+        metric.difference_similarity(a0, a1, b0, b1)
     }
 
     /// The matrix of all pairwise similarities, calling `progress` per pair.
     pub fn matrix<T: Real>(
         self,
         models: &[Model<T>],
-        context: Option<usize>,
-        limit: MemoryLimit,
+        settings: &Settings,
         progress: impl Fn() + Sync,
     ) -> Result<DMatrix<f64>> {
-        match self.kernel(context, limit)? {
-            Kernel::Recursive(metric) => similarity_matrix(&&*metric, models, progress),
+        let kernel = self.kernel(settings)?;
+        let models = self.prepared(models, settings)?;
+        match kernel {
+            Kernel::Recursive(metric) => similarity_matrix(&&*metric, &models, progress),
             Kernel::Pairwise(f) => {
-                pairwise_matrix(models, progress, |i, j| f(&models[i], &models[j]))
+                pairwise_matrix(&models, progress, |i, j| f(&models[i], &models[j]))
             }
         }
     }
+}
+
+/// `model` restricted to `outputs` (0-based, checked against its output
+/// width): its function followed by the projection onto those outputs, so
+/// that the Gaussian inner product of two restricted models is
+/// `E[Σ_{o∈Q} f_A,o · f_B,o]`, SPEC §2's selection `Q` for the Gaussian
+/// metric.
+///
+/// A position-wise last block in CP form keeps only the selected rows of its
+/// padded output (the output factor `D̃`, or every input factor where the
+/// output factor is the identity), so the model is no larger and a last
+/// linear block stays the cheap readout it was; any other last block is
+/// followed by a linear block that selects. The symmetry group of the last
+/// block is dropped, which the Gaussian metric never reads (it compares
+/// functions); the tensor metric selects outputs itself and never sees this.
+pub fn restricted<T: Real>(model: &Model<T>, outputs: &[usize]) -> Result<Model<T>> {
+    let width = model.output_width();
+    if let Some(o) = outputs.iter().find(|&&o| o >= width) {
+        return Err(Error::InvalidOption {
+            what: "--outputs",
+            reason: format!("output {o} does not exist: the models have {width} outputs"),
+        });
+    }
+    // Rows of the padded output kept: the constant, then the selection.
+    let rows: Vec<usize> = std::iter::once(0)
+        .chain(outputs.iter().map(|o| o + 1))
+        .collect();
+    let (last, rest) = model.blocks().split_last().ok_or(Error::EmptyModel)?;
+    let mut builder = Model::builder();
+    for block in rest {
+        builder = builder.shared_block(Arc::clone(block));
+    }
+    builder = match last.as_cp().filter(|_| !last.mixes_positions()) {
+        Some(f) => {
+            let inputs: Vec<DMatrix<T>> = (0..f.order()).map(|j| f.input(j).into_owned()).collect();
+            let factors = match f.output() {
+                Some(d) => CpFactors::new(&inputs, Some(d.select_rows(&rows)))?,
+                None => {
+                    let inputs: Vec<DMatrix<T>> =
+                        inputs.iter().map(|u| u.select_rows(&rows)).collect();
+                    CpFactors::new(&inputs, None)?
+                }
+            };
+            builder.block(CpBlock::from_factors(factors, Arc::new(Full))?)
+        }
+        None => {
+            let mut select = DMatrix::zeros(outputs.len(), width);
+            for (row, &o) in outputs.iter().enumerate() {
+                select[(row, o)] = T::one();
+            }
+            builder
+                .shared_block(Arc::clone(last))
+                .block(Linear::new(select, None)?)
+        }
+    };
+    if model.is_sequence() {
+        builder = builder.sequence();
+    }
+    builder.build()
 }

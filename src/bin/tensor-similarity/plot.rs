@@ -24,15 +24,24 @@ fn register_font() -> Result<(), String> {
 }
 
 /// The heatmap's title: the metric, the context the models were compared
-/// at (sequence models) or that they are vector models, and the precision
-/// when it is not the default `f64`. The command line compares every
-/// output at every position of the context, so the context is what
-/// selects the compared part.
-pub fn title(metric: &str, context: Option<usize>, precision: Option<&str>) -> String {
+/// at (sequence models) or that they are vector models, the outputs
+/// compared when not all (`outputs [3, 9]`, `output 9`), and the precision
+/// when it is not the default `f64`. Without `--outputs` the command line
+/// compares every output at every position of the context, so the context
+/// is what selects the compared part.
+pub fn title(
+    metric: &str,
+    context: Option<usize>,
+    outputs: Option<&str>,
+    precision: Option<&str>,
+) -> String {
     let mut title = format!("{metric} similarity");
     match context {
         Some(n) => title.push_str(&format!(", context {n}")),
         None => title.push_str(", vector models"),
+    }
+    if let Some(o) = outputs {
+        title.push_str(&format!(", {o}"));
     }
     if let Some(p) = precision {
         title.push_str(&format!(", {p}"));
@@ -248,18 +257,22 @@ mod tests {
     }
 
     #[test]
-    fn the_title_states_the_metric_the_context_and_the_precision() {
+    fn the_title_states_the_metric_the_context_the_outputs_and_the_precision() {
         assert_eq!(
-            title("tensor", Some(8), None),
+            title("tensor", Some(8), None, None),
             "tensor similarity, context 8"
         );
         assert_eq!(
-            title("gaussian", Some(4), Some("f32")),
+            title("gaussian", Some(4), None, Some("f32")),
             "gaussian similarity, context 4, f32"
         );
         assert_eq!(
-            title("weight", None, None),
+            title("weight", None, None, None),
             "weight similarity, vector models"
+        );
+        assert_eq!(
+            title("tensor", None, Some("outputs [3, 9]"), Some("f32")),
+            "tensor similarity, vector models, outputs [3, 9], f32"
         );
     }
 
