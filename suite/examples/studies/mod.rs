@@ -7,11 +7,15 @@
 //! `#[path = "../studies/mod.rs"]`; the modules' unit tests (the gradient
 //! check among them) run with each study's.
 
+#[cfg(test)]
+pub mod checks;
 pub mod curriculum;
 pub mod data;
 pub mod files;
 pub mod metrics;
 pub mod model;
+#[cfg(test)]
+pub mod oracle;
 pub mod plot;
 pub mod progress;
 pub mod train;

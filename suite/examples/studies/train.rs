@@ -299,10 +299,11 @@ mod tests {
             y: vec![0, 1, 2],
         };
         let cfg = Config {
-            batch: 2,
+            batch: 3,
             ..Config::default()
         };
-        let err = train(&cfg, &images, &stages(&[5]), |_, _, _| Ok::<(), String>(()));
-        assert!(err.unwrap_err().contains("2 training images"));
+        // Classes 0 and 1: two images, fewer than a batch.
+        let err = train(&cfg, &images, &stages(&[5]), |_, _, _| Ok::<(), String>(())).err();
+        assert!(err.is_some_and(|e| e.contains("2 training images")));
     }
 }
