@@ -108,7 +108,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     for c in 0..studies::data::CLASSES {
         let key = format!("tensor_class_{c}");
-        print!("{}class {c} {:+.4}", if c == 0 { "  class slices Δ: " } else { ", " }, s.delta(&key));
+        print!(
+            "{}class {c} {:+.4}",
+            if c == 0 { "  class slices Δ: " } else { ", " },
+            s.delta(&key)
+        );
     }
     println!();
     println!(

@@ -147,7 +147,9 @@ pub fn attack_success(params: &Params, triggered: &Images, target: usize) -> f64
         .iter()
         .zip(&triggered.y)
         .filter(|&(_, &y)| y != target)
-        .fold((0, 0), |(h, t), (&p, _)| (h + usize::from(p == target), t + 1));
+        .fold((0, 0), |(h, t), (&p, _)| {
+            (h + usize::from(p == target), t + 1)
+        });
     hits as f64 / total.max(1) as f64
 }
 
@@ -454,12 +456,24 @@ mod tests {
         }
 
         // Entries recomputed from the checkpoint files, as a user would.
-        let path = |k: usize| dir.path().join(format!("checkpoints/step_{}.safetensors", study.steps[k]));
+        let path = |k: usize| {
+            dir.path()
+                .join(format!("checkpoints/step_{}.safetensors", study.steps[k]))
+        };
         let (i, j) = (2, 6);
         let (a, b) = (io::load(path(i)).unwrap(), io::load(path(j)).unwrap());
-        let csv = |key: &str| files::read_matrix(&dir.path().join(format!("{key}.csv"))).unwrap().1[(i, j)];
-        let close = |x: f64, y: f64, what: &str| assert!((x - y).abs() < 1e-12, "{what}: {x} vs {y}");
-        close(csv("tensor"), tensor_similarity::similarity(&a, &b).unwrap(), "tensor");
+        let csv = |key: &str| {
+            files::read_matrix(&dir.path().join(format!("{key}.csv")))
+                .unwrap()
+                .1[(i, j)]
+        };
+        let close =
+            |x: f64, y: f64, what: &str| assert!((x - y).abs() < 1e-12, "{what}: {x} vs {y}");
+        close(
+            csv("tensor"),
+            tensor_similarity::similarity(&a, &b).unwrap(),
+            "tensor",
+        );
         close(
             csv("tensor_class_9"),
             metrics::class_slice(9).similarity(&a, &b).unwrap(),
@@ -475,7 +489,10 @@ mod tests {
         // The dense tensor from the raw safetensors bytes: an oracle that
         // shares neither the library's reader nor its recursion. Rounding
         // in a sum of 40 960 products: far below 1e-9.
-        let (ta, tb) = (oracle::dense_tensor(&path(i)), oracle::dense_tensor(&path(j)));
+        let (ta, tb) = (
+            oracle::dense_tensor(&path(i)),
+            oracle::dense_tensor(&path(j)),
+        );
         let all: Vec<usize> = (0..CLASSES).collect();
         assert!((csv("tensor") - oracle::cosine(&ta, &tb, &all)).abs() < 1e-9);
         assert!((csv("tensor_class_9") - oracle::cosine(&ta, &tb, &[9])).abs() < 1e-9);
@@ -511,9 +528,18 @@ mod tests {
     fn bad_settings_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         for s in [
-            Settings { steps: 0, ..short() },
-            Settings { checkpoints: 1, ..short() },
-            Settings { target: 10, ..short() },
+            Settings {
+                steps: 0,
+                ..short()
+            },
+            Settings {
+                checkpoints: 1,
+                ..short()
+            },
+            Settings {
+                target: 10,
+                ..short()
+            },
         ] {
             let err = run(&s, dir.path()).unwrap_err();
             assert!(err.to_string().contains("got"), "{err}");

@@ -43,7 +43,11 @@ pub fn assert_json_close(json: &Value, m: &DMatrix<f64>, what: &str) {
         let row = row.as_array().unwrap();
         assert_eq!(row.len(), m.ncols(), "{what}");
         for (j, v) in row.iter().enumerate() {
-            assert_close(v.as_f64().unwrap(), m[(i, j)], &format!("{what} ({i}, {j})"));
+            assert_close(
+                v.as_f64().unwrap(),
+                m[(i, j)],
+                &format!("{what} ({i}, {j})"),
+            );
         }
     }
 }
@@ -74,10 +78,7 @@ pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Two runs wrote the same files, byte for byte.
 pub fn assert_same_files(a: &Path, b: &Path) {
     let (ta, tb) = (tree(a), tree(b));
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tb.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
     for (name, bytes) in &ta {
         assert!(bytes == &tb[name], "{name} differs between two runs");
     }

@@ -4,7 +4,11 @@
 //! only; the head keeps all ten logits throughout, so a class not yet (or
 //! no longer) trained is pushed down by the softmax like any wrong class.
 
-use super::train::Stage;
+use std::error::Error;
+use std::path::Path;
+
+use super::data::Images;
+use super::train::{self, Checkpoint, Config, Stage};
 
 /// The stages' classes, in order.
 pub fn classes() -> Vec<Vec<usize>> {
@@ -32,6 +36,33 @@ pub fn stages(steps: usize) -> Vec<Stage> {
             poison: None,
         })
         .collect()
+}
+
+/// Trains the curriculum model (`steps` per stage) from the seeded initial
+/// weights and writes its checkpoints to `dir`: step 0, then
+/// `per_stage` evenly spaced in every stage, the last at its end. The
+/// forgetting and diffing studies both call this with the same settings
+/// and so train the same model.
+pub fn run(
+    cfg: &Config,
+    train_images: &Images,
+    steps: usize,
+    per_stage: usize,
+    dir: &Path,
+    show: bool,
+) -> Result<(Vec<Stage>, Vec<Checkpoint>), Box<dyn Error>> {
+    let stages = stages(steps);
+    let schedule = train::schedule(&stages, per_stage, true);
+    let saved = train::run_with_checkpoints(
+        cfg,
+        train_images,
+        &stages,
+        &schedule,
+        dir,
+        "curriculum",
+        show,
+    )?;
+    Ok((stages, saved))
 }
 
 /// The index of the stage that adds class 9 for the first time, the one

@@ -167,7 +167,10 @@ mod tests {
             counts[y] += 1;
         }
         // scikit-learn's description: 174 to 183 images of each digit.
-        assert!(counts.iter().all(|&c| (174..=183).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (174..=183).contains(&c)),
+            "{counts:?}"
+        );
         assert!(all.x.iter().all(|&v| (0.0..=1.0).contains(&v)));
         assert_eq!(all.x.max(), 1.0);
         // The file's first row: a 0 whose first pixels are 0, 0, 5, 13.

@@ -74,7 +74,11 @@ pub fn weight_matrix(models: &[Model<f64>]) -> Result<DMatrix<f64>> {
 
 /// The global output cosine matrix on the images `x` (one a row).
 pub fn output_matrix(models: &[Model<f64>], x: &DMatrix<f64>) -> Result<DMatrix<f64>> {
-    pairwise_matrix(models, || {}, |i, j| output_cosine(&models[i], &models[j], x))
+    pairwise_matrix(
+        models,
+        || {},
+        |i, j| output_cosine(&models[i], &models[j], x),
+    )
 }
 
 /// The linear CKA matrix of the models' logits on the images `x` (one a
@@ -84,7 +88,11 @@ pub fn cka_matrix(models: &[Model<f64>], x: &DMatrix<f64>) -> Result<DMatrix<f64
         .iter()
         .map(|m| m.forward_rows(x))
         .collect::<Result<Vec<_>>>()?;
-    pairwise_matrix(models, || {}, |i, j| linear_cka_of(&outputs[i], &outputs[j]))
+    pairwise_matrix(
+        models,
+        || {},
+        |i, j| linear_cka_of(&outputs[i], &outputs[j]),
+    )
 }
 
 /// Difference similarity `⟨A_t − A_0, B_1 − B_0⟩ / (‖A_t − A_0‖ ‖B_1 − B_0‖)`
@@ -146,7 +154,10 @@ mod tests {
         );
         let gap = phase_gap(&m, &[0, 1], &[2, 3]);
         assert!((gap - (0.8 - (0.2 + 0.4 + 0.3 + 0.5) / 4.0)).abs() < 1e-15);
-        assert!(phase_gap(&m, &[0], &[1]).is_nan(), "no pair within one checkpoint");
+        assert!(
+            phase_gap(&m, &[0], &[1]).is_nan(),
+            "no pair within one checkpoint"
+        );
     }
 
     #[test]

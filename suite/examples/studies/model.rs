@@ -79,6 +79,28 @@ impl Params {
         self.logits(x).column_iter().map(|c| c.argmax().0).collect()
     }
 
+    /// The accuracy on the images of each class (`NaN` for a class
+    /// without images).
+    pub fn class_accuracy(&self, x: &DMatrix<f64>, y: &[usize]) -> Vec<f64> {
+        let classes = self.proj.nrows();
+        let (mut right, mut total) = (vec![0usize; classes], vec![0usize; classes]);
+        for (p, &label) in self.predict(x).into_iter().zip(y) {
+            total[label] += 1;
+            right[label] += usize::from(p == label);
+        }
+        right
+            .iter()
+            .zip(&total)
+            .map(|(&r, &t)| {
+                if t == 0 {
+                    f64::NAN
+                } else {
+                    r as f64 / t as f64
+                }
+            })
+            .collect()
+    }
+
     /// Mean cross-entropy and accuracy of the images `x` with labels `y`.
     pub fn evaluate(&self, x: &DMatrix<f64>, y: &[usize]) -> Metrics {
         let mut z = self.logits(x);

@@ -73,7 +73,12 @@ impl Curves {
     /// A panel whose y axis runs from the smallest value rounded down to a
     /// tenth (at most 0.9) to the largest rounded up (at least 1).
     pub fn fitted(caption: impl Into<String>, series: Vec<Series>) -> Self {
-        let finite = || series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite());
+        let finite = || {
+            series
+                .iter()
+                .flat_map(|s| s.values.iter().copied())
+                .filter(|v| v.is_finite())
+        };
         let lo = finite().fold(0.9f64, f64::min);
         let hi = finite().fold(1.0f64, f64::max);
         Self {

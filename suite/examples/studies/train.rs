@@ -166,7 +166,9 @@ pub fn train<E: From<String>>(
             .into());
         }
         if stage.poison.is_some_and(|p| p.count > cfg.batch) {
-            return Err(format!("stage {:?}: more poisoned images than a batch", stage.name).into());
+            return Err(
+                format!("stage {:?}: more poisoned images than a batch", stage.name).into(),
+            );
         }
         let mut batches = Batches::new(pool, &mut rng);
         for _ in 0..stage.steps {
@@ -289,7 +291,11 @@ mod tests {
         }
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen.len(), 9, "three batches of three: nine distinct images");
+        assert_eq!(
+            seen.len(),
+            9,
+            "three batches of three: nine distinct images"
+        );
     }
 
     #[test]
