@@ -172,6 +172,8 @@ fn the_exclude_list_leaves_out_what_a_user_never_needs() {
         "tests/files/torch/legacy.pt",
         "tests/files/snippet/transformer.safetensors",
         "docs/grokking.png",
+        "docs/studies.md",
+        "docs/studies-backdoor.png",
         "docs/python.md",
         "python/Cargo.toml",
         ".ci/run",

@@ -259,9 +259,8 @@ fn compare(
 
 /// The CSVs, `summary.json` and the figures.
 fn write(study: &Study, s: &Settings, out: &Path) -> Result<(), Box<dyn Error>> {
-    let stems = files::stems(&study.steps);
     for (key, m) in &study.matrices {
-        files::write_matrix(&out.join(format!("{key}.csv")), &stems, m)?;
+        files::write_matrix(&out.join(format!("{key}.csv")), &study.steps, m)?;
     }
     let to_ref = |key: &str| metrics::to_reference(study.matrix(key), study.reference);
     let mut header = vec!["step", "clean_accuracy", "attack_success"];
@@ -292,7 +291,7 @@ fn write(study: &Study, s: &Settings, out: &Path) -> Result<(), Box<dyn Error>> 
         "data": "scikit-learn digits (UCI, CC BY 4.0), 1437 train / 360 test, pixels / 16",
         "settings": settings_json(s),
         "steps": study.steps,
-        "checkpoints": stems.iter().map(|n| format!("checkpoints/{n}.safetensors")).collect::<Vec<_>>(),
+        "checkpoints": files::checkpoint_files(&study.steps),
         "poison_from": study.poison_from,
         "reference_step": study.steps[study.reference],
         "clean_accuracy": study.clean_accuracy,

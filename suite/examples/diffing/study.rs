@@ -344,7 +344,7 @@ fn write(study: &Study, s: &Settings, out: &Path) -> Result<(), Box<dyn Error>> 
                           "accuracy_0_8": study.b_accuracy[1][0], "accuracy_0_9": study.b_accuracy[1][1]},
         },
         "steps": study.steps,
-        "checkpoints": files::stems(&study.steps).iter().map(|n| format!("checkpoints/{n}.safetensors")).collect::<Vec<_>>(),
+        "checkpoints": files::checkpoint_files(&study.steps),
         "cumulative_steps": later,
         "cumulative": series(&study.cumulative),
         "increments": series(&study.increments),

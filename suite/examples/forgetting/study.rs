@@ -178,9 +178,8 @@ pub fn run(s: &Settings, out: &Path) -> Result<Study, Box<dyn Error>> {
 
 /// The CSVs, `summary.json` and the figures.
 fn write(study: &Study, s: &Settings, out: &Path) -> Result<(), Box<dyn Error>> {
-    let stems = files::stems(&study.steps);
     for (key, m) in &study.matrices {
-        files::write_matrix(&out.join(format!("{key}.csv")), &stems, m)?;
+        files::write_matrix(&out.join(format!("{key}.csv")), &study.steps, m)?;
     }
     // Accuracies per checkpoint.
     let mut header = vec![
@@ -267,7 +266,7 @@ fn write(study: &Study, s: &Settings, out: &Path) -> Result<(), Box<dyn Error>> 
         "stages": stages,
         "steps": study.steps,
         "stage_of_checkpoint": study.stage_of,
-        "checkpoints": stems.iter().map(|n| format!("checkpoints/{n}.safetensors")).collect::<Vec<_>>(),
+        "checkpoints": files::checkpoint_files(&study.steps),
         "accuracy": study.accuracy,
         "accuracy_seen": study.accuracy_seen,
         "class_accuracy": study.class_accuracy,

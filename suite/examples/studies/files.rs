@@ -15,28 +15,41 @@ pub fn stems(steps: &[usize]) -> Vec<String> {
     steps.iter().map(|s| format!("step_{s}")).collect()
 }
 
-/// The matrix as CSV: a header row of checkpoint names, then one row per
-/// checkpoint, values as shortest round-trip floats.
-pub fn write_matrix(path: &Path, names: &[String], m: &DMatrix<f64>) -> std::io::Result<()> {
+/// The checkpoint files relative to the study's directory, as `matrix`
+/// labels its rows when given them from there.
+pub fn checkpoint_files(steps: &[usize]) -> Vec<String> {
+    stems(steps)
+        .iter()
+        .map(|s| format!("checkpoints/{s}.safetensors"))
+        .collect()
+}
+
+/// The matrix over the checkpoints at `steps` as CSV, byte for byte as
+/// `tensor-similarity matrix checkpoints/*.safetensors` writes it when run
+/// in the study's directory: a header `model,step_…` of file stems, then
+/// one row per checkpoint headed by its file, values as shortest
+/// round-trip floats.
+pub fn write_matrix(path: &Path, steps: &[usize], m: &DMatrix<f64>) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(fs::File::create(path)?);
-    writeln!(f, "{}", names.join(","))?;
-    for row in m.row_iter() {
+    writeln!(f, "model,{}", stems(steps).join(","))?;
+    for (file, row) in checkpoint_files(steps).iter().zip(m.row_iter()) {
         let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-        writeln!(f, "{}", cells.join(","))?;
+        writeln!(f, "{file},{}", cells.join(","))?;
     }
     f.flush()
 }
 
-/// A matrix CSV read back: its header names and values.
+/// A matrix CSV read back: its column names (without the corner) and
+/// values (without the row labels).
 pub fn read_matrix(path: &Path) -> Result<(Vec<String>, DMatrix<f64>), Box<dyn Error>> {
     let text = fs::read_to_string(path)?;
     let mut lines = text.lines();
     let header = lines
         .next()
         .ok_or_else(|| format!("{}: empty", path.display()))?;
-    let names: Vec<String> = header.split(',').map(str::to_owned).collect();
+    let names: Vec<String> = header.split(',').skip(1).map(str::to_owned).collect();
     let values: Vec<f64> = lines
-        .flat_map(|l| l.split(','))
+        .flat_map(|l| l.split(',').skip(1))
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let n = names.len();
@@ -90,8 +103,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.csv");
         let m = DMatrix::from_fn(3, 3, |i, j| 1.0 / (1.0 + i as f64 + 3.0 * j as f64));
-        let names = stems(&[0, 50, 100]);
-        write_matrix(&path, &names, &m).unwrap();
+        write_matrix(&path, &[0, 50, 100], &m).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("model,step_0,step_50,step_100\ncheckpoints/step_0.safetensors,1,")
+        );
         let (back_names, back) = read_matrix(&path).unwrap();
         assert_eq!(back_names, ["step_0", "step_50", "step_100"]);
         assert_eq!(back, m);
