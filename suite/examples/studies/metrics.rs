@@ -45,7 +45,7 @@ pub fn tensor_matrices(
     show: bool,
 ) -> Result<Vec<Named>> {
     let n = models.len();
-    let bar = progress::bar(metrics.len() * n * (n - 1) / 2, "tensor", show);
+    let bar = progress::bar(metrics.len() * n * n.saturating_sub(1) / 2, "tensor", show);
     let out = metrics
         .iter()
         .map(|(key, metric)| {

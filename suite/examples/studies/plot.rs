@@ -270,7 +270,8 @@ fn draw_curves(fig: &Figure<'_>, area: &Area<'_>, panel: &Curves) -> Result<(), 
         .configure_mesh()
         .x_desc("step")
         .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.1}"))
+        // Snap to zero so that a tick at −1e-17 does not read "-0.0".
+        .y_label_formatter(&|v| format!("{:.1}", if v.abs() < 1e-9 { 0.0 } else { *v }))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .light_line_style(WHITE.mix(0.0))
@@ -295,9 +296,18 @@ fn draw_curves(fig: &Figure<'_>, area: &Area<'_>, panel: &Curves) -> Result<(), 
                 .map(|&p| Circle::new(p, if s.thin { 2 } else { 3 }, colour.filled())),
         )?;
     }
+    // A legend at the top starts below the strip of stage names.
+    let position = match &panel.legend {
+        SeriesLabelPosition::UpperLeft => {
+            let (_, h) = chart.plotting_area().dim_in_pixel();
+            let strip = (f64::from(h) * (top - y1) / (top - y0)).ceil() as i32;
+            SeriesLabelPosition::Coordinate(6, strip + 6)
+        }
+        other => other.clone(),
+    };
     chart
         .configure_series_labels()
-        .position(panel.legend.clone())
+        .position(position)
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
