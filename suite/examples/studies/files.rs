@@ -24,14 +24,30 @@ pub fn checkpoint_files(steps: &[usize]) -> Vec<String> {
         .collect()
 }
 
-/// The matrix over the checkpoints at `steps` as CSV, byte for byte as
-/// `tensor-similarity matrix checkpoints/*.safetensors` writes it when run
-/// in the study's directory: a header `model,step_…` of file stems, then
-/// one row per checkpoint headed by its file, values as shortest
-/// round-trip floats.
-pub fn write_matrix(path: &Path, steps: &[usize], m: &DMatrix<f64>) -> std::io::Result<()> {
+/// The corner cell `matrix` writes for the matrix of `key`: `model`, or
+/// `model (output c)` for the class-`c` slice `tensor_class_c` (as
+/// `--outputs-each` names each output's matrix).
+pub fn corner(key: &str) -> String {
+    match key.strip_prefix("tensor_class_") {
+        Some(c) => format!("model (output {c})"),
+        None => "model".to_owned(),
+    }
+}
+
+/// The matrix `key` over the checkpoints at `steps` as CSV, byte for byte
+/// as the command line writes it when run in the study's directory
+/// (`tensor-similarity matrix checkpoints/*.safetensors -o tensor.csv`;
+/// with `--outputs-each -o tensor_class.csv` for the class slices): a
+/// header of the [`corner`] and the file stems, then one row per
+/// checkpoint headed by its file, values as shortest round-trip floats.
+pub fn write_matrix(
+    path: &Path,
+    key: &str,
+    steps: &[usize],
+    m: &DMatrix<f64>,
+) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(fs::File::create(path)?);
-    writeln!(f, "model,{}", stems(steps).join(","))?;
+    writeln!(f, "{},{}", corner(key), stems(steps).join(","))?;
     for (file, row) in checkpoint_files(steps).iter().zip(m.row_iter()) {
         let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
         writeln!(f, "{file},{}", cells.join(","))?;
@@ -103,11 +119,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.csv");
         let m = DMatrix::from_fn(3, 3, |i, j| 1.0 / (1.0 + i as f64 + 3.0 * j as f64));
-        write_matrix(&path, &[0, 50, 100], &m).unwrap();
+        write_matrix(&path, "tensor_class_7", &[0, 50, 100], &m).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert!(
-            text.starts_with("model,step_0,step_50,step_100\ncheckpoints/step_0.safetensors,1,")
-        );
+        assert!(text.starts_with(
+            "model (output 7),step_0,step_50,step_100\ncheckpoints/step_0.safetensors,1,"
+        ));
         let (back_names, back) = read_matrix(&path).unwrap();
         assert_eq!(back_names, ["step_0", "step_50", "step_100"]);
         assert_eq!(back, m);

@@ -4,8 +4,10 @@
 //! statistics, the output files and the figures.
 //!
 //! Each study's `main.rs` includes this directory with
-//! `#[path = "../studies/mod.rs"]`; the modules' unit tests (the gradient
-//! check among them) run with each study's.
+//! `#[path = "../studies/mod.rs"]`. The modules' unit tests (the gradient
+//! check among them) and a short run of each study are the suite's
+//! `studies` test (`suite/tests/studies/`), which includes the same
+//! sources.
 
 #[cfg(test)]
 pub mod checks;
