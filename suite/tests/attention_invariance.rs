@@ -242,10 +242,16 @@ proptest! {
         // A control: the same rotation of Q1 alone (not K1) changes the
         // function. Checked on the first block by itself, where the change
         // is not hidden behind later blocks (a second block can make the
-        // first one's contribution to the norm tiny) and with the full mask
-        // (a given mask can have tiny weights that hide it too).
+        // first one's contribution to the norm tiny), with the full mask
+        // (a given mask can have tiny weights that hide it too), and
+        // without the skip and the output bias (`r·x` and `b_O` can dwarf
+        // `α·O z`: a case at one position with r = 1, α = 0.35, a small O
+        // and b_O of 0.5 had similarity 1 − 1e-6).
         let mut first = SeqNet { blocks: vec![case.net.blocks[0].clone()] };
-        attention_blocks(&mut first).next().unwrap().mask = Some(MaskKind::Full);
+        let only = attention_blocks(&mut first).next().unwrap();
+        only.mask = Some(MaskKind::Full);
+        only.skip = Some(0.0);
+        only.bo = None;
         let mut broken = first.clone();
         let p = attention_blocks(&mut broken).next().unwrap();
         let e = p.e();
