@@ -140,6 +140,8 @@ pub struct GaussianSimilarity {
     factor: Option<DMatrix<f64>>,
     context: Option<usize>,
     max_memory: MemoryLimit,
+    /// Always the moment closure, even where the exact value is computable.
+    closure: bool,
 }
 
 /// A Gaussian similarity together with whether it is exact.
@@ -163,7 +165,31 @@ impl GaussianSimilarity {
             factor: None,
             context: None,
             max_memory: MemoryLimit::Machine,
+            closure: false,
         }
+    }
+
+    /// The Gaussian closure by name: moment propagation for every model
+    /// pair, also where [`new`](Self::new) computes the exact value, so that
+    /// the two can be compared. Exact only where Isserlis applies to a truly
+    /// Gaussian input (see [`is_exact`](Self::is_exact)).
+    ///
+    /// ```
+    /// use tensor_similarity::GaussianSimilarity;
+    ///
+    /// assert!(GaussianSimilarity::closure().is_closure());
+    /// assert!(!GaussianSimilarity::new().is_closure());
+    /// ```
+    pub fn closure() -> Self {
+        Self {
+            closure: true,
+            ..Self::new()
+        }
+    }
+
+    /// Whether this is [`closure`](Self::closure).
+    pub fn is_closure(&self) -> bool {
+        self.closure
     }
 
     /// Compares models on `n` positions ([SPEC §7](crate::spec#7-sequences-and-bilinear-attention)): the input is a sequence
