@@ -76,8 +76,11 @@
 //! [`LogScaled`], and nothing overflows at any depth.
 
 pub(crate) mod cp;
+mod exact;
 pub(crate) mod moments;
 mod wick;
+
+pub use exact::MAX_EXACT_DEGREE;
 
 pub use moments::{JointMoments, Moments};
 
@@ -273,12 +276,19 @@ impl GaussianSimilarity {
 
     /// Whether [`similarity`](RecursiveSimilarity::similarity) and
     /// [`inner_product`](RecursiveSimilarity::inner_product) of `a` and `b`
-    /// are exact (up to rounding): at most one position holds a block of
-    /// order `≥ 2` in either model. Otherwise they use the Gaussian closure.
+    /// are exact (up to rounding). They are when
     ///
-    /// Exactness of the two self products `⟨f_A,f_A⟩`, `⟨f_B,f_B⟩` alone
-    /// needs only that each model has at most one such block; the cross
-    /// product also needs the two to be at the same position.
+    /// * at most one position holds a block of order `≥ 2` in either model
+    ///   (moment propagation is then exact), or
+    /// * both models are chains of position-wise CP blocks (linear,
+    ///   bilinear, any [`CpBlock`](crate::CpBlock)) of degree at most
+    ///   [`MAX_EXACT_DEGREE`], the product of their block orders: the full
+    ///   Wick sum over the legs of both models' trees is then computed (see
+    ///   [the metrics guide](crate::guide::metrics#exact-at-depth)), unless
+    ///   this is [`closure`](Self::closure).
+    ///
+    /// Otherwise (attention beyond one block, deeper chains) they use the
+    /// Gaussian closure.
     ///
     /// ```
     /// use nalgebra::DMatrix;
@@ -288,19 +298,59 @@ impl GaussianSimilarity {
     /// let bil = || Bilinear::new(DMatrix::<f64>::identity(2, 2), DMatrix::identity(2, 2)).unwrap();
     /// let first = Model::builder().block(bil()).block(lin()).build()?;
     /// let second = Model::builder().block(lin()).block(bil()).build()?;
-    /// let metric = GaussianSimilarity::new();
-    /// assert!(metric.is_exact(&first, &first));
-    /// assert!(!metric.is_exact(&first, &second));
+    /// let deep = Model::builder().block(bil()).block(bil()).block(bil()).block(bil()).build()?;
+    /// assert!(GaussianSimilarity::new().is_exact(&first, &second));
+    /// assert!(!GaussianSimilarity::closure().is_exact(&first, &second));
+    /// // Degree 16: beyond the exact sum.
+    /// assert!(!GaussianSimilarity::new().is_exact(&deep, &deep));
     /// # Ok::<(), tensor_similarity::Error>(())
     /// ```
     pub fn is_exact<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> bool {
-        let nonlinear = |m: &Model<T>, position: usize| {
-            m.blocks().get(position).is_some_and(|x| x.order() >= 2)
+        moments_exact(a, b) || self.tree_shapes(a, b).is_some()
+    }
+
+    /// The two models' tree shapes when the exact Wick sum over their legs
+    /// is the way to compute them: not the closure, not already exact by
+    /// moment propagation, and both chains of degree at most
+    /// [`MAX_EXACT_DEGREE`].
+    fn tree_shapes<T: Real>(
+        &self,
+        a: &Model<T>,
+        b: &Model<T>,
+    ) -> Option<(exact::orbits::Shape, exact::orbits::Shape)> {
+        if self.closure || moments_exact(a, b) {
+            return None;
+        }
+        Some((exact::shape(a)?, exact::shape(b)?))
+    }
+
+    /// `μ` and a factor of `Σ` (`None`: `I`) in `f64`, checked against `d`.
+    fn input_law(&self, d: usize) -> Result<(DVector<f64>, Option<DMatrix<f64>>)> {
+        let (padded_mean, factor) = self.input::<f64>(d)?;
+        Ok((padded_mean.rows(1, d).into_owned(), factor))
+    }
+
+    /// The three inner products by the exact Wick sum (on every position).
+    fn tree_products<T: Real>(
+        &self,
+        a: &Model<T>,
+        b: &Model<T>,
+        shapes: (exact::orbits::Shape, exact::orbits::Shape),
+    ) -> Result<Readout> {
+        a.check_same_io(b)?;
+        let n = self.positions(a, b)?;
+        let (mean, factor) = self.input_law(a.input_width())?;
+        let law = exact::InputLaw {
+            mean: &mean,
+            factor: factor.as_ref(),
         };
-        (0..a.depth().max(b.depth()))
-            .filter(|&p| nonlinear(a, p) || nonlinear(b, p))
-            .count()
-            <= 1
+        let per_position = LogScaled::from(n as f64);
+        let [cross, ra, rb] = exact::inner_products(a, b, shapes, &law);
+        Ok(Readout {
+            cross: cross * per_position,
+            a: ra * per_position,
+            b: rb * per_position,
+        })
     }
 
     /// The similarity and whether it is exact.
@@ -447,6 +497,17 @@ impl GaussianSimilarity {
     }
 }
 
+/// Whether moment propagation is exact for `a` and `b`: at most one
+/// position holds a block of order `≥ 2` in either model.
+fn moments_exact<T: Real>(a: &Model<T>, b: &Model<T>) -> bool {
+    let nonlinear =
+        |m: &Model<T>, position: usize| m.blocks().get(position).is_some_and(|x| x.order() >= 2);
+    (0..a.depth().max(b.depth()))
+        .filter(|&p| nonlinear(a, p) || nonlinear(b, p))
+        .count()
+        <= 1
+}
+
 /// The three inner products of one pass: `⟨f_A,f_B⟩`, `⟨f_A,f_A⟩`, `⟨f_B,f_B⟩`.
 struct Readout {
     cross: LogScaled,
@@ -502,17 +563,32 @@ fn check_order(order: usize, side: Side, position: usize) -> Result<()> {
 
 impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity {
     fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
+        if let Some(shapes) = self.tree_shapes(a, b) {
+            return Ok(self.tree_products(a, b, shapes)?.cross);
+        }
         Ok(self.propagate(a, b, false)?.cross)
     }
 
     /// One pass: the joint state already holds both sides' moments, so
     /// `⟨f_A,f_A⟩` and `⟨f_B,f_B⟩` come with `⟨f_A,f_B⟩`.
     fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
-        let r = self.propagate(a, b, false)?;
+        let r = match self.tree_shapes(a, b) {
+            Some(shapes) => self.tree_products(a, b, shapes)?,
+            None => self.propagate(a, b, false)?,
+        };
         cosine(r.cross, r.a, r.b)
     }
 
     fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
+        if let Some((shape, _)) = self.tree_shapes(a, a) {
+            let n = self.positions(a, a)?;
+            let (mean, factor) = self.input_law(a.input_width())?;
+            let law = exact::InputLaw {
+                mean: &mean,
+                factor: factor.as_ref(),
+            };
+            return Ok(exact::squared_norm(a, shape, &law) * LogScaled::from(n as f64));
+        }
         Ok(self.propagate(a, a, true)?.cross)
     }
 

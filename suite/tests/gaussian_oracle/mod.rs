@@ -350,3 +350,4 @@ mod tests {
         assert!((second_moment(&r, &s)[(0, 0)] - 15.0).abs() < 1e-9);
     }
 }
+pub mod polynomial;
