@@ -290,6 +290,15 @@ pub enum Error {
         /// What was being sized.
         what: String,
     },
+    /// The exact Gaussian sum over two chains' legs (SPEC §3) would need
+    /// more memory than the limit; refused before it starts.
+    #[error("{}", self.spelled(Spelling::Rust))]
+    ExactGaussianMemory {
+        /// The estimated peak memory, human-readable.
+        estimate: String,
+        /// The limit, described.
+        limit: String,
+    },
     /// A comparison's estimated peak memory exceeds the limit
     /// ([`MemoryLimit`](crate::MemoryLimit)); refused before it starts.
     #[error(
@@ -373,7 +382,9 @@ impl Error {
             }
             Error::ZeroNorm(_) | Error::ZeroOutput { .. } => ErrorFamily::ZeroNorm,
             Error::NumericalBreakdown { .. } => ErrorFamily::Numerical,
-            Error::MemoryLimit { .. } | Error::SizeOverflow { .. } => ErrorFamily::MemoryLimit,
+            Error::MemoryLimit { .. }
+            | Error::ExactGaussianMemory { .. }
+            | Error::SizeOverflow { .. } => ErrorFamily::MemoryLimit,
             Error::File { .. } | Error::StateDict { .. } => ErrorFamily::File,
         }
     }
@@ -416,6 +427,12 @@ impl core::fmt::Display for SpelledError<'_> {
                 "model {side} is a sequence model: give the context length to compare it at \
                  ({})",
                 spelling.context()
+            ),
+            Error::ExactGaussianMemory { estimate, limit } => write!(
+                f,
+                "the exact Gaussian inner product of these chains needs {estimate} of memory, \
+                 more than {limit}; {} approximate or estimate it",
+                spelling.gaussian_alternatives()
             ),
             other => core::fmt::Display::fmt(other, f),
         }

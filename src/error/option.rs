@@ -136,6 +136,16 @@ pub enum Spelling {
 }
 
 impl Spelling {
+    /// The two other Gaussian metrics where the exact one does not fit:
+    /// the closure by name and Monte Carlo.
+    pub(crate) fn gaussian_alternatives(self) -> &'static str {
+        match self {
+            Spelling::Rust => "GaussianSimilarity::closure() or GaussianMonteCarlo",
+            Spelling::CommandLine => "--metric gaussian-closure or --metric gaussian-mc",
+            Spelling::Python => "metric=\"gaussian-closure\" or metric=\"gaussian-mc\"",
+        }
+    }
+
     /// The run-config option where it may be given a file: `--config FILE`
     /// on the command line, `config=` (a path or a dict) in Python.
     pub(crate) fn config(self) -> &'static str {

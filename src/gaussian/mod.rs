@@ -345,7 +345,7 @@ impl GaussianSimilarity {
             factor: factor.as_ref(),
         };
         let per_position = LogScaled::from(n as f64);
-        let [cross, ra, rb] = exact::inner_products(a, b, shapes, &law);
+        let [cross, ra, rb] = exact::inner_products(a, b, shapes, &law, self.max_memory)?;
         Ok(Readout {
             cross: cross * per_position,
             a: ra * per_position,
@@ -587,7 +587,9 @@ impl<T: Real> RecursiveSimilarity<T> for GaussianSimilarity {
                 mean: &mean,
                 factor: factor.as_ref(),
             };
-            return Ok(exact::squared_norm(a, shape, &law) * LogScaled::from(n as f64));
+            return Ok(
+                exact::squared_norm(a, shape, &law, self.max_memory)? * LogScaled::from(n as f64)
+            );
         }
         Ok(self.propagate(a, a, true)?.cross)
     }

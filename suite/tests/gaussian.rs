@@ -452,11 +452,16 @@ fn closure_cases_report_their_error() {
         let truth = products(&exact, a, b);
         let mc = monte_carlo(a, b, &mu, &sigma, 40_000, 200 + i as u64);
         let z = z_scores(truth, mc);
-        assert!(z.iter().all(|z| z.abs() < 4.0), "{name}: exact {truth:?}, z {z:?}");
+        assert!(
+            z.iter().all(|z| z.abs() < 4.0),
+            "{name}: exact {truth:?}, z {z:?}"
+        );
         // The closure is not the exact value: at least one of the three
         // products is off by more than rounding.
         assert!(
-            got.iter().zip(&truth).any(|(g, t)| (g - t).abs() > 1e-6 * t.abs()),
+            got.iter()
+                .zip(&truth)
+                .any(|(g, t)| (g - t).abs() > 1e-6 * t.abs()),
             "{name}: closure {got:?} equals the exact {truth:?}"
         );
         if name.starts_with("one bilinear block each") {

@@ -128,3 +128,151 @@ fn depth_three_matches_the_polynomial() {
         assert_close(products(&m, &a, &b), want, &format!("case {case}"));
     }
 }
+
+// ------------------------------------------------- closure and exact
+
+/// One bilinear block: the closure is exact and equals the polynomial; two
+/// and three: the exact value does and the closure does not (asserted).
+#[test]
+fn the_closure_is_exact_at_one_block_only() {
+    let mut rng = rng(2503);
+    let d = 2;
+    let (mu, l) = law(&mut rng, d);
+    let closure = GaussianSimilarity::closure()
+        .with_input(mu.clone(), &l * l.transpose())
+        .unwrap();
+    let exact = metric(&mu, &l);
+    let one = |rng: &mut StdRng| SeqNet {
+        blocks: vec![bilinear(rng, d, 3, 2), linear(rng, 2, 2)],
+    };
+    let (a, b) = (one(&mut rng), one(&mut rng));
+    let want = polynomial::exact(&a, &b, &mu, &l);
+    assert_close(products(&closure, &a, &b), want, "closure, one block");
+    assert_close(products(&exact, &a, &b), want, "exact, one block");
+    for depth in [2, 3] {
+        let deep = |rng: &mut StdRng| SeqNet {
+            blocks: (0..depth).map(|_| residual(rng, d, 2, 0.7)).collect(),
+        };
+        let (a, b) = (deep(&mut rng), deep(&mut rng));
+        let want = polynomial::exact(&a, &b, &mu, &l);
+        assert_close(products(&exact, &a, &b), want, "exact at depth");
+        let got = products(&closure, &a, &b);
+        let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(
+            got.iter()
+                .zip(&want)
+                .any(|(g, w)| (g - w).abs() > 1e-3 * scale),
+            "depth {depth}: the closure {got:?} should not be exact ({want:?})"
+        );
+        assert!(!closure.is_exact(&vector_model(&a), &vector_model(&b)));
+    }
+}
+
+// ------------------------------------------------- invariances (SPEC §2)
+
+/// Hidden units permuted, rescaled (`L` row by `c`, `R` row by `c'`, `D`
+/// column by `1/(c c')`), one unit's `L` and `R` swapped.
+fn hidden_twin(
+    p: &BilinearParams,
+    perm: &[usize],
+    scales: &[(f64, f64)],
+    swap: usize,
+) -> BilinearParams {
+    let h = p.hidden();
+    let mut q = p.clone();
+    for (new, &old) in perm.iter().enumerate() {
+        let (c, c2) = scales[new];
+        let (lrow, rrow) = if old == swap {
+            (&p.r, &p.l)
+        } else {
+            (&p.l, &p.r)
+        };
+        let (bl, br) = if old == swap {
+            (&p.br, &p.bl)
+        } else {
+            (&p.bl, &p.br)
+        };
+        q.l.row_mut(new).copy_from(&(lrow.row(old) * c));
+        q.r.row_mut(new).copy_from(&(rrow.row(old) * c2));
+        if let (Some(qb), Some(b)) = (q.bl.as_mut(), bl) {
+            qb[new] = b[old] * c;
+        }
+        if let (Some(qb), Some(b)) = (q.br.as_mut(), br) {
+            qb[new] = b[old] * c2;
+        }
+        let down = p.d.clone().unwrap_or_else(|| DMatrix::identity(h, h));
+        q.d.get_or_insert_with(|| DMatrix::identity(h, h))
+            .column_mut(new)
+            .copy_from(&(down.column(old) / (c * c2)));
+    }
+    q
+}
+
+/// A random twin of a chain through every symmetry of SPEC §2: each block's
+/// hidden units, and an invertible change of basis between two blocks
+/// without residual.
+fn twin(rng: &mut StdRng, net: &SeqNet) -> SeqNet {
+    use rand::Rng;
+    use rand::seq::SliceRandom;
+    let mut blocks: Vec<Block> = net
+        .blocks
+        .iter()
+        .map(|b| match b {
+            Block::Bilinear(p) => {
+                let h = p.hidden();
+                let mut perm: Vec<usize> = (0..h).collect();
+                perm.shuffle(rng);
+                let scales: Vec<(f64, f64)> = (0..h)
+                    .map(|_| (rng.random_range(0.5..2.0), -rng.random_range(0.5..2.0)))
+                    .collect();
+                Block::Bilinear(hidden_twin(p, &perm, &scales, rng.random_range(0..h)))
+            }
+            other => other.clone(),
+        })
+        .collect();
+    for i in 0..blocks.len() - 1 {
+        let (left, right) = blocks.split_at_mut(i + 1);
+        if let (Block::Bilinear(p), Block::Bilinear(q)) = (&mut left[i], &mut right[0])
+            && p.s == 1.0
+            && q.s == 1.0
+        {
+            let n = p.output_width();
+            let m = gaussian_matrix(rng, n, n, 0.4) + DMatrix::identity(n, n);
+            let inv = m.clone().try_inverse().unwrap();
+            p.d = Some(&m * p.d.as_ref().unwrap());
+            p.bd = p.bd.as_ref().map(|b| &m * b);
+            q.l = &q.l * &inv;
+            q.r = &q.r * &inv;
+        }
+    }
+    SeqNet { blocks }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    /// A twin through every symmetry is at similarity 1 (to 1e-9), at
+    /// depth 2 and 3, under a shifted, correlated input.
+    #[test]
+    fn a_twin_is_at_similarity_one(seed in 0u64..1_000_000, depth in 2usize..=3) {
+        let mut rng = rng(seed);
+        let d = 2;
+        let (mu, l) = law(&mut rng, d);
+        let mut blocks = vec![bilinear(&mut rng, d, 2, 3), bilinear(&mut rng, 3, 2, 2)];
+        if depth == 3 {
+            blocks.push(residual(&mut rng, 2, 2, 0.6));
+        }
+        let a = SeqNet { blocks };
+        let b = twin(&mut rng, &a);
+        let m = metric(&mu, &l);
+        let (ma, mb) = (vector_model(&a), vector_model(&b));
+        let s = m.similarity(&ma, &mb).unwrap();
+        proptest::prop_assert!((s - 1.0).abs() < 1e-9, "similarity {s}");
+        proptest::prop_assert!(m.is_exact(&ma, &mb));
+        // Not vacuous: another random chain is not at 1.
+        let c = SeqNet { blocks: a.blocks.iter().map(|_| bilinear(&mut rng, 2, 2, 2)).collect() };
+        let c = SeqNet { blocks: { let mut b = c.blocks; b[0] = bilinear(&mut rng, d, 2, 3); b[1] = bilinear(&mut rng, 3, 2, 2); b } };
+        let other = m.similarity(&ma, &vector_model(&c)).unwrap();
+        proptest::prop_assert!(other < 1.0 - 1e-6, "an unrelated chain at {other}");
+    }
+}

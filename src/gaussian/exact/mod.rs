@@ -39,7 +39,9 @@ use rayon::prelude::*;
 
 use self::network::{Factor, contract};
 use self::orbits::{Shape, bottom_instances, permutations};
+use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::resources::MemoryLimit;
 use crate::scalar::{LogScaled, Real, to_f64};
 
 /// The highest degree (product of the block orders) of a chain that the
@@ -258,7 +260,9 @@ fn alpha(means: &[DMatrix<f64>], noise: &[DMatrix<f64>], e: usize) -> DVector<f6
         for (i, &other) in rest.iter().enumerate() {
             let mut left = rest.to_vec();
             left.remove(i);
-            let pair = DVector::from_fn(r, |rho, _| noise[first].row(rho).dot(&noise[other].row(rho)));
+            let pair = DVector::from_fn(r, |rho, _| {
+                noise[first].row(rho).dot(&noise[other].row(rho))
+            });
             out += rec(&left, means, noise).component_mul(&pair);
         }
         out
@@ -267,92 +271,212 @@ fn alpha(means: &[DMatrix<f64>], noise: &[DMatrix<f64>], e: usize) -> DVector<f6
     rec(&legs, means, noise)
 }
 
-/// `E[f_A · f_B]` (one position) of two trees, in their scales.
-fn inner(a: &Tree, b: &Tree) -> LogScaled {
+/// The networks of two trees: one variable per tree node (both trees'
+/// bottom instances first, in the numbering of [`orbits`]), the fixed
+/// factors (tree edges, the outputs' inner product), and per orbit the
+/// bottom units' `α` and the pair matrices.
+struct Network<'t> {
+    trees: [&'t Tree; 2],
+    sizes: Vec<usize>,
+    /// A's bottom instances (B's follow).
+    na: usize,
+    fixed: Vec<Factor>,
+    /// `pairs[x][y][s][t] = W_s W_tᵀ` between leg `s` of a bottom unit of
+    /// tree `x` and leg `t` of one of tree `y` (empty without data).
+    pairs: [[Vec<Vec<DMatrix<f64>>>; 2]; 2],
+}
+
+impl<'t> Network<'t> {
+    fn new(a: &'t Tree, b: &'t Tree, data: bool) -> Self {
+        let trees = [a, b];
+        let (na, nb) = (bottom_instances(&a.shape), bottom_instances(&b.shape));
+        let mut sizes = vec![a.ranks[0]; na];
+        sizes.extend(std::iter::repeat_n(b.ranks[0], nb));
+        // first[side][level]: the variable of that level's instance 0.
+        let mut first = [vec![0usize; a.shape.len()], vec![na; b.shape.len()]];
+        for (side, t) in trees.iter().enumerate() {
+            for level in 1..t.shape.len() {
+                first[side][level] = sizes.len();
+                sizes.extend(std::iter::repeat_n(t.ranks[level], t.instances(level)));
+            }
+        }
+        let matrix = |row: usize, col: usize, m: &DMatrix<f64>| match data {
+            true => Factor::matrix(row, col, m),
+            false => Factor::shape(vec![row, col]),
+        };
+        let mut fixed = Vec::new();
+        for (side, t) in trees.iter().enumerate() {
+            for level in 1..t.shape.len() {
+                let k = t.shape[level];
+                for p in 0..t.instances(level) {
+                    for (j, e) in t.edges[level - 1].iter().enumerate() {
+                        let child = first[side][level - 1] + p * k + j;
+                        fixed.push(matrix(first[side][level] + p, child, e));
+                    }
+                }
+            }
+        }
+        let tops = (first[0][a.shape.len() - 1], first[1][b.shape.len() - 1]);
+        let outputs = if data {
+            a.top.tr_mul(&b.top)
+        } else {
+            DMatrix::zeros(0, 0)
+        };
+        fixed.push(matrix(tops.0, tops.1, &outputs));
+        let pairs = [0, 1].map(|x| {
+            [0, 1].map(|y| {
+                if !data {
+                    return Vec::new();
+                }
+                let (tx, ty) = (trees[x], trees[y]);
+                tx.noise
+                    .iter()
+                    .map(|ws| ty.noise.iter().map(|wt| ws * wt.transpose()).collect())
+                    .collect()
+            })
+        });
+        Self {
+            trees,
+            sizes,
+            na,
+            fixed,
+            pairs,
+        }
+    }
+
+    /// The tree (0: A, 1: B) of a bottom instance.
+    fn side(&self, n: usize) -> usize {
+        usize::from(n >= self.na)
+    }
+
+    /// One orbit's factors; with `data` false their variables only.
+    fn factors(&self, orbit: &orbits::Orbit, data: bool) -> Vec<Factor> {
+        let mut factors = self.fixed.clone();
+        for (n, &e) in orbit.degrees.iter().enumerate() {
+            let t = self.trees[self.side(n)];
+            if e < t.shape[0] {
+                factors.push(match data {
+                    true => Factor::vector(n, t.alpha[e].as_slice().to_vec()),
+                    false => Factor::shape(vec![n]),
+                });
+            }
+        }
+        // Each instance's exported legs, in order, go to its edges.
+        let mut next = vec![0usize; orbit.degrees.len()];
+        for &(n, m, mu) in &orbit.edges {
+            if !data {
+                factors.push(Factor::shape(vec![n, m]));
+                continue;
+            }
+            let pairs = &self.pairs[self.side(n)][self.side(m)];
+            let mut h = pairs[next[n]][next[m]].clone();
+            for _ in 1..mu {
+                next[n] += 1;
+                next[m] += 1;
+                h.component_mul_assign(&pairs[next[n]][next[m]]);
+            }
+            next[n] += 1;
+            next[m] += 1;
+            factors.push(Factor::matrix(n, m, &h));
+        }
+        factors
+    }
+}
+
+/// Each orbit's elimination order, and an estimate of the peak bytes of
+/// [`inner`]: the largest elimination step of any orbit once per thread,
+/// beside the trees, their pair matrices and each thread's fixed factors.
+fn plans(a: &Tree, b: &Tree) -> (Vec<Vec<usize>>, f64) {
+    let network = Network::new(a, b, false);
+    let planned: Vec<(Vec<usize>, f64)> = orbits::orbits(&a.shape, &b.shape)
+        .par_iter()
+        .map(|orbit| {
+            let vars = network
+                .factors(orbit, false)
+                .into_iter()
+                .map(|f| f.vars)
+                .collect();
+            network::plan(&network.sizes, vars)
+        })
+        .collect();
+    let step = planned.iter().map(|p| p.1).fold(0.0f64, f64::max);
+    let orders = planned.into_iter().map(|p| p.0).collect();
+    let entries = |t: &Tree| {
+        let m = |x: &DMatrix<f64>| x.len() as f64;
+        t.noise.iter().map(m).sum::<f64>()
+            + t.edges.iter().flatten().map(m).sum::<f64>()
+            + m(&t.top)
+    };
+    let widest = network.sizes.iter().copied().max().unwrap_or(0) as f64;
+    let legs = (a.shape[0] + b.shape[0]) as f64;
+    let per_thread = step + (network.fixed.len() as f64 + 2.0 * legs) * widest * widest;
+    let bytes = 8.0
+        * (entries(a)
+            + entries(b)
+            + legs * legs * widest * widest
+            + rayon::current_num_threads() as f64 * per_thread);
+    (orders, bytes)
+}
+
+/// `E[f_A · f_B]` (one position) of two trees, in their scales: the sum
+/// over the orbits, each contracted once in its planned order (in
+/// parallel, summed in order).
+fn inner(a: &Tree, b: &Tree, orders: &[Vec<usize>]) -> LogScaled {
     if !(a.ln_scale.is_finite() && b.ln_scale.is_finite()) {
         return LogScaled::ZERO;
     }
-    let trees = [a, b];
-    let (na, nb) = (bottom_instances(&a.shape), bottom_instances(&b.shape));
-    // Variables: A's bottom instances, B's, then each tree's upper levels.
-    let mut sizes = vec![a.ranks[0]; na];
-    sizes.extend(std::iter::repeat_n(b.ranks[0], nb));
-    let mut first_var = [[0usize; 8]; 2];
-    first_var[0][0] = 0;
-    first_var[1][0] = na;
-    for (side, t) in trees.iter().enumerate() {
-        for level in 1..t.shape.len() {
-            first_var[side][level] = sizes.len();
-            sizes.extend(std::iter::repeat_n(t.ranks[level], t.instances(level)));
-        }
-    }
-    let var = |side: usize, level: usize, i: usize| first_var[side][level] + i;
-
-    // The fixed part: tree edges and the outputs' inner product.
-    let mut fixed = Vec::new();
-    for (side, t) in trees.iter().enumerate() {
-        for level in 1..t.shape.len() {
-            let k = t.shape[level];
-            for p in 0..t.instances(level) {
-                for (j, e) in t.edges[level - 1].iter().enumerate() {
-                    fixed.push(Factor::matrix(var(side, level, p), var(side, level - 1, p * k + j), e));
-                }
-            }
-        }
-    }
-    let (ta, tb) = (a.shape.len() - 1, b.shape.len() - 1);
-    fixed.push(Factor::matrix(var(0, ta, 0), var(1, tb, 0), &a.top.tr_mul(&b.top)));
-
-    // Pair matrices between the legs of two bottom units.
-    let side_of = |n: usize| usize::from(n >= na);
-    let pair = |n: usize, s: usize, m: usize, t: usize| {
-        trees[side_of(n)].noise[s].clone() * trees[side_of(m)].noise[t].transpose()
-    };
-    let k = [a.shape[0], b.shape[0]];
+    let network = Network::new(a, b, true);
     let orbits = orbits::orbits(&a.shape, &b.shape);
     let terms: Vec<f64> = orbits
         .par_iter()
-        .map(|orbit| {
-            let mut factors = fixed.clone();
-            for (n, &e) in orbit.degrees.iter().enumerate() {
-                let side = side_of(n);
-                if e < k[side] {
-                    factors.push(Factor::vector(n, trees[side].alpha[e].as_slice().to_vec()));
-                }
-            }
-            let mut next = vec![0usize; orbit.degrees.len()];
-            for &(n, m, mu) in &orbit.edges {
-                let mut h = DMatrix::from_element(sizes[n], sizes[m], 1.0);
-                for _ in 0..mu {
-                    h.component_mul_assign(&pair(n, next[n], m, next[m]));
-                    next[n] += 1;
-                    next[m] += 1;
-                }
-                factors.push(Factor::matrix(n, m, &h));
-            }
-            orbit.count * contract(&sizes, factors)
+        .zip(orders)
+        .map(|(orbit, order)| {
+            orbit.count * contract(&network.sizes, order, network.factors(orbit, true))
         })
         .collect();
     LogScaled::from_scaled(terms.iter().sum(), a.ln_scale + b.ln_scale)
 }
 
 /// `⟨f_A, f_B⟩`, `⟨f_A, f_A⟩`, `⟨f_B, f_B⟩` exactly, for models whose
-/// [`shape`] is `Some`, per position (the caller multiplies by the context).
+/// [`shape`] is `Some`, per position (the caller multiplies by the
+/// context); an error if the estimated memory exceeds `limit`.
 pub(crate) fn inner_products<T: Real>(
     a: &Model<T>,
     b: &Model<T>,
     (sa, sb): (Shape, Shape),
     law: &InputLaw<'_>,
-) -> [LogScaled; 3] {
+    limit: MemoryLimit,
+) -> Result<[LogScaled; 3]> {
     let ta = Tree::new(a, sa, law);
     let tb = Tree::new(b, sb, law);
-    [inner(&ta, &tb), inner(&ta, &ta), inner(&tb, &tb)]
+    let pairs = [(&ta, &tb), (&ta, &ta), (&tb, &tb)];
+    let plans = pairs.map(|(x, y)| plans(x, y));
+    check_memory(plans.iter().map(|p| p.1).fold(0.0, f64::max), limit)?;
+    Ok([0, 1, 2].map(|i| inner(pairs[i].0, pairs[i].1, &plans[i].0)))
 }
 
-/// `⟨f_A, f_A⟩` exactly.
-pub(crate) fn squared_norm<T: Real>(a: &Model<T>, sa: Shape, law: &InputLaw<'_>) -> LogScaled {
+/// `⟨f_A, f_A⟩` exactly, as [`inner_products`].
+pub(crate) fn squared_norm<T: Real>(
+    a: &Model<T>,
+    sa: Shape,
+    law: &InputLaw<'_>,
+    limit: MemoryLimit,
+) -> Result<LogScaled> {
     let t = Tree::new(a, sa, law);
-    inner(&t, &t)
+    let (orders, need) = plans(&t, &t);
+    check_memory(need, limit)?;
+    Ok(inner(&t, &t, &orders))
+}
+
+fn check_memory(need: f64, limit: MemoryLimit) -> Result<()> {
+    let (max, what) = limit.resolve();
+    if need <= max {
+        return Ok(());
+    }
+    Err(Error::ExactGaussianMemory {
+        estimate: crate::resources::bytes(need),
+        limit: what,
+    })
 }
 
 #[cfg(test)]
@@ -391,7 +515,9 @@ mod tests {
             let f = m(3, 3, 41) * 0.6 + DMatrix::identity(3, 3);
             &f * f.transpose()
         };
-        let metric = GaussianSimilarity::new().with_input(mean.clone(), cov.clone()).unwrap();
+        let metric = GaussianSimilarity::new()
+            .with_input(mean.clone(), cov.clone())
+            .unwrap();
         let factor = metric.factor.clone().unwrap();
         let law = InputLaw {
             mean: &mean,
@@ -399,8 +525,14 @@ mod tests {
         };
         let cases: Vec<(Model, Model)> = vec![
             (
-                Model::builder().block(bilinear(3, 4, 2, 1, false)).build().unwrap(),
-                Model::builder().block(bilinear(3, 3, 2, 9, false)).build().unwrap(),
+                Model::builder()
+                    .block(bilinear(3, 4, 2, 1, false))
+                    .build()
+                    .unwrap(),
+                Model::builder()
+                    .block(bilinear(3, 3, 2, 9, false))
+                    .build()
+                    .unwrap(),
             ),
             (
                 Model::builder()
@@ -418,12 +550,16 @@ mod tests {
             ),
             (
                 Model::builder().block(linear(3, 3, 10)).build().unwrap(),
-                Model::builder().block(bilinear(3, 5, 3, 11, true)).build().unwrap(),
+                Model::builder()
+                    .block(bilinear(3, 5, 3, 11, true))
+                    .build()
+                    .unwrap(),
             ),
         ];
         for (a, b) in cases {
             let shapes = (shape(&a).unwrap(), shape(&b).unwrap());
-            let [cross, aa, bb] = inner_products(&a, &b, shapes, &law);
+            let [cross, aa, bb] =
+                inner_products(&a, &b, shapes, &law, MemoryLimit::Machine).unwrap();
             let close = |x: LogScaled, y: LogScaled| {
                 (x.to_f64() - y.to_f64()).abs() <= 1e-11 * y.to_f64().abs().max(1e-300)
             };
@@ -431,5 +567,49 @@ mod tests {
             assert!(close(aa, metric.squared_norm(&a).unwrap()));
             assert!(close(bb, metric.squared_norm(&b).unwrap()));
         }
+    }
+}
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::{Bilinear, Model};
+
+    #[test]
+    #[ignore]
+    fn time_depth_three() {
+        let m = |r: usize, c: usize, s: usize| {
+            DMatrix::from_fn(r, c, |i, j| {
+                (((i * 7 + j * 13 + s * 31) * 2654435761) % 1000) as f64 / 500.0 - 1.0
+            })
+        };
+        let model = |s: usize, d: usize, h: usize| {
+            let mut b = Model::builder();
+            for k in 0..3 {
+                b = b.block(
+                    Bilinear::builder(m(h, d, s + k), m(h, d, s + k + 7))
+                        .down(m(d, h, s + k + 3))
+                        .build()
+                        .unwrap(),
+                );
+            }
+            b.build().unwrap()
+        };
+        let mean = DVector::zeros(2);
+        let law = InputLaw {
+            mean: &mean,
+            factor: None,
+        };
+        let (a, b) = (model(1, 2, 2), model(2, 2, 2));
+        let _ = orbits::orbits(&vec![2, 2, 2], &vec![2, 2, 2]);
+        let (ta, tb) = (
+            Tree::new(&a, shape(&a).unwrap(), &law),
+            Tree::new(&b, shape(&b).unwrap(), &law),
+        );
+        let t = std::time::Instant::now();
+        let (orders, x) = plans(&ta, &tb);
+        eprintln!("peak {x} in {:?}, ranks {:?}", t.elapsed(), ta.ranks);
+        let t = std::time::Instant::now();
+        let v = inner(&ta, &tb, &orders);
+        eprintln!("inner {v:?} in {:?}", t.elapsed());
     }
 }

@@ -25,6 +25,14 @@ impl Factor {
         }
     }
 
+    /// A factor's variables without its data (for planning).
+    pub(crate) fn shape(vars: Vec<usize>) -> Self {
+        Self {
+            vars,
+            data: Vec::new(),
+        }
+    }
+
     /// A matrix `m[(i, j)]` over `(row, col)`.
     pub(crate) fn matrix(row: usize, col: usize, m: &DMatrix<f64>) -> Self {
         // nalgebra stores column-major: the row index varies fastest.
@@ -35,41 +43,56 @@ impl Factor {
     }
 }
 
-/// The value of the network: `Σ_indices Π_factors`. `sizes[v]` is the
-/// range of variable `v`; every variable a factor names must be listed.
-pub(crate) fn contract(sizes: &[usize], mut factors: Vec<Factor>) -> f64 {
-    let mut scalar = 1.0;
-    loop {
-        factors.retain(|f| {
-            if f.vars.is_empty() {
-                scalar *= f.data[0];
-                false
-            } else {
-                true
-            }
-        });
-        let Some(v) = cheapest(sizes, &factors) else {
-            return scalar;
-        };
+/// The value of the network, `Σ_indices Π_factors`, eliminating the
+/// variables in `order` (a [`plan`] of the same variables). `sizes[v]` is
+/// the range of variable `v`.
+pub(crate) fn contract(sizes: &[usize], order: &[usize], mut factors: Vec<Factor>) -> f64 {
+    for &v in order {
         let (with, without): (Vec<Factor>, Vec<Factor>) =
             factors.into_iter().partition(|f| f.vars.contains(&v));
         factors = without;
-        factors.push(eliminate(sizes, v, with));
+        if !with.is_empty() {
+            factors.push(eliminate(sizes, v, with));
+        }
+    }
+    factors.iter().map(|f| f.data[0]).product()
+}
+
+/// An elimination order for factors over `vars`, the cheapest variable
+/// first (the fewest entries in the product of the factors that hold it),
+/// and the most entries one step holds at once (its dense operands and
+/// result): what the contraction's memory grows with.
+pub(crate) fn plan(sizes: &[usize], mut vars: Vec<Vec<usize>>) -> (Vec<usize>, f64) {
+    let mut peak: f64 = 0.0;
+    let mut order = Vec::new();
+    loop {
+        vars.retain(|f| !f.is_empty());
+        let view: Vec<&[usize]> = vars.iter().map(|f| &f[..]).collect();
+        let Some(v) = cheapest(sizes, &view) else {
+            return (order, peak);
+        };
+        order.push(v);
+        let (with, without): (Vec<Vec<usize>>, Vec<Vec<usize>>) =
+            vars.into_iter().partition(|f| f.contains(&v));
+        let step = Step::new(v, &with.iter().map(|f| &f[..]).collect::<Vec<_>>());
+        peak = peak.max(step.entries(sizes));
+        vars = without;
+        vars.push(step.out);
     }
 }
 
 /// The variable whose elimination costs least: the product of the ranges of
 /// every variable that shares a factor with it (itself included).
-fn cheapest(sizes: &[usize], factors: &[Factor]) -> Option<usize> {
+fn cheapest(sizes: &[usize], factors: &[&[usize]]) -> Option<usize> {
     let mut best: Option<(f64, usize)> = None;
-    let mut vars: Vec<usize> = factors.iter().flat_map(|f| f.vars.iter().copied()).collect();
+    let mut vars: Vec<usize> = factors.iter().flat_map(|f| f.iter().copied()).collect();
     vars.sort_unstable();
     vars.dedup();
     for &v in &vars {
         let mut union: Vec<usize> = factors
             .iter()
-            .filter(|f| f.vars.contains(&v))
-            .flat_map(|f| f.vars.iter().copied())
+            .filter(|f| f.contains(&v))
+            .flat_map(|f| f.iter().copied())
             .collect();
         union.sort_unstable();
         union.dedup();
@@ -81,69 +104,106 @@ fn cheapest(sizes: &[usize], factors: &[Factor]) -> Option<usize> {
     best.map(|(_, v)| v)
 }
 
-/// The sum over `v` of the product of `factors` (all holding `v`).
-fn eliminate(sizes: &[usize], v: usize, factors: Vec<Factor>) -> Factor {
-    // A factor whose other variables no other factor holds is the right
-    // operand of a matrix product: R[left, own] = Σ_v L[left, v] F[v, own].
-    let own = |i: usize| {
-        factors[i].vars.iter().filter(|&&u| u != v).all(|u| {
-            factors
-                .iter()
-                .enumerate()
-                .all(|(j, g)| j == i || !g.vars.contains(u))
-        })
-    };
-    let right = (0..factors.len())
-        .filter(|&i| factors.len() > 1 && factors[i].vars.len() > 1 && own(i))
-        .max_by_key(|&i| factors[i].vars.len());
-    match right {
-        Some(i) => {
-            let mut rest = factors;
-            let f = rest.remove(i);
-            let mut left_vars: Vec<usize> = rest
-                .iter()
-                .flat_map(|g| g.vars.iter().copied())
-                .filter(|&u| u != v)
-                .collect();
-            left_vars.sort_unstable();
-            left_vars.dedup();
-            let own_vars: Vec<usize> = f.vars.iter().copied().filter(|&u| u != v).collect();
-            // L over (left…, v), F over (v, own…): both as matrices.
-            let mut l_vars = left_vars.clone();
-            l_vars.push(v);
-            let l = product(sizes, &l_vars, &rest);
-            let mut f_vars = vec![v];
-            f_vars.extend(&own_vars);
-            let f = product(sizes, &f_vars, &[f]);
-            let rows: usize = left_vars.iter().map(|&u| sizes[u]).product();
-            let cols: usize = own_vars.iter().map(|&u| sizes[u]).product();
-            let l = DMatrix::from_vec(rows, sizes[v], l);
-            let f = DMatrix::from_vec(sizes[v], cols, f);
-            let r = l * f;
-            let mut vars = left_vars;
-            vars.extend(own_vars);
-            Factor {
-                vars,
-                data: r.as_slice().to_vec(),
-            }
-        }
-        None => {
+/// How one variable is summed out of the factors that hold it.
+struct Step {
+    v: usize,
+    /// A factor whose other variables no other factor holds: the right
+    /// operand of a matrix product `R[left, own] = Σ_v L[left, v] F[v, own]`.
+    right: Option<usize>,
+    /// The variables of `L` (all but `v` of the other factors).
+    left: Vec<usize>,
+    /// The right operand's variables but `v`.
+    own: Vec<usize>,
+    /// The result's variables.
+    out: Vec<usize>,
+}
+
+impl Step {
+    fn new(v: usize, factors: &[&[usize]]) -> Self {
+        let own = |i: usize| {
+            factors[i].iter().filter(|&&u| u != v).all(|u| {
+                factors
+                    .iter()
+                    .enumerate()
+                    .all(|(j, g)| j == i || !g.contains(u))
+            })
+        };
+        let right = (0..factors.len())
+            .filter(|&i| factors.len() > 1 && factors[i].len() > 1 && own(i))
+            .max_by_key(|&i| factors[i].len());
+        let others = |skip: Option<usize>| {
             let mut vars: Vec<usize> = factors
                 .iter()
-                .flat_map(|g| g.vars.iter().copied())
+                .enumerate()
+                .filter(|&(j, _)| Some(j) != skip)
+                .flat_map(|(_, g)| g.iter().copied())
                 .filter(|&u| u != v)
                 .collect();
             vars.sort_unstable();
             vars.dedup();
-            // The product over (v, vars…), summed over v (the fastest).
-            let mut all = vec![v];
-            all.extend(&vars);
-            let full = product(sizes, &all, &factors);
-            let data = full
-                .chunks_exact(sizes[v])
-                .map(|c| c.iter().sum())
-                .collect();
-            Factor { vars, data }
+            vars
+        };
+        let left = others(right);
+        let own_vars: Vec<usize> = match right {
+            Some(i) => factors[i].iter().copied().filter(|&u| u != v).collect(),
+            None => Vec::new(),
+        };
+        let mut out = left.clone();
+        out.extend(&own_vars);
+        Self {
+            v,
+            right,
+            left,
+            own: own_vars,
+            out,
+        }
+    }
+
+    /// The entries held at once: `L` (or the full product) and the result.
+    fn entries(&self, sizes: &[usize]) -> f64 {
+        let size = |vars: &[usize]| vars.iter().map(|&u| sizes[u] as f64).product::<f64>();
+        let rv = sizes[self.v] as f64;
+        let operands = match self.right {
+            Some(_) => size(&self.left) * rv + rv * size(&self.own),
+            None => size(&self.left) * rv,
+        };
+        operands + size(&self.out)
+    }
+}
+
+/// The sum over `v` of the product of `factors` (all holding `v`).
+fn eliminate(sizes: &[usize], v: usize, mut factors: Vec<Factor>) -> Factor {
+    let step = Step::new(v, &factors.iter().map(|f| &f.vars[..]).collect::<Vec<_>>());
+    let rows: usize = step.left.iter().map(|&u| sizes[u]).product();
+    let mut l_vars = step.left.clone();
+    l_vars.push(v);
+    match step.right {
+        Some(i) => {
+            let f = factors.remove(i);
+            // L over (left…, v), F over (v, own…): both as matrices.
+            let l = product(sizes, &l_vars, &factors);
+            let mut f_vars = vec![v];
+            f_vars.extend(&step.own);
+            let f = product(sizes, &f_vars, &[f]);
+            let cols: usize = step.own.iter().map(|&u| sizes[u]).product();
+            let l = DMatrix::from_vec(rows, sizes[v], l);
+            let f = DMatrix::from_vec(sizes[v], cols, f);
+            Factor {
+                vars: step.out,
+                data: (l * f).as_slice().to_vec(),
+            }
+        }
+        None => {
+            // The product over (left…, v), summed over v (the slowest).
+            let full = product(sizes, &l_vars, &factors);
+            let mut data = vec![0.0; rows];
+            for chunk in full.chunks_exact(rows.max(1)) {
+                data.iter_mut().zip(chunk).for_each(|(d, x)| *d += x);
+            }
+            Factor {
+                vars: step.out,
+                data,
+            }
         }
     }
 }
@@ -211,6 +271,11 @@ mod tests {
     use super::*;
     use nalgebra::DVector;
 
+    fn planned(sizes: &[usize], factors: Vec<Factor>) -> f64 {
+        let (order, _) = plan(sizes, factors.iter().map(|f| f.vars.clone()).collect());
+        contract(sizes, &order, factors)
+    }
+
     fn random(rows: usize, cols: usize, seed: u64) -> DMatrix<f64> {
         DMatrix::from_fn(rows, cols, |i, j| {
             (((i * 31 + j * 17) as u64 + seed * 7) % 13) as f64 / 6.0 - 1.0
@@ -222,7 +287,7 @@ mod tests {
         let sizes = [3, 4, 2];
         let (a, b, c) = (random(3, 4, 1), random(4, 2, 2), random(2, 3, 3));
         let want = (&a * &b * &c).trace();
-        let got = contract(
+        let got = planned(
             &sizes,
             vec![
                 Factor::matrix(0, 1, &a),
@@ -251,7 +316,7 @@ mod tests {
                 }
             }
         }
-        let got = contract(
+        let got = planned(
             &sizes,
             vec![
                 Factor::vector(0, x.as_slice().to_vec()),
@@ -269,11 +334,12 @@ mod tests {
     fn a_dense_graph_matches_the_sum() {
         // K4 on four variables, every pair a matrix.
         let sizes = [2, 3, 2, 3];
-        let m: Vec<((usize, usize), DMatrix<f64>)> = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-            .iter()
-            .enumerate()
-            .map(|(s, &(i, j))| ((i, j), random(sizes[i], sizes[j], s as u64 + 9)))
-            .collect();
+        let m: Vec<((usize, usize), DMatrix<f64>)> =
+            [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+                .iter()
+                .enumerate()
+                .map(|(s, &(i, j))| ((i, j), random(sizes[i], sizes[j], s as u64 + 9)))
+                .collect();
         let mut want = 0.0;
         for a in 0..2 {
             for b in 0..3 {
@@ -288,9 +354,11 @@ mod tests {
                 }
             }
         }
-        let got = contract(
+        let got = planned(
             &sizes,
-            m.iter().map(|((i, j), x)| Factor::matrix(*i, *j, x)).collect(),
+            m.iter()
+                .map(|((i, j), x)| Factor::matrix(*i, *j, x))
+                .collect(),
         );
         assert!((got - want).abs() < 1e-12 * want.abs().max(1.0));
     }

@@ -82,7 +82,12 @@ fn enumerate(a: &Shape, b: &Shape) -> Vec<Orbit> {
         let mut g = Vec::with_capacity(ga.len() * gb.len());
         for pa in &ga {
             for pb in &gb {
-                g.push(pa.iter().copied().chain(pb.iter().map(|&x| x + na)).collect());
+                g.push(
+                    pa.iter()
+                        .copied()
+                        .chain(pb.iter().map(|&x| x + na))
+                        .collect(),
+                );
             }
         }
         g
@@ -117,29 +122,36 @@ fn enumerate(a: &Shape, b: &Shape) -> Vec<Orbit> {
         mult[p] = 0;
     }
     let mut image = vec![0u8; pairs.len()];
-    walk(0, &pairs, &cap, &mut mult, &mut degree, &mut |m: &[u8]| {
-        // The canonical form: the least image under the group.
-        let mut best: Option<Vec<u8>> = None;
-        for g in &group {
-            image.iter_mut().for_each(|x| *x = 0);
-            for (p, &(i, j)) in pairs.iter().enumerate() {
-                if m[p] > 0 {
-                    image[pair_index(g[i], g[j])] = m[p];
+    walk(
+        0,
+        &pairs,
+        &cap,
+        &mut mult,
+        &mut degree,
+        &mut |m: &[u8]| {
+            // The canonical form: the least image under the group.
+            let mut best: Option<Vec<u8>> = None;
+            for g in &group {
+                image.iter_mut().for_each(|x| *x = 0);
+                for (p, &(i, j)) in pairs.iter().enumerate() {
+                    if m[p] > 0 {
+                        image[pair_index(g[i], g[j])] = m[p];
+                    }
+                }
+                if best.as_ref().is_none_or(|b| image < *b) {
+                    best = Some(image.clone());
                 }
             }
-            if best.as_ref().is_none_or(|b| image < *b) {
-                best = Some(image.clone());
+            let key = best.unwrap_or_else(|| m.to_vec());
+            match seen.get_mut(&key) {
+                Some((_, size)) => *size += 1,
+                None => {
+                    order.push(key.clone());
+                    seen.insert(key, (m.to_vec(), 1));
+                }
             }
-        }
-        let key = best.unwrap_or_else(|| m.to_vec());
-        match seen.get_mut(&key) {
-            Some((_, size)) => *size += 1,
-            None => {
-                order.push(key.clone());
-                seen.insert(key, (m.to_vec(), 1));
-            }
-        }
-    });
+        },
+    );
     order
         .into_iter()
         .map(|key| {
@@ -180,8 +192,9 @@ pub(crate) fn leaf_permutations(shape: &Shape) -> Vec<Vec<usize>> {
         }
         let k = shape[level];
         let size: usize = shape[1..level].iter().product();
-        let children: Vec<Vec<Vec<usize>>> =
-            (0..k).map(|c| below(shape, level - 1, first + c * size)).collect();
+        let children: Vec<Vec<Vec<usize>>> = (0..k)
+            .map(|c| below(shape, level - 1, first + c * size))
+            .collect();
         let mut out = Vec::new();
         for order in permutations(k) {
             // Every choice of each child's own arrangement.

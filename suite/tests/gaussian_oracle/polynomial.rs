@@ -129,7 +129,12 @@ pub fn expectation(p: &[Poly], q: &[Poly]) -> f64 {
     for (a, b) in p.iter().zip(q) {
         for (e, x) in &a.0 {
             for (f, y) in &b.0 {
-                total += x * y * e.iter().zip(f).map(|(&i, &j)| moment((i + j) as usize)).product::<f64>();
+                total += x
+                    * y
+                    * e.iter()
+                        .zip(f)
+                        .map(|(&i, &j)| moment((i + j) as usize))
+                        .product::<f64>();
             }
         }
     }
@@ -139,5 +144,9 @@ pub fn expectation(p: &[Poly], q: &[Poly]) -> f64 {
 /// `E[f_A·f_B]`, `E[|f_A|²]`, `E[|f_B|²]` for `x ∼ N(μ, L Lᵀ)`.
 pub fn exact(a: &SeqNet, b: &SeqNet, mu: &DVector<f64>, l: &DMatrix<f64>) -> [f64; 3] {
     let (pa, pb) = (expand(a, mu, l), expand(b, mu, l));
-    [expectation(&pa, &pb), expectation(&pa, &pa), expectation(&pb, &pb)]
+    [
+        expectation(&pa, &pb),
+        expectation(&pa, &pa),
+        expectation(&pb, &pb),
+    ]
 }
