@@ -10,6 +10,10 @@
 //! the performance target (vocabulary 4096, `d = 128`, 4 heads, one and two
 //! layers). Wall time: the step runs on rayon's pool.
 //!
+//! `gaussian_depth`: the exact Wick sum over two chains' trees (SPEC §3) on
+//! residual bilinear chains of depth 2 and 3, beside the closure on the
+//! same models.
+//!
 //! Run with `cargo bench --bench gaussian`.
 
 use std::hint::black_box;
@@ -155,5 +159,52 @@ fn sequences(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, metrics, sequences);
+/// A chain of `depth` residual bilinear blocks `d → d` (hidden width `h`,
+/// all biases), then a head to 10 outputs.
+fn residual_chain(d: usize, h: usize, depth: usize, seed: u64) -> Model {
+    let mut b = Model::builder();
+    for l in 0..depth as u64 {
+        let s = seed * 100 + 10 * l;
+        let v =
+            |len: usize, k: u64| DVector::from_column_slice(matrix(len, 1, s + k, 0.3).as_slice());
+        b = b.block(
+            Bilinear::builder(matrix(h, d, s + 1, 0.5), matrix(h, d, s + 2, 0.5))
+                .down(matrix(d, h, s + 3, 0.5))
+                .left_bias(v(h, 4))
+                .right_bias(v(h, 5))
+                .down_bias(v(d, 6))
+                .skip(1.0)
+                .build()
+                .unwrap(),
+        );
+    }
+    b.block(Linear::new(matrix(10, d, seed + 7, 1.0), None).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The exact Wick sum over two chains' trees (degree 4 and 8) against the
+/// closure on the same models: one similarity (three inner products).
+fn depth(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gaussian_depth");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    for (depth, d, h) in [(2, 16, 32), (2, 32, 64), (3, 4, 4), (3, 8, 8)] {
+        let (a, b) = (
+            residual_chain(d, h, depth, 1),
+            residual_chain(d, h, depth, 2),
+        );
+        let name = format!("depth{depth}_d{d}_h{h}");
+        for (kind, metric) in [
+            ("exact", GaussianSimilarity::new()),
+            ("closure", GaussianSimilarity::closure()),
+        ] {
+            group.bench_function(BenchmarkId::new(kind, &name), |bench| {
+                bench.iter(|| metric.similarity(black_box(&a), black_box(&b)).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, metrics, sequences, depth);
 criterion_main!(benches);

@@ -12,7 +12,7 @@
 //!
 //! and prints, for each pair, the tensor similarity and the weight cosine,
 //! then every other metric of the crate: the Gaussian functional similarity
-//! (here a Gaussian closure: the models have two bilinear blocks), and on
+//! (exact: the Wick sum over the legs of the two bilinear blocks), and on
 //! 4096 standard normal inputs the empirical output cosine, the mean
 //! per-sample cosine and linear CKA. The twin is identical in function
 //! (tensor similarity 1 to rounding) while its weights look unrelated.

@@ -47,12 +47,18 @@
 //! # Exact or Gaussian closure
 //!
 //! A block of order `k ≥ 2` needs moments of its input up to order `2k`,
-//! which Isserlis gives only for a Gaussian input: the result is **exact**
-//! when all such blocks of both models sit at one position
-//! ([`GaussianSimilarity::is_exact`]), and otherwise a **Gaussian closure**
-//! (later blocks read the Gaussian with the tracked mean and covariance,
-//! dropping every joint cumulant of order `≥ 3`), with no error bound: see
+//! which Isserlis gives only for a Gaussian input: moment propagation is
+//! exact when all such blocks of both models sit at one position. Two
+//! chains of position-wise CP blocks of degree at most [`MAX_EXACT_DEGREE`]
+//! (three bilinear blocks) are computed exactly another way, by the Wick sum
+//! over the legs of both models' trees, grouped into orbits (see
+//! [the metrics guide](crate::guide::metrics#exact-at-depth)). Everything
+//! else is a **Gaussian closure** (later blocks read the Gaussian with the
+//! tracked mean and covariance, dropping every joint cumulant of order
+//! `≥ 3`), with no error bound: see
 //! [the metrics guide](crate::guide::metrics#exact-or-gaussian-closure).
+//! [`GaussianSimilarity::is_exact`] says which holds, and
+//! [`GaussianSimilarity::closure`] computes the closure for any pair.
 //!
 //! # Sequences
 //!
@@ -100,13 +106,15 @@ use crate::validate::{check_finite, check_len, check_shape};
 pub const MAX_GAUSSIAN_ORDER: usize = 8;
 
 /// The Gaussian functional similarity of [SPEC §3](crate::spec#3-gaussian-functional-similarity):
-/// `⟨f_A, f_B⟩ = E_{x∼N(μ,Σ)}[f_A(x)·f_B(x)]` by propagation of the joint
-/// means and covariances of the two models' activations (see the
+/// `⟨f_A, f_B⟩ = E_{x∼N(μ,Σ)}[f_A(x)·f_B(x)]`, exactly where it can be
+/// computed (chains up to degree [`MAX_EXACT_DEGREE`], one attention
+/// block) and by the Gaussian closure elsewhere (see the
 /// [module documentation](self) for the Isserlis/Wick expansion, what
 /// "exact" and "closure" mean, and the normalisation).
 ///
-/// The models need the same depth, input width and output width; their
-/// hidden widths and block orders may differ position by position.
+/// The models need the same input and output widths; their hidden widths
+/// and block orders may differ position by position. The closure (and
+/// with it every model with attention) also needs the same depth.
 ///
 /// `E[f_A·f_B]` is bilinear in the functions, so the provided
 /// [`difference_similarity`](RecursiveSimilarity::difference_similarity)

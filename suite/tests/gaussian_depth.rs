@@ -276,3 +276,59 @@ proptest::proptest! {
         proptest::prop_assert!(other < 1.0 - 1e-6, "an unrelated chain at {other}");
     }
 }
+
+/// A cubic CP block after a bilinear one (degree 6) against a linear model
+/// (degree 1) and a chain of two bilinear blocks: orders other than two,
+/// and a tree of one leaf.
+#[test]
+fn other_orders_match_the_polynomial() {
+    use std::sync::Arc;
+    use tensor_similarity::{CpBlock, Model, TensorBlock};
+    let mut rng = rng(2504);
+    let d = 2;
+    let (mu, l) = law(&mut rng, d);
+    let first = SeqNet {
+        blocks: vec![bilinear(&mut rng, d, 2, 2)],
+    };
+    // The cubic block: term 0 keeps the constant, terms 1..=2 are random.
+    let u: Vec<DMatrix<f64>> = (0..3)
+        .map(|_| {
+            let mut u = gaussian_matrix(&mut rng, 3, 3, 0.7);
+            u.row_mut(0).fill(0.0);
+            u[(0, 0)] = 1.0;
+            u
+        })
+        .collect();
+    let mut down = gaussian_matrix(&mut rng, 3, 3, 0.7);
+    down.row_mut(0).fill(0.0);
+    down[(0, 0)] = 1.0;
+    let cubic = CpBlock::new(u.clone(), down.clone()).unwrap();
+    let mut blocks: Vec<Arc<dyn TensorBlock<f64>>> = vector_model(&first).blocks().to_vec();
+    blocks.push(Arc::new(cubic));
+    let a = Model::new(blocks).unwrap();
+    let pa = polynomial::cp_step(&polynomial::expand(&first, &mu, &l), &u, &down, d);
+
+    let lin = SeqNet {
+        blocks: vec![linear(&mut rng, d, 2)],
+    };
+    let deep = SeqNet {
+        blocks: vec![bilinear(&mut rng, d, 2, 2), residual(&mut rng, 2, 3, 0.5)],
+    };
+    let m = metric(&mu, &l);
+    for b in [&lin, &deep] {
+        let pb = polynomial::expand(b, &mu, &l);
+        let want = [
+            polynomial::expectation(&pa, &pb),
+            polynomial::expectation(&pa, &pa),
+            polynomial::expectation(&pb, &pb),
+        ];
+        let mb = vector_model(b);
+        assert!(m.is_exact(&a, &mb));
+        let got = [
+            m.inner_product(&a, &mb).unwrap().to_f64(),
+            m.squared_norm(&a).unwrap().to_f64(),
+            m.squared_norm(&mb).unwrap().to_f64(),
+        ];
+        assert_close(got, want, "cubic after bilinear");
+    }
+}

@@ -327,3 +327,36 @@ mod timing {
         eprintln!("orbits {} ", o.len());
     }
 }
+#[cfg(test)]
+mod counts {
+    /// The orbit and matching counts quoted in docs/metrics.md
+    /// (`cargo test --lib orbit_table -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn orbit_table() {
+        let shapes: Vec<Vec<usize>> = vec![
+            vec![2],
+            vec![2, 2],
+            vec![2, 2, 2],
+            vec![3],
+            vec![2, 3],
+            vec![4, 2],
+            vec![2, 4],
+        ];
+        for a in &shapes {
+            for b in &shapes {
+                if a <= b {
+                    let t = std::time::Instant::now();
+                    let o = super::orbits(a, b);
+                    let total: f64 = o.iter().map(|x| x.count).sum();
+                    let graphs: f64 = o.len() as f64;
+                    eprintln!(
+                        "{a:?} {b:?}: {} orbits, {total} matchings, {:?}",
+                        graphs,
+                        t.elapsed()
+                    );
+                }
+            }
+        }
+    }
+}

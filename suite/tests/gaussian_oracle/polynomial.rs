@@ -150,3 +150,30 @@ pub fn exact(a: &SeqNet, b: &SeqNet, mu: &DVector<f64>, l: &DMatrix<f64>) -> [f6
         expectation(&pb, &pb),
     ]
 }
+
+/// A padded CP block of any order on polynomial inputs:
+/// `y_o = Σ_ρ D[o+1, ρ] Π_j (U_j[ρ, 0] + Σ_i U_j[ρ, i+1] h_i)` (the constant
+/// output row 0 left out).
+pub fn cp_step(h: &[Poly], u: &[DMatrix<f64>], d: &DMatrix<f64>, v: usize) -> Vec<Poly> {
+    let r = d.ncols();
+    let units: Vec<Poly> = (0..r)
+        .map(|rho| {
+            u.iter().fold(Poly::constant(v, 1.0), |acc, uj| {
+                let mut leg = Poly::constant(v, uj[(rho, 0)]);
+                for (i, hi) in h.iter().enumerate() {
+                    leg.add_scaled(hi, uj[(rho, i + 1)]);
+                }
+                acc.mul(&leg)
+            })
+        })
+        .collect();
+    (1..d.nrows())
+        .map(|o| {
+            let mut y = Poly::default();
+            for (rho, unit) in units.iter().enumerate() {
+                y.add_scaled(unit, d[(o, rho)]);
+            }
+            y
+        })
+        .collect()
+}
