@@ -136,10 +136,10 @@ impl Tree {
         let mut noise: Vec<DMatrix<f64>> = Vec::new();
         for s in &bottom {
             let linear = s.columns(1, d);
-            let c = s.column(0) + &linear * law.mean;
+            let c = s.column(0) + linear * law.mean;
             means.push(DMatrix::from_column_slice(c.len(), 1, c.as_slice()));
             noise.push(match law.factor {
-                Some(f) => &linear * f,
+                Some(f) => linear * f,
                 None => linear.into_owned(),
             });
         }
@@ -294,9 +294,9 @@ impl<'t> Network<'t> {
         sizes.extend(std::iter::repeat_n(b.ranks[0], nb));
         // first[side][level]: the variable of that level's instance 0.
         let mut first = [vec![0usize; a.shape.len()], vec![na; b.shape.len()]];
-        for (side, t) in trees.iter().enumerate() {
-            for level in 1..t.shape.len() {
-                first[side][level] = sizes.len();
+        for (t, firsts) in trees.iter().zip(&mut first) {
+            for (level, f) in firsts.iter_mut().enumerate().skip(1) {
+                *f = sizes.len();
                 sizes.extend(std::iter::repeat_n(t.ranks[level], t.instances(level)));
             }
         }

@@ -41,7 +41,8 @@ pub(crate) type Shape = Vec<usize>;
 
 /// The orbits for two tree shapes, computed once per process and shape pair.
 pub(crate) fn orbits(a: &Shape, b: &Shape) -> Arc<Vec<Orbit>> {
-    static CACHE: OnceLock<Mutex<HashMap<(Shape, Shape), Arc<Vec<Orbit>>>>> = OnceLock::new();
+    type Cache = Mutex<HashMap<(Shape, Shape), Arc<Vec<Orbit>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (a.clone(), b.clone());
     if let Some(found) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
