@@ -112,7 +112,9 @@ pub use block::{
     Description, Linear, Mask, Parameter, Role, Setting, TensorBlock, check_block,
 };
 pub use error::{Error, ErrorFamily, Incomparable, LoadOption, Result, Side, Spelling};
-pub use gaussian::{GaussianReport, GaussianSimilarity, JointMoments, Moments};
+pub use gaussian::{
+    DEFAULT_EXACT_WORK, GaussianReport, GaussianSimilarity, JointMoments, MAX_EXACT_DEGREE, Moments,
+};
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;
 #[allow(deprecated)]

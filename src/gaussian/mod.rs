@@ -153,7 +153,15 @@ pub struct GaussianSimilarity {
     max_memory: MemoryLimit,
     /// Always the moment closure, even where the exact value is computable.
     closure: bool,
+    /// The most multiply-adds the exact sum at depth may take.
+    exact_work: f64,
 }
+
+/// The default of [`GaussianSimilarity::with_exact_work`]: `2·10¹¹`
+/// multiply-adds, about a minute on two cores (the
+/// [metrics guide](crate::guide::metrics#exact-at-depth) has the measured
+/// rate).
+pub const DEFAULT_EXACT_WORK: f64 = 2e11;
 
 /// A Gaussian similarity together with whether it is exact.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -177,7 +185,41 @@ impl GaussianSimilarity {
             context: None,
             max_memory: MemoryLimit::Machine,
             closure: false,
+            exact_work: DEFAULT_EXACT_WORK,
         }
+    }
+
+    /// The most work, in multiply-adds, that the exact Wick sum over two
+    /// chains' trees may take (default [`DEFAULT_EXACT_WORK`]). It grows
+    /// like the fourth power of the hidden widths (see
+    /// [the metrics guide](crate::guide::metrics#exact-at-depth)); a pair
+    /// whose estimate exceeds it gets the Gaussian closure, and
+    /// [`is_exact`](Self::is_exact) and [`GaussianReport::exact`] say so.
+    /// `f64::INFINITY`: always exact where the degree allows; `0.0`: the
+    /// exact sum only where moment propagation is exact anyway.
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{Bilinear, GaussianSimilarity, Model};
+    ///
+    /// let bil = || Bilinear::new(DMatrix::<f64>::identity(2, 2), DMatrix::identity(2, 2)).unwrap();
+    /// let deep = Model::builder().block(bil()).block(bil()).build()?;
+    /// assert!(GaussianSimilarity::new().is_exact(&deep, &deep));
+    /// assert!(!GaussianSimilarity::new().with_exact_work(0.0).is_exact(&deep, &deep));
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn with_exact_work(mut self, multiply_adds: f64) -> Self {
+        self.exact_work = if multiply_adds.is_nan() {
+            0.0
+        } else {
+            multiply_adds
+        };
+        self
+    }
+
+    /// The work limit of the exact sum at depth, in multiply-adds.
+    pub fn exact_work(&self) -> f64 {
+        self.exact_work
     }
 
     /// The Gaussian closure by name: moment propagation for every model
@@ -293,7 +335,8 @@ impl GaussianSimilarity {
     ///   [`MAX_EXACT_DEGREE`], the product of their block orders: the full
     ///   Wick sum over the legs of both models' trees is then computed (see
     ///   [the metrics guide](crate::guide::metrics#exact-at-depth)), unless
-    ///   this is [`closure`](Self::closure).
+    ///   this is [`closure`](Self::closure) or the sum would take more than
+    ///   [`exact_work`](Self::exact_work).
     ///
     /// Otherwise (attention beyond one block, deeper chains) they use the
     /// Gaussian closure.
@@ -329,7 +372,13 @@ impl GaussianSimilarity {
         if self.closure || moments_exact(a, b) {
             return None;
         }
-        Some((exact::shape(a)?, exact::shape(b)?))
+        let (sa, sb) = (exact::shape(a)?, exact::shape(b)?);
+        let noise = self.factor.as_ref().map_or(a.input_width(), |f| f.ncols());
+        let (oa, ob) = (
+            exact::Outline::of(a, sa.clone(), noise),
+            exact::Outline::of(b, sb.clone(), noise),
+        );
+        (exact::cost(&oa, &ob).0 <= self.exact_work).then_some((sa, sb))
     }
 
     /// `μ` and a factor of `Σ` (`None`: `I`) in `f64`, checked against `d`.

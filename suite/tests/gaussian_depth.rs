@@ -332,3 +332,46 @@ fn other_orders_match_the_polynomial() {
         assert_close(got, want, "cubic after bilinear");
     }
 }
+
+// ------------------------------------------------- limits
+
+/// Beyond its work limit the exact sum gives way to the closure, and says
+/// so; beyond the memory limit it is refused with an error naming the
+/// closure and Monte Carlo.
+#[test]
+fn limits_are_stated() {
+    use tensor_similarity::{Error, MemoryLimit, Spelling};
+    let mut rng = rng(2505);
+    let d = 2;
+    let deep = |rng: &mut StdRng| SeqNet {
+        blocks: vec![residual(rng, d, 3, 0.7), residual(rng, d, 3, 0.4)],
+    };
+    let (a, b) = (vector_model(&deep(&mut rng)), vector_model(&deep(&mut rng)));
+    let exact = GaussianSimilarity::new();
+    let capped = GaussianSimilarity::new().with_exact_work(0.0);
+    let closure = GaussianSimilarity::closure();
+    assert!(exact.is_exact(&a, &b));
+    assert!(!capped.is_exact(&a, &b));
+    let report = capped.report(&a, &b).unwrap();
+    assert!(!report.exact);
+    assert_eq!(report.similarity, closure.similarity(&a, &b).unwrap());
+    assert_ne!(report.similarity, exact.similarity(&a, &b).unwrap());
+
+    let tight = GaussianSimilarity::new().with_max_memory(MemoryLimit::Bytes(1000));
+    let err = tight.similarity(&a, &b).unwrap_err();
+    assert!(matches!(err, Error::ExactGaussianMemory { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("GaussianSimilarity::closure()") && text.contains("GaussianMonteCarlo"),
+        "{text}"
+    );
+    let cli = err.spelled(Spelling::CommandLine).to_string();
+    assert!(
+        cli.contains("--metric gaussian-closure") && cli.contains("--metric gaussian-mc"),
+        "{cli}"
+    );
+    assert!(matches!(
+        tight.squared_norm(&a),
+        Err(Error::ExactGaussianMemory { .. })
+    ));
+}

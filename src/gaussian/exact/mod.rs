@@ -34,6 +34,9 @@
 mod network;
 pub(crate) mod orbits;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 
@@ -84,9 +87,7 @@ pub(crate) struct InputLaw<'a> {
 /// One model as a symmetrised tree, its factors divided by their largest
 /// entry and the scale kept apart.
 struct Tree {
-    shape: Shape,
-    /// Per level (bottom first): the symmetrised rank.
-    ranks: Vec<usize>,
+    outline: Outline,
     /// `α_e` for `e = 0..=k_1` exported legs (the first `e`), over the bottom units.
     alpha: Vec<DVector<f64>>,
     /// The bottom legs' noise maps `W_j` (`r_1 × dim g`).
@@ -181,14 +182,52 @@ impl Tree {
         ln_scale += divide(std::slice::from_mut(&mut top), s);
 
         let alpha = (0..=k0).map(|e| alpha(&means, &noise, e)).collect();
+        let noise_width = noise[0].ncols();
         Self {
-            shape,
-            ranks,
+            outline: Outline {
+                shape,
+                ranks,
+                noise_width,
+            },
             alpha,
             noise,
             edges,
             top,
             ln_scale,
+        }
+    }
+}
+
+/// What the cost of a tree's sums depends on: its shape, its levels'
+/// symmetrised ranks and the width of `g`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Outline {
+    shape: Shape,
+    /// Per level (bottom first): the symmetrised rank.
+    ranks: Vec<usize>,
+    /// The columns of the noise maps `W_j`: the width of `g`.
+    noise_width: usize,
+}
+
+impl Outline {
+    /// A model's outline without building its tree: the same ranks as
+    /// [`Tree::new`] gives.
+    pub(crate) fn of<T: Real>(model: &Model<T>, shape: Shape, noise_width: usize) -> Self {
+        let factorial = |k: usize| (1..=k).product::<usize>();
+        let mut ranks: Vec<usize> = model
+            .blocks()
+            .iter()
+            .filter_map(|b| b.as_cp())
+            .filter(|cp| cp.order() >= 2)
+            .map(|cp| cp.rank().saturating_mul(factorial(cp.order())))
+            .collect();
+        if ranks.is_empty() {
+            ranks.push(model.output_width() + 1);
+        }
+        Self {
+            shape,
+            ranks,
+            noise_width,
         }
     }
 
@@ -271,12 +310,18 @@ fn alpha(means: &[DMatrix<f64>], noise: &[DMatrix<f64>], e: usize) -> DVector<f6
     rec(&legs, means, noise)
 }
 
-/// The networks of two trees: one variable per tree node (both trees'
-/// bottom instances first, in the numbering of [`orbits`]), the fixed
-/// factors (tree edges, the outputs' inner product), and per orbit the
-/// bottom units' `α` and the pair matrices.
+/// The network of two trees for one orbit. Variables: one per tree node
+/// (both trees' bottom instances first, in the numbering of [`orbits`]),
+/// and with `Pairing::ByNoise` one per matched pair of legs (a coordinate
+/// of `g`). Factors: the tree edges, the outputs' inner product between the
+/// roots, `α` at the bottom units, and the matched pairs, as one matrix
+/// `W_s W_tᵀ` between the two units (`ByUnits`) or as the two noise maps
+/// meeting at the pair's variable (`ByNoise`, cheaper when `g` is narrower
+/// than the units).
 struct Network<'t> {
-    trees: [&'t Tree; 2],
+    outlines: [&'t Outline; 2],
+    /// The trees' data; `None` to plan only.
+    trees: Option<[&'t Tree; 2]>,
     sizes: Vec<usize>,
     /// A's bottom instances (B's follow).
     na: usize,
@@ -286,56 +331,59 @@ struct Network<'t> {
     pairs: [[Vec<Vec<DMatrix<f64>>>; 2]; 2],
 }
 
+/// How a matched pair of legs enters an orbit's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pairing {
+    ByUnits,
+    ByNoise,
+}
+
 impl<'t> Network<'t> {
-    fn new(a: &'t Tree, b: &'t Tree, data: bool) -> Self {
-        let trees = [a, b];
+    fn new(outlines: [&'t Outline; 2], trees: Option<[&'t Tree; 2]>) -> Self {
+        let [a, b] = outlines;
         let (na, nb) = (bottom_instances(&a.shape), bottom_instances(&b.shape));
         let mut sizes = vec![a.ranks[0]; na];
         sizes.extend(std::iter::repeat_n(b.ranks[0], nb));
         // first[side][level]: the variable of that level's instance 0.
         let mut first = [vec![0usize; a.shape.len()], vec![na; b.shape.len()]];
-        for (t, firsts) in trees.iter().zip(&mut first) {
+        for (t, firsts) in outlines.iter().zip(&mut first) {
             for (level, f) in firsts.iter_mut().enumerate().skip(1) {
                 *f = sizes.len();
                 sizes.extend(std::iter::repeat_n(t.ranks[level], t.instances(level)));
             }
         }
-        let matrix = |row: usize, col: usize, m: &DMatrix<f64>| match data {
-            true => Factor::matrix(row, col, m),
-            false => Factor::shape(vec![row, col]),
+        let matrix = |row: usize, col: usize, m: Option<&DMatrix<f64>>| match m {
+            Some(m) => Factor::matrix(row, col, m),
+            None => Factor::shape(vec![row, col]),
         };
         let mut fixed = Vec::new();
-        for (side, t) in trees.iter().enumerate() {
+        for (side, t) in outlines.iter().enumerate() {
             for level in 1..t.shape.len() {
                 let k = t.shape[level];
                 for p in 0..t.instances(level) {
-                    for (j, e) in t.edges[level - 1].iter().enumerate() {
+                    for j in 0..k {
                         let child = first[side][level - 1] + p * k + j;
+                        let e = trees.map(|tr| &tr[side].edges[level - 1][j]);
                         fixed.push(matrix(first[side][level] + p, child, e));
                     }
                 }
             }
         }
         let tops = (first[0][a.shape.len() - 1], first[1][b.shape.len() - 1]);
-        let outputs = if data {
-            a.top.tr_mul(&b.top)
-        } else {
-            DMatrix::zeros(0, 0)
-        };
-        fixed.push(matrix(tops.0, tops.1, &outputs));
+        let outputs = trees.map(|[ta, tb]| ta.top.tr_mul(&tb.top));
+        fixed.push(matrix(tops.0, tops.1, outputs.as_ref()));
         let pairs = [0, 1].map(|x| {
-            [0, 1].map(|y| {
-                if !data {
-                    return Vec::new();
-                }
-                let (tx, ty) = (trees[x], trees[y]);
-                tx.noise
+            [0, 1].map(|y| match trees {
+                None => Vec::new(),
+                Some(tr) => tr[x]
+                    .noise
                     .iter()
-                    .map(|ws| ty.noise.iter().map(|wt| ws * wt.transpose()).collect())
-                    .collect()
+                    .map(|ws| tr[y].noise.iter().map(|wt| ws * wt.transpose()).collect())
+                    .collect(),
             })
         });
         Self {
+            outlines,
             trees,
             sizes,
             na,
@@ -349,92 +397,156 @@ impl<'t> Network<'t> {
         usize::from(n >= self.na)
     }
 
-    /// One orbit's factors; with `data` false their variables only.
-    fn factors(&self, orbit: &orbits::Orbit, data: bool) -> Vec<Factor> {
+    /// One orbit's variables' sizes and factors (their variables only,
+    /// without data).
+    fn factors(&self, orbit: &orbits::Orbit, pairing: Pairing) -> (Vec<usize>, Vec<Factor>) {
+        let mut sizes = self.sizes.clone();
         let mut factors = self.fixed.clone();
         for (n, &e) in orbit.degrees.iter().enumerate() {
-            let t = self.trees[self.side(n)];
-            if e < t.shape[0] {
-                factors.push(match data {
-                    true => Factor::vector(n, t.alpha[e].as_slice().to_vec()),
-                    false => Factor::shape(vec![n]),
+            let side = self.side(n);
+            if e < self.outlines[side].shape[0] {
+                factors.push(match self.trees {
+                    Some(tr) => Factor::vector(n, tr[side].alpha[e].as_slice().to_vec()),
+                    None => Factor::shape(vec![n]),
                 });
             }
         }
         // Each instance's exported legs, in order, go to its edges.
         let mut next = vec![0usize; orbit.degrees.len()];
         for &(n, m, mu) in &orbit.edges {
-            if !data {
-                factors.push(Factor::shape(vec![n, m]));
-                continue;
+            let (sn, sm) = (self.side(n), self.side(m));
+            match pairing {
+                Pairing::ByUnits => {
+                    let mut h = self.pairs[sn][sm].get(next[n]).map(|p| p[next[m]].clone());
+                    for _ in 1..mu {
+                        next[n] += 1;
+                        next[m] += 1;
+                        if let Some(h) = h.as_mut() {
+                            h.component_mul_assign(&self.pairs[sn][sm][next[n]][next[m]]);
+                        }
+                    }
+                    next[n] += 1;
+                    next[m] += 1;
+                    factors.push(match h {
+                        Some(h) => Factor::matrix(n, m, &h),
+                        None => Factor::shape(vec![n, m]),
+                    });
+                }
+                Pairing::ByNoise => {
+                    for _ in 0..mu {
+                        let g = sizes.len();
+                        sizes.push(self.outlines[sn].noise_width);
+                        for (unit, side, slot) in [(n, sn, next[n]), (m, sm, next[m])] {
+                            factors.push(match self.trees {
+                                Some(tr) => Factor::matrix(unit, g, &tr[side].noise[slot]),
+                                None => Factor::shape(vec![unit, g]),
+                            });
+                        }
+                        next[n] += 1;
+                        next[m] += 1;
+                    }
+                }
             }
-            let pairs = &self.pairs[self.side(n)][self.side(m)];
-            let mut h = pairs[next[n]][next[m]].clone();
-            for _ in 1..mu {
-                next[n] += 1;
-                next[m] += 1;
-                h.component_mul_assign(&pairs[next[n]][next[m]]);
-            }
-            next[n] += 1;
-            next[m] += 1;
-            factors.push(Factor::matrix(n, m, &h));
         }
-        factors
+        (sizes, factors)
     }
 }
 
-/// Each orbit's elimination order, and an estimate of the peak bytes of
-/// [`inner`]: the largest elimination step of any orbit once per thread,
-/// beside the trees, their pair matrices and each thread's fixed factors.
-fn plans(a: &Tree, b: &Tree) -> (Vec<Vec<usize>>, f64) {
-    let network = Network::new(a, b, false);
-    let planned: Vec<(Vec<usize>, f64)> = orbits::orbits(&a.shape, &b.shape)
+/// The plans of one pair of trees: per orbit how its pairs enter and the
+/// elimination order, with the largest step's entries and the total work.
+struct Plans {
+    orbits: Vec<(Pairing, Vec<usize>)>,
+    peak: f64,
+    flops: f64,
+}
+
+/// The cheaper of the two networks of each orbit, planned (in parallel);
+/// computed once per process and pair of outlines.
+fn plans(a: &Outline, b: &Outline) -> Arc<Plans> {
+    type Cache = Mutex<HashMap<(Outline, Outline), Arc<Plans>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (a.clone(), b.clone());
+    if let Some(found) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return found.clone();
+    }
+    let network = Network::new([a, b], None);
+    let planned: Vec<(Pairing, network::Plan)> = orbits::orbits(&a.shape, &b.shape)
         .par_iter()
         .map(|orbit| {
-            let vars = network
-                .factors(orbit, false)
+            [Pairing::ByUnits, Pairing::ByNoise]
+                .map(|pairing| {
+                    let (sizes, factors) = network.factors(orbit, pairing);
+                    let vars = factors.into_iter().map(|f| f.vars).collect();
+                    (pairing, network::plan(&sizes, vars))
+                })
                 .into_iter()
-                .map(|f| f.vars)
-                .collect();
-            network::plan(&network.sizes, vars)
+                .min_by(|x, y| x.1.flops.total_cmp(&y.1.flops))
+                .expect("two plans")
         })
         .collect();
-    let step = planned.iter().map(|p| p.1).fold(0.0f64, f64::max);
-    let orders = planned.into_iter().map(|p| p.0).collect();
-    let entries = |t: &Tree| {
-        let m = |x: &DMatrix<f64>| x.len() as f64;
-        t.noise.iter().map(m).sum::<f64>()
-            + t.edges.iter().flatten().map(m).sum::<f64>()
-            + m(&t.top)
-    };
-    let widest = network.sizes.iter().copied().max().unwrap_or(0) as f64;
+    let plans = Arc::new(Plans {
+        peak: planned.iter().map(|p| p.1.peak).fold(0.0, f64::max),
+        flops: planned.iter().map(|p| p.1.flops).sum(),
+        orbits: planned
+            .into_iter()
+            .map(|(pairing, p)| (pairing, p.order))
+            .collect(),
+    });
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    // A matrix over many architectures must not grow the cache without end.
+    if cache.len() >= 64 {
+        cache.clear();
+    }
+    cache.entry(key).or_insert(plans).clone()
+}
+
+/// An estimate of the peak bytes of [`inner`] under `plans`: the largest
+/// step once per thread, beside the trees, their pair matrices and each
+/// thread's copy of the fixed factors.
+fn peak_bytes(a: &Outline, b: &Outline, plans: &Plans) -> f64 {
+    let rank = |o: &Outline| o.ranks.iter().copied().max().unwrap_or(0) as f64;
+    let widest = rank(a).max(rank(b));
     let legs = (a.shape[0] + b.shape[0]) as f64;
-    let per_thread = step + (network.fixed.len() as f64 + 2.0 * legs) * widest * widest;
-    let bytes = 8.0
-        * (entries(a)
-            + entries(b)
-            + legs * legs * widest * widest
-            + rayon::current_num_threads() as f64 * per_thread);
-    (orders, bytes)
+    let nodes = |o: &Outline| (0..o.shape.len()).map(|l| o.instances(l)).sum::<usize>() as f64;
+    let per_thread = plans.peak + (nodes(a) + nodes(b) + 2.0 * legs) * widest * widest;
+    8.0 * (2.0 * legs * widest * (widest + a.noise_width as f64)
+        + legs * legs * widest * widest
+        + rayon::current_num_threads() as f64 * per_thread)
 }
 
 /// `E[f_A · f_B]` (one position) of two trees, in their scales: the sum
-/// over the orbits, each contracted once in its planned order (in
-/// parallel, summed in order).
-fn inner(a: &Tree, b: &Tree, orders: &[Vec<usize>]) -> LogScaled {
+/// over the orbits, each contracted once by its plan (in parallel, summed
+/// in order).
+fn inner(a: &Tree, b: &Tree, plans: &Plans) -> LogScaled {
     if !(a.ln_scale.is_finite() && b.ln_scale.is_finite()) {
         return LogScaled::ZERO;
     }
-    let network = Network::new(a, b, true);
-    let orbits = orbits::orbits(&a.shape, &b.shape);
+    let network = Network::new([&a.outline, &b.outline], Some([a, b]));
+    let orbits = orbits::orbits(&a.outline.shape, &b.outline.shape);
     let terms: Vec<f64> = orbits
         .par_iter()
-        .zip(orders)
-        .map(|(orbit, order)| {
-            orbit.count * contract(&network.sizes, order, network.factors(orbit, true))
+        .zip(&plans.orbits)
+        .map(|(orbit, (pairing, order))| {
+            let (sizes, factors) = network.factors(orbit, *pairing);
+            orbit.count * contract(&sizes, order, factors)
         })
         .collect();
     LogScaled::from_scaled(terms.iter().sum(), a.ln_scale + b.ln_scale)
+}
+
+/// The multiply-adds of the exact sum for two models (their three inner
+/// products, or one for a model with itself) and the estimated peak bytes.
+pub(crate) fn cost(a: &Outline, b: &Outline) -> (f64, f64) {
+    let pairs = if a == b {
+        vec![(a, a)]
+    } else {
+        vec![(a, b), (a, a), (b, b)]
+    };
+    pairs.iter().fold((0.0, 0.0), |(flops, bytes), (x, y)| {
+        let p = plans(x, y);
+        (flops + p.flops, f64::max(bytes, peak_bytes(x, y, &p)))
+    })
 }
 
 /// `⟨f_A, f_B⟩`, `⟨f_A, f_A⟩`, `⟨f_B, f_B⟩` exactly, for models whose
@@ -449,10 +561,9 @@ pub(crate) fn inner_products<T: Real>(
 ) -> Result<[LogScaled; 3]> {
     let ta = Tree::new(a, sa, law);
     let tb = Tree::new(b, sb, law);
+    check_memory(cost(&ta.outline, &tb.outline).1, limit)?;
     let pairs = [(&ta, &tb), (&ta, &ta), (&tb, &tb)];
-    let plans = pairs.map(|(x, y)| plans(x, y));
-    check_memory(plans.iter().map(|p| p.1).fold(0.0, f64::max), limit)?;
-    Ok([0, 1, 2].map(|i| inner(pairs[i].0, pairs[i].1, &plans[i].0)))
+    Ok(pairs.map(|(x, y)| inner(x, y, &plans(&x.outline, &y.outline))))
 }
 
 /// `⟨f_A, f_A⟩` exactly, as [`inner_products`].
@@ -463,9 +574,8 @@ pub(crate) fn squared_norm<T: Real>(
     limit: MemoryLimit,
 ) -> Result<LogScaled> {
     let t = Tree::new(a, sa, law);
-    let (orders, need) = plans(&t, &t);
-    check_memory(need, limit)?;
-    Ok(inner(&t, &t, &orders))
+    check_memory(cost(&t.outline, &t.outline).1, limit)?;
+    Ok(inner(&t, &t, &plans(&t.outline, &t.outline)))
 }
 
 fn check_memory(need: f64, limit: MemoryLimit) -> Result<()> {
@@ -569,47 +679,43 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod timing {
-    use super::*;
-    use crate::{Bilinear, Model};
 
+#[cfg(test)]
+mod work {
+    use super::*;
+    use crate::{Bilinear, Linear};
+
+    /// The planned work of the bench's chains (`benches/gaussian.rs`,
+    /// `gaussian_depth`), to set the default work limit against measured
+    /// times (`cargo test --lib planned_work -- --ignored --nocapture`).
     #[test]
     #[ignore]
-    fn time_depth_three() {
-        let m = |r: usize, c: usize, s: usize| {
-            DMatrix::from_fn(r, c, |i, j| {
-                (((i * 7 + j * 13 + s * 31) * 2654435761) % 1000) as f64 / 500.0 - 1.0
-            })
-        };
-        let model = |s: usize, d: usize, h: usize| {
+    fn planned_work() {
+        let m = |r: usize, c: usize| DMatrix::from_element(r, c, 0.1);
+        for (depth, d, h) in [(2, 16, 32), (2, 32, 64), (3, 4, 4), (3, 8, 8), (2, 64, 128)] {
             let mut b = Model::builder();
-            for k in 0..3 {
+            for _ in 0..depth {
                 b = b.block(
-                    Bilinear::builder(m(h, d, s + k), m(h, d, s + k + 7))
-                        .down(m(d, h, s + k + 3))
+                    Bilinear::builder(m(h, d), m(h, d))
+                        .down(m(d, h))
+                        .left_bias(DVector::from_element(h, 0.1))
+                        .right_bias(DVector::from_element(h, 0.1))
+                        .down_bias(DVector::from_element(d, 0.1))
+                        .skip(1.0)
                         .build()
                         .unwrap(),
                 );
             }
-            b.build().unwrap()
-        };
-        let mean = DVector::zeros(2);
-        let law = InputLaw {
-            mean: &mean,
-            factor: None,
-        };
-        let (a, b) = (model(1, 2, 2), model(2, 2, 2));
-        let _ = orbits::orbits(&vec![2, 2, 2], &vec![2, 2, 2]);
-        let (ta, tb) = (
-            Tree::new(&a, shape(&a).unwrap(), &law),
-            Tree::new(&b, shape(&b).unwrap(), &law),
-        );
-        let t = std::time::Instant::now();
-        let (orders, x) = plans(&ta, &tb);
-        eprintln!("peak {x} in {:?}, ranks {:?}", t.elapsed(), ta.ranks);
-        let t = std::time::Instant::now();
-        let v = inner(&ta, &tb, &orders);
-        eprintln!("inner {v:?} in {:?}", t.elapsed());
+            let model = b
+                .block(Linear::new(m(10, d), None).unwrap())
+                .build()
+                .unwrap();
+            let o = Outline::of(&model, shape(&model).unwrap(), d);
+            let (flops, bytes) = cost(&o, &o);
+            eprintln!(
+                "depth {depth} d {d} h {h}: ranks {:?}, {flops:.3e} multiply-adds per product, {bytes:.3e} bytes",
+                o.ranks
+            );
+        }
     }
 }

@@ -9,6 +9,8 @@
 
 use nalgebra::DMatrix;
 
+use crate::linalg::mul;
+
 /// A dense factor: `data` over `vars`, the first variable varying fastest.
 #[derive(Clone, Debug)]
 pub(crate) struct Factor {
@@ -44,7 +46,7 @@ impl Factor {
 }
 
 /// The value of the network, `Σ_indices Π_factors`, eliminating the
-/// variables in `order` (a [`plan`] of the same variables). `sizes[v]` is
+/// variables in `order` (a [`plan`]'s, for the same variables). `sizes[v]` is
 /// the range of variable `v`.
 pub(crate) fn contract(sizes: &[usize], order: &[usize], mut factors: Vec<Factor>) -> f64 {
     for &v in order {
@@ -58,50 +60,83 @@ pub(crate) fn contract(sizes: &[usize], order: &[usize], mut factors: Vec<Factor
     factors.iter().map(|f| f.data[0]).product()
 }
 
-/// An elimination order for factors over `vars`, the cheapest variable
-/// first (the fewest entries in the product of the factors that hold it),
-/// and the most entries one step holds at once (its dense operands and
-/// result): what the contraction's memory grows with.
-pub(crate) fn plan(sizes: &[usize], mut vars: Vec<Vec<usize>>) -> (Vec<usize>, f64) {
-    let mut peak: f64 = 0.0;
-    let mut order = Vec::new();
-    loop {
-        vars.retain(|f| !f.is_empty());
-        let view: Vec<&[usize]> = vars.iter().map(|f| &f[..]).collect();
-        let Some(v) = cheapest(sizes, &view) else {
-            return (order, peak);
-        };
-        order.push(v);
-        let (with, without): (Vec<Vec<usize>>, Vec<Vec<usize>>) =
-            vars.into_iter().partition(|f| f.contains(&v));
-        let step = Step::new(v, &with.iter().map(|f| &f[..]).collect::<Vec<_>>());
-        peak = peak.max(step.entries(sizes));
-        vars = without;
-        vars.push(step.out);
-    }
+/// An elimination order and what it costs.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) order: Vec<usize>,
+    /// The most entries one step holds at once (its dense operands and
+    /// result): what the contraction's memory grows with.
+    pub(crate) peak: f64,
+    /// Multiply-adds, about: the entries of every step's full index space.
+    pub(crate) flops: f64,
 }
 
-/// The variable whose elimination costs least: the product of the ranges of
-/// every variable that shares a factor with it (itself included).
-fn cheapest(sizes: &[usize], factors: &[&[usize]]) -> Option<usize> {
-    let mut best: Option<(f64, usize)> = None;
-    let mut vars: Vec<usize> = factors.iter().flat_map(|f| f.iter().copied()).collect();
-    vars.sort_unstable();
-    vars.dedup();
-    for &v in &vars {
-        let mut union: Vec<usize> = factors
+/// The cheapest of three greedy elimination orders for factors over
+/// `vars`: always the variable with the smallest index space of its step,
+/// with the smallest result, or whose result grows the network least.
+pub(crate) fn plan(sizes: &[usize], vars: Vec<Vec<usize>>) -> Plan {
+    let space = |f: &[&[usize]], v: usize| -> f64 {
+        let mut union: Vec<usize> = f
             .iter()
-            .filter(|f| f.contains(&v))
-            .flat_map(|f| f.iter().copied())
+            .filter(|g| g.contains(&v))
+            .flat_map(|g| g.iter().copied())
             .collect();
         union.sort_unstable();
         union.dedup();
-        let cost: f64 = union.iter().map(|&u| sizes[u] as f64).product();
-        if best.is_none_or(|(c, _)| cost < c) {
-            best = Some((cost, v));
-        }
+        union.iter().map(|&u| sizes[u] as f64).product()
+    };
+    let result = |f: &[&[usize]], v: usize| space(f, v) / sizes[v] as f64;
+    // The growth of the network: the result less the factors it replaces.
+    let fill = |f: &[&[usize]], v: usize| {
+        let removed: f64 = f
+            .iter()
+            .filter(|g| g.contains(&v))
+            .map(|g| g.iter().map(|&u| sizes[u] as f64).product::<f64>())
+            .sum();
+        result(f, v) - removed
+    };
+    let costs: [&dyn Fn(&[&[usize]], usize) -> f64; 3] = [&space, &result, &fill];
+    costs
+        .into_iter()
+        .map(|cost| greedy(sizes, vars.clone(), cost))
+        .min_by(|x, y| x.flops.total_cmp(&y.flops))
+        .expect("three plans")
+}
+
+/// The order that always eliminates the variable of least `cost`.
+fn greedy(
+    sizes: &[usize],
+    mut vars: Vec<Vec<usize>>,
+    cost: &dyn Fn(&[&[usize]], usize) -> f64,
+) -> Plan {
+    let mut plan = Plan {
+        order: Vec::new(),
+        peak: 0.0,
+        flops: 0.0,
+    };
+    loop {
+        vars.retain(|f| !f.is_empty());
+        let view: Vec<&[usize]> = vars.iter().map(|f| &f[..]).collect();
+        let mut candidates: Vec<usize> = view.iter().flat_map(|f| f.iter().copied()).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let Some(v) = candidates
+            .into_iter()
+            .map(|v| (cost(&view, v), v))
+            .min_by(|x, y| x.0.total_cmp(&y.0))
+            .map(|(_, v)| v)
+        else {
+            return plan;
+        };
+        plan.order.push(v);
+        let (with, without): (Vec<Vec<usize>>, Vec<Vec<usize>>) =
+            vars.into_iter().partition(|f| f.contains(&v));
+        let step = Step::new(v, &with.iter().map(|f| &f[..]).collect::<Vec<_>>());
+        plan.peak = plan.peak.max(step.entries(sizes));
+        plan.flops += step.space(sizes);
+        vars = without;
+        vars.push(step.out);
     }
-    best.map(|(_, v)| v)
 }
 
 /// How one variable is summed out of the factors that hold it.
@@ -159,6 +194,12 @@ impl Step {
         }
     }
 
+    /// The entries of the step's whole index space (`v` and the result's).
+    fn space(&self, sizes: &[usize]) -> f64 {
+        let rv = sizes[self.v] as f64;
+        rv * self.out.iter().map(|&u| sizes[u] as f64).product::<f64>()
+    }
+
     /// The entries held at once: `L` (or the full product) and the result.
     fn entries(&self, sizes: &[usize]) -> f64 {
         let size = |vars: &[usize]| vars.iter().map(|&u| sizes[u] as f64).product::<f64>();
@@ -190,7 +231,7 @@ fn eliminate(sizes: &[usize], v: usize, mut factors: Vec<Factor>) -> Factor {
             let f = DMatrix::from_vec(sizes[v], cols, f);
             Factor {
                 vars: step.out,
-                data: (l * f).as_slice().to_vec(),
+                data: mul(&l, &f).data.into(),
             }
         }
         None => {
@@ -272,8 +313,8 @@ mod tests {
     use nalgebra::DVector;
 
     fn planned(sizes: &[usize], factors: Vec<Factor>) -> f64 {
-        let (order, _) = plan(sizes, factors.iter().map(|f| f.vars.clone()).collect());
-        contract(sizes, &order, factors)
+        let plan = plan(sizes, factors.iter().map(|f| f.vars.clone()).collect());
+        contract(sizes, &plan.order, factors)
     }
 
     fn random(rows: usize, cols: usize, seed: u64) -> DMatrix<f64> {
