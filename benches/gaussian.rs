@@ -188,7 +188,7 @@ fn residual_chain(d: usize, h: usize, depth: usize, seed: u64) -> Model {
 fn depth(c: &mut Criterion) {
     let mut group = c.benchmark_group("gaussian_depth");
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    for (depth, d, h) in [(2, 16, 32), (2, 32, 64), (3, 4, 4), (3, 8, 8)] {
+    for (depth, d, h) in [(2, 16, 32), (2, 32, 64), (3, 4, 4), (3, 6, 6)] {
         let (a, b) = (
             residual_chain(d, h, depth, 1),
             residual_chain(d, h, depth, 2),

@@ -157,11 +157,11 @@ pub struct GaussianSimilarity {
     exact_work: f64,
 }
 
-/// The default of [`GaussianSimilarity::with_exact_work`]: `2·10¹¹`
+/// The default of [`GaussianSimilarity::with_exact_work`]: `3·10¹¹`
 /// multiply-adds, about a minute on two cores (the
 /// [metrics guide](crate::guide::metrics#exact-at-depth) has the measured
 /// rate).
-pub const DEFAULT_EXACT_WORK: f64 = 2e11;
+pub const DEFAULT_EXACT_WORK: f64 = 3e11;
 
 /// A Gaussian similarity together with whether it is exact.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -190,8 +190,9 @@ impl GaussianSimilarity {
     }
 
     /// The most work, in multiply-adds, that the exact Wick sum over two
-    /// chains' trees may take (default [`DEFAULT_EXACT_WORK`]). It grows
-    /// like the fourth power of the hidden widths (see
+    /// chains' trees may take (default [`DEFAULT_EXACT_WORK`]; its steps
+    /// that are not one matrix product count 20 multiply-adds an entry).
+    /// It grows like the fourth power of the hidden widths (see
     /// [the metrics guide](crate::guide::metrics#exact-at-depth)); a pair
     /// whose estimate exceeds it gets the Gaussian closure, and
     /// [`is_exact`](Self::is_exact) and [`GaussianReport::exact`] say so.

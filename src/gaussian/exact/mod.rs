@@ -692,7 +692,14 @@ mod work {
     #[ignore]
     fn planned_work() {
         let m = |r: usize, c: usize| DMatrix::from_element(r, c, 0.1);
-        for (depth, d, h) in [(2, 16, 32), (2, 32, 64), (3, 4, 4), (3, 8, 8), (2, 64, 128)] {
+        for (depth, d, h) in [
+            (2, 16, 32),
+            (2, 32, 64),
+            (3, 4, 4),
+            (3, 6, 6),
+            (3, 8, 8),
+            (2, 64, 128),
+        ] {
             let mut b = Model::builder();
             for _ in 0..depth {
                 b = b.block(

@@ -60,6 +60,11 @@ pub(crate) fn contract(sizes: &[usize], order: &[usize], mut factors: Vec<Factor
     factors.iter().map(|f| f.data[0]).product()
 }
 
+/// How much an entry computed by an explicit product of factors costs
+/// against one multiply-add of a GEMM (measured: the steps that are not a
+/// matrix product run as scalar loops).
+const SCALAR_WEIGHT: f64 = 20.0;
+
 /// An elimination order and what it costs.
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
@@ -67,7 +72,9 @@ pub(crate) struct Plan {
     /// The most entries one step holds at once (its dense operands and
     /// result): what the contraction's memory grows with.
     pub(crate) peak: f64,
-    /// Multiply-adds, about: the entries of every step's full index space.
+    /// The work, in GEMM multiply-adds: those of the steps that are one
+    /// GEMM, and each entry computed by explicit products as
+    /// `SCALAR_WEIGHT` of them.
     pub(crate) flops: f64,
 }
 
@@ -133,7 +140,8 @@ fn greedy(
             vars.into_iter().partition(|f| f.contains(&v));
         let step = Step::new(v, &with.iter().map(|f| &f[..]).collect::<Vec<_>>());
         plan.peak = plan.peak.max(step.entries(sizes));
-        plan.flops += step.space(sizes);
+        let (gemm, scalar) = step.work(sizes);
+        plan.flops += gemm + SCALAR_WEIGHT * scalar;
         vars = without;
         vars.push(step.out);
     }
@@ -151,6 +159,8 @@ struct Step {
     own: Vec<usize>,
     /// The result's variables.
     out: Vec<usize>,
+    /// How many factors hold `v`.
+    factors: usize,
 }
 
 impl Step {
@@ -191,13 +201,20 @@ impl Step {
             left,
             own: own_vars,
             out,
+            factors: factors.len(),
         }
     }
 
-    /// The entries of the step's whole index space (`v` and the result's).
-    fn space(&self, sizes: &[usize]) -> f64 {
+    /// The step's multiply-adds in one GEMM, and its entries computed by
+    /// explicit products (each a product of its factors).
+    fn work(&self, sizes: &[usize]) -> (f64, f64) {
+        let size = |vars: &[usize]| vars.iter().map(|&u| sizes[u] as f64).product::<f64>();
         let rv = sizes[self.v] as f64;
-        rv * self.out.iter().map(|&u| sizes[u] as f64).product::<f64>()
+        let left = size(&self.left) * rv * self.factors as f64;
+        match self.right {
+            Some(_) => (size(&self.left) * rv * size(&self.own), left),
+            None => (0.0, left),
+        }
     }
 
     /// The entries held at once: `L` (or the full product) and the result.
