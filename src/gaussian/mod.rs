@@ -77,9 +77,11 @@
 
 pub(crate) mod cp;
 pub(crate) mod moments;
+pub mod monte_carlo;
 mod wick;
 
 pub use moments::{JointMoments, Moments};
+pub use monte_carlo::{GaussianMonteCarlo, MonteCarloEstimate, MonteCarloMatrix};
 
 use nalgebra::{DMatrix, DVector};
 

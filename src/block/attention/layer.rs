@@ -711,28 +711,31 @@ impl<T: Real> Attention<T> {
             })
             .collect();
         let c: T = from_f64(self.score_scale);
-        let mut z = DMatrix::zeros(heads * ev, rows);
-        for s in 0..count {
-            for q in 0..n {
-                let lq = legs[q].column(s);
-                let mut zq = z.column_mut(s * n + q);
-                for (t, lt) in legs.iter().enumerate() {
-                    let wst: T = from_f64(w[(q, t)]);
-                    if wst == T::zero() {
-                        continue;
-                    }
-                    let lt = lt.column(s);
-                    for h in 0..heads {
-                        let dot = |ls: usize, lk: usize| {
-                            lq.rows(ls * he + h * e, e)
-                                .dot(&lt.rows(lk * he + h * e, e))
-                        };
-                        let score = wst * dot(0, 1) * dot(2, 3) / c;
-                        zq.rows_mut(h * ev, ev).axpy(
-                            score,
-                            &lt.rows(4 * he + h * ev, ev),
-                            T::one(),
-                        );
+        let hv = heads * ev;
+        let width = 4 * he + hv;
+        let mut z = DMatrix::zeros(hv, rows);
+        // Columns as slices: the legs of one position of one sequence, and
+        // one row's values (column-major storage).
+        fn column<T: Real>(l: &DMatrix<T>, s: usize, width: usize) -> &[T] {
+            &l.as_slice()[s * width..(s + 1) * width]
+        }
+        let dot = |x: &[T], y: &[T]| x.iter().zip(y).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+        for (row, zq) in z.as_mut_slice().chunks_exact_mut(hv).enumerate() {
+            let (s, q) = (row / n, row % n);
+            let lq = column(&legs[q], s, width);
+            for (t, lt) in legs.iter().enumerate() {
+                let wst: T = from_f64(w[(q, t)]);
+                if wst == T::zero() {
+                    continue;
+                }
+                let lt = column(lt, s, width);
+                for h in 0..heads {
+                    let leg = |l: usize| l * he + h * e..l * he + (h + 1) * e;
+                    let score =
+                        wst * dot(&lq[leg(0)], &lt[leg(1)]) * dot(&lq[leg(2)], &lt[leg(3)]) / c;
+                    let v = &lt[4 * he + h * ev..4 * he + (h + 1) * ev];
+                    for (zc, &vc) in zq[h * ev..(h + 1) * ev].iter_mut().zip(v) {
+                        *zc += score * vc;
                     }
                 }
             }
