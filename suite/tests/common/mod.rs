@@ -189,34 +189,50 @@ pub fn embed_attention_head(
     (d_in, d, d_out): (usize, usize, usize),
     heads: usize,
 ) -> Model<f64> {
+    embed_attention_layers(seed, (d_in, d, d_out), heads, 1)
+}
+
+/// [`embed_attention_head`] with `layers` attention blocks: beyond one,
+/// the Gaussian metric is a closure (SPEC §3).
+pub fn embed_attention_layers(
+    seed: u64,
+    (d_in, d, d_out): (usize, usize, usize),
+    heads: usize,
+    layers: usize,
+) -> Model<f64> {
     use tensor_similarity::Attention;
     let mut r = rng(seed);
     let he = 2 * heads;
     let w = |r: &mut StdRng, rows: usize, cols: usize| matrix(r, rows, cols);
-    let attention = Attention::builder(
-        heads,
-        w(&mut r, he, d),
-        w(&mut r, he, d),
-        w(&mut r, he, d),
-        w(&mut r, he, d),
-        w(&mut r, he, d),
-        w(&mut r, d, he),
-    )
-    .q1_bias(vector(&mut r, he))
-    .k1_bias(vector(&mut r, he))
-    .q2_bias(vector(&mut r, he))
-    .k2_bias(vector(&mut r, he))
-    .v_bias(vector(&mut r, he))
-    .o_bias(vector(&mut r, d))
-    .rotary(10_000.0)
-    .scale(0.5)
-    .skip(1.0)
-    .build()
-    .unwrap();
-    Model::builder()
-        .block(Linear::new(matrix(&mut r, d, d_in), Some(vector(&mut r, d))).unwrap())
-        .block(attention)
-        .block(Linear::new(matrix(&mut r, d_out, d), Some(vector(&mut r, d_out))).unwrap())
+    let attention = |r: &mut StdRng| {
+        Attention::builder(
+            heads,
+            w(r, he, d),
+            w(r, he, d),
+            w(r, he, d),
+            w(r, he, d),
+            w(r, he, d),
+            w(r, d, he),
+        )
+        .q1_bias(vector(r, he))
+        .k1_bias(vector(r, he))
+        .q2_bias(vector(r, he))
+        .k2_bias(vector(r, he))
+        .v_bias(vector(r, he))
+        .o_bias(vector(r, d))
+        .rotary(10_000.0)
+        .scale(0.5)
+        .skip(1.0)
+        .build()
+        .unwrap()
+    };
+    let blocks: Vec<Attention> = (0..layers).map(|_| attention(&mut r)).collect();
+    let mut b = Model::builder()
+        .block(Linear::new(matrix(&mut r, d, d_in), Some(vector(&mut r, d))).unwrap());
+    for block in blocks {
+        b = b.block(block);
+    }
+    b.block(Linear::new(matrix(&mut r, d_out, d), Some(vector(&mut r, d_out))).unwrap())
         .build()
         .unwrap()
 }
