@@ -34,16 +34,16 @@
 
 use std::hint::black_box;
 
+#[path = "lm.rs"]
+mod lm;
+
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group};
-use nalgebra::{DMatrix, DVector};
+use lm::{attention, gaussian, language_model};
+use nalgebra::DMatrix;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 use rayon::prelude::*;
-use tensor_similarity::block::DEFAULT_ROTARY_BASE;
-use tensor_similarity::{
-    Attention, Linear, Mask, Model, RecursiveSimilarity, TensorBlock, TensorSimilarity,
-};
+use tensor_similarity::{Linear, Model, RecursiveSimilarity, TensorBlock, TensorSimilarity};
 
 /// The target shape: `(d, heads, e)`, context, vocabulary.
 const D: usize = 128;
@@ -59,51 +59,6 @@ const GROWTH_N: [usize; 5] = [1, 2, 3, 4, 6];
 const GROWTH_D: [usize; 4] = [32, 64, 128, 256];
 const GROWTH_HEADS: [usize; 4] = [1, 2, 4, 8];
 const GROWTH_DEPTH: [usize; 4] = [1, 2, 3, 4];
-
-fn gaussian(rng: &mut StdRng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| {
-        scale * rng.sample::<f64, _>(StandardNormal)
-    })
-}
-
-fn vector(rng: &mut StdRng, len: usize) -> DVector<f64> {
-    DVector::from_fn(len, |_, _| 0.3 * rng.sample::<f64, _>(StandardNormal))
-}
-
-/// Attention `d → d` as in the target: `heads` heads of `e = e_v`, q/k
-/// biases, rotary, causal, `r = 1`, `α = 0.2`.
-fn attention(rng: &mut StdRng, d: usize, heads: usize, e: usize) -> Attention {
-    let (he, sc) = (heads * e, 1.0 / (d as f64).sqrt());
-    let mut w = |rows, cols, scale| gaussian(rng, rows, cols, scale);
-    let (q1, k1, q2, k2) = (w(he, d, sc), w(he, d, sc), w(he, d, sc), w(he, d, sc));
-    let (v, o) = (w(he, d, sc), w(d, he, 1.0 / (he as f64).sqrt()));
-    Attention::builder(heads, q1, k1, q2, k2, v, o)
-        .q1_bias(vector(rng, he))
-        .k1_bias(vector(rng, he))
-        .q2_bias(vector(rng, he))
-        .k2_bias(vector(rng, he))
-        .rotary(DEFAULT_ROTARY_BASE)
-        .mask(Mask::Causal)
-        .skip(1.0)
-        .scale(0.2)
-        .build()
-        .expect("valid shapes")
-}
-
-/// Embedding `vocab → d` (no bias), `depth` attention layers, unembedding
-/// `d → vocab` (no bias).
-fn language_model(rng: &mut StdRng, vocab: usize, d: usize, heads: usize, depth: usize) -> Model {
-    let embed = Linear::new(gaussian(rng, d, vocab, 1.0), None).expect("valid shapes");
-    let mut builder = Model::builder().block(embed);
-    for _ in 0..depth {
-        builder = builder.block(attention(rng, d, heads, d / heads));
-    }
-    let unembed = Linear::new(gaussian(rng, vocab, d, 1.0 / (d as f64).sqrt()), None);
-    builder
-        .block(unembed.expect("valid shapes"))
-        .build()
-        .expect("widths chain")
-}
 
 /// The per-leg GEMMs of a step over the `n²` position pairs, operands and
 /// outputs preallocated (`F_B(q)ᵀ` stored transposed, as the step reads it).

@@ -34,7 +34,7 @@
 //! | [`symmetry`] | [`SymmetryGroup`]: [`Full`], [`Trivial`], [`PermutationGroup`] |
 //! | [`Model`] | a checked chain of blocks |
 //! | [`recursion`] | [`RecursiveSimilarity`], [`TensorSimilarity`], [`cp_gram_step`], [`GramWorkspace`] |
-//! | [`gaussian`] | [`GaussianSimilarity`]: `E[f_A·f_B]` under `N(μ, Σ)`, exact or Gaussian closure |
+//! | [`gaussian`] | [`GaussianSimilarity`]: `E[f_A·f_B]` under `N(μ, Σ)`, exact or Gaussian closure; [`GaussianMonteCarlo`]: its unbiased estimate with a standard error |
 //! | [`baseline`] | weight cosine, empirical output cosines, linear CKA, a `N(μ, Σ)` sampler |
 //! | [`matrix`] | pairwise similarity matrices, in parallel |
 //! | [`io`] | safetensors model files: [`io::load`], [`io::save`] |
@@ -113,7 +113,8 @@ pub use block::{
 };
 pub use error::{Error, ErrorFamily, Incomparable, LoadOption, Result, Side, Spelling};
 pub use gaussian::{
-    DEFAULT_EXACT_WORK, GaussianReport, GaussianSimilarity, JointMoments, MAX_EXACT_DEGREE, Moments,
+    DEFAULT_EXACT_WORK, GaussianMonteCarlo, GaussianReport, GaussianSimilarity, JointMoments,
+    MAX_EXACT_DEGREE, Moments, MonteCarloEstimate, MonteCarloMatrix,
 };
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;

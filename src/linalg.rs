@@ -122,6 +122,19 @@ where
     c
 }
 
+/// `y[i, :] += bᵀ` for every row `i`: a bias added at every position (or
+/// sample) of a batched forward pass.
+pub(crate) fn add_to_rows<T, S>(y: &mut nalgebra::DMatrix<T>, b: &Matrix<T, Dyn, nalgebra::U1, S>)
+where
+    T: Real,
+    S: Storage<T, Dyn, nalgebra::U1>,
+{
+    assert_eq!(y.ncols(), b.nrows(), "a bias of the row width");
+    for (mut column, &v) in y.column_iter_mut().zip(b.iter()) {
+        column.add_scalar_mut(v);
+    }
+}
+
 /// `dst ← srcᵀ` for a column-major `rows × cols` matrix `src` (so `dst` is
 /// column-major `cols × rows`), by 32 × 32 blocks that stay in cache; a
 /// naive transpose of a matrix of megabytes misses the cache on every

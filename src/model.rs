@@ -216,7 +216,9 @@ impl<T: Real> Model<T> {
     }
 
     /// `f` applied to each row of `inputs` (`samples × d`), giving
-    /// `samples × n_L`.
+    /// `samples × n_L`: [`forward`](Self::forward) of every row, batched
+    /// (each block runs once on all rows, as GEMMs; see
+    /// [`forward_sequences`](Self::forward_sequences) at context 1).
     pub fn forward_rows(&self, inputs: &DMatrix<T>) -> Result<DMatrix<T>> {
         if inputs.ncols() != self.input_width() {
             return Err(Error::Shape {
@@ -225,12 +227,59 @@ impl<T: Real> Model<T> {
                 found: inputs.shape(),
             });
         }
-        let mut out = DMatrix::zeros(inputs.nrows(), self.output_width());
-        for (i, row) in inputs.row_iter().enumerate() {
-            let y = self.forward(&row.transpose())?;
-            out.row_mut(i).copy_from(&y.transpose());
+        if inputs.nrows() == 0 {
+            return Ok(DMatrix::zeros(0, self.output_width()));
         }
-        Ok(out)
+        self.forward_sequences(inputs, 1)
+    }
+
+    /// The model on `x.nrows() / context` sequences of `context` positions
+    /// each, stacked sequence by sequence (row `s·context + p` is position
+    /// `p` of sequence `s`): [`forward_sequence`](Self::forward_sequence) of
+    /// each, batched. Each block runs once on all the rows
+    /// ([`TensorBlock::forward_sequences`](crate::TensorBlock::forward_sequences)):
+    /// a position-wise block as a few GEMMs over every position of every
+    /// sequence, attention as one GEMM per position over all sequences. An
+    /// error if `context` is 0, `x` has no rows or rows that are not whole
+    /// sequences, or is not `d` wide.
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{Attention, Model};
+    ///
+    /// let w = |k: usize| DMatrix::from_fn(2, 2, |i, j| ((i * 2 + j + k) % 5) as f64 - 2.0);
+    /// let model = Model::builder()
+    ///     .block(Attention::builder(1, w(0), w(1), w(2), w(3), w(4), w(5)).build()?)
+    ///     .build()?;
+    /// // Three sequences of two positions, stacked.
+    /// let x = DMatrix::from_fn(6, 2, |i, j| (i as f64 - 2.5) * (j as f64 + 0.5));
+    /// let y = model.forward_sequences(&x, 2)?;
+    /// for s in 0..3 {
+    ///     let one = model.forward_sequence(&x.rows(2 * s, 2).into_owned())?;
+    ///     assert!((y.rows(2 * s, 2) - one).amax() < 1e-12);
+    /// }
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn forward_sequences(&self, x: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
+        if context == 0 {
+            return Err(Error::ZeroContext);
+        }
+        let rows = x.nrows();
+        if x.ncols() != self.input_width() || rows == 0 || !rows.is_multiple_of(context) {
+            return Err(Error::Shape {
+                what: format!(
+                    "model input: sequences of {context} positions stacked, one position per row"
+                ),
+                expected: (context * rows.div_ceil(context).max(1), self.input_width()),
+                found: x.shape(),
+            });
+        }
+        let (first, rest) = self.blocks.split_first().ok_or(Error::EmptyModel)?;
+        let mut h = first.forward_sequences(x, context)?;
+        for b in rest {
+            h = b.forward_sequences(&h, context)?;
+        }
+        Ok(h)
     }
 
     /// An error unless `self` (A) and `other` (B) have the same input and

@@ -61,6 +61,18 @@ pub fn check_len<T: Real>(what: &str, v: &DVector<T>, expected: usize) -> Result
     Ok(())
 }
 
+/// An error unless `m` has `width` columns: a batch of inputs, one per row.
+pub fn check_rows<T: Real>(what: &str, m: &DMatrix<T>, width: usize) -> Result<()> {
+    if m.ncols() != width {
+        return Err(Error::Shape {
+            what: format!("{what} (one position per row)"),
+            expected: (m.nrows(), width),
+            found: m.shape(),
+        });
+    }
+    Ok(())
+}
+
 /// An error naming the first NaN or infinity in `m`.
 pub fn check_finite<
     T: Real,

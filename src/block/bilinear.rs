@@ -6,7 +6,7 @@ use super::factors::CpFactors;
 use super::{CpKind, Description, Parameter, Setting};
 use crate::error::{Error, Result};
 use crate::scalar::{Real, from_f64};
-use crate::validate::{check_finite, check_len, check_shape};
+use crate::validate::{check_finite, check_len, check_rows, check_shape};
 
 /// A bilinear layer (a "bilinear MLP" or gated linear unit without
 /// nonlinearity): `y = α·(D((Lx + b_L) ∘ (Rx + b_R)) + b_D) + r·x`,
@@ -423,6 +423,33 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
             self.cp.output_width(),
         ));
         p
+    }
+
+    /// `L`, `R` and `D` as one GEMM each over all rows.
+    fn apply_rows(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        use crate::linalg::{add_to_rows, mul_nt};
+        check_rows("bilinear input", x, self.left.ncols())?;
+        let mut l = mul_nt(x, &self.left);
+        let mut r = mul_nt(x, &self.right);
+        if let Some(b) = &self.left_bias {
+            add_to_rows(&mut l, b);
+        }
+        if let Some(b) = &self.right_bias {
+            add_to_rows(&mut r, b);
+        }
+        l.component_mul_assign(&r);
+        let mut y = match &self.down {
+            Some(d) => mul_nt(&l, d),
+            None => l,
+        };
+        if let Some(b) = &self.down_bias {
+            add_to_rows(&mut y, b);
+        }
+        Ok(match (self.scale, self.skip) {
+            (1.0, 0.0) => y,
+            (alpha, 0.0) => y * from_f64::<T>(alpha),
+            (alpha, r) => y * from_f64::<T>(alpha) + x * from_f64::<T>(r),
+        })
     }
 
     fn apply(&self, x: &DVector<T>) -> Result<DVector<T>> {

@@ -65,6 +65,18 @@ impl<T: Real> CpKind<T> for CpBlock<T> {
         &self.cp
     }
 
+    /// The factors' GEMMs over all rows at once.
+    fn apply_rows(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        if x.ncols() != self.cp.input_width() {
+            return Err(Error::Shape {
+                what: "cp block input (one position per row)".into(),
+                expected: (x.nrows(), self.cp.input_width()),
+                found: x.shape(),
+            });
+        }
+        Ok(self.cp.apply_rows(x))
+    }
+
     /// Its constructors check the constant rule.
     fn checks_constant_when_built(&self) -> bool {
         true

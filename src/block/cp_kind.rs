@@ -73,6 +73,43 @@ pub trait CpKind<T: Real>: core::fmt::Debug + Send + Sync {
         Ok(y.rows(1, y.len() - 1).into_owned())
     }
 
+    /// The block's function on each row of `x` (`rows × m` to `rows × n`):
+    /// one position (or one sample) per row, as
+    /// [`TensorBlock::forward_sequence`] calls it. The default applies
+    /// [`apply`](Self::apply) row by row; the crate's kinds override it with
+    /// a few GEMMs over all rows at once ([`Linear`](crate::Linear):
+    /// `X Wᵀ + b`; [`Bilinear`](crate::Bilinear): its two projections, their
+    /// product and the down projection; [`CpBlock`](crate::CpBlock): its
+    /// factors), which is what batched forward passes (Monte Carlo, the
+    /// empirical baselines) spend their time in. An override must compute
+    /// what `apply` computes, up to rounding.
+    ///
+    /// ```
+    /// use nalgebra::{dmatrix, DMatrix};
+    /// use tensor_similarity::{CpKind, Linear};
+    ///
+    /// let layer = Linear::new(dmatrix![1.0, 2.0; 0.0, 1.0], None)?;
+    /// let x = dmatrix![1.0, 1.0; 2.0, 0.0];
+    /// assert_eq!(layer.apply_rows(&x)?, dmatrix![3.0, 1.0; 2.0, 0.0]);
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    fn apply_rows(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        let cp = self.cp_factors();
+        if x.ncols() != cp.input_width() {
+            return Err(Error::Shape {
+                what: format!("{} block input (one position per row)", self.name()),
+                expected: (x.nrows(), cp.input_width()),
+                found: x.shape(),
+            });
+        }
+        let mut y = DMatrix::zeros(x.nrows(), cp.output_width());
+        for (p, row) in x.row_iter().enumerate() {
+            y.row_mut(p)
+                .copy_from(&self.apply(&row.transpose())?.transpose());
+        }
+        Ok(y)
+    }
+
     /// The block's parameters by role and settings; the default lists the
     /// factors (`inputs`, the stacked `[U_1; …; U_k]`, and `output`, `D̃`).
     fn description(&self) -> Description<'_, T> {
@@ -138,7 +175,8 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
         CpKind::apply(self, x)
     }
 
-    /// [`forward`](TensorBlock::forward) at every position.
+    /// [`forward`](TensorBlock::forward) at every position: the kind's
+    /// [`apply_rows`](CpKind::apply_rows).
     fn forward_sequence(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
         if x.ncols() != self.input_width() {
             return Err(Error::Shape {
@@ -147,12 +185,7 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
                 found: x.shape(),
             });
         }
-        let mut y = DMatrix::zeros(x.nrows(), self.output_width());
-        for (p, row) in x.row_iter().enumerate() {
-            y.row_mut(p)
-                .copy_from(&CpKind::apply(self, &row.transpose())?.transpose());
-        }
-        Ok(y)
+        CpKind::apply_rows(self, x)
     }
 
     /// The CP step lifted to every pair of positions; `other` must have CP
@@ -237,5 +270,60 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
 
     fn keeps_constant_by_construction(&self) -> bool {
         CpKind::checks_constant_when_built(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nalgebra::{DMatrix, DVector};
+
+    use super::CpKind;
+    use crate::{Bilinear, CpBlock, Linear};
+
+    fn w(seed: usize, rows: usize, cols: usize) -> DMatrix<f64> {
+        DMatrix::from_fn(rows, cols, |i, j| {
+            (((i * 7 + j * 5 + seed * 3) % 11) as f64 - 5.0) / 5.0
+        })
+    }
+
+    /// A kind's batched rows against its own `apply`, row by row.
+    fn rows_are_applied(kind: &dyn CpKind<f64>, x: &DMatrix<f64>) {
+        let batched = kind.apply_rows(x).unwrap();
+        for (i, row) in x.row_iter().enumerate() {
+            let one = kind.apply(&row.transpose()).unwrap();
+            let diff = (batched.row(i).transpose() - &one).amax();
+            assert!(
+                diff < 1e-12 * one.amax().max(1.0),
+                "{kind:?} row {i}: {diff:e}"
+            );
+        }
+        assert!(kind.apply_rows(&w(0, 2, x.ncols() + 1)).is_err());
+    }
+
+    #[test]
+    fn batched_rows_are_each_rows_function() {
+        let x = w(1, 7, 3);
+        let v = |len: usize| DVector::from_fn(len, |i, _| 0.3 * i as f64 - 0.4);
+        rows_are_applied(&Linear::new(w(2, 4, 3), Some(v(4))).unwrap(), &x);
+        rows_are_applied(&Linear::new(w(2, 4, 3), None).unwrap(), &x);
+        rows_are_applied(&Bilinear::new(w(3, 3, 3), w(4, 3, 3)).unwrap(), &x);
+        let full = Bilinear::builder(w(3, 5, 3), w(4, 5, 3))
+            .down(w(5, 3, 5))
+            .left_bias(v(5))
+            .right_bias(v(5))
+            .down_bias(v(3));
+        rows_are_applied(&full.clone().residual(0.6).build().unwrap(), &x);
+        rows_are_applied(&full.clone().scale(0.5).skip(1.0).build().unwrap(), &x);
+        rows_are_applied(&full.scale(0.5).build().unwrap(), &x);
+        // An order-3 block from its factors (term 0 carries the constant).
+        let mut u = w(6, 3, 4);
+        u.row_mut(0)
+            .copy_from(&nalgebra::RowDVector::from_row_slice(&[1.0, 0.0, 0.0, 0.0]));
+        let mut d = w(7, 3, 3);
+        d.row_mut(0)
+            .copy_from(&nalgebra::RowDVector::from_row_slice(&[1.0, 0.0, 0.0]));
+        d.column_mut(0).rows_mut(1, 2).fill(0.25);
+        let cube = CpBlock::new(vec![u.clone(), u.clone(), u], d).unwrap();
+        rows_are_applied(&cube, &x);
     }
 }

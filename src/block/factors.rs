@@ -125,6 +125,27 @@ impl<T: Real> CpFactors<T> {
         })
     }
 
+    /// `y = D̃ ((U_1 x̃) ∘ … ∘ (U_k x̃))` without its constant, for every row
+    /// `x` of `x` (`rows × m` to `rows × n`): one GEMM for all input factors,
+    /// the Hadamard products, one GEMM for the output factor.
+    pub(crate) fn apply_rows(&self, x: &DMatrix<T>) -> DMatrix<T> {
+        let m = self.input_width();
+        let u = &self.stacked_inputs;
+        // X̃ Uᵀ = 1 U[:, 0]ᵀ + X U[:, 1..]ᵀ, all k factors at once.
+        let mut all = crate::linalg::mul_nt(x, &u.columns(1, m));
+        crate::linalg::add_to_rows(&mut all, &u.column(0));
+        let r = self.rank();
+        let mut z = all.columns(0, r).into_owned();
+        for j in 1..self.order {
+            z.component_mul_assign(&all.columns(j * r, r));
+        }
+        let y = match &self.output {
+            Some(d) => crate::linalg::mul_nt(&z, d),
+            None => z,
+        };
+        y.columns(1, y.ncols() - 1).into_owned()
+    }
+
     /// The dense tensor `B` as an `(n+1) × (m+1)^k` matrix; column
     /// `Σ_j i_j (m+1)^{k−1−j}` holds `B[:, i_1…i_k]` (leg 1 varies slowest).
     ///

@@ -7,7 +7,7 @@ use super::{CpKind, Description, Parameter};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::symmetry::{SymmetryGroup, Trivial};
-use crate::validate::{check_finite, check_len};
+use crate::validate::{check_finite, check_len, check_rows};
 
 /// An affine layer `y = W x + b`, `W ∈ R^{n×m}`: a block of order 1 whose
 /// padded form is `B = [[1, 0ᵀ], [b, W]]`.
@@ -100,6 +100,16 @@ impl<T: Real> CpKind<T> for Linear<T> {
     /// [`Linear::new`] builds factors that keep it.
     fn checks_constant_when_built(&self) -> bool {
         true
+    }
+
+    /// `X Wᵀ + 1 bᵀ`: one GEMM.
+    fn apply_rows(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        check_rows("linear input", x, self.weight.ncols())?;
+        let mut y = crate::linalg::mul_nt(x, &self.weight);
+        if let Some(b) = &self.bias {
+            crate::linalg::add_to_rows(&mut y, b);
+        }
+        Ok(y)
     }
 
     fn apply(&self, x: &DVector<T>) -> Result<DVector<T>> {

@@ -137,6 +137,40 @@ pub trait TensorBlock<T: Real>: core::any::Any + core::fmt::Debug + Send + Sync 
         Ok(y.row(0).transpose())
     }
 
+    /// The block on `x.nrows() / context` sequences of `context` positions
+    /// each, stacked sequence by sequence (row `s·context + p` is position
+    /// `p` of sequence `s`): what batched forward passes (Monte Carlo)
+    /// call. The default runs [`forward_sequence`](Self::forward_sequence)
+    /// once on all rows for a position-wise block and once per sequence for
+    /// a block that mixes positions; a kind may batch further
+    /// ([`Attention`] computes its projections at one position of every
+    /// sequence as one GEMM). An error if `context` is 0 or does not divide
+    /// the rows, or `x` is not as wide as the block's input.
+    ///
+    /// ```
+    /// use nalgebra::{dmatrix, DMatrix};
+    /// use tensor_similarity::{Linear, TensorBlock};
+    ///
+    /// let layer = Linear::new(dmatrix![2.0, 0.0; 0.0, 1.0], None)?;
+    /// // Two sequences of two positions.
+    /// let x = dmatrix![1.0, 1.0; 2.0, 0.0; 0.0, 3.0; 1.0, 1.0];
+    /// assert_eq!(layer.forward_sequences(&x, 2)?, layer.forward_sequence(&x)?);
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    fn forward_sequences(&self, x: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
+        check_sequences(x, context, self.input_width())?;
+        if !self.mixes_positions() {
+            return self.forward_sequence(x);
+        }
+        let mut y = DMatrix::zeros(x.nrows(), self.output_width());
+        for s in 0..x.nrows() / context {
+            let sequence = x.rows(s * context, context).into_owned();
+            y.rows_mut(s * context, context)
+                .copy_from(&self.forward_sequence(&sequence)?);
+        }
+        Ok(y)
+    }
+
     /// One step of the Gram recursion on the flattened stream of `context`
     /// positions: `g` is the cross Gram matrix of the two models' padded
     /// inputs, `(n m_A + 1) × (n m_B + 1)`, and the result that of their
@@ -199,4 +233,23 @@ pub trait TensorBlock<T: Real>: core::any::Any + core::fmt::Debug + Send + Sync 
     fn keeps_constant_by_construction(&self) -> bool {
         false
     }
+}
+
+/// An error unless `x` holds whole sequences of `context ≥ 1` positions of
+/// width `width`, one position per row.
+pub(crate) fn check_sequences<T: Real>(x: &DMatrix<T>, context: usize, width: usize) -> Result<()> {
+    if context == 0 {
+        return Err(crate::error::Error::ZeroContext);
+    }
+    let rows = x.nrows();
+    if x.ncols() != width || !rows.is_multiple_of(context) {
+        return Err(crate::error::Error::Shape {
+            what: format!(
+                "block input: sequences of {context} positions stacked, one position per row"
+            ),
+            expected: (context * rows.div_ceil(context).max(1), width),
+            found: x.shape(),
+        });
+    }
+    Ok(())
 }

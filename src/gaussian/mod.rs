@@ -84,11 +84,13 @@
 pub(crate) mod cp;
 mod exact;
 pub(crate) mod moments;
+pub mod monte_carlo;
 mod wick;
 
 pub use exact::MAX_EXACT_DEGREE;
 
 pub use moments::{JointMoments, Moments};
+pub use monte_carlo::{GaussianMonteCarlo, MonteCarloEstimate, MonteCarloMatrix};
 
 use nalgebra::{DMatrix, DVector};
 

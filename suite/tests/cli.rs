@@ -2167,3 +2167,308 @@ fn sequence_models_take_slices_and_differences_at_a_context() {
         .unwrap();
     assert!((found - library).abs() < 1e-13, "{found} vs {library}");
 }
+
+/// The line the command line writes on stderr whenever a Gaussian value is
+/// a closure (and `matrix` in its CSV's corner cell).
+const CLOSURE_NOTE: &str =
+    "Gaussian closure (approximate); --metric gaussian-mc for an unbiased estimate";
+
+/// `run` with the environment variable `RAYON_NUM_THREADS` set.
+fn run_threads(args: &[&str], threads: usize) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tensor-similarity-repo"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn gaussian_mc_prints_the_estimate_with_its_standard_error() {
+    use tensor_similarity::GaussianMonteCarlo;
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 2);
+    let (a, b) = (s(&m[0].0), s(&m[1].0));
+    // The models as the command line reads them (one file is in a layout
+    // that rebuilds the blocks, equal in function up to rounding).
+    let loaded: Vec<Model> = m.iter().map(|(p, _)| io::load(p).unwrap()).collect();
+    let library = GaussianMonteCarlo::new(2_000, 3)
+        .unwrap()
+        .estimate(&loaded[0], &loaded[1])
+        .unwrap();
+    let args = [
+        "compare",
+        a,
+        b,
+        "--metric",
+        "gaussian-mc",
+        "--samples",
+        "2000",
+        "--seed",
+        "3",
+        "--json",
+    ];
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["metric"], "gaussian-mc");
+    // serde_json reads floats to within an ulp (its default, not
+    // round-trip, parsing); the plain output below is compared bit for bit.
+    let ulps = |x: f64, y: f64| (x - y).abs() <= 2.0 * f64::EPSILON * y.abs();
+    assert!(ulps(v["similarity"].as_f64().unwrap(), library.similarity));
+    assert!(ulps(
+        v["standard_error"].as_f64().unwrap(),
+        library.standard_error
+    ));
+    assert!(library.standard_error > 0.0);
+    assert_eq!(
+        (v["samples"].as_u64(), v["seed"].as_u64()),
+        (Some(2000), Some(3))
+    );
+    // An estimate, not a closure: nothing about exactness.
+    assert!(v.get("exact").is_none());
+    assert!(!stderr(&out).contains(CLOSURE_NOTE));
+    // The same bits on one thread.
+    assert_eq!(stdout(&run_threads(&args, 1)), stdout(&out));
+    // Plain: `similarity ± standard error`, each a shortest round-trip float.
+    let out = run(&args[..args.len() - 1]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{} ± {}\n", library.similarity, library.standard_error)
+    );
+    // The defaults: 10 000 samples, seed 0.
+    let out = run(&["compare", a, b, "--metric", "gaussian-mc", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let default = GaussianMonteCarlo::new(10_000, 0)
+        .unwrap()
+        .estimate(&loaded[0], &loaded[1])
+        .unwrap();
+    assert!(ulps(v["similarity"].as_f64().unwrap(), default.similarity));
+    assert_eq!(
+        (v["samples"].as_u64(), v["seed"].as_u64()),
+        (Some(10_000), Some(0))
+    );
+    // The Monte Carlo options with another metric change nothing: refused
+    // as a usage error, as are too few samples.
+    for extra in [
+        &["--samples", "100"][..],
+        &["--seed", "1"],
+        &["--metric", "gaussian", "--seed", "1"],
+    ] {
+        let out = run(&[&["compare", a, b][..], extra].concat());
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(
+            stderr(&out).contains("gaussian-mc only"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = run(&["compare", a, b, "--metric", "gaussian-mc", "--samples", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("at least 4"), "{}", stderr(&out));
+    // The difference of directions, from one set of draws.
+    let out = run(&[
+        "difference",
+        a,
+        b,
+        b,
+        a,
+        "--metric",
+        "gaussian-mc",
+        "--samples",
+        "1000",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let e = GaussianMonteCarlo::new(1_000, 0)
+        .unwrap()
+        .difference(&loaded[1], &loaded[0], &loaded[0], &loaded[1])
+        .unwrap();
+    assert!(ulps(v["similarity"].as_f64().unwrap(), e.similarity));
+    assert!(ulps(
+        v["standard_error"].as_f64().unwrap(),
+        e.standard_error
+    ));
+}
+
+#[test]
+fn a_gaussian_closure_says_so_on_one_stderr_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, m: &Model<f64>| {
+        let path = dir.path().join(name);
+        io::save(m, &path, Layout::Described).unwrap();
+        path
+    };
+    // Two attention layers: a closure. One: exact.
+    let deep = [
+        save(
+            "deep-1.safetensors",
+            &embed_attention_layers(1, (3, 4, 3), 2, 2),
+        ),
+        save(
+            "deep-2.safetensors",
+            &embed_attention_layers(2, (3, 4, 3), 1, 2),
+        ),
+    ];
+    let shallow = [
+        save(
+            "shallow-1.safetensors",
+            &embed_attention_head(3, (3, 4, 3), 2),
+        ),
+        save(
+            "shallow-2.safetensors",
+            &embed_attention_head(4, (3, 4, 3), 1),
+        ),
+    ];
+    let lines = |o: &Output| stderr(o).lines().filter(|l| *l == CLOSURE_NOTE).count();
+    for metric in ["gaussian", "gaussian-closure"] {
+        let out = run(&[
+            "compare",
+            s(&deep[0]),
+            s(&deep[1]),
+            "--context",
+            "3",
+            "--metric",
+            metric,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(lines(&out), 1, "{metric}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["exact"], false);
+        let out = run(&[
+            "compare",
+            s(&shallow[0]),
+            s(&shallow[1]),
+            "--context",
+            "3",
+            "--metric",
+            metric,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(lines(&out), 0, "{metric}: {}", stderr(&out));
+        // A difference combining closures says so once too.
+        let out = run(&[
+            "difference",
+            s(&deep[0]),
+            s(&deep[1]),
+            s(&deep[1]),
+            s(&deep[0]),
+            "--context",
+            "3",
+            "--metric",
+            metric,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(lines(&out), 1, "{metric}: {}", stderr(&out));
+    }
+    // The closure by name is the library's closure.
+    let out = run(&[
+        "compare",
+        s(&deep[0]),
+        s(&deep[1]),
+        "--context",
+        "3",
+        "--metric",
+        "gaussian-closure",
+    ]);
+    let found: f64 = stdout(&out).trim().parse().unwrap();
+    let closure = GaussianSimilarity::closure().with_context(3).unwrap();
+    let (ma, mb) = (
+        embed_attention_layers(1, (3, 4, 3), 2, 2),
+        embed_attention_layers(2, (3, 4, 3), 1, 2),
+    );
+    assert_eq!(found, closure.similarity(&ma, &mb).unwrap());
+    // A matrix writes the note in its corner cell, and the line once.
+    let csv = dir.path().join("m.csv");
+    let third = save(
+        "deep-3.safetensors",
+        &embed_attention_layers(5, (3, 4, 3), 2, 2),
+    );
+    let out = run(&[
+        "matrix",
+        s(&deep[0]),
+        s(&deep[1]),
+        s(&third),
+        "--context",
+        "3",
+        "--metric",
+        "gaussian",
+        "-o",
+        s(&csv),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out), 1, "{}", stderr(&out));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let corner = text.lines().next().unwrap().split(',').next().unwrap();
+    assert_eq!(corner, format!("model ({CLOSURE_NOTE})"));
+    // Exact pairs only: no note.
+    let out = run(&[
+        "matrix",
+        s(&shallow[0]),
+        s(&shallow[1]),
+        "--context",
+        "3",
+        "--metric",
+        "gaussian",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lines(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("model,"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_gaussian_mc_matrix_writes_its_standard_errors_beside_it() {
+    use tensor_similarity::GaussianMonteCarlo;
+    let dir = tempfile::tempdir().unwrap();
+    let m = models(dir.path(), 3);
+    let csv = dir.path().join("mc.csv");
+    let paths: Vec<&str> = m.iter().map(|(p, _)| s(p)).collect();
+    let out = run(&[
+        &["matrix"][..],
+        &paths,
+        &[
+            "--metric",
+            "gaussian-mc",
+            "--samples",
+            "1500",
+            "--seed",
+            "2",
+            "-o",
+            s(&csv),
+        ],
+    ]
+    .concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let models: Vec<Model> = m.iter().map(|(p, _)| io::load(p).unwrap()).collect();
+    let library = GaussianMonteCarlo::new(1_500, 2)
+        .unwrap()
+        .matrix(&models)
+        .unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let corner = text.lines().next().unwrap().split(',').next().unwrap();
+    assert_eq!(
+        corner,
+        format!(
+            "model (Monte Carlo estimate: 1500 samples seed 2 largest standard error {})",
+            library.standard_error.max()
+        )
+    );
+    let body = text.replacen(corner, "model", 1);
+    let (_, _, rows) = parse_csv(&body);
+    let se_text = std::fs::read_to_string(dir.path().join("mc-se.csv")).unwrap();
+    let se_corner = se_text.lines().next().unwrap().split(',').next().unwrap();
+    assert_eq!(
+        se_corner,
+        "model (standard errors of the Monte Carlo similarities in mc.csv: 1500 samples seed 2)"
+    );
+    let (_, _, se_rows) = parse_csv(&se_text.replacen(se_corner, "model", 1));
+    for i in 0..3 {
+        for j in 0..3 {
+            assert_eq!(rows[i][j], library.similarity[(i, j)]);
+            assert_eq!(se_rows[i][j], library.standard_error[(i, j)]);
+        }
+    }
+    assert!(!stderr(&out).contains(CLOSURE_NOTE));
+}

@@ -1,11 +1,23 @@
 //! `tensor-similarity`: compare model files from the shell (SPEC §6).
 //!
 //! ```text
-//! tensor-similarity compare A B [--metric tensor|gaussian|weight] [--context N] [--outputs LIST] [--json] [loading options]
-//! tensor-similarity matrix FILE... [--metric …] [--context N] [--outputs LIST] [--outputs-each] [-o out.csv] [--plot out.png] [--keep-order]
-//! tensor-similarity difference A1 A0 B1 B0 [--metric tensor|gaussian] [--context N] [--outputs LIST] [--json] [loading options]
+//! tensor-similarity compare A B [--metric tensor|gaussian|gaussian-closure|gaussian-mc|weight] [--samples N] [--seed S] [--context N] [--outputs LIST] [--json] [loading options]
+//! tensor-similarity matrix FILE... [--metric …] [--samples N] [--seed S] [--context N] [--outputs LIST] [--outputs-each] [-o out.csv] [--plot out.png] [--keep-order]
+//! tensor-similarity difference A1 A0 B1 B0 [--metric tensor|gaussian|gaussian-closure|gaussian-mc] [--samples N] [--seed S] [--context N] [--outputs LIST] [--json] [loading options]
 //! tensor-similarity inspect FILE [--json] [loading options]
 //! ```
+//!
+//! `--metric gaussian` is exact where it can be computed and otherwise the
+//! Gaussian closure, `gaussian-closure` the closure by name; whenever a
+//! value is a closure, one line on stderr says so,
+//! `Gaussian closure (approximate); --metric gaussian-mc for an unbiased
+//! estimate`, and `matrix` writes it in its CSV's corner cell.
+//! `--metric gaussian-mc` is the Monte Carlo estimate from `--samples N`
+//! draws (default 10000) of seed `--seed S` (default 0), the same on any
+//! number of threads: `compare` prints `similarity ± standard error`
+//! (`"standard_error"` in `--json`), `matrix -o FILE.csv` writes the
+//! standard errors to `FILE-se.csv` and notes the largest in the corner
+//! cell.
 //!
 //! `--outputs LIST` compares only those outputs (SPEC §2's selection `Q`:
 //! 0-based indices and inclusive ranges, `9`, `3,9`, `0-4,9`);
@@ -39,7 +51,7 @@ use rayon::prelude::*;
 use tensor_similarity::io::{self, ConfigSource, LoadOptions};
 use tensor_similarity::{Error, Mask, MemoryLimit, Model, Real, Side, Spelling};
 
-use metric::{InnerMetric, Metric, Settings};
+use metric::{CLOSURE_NOTE, InnerMetric, Metric, Sampling, Settings, Values};
 use selection::OutputList;
 
 /// Exact, symmetry-invariant similarity of tensor-based networks
@@ -93,6 +105,57 @@ struct Loading {
     /// functions, and every output says so.
     #[arg(long)]
     ignore_norms: bool,
+}
+
+/// The Monte Carlo options, read by `--metric gaussian-mc` only (given with
+/// another metric, they are refused: they would change nothing).
+#[derive(Debug, clap::Args)]
+struct MonteCarloArgs {
+    /// The number of Monte Carlo samples for --metric gaussian-mc: draws of
+    /// x ~ N(0, I), each a sequence of --context positions for sequence
+    /// models (at least 4) [default: 10000].
+    #[arg(long, value_name = "N")]
+    samples: Option<usize>,
+    /// The seed of the Monte Carlo draws for --metric gaussian-mc: the same
+    /// seed gives the same estimate on any number of threads [default: 0].
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+}
+
+impl MonteCarloArgs {
+    fn sampling(&self) -> Sampling {
+        let default = Sampling::default();
+        Sampling {
+            samples: self.samples.unwrap_or(default.samples),
+            seed: self.seed.unwrap_or(default.seed),
+        }
+    }
+
+    /// Exits with status 2 where the options cannot work with `metric`.
+    fn check(&self, metric: Metric) {
+        let given = match (self.samples, self.seed) {
+            (Some(_), _) => Some("--samples"),
+            (None, Some(_)) => Some("--seed"),
+            (None, None) => None,
+        };
+        if let Some(flag) = given
+            && metric != Metric::GaussianMc
+        {
+            argument_error(&format!(
+                "{flag} with --metric {}: the Monte Carlo options apply to --metric gaussian-mc \
+                 only",
+                metric.name()
+            ));
+        }
+        if let Some(n) = self.samples
+            && n < 4
+        {
+            argument_error(&format!(
+                "--samples {n}: a Monte Carlo standard error needs at least 4 samples (two \
+                 batches of two)"
+            ));
+        }
+    }
 }
 
 /// The scalar type of the computation: `f64` (the default) or `f32`, for
@@ -161,6 +224,8 @@ enum Command {
         /// The similarity to compute.
         #[arg(long, value_enum, default_value_t = Metric::Tensor)]
         metric: Metric,
+        #[command(flatten)]
+        monte_carlo: MonteCarloArgs,
         /// Positions compared, for sequence models (required for them).
         #[arg(long, value_name = "N")]
         context: Option<usize>,
@@ -196,6 +261,8 @@ enum Command {
         /// The similarity to compute.
         #[arg(long, value_enum, default_value_t = Metric::Tensor)]
         metric: Metric,
+        #[command(flatten)]
+        monte_carlo: MonteCarloArgs,
         /// Positions compared, for sequence models (required for them).
         #[arg(long, value_name = "N")]
         context: Option<usize>,
@@ -239,6 +306,8 @@ enum Command {
         /// The similarity, an inner product's cosine.
         #[arg(long, value_enum, default_value_t = InnerMetric::Tensor)]
         metric: InnerMetric,
+        #[command(flatten)]
+        monte_carlo: MonteCarloArgs,
         /// Positions compared, for sequence models (required for them).
         #[arg(long, value_name = "N")]
         context: Option<usize>,
@@ -309,11 +378,13 @@ fn check_arguments(command: &Command) {
         Command::Matrix {
             files,
             metric,
+            monte_carlo,
             outputs,
             outputs_each,
             output,
             ..
         } => {
+            monte_carlo.check(*metric);
             if files.is_empty() {
                 usage_error(
                     "matrix",
@@ -341,8 +412,12 @@ fn check_arguments(command: &Command) {
             }
         }
         Command::Compare {
-            metric, outputs, ..
+            metric,
+            monte_carlo,
+            outputs,
+            ..
         } => {
+            monte_carlo.check(*metric);
             if outputs.is_some() && !metric.takes_outputs() {
                 argument_error(&format!(
                     "--outputs with --metric {0}: the {0} metric compares parameters, not \
@@ -351,7 +426,13 @@ fn check_arguments(command: &Command) {
                 ));
             }
         }
-        Command::Difference { files, .. } => {
+        Command::Difference {
+            files,
+            metric,
+            monte_carlo,
+            ..
+        } => {
+            monte_carlo.check(Metric::from(*metric));
             if files.len() != 4 {
                 argument_error(&format!(
                     "difference takes four models, A1 A0 B1 B0 (the directions A1 − A0 and \
@@ -454,6 +535,7 @@ fn run(command: Command) -> Result<(), Failure> {
             a,
             b,
             metric,
+            monte_carlo,
             context,
             outputs,
             precision,
@@ -462,13 +544,18 @@ fn run(command: Command) -> Result<(), Failure> {
             json,
         } => {
             let paths = [a.clone(), b.clone()];
+            let sampling = monte_carlo.sampling();
             let found = compared(
                 &paths,
                 metric,
-                context,
+                Settings {
+                    context,
+                    limit: memory_limit(max_memory),
+                    outputs: None,
+                    sampling,
+                },
                 outputs.as_ref(),
                 precision,
-                max_memory,
                 &loading,
             )?;
             let text = if json {
@@ -478,16 +565,16 @@ fn run(command: Command) -> Result<(), Failure> {
                     "metric": metric.name(),
                     "similarity": found.similarity,
                 });
-                found.json(value, context, precision).to_string()
+                found.json(value, context, precision, sampling).to_string()
             } else {
-                // `{}` prints the shortest string that parses back to the same f64.
-                format!("{}", found.similarity)
+                found.plain()
             };
             print_out(&format!("{text}\n"))
         }
         Command::Difference {
             files,
             metric,
+            monte_carlo,
             context,
             outputs,
             precision,
@@ -496,13 +583,18 @@ fn run(command: Command) -> Result<(), Failure> {
             json,
         } => {
             let metric = Metric::from(metric);
+            let sampling = monte_carlo.sampling();
             let found = compared(
                 &files,
                 metric,
-                context,
+                Settings {
+                    context,
+                    limit: memory_limit(max_memory),
+                    outputs: None,
+                    sampling,
+                },
                 outputs.as_ref(),
                 precision,
-                max_memory,
                 &loading,
             )?;
             let text = if json {
@@ -515,15 +607,16 @@ fn run(command: Command) -> Result<(), Failure> {
                     "metric": metric.name(),
                     "similarity": found.similarity,
                 });
-                found.json(value, context, precision).to_string()
+                found.json(value, context, precision, sampling).to_string()
             } else {
-                format!("{}", found.similarity)
+                found.plain()
             };
             print_out(&format!("{text}\n"))
         }
         Command::Matrix {
             mut files,
             metric,
+            monte_carlo,
             context,
             outputs,
             outputs_each,
@@ -540,6 +633,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let job = MatrixJob {
                 files: &files,
                 metric,
+                sampling: monte_carlo.sampling(),
                 context,
                 outputs: outputs.as_ref(),
                 each: outputs_each,
@@ -577,6 +671,8 @@ fn run(command: Command) -> Result<(), Failure> {
 struct Compared {
     /// The similarity (of the two models, or of the two directions).
     similarity: f64,
+    /// Its standard error, for a Monte Carlo estimate.
+    standard_error: Option<f64>,
     /// Whether it is exact, for the metrics that can be approximate: every
     /// inner product it combines is.
     exact: Option<bool>,
@@ -587,16 +683,32 @@ struct Compared {
 }
 
 impl Compared {
+    /// The plain output: the similarity as the shortest string that parses
+    /// back to the same `f64`, and `± standard error` for an estimate.
+    fn plain(&self) -> String {
+        match self.standard_error {
+            Some(se) => format!("{} ± {se}", self.similarity),
+            None => format!("{}", self.similarity),
+        }
+    }
+
     /// `value` (a JSON object naming the models, the metric and the
     /// similarity) with what else the comparison says, each only where it
-    /// applies: the context, the outputs, the precision when not `f64`,
+    /// applies: the standard error with the samples and seed of an
+    /// estimate, the context, the outputs, the precision when not `f64`,
     /// exactness, and that norms were removed.
     fn json(
         &self,
         mut value: serde_json::Value,
         context: Option<usize>,
         precision: Precision,
+        sampling: Sampling,
     ) -> serde_json::Value {
+        if let Some(se) = self.standard_error {
+            value["standard_error"] = se.into();
+            value["samples"] = sampling.samples.into();
+            value["seed"] = sampling.seed.into();
+        }
         if let Some(n) = context {
             value["context"] = n.into();
         }
@@ -619,20 +731,21 @@ impl Compared {
 /// The similarity of the two models in `paths` (`compare`), or of the
 /// directions `A1 − A0` and `B1 − B0` of the four (`difference`, in that
 /// order), in the precision asked for.
+///
+/// `settings` holds the context, memory limit and Monte Carlo draws; its
+/// outputs are resolved here from `outputs`, against the models.
 fn compared(
     paths: &[PathBuf],
     metric: Metric,
-    context: Option<usize>,
+    settings: Settings,
     outputs: Option<&OutputList>,
     precision: Precision,
-    max_memory: Option<u64>,
     loading: &Loading,
 ) -> Result<Compared, String> {
     let options = loading.options();
-    let limit = memory_limit(max_memory);
     match precision {
-        Precision::F64 => compared_in::<f64>(paths, metric, context, outputs, limit, &options),
-        Precision::F32 => compared_in::<f32>(paths, metric, context, outputs, limit, &options),
+        Precision::F64 => compared_in::<f64>(paths, metric, settings, outputs, &options),
+        Precision::F32 => compared_in::<f32>(paths, metric, settings, outputs, &options),
     }
 }
 
@@ -640,20 +753,18 @@ fn compared(
 fn compared_in<T: Real>(
     paths: &[PathBuf],
     metric: Metric,
-    context: Option<usize>,
+    settings: Settings,
     outputs: Option<&OutputList>,
-    limit: MemoryLimit,
     options: &LoadOptions,
 ) -> Result<Compared, String> {
     let files = load_files::<T>(paths, options)?;
     let without_norms = norms_notice(paths, &files);
-    check_context(context, paths.iter().zip(&files))?;
+    check_context(settings.context, paths.iter().zip(&files))?;
     let models: Vec<&Model<T>> = files.iter().map(|f| &f.model).collect();
     let outputs = resolve_outputs(outputs, &models)?;
     let settings = Settings {
-        context,
-        limit,
         outputs: outputs.as_deref(),
+        ..settings
     };
     // A spinner with the elapsed time on a terminal's stderr (hidden
     // otherwise), for comparisons that take minutes.
@@ -693,7 +804,7 @@ fn compared_in<T: Real>(
         _ => unreachable!("compare reads two models, difference four"),
     };
     spinner.finish_and_clear();
-    let similarity = sim?;
+    let value = sim?;
     // Exact where every pair of models the value combines is.
     let mut exact = None;
     for (i, a) in models.iter().enumerate() {
@@ -703,8 +814,12 @@ fn compared_in<T: Real>(
             }
         }
     }
+    if exact == Some(false) {
+        eprintln!("{CLOSURE_NOTE}");
+    }
     Ok(Compared {
-        similarity,
+        similarity: value.similarity,
+        standard_error: value.standard_error,
         exact,
         without_norms,
         outputs,
@@ -764,6 +879,8 @@ struct MatrixJob<'a> {
     /// The models, in the order of the rows.
     files: &'a [PathBuf],
     metric: Metric,
+    /// The draws of `gaussian-mc`.
+    sampling: Sampling,
     context: Option<usize>,
     /// `--outputs`: the outputs compared, or with `each` those that get a
     /// matrix each.
@@ -792,14 +909,23 @@ fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
         .map(PathBuf::as_path)
         .chain(job.config)
         .collect();
+    // With gaussian-mc, the standard errors beside the CSV: FILE-se.csv.
+    let errors = job.metric == Metric::GaussianMc;
     let targets = |suffix: Option<usize>| -> Vec<PathBuf> {
+        let named = |p: &Path| match suffix {
+            Some(i) => suffixed(p, i),
+            None => p.to_path_buf(),
+        };
         job.csv
             .iter()
-            .chain(&job.plot)
-            .map(|p| match suffix {
-                Some(i) => suffixed(p, i),
-                None => p.to_path_buf(),
-            })
+            .map(|p| named(p))
+            .chain(
+                job.csv
+                    .iter()
+                    .filter(|_| errors)
+                    .map(|p| se_path(&named(p))),
+            )
+            .chain(job.plot.iter().map(|p| named(p)))
             .collect()
     };
     // A full matrix can take hours: learn that an output cannot be written
@@ -851,17 +977,30 @@ fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
         )
         .map_err(|e| e.to_string())?,
     );
+    // Whether some value is a Gaussian closure (the same for every output:
+    // a selection changes no block), said once on stderr.
+    let closure =
+        (0..n).any(|i| (i..n).any(|j| job.metric.exact(&models[i], &models[j]) == Some(false)));
+    let mut said = false;
     for (outputs, suffix) in &matrices {
         let settings = Settings {
             context: job.context,
             limit: job.limit,
             outputs: outputs.as_deref(),
+            sampling: job.sampling,
         };
-        let matrix = job.metric.matrix(&models, &settings, || bar.inc(1));
+        let values = job.metric.matrix(&models, &settings, || bar.inc(1));
         if suffix.is_none() {
             bar.finish_and_clear();
         }
-        let matrix = matrix.map_err(|e| message(&e))?;
+        let Values {
+            similarity: matrix,
+            standard_error,
+        } = values.map_err(|e| message(&e))?;
+        if closure && !said {
+            bar.suspend(|| eprintln!("{CLOSURE_NOTE}"));
+            said = true;
+        }
         // What was compared, in the corner cell (which holds no comma) and
         // the plot's title.
         let (noted, titled) = match (suffix, job.outputs) {
@@ -872,10 +1011,22 @@ fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
             ),
             (None, None) => (None, None),
         };
+        // A Monte Carlo estimate: its draws and its largest standard error
+        // (the whole matrix of them is FILE-se.csv beside -o FILE.csv).
+        let estimated = standard_error.as_ref().map(|se| {
+            format!(
+                "Monte Carlo estimate: {} samples seed {} largest standard error {}",
+                job.sampling.samples,
+                job.sampling.seed,
+                se.max()
+            )
+        });
         let notes: Vec<&str> = noted
             .as_deref()
             .into_iter()
             .chain(without_norms.then_some("without norms: --ignore-norms"))
+            .chain(closure.then_some(CLOSURE_NOTE))
+            .chain(estimated.as_deref())
             .collect();
         let corner = match notes.is_empty() {
             true => "model".to_owned(),
@@ -891,6 +1042,20 @@ fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
         match &csv_path {
             Some(path) => claimed.write(path, csv.as_bytes())?,
             None => print_out(&csv)?,
+        }
+        if let (Some(path), Some(se)) = (&csv_path, &standard_error) {
+            let corner = format!(
+                "model (standard errors of the Monte Carlo similarities in {}: {} samples seed {})",
+                path.file_name()
+                    .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+                job.sampling.samples,
+                job.sampling.seed
+            );
+            let corner = corner.replace(',', " ");
+            claimed.write(
+                &se_path(path),
+                to_csv(&corner, &labels, &rows, se).as_bytes(),
+            )?;
         }
         if let Some(path) = &plot_path {
             let precision = (job.precision != Precision::F64).then(|| job.precision.name());
@@ -924,6 +1089,18 @@ fn claim_outputs(claimed: &mut Outputs, paths: &[PathBuf], inputs: &[&Path]) -> 
         claimed.claim(path)?;
     }
     Ok(())
+}
+
+/// `FILE.EXT` as `FILE-se.EXT`: where `matrix --metric gaussian-mc -o
+/// FILE.EXT` writes the standard errors of its estimates.
+fn se_path(path: &Path) -> PathBuf {
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push("-se");
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
 }
 
 /// `FILE.EXT` as `FILE_i.EXT` (`FILE_i` without an extension): where

@@ -7,17 +7,26 @@ use std::sync::Arc;
 use nalgebra::DMatrix;
 use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
 use tensor_similarity::{
-    CpBlock, CpFactors, Error, Full, GaussianSimilarity, Linear, MemoryLimit, Model, Real,
-    RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
+    CpBlock, CpFactors, Error, Full, GaussianMonteCarlo, GaussianSimilarity, Linear, MemoryLimit,
+    Model, Real, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
 };
+
+/// The one line on stderr (and the note in a matrix's CSV header) whenever
+/// a Gaussian value is a closure, not the exact expectation.
+pub const CLOSURE_NOTE: &str =
+    "Gaussian closure (approximate); --metric gaussian-mc for an unbiased estimate";
 
 /// Which similarity to compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Metric {
     /// Tensor similarity (SPEC §2): cosine of the symmetrised end-to-end tensors.
     Tensor,
-    /// Gaussian functional similarity (SPEC §3, §7): E[f_A·f_B] over x ~ N(0, I) (rows of a sequence i.i.d.).
+    /// Gaussian functional similarity (SPEC §3, §7): E[f_A·f_B] over x ~ N(0, I) (rows of a sequence i.i.d.); exact where computable, else the Gaussian closure (said on stderr).
     Gaussian,
+    /// The Gaussian closure by name (SPEC §3): moment propagation even where the exact value is computable.
+    GaussianClosure,
+    /// Monte Carlo estimate of the Gaussian similarity with its standard error (SPEC §3): --samples draws from --seed.
+    GaussianMc,
     /// Cosine of all parameters concatenated (SPEC §4 baseline).
     Weight,
 }
@@ -30,6 +39,10 @@ pub enum InnerMetric {
     Tensor,
     /// Gaussian functional similarity (SPEC §3, §7).
     Gaussian,
+    /// The Gaussian closure by name (SPEC §3).
+    GaussianClosure,
+    /// Monte Carlo estimate of the Gaussian similarity (SPEC §3), one set of draws through the four models.
+    GaussianMc,
 }
 
 impl From<InnerMetric> for Metric {
@@ -37,6 +50,26 @@ impl From<InnerMetric> for Metric {
         match m {
             InnerMetric::Tensor => Metric::Tensor,
             InnerMetric::Gaussian => Metric::Gaussian,
+            InnerMetric::GaussianClosure => Metric::GaussianClosure,
+            InnerMetric::GaussianMc => Metric::GaussianMc,
+        }
+    }
+}
+
+/// The Monte Carlo settings: `--samples` and `--seed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sampling {
+    /// The number of samples `N`.
+    pub samples: usize,
+    /// The seed of the draws.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            samples: tensor_similarity::gaussian::monte_carlo::DEFAULT_SAMPLES,
+            seed: 0,
         }
     }
 }
@@ -51,13 +84,37 @@ pub struct Settings<'a> {
     /// The outputs compared (SPEC §2's selection `Q`), checked against the
     /// models' output width; `None`: every output.
     pub outputs: Option<&'a [usize]>,
+    /// The draws of `gaussian-mc`.
+    pub sampling: Sampling,
+}
+
+/// A value the command line reports: a similarity, with its standard error
+/// where it is a Monte Carlo estimate.
+#[derive(Clone, Copy, Debug)]
+pub struct Value {
+    /// The similarity (or its estimate).
+    pub similarity: f64,
+    /// Its standard error (`gaussian-mc` only).
+    pub standard_error: Option<f64>,
+}
+
+/// A matrix the command line reports: similarities, with their standard
+/// errors where they are Monte Carlo estimates.
+#[derive(Clone, Debug)]
+pub struct Values {
+    /// The similarities (or their estimates).
+    pub similarity: DMatrix<f64>,
+    /// Their standard errors (`gaussian-mc` only).
+    pub standard_error: Option<DMatrix<f64>>,
 }
 
 /// How a metric computes: as the cosine of an inner product (so a matrix
-/// computes each norm once), or pair by pair.
+/// computes each norm once), pair by pair, or by Monte Carlo (one set of
+/// draws through every model, with standard errors).
 enum Kernel<T: Real> {
     Recursive(Box<dyn RecursiveSimilarity<T> + Sync>),
     Pairwise(fn(&Model<T>, &Model<T>) -> Result<f64>),
+    MonteCarlo(GaussianMonteCarlo),
 }
 
 impl Metric {
@@ -66,8 +123,19 @@ impl Metric {
         match self {
             Metric::Tensor => "tensor",
             Metric::Gaussian => "gaussian",
+            Metric::GaussianClosure => "gaussian-closure",
+            Metric::GaussianMc => "gaussian-mc",
             Metric::Weight => "weight",
         }
+    }
+
+    /// Whether the metric reads the models' Gaussian functions, so that a
+    /// selection of outputs restricts the models ([`restricted`]).
+    fn is_gaussian(self) -> bool {
+        matches!(
+            self,
+            Metric::Gaussian | Metric::GaussianClosure | Metric::GaussianMc
+        )
     }
 
     /// Whether the metric compares selected outputs (`--outputs`): the
@@ -83,6 +151,7 @@ impl Metric {
             context,
             limit,
             outputs,
+            sampling,
         } = *settings;
         if outputs.is_some() && !self.takes_outputs() {
             return Err(Error::InvalidOption {
@@ -105,12 +174,19 @@ impl Metric {
                 }
                 Kernel::Recursive(Box::new(metric))
             }
-            Metric::Gaussian => {
-                let metric = GaussianSimilarity::new().with_max_memory(limit);
+            Metric::Gaussian | Metric::GaussianClosure => {
+                let metric = self.gaussian().with_max_memory(limit);
                 Kernel::Recursive(Box::new(match context {
                     Some(n) => metric.with_context(n)?,
                     None => metric,
                 }))
+            }
+            Metric::GaussianMc => {
+                let metric = GaussianMonteCarlo::new(sampling.samples, sampling.seed)?;
+                Kernel::MonteCarlo(match context {
+                    Some(n) => metric.with_context(n)?,
+                    None => metric,
+                })
             }
             Metric::Weight => Kernel::Pairwise(weight_cosine::<T>),
         })
@@ -124,8 +200,8 @@ impl Metric {
         models: &'m [Model<T>],
         settings: &Settings,
     ) -> Result<Cow<'m, [Model<T>]>> {
-        Ok(match (self, settings.outputs) {
-            (Metric::Gaussian, Some(outputs)) => Cow::Owned(
+        Ok(match (self.is_gaussian(), settings.outputs) {
+            (true, Some(outputs)) => Cow::Owned(
                 models
                     .iter()
                     .map(|m| restricted(m, outputs))
@@ -135,19 +211,34 @@ impl Metric {
         })
     }
 
+    /// The Gaussian metric this one computes with: the exact value where
+    /// computable, or the closure by name.
+    fn gaussian(self) -> GaussianSimilarity {
+        match self {
+            Metric::GaussianClosure => GaussianSimilarity::closure(),
+            _ => GaussianSimilarity::new(),
+        }
+    }
+
     /// Whether the value for `a` and `b` is exact: `Some(false)` where the
-    /// Gaussian metric falls back to a Gaussian closure, `None` for metrics
-    /// that are always exact. (A selection of outputs changes no block's
-    /// order, so not this.)
+    /// Gaussian metric (or the closure by name) is a Gaussian closure,
+    /// `None` for metrics that are always exact and for Monte Carlo (an
+    /// estimate with its standard error). (A selection of outputs changes
+    /// no block's order, so not this.)
     pub fn exact<T: Real>(self, a: &Model<T>, b: &Model<T>) -> Option<bool> {
         match self {
-            Metric::Gaussian => Some(GaussianSimilarity::new().is_exact(a, b)),
-            Metric::Tensor | Metric::Weight => None,
+            Metric::Gaussian | Metric::GaussianClosure => Some(self.gaussian().is_exact(a, b)),
+            Metric::Tensor | Metric::Weight | Metric::GaussianMc => None,
         }
     }
 
     /// The similarity of `a` and `b` under `settings`.
-    pub fn compare<T: Real>(self, a: &Model<T>, b: &Model<T>, settings: &Settings) -> Result<f64> {
+    pub fn compare<T: Real>(
+        self,
+        a: &Model<T>,
+        b: &Model<T>,
+        settings: &Settings,
+    ) -> Result<Value> {
         let kernel = self.kernel(settings)?;
         // Models share their blocks: a copy is a few pointers.
         let pair = [a.clone(), b.clone()];
@@ -156,8 +247,12 @@ impl Metric {
             unreachable!("two models")
         };
         match kernel {
-            Kernel::Recursive(metric) => metric.similarity(a, b),
-            Kernel::Pairwise(f) => f(a, b),
+            Kernel::Recursive(metric) => metric.similarity(a, b).map(Value::exact),
+            Kernel::Pairwise(f) => f(a, b).map(Value::exact),
+            Kernel::MonteCarlo(mc) => mc.estimate(a, b).map(|e| Value {
+                similarity: e.similarity,
+                standard_error: Some(e.standard_error),
+            }),
         }
     }
 
@@ -167,39 +262,74 @@ impl Metric {
     /// takes `a0, a1, b0, b1`). A zero direction (two models of the same
     /// function) is [`Error::ZeroNorm`] of its side; the weight metric has no
     /// inner product to take differences of.
-    pub fn difference<T: Real>(self, models: [&Model<T>; 4], settings: &Settings) -> Result<f64> {
-        let Kernel::Recursive(metric) = self.kernel::<T>(settings)? else {
-            return Err(Error::InvalidOption {
+    pub fn difference<T: Real>(self, models: [&Model<T>; 4], settings: &Settings) -> Result<Value> {
+        let kernel = self.kernel::<T>(settings)?;
+        let four = models.map(Model::clone);
+        let m = self.prepared(&four, settings)?;
+        let [a1, a0, b1, b0] = &m[..] else {
+            unreachable!("four models")
+        };
+        match kernel {
+            Kernel::Recursive(metric) => metric
+                .difference_similarity(a0, a1, b0, b1)
+                .map(Value::exact),
+            Kernel::MonteCarlo(mc) => mc.difference(a0, a1, b0, b1).map(|e| Value {
+                similarity: e.similarity,
+                standard_error: Some(e.standard_error),
+            }),
+            Kernel::Pairwise(_) => Err(Error::InvalidOption {
                 what: "--metric",
                 reason: format!(
                     "the {} metric has no inner product to take differences of (use tensor or \
                      gaussian)",
                     self.name()
                 ),
-            });
-        };
-        let four = models.map(Model::clone);
-        let m = self.prepared(&four, settings)?;
-        let [a1, a0, b1, b0] = &m[..] else {
-            unreachable!("four models")
-        };
-        metric.difference_similarity(a0, a1, b0, b1)
+            }),
+        }
     }
 
     /// The matrix of all pairwise similarities, calling `progress` per pair.
+    ///
+    /// Monte Carlo runs one set of draws through every model (each model's
+    /// forward pass once per sample) and reports every pair at once.
     pub fn matrix<T: Real>(
         self,
         models: &[Model<T>],
         settings: &Settings,
         progress: impl Fn() + Sync,
-    ) -> Result<DMatrix<f64>> {
+    ) -> Result<Values> {
         let kernel = self.kernel(settings)?;
         let models = self.prepared(models, settings)?;
+        let exact = |similarity| Values {
+            similarity,
+            standard_error: None,
+        };
         match kernel {
-            Kernel::Recursive(metric) => similarity_matrix(&&*metric, &models, progress),
+            Kernel::Recursive(metric) => similarity_matrix(&&*metric, &models, progress).map(exact),
             Kernel::Pairwise(f) => {
-                pairwise_matrix(&models, progress, |i, j| f(&models[i], &models[j]))
+                pairwise_matrix(&models, progress, |i, j| f(&models[i], &models[j])).map(exact)
             }
+            Kernel::MonteCarlo(mc) => {
+                let m = mc.matrix(&models)?;
+                let n = models.len();
+                for _ in 0..n * n.saturating_sub(1) / 2 {
+                    progress();
+                }
+                Ok(Values {
+                    similarity: m.similarity,
+                    standard_error: Some(m.standard_error),
+                })
+            }
+        }
+    }
+}
+
+impl Value {
+    /// A value without a standard error.
+    fn exact(similarity: f64) -> Self {
+        Self {
+            similarity,
+            standard_error: None,
         }
     }
 }

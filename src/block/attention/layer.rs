@@ -672,4 +672,159 @@ impl<T: Real> Attention<T> {
         }
         Ok(y)
     }
+
+    /// The block on `x.nrows() / n` sequences of `n` positions stacked
+    /// (row `s·n + p` is position `p` of sequence `s`), as
+    /// [`forward_rows`](Self::forward_rows) computes each: the five legs at
+    /// position `p` of every sequence by one GEMM (`F(p)` against the
+    /// gathered inputs), the scores and values per sequence, and the output
+    /// projection by one GEMM over all rows.
+    pub(super) fn forward_batch(&self, x: &DMatrix<T>, n: usize) -> Result<DMatrix<T>> {
+        let (rows, d) = (x.nrows(), self.input_width());
+        if x.ncols() != d || n == 0 || !rows.is_multiple_of(n) {
+            return Err(Error::Shape {
+                what: format!("attention input ({n} positions per sequence, one per row)"),
+                expected: (n.max(1) * rows.div_ceil(n.max(1)).max(1), d),
+                found: x.shape(),
+            });
+        }
+        let count = rows / n;
+        let w = self.mask.weights(n)?;
+        let (heads, e, ev) = (self.heads, self.qk_width(), self.value_width());
+        let he = heads * e;
+        // legs[p]: column s holds F(p) x̃ at position p of sequence s.
+        let mut gathered = DMatrix::zeros(d, count);
+        let legs: Vec<DMatrix<T>> = (0..n)
+            .map(|p| {
+                for j in 0..d {
+                    for s in 0..count {
+                        gathered[(j, s)] = x[(s * n + p, j)];
+                    }
+                }
+                let f = self.leg_factors(p);
+                let mut l = crate::linalg::mul(&f.columns(1, d), &gathered);
+                let bias = f.column(0);
+                for mut column in l.column_iter_mut() {
+                    column += &bias;
+                }
+                l
+            })
+            .collect();
+        let c: T = from_f64(self.score_scale);
+        let hv = heads * ev;
+        let width = 4 * he + hv;
+        let mut z = DMatrix::zeros(hv, rows);
+        // Columns as slices: the legs of one position of one sequence, and
+        // one row's values (column-major storage).
+        fn column<T: Real>(l: &DMatrix<T>, s: usize, width: usize) -> &[T] {
+            &l.as_slice()[s * width..(s + 1) * width]
+        }
+        let dot = |x: &[T], y: &[T]| x.iter().zip(y).fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+        for (row, zq) in z.as_mut_slice().chunks_exact_mut(hv).enumerate() {
+            let (s, q) = (row / n, row % n);
+            let lq = column(&legs[q], s, width);
+            for (t, lt) in legs.iter().enumerate() {
+                let wst: T = from_f64(w[(q, t)]);
+                if wst == T::zero() {
+                    continue;
+                }
+                let lt = column(lt, s, width);
+                for h in 0..heads {
+                    let leg = |l: usize| l * he + h * e..l * he + (h + 1) * e;
+                    let score =
+                        wst * dot(&lq[leg(0)], &lt[leg(1)]) * dot(&lq[leg(2)], &lt[leg(3)]) / c;
+                    let v = &lt[4 * he + h * ev..4 * he + (h + 1) * ev];
+                    for (zc, &vc) in zq[h * ev..(h + 1) * ev].iter_mut().zip(v) {
+                        *zc += score * vc;
+                    }
+                }
+            }
+        }
+        let mut y = crate::linalg::mul_tn(&z, &self.o.transpose());
+        if let Some(b) = &self.biases[5] {
+            crate::linalg::add_to_rows(&mut y, b);
+        }
+        y *= from_f64::<T>(self.scale);
+        if self.skip != 0.0 {
+            y += x * from_f64::<T>(self.skip);
+        }
+        Ok(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nalgebra::{DMatrix, DVector};
+
+    use super::{Attention, Mask};
+    use crate::block::TensorBlock;
+
+    fn w(seed: usize, rows: usize, cols: usize) -> DMatrix<f64> {
+        DMatrix::from_fn(rows, cols, |i, j| {
+            (((i * 7 + j * 5 + seed * 3) % 11) as f64 - 5.0) / 5.0
+        })
+    }
+
+    /// Every mask, rotary, every bias, a skip: the batched forward pass of
+    /// stacked sequences is each sequence's own.
+    #[test]
+    fn batched_sequences_are_each_sequences_forward_pass() {
+        let (d, heads, e, ev, n) = (3, 2, 2, 3, 4);
+        for (k, mask) in [
+            Mask::Causal,
+            Mask::None,
+            Mask::Diagonal,
+            Mask::Matrix(w(9, n, n)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let b = |s: usize, len: usize| DVector::from_fn(len, |i, _| 0.1 * (i + s) as f64 - 0.2);
+            let attention = Attention::builder(
+                heads,
+                w(k, heads * e, d),
+                w(k + 1, heads * e, d),
+                w(k + 2, heads * e, d),
+                w(k + 3, heads * e, d),
+                w(k + 4, heads * ev, d),
+                w(k + 5, d, heads * ev),
+            )
+            .q1_bias(b(1, heads * e))
+            .k2_bias(b(2, heads * e))
+            .v_bias(b(3, heads * ev))
+            .o_bias(b(4, d))
+            .rotary(100.0)
+            .mask(mask)
+            .scale(0.7)
+            .skip(1.0)
+            .build()
+            .unwrap();
+            let x = w(k + 6, 5 * n, d);
+            let batched = attention.forward_sequences(&x, n).unwrap();
+            for s in 0..5 {
+                let one = attention
+                    .forward_sequence(&x.rows(s * n, n).into_owned())
+                    .unwrap();
+                let diff = (batched.rows(s * n, n) - &one).amax();
+                assert!(
+                    diff < 1e-12 * one.amax().max(1.0),
+                    "mask {k}, sequence {s}: {diff:e}"
+                );
+            }
+        }
+        let attention = Attention::builder(
+            1,
+            w(0, 2, 2),
+            w(1, 2, 2),
+            w(2, 2, 2),
+            w(3, 2, 2),
+            w(4, 2, 2),
+            w(5, 2, 2),
+        )
+        .build()
+        .unwrap();
+        assert!(attention.forward_sequences(&w(0, 5, 2), 2).is_err());
+        assert!(attention.forward_sequences(&w(0, 4, 2), 0).is_err());
+        assert!(attention.forward_sequences(&w(0, 4, 3), 2).is_err());
+    }
 }

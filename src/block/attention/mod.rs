@@ -129,6 +129,12 @@ for_f32_and_f64! {
             self.forward_rows(x)
         }
 
+        /// The projections of every sequence at one position as one GEMM.
+        fn forward_sequences(&self, x: &DMatrix<T>, context: usize) -> Result<DMatrix<T>> {
+            super::check_sequences(x, context, self.input_width())?;
+            self.forward_batch(x, context)
+        }
+
         fn gram_step(
             &self,
             other: &dyn TensorBlock<T>,

@@ -150,6 +150,93 @@ pub fn bilinear_projection(seed: u64, residual: f64) -> Model<f64> {
         .unwrap()
 }
 
+/// An MLP with one bilinear block: an optional embedding (`d_in → d`,
+/// bias), the bilinear block (`d → d` through `h` hidden units, down
+/// projection, every bias, residual `s`), and a head (`d → c`, bias). The
+/// Gaussian metric is exact on it (one block of order 2).
+pub fn mlp(
+    seed: u64,
+    embed: Option<usize>,
+    (d, h, c): (usize, usize, usize),
+    residual: f64,
+) -> Model<f64> {
+    let mut r = rng(seed);
+    let mut b = Model::builder();
+    if let Some(d_in) = embed {
+        b = b.block(Linear::new(matrix(&mut r, d, d_in), Some(vector(&mut r, d))).unwrap());
+    }
+    b.block(
+        Bilinear::builder(matrix(&mut r, h, d), matrix(&mut r, h, d))
+            .down(matrix(&mut r, d, h))
+            .left_bias(vector(&mut r, h))
+            .right_bias(vector(&mut r, h))
+            .down_bias(vector(&mut r, d))
+            .residual(residual)
+            .build()
+            .unwrap(),
+    )
+    .block(Linear::new(matrix(&mut r, c, d), Some(vector(&mut r, c))).unwrap())
+    .build()
+    .unwrap()
+}
+
+/// embed (d_in→d, bias) · bilinear attention (`heads` heads of width 2,
+/// q/k and v/o biases, causal, rotary base 10 000, additive residual
+/// `r = 1`, `α = 0.5`) · head (d→d_out, bias): one attention block with
+/// linear maps around it, on which the Gaussian metric is exact (SPEC §7).
+pub fn embed_attention_head(
+    seed: u64,
+    (d_in, d, d_out): (usize, usize, usize),
+    heads: usize,
+) -> Model<f64> {
+    embed_attention_layers(seed, (d_in, d, d_out), heads, 1)
+}
+
+/// [`embed_attention_head`] with `layers` attention blocks: beyond one,
+/// the Gaussian metric is a closure (SPEC §3).
+pub fn embed_attention_layers(
+    seed: u64,
+    (d_in, d, d_out): (usize, usize, usize),
+    heads: usize,
+    layers: usize,
+) -> Model<f64> {
+    use tensor_similarity::Attention;
+    let mut r = rng(seed);
+    let he = 2 * heads;
+    let w = |r: &mut StdRng, rows: usize, cols: usize| matrix(r, rows, cols);
+    let attention = |r: &mut StdRng| {
+        Attention::builder(
+            heads,
+            w(r, he, d),
+            w(r, he, d),
+            w(r, he, d),
+            w(r, he, d),
+            w(r, he, d),
+            w(r, d, he),
+        )
+        .q1_bias(vector(r, he))
+        .k1_bias(vector(r, he))
+        .q2_bias(vector(r, he))
+        .k2_bias(vector(r, he))
+        .v_bias(vector(r, he))
+        .o_bias(vector(r, d))
+        .rotary(10_000.0)
+        .scale(0.5)
+        .skip(1.0)
+        .build()
+        .unwrap()
+    };
+    let blocks: Vec<Attention> = (0..layers).map(|_| attention(&mut r)).collect();
+    let mut b = Model::builder()
+        .block(Linear::new(matrix(&mut r, d, d_in), Some(vector(&mut r, d))).unwrap());
+    for block in blocks {
+        b = b.block(block);
+    }
+    b.block(Linear::new(matrix(&mut r, d_out, d), Some(vector(&mut r, d_out))).unwrap())
+        .build()
+        .unwrap()
+}
+
 // ---------------------------------------------------------------------------
 // Networks as plain data
 
