@@ -45,6 +45,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(metric::inner_product, m)?)?;
     m.add_function(wrap_pyfunction!(metric::difference_similarity, m)?)?;
     m.add_function(wrap_pyfunction!(metric::gaussian_is_exact, m)?)?;
+    m.add_function(wrap_pyfunction!(metric::gaussian_all_exact, m)?)?;
+    m.add_function(wrap_pyfunction!(metric::monte_carlo_estimate, m)?)?;
+    m.add_function(wrap_pyfunction!(metric::monte_carlo_difference, m)?)?;
+    m.add_function(wrap_pyfunction!(metric::monte_carlo_matrix, m)?)?;
     m.add_function(wrap_pyfunction!(metric::squared_norms, m)?)?;
     m.add_function(wrap_pyfunction!(metric::matrix, m)?)?;
     m.add_function(wrap_pyfunction!(metric::tile, m)?)?;

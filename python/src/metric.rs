@@ -2,14 +2,14 @@
 //! matrices and tiles of matrices.
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 use tensor_similarity::matrix::{
     pairwise_tile, similarity_matrix, similarity_tile, squared_norms as core_norms,
 };
 use tensor_similarity::nalgebra;
 use tensor_similarity::{
-    GaussianSimilarity, LogScaled, MemoryLimit, Model, RecursiveSimilarity, TensorSimilarity,
-    weight_cosine,
+    GaussianMonteCarlo, GaussianSimilarity, LogScaled, MemoryLimit, Model, MonteCarloEstimate,
+    RecursiveSimilarity, TensorSimilarity, weight_cosine,
 };
 
 use crate::model::NativeModel;
@@ -18,13 +18,16 @@ use crate::{Array, invalid, to_bytes, to_py};
 /// How a metric computes.
 enum Kernel {
     Tensor(TensorSimilarity),
+    /// `"gaussian"` or the closure by name, `"gaussian-closure"`.
     Gaussian(GaussianSimilarity),
+    /// `"gaussian-mc"`: Monte Carlo estimates.
+    MonteCarlo(GaussianMonteCarlo),
     /// The weight cosine: not the cosine of a model inner product.
     Weight,
 }
 
-/// A metric with its options (`"tensor"`, `"gaussian"` or `"weight"`),
-/// checked once.
+/// A metric with its options (`"tensor"`, `"gaussian"`,
+/// `"gaussian-closure"`, `"gaussian-mc"` or `"weight"`), checked once.
 #[pyclass(frozen, module = "tensor_similarity._native")]
 pub struct Metric {
     kernel: Kernel,
@@ -74,8 +77,20 @@ impl Metric {
         match &self.kernel {
             Kernel::Tensor(m) => Ok(m),
             Kernel::Gaussian(m) => Ok(m),
+            Kernel::MonteCarlo(m) => Ok(m),
             Kernel::Weight => Err(invalid(format!(
                 "{what} needs an inner product: metric \"tensor\" or \"gaussian\", not \"weight\""
+            ))),
+        }
+    }
+
+    /// The Monte Carlo metric, or the error that this is another.
+    fn monte_carlo(&self, what: &str) -> PyResult<&GaussianMonteCarlo> {
+        match &self.kernel {
+            Kernel::MonteCarlo(m) => Ok(m),
+            _ => Err(invalid(format!(
+                "{what} is the Monte Carlo metric's (\"gaussian-mc\"), not \"{}\"'s",
+                self.name
             ))),
         }
     }
@@ -84,7 +99,7 @@ impl Metric {
 #[pymethods]
 impl Metric {
     #[new]
-    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None, max_memory=None))]
+    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None, max_memory=None, samples=None, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
@@ -96,6 +111,8 @@ impl Metric {
         output_weights: Option<Array<'_>>,
         positions: Option<Vec<usize>>,
         max_memory: Option<u64>,
+        samples: Option<usize>,
+        seed: Option<u64>,
     ) -> PyResult<Self> {
         // The options each metric takes; anything else given is refused,
         // so that an option never silently changes nothing.
@@ -108,6 +125,8 @@ impl Metric {
             ("output_weights", output_weights.is_some()),
             ("positions", positions.is_some()),
             ("max_memory", max_memory.is_some()),
+            ("samples", samples.is_some()),
+            ("seed", seed.is_some()),
         ];
         let takes: &[&str] = match kind {
             "tensor" => &[
@@ -120,11 +139,21 @@ impl Metric {
                 "positions",
                 "max_memory",
             ],
-            "gaussian" => &["context", "input_mean", "input_covariance", "max_memory"],
+            "gaussian" | "gaussian-closure" => {
+                &["context", "input_mean", "input_covariance", "max_memory"]
+            }
+            "gaussian-mc" => &[
+                "context",
+                "input_mean",
+                "input_covariance",
+                "samples",
+                "seed",
+            ],
             "weight" => &[],
             _ => {
                 return Err(invalid(format!(
-                    "metric {kind:?}: expected \"tensor\", \"gaussian\" or \"weight\""
+                    "metric {kind:?}: expected \"tensor\", \"gaussian\", \"gaussian-closure\", \
+                     \"gaussian-mc\" or \"weight\""
                 )));
             }
         };
@@ -190,8 +219,12 @@ impl Metric {
                 }
                 (Kernel::Tensor(m), "tensor")
             }
-            "gaussian" => {
-                let mut m = GaussianSimilarity::new().with_max_memory(limit);
+            "gaussian" | "gaussian-closure" => {
+                let (mut m, name) = match kind {
+                    "gaussian" => (GaussianSimilarity::new(), "gaussian"),
+                    _ => (GaussianSimilarity::closure(), "gaussian-closure"),
+                };
+                m = m.with_max_memory(limit);
                 if let Some(n) = context {
                     m = m.with_context(n).map_err(to_py)?;
                 }
@@ -201,7 +234,25 @@ impl Metric {
                     (None, Some(cov)) => m = m.with_covariance(cov).map_err(to_py)?,
                     (None, None) => {}
                 }
-                (Kernel::Gaussian(m), "gaussian")
+                (Kernel::Gaussian(m), name)
+            }
+            "gaussian-mc" => {
+                let defaults = GaussianMonteCarlo::default();
+                let mut m = GaussianMonteCarlo::new(
+                    samples.unwrap_or(defaults.samples()),
+                    seed.unwrap_or(defaults.seed()),
+                )
+                .map_err(to_py)?;
+                if let Some(n) = context {
+                    m = m.with_context(n).map_err(to_py)?;
+                }
+                match (mean, covariance) {
+                    (Some(mean), Some(cov)) => m = m.with_input(mean, cov).map_err(to_py)?,
+                    (Some(mean), None) => m = m.with_mean(mean).map_err(to_py)?,
+                    (None, Some(cov)) => m = m.with_covariance(cov).map_err(to_py)?,
+                    (None, None) => {}
+                }
+                (Kernel::MonteCarlo(m), "gaussian-mc")
             }
             _ => (Kernel::Weight, "weight"),
         };
@@ -212,7 +263,8 @@ impl Metric {
         })
     }
 
-    /// `"tensor"`, `"gaussian"` or `"weight"`.
+    /// `"tensor"`, `"gaussian"`, `"gaussian-closure"`, `"gaussian-mc"` or
+    /// `"weight"`.
     #[getter]
     fn name(&self) -> &'static str {
         self.name
@@ -258,9 +310,95 @@ pub fn similarity(
     py.detach(|| match kernel {
         Kernel::Tensor(m) => m.similarity(&a, &b),
         Kernel::Gaussian(m) => m.similarity(&a, &b),
+        Kernel::MonteCarlo(m) => m.similarity(&a, &b),
         Kernel::Weight => weight_cosine(&a, &b),
     })
     .map_err(to_py)
+}
+
+/// A Monte Carlo estimate as a dict of its fields.
+fn estimate_dict<'py>(py: Python<'py>, e: &MonteCarloEstimate) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("similarity", e.similarity)?;
+    d.set_item("standard_error", e.standard_error)?;
+    d.set_item("inner_product", e.inner_product)?;
+    d.set_item("squared_norm_a", e.squared_norm_a)?;
+    d.set_item("squared_norm_b", e.squared_norm_b)?;
+    d.set_item(
+        "product_standard_errors",
+        e.product_standard_errors.to_vec(),
+    )?;
+    d.set_item("samples", e.samples)?;
+    d.set_item("batches", e.batches)?;
+    Ok(d)
+}
+
+/// The Monte Carlo estimate of the similarity of `a` and `b`, as a dict.
+#[pyfunction]
+pub fn monte_carlo_estimate<'py>(
+    py: Python<'py>,
+    metric: PyRef<'py, Metric>,
+    a: PyRef<'py, NativeModel>,
+    b: PyRef<'py, NativeModel>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let m = metric.monte_carlo("estimate")?;
+    metric.check_context([&a.model, &b.model])?;
+    let (a, b) = (a.model.clone(), b.model.clone());
+    let e = py.detach(|| m.estimate(&a, &b)).map_err(to_py)?;
+    estimate_dict(py, &e)
+}
+
+/// The Monte Carlo estimate of the similarity of the directions `A1 − A0`
+/// and `B1 − B0`, as a dict.
+#[pyfunction]
+pub fn monte_carlo_difference<'py>(
+    py: Python<'py>,
+    metric: PyRef<'py, Metric>,
+    a0: PyRef<'py, NativeModel>,
+    a1: PyRef<'py, NativeModel>,
+    b0: PyRef<'py, NativeModel>,
+    b1: PyRef<'py, NativeModel>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let m = metric.monte_carlo("difference_estimate")?;
+    metric.check_context([&a0.model, &a1.model, &b0.model, &b1.model])?;
+    let [a0, a1, b0, b1] = [&a0, &a1, &b0, &b1].map(|x| x.model.clone());
+    let e = py
+        .detach(|| m.difference(&a0, &a1, &b0, &b1))
+        .map_err(to_py)?;
+    estimate_dict(py, &e)
+}
+
+/// A Monte Carlo matrix for Python: the similarities, standard errors and
+/// inner products as bytes of row-major `float64` arrays, the samples and
+/// the batches.
+type MonteCarloBytes<'py> = (
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    usize,
+    usize,
+);
+
+/// The Monte Carlo matrix of `models` from one set of draws: the
+/// similarities, their standard errors and the inner products, each as
+/// bytes of a row-major `float64` array, and the samples and batches.
+#[pyfunction]
+pub fn monte_carlo_matrix<'py>(
+    py: Python<'py>,
+    metric: PyRef<'py, Metric>,
+    models: Vec<PyRef<'py, NativeModel>>,
+) -> PyResult<MonteCarloBytes<'py>> {
+    let m = metric.monte_carlo("matrix_estimate")?;
+    let models = self::models(&models);
+    metric.check_context(&models)?;
+    let out = py.detach(|| m.matrix(&models)).map_err(to_py)?;
+    Ok((
+        to_bytes(py, &out.similarity),
+        to_bytes(py, &out.standard_error),
+        to_bytes(py, &out.inner_products),
+        out.samples,
+        out.batches,
+    ))
 }
 
 /// `⟨A, B⟩` as `(sign, ln |⟨A, B⟩|)`.
@@ -307,9 +445,35 @@ pub fn gaussian_is_exact(
     match &metric.kernel {
         Kernel::Gaussian(m) => Ok(m.is_exact(&a.model, &b.model)),
         _ => Err(invalid(
-            "exactness is a property of the \"gaussian\" metric",
+            "exactness is a property of the \"gaussian\" and \"gaussian-closure\" metrics",
         )),
     }
+}
+
+/// Whether every Gaussian value among `rows` (with themselves, or with
+/// `cols`) is exact: every pair, and each model with itself (its norm).
+/// `True` for the other metrics, which are exact or estimates.
+#[pyfunction]
+#[pyo3(signature = (metric, rows, cols=None))]
+pub fn gaussian_all_exact(
+    metric: PyRef<'_, Metric>,
+    rows: Vec<PyRef<'_, NativeModel>>,
+    cols: Option<Vec<PyRef<'_, NativeModel>>>,
+) -> bool {
+    let Kernel::Gaussian(m) = &metric.kernel else {
+        return true;
+    };
+    let (rows, cols) = (models(&rows), cols.as_deref().map(models));
+    let mut all = rows.iter().chain(cols.iter().flatten());
+    let exact_with_itself = all.all(|a| m.is_exact(a, a));
+    exact_with_itself
+        && match &cols {
+            Some(cols) => rows.iter().all(|a| cols.iter().all(|b| m.is_exact(a, b))),
+            None => rows
+                .iter()
+                .enumerate()
+                .all(|(i, a)| rows[i + 1..].iter().all(|b| m.is_exact(a, b))),
+        }
 }
 
 /// Each model's squared norm, `(sign, ln |⟨A, A⟩|)`.
@@ -344,6 +508,14 @@ pub fn matrix<'py>(
         .detach(|| match kernel {
             Kernel::Tensor(m) => similarity_matrix(m, &models, &tick),
             Kernel::Gaussian(m) => similarity_matrix(m, &models, &tick),
+            // One set of draws through every model.
+            Kernel::MonteCarlo(m) => m.matrix(&models).map(|out| {
+                let n = models.len();
+                for _ in 0..n * n.saturating_sub(1) / 2 {
+                    tick();
+                }
+                out.similarity
+            }),
             Kernel::Weight => pairwise_tile(models.len(), None, &tick, |i, j| {
                 weight_cosine(&models[i], &models[j])
             }),
@@ -375,6 +547,13 @@ pub fn tile<'py>(
     metric.check_context(rows.iter().chain(cols.iter().flatten()))?;
     let tick = ticker(progress);
     let m = match &metric.kernel {
+        Kernel::MonteCarlo(_) => {
+            return Err(invalid(
+                "tiles of the \"gaussian-mc\" metric would each draw their own samples, so \
+                 they would not assemble into one matrix: use matrix (one set of draws through \
+                 every model)",
+            ));
+        }
         Kernel::Weight => {
             if row_norms.is_some() || col_norms.is_some() {
                 return Err(invalid(

@@ -23,6 +23,7 @@ Models come from files (:func:`load`) or from a ``state_dict`` held in memory
 :func:`tile` any block of a matrix (for computing one on a cluster: see
 :mod:`tensor_similarity.dask`). A metric with its options can also be built
 once and called many times: :class:`TensorMetric`, :class:`GaussianMetric`,
+:class:`GaussianClosureMetric`, :class:`GaussianMonteCarloMetric`,
 :class:`WeightMetric`.
 
 >>> metric = ts.TensorMetric(outputs=[0])
@@ -34,7 +35,9 @@ Every error of the core is a :class:`TensorSimilarityError` (a
 (:class:`FileError`, :class:`IncomparableError`, :class:`MemoryLimitError`, …).
 A model read without its normalisations (``ignore_norms=True``) is another
 function than its checkpoint's: loading one emits a
-:class:`NormsRemovedWarning`.
+:class:`NormsRemovedWarning`. A Gaussian value that is a closure, not the
+exact expectation, emits a :class:`GaussianClosureWarning`; the Monte Carlo
+metric ``"gaussian-mc"`` estimates it without bias, with a standard error.
 """
 
 from __future__ import annotations
@@ -46,13 +49,14 @@ import tempfile
 import sys
 import time
 import warnings
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _native
 from ._errors import (
     FileError,
+    GaussianClosureWarning,
     IncomparableError,
     MemoryLimitError,
     NonFiniteError,
@@ -69,6 +73,10 @@ __all__ = [
     "Metric",
     "TensorMetric",
     "GaussianMetric",
+    "GaussianClosureMetric",
+    "GaussianMonteCarloMetric",
+    "MonteCarloEstimate",
+    "MonteCarloMatrix",
     "WeightMetric",
     "TensorSimilarityError",
     "OptionError",
@@ -80,6 +88,7 @@ __all__ = [
     "MemoryLimitError",
     "FileError",
     "NormsRemovedWarning",
+    "GaussianClosureWarning",
     "load",
     "save",
     "similarity",
@@ -118,6 +127,8 @@ METRIC_OPTIONS = (
     "output_weights",
     "positions",
     "max_memory",
+    "samples",
+    "seed",
 )
 
 # The dtype a tensor was stored in, by the name NumPy or torch gives it.
@@ -767,6 +778,14 @@ def _native_metric(kind: str, options: Mapping[str, Any], width: Optional[int]) 
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
             raise TypeError(f"max_memory= is a number of bytes (a positive int), not {b!r}")
         kw["max_memory"] = int(b)
+    for key in ("samples", "seed"):
+        if key in kw:
+            v = kw[key]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{key}= is an int, not {v!r}")
+            if v < 0:
+                raise OptionError(f"{key}={v}: a non-negative int")
+            kw[key] = int(v)
     if "context" in kw:
         c = kw["context"]
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
@@ -800,7 +819,8 @@ class Metric:
     """A similarity metric with its options, checked once when it is built:
     build one, then call it on as many pairs and matrices as you like.
 
-    The metrics are :class:`TensorMetric`, :class:`GaussianMetric` and
+    The metrics are :class:`TensorMetric`, :class:`GaussianMetric`,
+    :class:`GaussianClosureMetric`, :class:`GaussianMonteCarloMetric` and
     :class:`WeightMetric`; the module's functions (:func:`similarity`,
     :func:`matrix`, …) build one from ``metric=`` and their keyword options
     on each call, and also take a metric object as ``metric=``. Every method
@@ -815,7 +835,10 @@ class Metric:
     kind: str = ""
 
     def __init__(self) -> None:
-        raise TypeError("Metric is the base class: build a TensorMetric, GaussianMetric or WeightMetric")
+        raise TypeError(
+            "Metric is the base class: build a TensorMetric, GaussianMetric, GaussianClosureMetric, "
+            "GaussianMonteCarloMetric or WeightMetric"
+        )
 
     def _check(self, options: Mapping[str, Any]) -> None:
         """Keeps the options given (not ``None``) and checks them all now; a
@@ -884,6 +907,8 @@ class Metric:
             parts.append("input metric M")
         if "input_mean" in o or "input_covariance" in o:
             parts.append("inputs x ~ N(μ, Σ)")
+        if self.kind == "gaussian-mc":
+            parts.append(f"{o.get('samples', 10_000)} samples, seed {o.get('seed', 0)}")
         return ", ".join(parts)
 
     def __repr__(self) -> str:
@@ -904,11 +929,21 @@ class Metric:
             )
         return _split_options(options, LOAD_OPTIONS)[1]
 
+    def _warn_closure(self, native: "_native.Metric", rows: Sequence[Any], cols: Optional[Sequence[Any]] = None) -> None:
+        """A :class:`GaussianClosureWarning` if some value among ``rows`` (with
+        themselves, or with ``cols``) is a Gaussian closure; nothing for the
+        metrics that are exact or estimates."""
+        if self.kind in ("gaussian", "gaussian-closure") and not _native.gaussian_all_exact(native, rows, cols):
+            warnings.warn(GaussianClosureWarning(_CLOSURE_MESSAGE), stacklevel=_stacklevel())
+
     def similarity(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> float:
         """The similarity of ``a`` and ``b`` (models or paths), in ``[-1, 1]``."""
         load = self._load_options(load_options)
         na, nb = _model(a, load), _model(b, load)
-        return _native.similarity(self._for([na, nb]), na, nb)
+        native = self._for([na, nb])
+        value = _native.similarity(native, na, nb)
+        self._warn_closure(native, [na, nb])
+        return value
 
     def matrix(
         self, models: Iterable[Union[Model, PathLike]], *, progress: bool = True, **load_options: Any
@@ -928,6 +963,7 @@ class Metric:
         finally:
             if bar is not None:
                 bar.close()
+        self._warn_closure(native, natives)
         return np.frombuffer(out, dtype=np.float64).reshape(n, n).copy()
 
     def tile(
@@ -957,6 +993,7 @@ class Metric:
         finally:
             if bar is not None:
                 bar.close()
+        self._warn_closure(native, r, c)
         return np.frombuffer(out, dtype=np.float64).reshape(shape).copy()
 
 
@@ -979,7 +1016,9 @@ class _InnerProductMetric(Metric):
         ``float``: the value is then ``±inf``)."""
         load = self._load_options(load_options)
         na, nb = _model(a, load), _model(b, load)
-        sign, ln = _native.inner_product(self._for([na, nb]), na, nb)
+        native = self._for([na, nb])
+        sign, ln = _native.inner_product(native, na, nb)
+        self._warn_closure(native, [na, nb])
         if log:
             return (sign, ln)
         if sign == 0:
@@ -1001,14 +1040,19 @@ class _InnerProductMetric(Metric):
         :func:`difference_similarity`."""
         load = self._load_options(load_options)
         natives = [_model(m, load) for m in (a0, a1, b0, b1)]
-        return _native.difference_similarity(self._for(natives), *natives)
+        native = self._for(natives)
+        value = _native.difference_similarity(native, *natives)
+        self._warn_closure(native, natives)
+        return value
 
     def squared_norms(self, models: Iterable[Union[Model, PathLike]], **load_options: Any) -> np.ndarray:
         """Each model's squared norm ``⟨A, A⟩`` in log scale, an ``N × 2`` array of
         rows ``(sign, ln |⟨A, A⟩|)``: see :func:`squared_norms`."""
         load = self._load_options(load_options)
         natives = _models(models, load, "squared_norms")
-        norms = _native.squared_norms(self._for(natives), natives)
+        native = self._for(natives)
+        norms = _native.squared_norms(native, natives)
+        self._warn_closure(native, natives, [])
         return np.array(norms, dtype=np.float64).reshape(len(natives), 2)
 
 
@@ -1118,6 +1162,164 @@ class GaussianMetric(_InnerProductMetric):
         return _native.gaussian_is_exact(self._for([na, nb]), na, nb)
 
 
+class GaussianClosureMetric(GaussianMetric):
+    """The Gaussian closure by name (SPEC §3): moment propagation for every
+    model pair, also where :class:`GaussianMetric` computes the exact value,
+    so that the two can be compared. The same options as
+    :class:`GaussianMetric`; a value that is not exact
+    (:meth:`is_exact` false) emits a :class:`GaussianClosureWarning`.
+
+    >>> import numpy as np, tensor_similarity as ts
+    >>> rng = np.random.default_rng(2)
+    >>> sd = {"bi_linear.weight": rng.normal(size=(8, 3)), "projection.weight": rng.normal(size=(2, 4))}
+    >>> a = ts.Model.from_state_dict(sd)
+    >>> metric = ts.GaussianClosureMetric()
+    >>> round(metric.similarity(a, a), 12), metric.is_exact(a, a)
+    (1.0, True)
+    """
+
+    __slots__ = ()
+    kind = "gaussian-closure"
+
+
+class MonteCarloEstimate(NamedTuple):
+    """A Monte Carlo estimate of the Gaussian similarity of two models (or of
+    two directions): :meth:`GaussianMonteCarloMetric.estimate`."""
+
+    #: The estimated cosine ``⟨f_A,f_B⟩ / √(⟨f_A,f_A⟩⟨f_B,f_B⟩)``, in ``[-1, 1]``.
+    similarity: float
+    #: Its standard error, by the delta method over batch means.
+    standard_error: float
+    #: The sample mean of ``f_A(x)·f_B(x)``: unbiased for ``⟨f_A,f_B⟩``.
+    inner_product: float
+    #: The sample mean of ``|f_A(x)|²``.
+    squared_norm_a: float
+    #: The sample mean of ``|f_B(x)|²``.
+    squared_norm_b: float
+    #: The standard errors of the three means, in that order.
+    product_standard_errors: tuple
+    #: The number of samples.
+    samples: int
+    #: The number of batches the standard error is estimated from.
+    batches: int
+
+
+class MonteCarloMatrix(NamedTuple):
+    """Monte Carlo estimates for every pair of many models from one set of
+    draws: :meth:`GaussianMonteCarloMetric.matrix_estimate`."""
+
+    #: The estimated similarities, symmetric with a unit diagonal.
+    similarity: np.ndarray
+    #: Their standard errors (0 on the diagonal).
+    standard_error: np.ndarray
+    #: The estimated inner products, the squared norms on the diagonal.
+    inner_products: np.ndarray
+    #: The number of samples.
+    samples: int
+    #: The number of batches.
+    batches: int
+
+
+def _estimate(d: Mapping[str, Any]) -> MonteCarloEstimate:
+    return MonteCarloEstimate(**dict(d, product_standard_errors=tuple(d["product_standard_errors"])))
+
+
+class GaussianMonteCarloMetric(_InnerProductMetric):
+    """Monte Carlo estimates of the Gaussian similarity (SPEC §3): the sample
+    means of ``f_A(x)·f_B(x)``, ``|f_A(x)|²``, ``|f_B(x)|²`` over ``samples``
+    seeded draws of ``x ~ N(μ, Σ)`` (rows of a sequence i.i.d.), their
+    cosine and its standard error by the delta method over batch means. Any
+    two models with the same input and output widths compare; the value is
+    unbiased where :class:`GaussianMetric` is a closure, and the same for a
+    seed on any number of threads.
+
+    Options (keyword-only, checked here): ``samples`` (default 10 000, at
+    least 4), ``seed`` (default 0), ``context``, ``input_mean``,
+    ``input_covariance``. :meth:`similarity`, :meth:`inner_product` and
+    :meth:`squared_norms` are estimates (each call draws from the seed);
+    :meth:`estimate` gives the standard error and the three inner products,
+    :meth:`matrix` and :meth:`matrix_estimate` run one set of draws through
+    every model, :meth:`difference_similarity` one through the four. Tiles
+    (:meth:`tile`) are refused: each would draw its own samples.
+
+    >>> import numpy as np, tensor_similarity as ts
+    >>> rng = np.random.default_rng(2)
+    >>> sd = {"bi_linear.weight": rng.normal(size=(8, 3)), "projection.weight": rng.normal(size=(2, 4))}
+    >>> a = ts.Model.from_state_dict(sd)
+    >>> b = ts.Model.from_state_dict({k: v + 0.1 for k, v in sd.items()})
+    >>> mc = ts.GaussianMonteCarloMetric(samples=20_000, seed=1)
+    >>> e = mc.estimate(a, b)
+    >>> exact = ts.similarity(a, b, "gaussian")
+    >>> abs(e.similarity - exact) < 4 * e.standard_error
+    True
+    >>> e.samples, e.batches
+    (20000, 100)
+    """
+
+    __slots__ = ()
+    kind = "gaussian-mc"
+
+    def __init__(
+        self,
+        *,
+        samples: Optional[int] = None,
+        seed: Optional[int] = None,
+        context: Optional[int] = None,
+        input_mean: Any = None,
+        input_covariance: Any = None,
+    ) -> None:
+        self._check(
+            dict(
+                samples=samples,
+                seed=seed,
+                context=context,
+                input_mean=input_mean,
+                input_covariance=input_covariance,
+            )
+        )
+
+    def estimate(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> MonteCarloEstimate:
+        """The estimate of the similarity of ``a`` and ``b`` with its standard
+        error and the three inner products (a :class:`MonteCarloEstimate`)."""
+        load = self._load_options(load_options)
+        na, nb = _model(a, load), _model(b, load)
+        return _estimate(_native.monte_carlo_estimate(self._for([na, nb]), na, nb))
+
+    def difference_estimate(
+        self,
+        a0: Union[Model, PathLike],
+        a1: Union[Model, PathLike],
+        b0: Union[Model, PathLike],
+        b1: Union[Model, PathLike],
+        **load_options: Any,
+    ) -> MonteCarloEstimate:
+        """The estimate of the similarity of the directions ``A1 − A0`` and
+        ``B1 − B0`` from one set of draws through the four models, with its
+        standard error (its inner products are those of the directions)."""
+        load = self._load_options(load_options)
+        natives = [_model(m, load) for m in (a0, a1, b0, b1)]
+        return _estimate(_native.monte_carlo_difference(self._for(natives), *natives))
+
+    def matrix_estimate(self, models: Iterable[Union[Model, PathLike]], **load_options: Any) -> MonteCarloMatrix:
+        """The estimates for every pair of ``models`` from one set of draws
+        (each model's forward pass once per sample): similarities, standard
+        errors and inner products as ``N × N`` arrays (a
+        :class:`MonteCarloMatrix`); ``similarity`` is :meth:`matrix`'s."""
+        load = self._load_options(load_options)
+        natives = _models(models, load, "matrix_estimate")
+        n = len(natives)
+        sim, se, inner, samples, batches = _native.monte_carlo_matrix(self._for(natives), natives)
+        arrays = [np.frombuffer(x, dtype=np.float64).reshape(n, n).copy() for x in (sim, se, inner)]
+        return MonteCarloMatrix(*arrays, samples=samples, batches=batches)
+
+
+#: What a :class:`GaussianClosureWarning` says.
+_CLOSURE_MESSAGE = (
+    "Gaussian closure (approximate): not the exact expectation E[f_A·f_B] (blocks of order ≥ 2 at "
+    "more than one position); metric=\"gaussian-mc\" for an unbiased estimate"
+)
+
+
 class WeightMetric(Metric):
     """The weight cosine (SPEC §4): the cosine of the concatenated parameters,
     the naive baseline (models of equal shapes; not invariant to any
@@ -1137,7 +1339,13 @@ class WeightMetric(Metric):
         self._check({})
 
 
-_KINDS = {"tensor": TensorMetric, "gaussian": GaussianMetric, "weight": WeightMetric}
+_KINDS = {
+    "tensor": TensorMetric,
+    "gaussian": GaussianMetric,
+    "gaussian-closure": GaussianClosureMetric,
+    "gaussian-mc": GaussianMonteCarloMetric,
+    "weight": WeightMetric,
+}
 
 
 def _named(kind: Any, options: Mapping[str, Any]) -> Metric:
@@ -1145,7 +1353,8 @@ def _named(kind: Any, options: Mapping[str, Any]) -> Metric:
     is an :class:`OptionError` naming the options it takes."""
     if not isinstance(kind, str):
         raise TypeError(
-            f"metric is a name (\"tensor\", \"gaussian\", \"weight\") or a Metric, not {type(kind).__name__}"
+            "metric is a name (\"tensor\", \"gaussian\", \"gaussian-closure\", \"gaussian-mc\", "
+            f"\"weight\") or a Metric, not {type(kind).__name__}"
         )
     cls = _KINDS.get(kind)
     if cls is None:
@@ -1188,6 +1397,8 @@ def similarity(
     output_weights: Any = None,
     positions: Any = None,
     max_memory: Optional[int] = None,
+    samples: Optional[int] = None,
+    seed: Optional[int] = None,
     **load_options: Any,
 ) -> float:
     """The similarity of ``a`` and ``b`` (models or paths), in ``[-1, 1]``.
@@ -1207,9 +1418,18 @@ def similarity(
       for the last; needs ``context``).
     * ``"gaussian"`` (:class:`GaussianMetric`): ``E[f_A·f_B]`` under ``x ~ N(μ,
       Σ)`` by moment propagation (exact for one nonlinear position, a
-      Gaussian closure beyond: see :func:`is_gaussian_exact`); on sequence
-      models the rows are i.i.d. (SPEC §7). Options: ``context``,
-      ``input_mean``, ``input_covariance``.
+      Gaussian closure beyond: see :func:`is_gaussian_exact`; a closure
+      emits a :class:`GaussianClosureWarning`); on sequence models the rows
+      are i.i.d. (SPEC §7). Options: ``context``, ``input_mean``,
+      ``input_covariance``.
+    * ``"gaussian-closure"`` (:class:`GaussianClosureMetric`): the Gaussian
+      closure by name, also where ``"gaussian"`` is exact. Its options.
+    * ``"gaussian-mc"`` (:class:`GaussianMonteCarloMetric`): the Monte Carlo
+      estimate of ``"gaussian"``'s value, unbiased where that is a closure,
+      from ``samples`` draws (default 10 000) of seed ``seed`` (default 0);
+      its standard error comes with :meth:`GaussianMonteCarloMetric.estimate`.
+      Options: ``samples``, ``seed``, ``context``, ``input_mean``,
+      ``input_covariance``.
     * ``"weight"`` (:class:`WeightMetric`): the cosine of the concatenated
       parameters (the naive baseline; models of equal shapes). No options.
 
@@ -1235,6 +1455,8 @@ def similarity(
             output_weights=output_weights,
             positions=positions,
             max_memory=max_memory,
+            samples=samples,
+            seed=seed,
         ),
     )
     return m.similarity(a, b, **load_options)
@@ -1262,6 +1484,8 @@ def inner_product(
     output_weights: Any = None,
     positions: Any = None,
     max_memory: Optional[int] = None,
+    samples: Optional[int] = None,
+    seed: Optional[int] = None,
     **load_options: Any,
 ) -> Union[float, tuple]:
     """The raw inner product ``⟨A, B⟩`` of the metric (``"tensor"`` or
@@ -1283,6 +1507,8 @@ def inner_product(
             output_weights=output_weights,
             positions=positions,
             max_memory=max_memory,
+            samples=samples,
+            seed=seed,
         ),
     )
     return _inner_product_metric(m, "inner_product").inner_product(a, b, log=log, **load_options)
@@ -1361,6 +1587,8 @@ def matrix(
     output_weights: Any = None,
     positions: Any = None,
     max_memory: Optional[int] = None,
+    samples: Optional[int] = None,
+    seed: Optional[int] = None,
     **load_options: Any,
 ) -> np.ndarray:
     """The symmetric ``N × N`` matrix of similarities between ``models`` (models
@@ -1390,6 +1618,8 @@ def matrix(
             output_weights=output_weights,
             positions=positions,
             max_memory=max_memory,
+            samples=samples,
+            seed=seed,
         ),
     )
     return m.matrix(models, progress=progress, **load_options)

@@ -1,6 +1,6 @@
 """The exceptions of ``tensor_similarity``: one class per family of errors,
-all under :class:`TensorSimilarityError`; and its warning,
-:class:`NormsRemovedWarning`.
+all under :class:`TensorSimilarityError`; and its warnings,
+:class:`NormsRemovedWarning` and :class:`GaussianClosureWarning`.
 
 Every error of the core has always been raised as a
 :class:`TensorSimilarityError`, a ``ValueError``; each family keeps both as
@@ -31,6 +31,7 @@ __all__ = [
     "MemoryLimitError",
     "FileError",
     "NormsRemovedWarning",
+    "GaussianClosureWarning",
 ]
 
 
@@ -101,6 +102,18 @@ class NormsRemovedWarning(UserWarning):
     ``warnings.simplefilter("ignore", ts.NormsRemovedWarning)`` once you know."""
 
 
+class GaussianClosureWarning(UserWarning):
+    """A Gaussian value (metric ``"gaussian"`` or ``"gaussian-closure"``) is
+    the Gaussian closure, not the exact expectation ``E[f_A·f_B]``: the
+    models hold blocks of order ≥ 2 at more than one position, and later
+    blocks were given a Gaussian with the tracked mean and covariance (SPEC
+    §3), with no error bound. ``metric="gaussian-mc"``
+    (:class:`GaussianMonteCarloMetric`) is an unbiased estimate with a
+    standard error. Emitted with ``warnings.warn``, so Python's default
+    filter shows it once per calling line; silence it with
+    ``warnings.simplefilter("ignore", ts.GaussianClosureWarning)``."""
+
+
 for _cls in (
     TensorSimilarityError,
     OptionError,
@@ -112,6 +125,7 @@ for _cls in (
     MemoryLimitError,
     FileError,
     NormsRemovedWarning,
+    GaussianClosureWarning,
 ):
     # Shown, and pickled (Dask sends a worker's error back to the client),
     # as the package's names.

@@ -109,8 +109,9 @@ def affine(sd: dict, n_blocks: int) -> tuple:
 
 
 def attention_model(seed: int, vocab: int = 5, d: int = 4, heads: int = 2, e: int = 2,
-                    permute_heads: bool = False) -> tuple:
-    """An embedding, one bilinear attention block, an unembedding; the
+                    permute_heads: bool = False, layers: int = 1) -> tuple:
+    """An embedding, ``layers`` bilinear attention blocks (the first's
+    tensors ``attn.*``, the others' ``attn{i}.*``), an unembedding; the
     state_dict and its metadata layout."""
     rng = np.random.default_rng(seed)
     w = lambda *shape: rng.normal(size=shape) * 0.5  # noqa: E731
@@ -135,8 +136,16 @@ def attention_model(seed: int, vocab: int = 5, d: int = 4, heads: int = 2, e: in
          "q2": "attn.q2.weight", "k2": "attn.k2.weight", "v": "attn.v.weight",
          "o": "attn.o.weight", "heads": heads, "mask": "causal", "rotary_base": None,
          "skip": 1.0},
-        {"kind": "linear", "weight": "unembed.weight"},
     ]
+    for i in range(1, layers):
+        block = {"kind": "attention", "heads": heads, "mask": "causal", "rotary_base": None,
+                 "skip": 1.0}
+        for k, shape in (("q1", (heads * e, d)), ("k1", (heads * e, d)), ("q2", (heads * e, d)),
+                         ("k2", (heads * e, d)), ("v", (heads * e, d)), ("o", (d, heads * e))):
+            sd[f"attn{i}.{k}.weight"] = w(*shape)
+            block[k] = f"attn{i}.{k}.weight"
+        blocks.append(block)
+    blocks.append({"kind": "linear", "weight": "unembed.weight"})
     return sd, blocks
 
 

@@ -166,8 +166,14 @@ def test_similarity_inner_product_and_matrix_take_the_same_options():
         assert _keywords(f) == {**common, **own}, f.__name__
         metric = inspect.signature(f).parameters["metric"]
         assert metric.default == "tensor" and metric.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
-    assert set(_keywords(ts.TensorMetric)) == set(ts.METRIC_OPTIONS)
+    # Every metric option is some metric's: the tensor metric takes all but
+    # the Monte Carlo draws'.
+    monte_carlo = {"samples", "seed"}
+    assert set(_keywords(ts.TensorMetric)) == set(ts.METRIC_OPTIONS) - monte_carlo
     assert set(_keywords(ts.GaussianMetric)) == {"context", "input_mean", "input_covariance", "max_memory"}
+    assert set(_keywords(ts.GaussianClosureMetric)) == set(_keywords(ts.GaussianMetric))
+    assert set(_keywords(ts.GaussianMonteCarloMetric)) == {
+        "context", "input_mean", "input_covariance"} | monte_carlo
 
 
 def test_every_function_takes_every_option_by_keyword(ebh_models):
