@@ -1116,9 +1116,10 @@ class TensorMetric(_InnerProductMetric):
 
 class GaussianMetric(_InnerProductMetric):
     """The Gaussian functional similarity (SPEC §3): ``E[f_A·f_B]`` under ``x ~
-    N(μ, Σ)`` by moment propagation, exact for one nonlinear position and a
-    Gaussian closure beyond (:meth:`is_exact`); on sequence models the rows
-    are i.i.d. (SPEC §7).
+    N(μ, Σ)``, exact for chains of linear and bilinear blocks up to degree 8
+    (three bilinear blocks: the Wick sum over the legs of both models'
+    trees) and for one attention block, a Gaussian closure beyond
+    (:meth:`is_exact`); on sequence models the rows are i.i.d. (SPEC §7).
 
     Options (keyword-only, checked here): ``context``, ``input_mean`` (``μ``,
     default 0), ``input_covariance`` (``Σ``, default the identity),
@@ -1155,8 +1156,9 @@ class GaussianMetric(_InnerProductMetric):
 
     def is_exact(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> bool:
         """Whether the similarity of ``a`` and ``b`` is exact (every block of
-        order ≥ 2 of either model at one position) rather than a Gaussian
-        closure."""
+        order ≥ 2 of either model at one position, or two chains of linear and
+        bilinear blocks up to degree 8 within the exact sum's work limit)
+        rather than a Gaussian closure."""
         load = self._load_options(load_options)
         na, nb = _model(a, load), _model(b, load)
         return _native.gaussian_is_exact(self._for([na, nb]), na, nb)
@@ -1316,7 +1318,8 @@ class GaussianMonteCarloMetric(_InnerProductMetric):
 #: What a :class:`GaussianClosureWarning` says.
 _CLOSURE_MESSAGE = (
     "Gaussian closure (approximate): not the exact expectation E[f_A·f_B] (blocks of order ≥ 2 at "
-    "more than one position); metric=\"gaussian-mc\" for an unbiased estimate"
+    "more than one position, beyond the exact sum over chains up to degree 8); "
+    "metric=\"gaussian-mc\" for an unbiased estimate"
 )
 
 
@@ -1417,7 +1420,7 @@ def similarity(
       ``positions`` (a sequence model's positions to read out, e.g. ``[-1]``
       for the last; needs ``context``).
     * ``"gaussian"`` (:class:`GaussianMetric`): ``E[f_A·f_B]`` under ``x ~ N(μ,
-      Σ)`` by moment propagation (exact for one nonlinear position, a
+      Σ)`` (exact for chains up to degree 8 and one attention block, a
       Gaussian closure beyond: see :func:`is_gaussian_exact`; a closure
       emits a :class:`GaussianClosureWarning`); on sequence models the rows
       are i.i.d. (SPEC §7). Options: ``context``, ``input_mean``,
@@ -1536,8 +1539,8 @@ def difference_similarity(
 
 def is_gaussian_exact(a: Union[Model, PathLike], b: Union[Model, PathLike], **options: Any) -> bool:
     """Whether the Gaussian similarity of ``a`` and ``b`` is exact (every block
-    of order ≥ 2 of either model at one position) rather than a Gaussian
-    closure: :meth:`GaussianMetric.is_exact`."""
+    of order ≥ 2 of either model at one position, or two chains up to degree
+    8) rather than a Gaussian closure: :meth:`GaussianMetric.is_exact`."""
     metric_options, load = _split_options(options)
     m = _named("gaussian", metric_options)
     return m.is_exact(a, b, **load)

@@ -151,7 +151,12 @@ def test_one_class_of_ten_by_outputs():
 def test_the_gaussian_metric_says_when_it_is_exact(ebh_models):
     a, b = ebh_models[:2]
     assert ts.is_gaussian_exact(a, b)
-    deep = ts.Model.from_state_dict(embed_body_head(41, blocks=2))
+    # Two bilinear blocks (degree 4): the exact sum over the trees' legs.
+    two = ts.Model.from_state_dict(embed_body_head(41, blocks=2))
+    assert ts.is_gaussian_exact(two, two)
+    assert not ts.GaussianClosureMetric().is_exact(two, two)
+    # Four (degree 16): beyond it, the closure.
+    deep = ts.Model.from_state_dict(embed_body_head(41, blocks=4))
     assert not ts.is_gaussian_exact(deep, deep)
 
 
