@@ -5,10 +5,14 @@
 # `tensor-similarity compare` and `matrix` (wall, user CPU and peak RSS from
 # /usr/bin/time) at 1 and 2 threads (RAYON_NUM_THREADS), f64 and f32, and
 # prints the ratios: time / (FLOPs at the machine's rate), the speed-up from
-# 1 to 2 threads, and the issue's targets.
+# 1 to 2 threads, and the issue's targets. Also times `compare --metric
+# gaussian-mc --samples 100000` of two attention-only language models
+# (vocabulary 4096, d 128, 4 heads, two layers; context 4), issue 25's
+# Monte Carlo target (under 20 s on 2 cores).
 #
-#   benches/reproduce.sh                 # about 8 minutes on 2 cores
+#   benches/reproduce.sh                 # about 10 minutes on 2 cores
 #   RUNS=5 MATRIX=0 benches/reproduce.sh # more runs per cell, no matrices
+#   MC=0 benches/reproduce.sh            # without the Monte Carlo cells
 #
 # Needs python3 with numpy (set PYTHON=…; without numpy a temporary venv is
 # made and numpy installed into it) and GNU time at /usr/bin/time. Not part
@@ -20,6 +24,9 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 MATRIX=${MATRIX:-1}
+MC=${MC:-1}
+# The Monte Carlo cells take tens of seconds each: one run per cell unless told.
+MC_RUNS=${MC_RUNS:-1}
 # The matrices take minutes each: one run per cell unless told.
 MATRIX_RUNS=${MATRIX_RUNS:-1}
 WORK=$(mktemp -d)
@@ -45,8 +52,10 @@ import numpy as np
 
 work, matrix = sys.argv[1], sys.argv[2] == "1"
 
-def save(path, tensors):
+def save(path, tensors, metadata=None):
     header, off, blobs = {}, 0, []
+    if metadata is not None:
+        header["__metadata__"] = {"tensor_similarity": json.dumps(metadata)}
     for k, v in tensors.items():
         b = np.ascontiguousarray(v, dtype=np.float32).tobytes()
         header[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
@@ -64,6 +73,31 @@ def mlp(path, seed, d_in, d, h, d_out, depth):
         t[f"body.{i}.r.weight"] = r.normal(size=(h, d)) / d**.5
         t[f"body.{i}.d.weight"] = r.normal(size=(d, h)) / h**.5
     save(path, t)
+
+def lm(path, seed, vocab=4096, d=128, heads=4, layers=2):
+    # benches/lm.rs's shape: embedding, attention layers (q/k biases, rotary,
+    # causal, r = 1, α = 0.2), unembedding.
+    r = np.random.default_rng(seed)
+    t = {"embed.weight": r.normal(size=(d, vocab)),
+         "unembed.weight": r.normal(size=(vocab, d)) / d**.5}
+    blocks = [{"kind": "linear", "weight": "embed.weight"}]
+    for i in range(layers):
+        b = {"kind": "attention", "heads": heads, "mask": "causal", "rotary_base": 10000.0,
+             "scale": 0.2, "skip": 1.0}
+        for k in ("q1", "k1", "q2", "k2", "v"):
+            t[f"l{i}.{k}.weight"] = r.normal(size=(d, d)) / d**.5
+            b[k] = f"l{i}.{k}.weight"
+        for k in ("q1", "k1", "q2", "k2"):
+            t[f"l{i}.{k}.bias"] = 0.3 * r.normal(size=d)
+            b[f"{k}_bias"] = f"l{i}.{k}.bias"
+        t[f"l{i}.o.weight"] = r.normal(size=(d, d)) / d**.5
+        b["o"] = f"l{i}.o.weight"
+        blocks.append(b)
+    blocks.append({"kind": "linear", "weight": "unembed.weight"})
+    save(path, t, {"version": 1, "blocks": blocks})
+
+for seed in (1, 2):
+    lm(f"{work}/lm_{seed}.safetensors", seed)
 
 for name, shape in [("big", (512, 512, 2048, 512, 2)), ("r1", (64, 64, 256, 16, 1)),
                     ("r2", (256, 256, 1024, 64, 1)), ("r3", (256, 256, 1024, 64, 2))]:
@@ -132,6 +166,12 @@ for name in big r1 r2 r3; do
         done
     done
 done
+if [ "$MC" = 1 ]; then
+    for threads in 1 "$THREADS"; do
+        run "$MC_RUNS" lm_mc "$threads" f64 compare "$WORK/lm_1.safetensors" "$WORK/lm_2.safetensors" \
+            --context 4 --metric gaussian-mc --samples 100000
+    done
+fi
 if [ "$MATRIX" = 1 ]; then
     for precision in f64 f32; do
         for threads in 1 "$THREADS"; do
@@ -177,6 +217,12 @@ for name, s in shapes.items():
         r = research.get(name)
         rcols = f"{r} | {r / t2:.1f} | {'met' if r >= 4 * t2 else 'not met'}" if r else "— | — | —"
         print(f"| {'/'.join(map(str, s[:4]))}, {s[4]} | {f:.2f} | {p} | {t1:.3f} | {t2:.3f} | {u2:.2f} | {t1 / t2:.2f} | {bound:.3f} | {t2 / bound:.2f} | {rss:.0f} | {size:.0f} | {rcols} |")
+if ("lm_mc", 1, "f64") in res:
+    print("\n## compare --metric gaussian-mc --samples 100000, language models at context 4 (whole process)\n")
+    print(f"| type | 1 thread (s) | {threads} threads (s) | user (s, {threads} thr) | speed-up | peak RSS (MiB) | 20 s target |")
+    print("|---|---|---|---|---|---|---|")
+    (t1, _, _), (t2, u2, rss) = res[("lm_mc", 1, "f64")], res[("lm_mc", 2, "f64")]
+    print(f"| f64 | {t1:.2f} | {t2:.2f} | {u2:.2f} | {t1 / t2:.2f} | {rss:.0f} | {'met' if t2 < 20 else 'not met'} |")
 if any(k[0] in ("grok200", "mid50") for k in res):
     print("\n## matrix, whole process (best of runs)\n")
     print(f"| matrix | type | 1 thread (s) | {threads} threads (s) | speed-up | peak RSS 1 / {threads} threads (MiB) | files (MiB) |")
