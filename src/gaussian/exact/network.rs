@@ -102,7 +102,7 @@ pub(crate) fn plan(sizes: &[usize], vars: Vec<Vec<usize>>) -> Plan {
             .sum();
         result(f, v) - removed
     };
-    let costs: [&dyn Fn(&[&[usize]], usize) -> f64; 3] = [&space, &result, &fill];
+    let costs: [&Cost<'_>; 3] = [&space, &result, &fill];
     costs
         .into_iter()
         .map(|cost| greedy(sizes, vars.clone(), cost))
@@ -110,12 +110,12 @@ pub(crate) fn plan(sizes: &[usize], vars: Vec<Vec<usize>>) -> Plan {
         .expect("three plans")
 }
 
+/// A greedy order's cost of eliminating a variable next, given the
+/// factors' variables.
+type Cost<'a> = dyn Fn(&[&[usize]], usize) -> f64 + 'a;
+
 /// The order that always eliminates the variable of least `cost`.
-fn greedy(
-    sizes: &[usize],
-    mut vars: Vec<Vec<usize>>,
-    cost: &dyn Fn(&[&[usize]], usize) -> f64,
-) -> Plan {
+fn greedy(sizes: &[usize], mut vars: Vec<Vec<usize>>, cost: &Cost<'_>) -> Plan {
     let mut plan = Plan {
         order: Vec::new(),
         peak: 0.0,
