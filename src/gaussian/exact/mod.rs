@@ -148,16 +148,13 @@ impl Tree {
 
         // Symmetrise bottom-up: a level's rows under every order of its
         // slots, the level above reading each copy with weight 1/k!.
-        let mut ranks = Vec::with_capacity(shape.len());
         let k0 = shape[0];
         means = symmetrise_rows(&means);
         noise = symmetrise_rows(&noise);
-        ranks.push(means[0].nrows());
         spread_columns(edges.first_mut().map(|e| &mut e[..]), &mut top, k0);
         for level in 0..edges.len() {
             let k = edges[level].len();
             edges[level] = symmetrise_rows(&edges[level]);
-            ranks.push(edges[level][0].nrows());
             let (_, above) = edges.split_at_mut(level + 1);
             spread_columns(above.first_mut().map(|e| &mut e[..]), &mut top, k);
         }
@@ -183,12 +180,17 @@ impl Tree {
 
         let alpha = (0..=k0).map(|e| alpha(&means, &noise, e)).collect();
         let noise_width = noise[0].ncols();
+        let outline = Outline::of(model, shape, noise_width);
+        // The plans are made from the outline alone: it must be these matrices'.
+        debug_assert_eq!(outline.ranks[0], means[0].nrows());
+        debug_assert!(
+            edges
+                .iter()
+                .zip(&outline.ranks[1..])
+                .all(|(e, &r)| e[0].nrows() == r)
+        );
         Self {
-            outline: Outline {
-                shape,
-                ranks,
-                noise_width,
-            },
+            outline,
             alpha,
             noise,
             edges,
@@ -210,8 +212,9 @@ pub(crate) struct Outline {
 }
 
 impl Outline {
-    /// A model's outline without building its tree: the same ranks as
-    /// [`Tree::new`] gives.
+    /// A model's outline without building its tree: the ranks
+    /// [`Tree::new`]'s symmetrised matrices have (the one place they are
+    /// computed).
     pub(crate) fn of<T: Real>(model: &Model<T>, shape: Shape, noise_width: usize) -> Self {
         let factorial = |k: usize| (1..=k).product::<usize>();
         let mut ranks: Vec<usize> = model
