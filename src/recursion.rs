@@ -41,6 +41,11 @@ use crate::padded::padded_block;
 use crate::resources::{MemoryEstimate, MemoryLimit, flat_entries, flat_width, scalars, zeros};
 use crate::scalar::{LogScaled, Real, from_f64, smallest_resolved, to_f64};
 
+/// The estimated bytes of one product below which
+/// [`similarity`](RecursiveSimilarity::similarity) runs its three products
+/// at once (see `TensorSimilarity::products_at_once`).
+const CONCURRENT_PRODUCTS_BELOW: f64 = 256.0 * 1024.0 * 1024.0;
+
 /// A similarity that is the cosine of an inner product between models,
 /// computed layer by layer.
 ///
@@ -290,8 +295,24 @@ impl TensorSimilarity {
             self.product_bytes(b, None, n),
         ];
         each.sort_by(|x, y| y.total_cmp(x));
-        let at_once = rayon::current_num_threads().clamp(1, 3);
+        let at_once = if each[0] < CONCURRENT_PRODUCTS_BELOW {
+            rayon::current_num_threads().clamp(1, 3)
+        } else {
+            1
+        };
         each[..at_once].iter().sum()
+    }
+
+    /// Whether [`similarity`](RecursiveSimilarity::similarity) runs its three
+    /// products at once: only when each is small, where a step alone would
+    /// leave threads idle. A large step keeps every thread busy by itself,
+    /// and running three at once would triple the peak memory.
+    fn products_at_once<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> bool {
+        let largest = self
+            .product_bytes(a, Some(b), n)
+            .max(self.product_bytes(a, None, n))
+            .max(self.product_bytes(b, None, n));
+        largest < CONCURRENT_PRODUCTS_BELOW
     }
 
     /// The estimated peak bytes of `⟨A,B⟩` (`b = None`: `⟨A,A⟩`) at `n`
@@ -809,10 +830,15 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
         )
     }
 
-    /// The cosine, with `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩` computed in parallel.
+    /// The cosine, with `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩` computed in parallel when
+    /// each is small, one after the other when each is large.
     fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
         let n = self.context_for(a, b)?;
         self.check_estimate(|n| self.similarity_bytes(a, b, n), n)?;
+        if !self.products_at_once(a, b, n) {
+            let ab = self.inner_product(a, b)?;
+            return cosine(ab, self.squared_norm(a)?, self.squared_norm(b)?);
+        }
         let (ab, (aa, bb)) = rayon::join(
             || self.inner_product(a, b),
             || rayon::join(|| self.squared_norm(a), || self.squared_norm(b)),

@@ -16,6 +16,8 @@
 mod chain;
 mod layer;
 mod moments;
+#[cfg(test)]
+mod reference;
 mod step;
 
 pub use layer::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};

@@ -21,9 +21,9 @@
 use nalgebra::{DMatrix, DMatrixView, DVector, Dyn};
 use rayon::prelude::*;
 
-use super::layer::{Attention, Mask, Role};
+use super::layer::{Attention, Role};
 use crate::error::{Error, Result};
-use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
+use crate::linalg::{gemm, gemm_nt, gemm_tn, mul, mul_nt};
 use crate::padded::padded_block;
 use crate::resources::{flat_width, zeros};
 use crate::scalar::{Real, from_f64};
@@ -174,35 +174,35 @@ pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> 
         let heads = x.heads() as f64;
         let legs = heads * (4 * x.qk_width() + x.value_width()) as f64;
         let values = heads * x.value_width() as f64;
-        let pairs = match x.mask() {
-            Mask::Causal => nf * (nf + 1.0) / 2.0,
-            Mask::None => nf * nf,
-            Mask::Diagonal => nf,
-            Mask::Matrix(w) => w.iter().filter(|v| **v != 0.0).count().max(1) as f64,
-        };
-        let d = x.input_width() as f64 + 1.0;
-        (heads, legs, values, pairs, d, x.value_width() as f64)
+        (heads, legs, values, x.input_width() as f64 + 1.0)
     };
-    let (ha, la, va, pa, da, eva) = size(a);
-    let (hb, lb, vb, pb, db, evb) = size(b);
+    let (ha, la, va, da) = size(a);
+    let (_, lb, vb, db) = size(b);
     // The leg forms per position (and B's regrouped by head).
     let legs = nf * (la * da + 2.0 * lb * db);
-    // Per position pair: Y, Ỹ and the head-pair products X and Xᵀ.
-    let products = nf * nf * (la * db + da * lb + 2.0 * la * lb);
-    // Every configuration pair's e_v × e_v contribution, collected before it
-    // is summed: a matrix header and a tuple (72 bytes, with a third more for
-    // the growing vectors) and the allocation's own header (16 bytes) each;
-    // measured against the peak RSS in docs/security.md.
-    let header = 112.0 / size_of::<T>() as f64;
-    let parts = (ha * pa) * (hb * pb) * (eva * evb + header);
-    // Z per position pair, and the output with its linearised terms.
-    let z = nf * nf * va * vb;
+    // Kept: the head-pair products X of every position pair.
+    let products = nf * nf * la * lb;
+    // In flight, one column (or row) of position pairs per thread: Y(·,q)
+    // or Ỹ(p,·) and its directions; counted as if every column were, so
+    // that the estimate does not depend on the thread count. And the
+    // linearised terms of every pair.
+    let columns = nf * nf * 2.0 * la.max(lb) * da.max(db);
+    let linearised = 2.0 * nf * nf * (a.output_width() * b.output_width()) as f64;
+    // Z as the tasks' rows, and a self product's mirrors (counted always).
+    let z = nf * nf * va * vb + nf * ha * va * vb;
     let output = crate::resources::flat_entries(n, a.output_width(), b.output_width());
-    legs + products + parts + z + 2.0 * output
+    legs + products + columns + linearised + z + 2.0 * output
 }
 
 /// `G'` for attention blocks `a` and `b` (`None`: the self product) on
 /// `n` positions.
+///
+/// The per-position-pair products `Y = F_A(p) Ĝ[p,q]` and `Ỹ = Ĝ[p,q] F_B(q)ᵀ`
+/// live only while one column (or row) of position pairs is processed: what
+/// is kept is `X = Y F_B(q)ᵀ`, one matrix per pair of positions and heads.
+/// The attention pairs then run one task per query position and head of `A`,
+/// each summing its own rows of `Z` in a fixed order, so that the result does
+/// not depend on the number of threads.
 pub(super) fn gram_step<T: Real>(
     a: &Attention<T>,
     b: Option<&Attention<T>>,
@@ -221,60 +221,33 @@ pub(super) fn gram_step<T: Real>(
     )?;
     let sa = Side::new(a, n)?;
     let sb = Side::new(b.unwrap_or(a), n)?;
-    let (la, lb) = (sa.legs[0].nrows(), sb.legs[0].nrows());
-
-    // Per position pair: Y = F_A(p) Ĝ[p,q], Ỹ = Ĝ[p,q] F_B(q)ᵀ, X = Y F_B(q)ᵀ.
-    // Per position pair: Y = F_A(p) Ĝ[p,q] and Ỹ = Ĝ[p,q] F_B(q)ᵀ; and per
-    // head pair X = Y_h F_B,h'(q)ᵀ with its transpose, each a small
-    // contiguous matrix over the five legs of both heads, so that the pair
-    // contraction reads compact memory. In parallel.
     let same = b.is_none();
-    let heads_b: Vec<Vec<DMatrix<T>>> = sb.legs.iter().map(|f| sb.by_head(f)).collect();
-    type Products<T> = (DMatrix<T>, DMatrix<T>, Vec<(DMatrix<T>, DMatrix<T>)>);
-    let products: Vec<Products<T>> = (0..n * n)
-        .into_par_iter()
-        .map(|pq| {
-            let (p, q) = (pq / n, pq % n);
-            let mut block = DMatrix::zeros(da + 1, db + 1);
-            padded_block(g, p, q, da, db, &mut block);
-            let y = mul(&sa.legs[p], &block);
-            let yt = mul_nt(&block, &sb.legs[q]);
-            let mut x = Vec::with_capacity(sa.heads * sb.heads);
-            for y_h in sa.by_head(&y) {
-                for f in &heads_b[q] {
-                    let xh = mul_nt(&y_h, f);
-                    let xt = xh.transpose();
-                    x.push((xh, xt));
-                }
-            }
-            (y, yt, x)
+
+    // Mean legs m = F G e_0 on each side: A's from the padded column 0 of
+    // Ĝ[p,0], B's from the padded row 0 of Ĝ[0,q].
+    let g00 = g[(0, 0)];
+    let ma: Vec<DVector<T>> = (0..n)
+        .map(|p| {
+            let mut col = DVector::zeros(da + 1);
+            col[0] = g00;
+            col.rows_mut(1, da)
+                .copy_from(&g.view((1 + p * da, 0), (da, 1)));
+            &sa.legs[p] * col
         })
         .collect();
-    let mut ys = Vec::with_capacity(n * n);
-    let mut yts = Vec::with_capacity(n * n);
-    let mut xs = Vec::with_capacity(n * n * sa.heads * sb.heads);
-    let mut xts = Vec::with_capacity(n * n * sa.heads * sb.heads);
-    for (y, yt, x) in products {
-        ys.push(y);
-        yts.push(yt);
-        for (xh, xt) in x {
-            xs.push(xh);
-            xts.push(xt);
-        }
-    }
-    debug_assert_eq!(xs.len() * sa.leg_rows() * sb.leg_rows(), n * n * la * lb);
-    let at = |p: usize, q: usize| p * n + q;
-
-    // Mean legs m = F G e_0 on each side.
-    let ma: Vec<DVector<T>> = (0..n)
-        .map(|p| ys[at(p, 0)].column(0).into_owned())
+    let mb: Vec<DVector<T>> = (0..n)
+        .map(|q| {
+            let mut row = DVector::zeros(db + 1);
+            row[0] = g00;
+            row.rows_mut(1, db)
+                .copy_from(&g.view((0, 1 + q * db), (1, db)).transpose());
+            &sb.legs[q] * row
+        })
         .collect();
-    let mb: Vec<DVector<T>> = (0..n).map(|q| yts[at(0, q)].row(0).transpose()).collect();
 
     let (oa, ob) = (sa.out, sb.out);
     let (ra, rb): (T, T) = (from_f64(a.skip()), from_f64(sb.block.skip()));
     let (beta_a, beta_b) = (sa.beta(), sb.beta());
-    let g00 = g[(0, 0)];
     let g00_4 = g00 * g00 * g00 * g00;
     let g00_5 = g00_4 * g00;
 
@@ -337,31 +310,70 @@ pub(super) fn gram_step<T: Real>(
         }
     }
 
-    // T1 × T2: A's attention with one leg on a column of G (B's skip input).
-    if rb != T::zero() {
-        let psis: Vec<Vec<DMatrix<T>>> = (0..n)
-            .into_par_iter()
-            .map(|q| {
-                let dirs: Vec<DMatrix<T>> = (0..n)
-                    .map(|p| ys[at(p, q)].columns(1, db).into_owned())
-                    .collect();
+    // One column q of position pairs at a time: Y(·,q), then X(·,q) per head
+    // pair (kept), and T1 × T2 (A's attention with one leg on a column of G,
+    // B's skip input) along the columns of Y(·,q), before Y(·,q) is dropped.
+    // B's forms by head, transposed once: `(d_B + 1) × (4e + e_v)`.
+    let heads_b: Vec<Vec<DMatrix<T>>> = sb
+        .legs
+        .iter()
+        .map(|f| sb.by_head(f).iter().map(|h| h.transpose()).collect())
+        .collect();
+    // Per column q: X(·,q) by head pair, and the linearised terms.
+    type Column<T> = (Vec<DMatrix<T>>, Vec<DMatrix<T>>);
+    let columns: Vec<Column<T>> = (0..n)
+        .into_par_iter()
+        .map(|q| {
+            let ys: Vec<DMatrix<T>> = (0..n)
+                .into_par_iter()
+                .map(|p| {
+                    let mut block = DMatrix::zeros(da + 1, db + 1);
+                    padded_block(g, p, q, da, db, &mut block);
+                    mul(&sa.legs[p], &block)
+                })
+                .collect();
+            let x: Vec<DMatrix<T>> = ys
+                .par_iter()
+                .flat_map_iter(|y| {
+                    sa.by_head(y).into_iter().flat_map(|y_h| {
+                        heads_b[q]
+                            .iter()
+                            .map(move |f| mul(&y_h, f))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let psi = if rb == T::zero() {
+                Vec::new()
+            } else {
+                let dirs: Vec<DMatrix<T>> =
+                    ys.iter().map(|y| y.columns(1, db).into_owned()).collect();
+                drop(ys);
                 sa.linearize(&ma, Some(&dirs)).1
-            })
-            .collect();
-        for (q, psi) in psis.iter().enumerate() {
-            for (p, psi) in psi.iter().enumerate() {
-                let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-                add_scaled(&mut blk, rb, psi);
-            }
+            };
+            (x, psi)
+        })
+        .collect();
+    let mut products = Vec::with_capacity(n);
+    for (q, (x, psi)) in columns.into_iter().enumerate() {
+        for (p, psi) in psi.iter().enumerate() {
+            let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
+            add_scaled(&mut blk, rb, psi);
         }
+        products.push(x);
     }
-    // T2 × T1: B's attention with one leg on a row of G (A's skip input).
+    // T2 × T1: B's attention with one leg on a row of G (A's skip input),
+    // one row p of position pairs at a time.
     if ra != T::zero() {
         let psis: Vec<Vec<DMatrix<T>>> = (0..n)
             .into_par_iter()
             .map(|p| {
                 let dirs: Vec<DMatrix<T>> = (0..n)
-                    .map(|q| yts[at(p, q)].rows(1, da).transpose())
+                    .map(|q| {
+                        let mut block = DMatrix::zeros(da + 1, db + 1);
+                        padded_block(g, p, q, da, db, &mut block);
+                        mul_nt(&block.rows(1, da), &sb.legs[q]).transpose()
+                    })
                     .collect();
                 sb.linearize(&mb, Some(&dirs)).1
             })
@@ -375,15 +387,21 @@ pub(super) fn gram_step<T: Real>(
     }
 
     // T1 × T1.
-    let z = attention_pairs(&sa, &sb, (&xs, &xts), n, same);
+    let products = Products {
+        by_column: products,
+        heads: (sa.heads, sb.heads),
+    };
+    let z = attention_pairs(&sa, &sb, &products, n, same);
+    drop(products);
     let coef: T =
         from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
     let (o_a, o_b) = (a.weight(Role::O), sb.block.weight(Role::O));
+    let mut zpq = DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev);
     for p in 0..n {
         for q in 0..n {
-            let zpq = &z[at(p, q)];
+            z.block(p, q, &mut zpq);
             let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-            gemm_nt(coef, &mul(o_a, zpq), o_b, T::one(), &mut blk);
+            gemm_nt(coef, &mul(o_a, &zpq), o_b, T::one(), &mut blk);
         }
     }
     if same {
@@ -409,131 +427,169 @@ fn add_scaled<T, S1, S2>(
     }
 }
 
+/// `X(p,q) = F_A(p) Ĝ[p,q] F_B(q)ᵀ` per pair of positions and heads, each a
+/// small contiguous matrix over the five legs of both heads, so that the
+/// pair contraction reads compact memory.
+struct Products<T: Real> {
+    /// `by_column[q][(p H_A + h) H_B + h']`.
+    by_column: Vec<Vec<DMatrix<T>>>,
+    heads: (usize, usize),
+}
+
+impl<T: Real> Products<T> {
+    fn get(&self, p: usize, q: usize, h: usize, h2: usize) -> &DMatrix<T> {
+        let (ha, hb) = self.heads;
+        &self.by_column[q][(p * ha + h) * hb + h2]
+    }
+}
+
 /// `Z(s,s') = Σ_{t,t'} W_A[s,t] W_B[s',t'] Σ_σ N_σ`, `(H e_v^A) × (H' e_v^B)`
-/// per query pair, summed over the 120 leg bijections `σ` of every head pair.
+/// per query pair, held as each task's rows.
+struct PairSums<T: Real> {
+    /// `rows[s H_A + h]`: rows `h` of every `Z(s, ·)`, `e_v^A × (n H' e_v^B)`.
+    rows: Vec<DMatrix<T>>,
+    /// Self products: each task's share of the diagonal blocks' lower
+    /// triangle of configurations, `Z(s,s)`-shaped (summed in task order).
+    mirrors: Vec<Option<DMatrix<T>>>,
+    heads: (usize, usize),
+    widths: (usize, usize),
+    same: bool,
+}
+
+impl<T: Real> PairSums<T> {
+    /// `Z(p,q)` into `out`; a self product's `Z(q,p)` is `Z(p,q)ᵀ`.
+    fn block(&self, p: usize, q: usize, out: &mut DMatrix<T>) {
+        let ((ha, hb), (eva, evb)) = (self.heads, self.widths);
+        if self.same && q < p {
+            self.block(q, p, out);
+            out.transpose_mut();
+            return;
+        }
+        for h in 0..ha {
+            out.rows_mut(h * eva, eva)
+                .copy_from(&self.rows[p * ha + h].columns(q * hb * evb, hb * evb));
+        }
+        if self.same && p == q {
+            for mirror in self.mirrors[p * ha..(p + 1) * ha].iter().flatten() {
+                *out += mirror;
+            }
+        }
+    }
+}
+
+/// `Z(s,s')` for every pair of query positions: the sum over the 120 leg
+/// bijections `σ` of every head pair and every pair of key positions.
 ///
-/// A self product (`same`) computes each unordered pair of configurations
-/// `(h, s, t)`, `(h', s', t')` once: swapping them transposes `N`.
+/// One task per query position `s` and head `h` of `A`: it owns rows `h` of
+/// every `Z(s, ·)` and sums them in one order. A self product (`same`)
+/// computes `Z(s, s')` for `s' ≥ s` only (`Z(s',s) = Z(s,s')ᵀ`), and in the
+/// diagonal blocks each unordered pair of configurations `(h, t)`, `(h', t')`
+/// once: swapping them transposes `N`, and the transposed half goes to the
+/// task's mirror.
 fn attention_pairs<T: Real>(
     sa: &Side<'_, T>,
     sb: &Side<'_, T>,
-    (xs, xts): (&[DMatrix<T>], &[DMatrix<T>]),
+    products: &Products<T>,
     n: usize,
     same: bool,
-) -> Vec<DMatrix<T>> {
-    let configs = |side: &Side<'_, T>| -> Vec<(usize, usize, usize)> {
-        (0..side.heads)
-            .flat_map(|h| {
-                valid_pairs(&side.mask, n)
-                    .into_iter()
-                    .map(move |(s, t)| (h, s, t))
-            })
-            .collect()
+) -> PairSums<T> {
+    let keys = |side: &Side<'_, T>, s: usize| -> Vec<usize> {
+        (0..n).filter(|&t| side.mask[(s, t)] != 0.0).collect()
     };
-    let configs_a = configs(sa);
-    // The index of each configuration (h', s', t') of B, for the self product.
-    let mut index = vec![usize::MAX; sb.heads * n * n];
-    for (j, &(h, s, t)) in configs(sb).iter().enumerate() {
-        index[(h * n + s) * n + t] = j;
-    }
-    // Per configuration of A: its contributions (s, h, s', h', N).
-    type Part<T> = Vec<((usize, usize, usize, usize), DMatrix<T>)>;
-    // One task per configuration, each stealable on its own: a self
-    // product's tasks shrink from the first to the last.
-    let parts: Vec<Part<T>> = configs_a
+    let tasks: Vec<(usize, usize)> = (0..n)
+        .flat_map(|s| (0..sa.heads).map(move |h| (s, h)))
+        .collect();
+    let width = n * sb.heads * sb.ev;
+    let results: Vec<(DMatrix<T>, Option<DMatrix<T>>)> = tasks
         .par_iter()
         .with_max_len(1)
-        .enumerate()
-        .map(|(i, &(h, s, t))| {
+        .map(|&(s, h)| {
+            let mut rows = DMatrix::<T>::zeros(sa.ev, width);
+            let mut mirror = same.then(|| DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev));
             let mut scratch = Scratch::new(sa.ev, sb.e, sb.ev);
-            let mut part: Part<T> = Vec::new();
             let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev);
-            let wa: T = from_f64(sa.mask[(s, t)]);
-            let blocks = |h2: usize, pos_b: [usize; 2]| Blocks {
-                sa,
-                sb,
-                xs,
-                xts,
-                n,
-                h,
-                h2,
-                pos_a: [s, t],
-                pos_b,
-            };
-            for h2 in 0..sb.heads {
-                // E_ν(Q1', Q2') reads only s': once per s'.
-                let mut by_query: Vec<Option<[DMatrix<T>; 2]>> = vec![None; n];
-                for t2 in 0..n {
-                    let todo: Vec<usize> = (0..n)
-                        .filter(|&s2| {
-                            let j = index[(h2 * n + s2) * n + t2];
-                            j != usize::MAX && (!same || j >= i)
-                        })
-                        .collect();
-                    if todo.is_empty() {
-                        continue;
-                    }
-                    // What reads only t': E_ν(K1', V'), E_ν(K2', V'), E_ν(K1', K2').
-                    let at_key = blocks(h2, [0, t2]);
-                    for nu in 0..2 {
-                        for u in [1, 3] {
-                            node_pair(&at_key, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
-                        }
-                        node_pair(&at_key, nu, 1, 3, &mut scratch.cross[nu * 4 + 3]);
-                    }
-                    for s2 in todo {
-                        let b = blocks(h2, [s2, t2]);
-                        let cached = by_query[s2].get_or_insert_with(|| {
-                            std::array::from_fn(|nu| {
-                                let mut e = DMatrix::zeros(sb.e, sb.e);
-                                node_pair(&b, nu, 0, 2, &mut e);
-                                e
+            for t in keys(sa, s) {
+                let wa: T = from_f64(sa.mask[(s, t)]);
+                let blocks = |h2: usize, pos_b: [usize; 2]| Blocks {
+                    sa,
+                    sb,
+                    products,
+                    h,
+                    h2,
+                    pos_a: [s, t],
+                    pos_b,
+                };
+                for h2 in 0..sb.heads {
+                    // E_ν(Q1', Q2') reads only s': once per s'.
+                    let mut by_query: Vec<Option<[DMatrix<T>; 2]>> = vec![None; n];
+                    for t2 in 0..n {
+                        let todo: Vec<usize> = (if same { s..n } else { 0..n })
+                            .filter(|&s2| {
+                                sb.mask[(s2, t2)] != 0.0 && (!same || s2 > s || (h2, t2) >= (h, t))
                             })
-                        });
-                        for (nu, cached) in cached.iter().enumerate() {
-                            scratch.cross[nu * 4].copy_from(cached);
-                            for u in [0, 2] {
-                                node_pair(&b, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
+                            .collect();
+                        if todo.is_empty() {
+                            continue;
+                        }
+                        // What reads only t': E_ν(K1', V'), E_ν(K2', V'), E_ν(K1', K2').
+                        let at_key = blocks(h2, [0, t2]);
+                        for nu in 0..2 {
+                            for u in [1, 3] {
+                                node_pair(&at_key, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
                             }
-                            node_pair(&b, nu, 0, 3, &mut scratch.cross[nu * 4 + 1]);
-                            node_pair(&b, nu, 1, 2, &mut scratch.cross[nu * 4 + 2]);
+                            node_pair(&at_key, nu, 1, 3, &mut scratch.cross[nu * 4 + 3]);
                         }
-                        let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
-                        acc.fill(T::zero());
-                        network_sum(&b, &mut scratch, w, &mut acc);
-                        if same && (h2, s2, t2) != (h, s, t) {
-                            part.push(((s2, h2, s, h), acc.transpose()));
+                        for s2 in todo {
+                            let b = blocks(h2, [s2, t2]);
+                            let cached = by_query[s2].get_or_insert_with(|| {
+                                std::array::from_fn(|nu| {
+                                    let mut e = DMatrix::zeros(sb.e, sb.e);
+                                    node_pair(&b, nu, 0, 2, &mut e);
+                                    e
+                                })
+                            });
+                            for (nu, cached) in cached.iter().enumerate() {
+                                scratch.cross[nu * 4].copy_from(cached);
+                                for u in [0, 2] {
+                                    node_pair(&b, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
+                                }
+                                node_pair(&b, nu, 0, 3, &mut scratch.cross[nu * 4 + 1]);
+                                node_pair(&b, nu, 1, 2, &mut scratch.cross[nu * 4 + 2]);
+                            }
+                            let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
+                            acc.fill(T::zero());
+                            network_sum(&b, &mut scratch, w, &mut acc);
+                            let mut own = rows.columns_mut((s2 * sb.heads + h2) * sb.ev, sb.ev);
+                            own += &acc;
+                            if let Some(mirror) =
+                                mirror.as_mut().filter(|_| s2 == s && (h2, t2) != (h, t))
+                            {
+                                let mut m =
+                                    mirror.view_mut((h2 * sa.ev, h * sb.ev), (sa.ev, sb.ev));
+                                m += acc.transpose();
+                            }
                         }
-                        part.push(((s, h, s2, h2), acc.clone()));
                     }
                 }
             }
-            part
+            (rows, mirror)
         })
         .collect();
-    let mut z = vec![DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev); n * n];
-    for ((s, h, s2, h2), m) in parts.into_iter().flatten() {
-        let mut blk = z[s * n + s2].view_mut((h * sa.ev, h2 * sb.ev), (sa.ev, sb.ev));
-        blk += m;
+    let (rows, mirrors) = results.into_iter().unzip();
+    PairSums {
+        rows,
+        mirrors,
+        heads: (sa.heads, sb.heads),
+        widths: (sa.ev, sb.ev),
+        same,
     }
-    z
-}
-
-/// `(s, t)` with `W[s,t] ≠ 0`.
-fn valid_pairs(mask: &DMatrix<f64>, n: usize) -> Vec<(usize, usize)> {
-    (0..n)
-        .flat_map(|s| (0..n).map(move |t| (s, t)))
-        .filter(|&(s, t)| mask[(s, t)] != 0.0)
-        .collect()
 }
 
 /// The per-leg products of one head pair at one choice of the four positions.
 struct Blocks<'a, T: Real> {
     sa: &'a Side<'a, T>,
     sb: &'a Side<'a, T>,
-    xs: &'a [DMatrix<T>],
-    xts: &'a [DMatrix<T>],
-    n: usize,
+    products: &'a Products<T>,
     h: usize,
     h2: usize,
     pos_a: [usize; 2],
@@ -543,24 +599,11 @@ struct Blocks<'a, T: Real> {
 impl<T: Real> Blocks<'_, T> {
     /// `X_{l,l'} = U^A_l(p) Ĝ[p,q] U^B_{l'}(q)ᵀ` for this head pair, `w_A(l) × w_B(l')`.
     fn x(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
-        self.xs[self.index(l, l2)].view(
-            (self.sa.head_row(l), self.sb.head_row(l2)),
-            (self.sa.leg_width(l), self.sb.leg_width(l2)),
-        )
-    }
-
-    /// Which head-pair product holds `X_{l,l'}`.
-    fn index(&self, l: usize, l2: usize) -> usize {
         let p = self.pos_a[usize::from(!AT_QUERY[l])];
         let q = self.pos_b[usize::from(!AT_QUERY[l2])];
-        ((p * self.n + q) * self.sa.heads + self.h) * self.sb.heads + self.h2
-    }
-
-    /// `X_{l,l'}ᵀ`, from the transposed products.
-    fn xt(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
-        self.xts[self.index(l, l2)].view(
-            (self.sb.head_row(l2), self.sa.head_row(l)),
-            (self.sb.leg_width(l2), self.sa.leg_width(l)),
+        self.products.get(p, q, self.h, self.h2).view(
+            (self.sa.head_row(l), self.sb.head_row(l2)),
+            (self.sa.leg_width(l), self.sb.leg_width(l2)),
         )
     }
 }
@@ -596,8 +639,8 @@ impl<T: Real> Scratch<T> {
 fn node_pair<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize, out: &mut DMatrix<T>) {
     let (l1, l2) = (2 * nu, 2 * nu + 1);
     let (one, zero) = (T::one(), T::zero());
-    gemm(one, &b.xt(l1, x2), &b.x(l2, y2), zero, out);
-    gemm(one, &b.xt(l2, x2), &b.x(l1, y2), one, out);
+    gemm_tn(one, &b.x(l1, x2), &b.x(l2, y2), zero, out);
+    gemm_tn(one, &b.x(l2, x2), &b.x(l1, y2), one, out);
 }
 
 /// `tr E_ν(x', y')` for `x', y'` in one B node (they share its index).
@@ -792,6 +835,104 @@ mod tests {
         let slow = generic_step((&ca, &Full), (&ca, &Full), &g).unwrap();
         let err = (&fast - &slow).amax() / slow.amax();
         assert!(err < 1e-12, "relative error {err:.3e}");
+    }
+
+    /// A pseudo-random block: `heads`, stream width `d`, `e`, `e_v`, the
+    /// mask, rotary or not, q/k biases or not, lerp or additive skip.
+    fn random_block(
+        seed: usize,
+        d: usize,
+        heads: usize,
+        e: usize,
+        mask: Mask,
+        rotary: bool,
+        biases: bool,
+    ) -> Attention<f64> {
+        let ev = 1 + seed % 3;
+        let mut b = block(seed, d, heads, e, ev)
+            .mask(mask)
+            .scale(0.3 + (seed % 5) as f64 * 0.1)
+            .skip(if seed.is_multiple_of(2) { 1.0 } else { 0.6 });
+        if rotary {
+            b = b.rotary(50.0);
+        }
+        if biases {
+            let v = |k: usize, len: usize| matrix(seed + k, len, 1).column(0).into_owned();
+            b = b
+                .q1_bias(v(20, heads * e))
+                .k1_bias(v(21, heads * e))
+                .q2_bias(v(22, heads * e))
+                .k2_bias(v(23, heads * e))
+                .v_bias(v(24, heads * ev))
+                .o_bias(v(25, d));
+        }
+        b.build().unwrap()
+    }
+
+    fn masks(n: usize, seed: usize) -> [Mask; 4] {
+        let w = DMatrix::from_fn(n, n, |i, j| {
+            let v = value(seed, i, j);
+            if v > 0.2 { 0.0 } else { v + 1.0 }
+        });
+        [Mask::Causal, Mask::None, Mask::Diagonal, Mask::Matrix(w)]
+    }
+
+    /// The streamed step against the step as it stood before
+    /// (`reference.rs`), to `1e-12` relative: contexts 1 to 9, every mask,
+    /// rotary on and off, q/k biases, different widths, heads and `e`, cross
+    /// and self products.
+    #[test]
+    fn matches_the_reference_step() {
+        for n in 1..=9 {
+            for (k, mask) in masks(n, n).into_iter().enumerate() {
+                let seed = 10 * n + k;
+                let (rotary, biases) = (seed % 2 == 0, seed % 3 != 0);
+                let a = random_block(seed, 3, 2, 2, mask.clone(), rotary, biases);
+                let b = random_block(seed + 1, 2, 1 + n % 3, 1 + k % 2, mask, !rotary, !biases);
+                let (na, nb) = (n * 3 + 1, n * 2 + 1);
+                let g = DMatrix::from_fn(na, nb, |i, j| value(seed, i, j));
+                let fast = gram_step(&a, Some(&b), &g, n).unwrap();
+                let slow = super::super::reference::reference_step(&a, Some(&b), &g, n).unwrap();
+                let err = (&fast - &slow).amax() / slow.amax();
+                assert!(err < 1e-12, "n = {n}, mask {k}: relative error {err:.3e}");
+                let r = DMatrix::from_fn(na, na, |i, j| value(seed + 3, i, j));
+                let g = &r * r.transpose();
+                let fast = gram_step(&a, None, &g, n).unwrap();
+                let slow = super::super::reference::reference_step(&a, None, &g, n).unwrap();
+                let err = (&fast - &slow).amax() / slow.amax();
+                assert!(
+                    err < 1e-12,
+                    "self, n = {n}, mask {k}: relative error {err:.3e}"
+                );
+                assert_eq!(fast, fast.transpose(), "a self step is exactly symmetric");
+            }
+        }
+    }
+
+    /// The same bits on one thread and on two: every sum has one order.
+    #[test]
+    fn bit_identical_on_one_and_two_threads() {
+        let n = 5;
+        let a = random_block(3, 4, 2, 2, Mask::Causal, true, true);
+        let b = random_block(4, 3, 3, 2, Mask::Causal, true, false);
+        let g = DMatrix::from_fn(n * 4 + 1, n * 3 + 1, |i, j| value(8, i, j));
+        let r = DMatrix::from_fn(n * 4 + 1, n * 4 + 1, |i, j| value(9, i, j));
+        let gs = &r * r.transpose();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                (
+                    gram_step(&a, Some(&b), &g, n).unwrap(),
+                    gram_step(&a, None, &gs, n).unwrap(),
+                )
+            })
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one.0, two.0);
+        assert_eq!(one.1, two.1);
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! The attention step's peak allocation, on a counting allocator: what one
+//! step holds at context 32 (small widths) against the library's own
+//! estimate and against what the streamed step keeps (the head-pair
+//! products `X` of every position pair, once, and the Gram matrices in and
+//! out). The step as it stood before (every configuration pair's
+//! contribution collected, `X` twice, `Y` and `Ỹ` of every pair) held about
+//! twenty times this here.
+//!
+//! One test in this binary: the allocator counts the whole process.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use nalgebra::{DMatrix, DVector};
+use tensor_similarity::{Attention, Mask, TensorBlock};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator unchanged; the
+// counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the system allocator's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK.fetch_max(now, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as `alloc`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK.fetch_max(now, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: `p` came from `alloc` with this layout.
+        unsafe { System.dealloc(p, layout) };
+        CURRENT.fetch_sub(layout.size(), Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn matrix(seed: usize, r: usize, c: usize) -> DMatrix<f64> {
+    DMatrix::from_fn(r, c, |i, j| {
+        let x = (seed * 7919 + i * 104_729 + j * 1_299_709) % 10_007;
+        (x as f64 / 10_007.0 - 0.5) / (c as f64).sqrt()
+    })
+}
+
+fn block(seed: usize, d: usize, heads: usize, e: usize) -> Attention {
+    let w = |k: usize, r: usize| matrix(seed + k, r, d);
+    Attention::builder(
+        heads,
+        w(0, heads * e),
+        w(1, heads * e),
+        w(2, heads * e),
+        w(3, heads * e),
+        w(4, heads * e),
+        matrix(seed + 5, d, heads * e),
+    )
+    .q1_bias(DVector::from_element(heads * e, 0.1))
+    .k2_bias(DVector::from_element(heads * e, -0.2))
+    .rotary(10_000.0)
+    .mask(Mask::Causal)
+    .skip(1.0)
+    .build()
+    .unwrap()
+}
+
+/// Peak bytes allocated while `f` runs, above what was live before it.
+fn peak_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = CURRENT.load(Relaxed);
+    PEAK.store(before, Relaxed);
+    let r = f();
+    (r, PEAK.load(Relaxed) - before)
+}
+
+#[test]
+fn one_attention_step_at_context_32_holds_its_products_once() {
+    let (n, d, heads, e) = (32, 8, 2, 4);
+    let (a, b) = (block(1, d, heads, e), block(11, d, heads, e));
+    let flat = n * d + 1;
+    let g = DMatrix::from_fn(flat, flat, |i, j| {
+        if i == j {
+            1.0
+        } else {
+            0.01 * matrix(3, flat, flat)[(i, j)]
+        }
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (name, other) in [("cross", Some(&b)), ("self", None)] {
+        let (out, peak) = peak_of(|| {
+            pool.install(|| match other {
+                Some(b) => a.gram_step(b, &g, n),
+                None => a.self_gram_step(&g, n),
+            })
+        });
+        let out = out.unwrap();
+        assert!(out.iter().all(|v| v.is_finite()));
+        let other = other.unwrap_or(&a);
+        let estimate = pool.install(|| a.gram_step_scalars(other, n)) * 8.0;
+        // What the streamed step keeps: X of every position pair (five legs
+        // of each head on both sides), the output and its symmetrised copy.
+        let legs = (heads * 5 * e) as f64;
+        let products = (n * n) as f64 * legs * legs * 8.0;
+        let grams = 2.0 * (flat * flat) as f64 * 8.0;
+        println!(
+            "{name}: peak {:.1} MB, estimate {:.1} MB, products {:.1} MB, Gram matrices {:.1} MB",
+            peak as f64 / 1e6,
+            estimate / 1e6,
+            products / 1e6,
+            grams / 1e6
+        );
+        assert!(
+            (peak as f64) <= estimate,
+            "{name}: peak {peak} bytes above the estimate {estimate}"
+        );
+        assert!(
+            (peak as f64) <= 1.5 * (products + grams),
+            "{name}: peak {peak} bytes, more than 1.5 × the products held once and the Gram matrices ({})",
+            products + grams
+        );
+    }
+}
