@@ -289,12 +289,7 @@ impl TensorSimilarity {
     }
 
     fn similarity_bytes<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> f64 {
-        let mut each = [
-            self.product_bytes(a, Some(b), n),
-            self.product_bytes(a, None, n),
-            self.product_bytes(b, None, n),
-        ];
-        each.sort_by(|x, y| y.total_cmp(x));
+        let each = self.product_estimates(a, b, n);
         let at_once = if each[0] < CONCURRENT_PRODUCTS_BELOW {
             rayon::current_num_threads().clamp(1, 3)
         } else {
@@ -303,16 +298,23 @@ impl TensorSimilarity {
         each[..at_once].iter().sum()
     }
 
+    /// The estimated bytes of `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩`, largest first.
+    fn product_estimates<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> [f64; 3] {
+        let mut each = [
+            self.product_bytes(a, Some(b), n),
+            self.product_bytes(a, None, n),
+            self.product_bytes(b, None, n),
+        ];
+        each.sort_by(|x, y| y.total_cmp(x));
+        each
+    }
+
     /// Whether [`similarity`](RecursiveSimilarity::similarity) runs its three
     /// products at once: only when each is small, where a step alone would
     /// leave threads idle. A large step keeps every thread busy by itself,
     /// and running three at once would triple the peak memory.
     fn products_at_once<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> bool {
-        let largest = self
-            .product_bytes(a, Some(b), n)
-            .max(self.product_bytes(a, None, n))
-            .max(self.product_bytes(b, None, n));
-        largest < CONCURRENT_PRODUCTS_BELOW
+        self.product_estimates(a, b, n)[0] < CONCURRENT_PRODUCTS_BELOW
     }
 
     /// The estimated peak bytes of `⟨A,B⟩` (`b = None`: `⟨A,A⟩`) at `n`
@@ -819,13 +821,7 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
     fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
         let n = self.context_for(a, b)?;
         self.check_estimate(
-            |n| {
-                let largest = self
-                    .product_bytes(a, Some(b), n)
-                    .max(self.product_bytes(a, None, n))
-                    .max(self.product_bytes(b, None, n));
-                at_once.max(1) as f64 * largest
-            },
+            |n| at_once.max(1) as f64 * self.product_estimates(a, b, n)[0],
             n,
         )
     }
