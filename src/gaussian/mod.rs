@@ -83,6 +83,7 @@
 
 pub(crate) mod cp;
 mod exact;
+mod input;
 pub(crate) mod moments;
 pub mod monte_carlo;
 mod wick;
@@ -95,12 +96,11 @@ pub use monte_carlo::{GaussianMonteCarlo, MonteCarloEstimate, MonteCarloMatrix};
 use nalgebra::{DMatrix, DVector};
 
 use crate::error::{Error, Result, Side};
-use crate::linalg::covariance_factor;
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, cosine};
 use crate::resources::{MemoryEstimate, MemoryLimit, flat_entries, scalars};
 use crate::scalar::{LogScaled, Real};
-use crate::validate::{check_finite, check_len, check_shape};
+use input::GaussianInput;
 
 /// The highest block order the Wick expansion accepts: its cost grows like
 /// `Σ_p C(k,p)² p!` (the partial matchings between the legs of the two blocks), about
@@ -147,10 +147,7 @@ pub const MAX_GAUSSIAN_ORDER: usize = 8;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GaussianSimilarity {
-    mean: Option<DVector<f64>>,
-    covariance: Option<DMatrix<f64>>,
-    /// A factor `F Fᵀ = Σ`, computed once when `Σ` is given.
-    factor: Option<DMatrix<f64>>,
+    input: GaussianInput,
     context: Option<usize>,
     max_memory: MemoryLimit,
     /// Always the moment closure, even where the exact value is computable.
@@ -181,9 +178,7 @@ impl GaussianSimilarity {
     /// The standard normal input `N(0, I)`.
     pub fn new() -> Self {
         Self {
-            mean: None,
-            covariance: None,
-            factor: None,
+            input: GaussianInput::default(),
             context: None,
             max_memory: MemoryLimit::Machine,
             closure: false,
@@ -304,8 +299,7 @@ impl GaussianSimilarity {
     /// The input mean `μ` (length `d`, checked against the models when they
     /// are compared); an error if it holds a NaN or infinity.
     pub fn with_mean(mut self, mean: DVector<f64>) -> Result<Self> {
-        check_finite("input mean", &mean)?;
-        self.mean = Some(mean);
+        self.input.set_mean(mean)?;
         Ok(self)
     }
 
@@ -313,18 +307,16 @@ impl GaussianSimilarity {
     /// finite, symmetric and positive semidefinite (a singular `Σ`, a
     /// Gaussian on a subspace, is allowed).
     pub fn with_covariance(mut self, covariance: DMatrix<f64>) -> Result<Self> {
-        self.factor = Some(covariance_factor(&covariance)?);
-        self.covariance = Some(covariance);
+        self.input.set_covariance(covariance)?;
         Ok(self)
     }
 
     /// `N(μ, Σ)` at once: [`with_mean`](Self::with_mean) then
     /// [`with_covariance`](Self::with_covariance), and an error if their
     /// sizes differ.
-    pub fn with_input(self, mean: DVector<f64>, covariance: DMatrix<f64>) -> Result<Self> {
-        let d = mean.len();
-        check_shape("input covariance", &covariance, (d, d))?;
-        self.with_mean(mean)?.with_covariance(covariance)
+    pub fn with_input(mut self, mean: DVector<f64>, covariance: DMatrix<f64>) -> Result<Self> {
+        self.input.set_input(mean, covariance)?;
+        Ok(self)
     }
 
     /// Whether [`similarity`](RecursiveSimilarity::similarity) and
@@ -376,7 +368,7 @@ impl GaussianSimilarity {
             return None;
         }
         let (sa, sb) = (exact::shape(a)?, exact::shape(b)?);
-        let noise = self.factor.as_ref().map_or(a.input_width(), |f| f.ncols());
+        let noise = self.input.noise_width(a.input_width());
         let (oa, ob) = (
             exact::Outline::of(a, sa.clone(), noise),
             exact::Outline::of(b, sb.clone(), noise),
@@ -426,36 +418,19 @@ impl GaussianSimilarity {
     fn input<T: Real>(&self, d: usize) -> Result<(DVector<T>, Option<DMatrix<T>>)> {
         let mut mean = DVector::zeros(d + 1);
         mean[0] = T::one();
-        if let Some(mu) = &self.mean {
-            check_len("input mean", mu, d)?;
-            mean.rows_mut(1, d).copy_from(&mu.map(T::from_f64_lossy));
-        }
-        let factor = match (&self.covariance, &self.factor) {
-            (Some(sigma), Some(factor)) => {
-                check_shape("input covariance", sigma, (d, d))?;
-                Some(factor.map(T::from_f64_lossy))
-            }
-            _ => None,
-        };
+        mean.rows_mut(1, d)
+            .copy_from(&self.input.mean(d)?.map(T::from_f64_lossy));
+        let factor = self.input.factor(d)?.map(|f| f.map(T::from_f64_lossy));
         Ok((mean, factor))
     }
 
     /// The input's moments, normalised.
     fn input_state<T: Real>(&self, d: usize, n: usize, same: bool) -> Result<JointMoments<T>> {
-        let mean = match &self.mean {
-            Some(mu) => {
-                check_len("input mean", mu, d)?;
-                mu.map(T::from_f64_lossy)
-            }
-            None => DVector::zeros(d),
-        };
-        let cov = match &self.covariance {
-            Some(sigma) => {
-                check_shape("input covariance", sigma, (d, d))?;
-                sigma.map(T::from_f64_lossy)
-            }
-            None => DMatrix::identity(d, d),
-        };
+        let mean = self.input.mean(d)?.map(T::from_f64_lossy);
+        let cov = self
+            .input
+            .covariance(d)?
+            .map_or_else(|| DMatrix::identity(d, d), |s| s.map(T::from_f64_lossy));
         let side = Moments::input(&mean, &cov, n);
         let mut state = if same {
             JointMoments::same(side)

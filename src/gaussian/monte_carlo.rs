@@ -69,13 +69,13 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
+use super::input::GaussianInput;
 use crate::block::TensorBlock;
 use crate::error::{Error, Result, Side};
 use crate::linalg::{add_to_rows, covariance_factor, mul, mul_tn};
 use crate::model::Model;
 use crate::recursion::RecursiveSimilarity;
 use crate::scalar::{LogScaled, Real, from_f64, to_f64};
-use crate::validate::{check_finite, check_len, check_shape};
 
 /// The number of samples the command line draws by default (`--samples`).
 pub const DEFAULT_SAMPLES: usize = 10_000;
@@ -139,9 +139,8 @@ pub struct GaussianMonteCarlo {
     samples: usize,
     seed: u64,
     batches: usize,
-    mean: Option<DVector<f64>>,
-    covariance: Option<DMatrix<f64>>,
-    /// `F` with `F Fᵀ = Σ`, its all-zero columns dropped.
+    input: GaussianInput,
+    /// `F` with `F Fᵀ = Σ`, its all-zero columns dropped: what is drawn.
     factor: Option<DMatrix<f64>>,
     context: Option<usize>,
     /// Draw a first linear block's joint output where it is cheaper.
@@ -209,8 +208,7 @@ impl GaussianMonteCarlo {
             samples,
             seed,
             batches,
-            mean: None,
-            covariance: None,
+            input: GaussianInput::default(),
             factor: None,
             context: None,
             draw_first_linear: true,
@@ -307,8 +305,7 @@ impl GaussianMonteCarlo {
     /// The input mean `μ` (length `d`, checked against the models when they
     /// are compared); an error if it holds a NaN or infinity.
     pub fn with_mean(mut self, mean: DVector<f64>) -> Result<Self> {
-        check_finite("input mean", &mean)?;
-        self.mean = Some(mean);
+        self.input.set_mean(mean)?;
         Ok(self)
     }
 
@@ -317,9 +314,8 @@ impl GaussianMonteCarlo {
     /// Gaussian on a subspace, is allowed: the draws are `μ + F ξ` with one
     /// normal per non-zero column of its factor).
     pub fn with_covariance(mut self, covariance: DMatrix<f64>) -> Result<Self> {
-        let factor = covariance_factor(&covariance)?;
-        self.factor = Some(nonzero_columns(&factor));
-        self.covariance = Some(covariance);
+        self.input.set_covariance(covariance)?;
+        self.factor = self.input.factor_as_given().map(nonzero_columns);
         Ok(self)
     }
 
@@ -340,10 +336,10 @@ impl GaussianMonteCarlo {
     /// assert_eq!((e.similarity, e.standard_error), (1.0, 0.0));
     /// # Ok::<(), tensor_similarity::Error>(())
     /// ```
-    pub fn with_input(self, mean: DVector<f64>, covariance: DMatrix<f64>) -> Result<Self> {
-        let d = mean.len();
-        check_shape("input covariance", &covariance, (d, d))?;
-        self.with_mean(mean)?.with_covariance(covariance)
+    pub fn with_input(mut self, mean: DVector<f64>, covariance: DMatrix<f64>) -> Result<Self> {
+        self.input.set_input(mean, covariance)?;
+        self.factor = self.input.factor_as_given().map(nonzero_columns);
+        Ok(self)
     }
 
     /// The estimate of the similarity of `a` and `b`, with its standard
@@ -575,16 +571,8 @@ impl GaussianMonteCarlo {
             },
         };
         let d = first.input_width();
-        let mu = match &self.mean {
-            Some(mu) => {
-                check_len("input mean", mu, d)?;
-                mu.clone()
-            }
-            None => DVector::zeros(d),
-        };
-        if let Some(sigma) = &self.covariance {
-            check_shape("input covariance", sigma, (d, d))?;
-        }
+        let mu = self.input.mean(d)?;
+        self.input.covariance(d)?;
         // The input's draws: x = μ + F ξ.
         let q = self.factor.as_ref().map_or(d, |f| f.ncols());
         let firsts: Vec<Option<DMatrix<T>>> =

@@ -631,7 +631,7 @@ mod tests {
         let metric = GaussianSimilarity::new()
             .with_input(mean.clone(), cov.clone())
             .unwrap();
-        let factor = metric.factor.clone().unwrap();
+        let factor = metric.input.factor(3).unwrap().unwrap().clone();
         let law = InputLaw {
             mean: &mean,
             factor: Some(&factor),
