@@ -47,6 +47,8 @@ pub(crate) mod kernel;
 mod linear;
 pub(crate) mod positionwise;
 
+#[doc(hidden)]
+pub use attention::gram_step_in_tiles;
 pub use attention::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};
 pub use bilinear::{Bilinear, BilinearBuilder};
 pub use check::check_block;

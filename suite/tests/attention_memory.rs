@@ -6,12 +6,18 @@
 //! contribution collected, `X` twice, `Y` and `Ỹ` of every pair) held about
 //! twenty times this here.
 //!
+//! With `X` in tiles of one query position (what the step chooses for itself
+//! once `X` would pass its budget, at research widths), the peak is within
+//! twice the Gram states of the comparison's three products,
+//! `3 n² (d+1)²` scalars.
+//!
 //! One test in this binary: the allocator counts the whole process.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use nalgebra::{DMatrix, DVector};
+use tensor_similarity::block::gram_step_in_tiles;
 use tensor_similarity::{Attention, Mask, TensorBlock};
 
 struct Counting;
@@ -87,8 +93,20 @@ fn peak_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (r, PEAK.load(Relaxed) - before)
 }
 
-#[test]
-fn one_attention_step_at_context_32_holds_its_products_once() {
+/// Context 32, stream 8, two heads of 4: two blocks, a cross Gram matrix
+/// near the identity, a two-thread pool.
+struct Case {
+    n: usize,
+    d: usize,
+    heads: usize,
+    e: usize,
+    a: Attention,
+    b: Attention,
+    g: DMatrix<f64>,
+    pool: rayon::ThreadPool,
+}
+
+fn case() -> Case {
     let (n, d, heads, e) = (32, 8, 2, 4);
     let (a, b) = (block(1, d, heads, e), block(11, d, heads, e));
     let flat = n * d + 1;
@@ -103,16 +121,46 @@ fn one_attention_step_at_context_32_holds_its_products_once() {
         .num_threads(2)
         .build()
         .unwrap();
-    for (name, other) in [("cross", Some(&b)), ("self", None)] {
+    Case {
+        n,
+        d,
+        heads,
+        e,
+        a,
+        b,
+        g,
+        pool,
+    }
+}
+
+#[test]
+fn one_attention_step_at_context_32() {
+    holds_its_products_once(&case());
+    in_tiles_within_twice_the_gram_states(&case());
+}
+
+fn holds_its_products_once(case: &Case) {
+    let Case {
+        n,
+        heads,
+        e,
+        ref a,
+        ref b,
+        ref g,
+        ref pool,
+        ..
+    } = *case;
+    let flat = g.nrows();
+    for (name, other) in [("cross", Some(b)), ("self", None)] {
         let (out, peak) = peak_of(|| {
             pool.install(|| match other {
-                Some(b) => a.gram_step(b, &g, n),
-                None => a.self_gram_step(&g, n),
+                Some(b) => a.gram_step(b, g, n),
+                None => a.self_gram_step(g, n),
             })
         });
         let out = out.unwrap();
         assert!(out.iter().all(|v| v.is_finite()));
-        let other = other.unwrap_or(&a);
+        let other = other.unwrap_or(a);
         let estimate = pool.install(|| a.gram_step_scalars(other, n)) * 8.0;
         // What the streamed step keeps: X of every position pair (five legs
         // of each head on both sides), the output and its symmetrised copy.
@@ -134,6 +182,37 @@ fn one_attention_step_at_context_32_holds_its_products_once() {
             (peak as f64) <= 1.5 * (products + grams),
             "{name}: peak {peak} bytes, more than 1.5 × the products held once and the Gram matrices ({})",
             products + grams
+        );
+    }
+}
+
+/// One step at context 32 with `X` made one query row at a time (and one key
+/// row beside it): within twice the three products' Gram states.
+fn in_tiles_within_twice_the_gram_states(case: &Case) {
+    let Case {
+        n,
+        d,
+        ref a,
+        ref b,
+        ref g,
+        ref pool,
+        ..
+    } = *case;
+    let bound = 2.0 * 3.0 * (n * n * (d + 1) * (d + 1)) as f64 * 8.0;
+    for (name, other) in [("cross", Some(b)), ("self", None)] {
+        let whole = pool
+            .install(|| gram_step_in_tiles(a, other, g, n, n))
+            .unwrap();
+        let (tiled, peak) = peak_of(|| pool.install(|| gram_step_in_tiles(a, other, g, n, 1)));
+        assert_eq!(tiled.unwrap(), whole, "{name}: tiles change no bit");
+        println!(
+            "{name}, tiles of one query: peak {:.2} MB, twice the Gram states {:.2} MB",
+            peak as f64 / 1e6,
+            bound / 1e6
+        );
+        assert!(
+            (peak as f64) <= bound,
+            "{name}: peak {peak} bytes above twice the Gram states ({bound})"
         );
     }
 }

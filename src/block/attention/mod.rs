@@ -174,6 +174,22 @@ for_f32_and_f64! {
     }
 }
 
+/// Not part of the API (hidden, may change in any release): the attention
+/// Gram step with the rows of its per-position-pair products for
+/// `query_tile` query positions held at once, whatever the step would choose
+/// itself, for the repository's memory test. The tile size changes no bit of
+/// the result.
+#[doc(hidden)]
+pub fn gram_step_in_tiles<T: Real>(
+    a: &Attention<T>,
+    b: Option<&Attention<T>>,
+    g: &DMatrix<T>,
+    context: usize,
+    query_tile: usize,
+) -> Result<DMatrix<T>> {
+    step::gram_step_in_tiles(a, b, g, context, query_tile)
+}
+
 /// The attention block at the other model's position; an error naming the
 /// kind there otherwise (both metrics pair attention only with attention).
 fn same_kind<T: Real>(other: &dyn TensorBlock<T>) -> Result<&Attention<T>> {

@@ -25,7 +25,7 @@ use super::layer::{Attention, Role};
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_nt, gemm_tn, mul, mul_nt};
 use crate::padded::padded_block;
-use crate::resources::{flat_width, zeros};
+use crate::resources::{flat_entries, flat_width, zeros};
 use crate::scalar::{Real, from_f64};
 use crate::validate::check_shape;
 
@@ -166,32 +166,107 @@ impl<'a, T: Real> Side<'a, T> {
     }
 }
 
+/// The shapes a step's memory depends on, as `f64` (never overflows).
+struct Shapes {
+    /// Stacked leg rows `H (4e + e_v)`, of A and B.
+    legs: (f64, f64),
+    /// `H e_v`.
+    values: (f64, f64),
+    heads: (f64, f64),
+    inputs: (usize, usize),
+    outputs: (usize, usize),
+    /// B's widest head leg, `max(e, e_v)`.
+    head_width: f64,
+}
+
+impl Shapes {
+    fn of<T: Real>(a: &Attention<T>, b: &Attention<T>) -> Self {
+        let legs = |x: &Attention<T>| (x.heads() * (4 * x.qk_width() + x.value_width())) as f64;
+        let values = |x: &Attention<T>| (x.heads() * x.value_width()) as f64;
+        Self {
+            legs: (legs(a), legs(b)),
+            values: (values(a), values(b)),
+            heads: (a.heads() as f64, b.heads() as f64),
+            inputs: (a.input_width(), b.input_width()),
+            outputs: (a.output_width(), b.output_width()),
+            head_width: b.qk_width().max(b.value_width()) as f64,
+        }
+    }
+
+    /// Scalars of one row of `X`: `X(p,q)` for every `q`, all head pairs.
+    fn x_row(&self, n: usize) -> f64 {
+        n as f64 * self.legs.0 * self.legs.1
+    }
+
+    /// The step's Gram matrices, in and out.
+    fn grams(&self, n: usize) -> f64 {
+        let (da, db) = self.inputs;
+        let (oa, ob) = self.outputs;
+        flat_entries(n, da, db) + flat_entries(n, oa, ob)
+    }
+}
+
+/// `X` is held whole up to this many scalars (1 GiB of `f64`), or up to the
+/// size of the step's Gram matrices if larger; beyond, in tiles of query
+/// positions. A tile makes the key rows outside it again, so tiles cost
+/// `O(n³ L² d)` more per-leg multiply–adds, which only pays where the
+/// memory matters.
+const WHOLE_PRODUCTS_UP_TO: f64 = (1u64 << 27) as f64;
+
+/// Columns (or rows) of position pairs [`gram_step`] makes at once in its
+/// linearised passes.
+const COLUMNS_AT_ONCE: usize = 4;
+
+/// The query positions whose rows of `X` [`gram_step`] holds at once: all
+/// `n` when `X` fits the budget above; else as many as fit in it beside the
+/// one key row made at a time (at least one).
+fn query_tile(shapes: &Shapes, n: usize) -> usize {
+    let budget = WHOLE_PRODUCTS_UP_TO.max(shapes.grams(n));
+    let row = shapes.x_row(n);
+    if n as f64 * row <= budget {
+        n
+    } else {
+        ((budget / row) as usize).saturating_sub(1).clamp(1, n)
+    }
+}
+
 /// An estimate of the scalars [`gram_step`] of `a` and `b` holds at its
 /// peak on `n` positions (see [`TensorBlock::gram_step_scalars`]), in `f64`.
 pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64 {
+    let shapes = Shapes::of(a, b);
+    tiled_scalars(&shapes, n, query_tile(&shapes, n))
+}
+
+/// [`scalars`] with `tile` query positions' rows of `X` held at once.
+fn tiled_scalars(shapes: &Shapes, n: usize, tile: usize) -> f64 {
     let nf = n as f64;
-    let size = |x: &Attention<T>| {
-        let heads = x.heads() as f64;
-        let legs = heads * (4 * x.qk_width() + x.value_width()) as f64;
-        let values = heads * x.value_width() as f64;
-        (heads, legs, values, x.input_width() as f64 + 1.0)
+    let (la, lb) = shapes.legs;
+    let (va, vb) = shapes.values;
+    let (da, db) = (shapes.inputs.0 as f64, shapes.inputs.1 as f64);
+    let (oa, ob) = (shapes.outputs.0 as f64, shapes.outputs.1 as f64);
+    // The leg forms per position (and B's regrouped by head, transposed).
+    let legs = nf * (la * (da + 1.0) + 2.0 * lb * (db + 1.0));
+    // The rows of X held: all, or the tile's and one key row.
+    let products = if tile >= n {
+        nf * shapes.x_row(n)
+    } else {
+        (tile as f64 + 1.0) * shapes.x_row(n)
     };
-    let (ha, la, va, da) = size(a);
-    let (_, lb, vb, db) = size(b);
-    // The leg forms per position (and B's regrouped by head).
-    let legs = nf * (la * da + 2.0 * lb * db);
-    // Kept: the head-pair products X of every position pair.
-    let products = nf * nf * la * lb;
-    // In flight, one column (or row) of position pairs per thread: Y(·,q)
-    // or Ỹ(p,·) and its directions; counted as if every column were, so
-    // that the estimate does not depend on the thread count. And the
-    // linearised terms of every pair.
-    let columns = nf * nf * 2.0 * la.max(lb) * da.max(db);
-    let linearised = 2.0 * nf * nf * (a.output_width() * b.output_width()) as f64;
-    // Z as the tasks' rows, and a self product's mirrors (counted always).
-    let z = nf * nf * va * vb + nf * ha * va * vb;
-    let output = crate::resources::flat_entries(n, a.output_width(), b.output_width());
-    legs + products + columns + linearised + z + 2.0 * output
+    // In flight, a few columns (or rows) of position pairs: Y(·,q) and its
+    // directions, the linearised terms and their products with O.
+    let at_once = COLUMNS_AT_ONCE.min(n) as f64;
+    let width = la.max(lb) * (da.max(db) + 1.0);
+    let columns = at_once * nf * (2.0 * width + (va.max(vb) + oa.max(ob)) * (da.max(db) + 1.0));
+    // Z of the tile's query positions as the tasks' rows, a self product's
+    // mirrors (counted always), and each task's scratch.
+    let t = tile.min(n) as f64;
+    // (At most one task per query of the tile and head of A runs at once:
+    // its `E` matrices and `E_ν(Q1', Q2')` for every `s'`.)
+    let w = shapes.head_width;
+    let scratch = t * shapes.heads.0 * (32.0 + 2.0 * nf) * w * w;
+    let z = t * nf * va * vb + t * shapes.heads.0 * va * vb + scratch;
+    let output = flat_entries(n, shapes.outputs.0, shapes.outputs.1);
+    legs + products + columns + z + output
 }
 
 /// `G'` for attention blocks `a` and `b` (`None`: the self product) on
@@ -208,6 +283,19 @@ pub(super) fn gram_step<T: Real>(
     b: Option<&Attention<T>>,
     g: &DMatrix<T>,
     n: usize,
+) -> Result<DMatrix<T>> {
+    let tile = query_tile(&Shapes::of(a, b.unwrap_or(a)), n);
+    gram_step_in_tiles(a, b, g, n, tile)
+}
+
+/// [`gram_step`] with `query_tile` query positions' rows of `X` held at once
+/// (`n`: all of `X`); the tile size changes no bit of the result.
+pub(super) fn gram_step_in_tiles<T: Real>(
+    a: &Attention<T>,
+    b: Option<&Attention<T>>,
+    g: &DMatrix<T>,
+    n: usize,
+    query_tile: usize,
 ) -> Result<DMatrix<T>> {
     if n == 0 {
         return Err(Error::ZeroContext);
@@ -310,103 +398,166 @@ pub(super) fn gram_step<T: Real>(
         }
     }
 
-    // One column q of position pairs at a time: Y(·,q), then X(·,q) per head
-    // pair (kept), and T1 × T2 (A's attention with one leg on a column of G,
-    // B's skip input) along the columns of Y(·,q), before Y(·,q) is dropped.
     // B's forms by head, transposed once: `(d_B + 1) × (4e + e_v)`.
     let heads_b: Vec<Vec<DMatrix<T>>> = sb
         .legs
         .iter()
         .map(|f| sb.by_head(f).iter().map(|h| h.transpose()).collect())
         .collect();
-    // Per column q: X(·,q) by head pair, and the linearised terms.
-    type Column<T> = (Vec<DMatrix<T>>, Vec<DMatrix<T>>);
-    let columns: Vec<Column<T>> = (0..n)
-        .into_par_iter()
-        .map(|q| {
-            let ys: Vec<DMatrix<T>> = (0..n)
+    let pairs = PairProducts {
+        sa: &sa,
+        heads_b: &heads_b,
+        g,
+        widths: (da, db),
+    };
+    let rows = query_tile.clamp(1, n);
+    let whole = rows == n;
+    // Columns (rows) of position pairs in flight: a bound the memory
+    // estimate can count on whatever the thread count; each column's
+    // positions run in parallel too.
+    let in_flight = COLUMNS_AT_ONCE;
+
+    // T1 × T2 (A's attention with one leg on a column of G, B's skip input),
+    // one column q of position pairs at a time, a few columns at once: Y(·,q)
+    // gives the directions, and, when X is held whole, X(·,q) per head pair;
+    // then it is dropped. Each column adds into its own columns of `out`.
+    let mut products = Products::new(n, (sa.heads, sb.heads));
+    {
+        let height = out.nrows();
+        let (_, by_column) = out.as_mut_slice().split_at_mut(height);
+        let mut columns = by_column.chunks_mut(ob * height).enumerate();
+        loop {
+            let batch: Vec<(usize, &mut [T])> = columns.by_ref().take(in_flight).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let xs: Vec<Option<Vec<Vec<DMatrix<T>>>>> = batch
                 .into_par_iter()
-                .map(|p| {
-                    let mut block = DMatrix::zeros(da + 1, db + 1);
-                    padded_block(g, p, q, da, db, &mut block);
-                    mul(&sa.legs[p], &block)
+                .map(|(q, column)| {
+                    if !whole && rb == T::zero() {
+                        return None;
+                    }
+                    let ys: Vec<DMatrix<T>> =
+                        (0..n).into_par_iter().map(|p| pairs.y(p, q)).collect();
+                    let x = whole.then(|| ys.par_iter().map(|y| pairs.x(y, q)).collect());
+                    if rb != T::zero() {
+                        let dirs: Vec<DMatrix<T>> =
+                            ys.iter().map(|y| y.columns(1, db).into_owned()).collect();
+                        drop(ys);
+                        let psi = sa.linearize(&ma, Some(&dirs)).1;
+                        let mut column = nalgebra::DMatrixViewMut::from_slice(column, height, ob);
+                        for (p, psi) in psi.iter().enumerate() {
+                            let mut blk = column.view_mut((1 + p * oa, 0), (oa, ob));
+                            add_scaled(&mut blk, rb, psi);
+                        }
+                    }
+                    x
                 })
                 .collect();
-            let x: Vec<DMatrix<T>> = ys
-                .par_iter()
-                .flat_map_iter(|y| {
-                    sa.by_head(y).into_iter().flat_map(|y_h| {
-                        heads_b[q]
-                            .iter()
-                            .map(move |f| mul(&y_h, f))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let psi = if rb == T::zero() {
-                Vec::new()
-            } else {
-                let dirs: Vec<DMatrix<T>> =
-                    ys.iter().map(|y| y.columns(1, db).into_owned()).collect();
-                drop(ys);
-                sa.linearize(&ma, Some(&dirs)).1
-            };
-            (x, psi)
-        })
-        .collect();
-    let mut products = Vec::with_capacity(n);
-    for (q, (x, psi)) in columns.into_iter().enumerate() {
-        for (p, psi) in psi.iter().enumerate() {
-            let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-            add_scaled(&mut blk, rb, psi);
+            for x in xs.into_iter().flatten() {
+                products.push_column(x);
+            }
         }
-        products.push(x);
     }
     // T2 × T1: B's attention with one leg on a row of G (A's skip input),
-    // one row p of position pairs at a time.
+    // one row p of position pairs at a time, a few rows at once.
     if ra != T::zero() {
-        let psis: Vec<Vec<DMatrix<T>>> = (0..n)
-            .into_par_iter()
-            .map(|p| {
-                let dirs: Vec<DMatrix<T>> = (0..n)
-                    .map(|q| {
-                        let mut block = DMatrix::zeros(da + 1, db + 1);
-                        padded_block(g, p, q, da, db, &mut block);
-                        mul_nt(&block.rows(1, da), &sb.legs[q]).transpose()
-                    })
-                    .collect();
-                sb.linearize(&mb, Some(&dirs)).1
-            })
-            .collect();
-        for (p, psi) in psis.iter().enumerate() {
-            for (q, psi) in psi.iter().enumerate() {
-                let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-                add_scaled(&mut blk, ra, &psi.transpose());
+        for rows_at_once in (0..n).collect::<Vec<_>>().chunks(in_flight) {
+            let psis: Vec<Vec<DMatrix<T>>> = rows_at_once
+                .par_iter()
+                .map(|&p| {
+                    let dirs: Vec<DMatrix<T>> = (0..n)
+                        .map(|q| {
+                            let mut block = DMatrix::zeros(da + 1, db + 1);
+                            padded_block(g, p, q, da, db, &mut block);
+                            mul_nt(&block.rows(1, da), &sb.legs[q]).transpose()
+                        })
+                        .collect();
+                    sb.linearize(&mb, Some(&dirs)).1
+                })
+                .collect();
+            for (&p, psi) in rows_at_once.iter().zip(&psis) {
+                for (q, psi) in psi.iter().enumerate() {
+                    let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
+                    add_scaled(&mut blk, ra, &psi.transpose());
+                }
             }
         }
     }
 
-    // T1 × T1.
-    let products = Products {
-        by_column: products,
-        heads: (sa.heads, sb.heads),
-    };
-    let z = attention_pairs(&sa, &sb, &products, n, same);
-    drop(products);
+    // T1 × T1, one tile of query positions at a time: X's rows of the tile
+    // are held (all of X when it is held whole), every other key row the
+    // tile reads is made, used and dropped in turn, and the tile's rows of Z
+    // are folded into `out` when its keys are done. Each task sums its keys
+    // in ascending order whatever the tiles, so the tile size changes no bit.
     let coef: T =
         from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
     let (o_a, o_b) = (a.weight(Role::O), sb.block.weight(Role::O));
     let mut zpq = DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev);
-    for p in 0..n {
-        for q in 0..n {
-            z.block(p, q, &mut zpq);
-            let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-            gemm_nt(coef, &mul(o_a, &zpq), o_b, T::one(), &mut blk);
+    let starts: Vec<usize> = (0..n).step_by(rows).collect();
+    for start in starts {
+        let queries = start..(start + rows).min(n);
+        if !whole {
+            let held: Vec<_> = queries.clone().map(|p| (p, pairs.x_row(p, n))).collect();
+            for (p, row) in held {
+                products.hold(p, row);
+            }
+        }
+        let mut sums = PairSums::new(&sa, &sb, queries.clone(), n, same);
+        // The key positions any query of the tile reads, in ascending order:
+        // runs inside the tile use its rows; each key outside is made alone.
+        let keys: Vec<usize> = (0..n)
+            .filter(|&t| queries.clone().any(|s| sa.mask[(s, t)] != 0.0))
+            .collect();
+        let mut i = 0;
+        while i < keys.len() {
+            let t = keys[i];
+            if queries.contains(&t) {
+                let mut end = i;
+                while end < keys.len() && queries.contains(&keys[end]) {
+                    end += 1;
+                }
+                attention_pairs(&sa, &sb, &products, t..keys[end - 1] + 1, &mut sums);
+                i = end;
+            } else {
+                products.hold(t, pairs.x_row(t, n));
+                attention_pairs(&sa, &sb, &products, t..t + 1, &mut sums);
+                products.release(t);
+                i += 1;
+            }
+        }
+        for p in queries.clone() {
+            let later = if same { p..n } else { 0..n };
+            for q in later {
+                sums.block(p, q, &mut zpq);
+                let oz = mul(o_a, &zpq);
+                let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
+                gemm_nt(coef, &oz, o_b, T::one(), &mut blk);
+                if same && q > p {
+                    // Z(q,p) = Z(p,q)ᵀ.
+                    let oz = mul(o_a, &zpq.transpose());
+                    let mut blk = out.view_mut((1 + q * oa, 1 + p * ob), (oa, ob));
+                    gemm_nt(coef, &oz, o_b, T::one(), &mut blk);
+                }
+            }
+        }
+        if !whole {
+            for p in queries {
+                products.release(p);
+            }
         }
     }
     if same {
         // Symmetric up to rounding; the next self step relies on it exactly.
-        out = (&out + out.transpose()) * from_f64::<T>(0.5);
+        // In place: `(x + y) / 2` is the same bits at `(i, j)` and `(j, i)`.
+        let half: T = from_f64(0.5);
+        for j in 0..out.ncols() {
+            for i in 0..j {
+                let v = (out[(i, j)] + out[(j, i)]) * half;
+                out[(i, j)] = v;
+                out[(j, i)] = v;
+            }
+        }
     }
     Ok(out)
 }
@@ -427,26 +578,91 @@ fn add_scaled<T, S1, S2>(
     }
 }
 
-/// `X(p,q) = F_A(p) Ĝ[p,q] F_B(q)ᵀ` per pair of positions and heads, each a
-/// small contiguous matrix over the five legs of both heads, so that the
-/// pair contraction reads compact memory.
+/// What makes the per-position-pair products of one step.
+struct PairProducts<'a, T: Real> {
+    sa: &'a Side<'a, T>,
+    /// B's forms by head, transposed: `heads_b[q][h']`, `(d_B + 1) × (4e + e_v)`.
+    heads_b: &'a [Vec<DMatrix<T>>],
+    g: &'a DMatrix<T>,
+    widths: (usize, usize),
+}
+
+impl<T: Real> PairProducts<'_, T> {
+    /// `Y(p,q) = F_A(p) Ĝ[p,q]`.
+    fn y(&self, p: usize, q: usize) -> DMatrix<T> {
+        let (da, db) = self.widths;
+        let mut block = DMatrix::zeros(da + 1, db + 1);
+        padded_block(self.g, p, q, da, db, &mut block);
+        mul(&self.sa.legs[p], &block)
+    }
+
+    /// `X(p,q) = Y(p,q) F_B(q)ᵀ` per head pair, `[h H_B + h']`.
+    fn x(&self, y: &DMatrix<T>, q: usize) -> Vec<DMatrix<T>> {
+        self.sa
+            .by_head(y)
+            .iter()
+            .flat_map(|y_h| self.heads_b[q].iter().map(move |f| mul(y_h, f)))
+            .collect()
+    }
+
+    /// Row `p` of `X`: `X(p,q)` for every `q`, `[(q H_A + h) H_B + h']`.
+    fn x_row(&self, p: usize, n: usize) -> Vec<DMatrix<T>> {
+        let by_q: Vec<Vec<DMatrix<T>>> = (0..n)
+            .into_par_iter()
+            .map(|q| self.x(&self.y(p, q), q))
+            .collect();
+        by_q.into_iter().flatten().collect()
+    }
+}
+
+/// The rows of `X` held: `X(p,q) = F_A(p) Ĝ[p,q] F_B(q)ᵀ` per pair of
+/// positions and heads, each a small contiguous matrix over the five legs
+/// of both heads, so that the pair contraction reads compact memory.
 struct Products<T: Real> {
-    /// `by_column[q][(p H_A + h) H_B + h']`.
-    by_column: Vec<Vec<DMatrix<T>>>,
+    /// `rows[p][(q H_A + h) H_B + h']` for the rows held.
+    rows: Vec<Option<Vec<DMatrix<T>>>>,
     heads: (usize, usize),
 }
 
 impl<T: Real> Products<T> {
+    fn new(n: usize, heads: (usize, usize)) -> Self {
+        Self {
+            rows: (0..n).map(|_| None).collect(),
+            heads,
+        }
+    }
+
+    /// Appends column `q` (the next) of every row: `x[p][h H_B + h']`.
+    fn push_column(&mut self, x: Vec<Vec<DMatrix<T>>>) {
+        for (row, x) in self.rows.iter_mut().zip(x) {
+            row.get_or_insert_with(Vec::new).extend(x);
+        }
+    }
+
+    fn hold(&mut self, p: usize, row: Vec<DMatrix<T>>) {
+        self.rows[p] = Some(row);
+    }
+
+    fn release(&mut self, p: usize) {
+        self.rows[p] = None;
+    }
+
     fn get(&self, p: usize, q: usize, h: usize, h2: usize) -> &DMatrix<T> {
         let (ha, hb) = self.heads;
-        &self.by_column[q][(p * ha + h) * hb + h2]
+        let row = self.rows[p]
+            .as_ref()
+            .expect("the step holds every row of X it reads");
+        &row[(q * ha + h) * hb + h2]
     }
 }
 
 /// `Z(s,s') = Σ_{t,t'} W_A[s,t] W_B[s',t'] Σ_σ N_σ`, `(H e_v^A) × (H' e_v^B)`
-/// per query pair, held as each task's rows.
+/// per query pair, for the query positions `s` of one tile, held as each
+/// task's rows.
 struct PairSums<T: Real> {
-    /// `rows[s H_A + h]`: rows `h` of every `Z(s, ·)`, `e_v^A × (n H' e_v^B)`.
+    queries: core::ops::Range<usize>,
+    /// `rows[(s − start) H_A + h]`: rows `h` of every `Z(s, ·)`,
+    /// `e_v^A × (n H' e_v^B)`.
     rows: Vec<DMatrix<T>>,
     /// Self products: each task's share of the diagonal blocks' lower
     /// triangle of configurations, `Z(s,s)`-shaped (summed in task order).
@@ -457,28 +673,46 @@ struct PairSums<T: Real> {
 }
 
 impl<T: Real> PairSums<T> {
-    /// `Z(p,q)` into `out`; a self product's `Z(q,p)` is `Z(p,q)ᵀ`.
+    fn new(
+        sa: &Side<'_, T>,
+        sb: &Side<'_, T>,
+        queries: core::ops::Range<usize>,
+        n: usize,
+        same: bool,
+    ) -> Self {
+        let tasks = queries.len() * sa.heads;
+        Self {
+            queries,
+            rows: vec![DMatrix::zeros(sa.ev, n * sb.heads * sb.ev); tasks],
+            mirrors: (0..tasks)
+                .map(|_| same.then(|| DMatrix::zeros(sa.heads * sa.ev, sb.heads * sb.ev)))
+                .collect(),
+            heads: (sa.heads, sb.heads),
+            widths: (sa.ev, sb.ev),
+            same,
+        }
+    }
+
+    /// `Z(p,q)` into `out`, for a query `p` of the tile (and, in a self
+    /// product, `q ≥ p`).
     fn block(&self, p: usize, q: usize, out: &mut DMatrix<T>) {
         let ((ha, hb), (eva, evb)) = (self.heads, self.widths);
-        if self.same && q < p {
-            self.block(q, p, out);
-            out.transpose_mut();
-            return;
-        }
+        let i = p - self.queries.start;
         for h in 0..ha {
             out.rows_mut(h * eva, eva)
-                .copy_from(&self.rows[p * ha + h].columns(q * hb * evb, hb * evb));
+                .copy_from(&self.rows[i * ha + h].columns(q * hb * evb, hb * evb));
         }
         if self.same && p == q {
-            for mirror in self.mirrors[p * ha..(p + 1) * ha].iter().flatten() {
+            for mirror in self.mirrors[i * ha..(i + 1) * ha].iter().flatten() {
                 *out += mirror;
             }
         }
     }
 }
 
-/// `Z(s,s')` for every pair of query positions: the sum over the 120 leg
-/// bijections `σ` of every head pair and every pair of key positions.
+/// Adds to `sums` the terms of `Z(s, ·)` for the tile's query positions `s`
+/// with key positions `t` in `keys`: the sum over the 120 leg bijections `σ`
+/// of every head pair, key `t'` and query `s'` of B.
 ///
 /// One task per query position `s` and head `h` of `A`: it owns rows `h` of
 /// every `Z(s, ·)` and sums them in one order. A self product (`same`)
@@ -490,25 +724,22 @@ fn attention_pairs<T: Real>(
     sa: &Side<'_, T>,
     sb: &Side<'_, T>,
     products: &Products<T>,
-    n: usize,
-    same: bool,
-) -> PairSums<T> {
-    let keys = |side: &Side<'_, T>, s: usize| -> Vec<usize> {
-        (0..n).filter(|&t| side.mask[(s, t)] != 0.0).collect()
-    };
-    let tasks: Vec<(usize, usize)> = (0..n)
-        .flat_map(|s| (0..sa.heads).map(move |h| (s, h)))
-        .collect();
-    let width = n * sb.heads * sb.ev;
-    let results: Vec<(DMatrix<T>, Option<DMatrix<T>>)> = tasks
-        .par_iter()
+    keys: core::ops::Range<usize>,
+    sums: &mut PairSums<T>,
+) {
+    let n = sa.legs.len();
+    let same = sums.same;
+    let start = sums.queries.start;
+    sums.rows
+        .par_iter_mut()
+        .zip(sums.mirrors.par_iter_mut())
+        .enumerate()
         .with_max_len(1)
-        .map(|&(s, h)| {
-            let mut rows = DMatrix::<T>::zeros(sa.ev, width);
-            let mut mirror = same.then(|| DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev));
+        .for_each(|(task, (rows, mirror))| {
+            let (s, h) = (start + task / sa.heads, task % sa.heads);
             let mut scratch = Scratch::new(sa.ev, sb.e, sb.ev);
             let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev);
-            for t in keys(sa, s) {
+            for t in keys.clone().filter(|&t| sa.mask[(s, t)] != 0.0) {
                 let wa: T = from_f64(sa.mask[(s, t)]);
                 let blocks = |h2: usize, pos_b: [usize; 2]| Blocks {
                     sa,
@@ -572,17 +803,7 @@ fn attention_pairs<T: Real>(
                     }
                 }
             }
-            (rows, mirror)
-        })
-        .collect();
-    let (rows, mirrors) = results.into_iter().unzip();
-    PairSums {
-        rows,
-        mirrors,
-        heads: (sa.heads, sb.heads),
-        widths: (sa.ev, sb.ev),
-        same,
-    }
+        });
 }
 
 /// The per-leg products of one head pair at one choice of the four positions.
@@ -895,6 +1116,12 @@ mod tests {
                 let slow = super::super::reference::reference_step(&a, Some(&b), &g, n).unwrap();
                 let err = (&fast - &slow).amax() / slow.amax();
                 assert!(err < 1e-12, "n = {n}, mask {k}: relative error {err:.3e}");
+                // Tiles of query positions, sizes that do not divide `n`:
+                // the same bits as `X` held whole.
+                for tile in [1, 2, 4] {
+                    let tiled = gram_step_in_tiles(&a, Some(&b), &g, n, tile).unwrap();
+                    assert_eq!(tiled, fast, "n = {n}, mask {k}, tiles of {tile}");
+                }
                 let r = DMatrix::from_fn(na, na, |i, j| value(seed + 3, i, j));
                 let g = &r * r.transpose();
                 let fast = gram_step(&a, None, &g, n).unwrap();
@@ -905,6 +1132,10 @@ mod tests {
                     "self, n = {n}, mask {k}: relative error {err:.3e}"
                 );
                 assert_eq!(fast, fast.transpose(), "a self step is exactly symmetric");
+                for tile in [1, 3] {
+                    let tiled = gram_step_in_tiles(&a, None, &g, n, tile).unwrap();
+                    assert_eq!(tiled, fast, "self, n = {n}, mask {k}, tiles of {tile}");
+                }
             }
         }
     }
@@ -933,6 +1164,35 @@ mod tests {
         let (one, two) = (run(1), run(2));
         assert_eq!(one.0, two.0);
         assert_eq!(one.1, two.1);
+    }
+
+    /// `X` is held whole while it is small, and otherwise in tiles that
+    /// fit the budget: the language model (`d` 256, 8 heads of 32).
+    #[test]
+    fn tiles_follow_the_budget() {
+        let shapes = |d: usize, heads: usize| Shapes {
+            legs: ((5 * d) as f64, (5 * d) as f64),
+            values: (d as f64, d as f64),
+            heads: (heads as f64, heads as f64),
+            inputs: (d, d),
+            outputs: (d, d),
+            head_width: (d / heads) as f64,
+        };
+        let lm = shapes(256, 8);
+        for n in [1, 4, 8] {
+            assert_eq!(query_tile(&lm, n), n, "n = {n}: X fits whole");
+        }
+        // One row of X at n = 16 is 16 · 1280² scalars: four rows and the
+        // key row in 2²⁷.
+        assert_eq!(query_tile(&lm, 16), 4);
+        assert_eq!(query_tile(&lm, 32), 1);
+        for n in [16, 32, 64] {
+            let tile = query_tile(&lm, n);
+            let held = (tile as f64 + 1.0) * lm.x_row(n);
+            assert!(held <= WHOLE_PRODUCTS_UP_TO.max(lm.grams(n)), "n = {n}");
+            assert!(tiled_scalars(&lm, n, tile) < tiled_scalars(&lm, n, n));
+        }
+        assert_eq!(query_tile(&shapes(8, 2), 32), 32, "small X is held whole");
     }
 
     #[test]
