@@ -13,6 +13,16 @@
 #   benches/reproduce.sh                 # about 10 minutes on 2 cores
 #   RUNS=5 MATRIX=0 benches/reproduce.sh # more runs per cell, no matrices
 #   MC=0 benches/reproduce.sh            # without the Monte Carlo cells
+#   LM=1 COMPARE=0 MATRIX=0 MC=0 benches/reproduce.sh
+#                                        # only issue 23's language models
+#
+# LM=1 adds issue 23's workload: two vocabulary-4096, d 256, 8-head,
+# two-layer bilinear-attention LMs (q/k biases, rotary, causal) compared at
+# each context of LM_CONTEXTS (default "4 8 16"; 16 takes about 6 minutes,
+# 32 about an hour and a half), six layers at context 4, and a `matrix` of
+# 12 such checkpoints at context 4 extrapolated to the research group's
+# 101 (5 050 pairs), each beside its per-leg GEMM time at the machine's
+# rate (60 d³ flops per position pair, layer and product).
 #
 # Needs python3 with numpy (set PYTHON=…; without numpy a temporary venv is
 # made and numpy installed into it) and GNU time at /usr/bin/time. Not part
@@ -25,6 +35,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 MATRIX=${MATRIX:-1}
 MC=${MC:-1}
+COMPARE=${COMPARE:-1}
+LM=${LM:-0}
+LM_CONTEXTS=${LM_CONTEXTS:-4 8 16}
 # The Monte Carlo cells take tens of seconds each: one run per cell unless told.
 MC_RUNS=${MC_RUNS:-1}
 # The matrices take minutes each: one run per cell unless told.
@@ -46,11 +59,11 @@ BIN=$PWD/target/release/tensor-similarity
 # The model files: safetensors F32 in the `embed`/`body`/`head` layout
 # (d_in/d/h/d_out, blocks), seeds 1 and 2; the grokking layout
 # (`bi_linear` fused 2·64 × 226, `projection` 113 × 64) for the matrices.
-"$PYTHON" - "$WORK" "$MATRIX" <<'EOF'
+"$PYTHON" - "$WORK" "$MATRIX" "$LM" <<'EOF'
 import json, os, struct, sys
 import numpy as np
 
-work, matrix = sys.argv[1], sys.argv[2] == "1"
+work, matrix, big_lm = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
 
 def save(path, tensors, metadata=None):
     header, off, blobs = {}, 0, []
@@ -98,6 +111,13 @@ def lm(path, seed, vocab=4096, d=128, heads=4, layers=2):
 
 for seed in (1, 2):
     lm(f"{work}/lm_{seed}.safetensors", seed)
+if big_lm:
+    os.makedirs(f"{work}/lm12")
+    for seed in (1, 2):
+        lm(f"{work}/lm256_{seed}.safetensors", seed, d=256, heads=8)
+        lm(f"{work}/lm256l6_{seed}.safetensors", seed, d=256, heads=8, layers=6)
+    for i in range(12):
+        lm(f"{work}/lm12/c{i:02d}.safetensors", 100 + i, d=256, heads=8)
 
 for name, shape in [("big", (512, 512, 2048, 512, 2)), ("r1", (64, 64, 256, 16, 1)),
                     ("r2", (256, 256, 1024, 64, 1)), ("r3", (256, 256, 1024, 64, 2))]:
@@ -159,13 +179,22 @@ run() {
 }
 
 : > "$WORK/results"
-for name in big r1 r2 r3; do
-    for precision in f64 f32; do
-        for threads in 1 "$THREADS"; do
-            run "$RUNS" "$name" "$threads" "$precision" compare "$WORK/${name}_1.safetensors" "$WORK/${name}_2.safetensors"
+if [ "$COMPARE" = 1 ]; then
+    for name in big r1 r2 r3; do
+        for precision in f64 f32; do
+            for threads in 1 "$THREADS"; do
+                run "$RUNS" "$name" "$threads" "$precision" compare "$WORK/${name}_1.safetensors" "$WORK/${name}_2.safetensors"
+            done
         done
     done
-done
+fi
+if [ "$LM" = 1 ]; then
+    for n in $LM_CONTEXTS; do
+        run 1 "lm256_n$n" "$THREADS" f64 compare "$WORK/lm256_1.safetensors" "$WORK/lm256_2.safetensors" --context "$n"
+    done
+    run 1 lm256l6_n4 "$THREADS" f64 compare "$WORK/lm256l6_1.safetensors" "$WORK/lm256l6_2.safetensors" --context 4
+    run 1 lm256m12_n4 "$THREADS" f64 matrix "$WORK"/lm12/*.safetensors --context 4 -o "$WORK/lm12.csv"
+fi
 if [ "$MC" = 1 ]; then
     for threads in 1 "$THREADS"; do
         run "$MC_RUNS" lm_mc "$threads" f64 compare "$WORK/lm_1.safetensors" "$WORK/lm_2.safetensors" \
@@ -223,6 +252,27 @@ if ("lm_mc", 1, "f64") in res:
     print("|---|---|---|---|---|---|---|")
     (t1, _, _), (t2, u2, rss) = res[("lm_mc", 1, "f64")], res[("lm_mc", 2, "f64")]
     print(f"| f64 | {t1:.2f} | {t2:.2f} | {u2:.2f} | {t1 / t2:.2f} | {rss:.0f} | {'met' if t2 < 20 else 'not met'} |")
+lm_rows = sorted((k, v) for k, v in res.items() if k[0].startswith("lm256"))
+if lm_rows:
+    d, layers = 256, {"lm256l6": 6}
+    print("\n## issue 23: vocabulary-4096, d 256, 8-head bilinear-attention LMs (whole process, f64)\n")
+    print(f"| run | {threads} threads (s) | peak RSS (MiB) | per-leg GEMMs at rate (s) | time / GEMMs |")
+    print("|---|---|---|---|---|")
+    for (label, _, _), (t, _, rss) in lm_rows:
+        name, n = label.rsplit("_n", 1)
+        n = int(n)
+        depth = layers.get(name, 2)
+        # 60 d³ flops per position pair, layer and product; three products
+        # per pair (a matrix: one per pair and one per checkpoint).
+        products = 3 if "m12" not in name else 12 * 11 / 2 + 12
+        gemm = 60 * d**3 * n * n * depth * products / (rate64 * 1e9)
+        print(f"| {label} | {t:.2f} | {rss:.0f} | {gemm:.2f} | {t / gemm:.2f} |")
+        if "m12" in name:
+            per_product = t / products
+            full = per_product * (5050 + 101)
+            print(f"\n101 checkpoints at context 4, extrapolated from the 12-checkpoint matrix "
+                  f"({t:.1f} s for 66 pairs and 12 norms, {per_product:.2f} s a product): "
+                  f"{full / 3600:.2f} h (target under 1 h)\n")
 if any(k[0] in ("grok200", "mid50") for k in res):
     print("\n## matrix, whole process (best of runs)\n")
     print(f"| matrix | type | 1 thread (s) | {threads} threads (s) | speed-up | peak RSS 1 / {threads} threads (MiB) | files (MiB) |")
