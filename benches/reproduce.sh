@@ -231,9 +231,10 @@ shapes = {"big": (512, 512, 2048, 512, 2), "r1": (64, 64, 256, 16, 1),
           "r2": (256, 256, 1024, 64, 1), "r3": (256, 256, 1024, 64, 2)}
 research = {"r1": 0.012, "r2": 0.16, "r3": 0.32}
 print(f"\nmachine GEMM rate (numpy OpenBLAS, {threads} threads): f64 {rate64:.1f} GFLOP/s, f32 {rate32:.1f} GFLOP/s")
-print("\n## compare, whole process (best of runs)\n")
-print(f"| workload (d_in/d/h/d_out, blocks) | GFLOP | type | 1 thread (s) | {threads} threads (s) | user (s, {threads} thr) | speed-up | bound at rate (s) | time/bound | peak RSS (MiB) | models (MiB) | research (s) | research/time | 4× target |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+if any(k[0] in shapes for k in res):
+    print("\n## compare, whole process (best of runs)\n")
+    print(f"| workload (d_in/d/h/d_out, blocks) | GFLOP | type | 1 thread (s) | {threads} threads (s) | user (s, {threads} thr) | speed-up | bound at rate (s) | time/bound | peak RSS (MiB) | models (MiB) | research (s) | research/time | 4× target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name, s in shapes.items():
     f = gflop(*s)
     size = sum(os.path.getsize(f"{work}/{name}_{i}.safetensors") for i in (1, 2)) / 2**20
