@@ -38,7 +38,9 @@ use crate::error::{Error, Result, Side};
 use crate::linalg::{mul, mul_nt, mul_tn};
 use crate::model::Model;
 use crate::padded::padded_block;
-use crate::resources::{MemoryEstimate, MemoryLimit, flat_entries, flat_width, scalars, zeros};
+use crate::resources::{
+    MemoryEstimate, MemoryLimit, check_work, flat_entries, flat_width, scalars, zeros,
+};
 use crate::scalar::{LogScaled, Real, from_f64, smallest_resolved, to_f64};
 
 /// The estimated bytes of one product below which
@@ -189,6 +191,7 @@ pub struct TensorSimilarity {
     positions: Option<Vec<usize>>,
     context: Option<usize>,
     max_memory: MemoryLimit,
+    max_work: Option<f64>,
 }
 
 impl Default for TensorSimilarity {
@@ -222,6 +225,7 @@ impl TensorSimilarity {
             positions: None,
             context: None,
             max_memory: MemoryLimit::Machine,
+            max_work: None,
         }
     }
 
@@ -276,6 +280,94 @@ impl TensorSimilarity {
     /// The memory limit comparisons are checked against.
     pub fn max_memory(&self) -> MemoryLimit {
         self.max_memory
+    }
+
+    /// The most multiply–adds a comparison may take (default: no limit).
+    /// Before it starts, a comparison estimates its work from the models'
+    /// shapes and the context length
+    /// ([`work_estimate`](Self::work_estimate)); one whose estimate exceeds
+    /// the limit is refused with [`Error::WorkLimit`], which names the
+    /// estimate and the largest context within the limit. Attention's work
+    /// grows as `n⁴` with the context (the [attention
+    /// guide](crate::guide::attention#cost-model)): a context that would
+    /// take hours is refused instead of started. A NaN or negative limit
+    /// refuses everything.
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{Attention, Error, Model, RecursiveSimilarity, TensorSimilarity};
+    ///
+    /// let w = |k: usize| DMatrix::from_fn(4, 4, |i, j| 0.1 * ((i + 2 * j + k) % 5) as f64);
+    /// let attention = Attention::builder(2, w(0), w(1), w(2), w(3), w(4), w(5)).build()?;
+    /// let model = Model::builder().block(attention).build()?;
+    /// let metric = TensorSimilarity::new().with_context(64)?.with_max_work(1e9);
+    /// assert!(metric.work_estimate(&model, &model)? > 1e9);
+    /// match metric.similarity(&model, &model) {
+    ///     Err(Error::WorkLimit { largest_context: Some(n), .. }) => assert!(n < 64),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn with_max_work(mut self, multiply_adds: f64) -> Self {
+        self.max_work = Some(if multiply_adds.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            multiply_adds
+        });
+        self
+    }
+
+    /// The work limit comparisons are checked against, in multiply–adds
+    /// (`None`: no limit).
+    pub fn max_work(&self) -> Option<f64> {
+        self.max_work
+    }
+
+    /// The estimated multiply–adds of comparing `a` and `b`
+    /// ([`similarity`](RecursiveSimilarity::similarity): `⟨A,B⟩`, `⟨A,A⟩`
+    /// and `⟨B,B⟩`) at the context length set (1 for vector models): the
+    /// sum of the blocks' [`gram_step_work`](TensorBlock::gram_step_work).
+    /// An estimate, on the high side; the check of
+    /// [`with_max_work`](Self::with_max_work) uses it.
+    pub fn work_estimate<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
+        let n = self.context_for(a, b)?;
+        Ok(self.similarity_work(a, b, n))
+    }
+
+    fn similarity_work<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> f64 {
+        self.product_work(a, Some(b), n)
+            + self.product_work(a, None, n)
+            + self.product_work(b, None, n)
+    }
+
+    /// The estimated multiply–adds of `⟨A,B⟩` (`b = None`: `⟨A,A⟩`) at `n`
+    /// positions: each block's step, at one position while the input
+    /// stream is still per position and both blocks act per position (the
+    /// recursion then computes two position blocks and lifts them).
+    fn product_work<T: Real>(&self, a: &Model<T>, b: Option<&Model<T>>, n: usize) -> f64 {
+        let b = b.unwrap_or(a);
+        let mut lifted = self
+            .input_metric
+            .as_ref()
+            .is_none_or(|m| m.nrows().checked_sub(1) == Some(a.input_width()));
+        let last = a.depth() - 1;
+        let mut work = 0.0;
+        for (position, (x, y)) in a.blocks().iter().zip(b.blocks()).enumerate() {
+            let positionwise = !x.mixes_positions() && !y.mixes_positions();
+            work += if lifted && positionwise {
+                2.0 * x.gram_step_work(&**y, 1)
+            } else if position == last && is_affine(&**x) && is_affine(&**y) {
+                // The fused readout: B_A Ĝ per pair of positions, then a
+                // dot product with B_B.
+                let (out, da, db) = (x.output_width(), x.input_width(), y.input_width());
+                let nf = n as f64;
+                nf * nf * (out as f64 + 1.0) * (da as f64 + 1.0) * (db as f64 + 2.0)
+            } else {
+                x.gram_step_work(&**y, n)
+            };
+            lifted = false;
+        }
+        work
     }
 
     /// The estimated peak memory in bytes of comparing `a` and `b`
@@ -453,6 +545,7 @@ impl TensorSimilarity {
     fn product<T: Real>(&self, a: &Model<T>, b: Option<&Model<T>>) -> Result<LogScaled> {
         let n = self.context_for(a, b.unwrap_or(a))?;
         self.check_estimate(|n| self.product_bytes(a, b, n), n)?;
+        check_work(|n| self.product_work(a, b, n), n, self.max_work)?;
         let last = a.depth() - 1;
         let mut state = (self.input_stream(a, n)?, 0.0);
         for position in 0..last {
@@ -818,12 +911,16 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
         self.product(a, None)
     }
 
+    /// Then checks the work of `⟨A,B⟩` against
+    /// [`with_max_work`](TensorSimilarity::with_max_work), so that a matrix
+    /// refuses a pair (or a model's norm, `a = b`) before any pair runs.
     fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
         let n = self.context_for(a, b)?;
         self.check_estimate(
             |n| at_once.max(1) as f64 * self.product_estimates(a, b, n)[0],
             n,
-        )
+        )?;
+        check_work(|n| self.product_work(a, Some(b), n), n, self.max_work)
     }
 
     /// The cosine, with `⟨A,B⟩`, `⟨A,A⟩` and `⟨B,B⟩` computed in parallel when
@@ -831,6 +928,7 @@ impl<T: Real> RecursiveSimilarity<T> for TensorSimilarity {
     fn similarity(&self, a: &Model<T>, b: &Model<T>) -> Result<f64> {
         let n = self.context_for(a, b)?;
         self.check_estimate(|n| self.similarity_bytes(a, b, n), n)?;
+        check_work(|n| self.similarity_work(a, b, n), n, self.max_work)?;
         if !self.products_at_once(a, b, n) {
             let ab = self.inner_product(a, b)?;
             return cosine(ab, self.squared_norm(a)?, self.squared_norm(b)?);

@@ -147,20 +147,7 @@ impl<F: Fn(usize) -> f64> MemoryEstimate<F> {
         if need <= max {
             return Ok(());
         }
-        let largest = if self.with_slack(1) > max {
-            None
-        } else {
-            let (mut lo, mut hi) = (1usize, n);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if self.with_slack(mid) <= max {
-                    lo = mid
-                } else {
-                    hi = mid
-                }
-            }
-            Some(lo)
-        };
+        let largest = largest_within(|n| self.with_slack(n), max, n);
         Err(Error::MemoryLimit {
             context: n,
             estimate: if need < 1e18 {
@@ -181,6 +168,37 @@ impl<F: Fn(usize) -> f64> MemoryEstimate<F> {
     fn with_slack(&self, n: usize) -> f64 {
         (self.at)(n) * 1.1 + (16 << 20) as f64
     }
+}
+
+/// The largest context below `n` at which `cost` (growing with the
+/// context) is within `max`, by bisection; `None` if not even 1 is.
+fn largest_within(cost: impl Fn(usize) -> f64, max: f64, n: usize) -> Option<usize> {
+    if cost(1) > max {
+        return None;
+    }
+    let (mut lo, mut hi) = (1usize, n);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if cost(mid) <= max { lo = mid } else { hi = mid }
+    }
+    Some(lo)
+}
+
+/// `Ok` if a comparison's estimated multiply–adds at context `n`
+/// (`work(n)`, growing with `n`) are within `limit` (`None`: no limit);
+/// else [`Error::WorkLimit`] with the largest context within it.
+pub(crate) fn check_work(work: impl Fn(usize) -> f64, n: usize, limit: Option<f64>) -> Result<()> {
+    let Some(max) = limit else { return Ok(()) };
+    let estimate = work(n);
+    if estimate <= max {
+        return Ok(());
+    }
+    Err(Error::WorkLimit {
+        context: n,
+        estimate,
+        limit: max,
+        largest_context: largest_within(work, max, n),
+    })
 }
 
 /// Bytes of `count` scalars of `T`, in `f64`.

@@ -99,7 +99,7 @@ impl Metric {
 #[pymethods]
 impl Metric {
     #[new]
-    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None, max_memory=None, samples=None, seed=None))]
+    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None, max_memory=None, max_work=None, samples=None, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
@@ -111,6 +111,7 @@ impl Metric {
         output_weights: Option<Array<'_>>,
         positions: Option<Vec<usize>>,
         max_memory: Option<u64>,
+        max_work: Option<f64>,
         samples: Option<usize>,
         seed: Option<u64>,
     ) -> PyResult<Self> {
@@ -125,6 +126,7 @@ impl Metric {
             ("output_weights", output_weights.is_some()),
             ("positions", positions.is_some()),
             ("max_memory", max_memory.is_some()),
+            ("max_work", max_work.is_some()),
             ("samples", samples.is_some()),
             ("seed", seed.is_some()),
         ];
@@ -138,6 +140,7 @@ impl Metric {
                 "output_weights",
                 "positions",
                 "max_memory",
+                "max_work",
             ],
             "gaussian" | "gaussian-closure" => {
                 &["context", "input_mean", "input_covariance", "max_memory"]
@@ -179,6 +182,9 @@ impl Metric {
         let (kernel, name) = match kind {
             "tensor" => {
                 let mut m = TensorSimilarity::new().with_max_memory(limit);
+                if let Some(w) = max_work {
+                    m = m.with_max_work(w);
+                }
                 if let Some(n) = context {
                     m = m.with_context(n).map_err(to_py)?;
                 }

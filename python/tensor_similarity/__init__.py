@@ -127,6 +127,7 @@ METRIC_OPTIONS = (
     "output_weights",
     "positions",
     "max_memory",
+    "max_work",
     "samples",
     "seed",
 )
@@ -778,6 +779,13 @@ def _native_metric(kind: str, options: Mapping[str, Any], width: Optional[int]) 
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
             raise TypeError(f"max_memory= is a number of bytes (a positive int), not {b!r}")
         kw["max_memory"] = int(b)
+    if "max_work" in kw:
+        w = kw["max_work"]
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)):
+            raise TypeError(f"max_work= is a number of multiply–adds, not {w!r}")
+        if not (w > 0 and np.isfinite(w)):
+            raise OptionError(f"max_work={w}: a positive, finite number of multiply–adds")
+        kw["max_work"] = float(w)
     for key in ("samples", "seed"):
         if key in kw:
             v = kw[key]
@@ -1068,7 +1076,10 @@ class TensorMetric(_InnerProductMetric):
     a slice; negative indices count from the end) or ``output_weights`` (``Q``,
     ``n_L × n_L``), ``positions`` (a sequence model's positions to read out,
     e.g. ``[-1]``), ``max_memory`` (bytes: a comparison whose estimated peak
-    exceeds it is refused before it starts with a :class:`MemoryLimitError`).
+    exceeds it is refused before it starts with a :class:`MemoryLimitError`),
+    ``max_work`` (multiply–adds, default no limit: a comparison whose
+    estimated work exceeds it is refused before it starts with a
+    :class:`MemoryLimitError` naming the largest context within it).
 
     >>> import numpy as np, tensor_similarity as ts
     >>> rng = np.random.default_rng(1)
@@ -1099,6 +1110,7 @@ class TensorMetric(_InnerProductMetric):
         output_weights: Any = None,
         positions: Any = None,
         max_memory: Optional[int] = None,
+        max_work: Optional[float] = None,
     ) -> None:
         self._check(
             dict(
@@ -1110,6 +1122,7 @@ class TensorMetric(_InnerProductMetric):
                 output_weights=output_weights,
                 positions=positions,
                 max_memory=max_memory,
+                max_work=max_work,
             )
         )
 
@@ -1400,6 +1413,7 @@ def similarity(
     output_weights: Any = None,
     positions: Any = None,
     max_memory: Optional[int] = None,
+    max_work: Optional[float] = None,
     samples: Optional[int] = None,
     seed: Optional[int] = None,
     **load_options: Any,
@@ -1440,7 +1454,11 @@ def similarity(
     the comparison may use, by default what the machine has. A comparison
     whose estimated peak exceeds it is refused before it starts (a
     :class:`MemoryLimitError`), with the estimate and the largest context
-    that fits.
+    that fits. ``max_work`` (multiply–adds; ``"tensor"``): the most work the
+    comparison may take, by default no limit. Attention's work grows as
+    ``n⁴`` with the context; a comparison whose estimate exceeds the limit
+    is refused before it starts (a :class:`MemoryLimitError`), with the
+    estimate and the largest context within it.
 
     An option the metric does not take is an :class:`OptionError`.
     ``load_options`` are :func:`load`'s, for paths. The GIL is released
@@ -1458,6 +1476,7 @@ def similarity(
             output_weights=output_weights,
             positions=positions,
             max_memory=max_memory,
+            max_work=max_work,
             samples=samples,
             seed=seed,
         ),
@@ -1487,6 +1506,7 @@ def inner_product(
     output_weights: Any = None,
     positions: Any = None,
     max_memory: Optional[int] = None,
+    max_work: Optional[float] = None,
     samples: Optional[int] = None,
     seed: Optional[int] = None,
     **load_options: Any,
@@ -1510,6 +1530,7 @@ def inner_product(
             output_weights=output_weights,
             positions=positions,
             max_memory=max_memory,
+            max_work=max_work,
             samples=samples,
             seed=seed,
         ),
@@ -1590,6 +1611,7 @@ def matrix(
     output_weights: Any = None,
     positions: Any = None,
     max_memory: Optional[int] = None,
+    max_work: Optional[float] = None,
     samples: Optional[int] = None,
     seed: Optional[int] = None,
     **load_options: Any,
@@ -1621,6 +1643,7 @@ def matrix(
             output_weights=output_weights,
             positions=positions,
             max_memory=max_memory,
+            max_work=max_work,
             samples=samples,
             seed=seed,
         ),

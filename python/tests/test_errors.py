@@ -116,6 +116,26 @@ def test_memory_limit_errors(lm):
         ts.TensorMetric(context=10**6, max_memory=10**6).matrix([lm, lm], progress=False)
 
 
+def test_work_limit_errors(lm):
+    # The estimate grows with the context; the message names the largest
+    # context within the limit and the keyword that raises it.
+    with pytest.raises(ts.MemoryLimitError, match=r"the largest context within it is \d+ \(max_work=N") as e:
+        ts.similarity(lm, lm, context=64, max_work=1e6)
+    fits = int(str(e.value).split("within it is ")[1].split()[0])
+    assert 1 <= fits < 64
+    assert -1 <= ts.similarity(lm, lm, context=fits, max_work=1e6) <= 1
+    with pytest.raises(MemoryError):
+        ts.TensorMetric(context=64, max_work=1e6).matrix([lm, lm], progress=False)
+    assert "max_work=1000000.0" in repr(ts.TensorMetric(context=4, max_work=1e6))
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ts.OptionError, match="max_work"):
+            ts.TensorMetric(max_work=bad)
+    with pytest.raises(TypeError, match="max_work"):
+        ts.TensorMetric(max_work="lots")
+    with pytest.raises(ts.OptionError, match="does not take max_work"):
+        ts.similarity(lm, lm, metric="gaussian", context=2, max_work=1e9)
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(ts.FileError, match="missing.safetensors"):
         ts.load(tmp_path / "missing.safetensors")

@@ -235,6 +235,31 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
         output + kernel
     }
 
+    /// The CP kernel's products per pair of positions: `Y = U_A Ĝ[p,q]`,
+    /// `X = Y U_Bᵀ`, the Hadamard sums, `D̃_A H` and `(D̃_A H) D̃_Bᵀ`; for an
+    /// affine block, `B_A Ĝ[p,q] B_Bᵀ`.
+    fn gram_step_work(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+        let side = |cp: Option<&CpFactors<T>>, input: usize, output: usize| {
+            let (m, out) = (input as f64 + 1.0, output as f64 + 1.0);
+            match cp {
+                Some(f) => ((f.order() * f.rank()) as f64, f.rank() as f64, m, out),
+                None => (out, out, m, out),
+            }
+        };
+        let (ka, ra, ma, na) = side(
+            Some(self.cp_factors()),
+            self.input_width(),
+            self.output_width(),
+        );
+        let (kb, rb, mb, nb) = side(other.as_cp(), other.input_width(), other.output_width());
+        let n = context as f64;
+        if self.cp_factors().order() == 1 && !self.mixes_positions() {
+            // An affine block is applied as its map B = D̃ U: B_A Ĝ B_Bᵀ.
+            return n * n * (na * ma * mb + na * mb * nb);
+        }
+        n * n * (ka * ma * mb + ka * mb * kb + ka * kb + na * ra * rb + na * rb * nb)
+    }
+
     /// The Wick step ([SPEC §3](crate::spec#3-gaussian-functional-similarity)), per position while the
     /// positions are independent, per pair of positions after a block that
     /// mixes them; `other` must have CP factors too.

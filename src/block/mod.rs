@@ -198,6 +198,16 @@ pub trait TensorBlock<T: Real>: core::any::Any + core::fmt::Debug + Send + Sync 
     /// should err on the high side.
     fn gram_step_scalars(&self, other: &dyn TensorBlock<T>, context: usize) -> f64;
 
+    /// An estimate of the multiply–adds one [`gram_step`](Self::gram_step)
+    /// with `other` performs on `context` positions, in `f64`. A comparison
+    /// sums them over its blocks and three products and checks the total
+    /// against its work limit
+    /// ([`TensorSimilarity::with_max_work`](crate::TensorSimilarity::with_max_work))
+    /// before it starts, so that a context that would take hours is refused
+    /// by name instead of started silently; an estimate should err on the
+    /// high side.
+    fn gram_step_work(&self, other: &dyn TensorBlock<T>, context: usize) -> f64;
+
     /// One step of the Gaussian metric ([SPEC §3](crate::spec#3-gaussian-functional-similarity)):
     /// the joint moments of the two models' outputs from those of their
     /// inputs. The step computes in the input's scale, from the normalised

@@ -318,6 +318,20 @@ pub enum Error {
         /// The largest context length whose estimate fits, if any.
         largest_context: Option<usize>,
     },
+    /// A comparison's estimated work exceeds the limit set with
+    /// [`TensorSimilarity::with_max_work`](crate::TensorSimilarity::with_max_work);
+    /// refused before it starts.
+    #[error("{}", self.spelled(Spelling::Rust))]
+    WorkLimit {
+        /// The context length asked for.
+        context: usize,
+        /// The estimated multiply–adds of the comparison.
+        estimate: f64,
+        /// The limit, in multiply–adds.
+        limit: f64,
+        /// The largest context length whose estimate fits, if any.
+        largest_context: Option<usize>,
+    },
 }
 
 /// At most this many entries of a list are named in an error message; the
@@ -348,7 +362,8 @@ pub enum ErrorFamily {
     ZeroNorm,
     /// A computation that left the range the scalar type resolves.
     Numerical,
-    /// More memory, or a larger size, than the machine or the limit has.
+    /// More memory, or a larger size, than the machine or the limit has; or
+    /// more work than the limit allows.
     MemoryLimit,
     /// A model file, or a `state_dict`'s tensors, that cannot be read or written.
     File,
@@ -383,6 +398,7 @@ impl Error {
             Error::ZeroNorm(_) | Error::ZeroOutput { .. } => ErrorFamily::ZeroNorm,
             Error::NumericalBreakdown { .. } => ErrorFamily::Numerical,
             Error::MemoryLimit { .. }
+            | Error::WorkLimit { .. }
             | Error::ExactGaussianMemory { .. }
             | Error::SizeOverflow { .. } => ErrorFamily::MemoryLimit,
             Error::File { .. } | Error::StateDict { .. } => ErrorFamily::File,
@@ -433,6 +449,21 @@ impl core::fmt::Display for SpelledError<'_> {
                 "the exact Gaussian inner product of these chains needs {estimate} of memory, \
                  more than {limit}; {} approximate or estimate it",
                 spelling.gaussian_alternatives()
+            ),
+            Error::WorkLimit {
+                context,
+                estimate,
+                limit,
+                largest_context,
+            } => write!(
+                f,
+                "comparing at context {context} takes about {estimate:.1e} multiply–adds, \
+                 more than the limit of {limit:.1e}; {} ({} raises the limit)",
+                match largest_context {
+                    Some(n) => format!("the largest context within it is {n}"),
+                    None => "not even one position is within it".into(),
+                },
+                spelling.max_work()
             ),
             other => core::fmt::Display::fmt(other, f),
         }

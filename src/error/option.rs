@@ -146,6 +146,15 @@ impl Spelling {
         }
     }
 
+    /// The work limit of a comparison, for [`Error::WorkLimit`](crate::Error::WorkLimit).
+    pub(crate) fn max_work(self) -> &'static str {
+        match self {
+            Spelling::Rust => "TensorSimilarity::with_max_work",
+            Spelling::CommandLine => "--max-work N",
+            Spelling::Python => "max_work=N",
+        }
+    }
+
     /// The run-config option where it may be given a file: `--config FILE`
     /// on the command line, `config=` (a path or a dict) in Python.
     pub(crate) fn config(self) -> &'static str {

@@ -2473,3 +2473,56 @@ fn a_gaussian_mc_matrix_writes_its_standard_errors_beside_it() {
     }
     assert!(!stderr(&out).contains(CLOSURE_NOTE));
 }
+
+/// `--max-work`: a comparison whose estimated multiply–adds exceed the
+/// limit is refused before it starts with the estimate, the largest context
+/// within it, and the flag to raise it; that context runs. The default
+/// (10¹⁵) lets the fixtures' contexts through.
+#[test]
+fn a_work_limit_is_refused_by_name() {
+    let early = torch_fixture("runs/tiny_lm/checkpoints/step_20.pt");
+    let late = torch_fixture("runs/tiny_lm/checkpoints/step_100.pt");
+    let compare = |n: &str, limit: Option<&str>| {
+        let mut args = vec!["compare", s(&early), s(&late), "--context", n];
+        if let Some(limit) = limit {
+            args.extend(["--max-work", limit]);
+        }
+        run(&args)
+    };
+    let out = compare("4", None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = compare("12", Some("1e8"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = last_line(&out);
+    assert!(
+        line.starts_with("error: comparing at context 12 takes about "),
+        "{line}"
+    );
+    assert!(line.contains("more than the limit of 1.0e8"), "{line}");
+    assert!(line.contains("(--max-work N raises the limit)"), "{line}");
+    let fits: usize = line
+        .split("the largest context within it is ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((1..12).contains(&fits), "{line}");
+    let out = compare(&fits.to_string(), Some("1e8"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same check for every pair of a matrix.
+    let out = run(&[
+        "matrix",
+        s(&early),
+        s(&late),
+        "--context",
+        "12",
+        "--max-work",
+        "1e8",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(last_line(&out).contains("the largest context within it is"));
+    for bad in ["0", "-5", "lots", "inf"] {
+        let out = compare("4", Some(bad));
+        assert_eq!(out.status.code(), Some(2), "clap rejects {bad}");
+    }
+}

@@ -441,6 +441,19 @@ impl TensorBlock<f64> for TokenMix {
         };
         side(self) + side(other) + (n * self.output_width() as f64 + 1.0).powi(2) * 2.0
     }
+    fn gram_step_work(&self, other: &dyn TensorBlock<f64>, context: usize) -> f64 {
+        // Two dense products of the flattened padded maps with G.
+        let n = context as f64;
+        let (oa, ob) = (
+            n * self.output_width() as f64 + 1.0,
+            n * other.output_width() as f64 + 1.0,
+        );
+        let (ia, ib) = (
+            n * self.input_width() as f64 + 1.0,
+            n * other.input_width() as f64 + 1.0,
+        );
+        oa * ia * ib + oa * ib * ob
+    }
     fn moment_step(
         &self,
         other: &dyn TensorBlock<f64>,

@@ -284,3 +284,78 @@ fn a_matrix_counts_one_pair_per_thread() {
         .install(|| RecursiveSimilarity::<f64>::inner_product(&metric, &models[0], &models[1]));
     assert!(pair.is_ok(), "{pair:?}");
 }
+
+/// The work limit: a comparison whose estimated multiply–adds exceed it is
+/// refused before it starts, naming the estimate and the largest context
+/// within it, and that context runs.
+#[test]
+fn a_work_limit_refuses_by_name_and_the_context_within_it_runs() {
+    let a = attention_model::<f64>(8, true);
+    let b = attention_model::<f64>(9, true);
+    let at = |n: usize| TensorSimilarity::new().with_context(n).unwrap();
+    let estimate = |n: usize| at(n).work_estimate(&a, &b).unwrap();
+    // No limit by default: the check passes whatever the estimate.
+    assert_eq!(at(6).max_work(), None);
+    assert!(at(6).similarity(&a, &b).is_ok());
+    let limit = estimate(5) * 1.01;
+    let metric = at(12).with_max_work(limit);
+    assert_eq!(metric.max_work(), Some(limit));
+    let Err(Error::WorkLimit {
+        context,
+        estimate: e,
+        limit: l,
+        largest_context: Some(fits),
+    }) = metric.similarity(&a, &b)
+    else {
+        panic!("a limit below the estimate is refused");
+    };
+    assert_eq!((context, fits, l), (12, 5, limit));
+    assert_eq!(e, estimate(12));
+    assert!(at(fits).with_max_work(limit).similarity(&a, &b).is_ok());
+    // One product alone is checked against its own estimate.
+    assert!(at(5).with_max_work(limit).inner_product(&a, &b).is_ok());
+    // The message names what to raise, in the library's spelling.
+    let message = metric.similarity(&a, &b).unwrap_err().to_string();
+    assert!(message.contains("context 12"), "{message}");
+    assert!(
+        message.contains("the largest context within it is 5"),
+        "{message}"
+    );
+    assert!(
+        message.contains("TensorSimilarity::with_max_work"),
+        "{message}"
+    );
+    // NaN or a limit below one position's work refuses everything.
+    for limit in [f64::NAN, -1.0, 0.0] {
+        assert!(matches!(
+            at(1).with_max_work(limit).similarity(&a, &b),
+            Err(Error::WorkLimit {
+                largest_context: None,
+                ..
+            })
+        ));
+    }
+}
+
+/// The estimate follows the attention step's cost model: its pair
+/// contraction grows as `n⁴`, so doubling a long context multiplies the
+/// work by close to 16, a short one by less (the `n²` per-leg GEMMs).
+#[test]
+fn the_work_estimate_grows_as_the_cost_model() {
+    let a = attention_model::<f64>(10, false);
+    let work = |n: usize| {
+        TensorSimilarity::new()
+            .with_context(n)
+            .unwrap()
+            .work_estimate(&a, &a)
+            .unwrap()
+    };
+    assert!((1..40).all(|n| work(n) < work(n + 1)));
+    let long = work(512) / work(256);
+    assert!((15.0..16.0).contains(&long), "{long}");
+    let short = work(2) / work(1);
+    assert!((4.0..12.0).contains(&short), "{short}");
+    // A block's own estimate, as the trait reports it, at one position.
+    let block = &a.blocks()[0];
+    assert!(block.gram_step_work(&**block, 1) > 0.0);
+}

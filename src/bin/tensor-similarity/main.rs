@@ -243,6 +243,12 @@ enum Command {
         /// estimated peak exceeds it is refused before it starts.
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_memory: Option<u64>,
+        /// The most multiply–adds the tensor metric may take (default
+        /// 1e15: hours on a workstation). Attention's work grows as n⁴ with
+        /// --context; a comparison whose estimate exceeds the limit is
+        /// refused before it starts, naming the largest context within it.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_WORK, value_parser = parse_work)]
+        max_work: f64,
         #[command(flatten)]
         loading: Loading,
         /// Print a JSON object instead of the bare number.
@@ -286,6 +292,12 @@ enum Command {
         /// The most memory one pair may use (as for `compare`).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_memory: Option<u64>,
+        /// The most multiply–adds the tensor metric may take (default
+        /// 1e15: hours on a workstation). Attention's work grows as n⁴ with
+        /// --context; a comparison whose estimate exceeds the limit is
+        /// refused before it starts, naming the largest context within it.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_WORK, value_parser = parse_work)]
+        max_work: f64,
         #[command(flatten)]
         loading: Loading,
         /// Write the CSV here instead of to stdout.
@@ -322,6 +334,12 @@ enum Command {
         /// The most memory one inner product may use (as for `compare`).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_memory: Option<u64>,
+        /// The most multiply–adds the tensor metric may take (default
+        /// 1e15: hours on a workstation). Attention's work grows as n⁴ with
+        /// --context; a comparison whose estimate exceeds the limit is
+        /// refused before it starts, naming the largest context within it.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_WORK, value_parser = parse_work)]
+        max_work: f64,
         #[command(flatten)]
         loading: Loading,
         /// Print a JSON object instead of the bare number.
@@ -524,6 +542,20 @@ fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// `--max-work`'s default: 10¹⁵ multiply–adds, hours at a workstation's
+/// rate.
+const DEFAULT_MAX_WORK: f64 = 1e15;
+
+/// A `--max-work` value: a positive number of multiply–adds (`2e14`).
+fn parse_work(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "{text:?} is not a positive number of multiply–adds (such as 2e14)"
+        )),
+    }
+}
+
 /// The library's memory limit from `--max-memory`.
 fn memory_limit(max_memory: Option<u64>) -> MemoryLimit {
     max_memory.map_or(MemoryLimit::Machine, MemoryLimit::Bytes)
@@ -540,6 +572,7 @@ fn run(command: Command) -> Result<(), Failure> {
             outputs,
             precision,
             max_memory,
+            max_work,
             loading,
             json,
         } => {
@@ -551,6 +584,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 Settings {
                     context,
                     limit: memory_limit(max_memory),
+                    work: max_work,
                     outputs: None,
                     sampling,
                 },
@@ -579,6 +613,7 @@ fn run(command: Command) -> Result<(), Failure> {
             outputs,
             precision,
             max_memory,
+            max_work,
             loading,
             json,
         } => {
@@ -590,6 +625,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 Settings {
                     context,
                     limit: memory_limit(max_memory),
+                    work: max_work,
                     outputs: None,
                     sampling,
                 },
@@ -623,6 +659,7 @@ fn run(command: Command) -> Result<(), Failure> {
             keep_order,
             precision,
             max_memory,
+            max_work,
             loading,
             output,
             plot,
@@ -639,6 +676,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 each: outputs_each,
                 precision,
                 limit: memory_limit(max_memory),
+                work: max_work,
                 options: loading.options(),
                 config: loading.config.as_deref(),
                 csv: output.as_deref(),
@@ -889,6 +927,8 @@ struct MatrixJob<'a> {
     each: bool,
     precision: Precision,
     limit: MemoryLimit,
+    /// The tensor metric's work limit, in multiply–adds.
+    work: f64,
     options: LoadOptions,
     /// The run config given, an input too.
     config: Option<&'a Path>,
@@ -986,6 +1026,7 @@ fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
         let settings = Settings {
             context: job.context,
             limit: job.limit,
+            work: job.work,
             outputs: outputs.as_deref(),
             sampling: job.sampling,
         };

@@ -81,6 +81,8 @@ pub struct Settings<'a> {
     pub context: Option<usize>,
     /// The memory a comparison may use.
     pub limit: MemoryLimit,
+    /// The most multiply–adds the tensor metric may take.
+    pub work: f64,
     /// The outputs compared (SPEC §2's selection `Q`), checked against the
     /// models' output width; `None`: every output.
     pub outputs: Option<&'a [usize]>,
@@ -150,6 +152,7 @@ impl Metric {
         let Settings {
             context,
             limit,
+            work,
             outputs,
             sampling,
         } = *settings;
@@ -165,7 +168,9 @@ impl Metric {
         }
         Ok(match self {
             Metric::Tensor => {
-                let mut metric = TensorSimilarity::new().with_max_memory(limit);
+                let mut metric = TensorSimilarity::new()
+                    .with_max_memory(limit)
+                    .with_max_work(work);
                 if let Some(n) = context {
                     metric = metric.with_context(n)?;
                 }

@@ -107,26 +107,46 @@ fn mul_opt<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DMatrix<T>>) -> Option<DM
     }
 }
 
-fn mul_vec<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DVector<T>>) -> Option<DVector<T>> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a * b),
-        _ => None,
-    }
-}
-
-/// `tr(A B)` without forming `A B`.
+/// `tr(A B)` without forming `A B`: `Σ_ij A[i,j] Bᵀ[i,j]` over a blocked
+/// copy of `Bᵀ`, so that both are read in memory order, summed in eight
+/// lanes (a single running sum is bound by the latency of one addition).
 fn trace_of_product<T: Real>(a: &DMatrix<T>, b: &DMatrix<T>) -> T {
     let (rows, cols) = a.shape();
     debug_assert_eq!(b.shape(), (cols, rows));
-    let (a, b) = (a.as_slice(), b.as_slice());
-    let mut acc = T::zero();
-    // Column j of A against row j of B (stride `cols` in column-major B).
-    for (j, column) in a.chunks_exact(rows).enumerate() {
-        for (i, &x) in column.iter().enumerate() {
-            acc += x * b[j + i * cols];
+    let mut bt = vec![T::zero(); rows * cols];
+    crate::linalg::transpose_to(b.as_slice(), cols, rows, &mut bt);
+    dot(a.as_slice(), &bt)
+}
+
+/// `Σ x_i y_i` in eight lanes, added pairwise at the end: a fixed order,
+/// so the same bits on every run.
+fn dot<T: Real>(x: &[T], y: &[T]) -> T {
+    debug_assert_eq!(x.len(), y.len());
+    let mut lanes = [T::zero(); 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (x, y) in xc.zip(yc) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
         }
     }
-    acc
+    for (l, (&x, &y)) in xr.iter().zip(yr).enumerate() {
+        lanes[l] += x * y;
+    }
+    let [a, b, c, d, e, f, g, h] = lanes;
+    ((a + b) + (c + d)) + ((e + f) + (g + h))
+}
+
+/// `v` as a one-column matrix.
+fn as_column<T: Real>(v: &DVector<T>) -> DMatrix<T> {
+    DMatrix::from_column_slice(v.len(), 1, v.as_slice())
+}
+
+/// `[v_1 … v_m]`, the vectors as the columns of one matrix.
+fn columns<'a, T: Real>(rows: usize, vectors: impl Iterator<Item = &'a DMatrix<T>>) -> DMatrix<T> {
+    let data: Vec<T> = vectors.flat_map(|v| v.as_slice().iter().copied()).collect();
+    let cols = data.len() / rows.max(1);
+    DMatrix::from_vec(rows, cols, data)
 }
 
 /// `E[ε_A ε_Bᵀ Π_ν S_ν]` (`w_A × w_B`) with two ends, `E[ε_A Π_ν S_ν]`
@@ -140,11 +160,14 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
     let half: T = from_f64(0.5);
 
     // Paths that end on a singleton, from their first node: r(seq).
-    let mut stop: Vec<Option<DVector<T>>> = Vec::with_capacity(seqs.len());
+    // Held as one-column matrices, so that each step is a product by the
+    // GEMM engine (nalgebra's own matrix–vector product is several times
+    // slower at these widths).
+    let mut stop: Vec<Option<DMatrix<T>>> = Vec::with_capacity(seqs.len());
     for s in seqs {
         let v = match s.tail {
-            None => Some(inp.stop[s.first].clone()),
-            Some(t) => mul_vec(transfer(s.first, seqs[t].first), &stop[t]),
+            None => Some(as_column(&inp.stop[s.first])),
+            Some(t) => mul_opt(transfer(s.first, seqs[t].first), &stop[t]),
         };
         stop.push(v);
     }
@@ -157,7 +180,7 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
             continue;
         }
         if let Some(r) = &stop[i] {
-            kappa[s.set] += half * inp.start[s.first].dot(r);
+            kappa[s.set] += half * dot(inp.start[s.first].as_slice(), r.as_slice());
         }
     }
     for (i, &v) in inp.single.iter().enumerate() {
@@ -235,13 +258,26 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
         z[r] = acc;
     }
 
-    // u_ε(S): paths from an end to a singleton through exactly S.
-    let paths_to_singleton = |end: &End<T>| -> Vec<DVector<T>> {
-        let mut u = vec![DVector::zeros(end.mean.len()); 1 << k];
-        u[0] = end.mean.clone();
-        for (i, s) in seqs.iter().enumerate() {
-            if let (Some(e), Some(r)) = (&end.to_node[s.first], &stop[i]) {
-                u[s.set].gemv(T::one(), e, r, T::one());
+    // u_ε(S): paths from an end to a singleton through exactly S, as the
+    // columns of one matrix (column S): for each first node ν, one product
+    // E(ε, ν) · [r(seq) for the sequences from ν].
+    let paths_to_singleton = |end: &End<T>| -> DMatrix<T> {
+        let w = end.mean.len();
+        let mut u = DMatrix::zeros(w, 1 << k);
+        u.column_mut(0).copy_from(&end.mean);
+        for (nu, e) in end.to_node.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let from: Vec<usize> = (0..seqs.len())
+                .filter(|&i| seqs[i].first == nu && stop[i].is_some())
+                .collect();
+            if from.is_empty() {
+                continue;
+            }
+            let r = columns(e.ncols(), from.iter().filter_map(|&i| stop[i].as_ref()));
+            let p = crate::linalg::mul(e, &r);
+            for (c, &i) in from.iter().enumerate() {
+                let mut dst = u.column_mut(seqs[i].set);
+                dst += p.column(c);
             }
         }
         u
@@ -251,11 +287,8 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
         [] => DMatrix::from_element(1, 1, z[all]),
         [end] => {
             let u = paths_to_singleton(end);
-            let mut out = DVector::zeros(end.mean.len());
-            for (s, us) in u.iter().enumerate() {
-                out.axpy(z[all & !s], us, T::one());
-            }
-            DMatrix::from_column_slice(out.len(), 1, out.as_slice())
+            let weights = DMatrix::from_fn(1 << k, 1, |s, _| z[all & !s]);
+            crate::linalg::mul(&u, &weights)
         }
         [ea, eb] => {
             let between = inp
@@ -263,21 +296,19 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
                 .as_ref()
                 .expect("two ends come with their covariances");
             let (ua, ub) = (paths_to_singleton(ea), paths_to_singleton(eb));
-            // Σ_{S∩S'=∅} u_A(S) u_B(S')ᵀ Z(N∖S∖S') = Σ_S u_A(S) w(S)ᵀ.
-            let mut out = between.direct.clone() * z[all];
-            for (sa, u) in ua.iter().enumerate() {
+            // Σ_{S∩S'=∅} u_A(S) u_B(S')ᵀ Z(N∖S∖S') = u_A Vᵀ with
+            // V[:, S] = Σ_{S' ⊆ N∖S} Z(N∖S∖S') u_B(S') = u_B · Ω[:, S].
+            let omega = DMatrix::from_fn(1 << k, 1 << k, |sb, sa| {
                 let free = all & !sa;
-                let mut w = DVector::zeros(eb.mean.len());
-                let mut sb = free;
-                loop {
-                    w.axpy(z[free & !sb], &ub[sb], T::one());
-                    if sb == 0 {
-                        break;
-                    }
-                    sb = (sb - 1) & free;
+                if sb & !free == 0 {
+                    z[free & !sb]
+                } else {
+                    T::zero()
                 }
-                out.ger(T::one(), u, &w, T::one());
-            }
+            });
+            let v = crate::linalg::mul(&ub, &omega);
+            let mut out = between.direct.clone() * z[all];
+            crate::linalg::gemm_nt(T::one(), &ua, &v, T::one(), &mut out);
             // Paths from ε_A to ε_B: R(seq) = N(ν1,ν2) … Ē(ν_j, ε_B), weighted
             // by Z of the nodes they leave, summed per first node.
             let mut to_end: Vec<Option<DMatrix<T>>> = Vec::with_capacity(seqs.len());
@@ -289,10 +320,9 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
                 };
                 if let Some(r) = &r {
                     let w = z[all & !s.set];
-                    match &mut weighted[s.first] {
-                        Some(acc) => *acc += r * w,
-                        slot @ None => *slot = Some(r * w),
-                    }
+                    let acc = weighted[s.first]
+                        .get_or_insert_with(|| DMatrix::zeros(r.nrows(), r.ncols()));
+                    acc.zip_apply(r, |a, r| *a += w * r);
                 }
                 to_end.push(r);
             }

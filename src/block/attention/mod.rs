@@ -155,6 +155,10 @@ for_f32_and_f64! {
             step::scalars(self, same_kind(other).unwrap_or(self), context)
         }
 
+        fn gram_step_work(&self, other: &dyn TensorBlock<T>, context: usize) -> f64 {
+            step::work(self, same_kind(other).unwrap_or(self), context)
+        }
+
         fn moment_step(
             &self,
             other: &dyn TensorBlock<T>,

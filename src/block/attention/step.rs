@@ -21,7 +21,7 @@
 use nalgebra::{DMatrix, DMatrixView, DVector, Dyn};
 use rayon::prelude::*;
 
-use super::layer::{Attention, Role};
+use super::layer::{Attention, Mask, Role};
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_nt, gemm_tn, mul, mul_nt};
 use crate::padded::padded_block;
@@ -269,6 +269,43 @@ fn tiled_scalars(shapes: &Shapes, n: usize, tile: usize) -> f64 {
     legs + products + columns + z + output
 }
 
+/// An estimate of the multiply–adds of [`gram_step`] of `a` and `b` on `n`
+/// positions (see [`TensorBlock::gram_step_work`]): the cost model of the
+/// [attention guide](crate::guide::attention#cost-model), term by term,
+/// with the key rows a tile makes again. Counted as a cross step (a self
+/// step does about half its pair contraction), so on the high side.
+pub(super) fn work<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64 {
+    let shapes = Shapes::of(a, b);
+    let nf = n as f64;
+    let (la, lb) = shapes.legs;
+    let (va, vb) = shapes.values;
+    let (da, db) = (shapes.inputs.0 as f64 + 1.0, shapes.inputs.1 as f64 + 1.0);
+    let (oa, ob) = (shapes.outputs.0 as f64 + 1.0, shapes.outputs.1 as f64 + 1.0);
+    let pairs = |m: &Mask| match m {
+        Mask::Causal => nf * (nf + 1.0) / 2.0,
+        Mask::None => nf * nf,
+        Mask::Diagonal => nf,
+        Mask::Matrix(w) => w.iter().filter(|v| **v != 0.0).count() as f64,
+    };
+    // Y = F_A(p) Ĝ[p,q] and X = Y F_B(q)ᵀ for every pair of positions, and
+    // the key rows outside a tile made again for each tile.
+    let x_pair = la * da * db + la * lb * db;
+    let tile = query_tile(&shapes, n) as f64;
+    let again = if tile < nf {
+        (nf / tile).ceil() * nf * nf * la * lb * db
+    } else {
+        0.0
+    };
+    // About 52 products of e × e matrices per pair of (s, t) pairs and
+    // heads, the lower terms per position triple, and O applied.
+    let e = shapes.head_width;
+    let contraction =
+        shapes.heads.0 * shapes.heads.1 * pairs(a.mask()) * pairs(b.mask()) * 52.0 * e * e * e;
+    let lower = nf * nf * nf * (la * db + lb * da) * e;
+    let output = nf * nf * (oa * va * vb + oa * ob * vb + (la + lb) * (da + db));
+    nf * nf * x_pair + again + contraction + lower + output
+}
+
 /// `G'` for attention blocks `a` and `b` (`None`: the self product) on
 /// `n` positions.
 ///
@@ -422,7 +459,8 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     // gives the directions, and, when X is held whole, X(·,q) per head pair;
     // then it is dropped. Each column adds into its own columns of `out`.
     let mut products = Products::new(n, (sa.heads, sb.heads));
-    {
+    // Nothing to make column by column when X is tiled and B has no skip.
+    if whole || rb != T::zero() {
         let height = out.nrows();
         let (_, by_column) = out.as_mut_slice().split_at_mut(height);
         let mut columns = by_column.chunks_mut(ob * height).enumerate();
@@ -434,9 +472,6 @@ pub(super) fn gram_step_in_tiles<T: Real>(
             let xs: Vec<Option<Vec<Vec<DMatrix<T>>>>> = batch
                 .into_par_iter()
                 .map(|(q, column)| {
-                    if !whole && rb == T::zero() {
-                        return None;
-                    }
                     let ys: Vec<DMatrix<T>> =
                         (0..n).into_par_iter().map(|p| pairs.y(p, q)).collect();
                     let x = whole.then(|| ys.par_iter().map(|y| pairs.x(y, q)).collect());
@@ -462,21 +497,19 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     // T2 × T1: B's attention with one leg on a row of G (A's skip input),
     // one row p of position pairs at a time, a few rows at once.
     if ra != T::zero() {
-        for rows_at_once in (0..n).collect::<Vec<_>>().chunks(in_flight) {
+        for first in (0..n).step_by(in_flight) {
+            let rows_at_once = first..(first + in_flight).min(n);
             let psis: Vec<Vec<DMatrix<T>>> = rows_at_once
-                .par_iter()
-                .map(|&p| {
+                .clone()
+                .into_par_iter()
+                .map(|p| {
                     let dirs: Vec<DMatrix<T>> = (0..n)
-                        .map(|q| {
-                            let mut block = DMatrix::zeros(da + 1, db + 1);
-                            padded_block(g, p, q, da, db, &mut block);
-                            mul_nt(&block.rows(1, da), &sb.legs[q]).transpose()
-                        })
+                        .map(|q| mul_nt(&pairs.block(p, q).rows(1, da), &sb.legs[q]).transpose())
                         .collect();
                     sb.linearize(&mb, Some(&dirs)).1
                 })
                 .collect();
-            for (&p, psi) in rows_at_once.iter().zip(&psis) {
+            for (p, psi) in rows_at_once.zip(&psis) {
                 for (q, psi) in psi.iter().enumerate() {
                     let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
                     add_scaled(&mut blk, ra, &psi.transpose());
@@ -588,12 +621,17 @@ struct PairProducts<'a, T: Real> {
 }
 
 impl<T: Real> PairProducts<'_, T> {
-    /// `Y(p,q) = F_A(p) Ĝ[p,q]`.
-    fn y(&self, p: usize, q: usize) -> DMatrix<T> {
+    /// `Ĝ[p,q]`, the padded block of the input Gram matrix.
+    fn block(&self, p: usize, q: usize) -> DMatrix<T> {
         let (da, db) = self.widths;
         let mut block = DMatrix::zeros(da + 1, db + 1);
         padded_block(self.g, p, q, da, db, &mut block);
-        mul(&self.sa.legs[p], &block)
+        block
+    }
+
+    /// `Y(p,q) = F_A(p) Ĝ[p,q]`.
+    fn y(&self, p: usize, q: usize) -> DMatrix<T> {
+        mul(&self.sa.legs[p], &self.block(p, q))
     }
 
     /// `X(p,q) = Y(p,q) F_B(q)ᵀ` per head pair, `[h H_B + h']`.
