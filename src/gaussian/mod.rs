@@ -564,10 +564,21 @@ fn at_block(e: Error, position: usize) -> Error {
 /// `f64`, on the high side (see [`crate::resources`]).
 fn bytes<T: Real>(a: &Model<T>, b: &Model<T>, same: bool, n: usize) -> f64 {
     let sides = if same { 1.0 } else { 3.0 };
+    let last = a.depth() - 1;
     let mut mixed = false;
     let mut peak: f64 = 0.0;
-    for (x, y) in a.blocks().iter().zip(b.blocks()) {
+    for (position, (x, y)) in a.blocks().iter().zip(b.blocks()).enumerate() {
         let positions = if mixed { n } else { 1 };
+        let linear = x.as_cp().is_some_and(cp::is_linear) && y.as_cp().is_some_and(cp::is_linear);
+        if position == last && linear {
+            // Read out from its input moments (`propagate`): the weights'
+            // Gram `U_Aᵀ U_B` and one padded position block, never the
+            // output moments (an unembedding's are `(n V)²`).
+            let (dx, dy) = (x.input_width() as f64 + 1.0, y.input_width() as f64 + 1.0);
+            let states = sides * flat_entries(positions, x.input_width(), y.input_width());
+            peak = peak.max(states + 2.0 * dx * dy);
+            continue;
+        }
         mixed |= x.mixes_positions() || y.mixes_positions();
         let after = if mixed { n } else { 1 };
         let states = sides

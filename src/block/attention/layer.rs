@@ -565,14 +565,20 @@ impl<T: Real> Attention<T> {
 fn rotate<T: Real>(rows: &mut nalgebra::DMatrixViewMut<'_, T>, p: usize, base: f64) {
     let e = rows.nrows();
     let half = e / 2;
-    for j in 0..half {
-        let angle = p as f64 * base.powf(-2.0 * j as f64 / e as f64);
-        let (sin, cos) = angle.sin_cos();
-        let (sin, cos): (T, T) = (from_f64(sin), from_f64(cos));
-        for c in 0..rows.ncols() {
-            let (x, y) = (rows[(j, c)], rows[(j + half, c)]);
-            rows[(j, c)] = x * cos - y * sin;
-            rows[(j + half, c)] = y * cos + x * sin;
+    let turns: Vec<(T, T)> = (0..half)
+        .map(|j| {
+            let angle = p as f64 * base.powf(-2.0 * j as f64 / e as f64);
+            let (sin, cos) = angle.sin_cos();
+            (from_f64(sin), from_f64(cos))
+        })
+        .collect();
+    // Column by column: the rows of one column are contiguous (the forms
+    // are column-major and thousands of rows tall).
+    for mut column in rows.column_iter_mut() {
+        for (j, &(sin, cos)) in turns.iter().enumerate() {
+            let (x, y) = (column[j], column[j + half]);
+            column[j] = x * cos - y * sin;
+            column[j + half] = y * cos + x * sin;
         }
     }
 }

@@ -11,7 +11,7 @@ use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 
 use super::chain::{self, Between, End, Inputs};
-use super::layer::{Attention, Mask, Role};
+use super::layer::{Attention, Role};
 use crate::error::Result;
 use crate::gaussian::moments::{JointMoments, Moments};
 use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
@@ -391,32 +391,76 @@ impl<T: Real> Product<'_, T> {
         let [x, y] = self.sides;
         let (hx, hy) = (x.heads * x.ev, y.heads * y.ev);
 
-        // Σ over configuration pairs of E[z z'ᵀ], per query pair (s, s').
-        let pairs: Vec<(usize, usize, usize, usize, DMatrix<T>)> = (0..x.configs.len())
+        // Σ over configuration pairs of E[z z'ᵀ], per query pair (s, s'),
+        // summed in place: one task per head and query position (h, s) of
+        // X (a contiguous run of its configurations) owns rows h of every
+        // Z(s, ·) and sums its pairs in order, so that the result does not
+        // depend on the thread count and nothing grows as the n⁴ pairs. A
+        // self product (`sym`) takes each unordered pair once: the pairs
+        // j > i go to `strict`, the pairs j = i to `diagonal`, and
+        // Z(a, b) = strict(a, b) + strict(b, a)ᵀ + diagonal(a, b).
+        let runs: Vec<core::ops::Range<usize>> = {
+            let mut runs: Vec<core::ops::Range<usize>> = Vec::new();
+            for (i, c) in x.configs.iter().enumerate() {
+                match runs.last_mut() {
+                    Some(r) if (x.configs[r.start].0, x.configs[r.start].1) == (c.0, c.1) => {
+                        r.end = i + 1
+                    }
+                    _ => runs.push(i..i + 1),
+                }
+            }
+            runs
+        };
+        type Rows<T> = (usize, usize, DMatrix<T>, DMatrix<T>);
+        let rows: Vec<Rows<T>> = runs
             .into_par_iter()
-            .flat_map_iter(|i| {
-                let (h, s, t, wx) = x.configs[i];
-                let (nodes_x, v_x) = x.legs(0, (h, s, t));
-                let first = if sym { i } else { 0 };
-                (first..y.configs.len()).map(move |j| {
-                    let (h2, s2, t2, wy) = y.configs[j];
-                    let (nodes_y, v_y) = y.legs(1, (h2, s2, t2));
-                    let nodes = [nodes_x[0], nodes_x[1], nodes_y[0], nodes_y[1]];
-                    let m = chain::moment(&self.inputs(&nodes, &[v_x, v_y]));
-                    (i, j, s, s2, m * (wx * wy))
-                })
+            .with_max_len(1)
+            .map(|run| {
+                let (h, s, _, _) = x.configs[run.start];
+                // Rows h of Z(s, s') for every s', side by side: e_v × n H' e_v'.
+                let mut strict = DMatrix::<T>::zeros(x.ev, n * hy);
+                let mut diagonal = DMatrix::<T>::zeros(x.ev, if sym { hy } else { 0 });
+                for i in run {
+                    let (_, _, t, wx) = x.configs[i];
+                    let (nodes_x, v_x) = x.legs(0, (h, s, t));
+                    let first = if sym { i } else { 0 };
+                    for j in first..y.configs.len() {
+                        let (h2, s2, t2, wy) = y.configs[j];
+                        let (nodes_y, v_y) = y.legs(1, (h2, s2, t2));
+                        let nodes = [nodes_x[0], nodes_x[1], nodes_y[0], nodes_y[1]];
+                        let m = chain::moment(&self.inputs(&nodes, &[v_x, v_y]));
+                        let mut blk = if sym && j == i {
+                            diagonal.columns_mut(h2 * y.ev, y.ev)
+                        } else {
+                            strict.columns_mut(s2 * hy + h2 * y.ev, y.ev)
+                        };
+                        blk.zip_apply(&m, |z, m| *z += m * (wx * wy));
+                    }
+                }
+                (h, s, strict, diagonal)
             })
             .collect();
         let mut zz = vec![DMatrix::<T>::zeros(hx, hy); n * n];
-        for (i, j, s, s2, m) in pairs {
-            let (h, h2) = (x.configs[i].0, y.configs[j].0);
-            let mut blk = zz[s * n + s2].view_mut((h * x.ev, h2 * y.ev), (x.ev, y.ev));
-            blk += &m;
-            if sym && i != j {
-                let mut blk = zz[s2 * n + s].view_mut((h2 * y.ev, h * x.ev), (y.ev, x.ev));
-                blk += m.transpose();
+        for (h, s, strict, diagonal) in &rows {
+            for s2 in 0..n {
+                let mut blk = zz[s * n + s2].rows_mut(h * x.ev, x.ev);
+                blk += strict.columns(s2 * hy, hy);
+            }
+            if sym {
+                let mut blk = zz[s * n + s].rows_mut(h * x.ev, x.ev);
+                blk += diagonal;
             }
         }
+        if sym {
+            // strict(b, a)ᵀ, from the rows as they were before this loop.
+            for (h, s, strict, _) in &rows {
+                for s2 in 0..n {
+                    let mut blk = zz[s2 * n + s].columns_mut(h * x.ev, x.ev);
+                    blk += strict.columns(s2 * hy, hy).transpose();
+                }
+            }
+        }
+        drop(rows);
         for s in 0..n {
             for s2 in 0..n {
                 zz[s * n + s2].ger(-T::one(), &ez[0][s], &ez[1][s2], T::one());
@@ -428,24 +472,24 @@ impl<T: Real> Product<'_, T> {
         let input_with = |side: usize, other: &Side<'_, T>, ez_other: &[DVector<T>]| {
             let me = self.sides[side];
             let d = me.width;
-            let items: Vec<(usize, usize, usize, DMatrix<T>)> = (0..n)
+            let ho = other.heads * other.ev;
+            // One task per input position s, summing into its own row of
+            // blocks (s, ·) in order: nothing grows as the n³ items.
+            let mut out: Vec<DMatrix<T>> = (0..n)
                 .into_par_iter()
                 .flat_map_iter(|s| {
-                    (0..other.configs.len()).map(move |j| {
+                    let mut row = vec![DMatrix::<T>::zeros(d, ho); n];
+                    for j in 0..other.configs.len() {
                         let (h, s2, t, w) = other.configs[j];
                         let (nodes, v) = other.legs(1 - side, (h, s2, t));
                         let input = Leg::Input { side, pos: s };
                         let m = chain::moment(&self.inputs(&nodes, &[input, v]));
-                        (s, s2, h, m * w)
-                    })
+                        let mut blk = row[s2].columns_mut(h * other.ev, other.ev);
+                        blk.zip_apply(&m, |z, m| *z += m * w);
+                    }
+                    row
                 })
                 .collect();
-            let ho = other.heads * other.ev;
-            let mut out = vec![DMatrix::<T>::zeros(d, ho); n * n];
-            for (s, s2, h, m) in items {
-                let mut blk = out[s * n + s2].columns_mut(h * other.ev, other.ev);
-                blk += m;
-            }
             for s in 0..n {
                 for s2 in 0..n {
                     out[s * n + s2].ger(-T::one(), &me.input_means[s], &ez_other[s2], T::one());
@@ -596,28 +640,20 @@ pub(super) fn step<T: Real>(
 pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64 {
     let nf = n as f64;
     let per_matrix = 96.0 / size_of::<T>() as f64;
-    // A collected configuration pair: an e_v × e_v moment, its tuple and
-    // matrix header (80 bytes) and allocation header (16), with the growth
-    // and concatenation of rayon's collect (up to 2.5 × the headers).
-    let per_pair = 216.0 / size_of::<T>() as f64;
-    // (heads, legs per head, e_v, d, configurations) of a block.
+    // (heads, legs per head, e_v, d) of a block.
     let shape = |att: &Attention<T>| {
-        let pairs = match att.mask() {
-            Mask::Causal => nf * (nf + 1.0) / 2.0,
-            Mask::None => nf * nf,
-            Mask::Diagonal => nf,
-            Mask::Matrix(w) => w.iter().filter(|v| **v != 0.0).count().max(1) as f64,
-        };
         let (h, e, ev) = (
             att.heads() as f64,
             att.qk_width() as f64,
             att.value_width() as f64,
         );
-        (h, 4.0 * e + ev, ev, att.input_width() as f64, h * pairs)
+        (h, 4.0 * e + ev, ev, att.input_width() as f64)
     };
     let (sx, sy) = (shape(a), shape(b));
-    let tables = |(hx, lx, evx, dx, _): (f64, f64, f64, f64, f64),
-                  (hy, ly, evy, dy, _): (f64, f64, f64, f64, f64)| {
+    // The covariance tables per pair of positions and heads, and what the
+    // step sums into: Z per query pair, the skip's input–value blocks.
+    let tables = |(hx, lx, evx, dx): (f64, f64, f64, f64),
+                  (hy, ly, evy, dy): (f64, f64, f64, f64)| {
         nf * nf
             * (hx * hy * lx * ly
                 + hy * dx * ly
@@ -627,16 +663,22 @@ pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> 
                 + dy * hx * evx
                 + per_matrix * (hx * hy + hx + hy + 2.0))
     };
-    let pairs = |(_, _, evx, _, cx): (f64, f64, f64, f64, f64),
-                 (_, _, evy, _, cy): (f64, f64, f64, f64, f64),
-                 sym: bool| {
-        let count = if sym { cx * (cx + 1.0) / 2.0 } else { cx * cy };
-        count * (evx * evy + per_pair)
+    // The tasks' rows of Z, collected before they are added (as large as
+    // Z), and each thread's Wick sum scratch: four nodes' transfers and
+    // their products (`2e × 2e`, about 80), and the 64 paths to an end (an
+    // input, `d + 1` wide, or a value).
+    let (e, d) = (
+        a.qk_width().max(b.qk_width()) as f64,
+        a.input_width().max(b.input_width()) as f64,
+    );
+    let scratch = 80.0 * 4.0 * e * e + 64.0 * 2.0 * e * (d + 1.0).max(sx.2).max(sy.2);
+    let rows = |(hx, _, evx, _): (f64, f64, f64, f64), (hy, _, evy, _): (f64, f64, f64, f64)| {
+        nf * nf * hx * evx * hy * evy
     };
+    let threads = rayon::current_num_threads() as f64;
     tables(sx, sy)
         + tables(sx, sx)
         + tables(sy, sy)
-        + pairs(sx, sy, false)
-            .max(pairs(sx, sx, true))
-            .max(pairs(sy, sy, true))
+        + rows(sx, sy).max(rows(sx, sx)).max(rows(sy, sy))
+        + threads * scratch
 }

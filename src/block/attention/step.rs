@@ -56,7 +56,10 @@ impl<'a, T: Real> Side<'a, T> {
             ev: block.value_width(),
             out: block.output_width(),
             mask: block.mask().weights(n)?,
-            legs: (0..n).map(|p| block.leg_factors(p)).collect(),
+            legs: (0..n)
+                .into_par_iter()
+                .map(|p| block.leg_factors(p))
+                .collect(),
         })
     }
 
@@ -121,6 +124,7 @@ impl<'a, T: Real> Side<'a, T> {
         let hv = self.heads * self.ev;
         let mut zphi = DMatrix::<T>::zeros(hv, n);
         let mut zpsi = vec![DMatrix::<T>::zeros(hv, k); if dirs.is_some() { n } else { 0 }];
+        let mut dscore = DMatrix::<T>::zeros(k, 1);
         // `s` indexes positions in `m`, the mask and `zpsi` alike.
         #[allow(clippy::needless_range_loop)]
         for s in 0..n {
@@ -146,12 +150,24 @@ impl<'a, T: Real> Side<'a, T> {
                             let p = if AT_QUERY[l] { s } else { t };
                             dirs[p].rows(self.row(l, h), self.leg_width(l))
                         };
-                        // d(s1 s2) = ds1 s2 + s1 ds2, each a row over the k directions.
-                        let ds1 = dir(0).tr_mul(&leg(1)) + dir(1).tr_mul(&leg(0));
-                        let ds2 = dir(2).tr_mul(&leg(3)) + dir(3).tr_mul(&leg(2));
-                        let dscore = ds1 * s2 + ds2 * s1;
+                        // d(s1 s2) = ds1 s2 + s1 ds2, a column over the k
+                        // directions: ds1 = dir(0)ᵀ leg(1) + dir(1)ᵀ leg(0),
+                        // each by the GEMM engine.
+                        let column = |l: usize| {
+                            let p = if AT_QUERY[l] { s } else { t };
+                            let r = self.row(l, h);
+                            DMatrixView::from_slice(
+                                &m[p].as_slice()[r..r + self.leg_width(l)],
+                                self.leg_width(l),
+                                1,
+                            )
+                        };
+                        dscore.fill(T::zero());
+                        for (x, y, c) in [(0, 1, s2), (1, 0, s2), (2, 3, s1), (3, 2, s1)] {
+                            gemm_tn(c, &dir(x), &column(y), T::one(), &mut dscore);
+                        }
                         let mut z = zpsi[s].view_mut((h * self.ev, 0), (self.ev, k));
-                        z.ger(w, &v, &dscore, T::one());
+                        z.ger(w, &v, &dscore.column(0), T::one());
                         add_scaled(&mut z, w * s1 * s2, &dir(4));
                     }
                 }
@@ -159,9 +175,16 @@ impl<'a, T: Real> Side<'a, T> {
         }
         let coef: T = from_f64(self.block.scale() / self.block.score_scale());
         let o = self.block.weight(Role::O);
-        let phi = (o * zphi).transpose() * coef;
+        let phi = mul(o, &zphi).transpose() * coef;
         let fifth: T = from_f64(0.2);
-        let psi = zpsi.iter().map(|z| (o * z) * (coef * fifth)).collect();
+        let psi = zpsi
+            .iter()
+            .map(|z| {
+                let mut oz = DMatrix::zeros(o.nrows(), k);
+                gemm(coef * fifth, o, z, T::zero(), &mut oz);
+                oz
+            })
+            .collect();
         (phi, psi)
     }
 }
@@ -526,7 +549,6 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     let coef: T =
         from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
     let (o_a, o_b) = (a.weight(Role::O), sb.block.weight(Role::O));
-    let mut zpq = DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev);
     let starts: Vec<usize> = (0..n).step_by(rows).collect();
     for start in starts {
         let queries = start..(start + rows).min(n);
@@ -559,19 +581,32 @@ pub(super) fn gram_step_in_tiles<T: Real>(
                 i += 1;
             }
         }
-        for p in queries.clone() {
-            let later = if same { p..n } else { 0..n };
-            for q in later {
+        // O_A Z(p,q) O_Bᵀ for the tile's pairs in parallel, added in order.
+        let tile_pairs: Vec<(usize, usize)> = queries
+            .clone()
+            .flat_map(|p| (if same { p..n } else { 0..n }).map(move |q| (p, q)))
+            .collect();
+        let folded: Vec<(DMatrix<T>, Option<DMatrix<T>>)> = tile_pairs
+            .par_iter()
+            .map(|&(p, q)| {
+                let mut zpq = DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev);
                 sums.block(p, q, &mut zpq);
-                let oz = mul(o_a, &zpq);
-                let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
-                gemm_nt(coef, &oz, o_b, T::one(), &mut blk);
-                if same && q > p {
-                    // Z(q,p) = Z(p,q)ᵀ.
-                    let oz = mul(o_a, &zpq.transpose());
-                    let mut blk = out.view_mut((1 + q * oa, 1 + p * ob), (oa, ob));
-                    gemm_nt(coef, &oz, o_b, T::one(), &mut blk);
-                }
+                let fold = |z: &DMatrix<T>| {
+                    let mut ozo = DMatrix::zeros(oa, ob);
+                    gemm_nt(coef, &mul(o_a, z), o_b, T::zero(), &mut ozo);
+                    ozo
+                };
+                // Z(q,p) = Z(p,q)ᵀ.
+                let mirrored = (same && q > p).then(|| fold(&zpq.transpose()));
+                (fold(&zpq), mirrored)
+            })
+            .collect();
+        for (&(p, q), (ozo, mirrored)) in tile_pairs.iter().zip(folded) {
+            let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
+            blk += ozo;
+            if let Some(ozo) = mirrored {
+                let mut blk = out.view_mut((1 + q * oa, 1 + p * ob), (oa, ob));
+                blk += ozo;
             }
         }
         if !whole {
