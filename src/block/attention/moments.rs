@@ -452,7 +452,8 @@ impl<T: Real> Product<'_, T> {
             }
         }
         if sym {
-            // strict(b, a)ᵀ, from the rows as they were before this loop.
+            // strict(b, a)ᵀ: each task's rows h of Z(s, s'), transposed,
+            // into the columns h of the mirrored blocks Z(s', s).
             for (h, s, strict, _) in &rows {
                 for s2 in 0..n {
                     let mut blk = zz[s2 * n + s].columns_mut(h * x.ev, x.ev);
