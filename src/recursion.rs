@@ -357,11 +357,11 @@ impl TensorSimilarity {
             work += if lifted && positionwise {
                 2.0 * x.gram_step_work(&**y, 1)
             } else if position == last && is_affine(&**x) && is_affine(&**y) {
-                // The fused readout: B_A Ĝ per pair of positions, then a
-                // dot product with B_B.
+                // The fused readout: the kernel B_Aᵀ Q̃ B_B once, then one
+                // dot product with Ĝ[p,p] per position read out.
                 let (out, da, db) = (x.output_width(), x.input_width(), y.input_width());
-                let nf = n as f64;
-                nf * nf * (out as f64 + 1.0) * (da as f64 + 1.0) * (db as f64 + 2.0)
+                let (da, db) = (da as f64 + 1.0, db as f64 + 1.0);
+                (out as f64 + n as f64) * da * db
             } else {
                 x.gram_step_work(&**y, n)
             };

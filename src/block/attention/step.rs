@@ -527,7 +527,7 @@ pub(super) fn gram_step_in_tiles<T: Real>(
                 .into_par_iter()
                 .map(|p| {
                     let dirs: Vec<DMatrix<T>> = (0..n)
-                        .map(|q| mul_nt(&pairs.block(p, q).rows(1, da), &sb.legs[q]).transpose())
+                        .map(|q| mul_nt(&sb.legs[q], &pairs.block(p, q).rows(1, da)))
                         .collect();
                     sb.linearize(&mb, Some(&dirs)).1
                 })
@@ -811,7 +811,6 @@ fn attention_pairs<T: Real>(
         .for_each(|(task, (rows, mirror))| {
             let (s, h) = (start + task / sa.heads, task % sa.heads);
             let mut scratch = Scratch::new(sa.ev, sb.e, sb.ev);
-            let mut acc = DMatrix::<T>::zeros(sa.ev, sb.ev);
             for t in keys.clone().filter(|&t| sa.mask[(s, t)] != 0.0) {
                 let wa: T = from_f64(sa.mask[(s, t)]);
                 let blocks = |h2: usize, pos_b: [usize; 2]| Blocks {
@@ -861,16 +860,15 @@ fn attention_pairs<T: Real>(
                                 node_pair(&b, nu, 1, 2, &mut scratch.cross[nu * 4 + 2]);
                             }
                             let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
-                            acc.fill(T::zero());
-                            network_sum(&b, &mut scratch, w, &mut acc);
+                            network_sum(&b, &mut scratch);
                             let mut own = rows.columns_mut((s2 * sb.heads + h2) * sb.ev, sb.ev);
-                            own += &acc;
+                            add_scaled(&mut own, w, &scratch.m);
                             if let Some(mirror) =
                                 mirror.as_mut().filter(|_| s2 == s && (h2, t2) != (h, t))
                             {
                                 let mut m =
                                     mirror.view_mut((h2 * sa.ev, h * sb.ev), (sa.ev, sb.ev));
-                                m += acc.transpose();
+                                add_scaled(&mut m, w, &scratch.m.transpose());
                             }
                         }
                     }
@@ -908,8 +906,6 @@ struct Scratch<T: Real> {
     to_v: Vec<DMatrix<T>>,
     /// `E_ν(u, w')` for `u ∈ {0,1}`, `w' ∈ {2,3}`: `e_B × e_B`.
     cross: Vec<DMatrix<T>>,
-    /// Their transposes, `E_ν(w', u)`.
-    cross_t: Vec<DMatrix<T>>,
     /// `R(u)`, `e_B × e_v^B`.
     r: DMatrix<T>,
     /// `Σ_{z'} X(V, z') R(partner z')`, `e_v^A × e_v^B`.
@@ -921,7 +917,6 @@ impl<T: Real> Scratch<T> {
         Self {
             to_v: vec![DMatrix::zeros(eb, evb); 8],
             cross: vec![DMatrix::zeros(eb, eb); 8],
-            cross_t: vec![DMatrix::zeros(eb, eb); 8],
             r: DMatrix::zeros(eb, evb),
             m: DMatrix::zeros(eva, evb),
         }
@@ -943,16 +938,12 @@ fn node_trace<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize) -> T 
     b.x(l1, x2).dot(&b.x(l2, y2)) + b.x(l2, x2).dot(&b.x(l1, y2))
 }
 
-/// Adds `w · Σ_σ N_σ` (`e_v^A × e_v^B`) for one head pair and position
-/// choice into `target`.
+/// `s.m ← Σ_σ N_σ` (`e_v^A × e_v^B`) for one head pair and position choice.
 ///
 /// `s.to_v` and `s.cross` hold this position choice's `E` matrices (the
 /// caller computes each once for every choice that shares it).
-fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mut DMatrix<T>) {
-    let (one, zero) = (T::one(), T::zero());
-    for (c, t) in s.cross.iter().zip(s.cross_t.iter_mut()) {
-        t.tr_copy_from(c);
-    }
+fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>) {
+    let one = T::one();
     // tr E_ν over B node {0,1} and {2,3}.
     let tr = |nu: usize, node: usize| node_trace(b, nu, 2 * node, 2 * node + 1);
     let traces = [[tr(0, 0), tr(0, 1)], [tr(1, 0), tr(1, 1)]];
@@ -977,25 +968,26 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>, w: T, target: &mu
     // σ(V) = z', a score leg: the path enters B node(z') and leaves by u.
     for (z2, &u) in PARTNER.iter().enumerate() {
         let other = if u < 2 { 1 } else { 0 };
-        s.r.fill(zero);
+        // ν takes {u, V'}; ν̄ takes the other node's two legs.
+        s.r.zip_zip_apply(&s.to_v[u], &s.to_v[4 + u], |r, x0, x1| {
+            *r = traces[1][other] * x0 + traces[0][other] * x1;
+        });
         for nu in 0..2 {
             let bar = 1 - nu;
-            // ν takes {u, V'}; ν̄ takes the other node's two legs.
-            add_scaled(&mut s.r, traces[bar][other], &s.to_v[nu * 4 + u]);
             // ν takes {u, w'} with w' in the other node; ν̄ takes {partner w', V'}.
             for w2 in [2 * other, 2 * other + 1] {
                 let (i, t) = cross_index(u, w2);
-                let e = if t {
-                    &s.cross_t[nu * 4 + i]
+                let (e, v) = (&s.cross[nu * 4 + i], &s.to_v[bar * 4 + PARTNER[w2]]);
+                // E_ν(w', u) = E_ν(u, w')ᵀ, read in place.
+                if t {
+                    gemm_tn(one, e, v, one, &mut s.r);
                 } else {
-                    &s.cross[nu * 4 + i]
-                };
-                gemm(one, e, &s.to_v[bar * 4 + PARTNER[w2]], one, &mut s.r);
+                    gemm(one, e, v, one, &mut s.r);
+                }
             }
         }
         gemm(one, &b.x(4, z2), &s.r, one, &mut s.m);
     }
-    add_scaled(target, w, &s.m);
 }
 
 #[cfg(test)]
