@@ -376,8 +376,8 @@ impl From<String> for Failure {
 const MAX_ERROR_CHARS: usize = 400;
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = Cli::parse();
+    keep_freed_memory(&cli.command);
     check_arguments(&cli.command);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -394,16 +394,45 @@ fn main() -> ExitCode {
 /// once (past 128 KiB, or the dynamic threshold), so that every attention
 /// step faults in its per-position-pair tables again, page by zeroed page:
 /// 10–25 % of a short comparison's time went to the kernel. The process
-/// keeps up to 1 GiB of freed memory for the next step instead. (A library
-/// cannot set this for its caller's process; the command line is its own.)
-fn keep_freed_memory() {
+/// keeps up to 1 GiB of freed memory for the next step instead.
+///
+/// The tensor metric also runs in one arena: the tables a step's worker
+/// threads allocate (hundreds of MB at context 4 of a `d = 256` LM) come
+/// from their own arenas, whose heaps glibc unmaps whole once free, past
+/// any trim threshold, so the next step faulted them in again (one arena:
+/// 2.03–2.28 s → 1.83–2.03 s there, system time 0.47 → 0.18 s; a 5-model
+/// matrix 10.7 → 9.5 s). The Gaussian metric's many small allocations
+/// contend on one arena's lock (6.4–6.6 s → 7.0–8.0 s), so it keeps one
+/// per thread. (A library cannot set this for its caller's process; the
+/// command line is its own.)
+fn keep_freed_memory(command: &Command) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any
-    // thread exists.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    {
+        let tensor = matches!(
+            command,
+            Command::Compare {
+                metric: Metric::Tensor,
+                ..
+            } | Command::Matrix {
+                metric: Metric::Tensor,
+                ..
+            } | Command::Difference {
+                metric: InnerMetric::Tensor,
+                ..
+            }
+        );
+        // SAFETY: mallopt only sets allocator parameters; called before
+        // any thread exists.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            if tensor {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
+        }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = command;
 }
 
 /// Checks what clap cannot about the arguments alone, before any file is
