@@ -631,6 +631,7 @@ pub(super) fn gram_step_in_tiles<T: Real>(
 }
 
 /// `dst += a · src` for matrices of one shape.
+#[inline(always)]
 fn add_scaled<T, S1, S2>(
     dst: &mut nalgebra::Matrix<T, Dyn, Dyn, S1>,
     a: T,
@@ -800,7 +801,6 @@ fn attention_pairs<T: Real>(
     keys: core::ops::Range<usize>,
     sums: &mut PairSums<T>,
 ) {
-    let n = sa.legs.len();
     let same = sums.same;
     let start = sums.queries.start;
     sums.rows
@@ -809,72 +809,151 @@ fn attention_pairs<T: Real>(
         .enumerate()
         .with_max_len(1)
         .for_each(|(task, (rows, mirror))| {
-            let (s, h) = (start + task / sa.heads, task % sa.heads);
-            let mut scratch = Scratch::new(sa.ev, sb.e, sb.ev);
-            for t in keys.clone().filter(|&t| sa.mask[(s, t)] != 0.0) {
-                let wa: T = from_f64(sa.mask[(s, t)]);
-                let blocks = |h2: usize, pos_b: [usize; 2]| Blocks {
-                    sa,
-                    sb,
-                    products,
-                    h,
-                    h2,
-                    pos_a: [s, t],
-                    pos_b,
-                };
-                for h2 in 0..sb.heads {
-                    // E_ν(Q1', Q2') reads only s': once per s'.
-                    let mut by_query: Vec<Option<[DMatrix<T>; 2]>> = vec![None; n];
-                    for t2 in 0..n {
-                        let todo: Vec<usize> = (if same { s..n } else { 0..n })
-                            .filter(|&s2| {
-                                sb.mask[(s2, t2)] != 0.0 && (!same || s2 > s || (h2, t2) >= (h, t))
-                            })
-                            .collect();
-                        if todo.is_empty() {
-                            continue;
+            let task = Task {
+                s: start + task / sa.heads,
+                h: task % sa.heads,
+                keys: keys.clone(),
+                same,
+            };
+            pair_task(sa, sb, products, &task, rows, mirror.as_mut());
+        });
+}
+
+/// One task of [`attention_pairs`]: query `s`, head `h` of `A`.
+struct Task {
+    s: usize,
+    h: usize,
+    keys: core::ops::Range<usize>,
+    same: bool,
+}
+
+/// Runs a task with AVX2 where the CPU has it: the task's own arithmetic
+/// (traces, scaled sums, copies; the small products go to the GEMM engine,
+/// which picks its own kernels) is most of its time beside the products,
+/// and the baseline target compiles it to two-lane SSE2. No FMA: the same
+/// operations in the same order, so the same bits either way.
+fn pair_task<T: Real>(
+    sa: &Side<'_, T>,
+    sb: &Side<'_, T>,
+    products: &Products<T>,
+    task: &Task,
+    rows: &mut DMatrix<T>,
+    mirror: Option<&mut DMatrix<T>>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if !baseline_forced() && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { pair_task_avx2(sa, sb, products, task, rows, mirror) };
+        return;
+    }
+    pair_task_body(sa, sb, products, task, rows, mirror);
+}
+
+/// Tests run the baseline code on a machine with AVX2 by this switch.
+#[cfg(test)]
+static FORCE_BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(all(test, target_arch = "x86_64"))]
+fn baseline_forced() -> bool {
+    FORCE_BASELINE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(all(not(test), target_arch = "x86_64"))]
+fn baseline_forced() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pair_task_avx2<T: Real>(
+    sa: &Side<'_, T>,
+    sb: &Side<'_, T>,
+    products: &Products<T>,
+    task: &Task,
+    rows: &mut DMatrix<T>,
+    mirror: Option<&mut DMatrix<T>>,
+) {
+    pair_task_body(sa, sb, products, task, rows, mirror);
+}
+
+#[inline(always)]
+fn pair_task_body<T: Real>(
+    sa: &Side<'_, T>,
+    sb: &Side<'_, T>,
+    products: &Products<T>,
+    task: &Task,
+    rows: &mut DMatrix<T>,
+    mut mirror: Option<&mut DMatrix<T>>,
+) {
+    let n = sa.legs.len();
+    let Task {
+        s,
+        h,
+        ref keys,
+        same,
+    } = *task;
+    let mut scratch = Scratch::new(sa.ev, sb.e, sb.ev);
+    for t in keys.clone().filter(|&t| sa.mask[(s, t)] != 0.0) {
+        let wa: T = from_f64(sa.mask[(s, t)]);
+        let blocks = |h2: usize, pos_b: [usize; 2]| Blocks {
+            sa,
+            sb,
+            products,
+            h,
+            h2,
+            pos_a: [s, t],
+            pos_b,
+        };
+        for h2 in 0..sb.heads {
+            // E_ν(Q1', Q2') reads only s': once per s'.
+            let mut by_query: Vec<Option<[DMatrix<T>; 2]>> = vec![None; n];
+            for t2 in 0..n {
+                let todo: Vec<usize> = (if same { s..n } else { 0..n })
+                    .filter(|&s2| {
+                        sb.mask[(s2, t2)] != 0.0 && (!same || s2 > s || (h2, t2) >= (h, t))
+                    })
+                    .collect();
+                if todo.is_empty() {
+                    continue;
+                }
+                // What reads only t': E_ν(K1', V'), E_ν(K2', V'), E_ν(K1', K2').
+                let at_key = blocks(h2, [0, t2]);
+                for nu in 0..2 {
+                    for u in [1, 3] {
+                        node_pair(&at_key, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
+                    }
+                    node_pair(&at_key, nu, 1, 3, &mut scratch.cross[nu * 4 + 3]);
+                }
+                for s2 in todo {
+                    let b = blocks(h2, [s2, t2]);
+                    let cached = by_query[s2].get_or_insert_with(|| {
+                        std::array::from_fn(|nu| {
+                            let mut e = DMatrix::zeros(sb.e, sb.e);
+                            node_pair(&b, nu, 0, 2, &mut e);
+                            e
+                        })
+                    });
+                    for (nu, cached) in cached.iter().enumerate() {
+                        scratch.cross[nu * 4].copy_from(cached);
+                        for u in [0, 2] {
+                            node_pair(&b, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
                         }
-                        // What reads only t': E_ν(K1', V'), E_ν(K2', V'), E_ν(K1', K2').
-                        let at_key = blocks(h2, [0, t2]);
-                        for nu in 0..2 {
-                            for u in [1, 3] {
-                                node_pair(&at_key, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
-                            }
-                            node_pair(&at_key, nu, 1, 3, &mut scratch.cross[nu * 4 + 3]);
-                        }
-                        for s2 in todo {
-                            let b = blocks(h2, [s2, t2]);
-                            let cached = by_query[s2].get_or_insert_with(|| {
-                                std::array::from_fn(|nu| {
-                                    let mut e = DMatrix::zeros(sb.e, sb.e);
-                                    node_pair(&b, nu, 0, 2, &mut e);
-                                    e
-                                })
-                            });
-                            for (nu, cached) in cached.iter().enumerate() {
-                                scratch.cross[nu * 4].copy_from(cached);
-                                for u in [0, 2] {
-                                    node_pair(&b, nu, u, 4, &mut scratch.to_v[nu * 4 + u]);
-                                }
-                                node_pair(&b, nu, 0, 3, &mut scratch.cross[nu * 4 + 1]);
-                                node_pair(&b, nu, 1, 2, &mut scratch.cross[nu * 4 + 2]);
-                            }
-                            let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
-                            network_sum(&b, &mut scratch);
-                            let mut own = rows.columns_mut((s2 * sb.heads + h2) * sb.ev, sb.ev);
-                            add_scaled(&mut own, w, &scratch.m);
-                            if let Some(mirror) =
-                                mirror.as_mut().filter(|_| s2 == s && (h2, t2) != (h, t))
-                            {
-                                let mut m =
-                                    mirror.view_mut((h2 * sa.ev, h * sb.ev), (sa.ev, sb.ev));
-                                add_scaled(&mut m, w, &scratch.m.transpose());
-                            }
-                        }
+                        node_pair(&b, nu, 0, 3, &mut scratch.cross[nu * 4 + 1]);
+                        node_pair(&b, nu, 1, 2, &mut scratch.cross[nu * 4 + 2]);
+                    }
+                    let w = wa * from_f64::<T>(sb.mask[(s2, t2)]);
+                    network_sum(&b, &mut scratch);
+                    let mut own = rows.columns_mut((s2 * sb.heads + h2) * sb.ev, sb.ev);
+                    add_scaled(&mut own, w, &scratch.m);
+                    if let Some(mirror) = mirror.as_mut().filter(|_| s2 == s && (h2, t2) != (h, t))
+                    {
+                        let mut m = mirror.view_mut((h2 * sa.ev, h * sb.ev), (sa.ev, sb.ev));
+                        add_scaled(&mut m, w, &scratch.m.transpose());
                     }
                 }
             }
-        });
+        }
+    }
 }
 
 /// The per-leg products of one head pair at one choice of the four positions.
@@ -933,6 +1012,7 @@ fn node_pair<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize, out: &
 }
 
 /// `tr E_ν(x', y')` for `x', y'` in one B node (they share its index).
+#[inline(always)]
 fn node_trace<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize) -> T {
     let (l1, l2) = (2 * nu, 2 * nu + 1);
     b.x(l1, x2).dot(&b.x(l2, y2)) + b.x(l2, x2).dot(&b.x(l1, y2))
@@ -942,11 +1022,14 @@ fn node_trace<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize) -> T 
 ///
 /// `s.to_v` and `s.cross` hold this position choice's `E` matrices (the
 /// caller computes each once for every choice that shares it).
+#[inline(always)]
 fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>) {
     let one = T::one();
     // tr E_ν over B node {0,1} and {2,3}.
-    let tr = |nu: usize, node: usize| node_trace(b, nu, 2 * node, 2 * node + 1);
-    let traces = [[tr(0, 0), tr(0, 1)], [tr(1, 0), tr(1, 1)]];
+    let traces = [
+        [node_trace(b, 0, 0, 1), node_trace(b, 0, 2, 3)],
+        [node_trace(b, 1, 0, 1), node_trace(b, 1, 2, 3)],
+    ];
     let cross_index = |u: usize, w2: usize| -> (usize, bool) {
         // (index into `cross` within a node's four, transposed?)
         let (x2, y2, t) = if u < 2 { (u, w2, false) } else { (w2, u, true) };
@@ -1205,30 +1288,52 @@ mod tests {
         }
     }
 
+    /// A cross and a self step of random blocks at `n` positions (B's mask
+    /// given), as one closure: the bit-identity tests run it twice.
+    fn cross_and_self(
+        n: usize,
+        seed: usize,
+        mask_b: Mask,
+    ) -> impl Fn() -> (DMatrix<f64>, DMatrix<f64>) {
+        let a = random_block(seed, 4, 2, 2, Mask::Causal, true, true);
+        let b = random_block(seed + 1, 3, 3, 2, mask_b, true, false);
+        let g = DMatrix::from_fn(n * 4 + 1, n * 3 + 1, |i, j| value(seed + 5, i, j));
+        let r = DMatrix::from_fn(n * 4 + 1, n * 4 + 1, |i, j| value(seed + 6, i, j));
+        let gs = &r * r.transpose();
+        move || {
+            (
+                gram_step(&a, Some(&b), &g, n).unwrap(),
+                gram_step(&a, None, &gs, n).unwrap(),
+            )
+        }
+    }
+
     /// The same bits on one thread and on two: every sum has one order.
     #[test]
     fn bit_identical_on_one_and_two_threads() {
-        let n = 5;
-        let a = random_block(3, 4, 2, 2, Mask::Causal, true, true);
-        let b = random_block(4, 3, 3, 2, Mask::Causal, true, false);
-        let g = DMatrix::from_fn(n * 4 + 1, n * 3 + 1, |i, j| value(8, i, j));
-        let r = DMatrix::from_fn(n * 4 + 1, n * 4 + 1, |i, j| value(9, i, j));
-        let gs = &r * r.transpose();
+        let steps = cross_and_self(5, 3, Mask::Causal);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            pool.install(|| {
-                (
-                    gram_step(&a, Some(&b), &g, n).unwrap(),
-                    gram_step(&a, None, &gs, n).unwrap(),
-                )
-            })
+            pool.install(&steps)
         };
-        let (one, two) = (run(1), run(2));
-        assert_eq!(one.0, two.0);
-        assert_eq!(one.1, two.1);
+        assert_eq!(run(1), run(2));
+    }
+
+    /// The pair sums compiled for AVX2 and for the baseline target give the
+    /// same bits (no FMA, the same order). Other tests running meanwhile
+    /// may take the baseline path too: the same bits, by this test.
+    #[test]
+    fn bit_identical_with_and_without_avx2() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let steps = cross_and_self(4, 5, Mask::None);
+        let fast = steps();
+        FORCE_BASELINE.store(true, Relaxed);
+        let baseline = steps();
+        FORCE_BASELINE.store(false, Relaxed);
+        assert_eq!(fast, baseline);
     }
 
     /// `X` is held whole while it is small, and otherwise in tiles that
