@@ -32,6 +32,7 @@
 pub use crate::block::GramWorkspace;
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 use crate::block::TensorBlock;
 use crate::error::{Error, Result, Side};
@@ -688,7 +689,10 @@ impl TensorSimilarity {
             });
         }
         if largest > T::zero() {
-            next /= largest;
+            // Exact division, element by element: the same bits in parallel.
+            next.as_mut_slice()
+                .par_chunks_mut(1 << 14)
+                .for_each(|chunk| chunk.iter_mut().for_each(|x| *x /= largest));
             ln_scale += to_f64(largest).ln();
         }
         check_resolved(&next, position)?;

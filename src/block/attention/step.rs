@@ -427,36 +427,45 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     }
     let fifth: T = from_f64(0.2);
     let four: T = from_f64(4.0);
-    for p in 0..n {
-        for o in 0..oa {
-            let row = 1 + p * oa + o;
-            let (ba, pa) = (beta_a[1 + o], phi_a[(p, o)]);
+    // Per row `1 + p o_A + o`: (p, o, β_A, φ_A, Ĝ[row of A, 0]).
+    let rows_a: Vec<(usize, usize, T, T, T)> = (0..n)
+        .flat_map(|p| (0..oa).map(move |o| (p, o)))
+        .map(|(p, o)| {
             let ga0 = if ra != T::zero() {
                 g[(1 + p * da + o, 0)]
             } else {
                 T::zero()
             };
-            for q in 0..n {
-                for o2 in 0..ob {
-                    let col = 1 + q * ob + o2;
-                    let (bb, pb) = (beta_b[1 + o2], phi_b[(q, o2)]);
-                    let mut v = pa * bb + ba * pb + ba * bb * g00_5;
-                    if rb != T::zero() {
-                        v += ba * rb * g[(0, 1 + q * db + o2)] * g00_4;
-                    }
-                    if ra != T::zero() {
-                        v += ra * ga0 * g00_4 * bb;
-                    }
-                    if ra != T::zero() && rb != T::zero() {
-                        let gab = g[(1 + p * da + o, 1 + q * db + o2)];
-                        let g0b = g[(0, 1 + q * db + o2)];
-                        v += ra * rb * fifth * (gab * g00_4 + four * ga0 * g0b * g00 * g00 * g00);
-                    }
-                    out[(row, col)] = v;
+            (p, o, beta_a[1 + o], phi_a[(p, o)], ga0)
+        })
+        .collect();
+    // Each column of `out` past the first on its own (`n² o_A o_B` terms:
+    // run on one thread they left the other idle).
+    let height = out.nrows();
+    out.as_mut_slice()
+        .par_chunks_mut(height)
+        .enumerate()
+        .skip(1)
+        .with_min_len(16)
+        .for_each(|(col, column)| {
+            let (q, o2) = ((col - 1) / ob, (col - 1) % ob);
+            let (bb, pb) = (beta_b[1 + o2], phi_b[(q, o2)]);
+            let g0b = g[(0, 1 + q * db + o2)];
+            for (&(p, o, ba, pa, ga0), v_out) in rows_a.iter().zip(&mut column[1..]) {
+                let mut v = pa * bb + ba * pb + ba * bb * g00_5;
+                if rb != T::zero() {
+                    v += ba * rb * g0b * g00_4;
                 }
+                if ra != T::zero() {
+                    v += ra * ga0 * g00_4 * bb;
+                }
+                if ra != T::zero() && rb != T::zero() {
+                    let gab = g[(1 + p * da + o, 1 + q * db + o2)];
+                    v += ra * rb * fifth * (gab * g00_4 + four * ga0 * g0b * g00 * g00 * g00);
+                }
+                *v_out = v;
             }
-        }
-    }
+        });
 
     // B's forms by head, transposed once: `(d_B + 1) × (4e + e_v)`.
     let heads_b: Vec<Vec<DMatrix<T>>> = sb
