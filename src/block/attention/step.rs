@@ -427,16 +427,18 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     }
     let fifth: T = from_f64(0.2);
     let four: T = from_f64(4.0);
-    // Per row `1 + p o_A + o`: (p, o, β_A, φ_A, Ĝ[row of A, 0]).
-    let rows_a: Vec<(usize, usize, T, T, T)> = (0..n)
+    // Per row `1 + p o_A + o`: (its row `1 + p d_A + o` in Ĝ, β_A, φ_A,
+    // Ĝ[that row, 0]).
+    let rows_a: Vec<(usize, T, T, T)> = (0..n)
         .flat_map(|p| (0..oa).map(move |o| (p, o)))
         .map(|(p, o)| {
+            let g_row = 1 + p * da + o;
             let ga0 = if ra != T::zero() {
-                g[(1 + p * da + o, 0)]
+                g[(g_row, 0)]
             } else {
                 T::zero()
             };
-            (p, o, beta_a[1 + o], phi_a[(p, o)], ga0)
+            (g_row, beta_a[1 + o], phi_a[(p, o)], ga0)
         })
         .collect();
     // Each column of `out` past the first on its own (`n² o_A o_B` terms:
@@ -451,7 +453,7 @@ pub(super) fn gram_step_in_tiles<T: Real>(
             let (q, o2) = ((col - 1) / ob, (col - 1) % ob);
             let (bb, pb) = (beta_b[1 + o2], phi_b[(q, o2)]);
             let g0b = g[(0, 1 + q * db + o2)];
-            for (&(p, o, ba, pa, ga0), v_out) in rows_a.iter().zip(&mut column[1..]) {
+            for (&(g_row, ba, pa, ga0), v_out) in rows_a.iter().zip(&mut column[1..]) {
                 let mut v = pa * bb + ba * pb + ba * bb * g00_5;
                 if rb != T::zero() {
                     v += ba * rb * g0b * g00_4;
@@ -460,7 +462,7 @@ pub(super) fn gram_step_in_tiles<T: Real>(
                     v += ra * ga0 * g00_4 * bb;
                 }
                 if ra != T::zero() && rb != T::zero() {
-                    let gab = g[(1 + p * da + o, 1 + q * db + o2)];
+                    let gab = g[(g_row, 1 + q * db + o2)];
                     v += ra * rb * fifth * (gab * g00_4 + four * ga0 * g0b * g00 * g00 * g00);
                 }
                 *v_out = v;
@@ -819,17 +821,24 @@ fn attention_pairs<T: Real>(
         .with_max_len(1)
         .for_each(|(task, (rows, mirror))| {
             let task = Task {
+                sa,
+                sb,
+                products,
                 s: start + task / sa.heads,
                 h: task % sa.heads,
                 keys: keys.clone(),
                 same,
             };
-            pair_task(sa, sb, products, &task, rows, mirror.as_mut());
+            pair_task(&task, rows, mirror.as_mut());
         });
 }
 
-/// One task of [`attention_pairs`]: query `s`, head `h` of `A`.
-struct Task {
+/// One task of [`attention_pairs`]: query `s`, head `h` of `A`, and what
+/// it reads.
+struct Task<'a, T: Real> {
+    sa: &'a Side<'a, T>,
+    sb: &'a Side<'a, T>,
+    products: &'a Products<T>,
     s: usize,
     h: usize,
     keys: core::ops::Range<usize>,
@@ -841,21 +850,14 @@ struct Task {
 /// which picks its own kernels) is most of its time beside the products,
 /// and the baseline target compiles it to two-lane SSE2. No FMA: the same
 /// operations in the same order, so the same bits either way.
-fn pair_task<T: Real>(
-    sa: &Side<'_, T>,
-    sb: &Side<'_, T>,
-    products: &Products<T>,
-    task: &Task,
-    rows: &mut DMatrix<T>,
-    mirror: Option<&mut DMatrix<T>>,
-) {
+fn pair_task<T: Real>(task: &Task<'_, T>, rows: &mut DMatrix<T>, mirror: Option<&mut DMatrix<T>>) {
     #[cfg(target_arch = "x86_64")]
     if !baseline_forced() && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { pair_task_avx2(sa, sb, products, task, rows, mirror) };
+        unsafe { pair_task_avx2(task, rows, mirror) };
         return;
     }
-    pair_task_body(sa, sb, products, task, rows, mirror);
+    pair_task_body(task, rows, mirror);
 }
 
 /// Tests run the baseline code on a machine with AVX2 by this switch.
@@ -875,32 +877,29 @@ fn baseline_forced() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn pair_task_avx2<T: Real>(
-    sa: &Side<'_, T>,
-    sb: &Side<'_, T>,
-    products: &Products<T>,
-    task: &Task,
+    task: &Task<'_, T>,
     rows: &mut DMatrix<T>,
     mirror: Option<&mut DMatrix<T>>,
 ) {
-    pair_task_body(sa, sb, products, task, rows, mirror);
+    pair_task_body(task, rows, mirror);
 }
 
 #[inline(always)]
 fn pair_task_body<T: Real>(
-    sa: &Side<'_, T>,
-    sb: &Side<'_, T>,
-    products: &Products<T>,
-    task: &Task,
+    task: &Task<'_, T>,
     rows: &mut DMatrix<T>,
     mut mirror: Option<&mut DMatrix<T>>,
 ) {
-    let n = sa.legs.len();
     let Task {
+        sa,
+        sb,
+        products,
         s,
         h,
         ref keys,
         same,
     } = *task;
+    let n = sa.legs.len();
     let mut scratch = Scratch::new(sa.ev, sb.e, sb.ev);
     for t in keys.clone().filter(|&t| sa.mask[(s, t)] != 0.0) {
         let wa: T = from_f64(sa.mask[(s, t)]);
