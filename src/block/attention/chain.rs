@@ -310,22 +310,35 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
             let mut out = between.direct.clone() * z[all];
             crate::linalg::gemm_nt(T::one(), &ua, &v, T::one(), &mut out);
             // Paths from ε_A to ε_B: R(seq) = N(ν1,ν2) … Ē(ν_j, ε_B), weighted
-            // by Z of the nodes they leave, summed per first node.
-            let mut to_end: Vec<Option<DMatrix<T>>> = Vec::with_capacity(seqs.len());
-            let mut weighted: Vec<Option<DMatrix<T>>> = vec![None; k];
-            for s in seqs {
-                let r = match s.tail {
-                    None => between.from_node[s.first].clone(),
-                    Some(t) => mul_opt(transfer(s.first, seqs[t].first), &to_end[t]),
-                };
-                if let Some(r) = &r {
-                    let w = z[all & !s.set];
-                    let acc = weighted[s.first]
-                        .get_or_insert_with(|| DMatrix::zeros(r.nrows(), r.ncols()));
-                    acc.zip_apply(r, |a, r| *a += w * r);
+            // by Z of the nodes they leave, summed per first node. Summed
+            // over the sequences that share a start and a set of nodes
+            // already used, not sequence by sequence:
+            // V(μ, U) = Σ over sequences from μ avoiding U of Z(N∖U∖seq) R(seq)
+            //         = Z(N∖U∖μ) Ē(μ, ε_B) + Σ_{λ ∉ U∪μ} N(μ, λ) V(λ, U∪μ),
+            // supersets first (they are the larger numbers); the sum from ν
+            // is V(ν, ∅). That is
+            // k(k−1)2^(k−2) products (48 for four nodes) against one per
+            // sequence of two or more nodes (60), and the weights ride on
+            // the products' accumulation.
+            let mut paths: Vec<Option<DMatrix<T>>> = vec![None; k << k];
+            for used in (0..=all).rev() {
+                for mu in (0..k).filter(|&m| used & 1 << m == 0) {
+                    let with = used | 1 << mu;
+                    let mut acc = between.from_node[mu].as_ref().map(|e| e * z[all & !with]);
+                    for lambda in (0..k).filter(|&l| with & 1 << l == 0) {
+                        if let (Some(n), Some(next)) =
+                            (transfer(mu, lambda), &paths[lambda << k | with])
+                        {
+                            let acc =
+                                acc.get_or_insert_with(|| DMatrix::zeros(n.nrows(), next.ncols()));
+                            crate::linalg::gemm(T::one(), n, next, T::one(), acc);
+                        }
+                    }
+                    paths[mu << k | used] = acc;
                 }
-                to_end.push(r);
             }
+            let weighted: Vec<Option<DMatrix<T>>> =
+                (0..k).map(|nu| paths[nu << k].take()).collect();
             for (nu, w) in weighted.iter().enumerate() {
                 if let (Some(e), Some(w)) = (&ea.to_node[nu], w) {
                     crate::linalg::gemm(T::one(), e, w, T::one(), &mut out);
