@@ -79,6 +79,7 @@ pub mod block;
 mod error;
 pub mod gaussian;
 pub mod guide;
+mod heads;
 pub mod io;
 mod linalg;
 pub mod matrix;
@@ -116,6 +117,7 @@ pub use gaussian::{
     DEFAULT_EXACT_WORK, GaussianMonteCarlo, GaussianReport, GaussianSimilarity, JointMoments,
     MAX_EXACT_DEGREE, Moments, MonteCarloEstimate, MonteCarloMatrix,
 };
+pub use heads::HeadPaths;
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;
 #[allow(deprecated)]

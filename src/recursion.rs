@@ -204,7 +204,7 @@ impl Default for TensorSimilarity {
 /// The Gram matrix between two blocks: either the lift of a per-position
 /// metric to `n` positions (never formed; `None`: the identity of this
 /// width) or a flattened matrix.
-enum Stream<T: Real> {
+pub(crate) enum Stream<T: Real> {
     Lifted(Option<DMatrix<T>>, usize),
     Dense(DMatrix<T>),
 }
@@ -213,6 +213,17 @@ impl<T: Real> Stream<T> {
     /// The per-position metric of a lifted stream, formed.
     fn metric(m: &Option<DMatrix<T>>, width: usize) -> DMatrix<T> {
         m.clone().unwrap_or_else(|| DMatrix::identity(width, width))
+    }
+
+    /// The flattened Gram matrix on `n` positions, formed.
+    pub(crate) fn into_dense(self, n: usize) -> Result<DMatrix<T>> {
+        match self {
+            Stream::Dense(g) => Ok(g),
+            Stream::Lifted(m, width) => {
+                let m = Stream::metric(&m, width);
+                lift(&m, &independent_rows(&m), n)
+            }
+        }
     }
 }
 
@@ -335,7 +346,7 @@ impl TensorSimilarity {
         Ok(self.similarity_work(a, b, n))
     }
 
-    fn similarity_work<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> f64 {
+    pub(crate) fn similarity_work<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> f64 {
         self.product_work(a, Some(b), n)
             + self.product_work(a, None, n)
             + self.product_work(b, None, n)
@@ -381,7 +392,7 @@ impl TensorSimilarity {
         Ok(self.similarity_bytes(a, b, n))
     }
 
-    fn similarity_bytes<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> f64 {
+    pub(crate) fn similarity_bytes<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> f64 {
         let each = self.product_estimates(a, b, n);
         let at_once = if each[0] < CONCURRENT_PRODUCTS_BELOW {
             rayon::current_num_threads().clamp(1, 3)
@@ -449,7 +460,7 @@ impl TensorSimilarity {
 
     /// Refuses a comparison whose estimated peak memory exceeds the limit,
     /// before it allocates anything.
-    fn check_estimate(&self, bytes: impl Fn(usize) -> f64, n: usize) -> Result<()> {
+    pub(crate) fn check_estimate(&self, bytes: impl Fn(usize) -> f64, n: usize) -> Result<()> {
         MemoryEstimate { at: bytes }.check(n, self.max_memory)
     }
 
@@ -552,19 +563,29 @@ impl TensorSimilarity {
         for position in 0..last {
             state = self.step(a, b, position, state, n)?;
         }
-        let (block_a, block_b) = (&a.blocks()[last], &b.unwrap_or(a).blocks()[last]);
+        let block_b = b.map(|b| &*b.blocks()[last]);
+        self.finish(&*a.blocks()[last], block_b, last, state, n)
+    }
+
+    /// The last step, at chain index `last`, read out: `⟨A,B⟩` from the
+    /// state before it (`block_b = None`: a self product).
+    pub(crate) fn finish<T: Real>(
+        &self,
+        block_a: &dyn TensorBlock<T>,
+        block_b: Option<&dyn TensorBlock<T>>,
+        last: usize,
+        state: (Stream<T>, f64),
+        n: usize,
+    ) -> Result<LogScaled> {
         let ln_scale = state.1 * block_a.order() as f64;
-        let value = match self.fused_readout(&**block_a, &**block_b, &state.0, n)? {
+        let value = match self.fused_readout(block_a, block_b.unwrap_or(block_a), &state.0, n)? {
             Some(v) => v,
             None => {
-                let (g, ln) = self.step(a, b, last, state, n)?;
+                let (g, ln) = self.step_blocks(block_a, block_b, last, state, n)?;
                 let Stream::Dense(g) = g else {
                     unreachable!("a step returns a dense Gram matrix")
                 };
-                return Ok(LogScaled::from_scaled(
-                    to_f64(self.read_out(&g, a.output_width(), n)?),
-                    ln,
-                ));
+                return self.read_out_scaled(&g, ln, block_a.output_width(), n);
             }
         };
         if !value.is_finite() {
@@ -576,9 +597,23 @@ impl TensorSimilarity {
         Ok(LogScaled::from_scaled(to_f64(value), ln_scale))
     }
 
+    /// `⟨A,B⟩` read out from the last block's output `e^ln_scale · g`.
+    pub(crate) fn read_out_scaled<T: Real>(
+        &self,
+        g: &DMatrix<T>,
+        ln_scale: f64,
+        out_width: usize,
+        n: usize,
+    ) -> Result<LogScaled> {
+        Ok(LogScaled::from_scaled(
+            to_f64(self.read_out(g, out_width, n)?),
+            ln_scale,
+        ))
+    }
+
     /// The context length a comparison runs at: the one set, else 1 for
     /// vector models; an error for a sequence model without one.
-    fn context_for<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<usize> {
+    pub(crate) fn context_for<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<usize> {
         a.check_comparable(b)?;
         match self.context {
             Some(n) => Ok(n),
@@ -589,7 +624,7 @@ impl TensorSimilarity {
     }
 
     /// `G_0`: the input metric, per position (lifted) or flattened.
-    fn input_stream<T: Real>(&self, a: &Model<T>, n: usize) -> Result<Stream<T>> {
+    pub(crate) fn input_stream<T: Real>(&self, a: &Model<T>, n: usize) -> Result<Stream<T>> {
         let d = a.input_width();
         let per_position = d + 1;
         let flat = flat_width(n, d)?;
@@ -623,18 +658,30 @@ impl TensorSimilarity {
         a: &Model<T>,
         b: Option<&Model<T>>,
         position: usize,
+        state: (Stream<T>, f64),
+        n: usize,
+    ) -> Result<(Stream<T>, f64)> {
+        let block_b = b.map(|b| &*b.blocks()[position]);
+        self.step_blocks(&*a.blocks()[position], block_b, position, state, n)
+    }
+
+    /// [`step`](Self::step) of two blocks (`block_b = None`: the self step)
+    /// at chain index `position`.
+    pub(crate) fn step_blocks<T: Real>(
+        &self,
+        block_a: &dyn TensorBlock<T>,
+        block_b: Option<&dyn TensorBlock<T>>,
+        position: usize,
         (g, ln_scale): (Stream<T>, f64),
         n: usize,
     ) -> Result<(Stream<T>, f64)> {
-        let block_a = &*a.blocks()[position];
-        let block_b = b.map(|b| &*b.blocks()[position]);
         let step = |g: &DMatrix<T>, context: usize| match block_b {
             Some(block_b) => block_a.gram_step(block_b, g, context),
             None => block_a.self_gram_step(g, context),
         };
         let positionwise =
             !block_a.mixes_positions() && !block_b.is_some_and(|x| x.mixes_positions());
-        let mut next = match g {
+        let next = match g {
             Stream::Dense(g) => step(&g, n)?,
             Stream::Lifted(m, width) => match (
                 affine_map(block_a),
@@ -679,26 +726,38 @@ impl TensorSimilarity {
                 }
             },
         };
-        // Homogeneity: step(e^s Ĝ) = e^{k s} step(Ĝ).
-        let mut ln_scale = ln_scale * block_a.order() as f64;
-        let largest = next.amax();
-        if !largest.is_finite() || !ln_scale.is_finite() {
-            return Err(Error::NumericalBreakdown {
-                block: position,
-                reason: format!("the Gram matrix overflowed (log scale {ln_scale:.3e})"),
-            });
-        }
-        if largest > T::zero() {
-            // Exact division, element by element: the same bits in parallel.
-            next.as_mut_slice()
-                .par_chunks_mut(1 << 14)
-                .for_each(|chunk| chunk.iter_mut().for_each(|x| *x /= largest));
-            ln_scale += to_f64(largest).ln();
-        }
-        check_resolved(&next, position)?;
-        Ok((Stream::Dense(next), ln_scale))
+        normalise(next, ln_scale * block_a.order() as f64, position)
     }
+}
 
+/// A step's output `e^ln_scale · next` divided by its largest entry, the
+/// logarithm of which moves to the scale (homogeneity: `step(e^s Ĝ) =
+/// e^{k s} step(Ĝ)`, so the caller passes `k s`); an error if it overflowed
+/// or lost its resolution.
+pub(crate) fn normalise<T: Real>(
+    mut next: DMatrix<T>,
+    mut ln_scale: f64,
+    position: usize,
+) -> Result<(Stream<T>, f64)> {
+    let largest = next.amax();
+    if !largest.is_finite() || !ln_scale.is_finite() {
+        return Err(Error::NumericalBreakdown {
+            block: position,
+            reason: format!("the Gram matrix overflowed (log scale {ln_scale:.3e})"),
+        });
+    }
+    if largest > T::zero() {
+        // Exact division, element by element: the same bits in parallel.
+        next.as_mut_slice()
+            .par_chunks_mut(1 << 14)
+            .for_each(|chunk| chunk.iter_mut().for_each(|x| *x /= largest));
+        ln_scale += to_f64(largest).ln();
+    }
+    check_resolved(&next, position)?;
+    Ok((Stream::Dense(next), ln_scale))
+}
+
+impl TensorSimilarity {
     /// The readout of the last step without forming `G_L`, where the last
     /// blocks are position-wise of order 1 and the readout is per position:
     /// `Σ_p tr(Q̃ B_A Ĝ[p,p] B_Bᵀ) = Σ_p ⟨Ĝ[p,p], B_Aᵀ Q̃ B_B⟩` with `B` the

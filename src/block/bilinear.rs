@@ -368,6 +368,22 @@ impl<T: Real> CpKind<T> for Bilinear<T> {
         "bilinear"
     }
 
+    /// `r·x` as a bilinear block with `α = 0` (one zero hidden unit: the
+    /// rank is `2 + m` whatever `h`); none when `r = 0`.
+    fn skip_block(&self) -> Result<Option<std::sync::Arc<dyn crate::TensorBlock<T>>>> {
+        if self.skip == 0.0 {
+            return Ok(None);
+        }
+        let m = self.left.ncols();
+        let zero = DMatrix::zeros(1, m);
+        let part = Bilinear::builder(zero.clone(), zero)
+            .down(DMatrix::zeros(m, 1))
+            .scale(0.0)
+            .skip(self.skip)
+            .build()?;
+        Ok(Some(std::sync::Arc::new(part)))
+    }
+
     /// `left`, `right`, their biases, `down` (absent: the identity) and its
     /// bias, and the settings `scale` (`α`) and `skip` (`r`).
     fn description(&self) -> Description<'_, T> {

@@ -65,6 +65,11 @@ impl<T: Real> CpKind<T> for CpBlock<T> {
         &self.cp
     }
 
+    /// None: a block given by its factors has no designated skip term.
+    fn skip_block(&self) -> Result<Option<std::sync::Arc<dyn crate::TensorBlock<T>>>> {
+        Ok(None)
+    }
+
     /// The factors' GEMMs over all rows at once.
     fn apply_rows(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
         if x.ncols() != self.cp.input_width() {

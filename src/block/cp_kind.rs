@@ -52,6 +52,12 @@ pub trait CpKind<T: Real>: core::fmt::Debug + Send + Sync {
     /// The padded CP factors `U_1 … U_k`, `D̃` of the block at one position.
     fn cp_factors(&self) -> &CpFactors<T>;
 
+    /// The block reduced to its skip term, as [`TensorBlock::skip_part`]
+    /// says; the default is an error naming the kind (a kind has to say).
+    fn skip_block(&self) -> Result<Option<std::sync::Arc<dyn TensorBlock<T>>>> {
+        Err(super::no_skip_part(CpKind::name(self)))
+    }
+
     /// A short name of the kind; the default is `"cp"`.
     fn name(&self) -> &'static str {
         "cp"
@@ -173,6 +179,10 @@ impl<T: Real, B: CpKind<T> + 'static> TensorBlock<T> for B {
 
     fn forward(&self, x: &DVector<T>) -> Result<DVector<T>> {
         CpKind::apply(self, x)
+    }
+
+    fn skip_part(&self) -> Result<Option<std::sync::Arc<dyn TensorBlock<T>>>> {
+        CpKind::skip_block(self)
     }
 
     /// [`forward`](TensorBlock::forward) at every position: the kind's

@@ -80,6 +80,11 @@ impl<T: Real> CpKind<T> for Linear<T> {
         "linear"
     }
 
+    /// None: a linear block has no skip term.
+    fn skip_block(&self) -> Result<Option<std::sync::Arc<dyn crate::TensorBlock<T>>>> {
+        Ok(None)
+    }
+
     fn description(&self) -> Description<'_, T> {
         let mut parameters = vec![Parameter::matrix("weight", &self.weight)];
         parameters.extend(self.bias.as_ref().map(|b| Parameter::vector("bias", b)));

@@ -50,6 +50,7 @@ pub(crate) mod positionwise;
 #[doc(hidden)]
 pub use attention::gram_step_in_tiles;
 pub use attention::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};
+pub(crate) use attention::{gram_step_with_heads, is_attention};
 pub use bilinear::{Bilinear, BilinearBuilder};
 pub use check::check_block;
 pub(crate) use check::check_constant_at;
@@ -238,6 +239,18 @@ pub trait TensorBlock<T: Real>: core::any::Any + core::fmt::Debug + Send + Sync 
         None
     }
 
+    /// The block reduced to its skip term `r·x` ([SPEC §9](crate::spec#9-where-two-models-differ-heads-and-paths)),
+    /// which a head path keeps of every block after its head's:
+    /// `Ok(Some(part))` for a block with a skip term (attention, a bilinear
+    /// block with `r ≠ 0`: the same kind with `α = 0` and the same order, so
+    /// that its symmetrised tensor is the original's skip term), `Ok(None)`
+    /// for a block without one (a path through it is zero). The default is
+    /// an error naming the kind, so that a kind is never read as having no
+    /// skip term because it did not say.
+    fn skip_part(&self) -> Result<Option<std::sync::Arc<dyn TensorBlock<T>>>> {
+        Err(no_skip_part(self.kind()))
+    }
+
     /// Whether the block keeps the constant (`ỹ_0 = x̃_0^k`) by its
     /// construction, so that [`Model::new`](crate::Model::new) need not
     /// test it on random inputs. The default, `false`, has it tested;
@@ -245,6 +258,14 @@ pub trait TensorBlock<T: Real>: core::any::Any + core::fmt::Debug + Send + Sync 
     fn keeps_constant_by_construction(&self) -> bool {
         false
     }
+}
+
+/// The error of a kind that does not say what its skip term is.
+pub(crate) fn no_skip_part(kind: &str) -> crate::error::Error {
+    crate::error::Error::InvalidBlock(format!(
+        "a {kind} block does not say what its skip term is (TensorBlock::skip_part), \
+         which head paths need"
+    ))
 }
 
 /// An error unless `x` holds whole sequences of `context ≥ 1` positions of

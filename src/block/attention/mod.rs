@@ -14,12 +14,14 @@
 //! per head, so it supplies its own exact Gram step ([the attention guide](crate::guide::attention)).
 
 mod chain;
+mod heads;
 mod layer;
 mod moments;
 #[cfg(test)]
 mod reference;
 mod step;
 
+pub(crate) use heads::HeadTerms;
 pub use layer::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};
 
 use nalgebra::DMatrix;
@@ -54,6 +56,16 @@ for_f32_and_f64! {
 
         fn order(&self) -> usize {
             5
+        }
+
+        /// The block with `α = 0` (its step then makes no attention
+        /// term); none when `r = 0`.
+        fn skip_part(&self) -> Result<Option<std::sync::Arc<dyn TensorBlock<T>>>> {
+            if self.skip() == 0.0 {
+                return Ok(None);
+            }
+            let part = self.to_builder().scale(0.0).skip(self.skip()).build()?;
+            Ok(Some(std::sync::Arc::new(part)))
         }
 
         fn input_width(&self) -> usize {
@@ -192,6 +204,28 @@ pub fn gram_step_in_tiles<T: Real>(
     query_tile: usize,
 ) -> Result<DMatrix<T>> {
     step::gram_step_in_tiles(a, b, g, context, query_tile)
+}
+
+/// The step of two attention blocks (`b = None`: the self step) and what
+/// their head paths read; `None` when `a` is not attention. (SPEC §9.)
+pub(crate) fn gram_step_with_heads<T: Real>(
+    a: &dyn TensorBlock<T>,
+    b: Option<&dyn TensorBlock<T>>,
+    g: &DMatrix<T>,
+    context: usize,
+) -> Result<Option<(DMatrix<T>, HeadTerms<T>)>> {
+    let any: &dyn core::any::Any = a;
+    let Some(a) = any.downcast_ref::<Attention<T>>() else {
+        return Ok(None);
+    };
+    let b = b.map(same_kind).transpose()?;
+    step::gram_step_with_heads(a, b, g, context).map(Some)
+}
+
+/// Whether a block is attention (it has heads).
+pub(crate) fn is_attention<T: Real>(block: &dyn TensorBlock<T>) -> bool {
+    let any: &dyn core::any::Any = block;
+    any.is::<Attention<T>>()
 }
 
 /// The attention block at the other model's position; an error naming the

@@ -21,6 +21,7 @@
 use nalgebra::{DMatrix, DMatrixView, DVector, Dyn};
 use rayon::prelude::*;
 
+use super::heads::HeadTerms;
 use super::layer::{Attention, Mask, Role};
 use crate::error::{Error, Result};
 use crate::linalg::{gemm, gemm_nt, gemm_tn, mul, mul_nt};
@@ -113,12 +114,13 @@ impl<'a, T: Real> Side<'a, T> {
     /// The attention term evaluated with every leg at `m(p)` (`phi`,
     /// `n × out`), and its derivative along `dirs(p)` (one `L × k` matrix
     /// per position): `(1/5) Σ_j T1(m, …, dirs at leg j, …, m)` per query
-    /// position, `out × k` (`psi`).
+    /// position, `out × k` (`psi`); and the scores' weighted values before
+    /// `O`, `Σ_t W[s,t] s1 s2 v` (`H e_v × n`), which the head paths read.
     fn linearize(
         &self,
         m: &[DVector<T>],
         dirs: Option<&[DMatrix<T>]>,
-    ) -> (DMatrix<T>, Vec<DMatrix<T>>) {
+    ) -> (DMatrix<T>, Vec<DMatrix<T>>, DMatrix<T>) {
         let n = m.len();
         let k = dirs.map_or(0, |d| d[0].ncols());
         let hv = self.heads * self.ev;
@@ -185,7 +187,7 @@ impl<'a, T: Real> Side<'a, T> {
                 oz
             })
             .collect();
-        (phi, psi)
+        (phi, psi, zphi)
     }
 }
 
@@ -357,6 +359,31 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     n: usize,
     query_tile: usize,
 ) -> Result<DMatrix<T>> {
+    Ok(step(a, b, g, n, query_tile, false)?.0)
+}
+
+/// [`gram_step`] and what the head paths of the step read
+/// ([`HeadTerms`]): the same work, with each `Z(p,q)` kept.
+pub(super) fn gram_step_with_heads<T: Real>(
+    a: &Attention<T>,
+    b: Option<&Attention<T>>,
+    g: &DMatrix<T>,
+    n: usize,
+) -> Result<(DMatrix<T>, HeadTerms<T>)> {
+    let tile = query_tile(&Shapes::of(a, b.unwrap_or(a)), n);
+    let (out, heads) = step(a, b, g, n, tile, true)?;
+    Ok((out, heads.expect("asked for")))
+}
+
+/// The step; with `keep_heads`, also its [`HeadTerms`].
+fn step<T: Real>(
+    a: &Attention<T>,
+    b: Option<&Attention<T>>,
+    g: &DMatrix<T>,
+    n: usize,
+    query_tile: usize,
+    keep_heads: bool,
+) -> Result<(DMatrix<T>, Option<HeadTerms<T>>)> {
     if n == 0 {
         return Err(Error::ZeroContext);
     }
@@ -399,8 +426,8 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     let g00_4 = g00 * g00 * g00 * g00;
     let g00_5 = g00_4 * g00;
 
-    let (phi_a, _) = sa.linearize(&ma, None);
-    let (phi_b, _) = sb.linearize(&mb, None);
+    let (phi_a, _, zphi_a) = sa.linearize(&ma, None);
+    let (phi_b, _, zphi_b) = sb.linearize(&mb, None);
 
     let mut out = zeros::<T>(flat_width(n, oa)?, flat_width(n, ob)?)?;
     // Constant row and column, and the terms with T3 or T2 × T2.
@@ -493,8 +520,13 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     // gives the directions, and, when X is held whole, X(·,q) per head pair;
     // then it is dropped. Each column adds into its own columns of `out`.
     let mut products = Products::new(n, (sa.heads, sb.heads));
+    // A block with `α = 0` (a skip part, SPEC §9) has no attention term:
+    // no pass below that reads it runs.
+    let (active_a, active_b) = (a.scale() != 0.0, sb.block.scale() != 0.0);
+    let t1_t1 = active_a && active_b;
+    let t1_t2 = active_a && rb != T::zero();
     // Nothing to make column by column when X is tiled and B has no skip.
-    if whole || rb != T::zero() {
+    if (whole && t1_t1) || t1_t2 {
         let height = out.nrows();
         let (_, by_column) = out.as_mut_slice().split_at_mut(height);
         let mut columns = by_column.chunks_mut(ob * height).enumerate();
@@ -508,8 +540,9 @@ pub(super) fn gram_step_in_tiles<T: Real>(
                 .map(|(q, column)| {
                     let ys: Vec<DMatrix<T>> =
                         (0..n).into_par_iter().map(|p| pairs.y(p, q)).collect();
-                    let x = whole.then(|| ys.par_iter().map(|y| pairs.x(y, q)).collect());
-                    if rb != T::zero() {
+                    let x =
+                        (whole && t1_t1).then(|| ys.par_iter().map(|y| pairs.x(y, q)).collect());
+                    if t1_t2 {
                         let dirs: Vec<DMatrix<T>> =
                             ys.iter().map(|y| y.columns(1, db).into_owned()).collect();
                         drop(ys);
@@ -530,7 +563,7 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     }
     // T2 × T1: B's attention with one leg on a row of G (A's skip input),
     // one row p of position pairs at a time, a few rows at once.
-    if ra != T::zero() {
+    if ra != T::zero() && active_b {
         for first in (0..n).step_by(in_flight) {
             let rows_at_once = first..(first + in_flight).min(n);
             let psis: Vec<Vec<DMatrix<T>>> = rows_at_once
@@ -560,7 +593,16 @@ pub(super) fn gram_step_in_tiles<T: Real>(
     let coef: T =
         from_f64(a.scale() * sb.block.scale() / (a.score_scale() * sb.block.score_scale() * 120.0));
     let (o_a, o_b) = (a.weight(Role::O), sb.block.weight(Role::O));
-    let starts: Vec<usize> = (0..n).step_by(rows).collect();
+    let starts: Vec<usize> = if t1_t1 {
+        (0..n).step_by(rows).collect()
+    } else {
+        Vec::new()
+    };
+    // Z(p, q) for the head paths, at p·n + q.
+    let mut kept_z: Vec<DMatrix<T>> = Vec::new();
+    if keep_heads {
+        kept_z = vec![DMatrix::zeros(sa.heads * sa.ev, sb.heads * sb.ev); n * n];
+    }
     for start in starts {
         let queries = start..(start + rows).min(n);
         if !whole {
@@ -597,7 +639,8 @@ pub(super) fn gram_step_in_tiles<T: Real>(
             .clone()
             .flat_map(|p| (if same { p..n } else { 0..n }).map(move |q| (p, q)))
             .collect();
-        let folded: Vec<(DMatrix<T>, Option<DMatrix<T>>)> = tile_pairs
+        #[allow(clippy::type_complexity)]
+        let folded: Vec<(DMatrix<T>, Option<DMatrix<T>>, Option<DMatrix<T>>)> = tile_pairs
             .par_iter()
             .map(|&(p, q)| {
                 let mut zpq = DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev);
@@ -609,10 +652,16 @@ pub(super) fn gram_step_in_tiles<T: Real>(
                 };
                 // Z(q,p) = Z(p,q)ᵀ.
                 let mirrored = (same && q > p).then(|| fold(&zpq.transpose()));
-                (fold(&zpq), mirrored)
+                (fold(&zpq), mirrored, keep_heads.then_some(zpq))
             })
             .collect();
-        for (&(p, q), (ozo, mirrored)) in tile_pairs.iter().zip(folded) {
+        for (&(p, q), (ozo, mirrored, zpq)) in tile_pairs.iter().zip(folded) {
+            if let Some(zpq) = zpq {
+                if same && q > p {
+                    kept_z[q * n + p] = zpq.transpose();
+                }
+                kept_z[p * n + q] = zpq;
+            }
             let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
             blk += ozo;
             if let Some(ozo) = mirrored {
@@ -638,7 +687,21 @@ pub(super) fn gram_step_in_tiles<T: Real>(
             }
         }
     }
-    Ok(out)
+    let heads = keep_heads.then(|| HeadTerms {
+        n,
+        z: kept_z,
+        values: [zphi_a, zphi_b],
+        o: [o_a.clone(), o_b.clone()],
+        scales: [
+            from_f64(a.scale() / a.score_scale()),
+            from_f64(sb.block.scale() / sb.block.score_scale()),
+        ],
+        pair_scale: coef,
+        widths: [sa.ev, sb.ev],
+        constant: g00_5,
+        same,
+    });
+    Ok((out, heads))
 }
 
 /// `dst += a · src` for matrices of one shape.
