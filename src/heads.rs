@@ -146,6 +146,8 @@ impl TensorSimilarity {
     ) -> Result<Vec<DMatrix<LogScaled>>> {
         let last = a.depth() - 1;
         let block_b = |i: usize| b.map(|b| &*b.blocks()[i]);
+        let last_a = &*a.blocks()[last];
+        let readout = self.readout(last_a, block_b(last).unwrap_or(last_a))?;
         let mut state = (self.input_stream(a, n)?, 0.0);
         let mut out = Vec::with_capacity(blocks.len());
         for position in 0..=last {
@@ -198,7 +200,7 @@ impl TensorSimilarity {
                         path = self.step_blocks(&**part_a, part_b, position + 1 + k, path, n)?;
                     }
                     inner[(h, h2)] =
-                        self.finish(&*a.blocks()[last], block_b(last), last, path, n)?;
+                        self.finish_with(readout.as_ref(), last_a, block_b(last), last, path, n)?;
                 }
             }
             out.push(inner);

@@ -85,6 +85,7 @@ mod linalg;
 pub mod matrix;
 mod model;
 mod padded;
+mod paths;
 pub mod recursion;
 mod resources;
 mod scalar;
@@ -120,6 +121,7 @@ pub use gaussian::{
 pub use heads::HeadPaths;
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;
+pub use paths::{MAX_SPLITTING_BLOCKS, PathFamilies};
 #[allow(deprecated)]
 pub use recursion::gram_step;
 pub use recursion::{

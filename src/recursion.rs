@@ -201,6 +201,13 @@ impl Default for TensorSimilarity {
     }
 }
 
+/// The last step read out without forming `G_L`: the kernel
+/// `B_Aᵀ Q̃ B_B` of two affine last blocks, on inputs of widths `(m_A, m_B)`.
+pub(crate) struct Readout<T: Real> {
+    kernel: DMatrix<T>,
+    widths: (usize, usize),
+}
+
 /// The Gram matrix between two blocks: either the lift of a per-position
 /// metric to `n` positions (never formed; `None`: the identity of this
 /// width) or a flattened matrix.
@@ -577,9 +584,24 @@ impl TensorSimilarity {
         state: (Stream<T>, f64),
         n: usize,
     ) -> Result<LogScaled> {
+        let readout = self.readout(block_a, block_b.unwrap_or(block_a))?;
+        self.finish_with(readout.as_ref(), block_a, block_b, last, state, n)
+    }
+
+    /// [`finish`](Self::finish) with the last blocks' [`readout`](Self::readout),
+    /// made once for many states.
+    pub(crate) fn finish_with<T: Real>(
+        &self,
+        readout: Option<&Readout<T>>,
+        block_a: &dyn TensorBlock<T>,
+        block_b: Option<&dyn TensorBlock<T>>,
+        last: usize,
+        state: (Stream<T>, f64),
+        n: usize,
+    ) -> Result<LogScaled> {
         let ln_scale = state.1 * block_a.order() as f64;
-        let value = match self.fused_readout(block_a, block_b.unwrap_or(block_a), &state.0, n)? {
-            Some(v) => v,
+        let value = match readout {
+            Some(r) => self.fused_value(r, &state.0, n)?,
             None => {
                 let (g, ln) = self.step_blocks(block_a, block_b, last, state, n)?;
                 let Stream::Dense(g) = g else {
@@ -762,13 +784,11 @@ impl TensorSimilarity {
     /// blocks are position-wise of order 1 and the readout is per position:
     /// `Σ_p tr(Q̃ B_A Ĝ[p,p] B_Bᵀ) = Σ_p ⟨Ĝ[p,p], B_Aᵀ Q̃ B_B⟩` with `B` the
     /// padded affine map. `None` where that does not apply.
-    fn fused_readout<T: Real>(
+    pub(crate) fn readout<T: Real>(
         &self,
         a: &dyn TensorBlock<T>,
         b: &dyn TensorBlock<T>,
-        g: &Stream<T>,
-        n: usize,
-    ) -> Result<Option<T>> {
+    ) -> Result<Option<Readout<T>>> {
         let (Some(ba), Some(bb)) = (affine_map(a), affine_map(b)) else {
             return Ok(None);
         };
@@ -795,11 +815,24 @@ impl TensorSimilarity {
                 mul_tn(&ba, &mul(&q.map(from_f64::<T>), &bb))
             }
         };
+        Ok(Some(Readout {
+            kernel,
+            widths: (ma, mb),
+        }))
+    }
+
+    /// [`readout`](Self::readout)'s value on the last block's input `g`.
+    fn fused_value<T: Real>(&self, readout: &Readout<T>, g: &Stream<T>, n: usize) -> Result<T> {
+        let Readout {
+            kernel,
+            widths: (ma, mb),
+        } = readout;
+        let (ma, mb) = (*ma, *mb);
         let positions = self.positions_at(n)?;
-        Ok(Some(match g {
+        Ok(match g {
             Stream::Lifted(m, _) => {
                 let value = match m {
-                    Some(m) => m.dot(&kernel),
+                    Some(m) => m.dot(kernel),
                     None => kernel.trace(),
                 };
                 value * from_f64::<T>(positions.len() as f64)
@@ -809,11 +842,11 @@ impl TensorSimilarity {
                 let mut value = T::zero();
                 for p in positions {
                     padded_block(g, p, p, ma, mb, &mut block);
-                    value += block.dot(&kernel);
+                    value += block.dot(kernel);
                 }
                 value
             }
-        }))
+        })
     }
 
     /// The positions read out: the selection, checked, or all `n`.

@@ -2526,3 +2526,87 @@ fn a_work_limit_is_refused_by_name() {
         assert_eq!(out.status.code(), Some(2), "clap rejects {bad}");
     }
 }
+
+#[test]
+fn heads_and_paths_of_a_training_run() {
+    use tensor_similarity::TensorSimilarity;
+    let early = torch_fixture("runs/tiny_lm/checkpoints/step_20.pt");
+    let late = torch_fixture("runs/tiny_lm/checkpoints/step_100.pt");
+    let (a, b) = (io::load(&early).unwrap(), io::load(&late).unwrap());
+    let metric = TensorSimilarity::new().with_context(4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // heads --json: one entry per attention block, the library's values.
+    let png = dir.path().join("heads.png");
+    let out = run(&[
+        "heads",
+        s(&early),
+        s(&late),
+        "--context",
+        "4",
+        "--json",
+        "--plot",
+        s(&png),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let want = metric.heads(&a, &b).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), want.len());
+    // The binary prints the shortest decimal that reads back exactly;
+    // serde_json reads it back to within one ulp (without its
+    // `float_roundtrip` feature), so the values agree to one ulp.
+    let same = |json: &serde_json::Value, x: f64| {
+        let y = json.as_f64().unwrap();
+        assert!((y - x).abs() <= f64::EPSILON * x.abs(), "{y} {x}");
+    };
+    for (layer, want) in layers.iter().zip(&want) {
+        assert_eq!(layer["block"], want.block);
+        for h in 0..want.cosine.nrows() {
+            for h2 in 0..want.cosine.ncols() {
+                same(&layer["cosine"][h][h2], want.cosine[(h, h2)]);
+                same(&layer["inner"][h][h2], want.inner[(h, h2)].to_f64());
+            }
+        }
+    }
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    // Plain: a table per block.
+    let out = run(&["heads", s(&early), s(&late), "--context", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("block 1: head paths, cosine"),
+        "{}",
+        stdout(&out)
+    );
+
+    // paths --json: the families of the two attention blocks, summing to ⟨A,B⟩.
+    let out = run(&["paths", s(&early), s(&late), "--context", "4", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["blocks"], serde_json::json!([1, 2]));
+    assert_eq!(v["families"], serde_json::json!([[], [1], [2], [1, 2]]));
+    let want = metric.paths(&a, &b).unwrap();
+    let sum: f64 = v["inner"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .sum();
+    let total = v["total"].as_f64().unwrap();
+    same(&v["total"], want.total.to_f64());
+    assert!((sum - total).abs() < 1e-10 * total.abs(), "{sum} {total}");
+    same(&v["similarity"], metric.similarity(&a, &b).unwrap());
+
+    // Errors: no context for a sequence model; no attention block.
+    let out = run(&["heads", s(&early), s(&late)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--context"), "{}", stderr(&out));
+    let m = models(dir.path(), 2);
+    let out = run(&["heads", s(&m[0].0), s(&m[1].0)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no attention block"),
+        "{}",
+        stderr(&out)
+    );
+}

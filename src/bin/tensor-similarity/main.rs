@@ -37,6 +37,7 @@
 //! (`--outputs` with `--metric weight`, `difference` without four models)
 //! print one line and exit 2, as clap's usage errors do.
 
+mod differ;
 mod inspect;
 mod metric;
 mod plot;
@@ -346,6 +347,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where two models differ, head by head (SPEC §9): for each attention
+    /// block, the tensor similarities of A's head paths with B's (the model
+    /// with only that head at that block, and only the skip terms after it).
+    Heads {
+        #[command(flatten)]
+        pair: Differ,
+    },
+    /// Where two models differ, path family by path family (SPEC §9): the
+    /// tensor similarities and inner products of every pair of families (a
+    /// family: the blocks with a skip term whose active part is on the
+    /// path), which sum to ⟨A, B⟩.
+    Paths {
+        #[command(flatten)]
+        pair: Differ,
+    },
     /// Describe a model file: layout, blocks, widths, parameters, dtypes.
     Inspect {
         /// The model (.safetensors or a PyTorch file).
@@ -356,6 +372,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The arguments of `heads` and `paths` (the tensor metric).
+#[derive(Debug, clap::Args)]
+struct Differ {
+    /// The first model (.safetensors, or a PyTorch .pt/.pth/.bin).
+    a: PathBuf,
+    /// The second model.
+    b: PathBuf,
+    /// Positions compared, for sequence models (required for them).
+    #[arg(long, value_name = "N")]
+    context: Option<usize>,
+    /// The precision the models are computed in.
+    #[arg(long, value_enum, default_value_t = Precision::F64)]
+    precision: Precision,
+    /// The most memory one inner product may use (as for `compare`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+    /// The most multiply–adds the comparison may take (as for `compare`).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_WORK, value_parser = parse_work)]
+    max_work: f64,
+    #[command(flatten)]
+    loading: Loading,
+    /// Print a JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also draw the cosines as a PNG heatmap (`heads`: one panel per
+    /// attention block).
+    #[arg(long, value_name = "FILE.png")]
+    plot: Option<PathBuf>,
 }
 
 /// Why a command stopped: an error to report, or a reader that closed
@@ -419,7 +465,8 @@ fn keep_freed_memory(command: &Command) {
             } | Command::Difference {
                 metric: InnerMetric::Tensor,
                 ..
-            }
+            } | Command::Heads { .. }
+                | Command::Paths { .. }
         );
         // SAFETY: mallopt only sets allocator parameters; called before
         // any thread exists.
@@ -505,7 +552,7 @@ fn check_arguments(command: &Command) {
                 ));
             }
         }
-        Command::Inspect { .. } => {}
+        Command::Heads { .. } | Command::Paths { .. } | Command::Inspect { .. } => {}
     }
 }
 
@@ -733,6 +780,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 Precision::F32 => matrix_in::<f32>(&job),
             }
         }
+        Command::Heads { pair } => differ(&pair, true),
+        Command::Paths { pair } => differ(&pair, false),
         Command::Inspect {
             file,
             loading,
@@ -749,6 +798,87 @@ fn run(command: Command) -> Result<(), Failure> {
             print_out(&text)
         }
     }
+}
+
+/// What `heads` or `paths` found.
+enum Found {
+    Heads(Vec<tensor_similarity::HeadPaths>),
+    Paths(tensor_similarity::PathFamilies),
+}
+
+/// `heads` (`by_head`) or `paths`: loads the pair, computes with the
+/// tensor metric, prints, and plots with `--plot`.
+fn differ(pair: &Differ, by_head: bool) -> Result<(), Failure> {
+    let paths = [pair.a.clone(), pair.b.clone()];
+    let mut claimed = Outputs::default();
+    if let Some(plot) = &pair.plot {
+        claim_outputs(
+            &mut claimed,
+            std::slice::from_ref(plot),
+            &[&pair.a, &pair.b],
+        )?;
+    }
+    let found = match pair.precision {
+        Precision::F64 => differ_in::<f64>(pair, &paths, by_head)?,
+        Precision::F32 => differ_in::<f32>(pair, &paths, by_head)?,
+    };
+    let (a, b) = (pair.a.display().to_string(), pair.b.display().to_string());
+    let text = match (&found, pair.json) {
+        (Found::Heads(h), true) => differ::heads_json(&a, &b, pair.context, h).to_string() + "\n",
+        (Found::Heads(h), false) => differ::heads_text(h),
+        (Found::Paths(p), true) => differ::paths_json(&a, &b, pair.context, p).to_string() + "\n",
+        (Found::Paths(p), false) => differ::paths_text(p),
+    };
+    if let Some(path) = &pair.plot {
+        let precision = (pair.precision != Precision::F64).then(|| pair.precision.name());
+        let what = if by_head {
+            "head paths"
+        } else {
+            "path families"
+        };
+        let title = format!(
+            "{}, {what}",
+            plot::title("tensor", pair.context, None, precision)
+        );
+        let panels = match &found {
+            Found::Heads(h) => differ::heads_panels(h),
+            Found::Paths(p) => vec![differ::paths_panel(p)],
+        };
+        claimed.write_with(path, |temporary| plot::panels(temporary, &panels, &title))?;
+    }
+    print_out(&text)
+}
+
+/// [`differ()`]'s models loaded and compared in `T`.
+fn differ_in<T: Real>(pair: &Differ, paths: &[PathBuf], by_head: bool) -> Result<Found, String> {
+    let files = load_files::<T>(paths, &pair.loading.options())?;
+    norms_notice(paths, &files);
+    check_context(pair.context, paths.iter().zip(&files))?;
+    let mut metric = tensor_similarity::TensorSimilarity::new()
+        .with_max_memory(memory_limit(pair.max_memory))
+        .with_max_work(pair.max_work);
+    if let Some(n) = pair.context {
+        metric = metric.with_context(n).map_err(|e| message(&e))?;
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    spinner.set_message(if by_head {
+        "head paths"
+    } else {
+        "path families"
+    });
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let (a, b) = (&files[0].model, &files[1].model);
+    let found = if by_head {
+        metric.heads(a, b).map(Found::Heads)
+    } else {
+        metric.paths(a, b).map(Found::Paths)
+    };
+    spinner.finish_and_clear();
+    found.map_err(|e| message(&e))
 }
 
 /// What `compare` and `difference` found.

@@ -49,6 +49,23 @@ pub fn title(
     title
 }
 
+/// One matrix of a figure: its cells, their labels and axis names, and a
+/// caption above it.
+pub struct Panel {
+    /// Row labels, top to bottom.
+    pub rows: Vec<String>,
+    /// Column labels, left to right.
+    pub columns: Vec<String>,
+    /// The values, `rows × columns` (NaN: no value, drawn grey).
+    pub values: DMatrix<f64>,
+    /// Shown above the panel (empty: none).
+    pub caption: String,
+    /// The rows' axis name.
+    pub row_axis: String,
+    /// The columns' axis name.
+    pub column_axis: String,
+}
+
 /// Draws `m` (rows and columns labelled by `labels`, the first model at the
 /// top left) on the fixed diverging scale of [`colour`], with a colour bar
 /// from −1 to 1, and writes it as a PNG, titled `title`.
@@ -58,113 +75,72 @@ pub fn heatmap(
     m: &DMatrix<f64>,
     title: &str,
 ) -> Result<(), String> {
-    register_font()?;
-    let n = m.nrows();
-    if n < 2 {
+    if m.nrows() < 2 {
         return Err("a heatmap needs at least two models".into());
     }
-    let cell: u32 = (720 / n.max(1) as u32).clamp(12, 80);
-    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as u32;
+    panels(
+        path,
+        &[Panel {
+            rows: labels.to_vec(),
+            columns: labels.to_vec(),
+            values: m.clone(),
+            caption: String::new(),
+            row_axis: "model".into(),
+            column_axis: "model".into(),
+        }],
+        title,
+    )
+}
+
+/// Draws the panels side by side on the fixed diverging scale of
+/// [`colour`] (one cell size for all), with one colour bar from −1 to 1,
+/// and writes them as a PNG, titled `title`.
+pub fn panels(path: &Path, panels: &[Panel], title: &str) -> Result<(), String> {
+    register_font()?;
+    let largest = panels
+        .iter()
+        .map(|p| p.values.nrows().max(p.values.ncols()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let cell: u32 = (720 / largest as u32).clamp(12, 80);
+    let longest = panels
+        .iter()
+        .flat_map(|p| p.rows.iter().chain(&p.columns))
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(1) as u32;
     let label_area = (longest * 8 + 16).clamp(40, 260);
     let bar_area = 130;
-    let side = cell * n as u32;
-    let width = label_area + side + bar_area + 30;
+    let tallest = panels.iter().map(|p| p.values.nrows()).max().unwrap_or(1) as u32;
     // The column labels are rotated; the axis description sits below them.
     let desc_area = 28;
-    let height = side + label_area + desc_area + 60;
+    let caption_area = 60;
+    let height = cell * tallest + label_area + desc_area + caption_area;
+    let widths: Vec<u32> = panels
+        .iter()
+        .map(|p| label_area + 20 + cell * p.values.ncols() as u32 + 20)
+        .collect();
+    let width = widths.iter().sum::<u32>() + bar_area + 10;
 
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (main, bar) = root.split_horizontally(width - bar_area);
-
-    let mut chart = ChartBuilder::on(&main)
-        .caption(title, (FONT, 20))
-        .margin(10)
-        .x_label_area_size(label_area + desc_area)
-        .y_label_area_size(label_area)
-        .build_cartesian_2d(segments(n), segments(n))
-        .map_err(|e| e.to_string())?;
-    // Row 0 at the top: y coordinate n − 1 − i.
-    let name = |v: &SegmentValue<usize>| match v {
-        SegmentValue::CenterOf(i) if *i < n => labels[n - 1 - i].clone(),
-        _ => String::new(),
-    };
-    let font_size = (cell as f64 * 0.45).clamp(9.0, 15.0);
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(n)
-        .y_labels(n)
-        .y_label_formatter(&name)
-        .x_label_formatter(&|_| String::new())
-        .y_label_style((FONT, font_size))
-        .x_desc("model")
-        .y_desc("model")
-        .axis_desc_style((FONT, 15))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    let annotate = n <= 12;
-    chart
-        .draw_series(
-            (0..n)
-                .flat_map(|i| (0..n).map(move |j| (i, j)))
-                .map(|(i, j)| {
-                    let y = n - 1 - i;
-                    Rectangle::new(
-                        [
-                            (SegmentValue::Exact(j), SegmentValue::Exact(y)),
-                            (SegmentValue::Exact(j + 1), SegmentValue::Exact(y + 1)),
-                        ],
-                        colour(m[(i, j)]).filled(),
-                    )
-                }),
-        )
-        .map_err(|e| e.to_string())?;
-    if annotate {
-        let text_size = (cell as f64 * 0.22).clamp(9.0, 14.0);
-        chart
-            .draw_series(
-                (0..n)
-                    .flat_map(|i| (0..n).map(move |j| (i, j)))
-                    .map(|(i, j)| {
-                        let v = m[(i, j)];
-                        // Dark ink on the light middle of the scale, white
-                        // on its dark ends.
-                        let ink: &'static RGBColor = if v.abs() <= 0.6 { &BLACK } else { &WHITE };
-                        Text::new(
-                            format!("{v:.3}"),
-                            (SegmentValue::CenterOf(j), SegmentValue::CenterOf(n - 1 - i)),
-                            TextStyle::from((FONT, text_size).into_font())
-                                .color(ink)
-                                .pos(Pos::new(HPos::Center, VPos::Center)),
-                        )
-                    }),
-            )
-            .map_err(|e| e.to_string())?;
+    let root = root.titled(title, (FONT, 20)).map_err(|e| e.to_string())?;
+    let (mut rest, bar) = root.split_horizontally(width - bar_area);
+    let mut plot_rows = 0..0;
+    for (panel, &w) in panels.iter().zip(&widths) {
+        let (area, right) = rest.split_horizontally(w);
+        rest = right;
+        plot_rows = draw_panel(&area, panel, cell, label_area, desc_area, tallest)?;
     }
 
-    // Column labels, drawn by hand: rotated mesh labels are misplaced by
-    // plotters' layout of transformed text.
-    let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
-    let rotated = TextStyle::from((FONT, font_size).into_font())
-        .transform(FontTransform::Rotate90)
-        .pos(Pos::new(HPos::Left, VPos::Center));
-    for (j, label) in labels.iter().enumerate() {
-        let x = x_pixels.start
-            + ((2 * j + 1) as i32 * (x_pixels.end - x_pixels.start)) / (2 * n as i32);
-        main.draw(&Text::new(
-            label.clone(),
-            (x, y_pixels.end + 8),
-            rotated.clone(),
-        ))
-        .map_err(|e| e.to_string())?;
-    }
-
-    // The colour bar, spanning the heatmap's height: thin rectangles with
+    // The colour bar, spanning the panels' height: thin rectangles with
     // ticks at −1, −0.5, 0, 0.5 and 1, whatever the values.
+    let (_, bar_height) = bar.dim_in_pixel();
+    let top = plot_rows.start - bar.get_base_pixel().1;
     let mut scale = ChartBuilder::on(&bar)
-        .margin_top(y_pixels.start)
-        .margin_bottom(height as i32 - y_pixels.end)
+        .margin_top(top.max(0))
+        .margin_bottom((bar_height as i32 - (plot_rows.end - bar.get_base_pixel().1)).max(0))
         .margin_right(10)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..1.0, -1.0..1.0)
@@ -191,6 +167,107 @@ pub fn heatmap(
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// One panel on `area`, its cells `cell` pixels wide, the rows aligned to
+/// the top as if `tallest` rows were drawn; returns the pixel rows of its
+/// cells.
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    panel: &Panel,
+    cell: u32,
+    label_area: u32,
+    desc_area: u32,
+    tallest: u32,
+) -> Result<std::ops::Range<i32>, String> {
+    let (rows, cols) = panel.values.shape();
+    let (_, height) = area.dim_in_pixel();
+    let spare = height.saturating_sub(cell * tallest + label_area + desc_area + 30);
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.caption, (FONT, 16))
+        .margin(10)
+        .margin_bottom(10 + cell * (tallest - rows as u32) + spare.saturating_sub(30))
+        .x_label_area_size(label_area + desc_area)
+        .y_label_area_size(label_area)
+        .build_cartesian_2d(segments(cols), segments(rows))
+        .map_err(|e| e.to_string())?;
+    // Row 0 at the top: y coordinate rows − 1 − i.
+    let name = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(i) if *i < rows => panel.rows[rows - 1 - i].clone(),
+        _ => String::new(),
+    };
+    let font_size = (cell as f64 * 0.45).clamp(9.0, 15.0);
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(cols)
+        .y_labels(rows)
+        .y_label_formatter(&name)
+        .x_label_formatter(&|_| String::new())
+        .y_label_style((FONT, font_size))
+        .x_desc(panel.column_axis.as_str())
+        .y_desc(panel.row_axis.as_str())
+        .axis_desc_style((FONT, 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let cells = || (0..rows).flat_map(move |i| (0..cols).map(move |j| (i, j)));
+    chart
+        .draw_series(cells().map(|(i, j)| {
+            let y = rows - 1 - i;
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(j), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(j + 1), SegmentValue::Exact(y + 1)),
+                ],
+                colour(panel.values[(i, j)]).filled(),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    if rows.max(cols) <= 12 {
+        let text_size = (cell as f64 * 0.22).clamp(9.0, 14.0);
+        chart
+            .draw_series(cells().map(|(i, j)| {
+                let v = panel.values[(i, j)];
+                // Dark ink on the light middle of the scale, white on its
+                // dark ends; a dash where there is no value.
+                let ink: &'static RGBColor = if v.abs() <= 0.6 { &BLACK } else { &WHITE };
+                let text = if v.is_nan() {
+                    "—".to_owned()
+                } else {
+                    format!("{v:.3}")
+                };
+                Text::new(
+                    text,
+                    (
+                        SegmentValue::CenterOf(j),
+                        SegmentValue::CenterOf(rows - 1 - i),
+                    ),
+                    TextStyle::from((FONT, text_size).into_font())
+                        .color(ink)
+                        .pos(Pos::new(HPos::Center, VPos::Center)),
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+    }
+
+    // Column labels, drawn by hand: rotated mesh labels are misplaced by
+    // plotters' layout of transformed text.
+    let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
+    let rotated = TextStyle::from((FONT, font_size).into_font())
+        .transform(FontTransform::Rotate90)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let base = area.get_base_pixel();
+    for (j, label) in panel.columns.iter().enumerate() {
+        let x = x_pixels.start
+            + ((2 * j + 1) as i32 * (x_pixels.end - x_pixels.start)) / (2 * cols as i32);
+        area.draw(&Text::new(
+            label.clone(),
+            (x - base.0, y_pixels.end + 8 - base.1),
+            rotated.clone(),
+        ))
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(y_pixels)
 }
 
 /// A colour bar tick, to two decimals at most: `-1`, `-0.5`, `0`, `0.5`,

@@ -58,13 +58,28 @@ for_f32_and_f64! {
             5
         }
 
-        /// The block with `α = 0` (its step then makes no attention
-        /// term); none when `r = 0`.
+        /// `r·x` as attention with `α = 0` (its step then makes no
+        /// attention term) and one zero head of width 1, whose legs cost
+        /// nothing to form; none when `r = 0`.
         fn skip_part(&self) -> Result<Option<std::sync::Arc<dyn TensorBlock<T>>>> {
             if self.skip() == 0.0 {
                 return Ok(None);
             }
-            let part = self.to_builder().scale(0.0).skip(self.skip()).build()?;
+            let d = Attention::input_width(self);
+            let zero = DMatrix::<T>::zeros(1, d);
+            let part = Attention::builder(
+                1,
+                zero.clone(),
+                zero.clone(),
+                zero.clone(),
+                zero.clone(),
+                zero,
+                DMatrix::zeros(Attention::output_width(self), 1),
+            )
+            .mask(self.mask().clone())
+            .scale(0.0)
+            .skip(self.skip())
+            .build()?;
             Ok(Some(std::sync::Arc::new(part)))
         }
 
