@@ -104,9 +104,28 @@ impl TensorSimilarity {
                 reason: "model A has no attention block".into(),
             });
         }
-        let ab = self.head_products(a, Some(b), n, &blocks)?;
-        let aa = self.head_products(a, None, n, &blocks)?;
-        let bb = self.head_products(b, None, n, &blocks)?;
+        // The three products at once when each is small, as `similarity`
+        // runs them.
+        let (ab, (aa, bb)) = if self.products_at_once(a, b, n) {
+            rayon::join(
+                || self.head_products(a, Some(b), n, &blocks),
+                || {
+                    rayon::join(
+                        || self.head_products(a, None, n, &blocks),
+                        || self.head_products(b, None, n, &blocks),
+                    )
+                },
+            )
+        } else {
+            (
+                self.head_products(a, Some(b), n, &blocks),
+                (
+                    self.head_products(a, None, n, &blocks),
+                    self.head_products(b, None, n, &blocks),
+                ),
+            )
+        };
+        let (ab, aa, bb) = (ab?, aa?, bb?);
         blocks
             .iter()
             .zip(ab)

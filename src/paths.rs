@@ -301,11 +301,17 @@ impl TensorSimilarity {
         };
         let size = 1usize << m;
         let all = size - 1;
-        let (mut ab, mut aa, mut bb) = (
-            products(a, Some(b))?,
-            products(a, None)?,
-            products(b, None)?,
-        );
+        // The three products at once when each is small, as `similarity`
+        // runs them.
+        let (ab, (aa, bb)) = if self.products_at_once(a, b, n) {
+            rayon::join(
+                || products(a, Some(b)),
+                || rayon::join(|| products(a, None), || products(b, None)),
+            )
+        } else {
+            (products(a, Some(b)), (products(a, None), products(b, None)))
+        };
+        let (mut ab, mut aa, mut bb) = (ab?, aa?, bb?);
         let total = ab[all * size + all];
         let similarity = cosine(total, aa[all * size + all], bb[all * size + all])?;
         // Rounding of the inversion, per family: ε Σ_{U,U'⊆S} |P(U,U')|.

@@ -424,7 +424,7 @@ impl TensorSimilarity {
     /// products at once: only when each is small, where a step alone would
     /// leave threads idle. A large step keeps every thread busy by itself,
     /// and running three at once would triple the peak memory.
-    fn products_at_once<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> bool {
+    pub(crate) fn products_at_once<T: Real>(&self, a: &Model<T>, b: &Model<T>, n: usize) -> bool {
         self.product_estimates(a, b, n)[0] < CONCURRENT_PRODUCTS_BELOW
     }
 

@@ -52,5 +52,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(metric::squared_norms, m)?)?;
     m.add_function(wrap_pyfunction!(metric::matrix, m)?)?;
     m.add_function(wrap_pyfunction!(metric::tile, m)?)?;
+    m.add_function(wrap_pyfunction!(metric::heads, m)?)?;
+    m.add_function(wrap_pyfunction!(metric::paths, m)?)?;
     Ok(())
 }

@@ -596,3 +596,80 @@ pub fn tile<'py>(
     .map_err(to_py)?;
     Ok(to_bytes(py, &m))
 }
+
+/// The tensor metric of `metric`, or the error that `what` is its alone.
+fn tensor_only<'m>(metric: &'m Metric, what: &str) -> PyResult<&'m TensorSimilarity> {
+    match &metric.kernel {
+        Kernel::Tensor(m) => Ok(m),
+        _ => Err(invalid(format!(
+            "{what} is the tensor metric's (SPEC §9), not \"{}\"'s",
+            metric.name
+        ))),
+    }
+}
+
+/// Inner products as rows of `(sign, ln |x|)` pairs.
+fn log_rows(m: &nalgebra::DMatrix<LogScaled>) -> Vec<Vec<Log>> {
+    (0..m.nrows())
+        .map(|i| (0..m.ncols()).map(|j| log(m[(i, j)])).collect())
+        .collect()
+}
+
+/// The head paths of `a` and `b`: per attention block, a dict of `block`,
+/// `shape`, `cosine` (row-major bytes, NaN where undefined), `inner`
+/// (rows of `(sign, ln |x|)`), `norms_a` and `norms_b` (lists of pairs).
+#[pyfunction]
+pub fn heads<'py>(
+    py: Python<'py>,
+    metric: PyRef<'_, Metric>,
+    a: PyRef<'_, NativeModel>,
+    b: PyRef<'_, NativeModel>,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let m = tensor_only(&metric, "heads")?;
+    metric.check_context([&a.model, &b.model])?;
+    let (a, b) = (a.model.clone(), b.model.clone());
+    let found = py.detach(|| m.heads(&a, &b)).map_err(to_py)?;
+    found
+        .iter()
+        .map(|p| {
+            let d = PyDict::new(py);
+            d.set_item("block", p.block)?;
+            d.set_item("shape", p.cosine.shape())?;
+            d.set_item("cosine", to_bytes(py, &p.cosine))?;
+            d.set_item("inner", log_rows(&p.inner))?;
+            d.set_item(
+                "norms_a",
+                p.norms_a.iter().map(|&x| log(x)).collect::<Vec<_>>(),
+            )?;
+            d.set_item(
+                "norms_b",
+                p.norms_b.iter().map(|&x| log(x)).collect::<Vec<_>>(),
+            )?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// The path families of `a` and `b`: a dict of `blocks`, `families`,
+/// `cosine` (row-major bytes, NaN where undefined), `inner` (rows of
+/// `(sign, ln |x|)`), `total` (`(sign, ln |⟨A,B⟩|)`) and `similarity`.
+#[pyfunction]
+pub fn paths<'py>(
+    py: Python<'py>,
+    metric: PyRef<'_, Metric>,
+    a: PyRef<'_, NativeModel>,
+    b: PyRef<'_, NativeModel>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let m = tensor_only(&metric, "paths")?;
+    metric.check_context([&a.model, &b.model])?;
+    let (a, b) = (a.model.clone(), b.model.clone());
+    let found = py.detach(|| m.paths(&a, &b)).map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("blocks", &found.blocks)?;
+    d.set_item("families", &found.families)?;
+    d.set_item("cosine", to_bytes(py, &found.cosine))?;
+    d.set_item("inner", log_rows(&found.inner))?;
+    d.set_item("total", log(found.total))?;
+    d.set_item("similarity", found.similarity)?;
+    Ok(d)
+}

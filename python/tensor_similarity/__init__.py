@@ -77,6 +77,8 @@ __all__ = [
     "GaussianMonteCarloMetric",
     "MonteCarloEstimate",
     "MonteCarloMatrix",
+    "HeadPaths",
+    "PathFamilies",
     "WeightMetric",
     "TensorSimilarityError",
     "OptionError",
@@ -98,6 +100,9 @@ __all__ = [
     "matrix",
     "squared_norms",
     "tile",
+    "heads",
+    "head_paths",
+    "paths",
     "__version__",
 ]
 
@@ -1127,6 +1132,93 @@ class TensorMetric(_InnerProductMetric):
         )
 
 
+    def head_paths(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> list:
+        """The head paths of ``a`` and ``b`` (SPEC §9): one :class:`HeadPaths`
+        per attention block, in chain order; see :func:`head_paths`."""
+        load = self._load_options(load_options)
+        na, nb = _model(a, load), _model(b, load)
+        found = _native.heads(self._for([na, nb]), na, nb)
+        return [
+            HeadPaths(
+                block=d["block"],
+                cosine=np.frombuffer(d["cosine"], dtype=np.float64).reshape(d["shape"]).copy(),
+                inner=_unlog_rows(d["inner"]),
+                norms_a=_unlog_rows([d["norms_a"]])[0],
+                norms_b=_unlog_rows([d["norms_b"]])[0],
+            )
+            for d in found
+        ]
+
+    def heads(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> list:
+        """The ``H_A × H_B`` cosine matrix of each attention block's head
+        paths, in chain order; see :func:`heads`."""
+        return [p.cosine for p in self.head_paths(a, b, **load_options)]
+
+    def paths(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> "PathFamilies":
+        """The path families of ``a`` and ``b`` (SPEC §9); see :func:`paths`."""
+        load = self._load_options(load_options)
+        na, nb = _model(a, load), _model(b, load)
+        d = _native.paths(self._for([na, nb]), na, nb)
+        size = len(d["families"])
+        return PathFamilies(
+            blocks=list(d["blocks"]),
+            families=[tuple(f) for f in d["families"]],
+            inner=_unlog_rows(d["inner"]),
+            cosine=np.frombuffer(d["cosine"], dtype=np.float64).reshape(size, size).copy(),
+            total=_unlog(d["total"]),
+            similarity=d["similarity"],
+        )
+
+
+def _unlog(pair: Sequence[float]) -> float:
+    """``sign · e^ln`` (``±inf`` past ``float``'s range, 0 for sign 0)."""
+    sign, ln = pair
+    if sign == 0:
+        return 0.0
+    try:
+        return sign * math.exp(ln)
+    except OverflowError:
+        return sign * math.inf
+
+
+def _unlog_rows(rows: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
+    return np.array([[_unlog(x) for x in row] for row in rows], dtype=np.float64)
+
+
+class HeadPaths(NamedTuple):
+    """One attention block's head paths (SPEC §9), from :func:`head_paths`."""
+
+    #: The block's index in the chain (0-based).
+    block: int
+    #: ``H_A × H_B`` cosines of A's head paths (rows) with B's (columns);
+    #: NaN where a head path is zero.
+    cosine: np.ndarray
+    #: ``⟨A_h, B_h'⟩`` (``±inf`` past ``float``'s range).
+    inner: np.ndarray
+    #: ``⟨A_h, A_h⟩`` per head of A.
+    norms_a: np.ndarray
+    #: ``⟨B_h', B_h'⟩`` per head of B.
+    norms_b: np.ndarray
+
+
+class PathFamilies(NamedTuple):
+    """The path families of two models (SPEC §9), from :func:`paths`."""
+
+    #: The splitting blocks' chain indices.
+    blocks: list
+    #: The families (tuples of chain indices), by size, then lexicographic.
+    families: list
+    #: ``⟨A^S, B^S'⟩``, A's families in rows, B's in columns; they sum to
+    #: ``total``.
+    inner: np.ndarray
+    #: The cosines; NaN where a family is zero.
+    cosine: np.ndarray
+    #: ``⟨A, B⟩``.
+    total: float
+    #: The tensor similarity of ``A`` and ``B``.
+    similarity: float
+
+
 class GaussianMetric(_InnerProductMetric):
     """The Gaussian functional similarity (SPEC §3): ``E[f_A·f_B]`` under ``x ~
     N(μ, Σ)``, exact for chains of linear and bilinear blocks up to degree 8
@@ -1702,3 +1794,60 @@ def tile(
     metric_options, load = _split_options(options)
     m = _as_metric(metric, metric_options)
     return m.tile(rows, cols, row_norms=row_norms, col_norms=col_norms, progress=progress, **load)
+
+
+def _tensor_metric(metric: Union[str, Metric], options: Mapping[str, Any], what: str) -> "TensorMetric":
+    m = _as_metric(metric, options)
+    if not isinstance(m, TensorMetric):
+        raise OptionError(f"{what} is the tensor metric's (SPEC §9), not \"{m.kind}\"'s")
+    return m
+
+
+def head_paths(
+    a: Union[Model, PathLike], b: Union[Model, PathLike], metric: Union[str, Metric] = "tensor", **options: Any
+) -> list:
+    """Where ``a`` and ``b`` differ, head by head (SPEC §9): one
+    :class:`HeadPaths` per attention block, in chain order.
+
+    The path of head ``h`` of the attention block at chain index ``i`` keeps
+    the blocks before ``i``, only head ``h``'s attention term at ``i`` (no
+    skip, no ``o`` bias), only the skip terms of the blocks after it, and
+    the last block. Its cosine matrix with B's head paths is ``H_A × H_B``;
+    a permutation of one model's heads permutes its rows or columns, so a
+    head that became another is found, not assumed. Options as for
+    :func:`similarity` (the tensor metric's: ``context`` is required for
+    sequence models).
+
+    >>> import tensor_similarity as ts
+    >>> run = "tests/files/torch/runs/tiny_lm/checkpoints"   # doctest: +SKIP
+    >>> [p.block for p in ts.head_paths(f"{run}/step_20.pt", f"{run}/step_100.pt", context=4)]   # doctest: +SKIP
+    [1, 2]
+    """
+    metric_options, load = _split_options(options)
+    return _tensor_metric(metric, metric_options, "head_paths").head_paths(a, b, **load)
+
+
+def heads(
+    a: Union[Model, PathLike], b: Union[Model, PathLike], metric: Union[str, Metric] = "tensor", **options: Any
+) -> list:
+    """The cosine matrices of :func:`head_paths`: one ``H_A × H_B`` NumPy
+    array per attention block, in chain order (NaN where a head path is
+    zero)."""
+    metric_options, load = _split_options(options)
+    return _tensor_metric(metric, metric_options, "heads").heads(a, b, **load)
+
+
+def paths(
+    a: Union[Model, PathLike], b: Union[Model, PathLike], metric: Union[str, Metric] = "tensor", **options: Any
+) -> PathFamilies:
+    """Where ``a`` and ``b`` differ, path family by path family (SPEC §9): a
+    :class:`PathFamilies`.
+
+    A block with a skip term (attention; a bilinear block with a residual)
+    splits into its skip part and its active part; the family ``S`` is the
+    set of such blocks whose active part is on the path. The ``2^m × 2^m``
+    family inner products sum to ``⟨A, B⟩`` (``total``). Options as for
+    :func:`similarity` (the tensor metric's).
+    """
+    metric_options, load = _split_options(options)
+    return _tensor_metric(metric, metric_options, "paths").paths(a, b, **load)

@@ -174,3 +174,23 @@ def test_no_models_and_unmatched_patterns_are_refused_in_both(files, tmp_path):
         ts.matrix(sorted(tmp_path.glob("step_*.pt")), progress=False)
     with pytest.raises(TypeError, match="pass a list of paths.*matched no file"):
         ts.matrix(str(pattern), progress=False)
+
+
+def test_heads_and_paths_are_the_command_lines():
+    from pathlib import Path
+
+    lm = Path(__file__).resolve().parents[2] / "tests" / "files" / "torch" / "runs" / "tiny_lm"
+    if not lm.is_dir():
+        pytest.skip("not in a checkout of the repository")
+    a, b = lm / "checkpoints" / "step_20.pt", lm / "checkpoints" / "step_100.pt"
+    layers = json.loads(run("heads", a, b, "--context", "4", "--json"))["layers"]
+    found = ts.head_paths(a, b, context=4)
+    assert [layer["block"] for layer in layers] == [p.block for p in found]
+    for layer, p in zip(layers, found):
+        assert np.array(layer["cosine"]).tolist() == p.cosine.tolist()
+        assert np.array(layer["inner"]).tolist() == p.inner.tolist()
+    v = json.loads(run("paths", a, b, "--context", "4", "--json"))
+    found = ts.paths(a, b, context=4)
+    assert [tuple(f) for f in v["families"]] == found.families
+    assert np.array(v["cosine"]).tolist() == found.cosine.tolist()
+    assert v["total"] == found.total and v["similarity"] == found.similarity
