@@ -23,8 +23,8 @@ const CONTEXT: usize = 4;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/files/torch/runs/tiny_lm");
-    let early = io::load(&run.join("checkpoints/step_20.pt"))?;
-    let late = io::load(&run.join("checkpoints/step_100.pt"))?;
+    let early = io::load(run.join("checkpoints/step_20.pt"))?;
+    let late = io::load(run.join("checkpoints/step_100.pt"))?;
     let metric = TensorSimilarity::new().with_context(CONTEXT)?;
     println!(
         "tiny_lm, step 20 against step 100, context {CONTEXT}: tensor similarity {:.6}\n",
