@@ -19,10 +19,10 @@
 
 use nalgebra::DMatrix;
 
-use crate::block::{TensorBlock, gram_step_with_heads, is_attention};
+use crate::block::{TensorBlock, gram_step_with_heads, head_part, is_attention};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::recursion::{Stream, TensorSimilarity, cosine, normalise};
+use crate::recursion::{RecursiveSimilarity, Stream, TensorSimilarity, cosine, normalise};
 use crate::resources::check_work;
 use crate::scalar::{LogScaled, Real};
 
@@ -43,6 +43,120 @@ pub struct HeadPaths {
     /// zero (a head whose `O` columns are zero, or a later block without
     /// a skip term), where the cosine is undefined.
     pub cosine: DMatrix<f64>,
+}
+
+impl HeadPaths {
+    /// The one-to-one matching of A's heads with B's of the largest total
+    /// cosine (the Hungarian method, `O(H³)`): for each head of A, the head
+    /// of B it is matched with (`None` where B has fewer heads), and the
+    /// mean cosine of the matched pairs. An undefined cosine (NaN, a zero
+    /// head path) counts as −1. Between two checkpoints of a run it says
+    /// which head became which, found rather than assumed.
+    ///
+    /// ```
+    /// use nalgebra::dmatrix;
+    /// use tensor_similarity::{HeadPaths, LogScaled};
+    ///
+    /// let paths = HeadPaths {
+    ///     block: 1,
+    ///     inner: nalgebra::DMatrix::from_element(2, 2, LogScaled::ZERO),
+    ///     norms_a: vec![LogScaled::ZERO; 2],
+    ///     norms_b: vec![LogScaled::ZERO; 2],
+    ///     cosine: dmatrix![0.1, 0.9; 0.8, 0.2],
+    /// };
+    /// let (matching, mean) = paths.best_matching();
+    /// assert_eq!(matching, vec![Some(1), Some(0)]);
+    /// assert!((mean - 0.85).abs() < 1e-12);
+    /// ```
+    pub fn best_matching(&self) -> (Vec<Option<usize>>, f64) {
+        let (ha, hb) = self.cosine.shape();
+        let size = ha.max(hb);
+        // Costs to minimise: −cosine; a padding row or column costs 0.
+        let cost = |i: usize, j: usize| -> f64 {
+            if i < ha && j < hb {
+                let c = self.cosine[(i, j)];
+                if c.is_nan() { 1.0 } else { -c }
+            } else {
+                0.0
+            }
+        };
+        let column_of_row = hungarian(size, cost);
+        let matching: Vec<Option<usize>> = (0..ha)
+            .map(|i| Some(column_of_row[i]).filter(|&j| j < hb))
+            .collect();
+        let matched: Vec<f64> = matching
+            .iter()
+            .enumerate()
+            .filter_map(|(i, j)| j.map(|j| -cost(i, j)))
+            .collect();
+        let mean = if matched.is_empty() {
+            f64::NAN
+        } else {
+            matched.iter().sum::<f64>() / matched.len() as f64
+        };
+        (matching, mean)
+    }
+}
+
+/// The assignment of rows to columns of a `size × size` cost matrix of the
+/// least total cost (the Hungarian method with potentials, `O(size³)`):
+/// the column of each row.
+fn hungarian(size: usize, cost: impl Fn(usize, usize) -> f64) -> Vec<usize> {
+    // 1-based rows and columns; column 0 is the virtual start.
+    let (mut u, mut v) = (vec![0.0; size + 1], vec![0.0; size + 1]);
+    let mut row_of = vec![0usize; size + 1];
+    let mut way = vec![0usize; size + 1];
+    for row in 1..=size {
+        row_of[0] = row;
+        let mut j0 = 0;
+        let mut least = vec![f64::INFINITY; size + 1];
+        let mut used = vec![false; size + 1];
+        loop {
+            used[j0] = true;
+            let i0 = row_of[j0];
+            let (mut delta, mut j1) = (f64::INFINITY, 0);
+            for j in 1..=size {
+                if !used[j] {
+                    let reduced = cost(i0 - 1, j - 1) - u[i0] - v[j];
+                    if reduced < least[j] {
+                        least[j] = reduced;
+                        way[j] = j0;
+                    }
+                    if least[j] < delta {
+                        delta = least[j];
+                        j1 = j;
+                    }
+                }
+            }
+            for j in 0..=size {
+                if used[j] {
+                    u[row_of[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    least[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if row_of[j0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let j1 = way[j0];
+            row_of[j0] = row_of[j1];
+            j0 = j1;
+            if j0 == 0 {
+                break;
+            }
+        }
+    }
+    let mut column_of = vec![0; size];
+    for j in 1..=size {
+        if row_of[j] > 0 {
+            column_of[row_of[j] - 1] = j - 1;
+        }
+    }
+    column_of
 }
 
 impl TensorSimilarity {
@@ -229,5 +343,182 @@ impl TensorSimilarity {
             state = normalise(next, ln_scale, position)?;
         }
         Ok(out)
+    }
+}
+
+impl<T: Real> Model<T> {
+    /// The path of head `head` of the attention block at chain index
+    /// `block` (SPEC §9), as a model of its own: the blocks before `block`
+    /// unchanged, that block's attention term of head `head` alone, the
+    /// skip parts ([`TensorBlock::skip_part`]) of the blocks after it, and
+    /// the last block unchanged. An error if `block` is not attention, has
+    /// no head `head`, or a later block has no skip term (the path is
+    /// zero) or does not say what it is.
+    ///
+    /// [`TensorSimilarity::heads`] gives every head's path at once from one
+    /// recursion; this model is for what works on models, such as the
+    /// [`matrix`](crate::matrix) of one head across a run
+    /// ([`HeadPathSimilarity`]).
+    pub fn head_path(&self, block: usize, head: usize) -> Result<Model<T>> {
+        let blocks = self.blocks();
+        let Some(at) = blocks.get(block) else {
+            return Err(Error::InvalidOption {
+                what: "head path",
+                reason: format!(
+                    "block {block} does not exist; the model has {}",
+                    blocks.len()
+                ),
+            });
+        };
+        let last = blocks.len() - 1;
+        let mut path = blocks[..block].to_vec();
+        path.push(head_part(&**at, head)?);
+        for (k, later) in blocks.iter().enumerate().skip(block + 1) {
+            if k == last {
+                path.push(later.clone());
+            } else {
+                path.push(later.skip_part()?.ok_or_else(|| Error::InvalidOption {
+                    what: "head path",
+                    reason: format!(
+                        "block {k} (a {} block) has no skip term: the path of a head before it \
+                         is zero",
+                        later.kind()
+                    ),
+                })?);
+            }
+        }
+        let model = Model::new(path)?;
+        Ok(if self.is_sequence() {
+            model.into_sequence()
+        } else {
+            model
+        })
+    }
+}
+
+/// The tensor similarity of one head's path (SPEC §9) as a metric: the
+/// similarity of `A`'s and `B`'s [`Model::head_path`] of the same block and
+/// head, so that [`matrix`](crate::matrix) makes the checkpoint matrix of
+/// one head across a run.
+///
+/// ```
+/// use tensor_similarity::{HeadPathSimilarity, RecursiveSimilarity, TensorSimilarity};
+/// # use nalgebra::DMatrix;
+/// # use tensor_similarity::{Attention, Linear, Model};
+/// # let w = |rows: usize, cols: usize, seed: f64| {
+/// #     DMatrix::from_fn(rows, cols, |i, j| ((seed + (3 * i + 5 * j) as f64) * 0.7).sin())
+/// # };
+/// # let model = |seed: f64| -> Result<Model, tensor_similarity::Error> {
+/// #     Model::builder()
+/// #         .block(Linear::new(w(3, 2, 0.0), None)?)
+/// #         .block(Attention::builder(2, w(4, 3, seed), w(4, 3, seed + 1.0), w(4, 3, seed + 2.0),
+/// #             w(4, 3, seed + 3.0), w(4, 3, seed + 4.0), w(3, 4, seed + 5.0)).skip(1.0).build()?)
+/// #         .block(Linear::new(w(2, 3, 9.0), None)?)
+/// #         .build()
+/// # };
+/// let (a, b) = (model(1.0)?, model(2.0)?);
+/// let metric = TensorSimilarity::new().with_context(3)?;
+/// let heads = metric.heads(&a, &b)?;
+/// // Head 1 of block 1, across models: the heads matrix's diagonal entry.
+/// let head = HeadPathSimilarity::new(metric, 1, 1);
+/// assert!((head.similarity(&a, &b)? - heads[0].cosine[(1, 1)]).abs() < 1e-12);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct HeadPathSimilarity {
+    metric: TensorSimilarity,
+    block: usize,
+    head: usize,
+}
+
+impl HeadPathSimilarity {
+    /// Head `head` of the attention block at chain index `block`, under
+    /// `metric`.
+    pub fn new(metric: TensorSimilarity, block: usize, head: usize) -> Self {
+        Self {
+            metric,
+            block,
+            head,
+        }
+    }
+
+    /// `(block, head)`.
+    pub fn head(&self) -> (usize, usize) {
+        (self.block, self.head)
+    }
+}
+
+impl<T: Real> RecursiveSimilarity<T> for HeadPathSimilarity {
+    fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
+        let (a, b) = (
+            a.head_path(self.block, self.head)?,
+            b.head_path(self.block, self.head)?,
+        );
+        self.metric.inner_product(&a, &b)
+    }
+
+    fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
+        self.metric
+            .squared_norm(&a.head_path(self.block, self.head)?)
+    }
+
+    fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
+        let (a, b) = (
+            a.head_path(self.block, self.head)?,
+            b.head_path(self.block, self.head)?,
+        );
+        RecursiveSimilarity::<T>::check_memory(&self.metric, &a, &b, at_once)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hungarian;
+
+    /// Every permutation of `0..n`.
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![vec![]];
+        }
+        let mut out = Vec::new();
+        for p in permutations(n - 1) {
+            for at in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(at, n - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_assignment_is_the_best_of_every_permutation() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for n in 1..=6 {
+            for _ in 0..20 {
+                let cost: Vec<f64> = (0..n * n).map(|_| next()).collect();
+                let c = |i: usize, j: usize| cost[i * n + j];
+                let found = hungarian(n, c);
+                let total = |p: &[usize]| p.iter().enumerate().map(|(i, &j)| c(i, j)).sum::<f64>();
+                let best = permutations(n)
+                    .iter()
+                    .map(|p| total(p))
+                    .fold(f64::INFINITY, f64::min);
+                let mut sorted = found.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+                assert!(
+                    (total(&found) - best).abs() < 1e-12,
+                    "{n}: {} {best}",
+                    total(&found)
+                );
+            }
+        }
     }
 }

@@ -118,10 +118,10 @@ pub use gaussian::{
     DEFAULT_EXACT_WORK, GaussianMonteCarlo, GaussianReport, GaussianSimilarity, JointMoments,
     MAX_EXACT_DEGREE, Moments, MonteCarloEstimate, MonteCarloMatrix,
 };
-pub use heads::HeadPaths;
+pub use heads::{HeadPathSimilarity, HeadPaths};
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;
-pub use paths::{MAX_SPLITTING_BLOCKS, PathFamilies};
+pub use paths::{FamilySimilarity, MAX_SPLITTING_BLOCKS, PathFamilies};
 #[allow(deprecated)]
 pub use recursion::gram_step;
 pub use recursion::{

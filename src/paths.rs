@@ -32,7 +32,7 @@ use nalgebra::DMatrix;
 use crate::block::{TensorBlock, is_attention};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::recursion::{Readout, Stream, TensorSimilarity, cosine};
+use crate::recursion::{Readout, RecursiveSimilarity, Stream, TensorSimilarity, cosine};
 use crate::resources::check_work;
 use crate::scalar::{LogScaled, Real};
 
@@ -98,6 +98,9 @@ struct Walk<'a, T: Real> {
     /// The last blocks' readout, made once when the last block does not
     /// split.
     readout: Option<Readout<T>>,
+    /// The splitting blocks (bits over `split`) that may be chosen full;
+    /// the others keep their skip parts (a family's own subsets).
+    allowed: usize,
 }
 
 impl<T: Real> Walk<'_, T> {
@@ -139,6 +142,9 @@ impl<T: Real> Walk<'_, T> {
             for (on_a, on_b) in [(true, true), (true, false), (false, true), (false, false)] {
                 // The mirror of (true, false) in a self product.
                 if self.b.is_none() && u == v && !on_a && on_b {
+                    continue;
+                }
+                if (on_a || on_b) && self.allowed & 1 << j == 0 {
                     continue;
                 }
                 let (u2, v2) = (u | usize::from(on_a) << j, v | usize::from(on_b) << j);
@@ -265,40 +271,8 @@ impl TensorSimilarity {
         }
         self.check_estimate(|n| self.similarity_bytes(a, b, n), n)?;
         check_work(|n| family_work(a, b, &split, n), n, self.max_work())?;
-        let products = |x: &Model<T>, y: Option<&Model<T>>| -> Result<Vec<LogScaled>> {
-            let last = x.depth() - 1;
-            let readout = match split.contains(&last) {
-                true => None,
-                false => {
-                    let last_x = &*x.blocks()[last];
-                    self.readout(last_x, y.map_or(last_x, |y| &*y.blocks()[last]))?
-                }
-            };
-            let mut walk = Walk {
-                metric: self,
-                a: splits(x, &split)?,
-                b: y.map(|y| splits(y, &split)).transpose()?,
-                split: &split,
-                n,
-                out: vec![None; 1 << (2 * m)],
-                readout,
-            };
-            walk.descend(0, (0, 0), (self.input_stream(x, n)?, 0.0))?;
-            let size = 1 << m;
-            let mut values = vec![LogScaled::ZERO; size * size];
-            for u in 0..size {
-                for v in 0..size {
-                    values[u * size + v] = walk.out[u * size + v]
-                        .or(if y.is_none() {
-                            walk.out[v * size + u]
-                        } else {
-                            None
-                        })
-                        .unwrap_or(LogScaled::ZERO);
-                }
-            }
-            Ok(values)
-        };
+        let products =
+            |x: &Model<T>, y: Option<&Model<T>>| self.split_products(x, y, n, &split, (1 << m) - 1);
         let size = 1usize << m;
         let all = size - 1;
         // The three products at once when each is small, as `similarity`
@@ -373,6 +347,158 @@ fn is_zero(norm: LogScaled, floor: LogScaled) -> bool {
     norm.signum() <= 0.0 || norm.ln_abs() <= floor.ln_abs()
 }
 
+impl TensorSimilarity {
+    /// `⟨T_A(U), T_B(U')⟩` for `U, U'` ⊆ `allowed` (bits over `split`), at
+    /// `U·2^m + U'`, zero elsewhere (`y = None`: the self product of `x`).
+    fn split_products<T: Real>(
+        &self,
+        x: &Model<T>,
+        y: Option<&Model<T>>,
+        n: usize,
+        split: &[usize],
+        allowed: usize,
+    ) -> Result<Vec<LogScaled>> {
+        let m = split.len();
+        let last = x.depth() - 1;
+        let readout = match split.contains(&last) {
+            true => None,
+            false => {
+                let last_x = &*x.blocks()[last];
+                self.readout(last_x, y.map_or(last_x, |y| &*y.blocks()[last]))?
+            }
+        };
+        let mut walk = Walk {
+            metric: self,
+            a: splits(x, split)?,
+            b: y.map(|y| splits(y, split)).transpose()?,
+            split,
+            n,
+            out: vec![None; 1 << (2 * m)],
+            readout,
+            allowed,
+        };
+        walk.descend(0, (0, 0), (self.input_stream(x, n)?, 0.0))?;
+        let size = 1 << m;
+        let mut values = vec![LogScaled::ZERO; size * size];
+        for u in 0..size {
+            for v in 0..size {
+                values[u * size + v] = walk.out[u * size + v]
+                    .or(if y.is_none() {
+                        walk.out[v * size + u]
+                    } else {
+                        None
+                    })
+                    .unwrap_or(LogScaled::ZERO);
+            }
+        }
+        Ok(values)
+    }
+
+    /// `⟨T_A^S, T_B^S⟩` for the family `S` (chain indices; `b = None`: the
+    /// self product), by Möbius inversion over the subsets of `S` alone.
+    fn family_product<T: Real>(
+        &self,
+        a: &Model<T>,
+        b: Option<&Model<T>>,
+        family: &[usize],
+    ) -> Result<LogScaled> {
+        let n = self.context_for(a, b.unwrap_or(a))?;
+        let split = splitting_blocks(a, b.unwrap_or(a))?;
+        let mut bits = 0usize;
+        for k in family {
+            let Some(j) = split.iter().position(|s| s == k) else {
+                return Err(Error::InvalidOption {
+                    what: "path family",
+                    reason: format!(
+                        "block {k} does not split (the splitting blocks are {split:?}: attention, \
+                         and blocks with a skip term)"
+                    ),
+                });
+            };
+            bits |= 1 << j;
+        }
+        let family_blocks: Vec<usize> = family.to_vec();
+        check_work(
+            |n| family_work(a, b.unwrap_or(a), &family_blocks, n),
+            n,
+            self.max_work(),
+        )?;
+        let p = self.split_products(a, b, n, &split, bits)?;
+        let size = 1usize << split.len();
+        let mut sum = LogScaled::ZERO;
+        for u in (0..size).filter(|u| u & !bits == 0) {
+            for v in (0..size).filter(|v| v & !bits == 0) {
+                let flips = (bits & !u).count_ones() + (bits & !v).count_ones();
+                let x = p[u * size + v];
+                sum = if flips.is_multiple_of(2) { sum + x } else { sum - x };
+            }
+        }
+        Ok(sum)
+    }
+}
+
+/// The tensor similarity of one path family (SPEC §9) as a metric:
+/// `⟨A^S, B^S⟩ / √(⟨A^S, A^S⟩⟨B^S, B^S⟩)` for the family `S` (the chain
+/// indices of the splitting blocks whose active part is on the path), so
+/// that [`matrix`](crate::matrix) makes the checkpoint matrix of one family
+/// across a run. Each inner product takes the `4^|S|` products of the
+/// models with the blocks of `S` full or skipped (every other splitting
+/// block skipped).
+///
+/// ```
+/// use nalgebra::DMatrix;
+/// use tensor_similarity::{Bilinear, FamilySimilarity, Linear, Model, RecursiveSimilarity, TensorSimilarity};
+///
+/// let w = |rows: usize, cols: usize, seed: f64| {
+///     DMatrix::from_fn(rows, cols, |i, j| ((seed + (3 * i + 5 * j) as f64) * 0.7).sin())
+/// };
+/// let model = |seed: f64| -> Result<Model, tensor_similarity::Error> {
+///     Model::builder()
+///         .block(Linear::new(w(3, 2, 0.0), None)?)
+///         .block(Bilinear::builder(w(4, 3, seed), w(4, 3, seed + 1.0)).down(w(3, 4, 2.0)).residual(0.5).build()?)
+///         .block(Linear::new(w(2, 3, 9.0), None)?)
+///         .build()
+/// };
+/// let (a, b) = (model(1.0)?, model(2.0)?);
+/// let paths = TensorSimilarity::new().paths(&a, &b)?;
+/// let active = FamilySimilarity::new(TensorSimilarity::new(), vec![1]);
+/// assert!((active.similarity(&a, &b)? - paths.cosine[(1, 1)]).abs() < 1e-12);
+/// # Ok::<(), tensor_similarity::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct FamilySimilarity {
+    metric: TensorSimilarity,
+    family: Vec<usize>,
+}
+
+impl FamilySimilarity {
+    /// The family `family` (chain indices, any order) under `metric`.
+    pub fn new(metric: TensorSimilarity, mut family: Vec<usize>) -> Self {
+        family.sort_unstable();
+        family.dedup();
+        Self { metric, family }
+    }
+
+    /// The family's chain indices, in order.
+    pub fn family(&self) -> &[usize] {
+        &self.family
+    }
+}
+
+impl<T: Real> RecursiveSimilarity<T> for FamilySimilarity {
+    fn inner_product(&self, a: &Model<T>, b: &Model<T>) -> Result<LogScaled> {
+        self.metric.family_product(a, Some(b), &self.family)
+    }
+
+    fn squared_norm(&self, a: &Model<T>) -> Result<LogScaled> {
+        self.metric.family_product(a, None, &self.family)
+    }
+
+    fn check_memory(&self, a: &Model<T>, b: &Model<T>, at_once: usize) -> Result<()> {
+        RecursiveSimilarity::<T>::check_memory(&self.metric, a, b, at_once)
+    }
+}
+
 /// `model`'s blocks with the skip parts of those at `split`.
 fn splits<'a, T: Real>(model: &'a Model<T>, split: &[usize]) -> Result<Splits<'a, T>> {
     Ok(Splits {
@@ -404,6 +530,8 @@ fn splitting_blocks<T: Real>(a: &Model<T>, b: &Model<T>) -> Result<Vec<usize>> {
 /// step (counted as the full step), for `⟨A,B⟩` and, halved, each self
 /// product.
 fn family_work<T: Real>(a: &Model<T>, b: &Model<T>, split: &[usize], n: usize) -> f64 {
+    // `split`: the blocks chosen full or skipped; every other block is
+    // taken once per state.
     let mut states = 1.0;
     let mut work = 0.0;
     for (k, (x, y)) in a.blocks().iter().zip(b.blocks()).enumerate() {

@@ -8,8 +8,8 @@ use tensor_similarity::matrix::{
 };
 use tensor_similarity::nalgebra;
 use tensor_similarity::{
-    GaussianMonteCarlo, GaussianSimilarity, LogScaled, MemoryLimit, Model, MonteCarloEstimate,
-    RecursiveSimilarity, TensorSimilarity, weight_cosine,
+    FamilySimilarity, GaussianMonteCarlo, GaussianSimilarity, HeadPathSimilarity, LogScaled,
+    MemoryLimit, Model, MonteCarloEstimate, RecursiveSimilarity, TensorSimilarity, weight_cosine,
 };
 
 use crate::model::NativeModel;
@@ -24,6 +24,9 @@ enum Kernel {
     MonteCarlo(GaussianMonteCarlo),
     /// The weight cosine: not the cosine of a model inner product.
     Weight,
+    /// The tensor metric on one head path or one path family (SPEC §9):
+    /// `head=` or `family=`.
+    Part(Box<dyn RecursiveSimilarity<f64> + Send + Sync>),
 }
 
 /// A metric with its options (`"tensor"`, `"gaussian"`,
@@ -78,6 +81,7 @@ impl Metric {
             Kernel::Tensor(m) => Ok(m),
             Kernel::Gaussian(m) => Ok(m),
             Kernel::MonteCarlo(m) => Ok(m),
+            Kernel::Part(m) => Ok(&**m),
             Kernel::Weight => Err(invalid(format!(
                 "{what} needs an inner product: metric \"tensor\" or \"gaussian\", not \"weight\""
             ))),
@@ -99,7 +103,7 @@ impl Metric {
 #[pymethods]
 impl Metric {
     #[new]
-    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None, max_memory=None, max_work=None, samples=None, seed=None))]
+    #[pyo3(signature = (kind, *, context=None, input_metric=None, input_mean=None, input_covariance=None, outputs=None, output_weights=None, positions=None, max_memory=None, max_work=None, samples=None, seed=None, head=None, family=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: &str,
@@ -114,6 +118,8 @@ impl Metric {
         max_work: Option<f64>,
         samples: Option<usize>,
         seed: Option<u64>,
+        head: Option<(usize, usize)>,
+        family: Option<Vec<usize>>,
     ) -> PyResult<Self> {
         // The options each metric takes; anything else given is refused,
         // so that an option never silently changes nothing.
@@ -129,6 +135,8 @@ impl Metric {
             ("max_work", max_work.is_some()),
             ("samples", samples.is_some()),
             ("seed", seed.is_some()),
+            ("head", head.is_some()),
+            ("family", family.is_some()),
         ];
         let takes: &[&str] = match kind {
             "tensor" => &[
@@ -141,6 +149,8 @@ impl Metric {
                 "positions",
                 "max_memory",
                 "max_work",
+                "head",
+                "family",
             ],
             "gaussian" | "gaussian-closure" => {
                 &["context", "input_mean", "input_covariance", "max_memory"]
@@ -223,7 +233,20 @@ impl Metric {
                 if let Some(positions) = positions {
                     m = m.with_position_selection(positions);
                 }
-                (Kernel::Tensor(m), "tensor")
+                match (head, family) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid("give head= or family=, not both"));
+                    }
+                    (Some((block, h)), None) => (
+                        Kernel::Part(Box::new(HeadPathSimilarity::new(m, block, h))),
+                        "tensor",
+                    ),
+                    (None, Some(family)) => (
+                        Kernel::Part(Box::new(FamilySimilarity::new(m, family))),
+                        "tensor",
+                    ),
+                    (None, None) => (Kernel::Tensor(m), "tensor"),
+                }
             }
             "gaussian" | "gaussian-closure" => {
                 let (mut m, name) = match kind {
@@ -317,6 +340,7 @@ pub fn similarity(
         Kernel::Tensor(m) => m.similarity(&a, &b),
         Kernel::Gaussian(m) => m.similarity(&a, &b),
         Kernel::MonteCarlo(m) => m.similarity(&a, &b),
+        Kernel::Part(m) => m.similarity(&a, &b),
         Kernel::Weight => weight_cosine(&a, &b),
     })
     .map_err(to_py)
@@ -514,6 +538,7 @@ pub fn matrix<'py>(
         .detach(|| match kernel {
             Kernel::Tensor(m) => similarity_matrix(m, &models, &tick),
             Kernel::Gaussian(m) => similarity_matrix(m, &models, &tick),
+            Kernel::Part(m) => similarity_matrix(&&**m, &models, &tick),
             // One set of draws through every model.
             Kernel::MonteCarlo(m) => m.matrix(&models).map(|out| {
                 let n = models.len();
@@ -601,6 +626,9 @@ pub fn tile<'py>(
 fn tensor_only<'m>(metric: &'m Metric, what: &str) -> PyResult<&'m TensorSimilarity> {
     match &metric.kernel {
         Kernel::Tensor(m) => Ok(m),
+        Kernel::Part(_) => Err(invalid(format!(
+            "{what} takes the whole models: a metric without head= or family="
+        ))),
         _ => Err(invalid(format!(
             "{what} is the tensor metric's (SPEC §9), not \"{}\"'s",
             metric.name

@@ -135,6 +135,8 @@ METRIC_OPTIONS = (
     "max_work",
     "samples",
     "seed",
+    "head",
+    "family",
 )
 
 # The dtype a tensor was stored in, by the name NumPy or torch gives it.
@@ -799,6 +801,23 @@ def _native_metric(kind: str, options: Mapping[str, Any], width: Optional[int]) 
             if v < 0:
                 raise OptionError(f"{key}={v}: a non-negative int")
             kw[key] = int(v)
+    if "head" in kw:
+        h = kw["head"]
+        if (
+            not isinstance(h, (tuple, list))
+            or len(h) != 2
+            or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in h)
+        ):
+            raise TypeError(f"head= is (block, head), two ints, not {h!r}")
+        kw["head"] = (int(h[0]), int(h[1]))
+    if "family" in kw:
+        f = kw["family"]
+        if isinstance(f, (int, np.integer)) or isinstance(f, (str, bytes)):
+            raise TypeError(f"family= is a list of chain indices (ints), not {f!r}")
+        f = list(f)
+        if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in f):
+            raise TypeError(f"family= is a list of chain indices (ints), not {f!r}")
+        kw["family"] = [int(x) for x in f]
     if "context" in kw:
         c = kw["context"]
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
@@ -922,6 +941,11 @@ class Metric:
             parts.append("inputs x ~ N(μ, Σ)")
         if self.kind == "gaussian-mc":
             parts.append(f"{o.get('samples', 10_000)} samples, seed {o.get('seed', 0)}")
+        if "head" in o:
+            parts.append(f"head path {o['head'][0]}:{o['head'][1]}")
+        if "family" in o:
+            family = ",".join(str(k) for k in o["family"])
+            parts.append(f"family {{{family}}}" if family else "family ∅")
         return ", ".join(parts)
 
     def __repr__(self) -> str:
@@ -1084,7 +1108,11 @@ class TensorMetric(_InnerProductMetric):
     exceeds it is refused before it starts with a :class:`MemoryLimitError`),
     ``max_work`` (multiply–adds, default no limit: a comparison whose
     estimated work exceeds it is refused before it starts with a
-    :class:`MemoryLimitError` naming the largest context within it).
+    :class:`MemoryLimitError` naming the largest context within it),
+    ``head`` (``(block, head)``: compare the two models' paths of that head
+    of that attention block, SPEC §9, e.g. for :func:`matrix` across a run)
+    or ``family`` (chain indices of splitting blocks: compare that path
+    family; ``[]`` is the direct path).
 
     >>> import numpy as np, tensor_similarity as ts
     >>> rng = np.random.default_rng(1)
@@ -1116,6 +1144,8 @@ class TensorMetric(_InnerProductMetric):
         positions: Any = None,
         max_memory: Optional[int] = None,
         max_work: Optional[float] = None,
+        head: Optional[tuple] = None,
+        family: Optional[Sequence[int]] = None,
     ) -> None:
         self._check(
             dict(
@@ -1128,6 +1158,8 @@ class TensorMetric(_InnerProductMetric):
                 positions=positions,
                 max_memory=max_memory,
                 max_work=max_work,
+                head=head,
+                family=family,
             )
         )
 
@@ -1508,6 +1540,8 @@ def similarity(
     max_work: Optional[float] = None,
     samples: Optional[int] = None,
     seed: Optional[int] = None,
+    head: Optional[tuple] = None,
+    family: Optional[Sequence[int]] = None,
     **load_options: Any,
 ) -> float:
     """The similarity of ``a`` and ``b`` (models or paths), in ``[-1, 1]``.
@@ -1542,6 +1576,10 @@ def similarity(
     * ``"weight"`` (:class:`WeightMetric`): the cosine of the concatenated
       parameters (the naive baseline; models of equal shapes). No options.
 
+    ``head`` (``(block, head)``) and ``family`` (chain indices; ``"tensor"``):
+    compare one head path or one path family of the two models (SPEC §9;
+    :func:`head_paths`, :func:`paths` give them all at once).
+
     ``max_memory`` (bytes; ``"tensor"`` and ``"gaussian"``): the most memory
     the comparison may use, by default what the machine has. A comparison
     whose estimated peak exceeds it is refused before it starts (a
@@ -1571,6 +1609,8 @@ def similarity(
             max_work=max_work,
             samples=samples,
             seed=seed,
+            head=head,
+            family=family,
         ),
     )
     return m.similarity(a, b, **load_options)
@@ -1601,6 +1641,8 @@ def inner_product(
     max_work: Optional[float] = None,
     samples: Optional[int] = None,
     seed: Optional[int] = None,
+    head: Optional[tuple] = None,
+    family: Optional[Sequence[int]] = None,
     **load_options: Any,
 ) -> Union[float, tuple]:
     """The raw inner product ``⟨A, B⟩`` of the metric (``"tensor"`` or
@@ -1625,6 +1667,8 @@ def inner_product(
             max_work=max_work,
             samples=samples,
             seed=seed,
+            head=head,
+            family=family,
         ),
     )
     return _inner_product_metric(m, "inner_product").inner_product(a, b, log=log, **load_options)
@@ -1706,6 +1750,8 @@ def matrix(
     max_work: Optional[float] = None,
     samples: Optional[int] = None,
     seed: Optional[int] = None,
+    head: Optional[tuple] = None,
+    family: Optional[Sequence[int]] = None,
     **load_options: Any,
 ) -> np.ndarray:
     """The symmetric ``N × N`` matrix of similarities between ``models`` (models
@@ -1738,6 +1784,8 @@ def matrix(
             max_work=max_work,
             samples=samples,
             seed=seed,
+            head=head,
+            family=family,
         ),
     )
     return m.matrix(models, progress=progress, **load_options)

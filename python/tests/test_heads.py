@@ -71,3 +71,34 @@ def test_heads_and_paths_are_the_tensor_metrics():
         ts.heads(mlp, mlp)
     # A residual MLP splits: its families are ∅ and {1}.
     assert ts.paths(mlp, mlp).families == [(), (1,)]
+
+
+def test_one_head_or_one_family_across_a_run():
+    run = [lm(10 + i) for i in range(3)]
+    heads = ts.head_paths(run[0], run[1], context=3)
+    m = ts.matrix(run, context=3, head=(1, 2), progress=False)
+    assert m.shape == (3, 3) and np.all(m.diagonal() == 1.0)
+    assert m[0, 1] == pytest.approx(heads[0].cosine[2, 2], abs=1e-12)
+    # A family is a signed sum of 4^|S| products that cancel: its matrix
+    # (the subsets of S alone) and `paths` (every subset) add them in
+    # different orders, so they agree to the suite's oracle tolerance for
+    # families (suite/tests/paths.rs), not to the last digits.
+    families = ts.paths(run[0], run[2], context=3)
+    m = ts.matrix(run, context=3, family=[1, 2], progress=False)
+    assert m[0, 2] == pytest.approx(families.cosine[3, 3], abs=1e-10)
+    m = ts.matrix(run, context=3, family=[], progress=False)
+    assert m[0, 2] == pytest.approx(families.cosine[0, 0], abs=1e-10)
+    metric = ts.TensorMetric(context=3, head=(1, 2))
+    assert metric.title == "tensor similarity, context 3, head path 1:2"
+    assert metric.similarity(run[0], run[1]) == pytest.approx(heads[0].cosine[2, 2], abs=1e-12)
+    assert ts.TensorMetric(context=3, family=[]).title.endswith("family ∅")
+    with pytest.raises(ts.OptionError, match="head"):
+        ts.similarity(run[0], run[1], "gaussian", context=3, head=(1, 0))
+    with pytest.raises(ts.OptionError, match="not both"):
+        ts.TensorMetric(context=3, head=(1, 0), family=[1])
+    with pytest.raises(ts.OptionError, match="head 5 does not exist"):
+        ts.similarity(run[0], run[1], context=3, head=(1, 5))
+    with pytest.raises(ts.OptionError, match="whole models"):
+        metric.heads(run[0], run[1])
+    with pytest.raises(TypeError, match="head="):
+        ts.TensorMetric(context=3, head=1)

@@ -50,7 +50,7 @@ pub(crate) mod positionwise;
 #[doc(hidden)]
 pub use attention::gram_step_in_tiles;
 pub use attention::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};
-pub(crate) use attention::{gram_step_with_heads, is_attention};
+pub(crate) use attention::{gram_step_with_heads, head_part, is_attention};
 pub use bilinear::{Bilinear, BilinearBuilder};
 pub use check::check_block;
 pub(crate) use check::check_constant_at;

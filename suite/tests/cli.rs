@@ -2597,6 +2597,62 @@ fn heads_and_paths_of_a_training_run() {
     assert!((sum - total).abs() < 1e-10 * total.abs(), "{sum} {total}");
     same(&v["similarity"], metric.similarity(&a, &b).unwrap());
 
+    // One head or one family across a run: matrix --head / --family.
+    let csv = dir.path().join("head.csv");
+    let png = dir.path().join("head.png");
+    let out = run(&[
+        "matrix",
+        s(&early),
+        s(&late),
+        "--context",
+        "4",
+        "--head",
+        "2:1",
+        "-o",
+        s(&csv),
+        "--plot",
+        s(&png),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The corner cell names the part compared.
+    let noted = |text: &str, note: &str| {
+        let (corner, rest) = text.split_once(',').unwrap();
+        assert_eq!(corner, format!("model ({note})"));
+        parse_csv(&format!("model,{rest}")).2
+    };
+    let rows = noted(&std::fs::read_to_string(&csv).unwrap(), "head path 2:1");
+    let heads = metric.heads(&a, &b).unwrap();
+    assert!((rows[0][1] - heads[1].cosine[(1, 1)]).abs() < 1e-12);
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    let out = run(&[
+        "matrix",
+        s(&early),
+        s(&late),
+        "--context",
+        "4",
+        "--family",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = noted(&stdout(&out), "family {1}");
+    assert!((rows[0][1] - want.cosine[(1, 1)]).abs() < 1e-10);
+    for (args, says) in [
+        (vec!["--family", "0"], "block 0 does not split"),
+        (vec!["--head", "1:7"], "head 7 does not exist"),
+        (
+            vec!["--head", "1:0", "--metric", "gaussian"],
+            "tensor metric",
+        ),
+    ] {
+        let mut all = vec!["matrix", s(&early), s(&late), "--context", "4"];
+        all.extend(args);
+        let out = run(&all);
+        assert_eq!(out.status.code(), Some(1), "{all:?}");
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    let out = run(&["matrix", s(&early), "--head", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
     // Errors: no context for a sequence model; no attention block.
     let out = run(&["heads", s(&early), s(&late)]);
     assert_eq!(out.status.code(), Some(1));

@@ -20,7 +20,7 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use seq_oracle::{AttnOptions, AttnParams, BilinearParams, Block, LinearParams, SeqNet};
 use std::cmp::Ordering;
-use tensor_similarity::TensorSimilarity;
+use tensor_similarity::{HeadPathSimilarity, RecursiveSimilarity, TensorSimilarity};
 
 const TOL: f64 = 1e-10;
 
@@ -296,6 +296,10 @@ fn a_twin_through_every_symmetry_recovers_the_head_permutation() {
             .heads(&seq_library::model(&net), &seq_library::model(&twin))
             .unwrap();
         for (paths, perm) in found.iter().zip(&perms) {
+            let (matching, mean) = paths.best_matching();
+            let expected: Vec<Option<usize>> = perm.iter().map(|&to| Some(to)).collect();
+            assert_eq!(matching, expected, "seed {seed}");
+            assert!((mean - 1.0).abs() < 1e-9, "seed {seed}: {mean}");
             for (h, &to) in perm.iter().enumerate() {
                 for h2 in 0..perm.len() {
                     let c = paths.cosine[(h, h2)];
@@ -308,4 +312,51 @@ fn a_twin_through_every_symmetry_recovers_the_head_permutation() {
             }
         }
     }
+}
+
+#[test]
+fn the_head_path_models_agree_with_the_step() {
+    // Model::head_path and the ordinary recursion against the heads of one
+    // step: two computations of the same definition that share only the
+    // recursion's blocks.
+    let n = 2;
+    let mut r = rng(950);
+    let o = AttnOptions {
+        alpha: Some(0.5),
+        skip: Some(1.0),
+        ..AttnOptions::default()
+    };
+    let middle = vec![attention(&mut r, 3, &o), attention(&mut r, 3, &o)];
+    let a = seq_library::model(&wrapped(&mut r, 2, 3, middle));
+    let middle = vec![attention(&mut r, 3, &o), attention(&mut r, 3, &o)];
+    let b = seq_library::model(&wrapped(&mut r, 2, 3, middle));
+    let metric = TensorSimilarity::new().with_context(n).unwrap();
+    for paths in metric.heads(&a, &b).unwrap() {
+        for h in 0..2 {
+            for h2 in 0..2 {
+                let (pa, pb) = (
+                    a.head_path(paths.block, h).unwrap(),
+                    b.head_path(paths.block, h2).unwrap(),
+                );
+                let sim = metric.similarity(&pa, &pb).unwrap();
+                assert!((sim - paths.cosine[(h, h2)]).abs() < TOL, "{sim}");
+            }
+            let one = HeadPathSimilarity::new(metric.clone(), paths.block, h);
+            let sim = one.similarity(&a, &b).unwrap();
+            assert!((sim - paths.cosine[(h, h)]).abs() < TOL);
+        }
+    }
+    // A head that does not exist, a block that is not attention.
+    assert!(
+        a.head_path(1, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("head 2 does not exist")
+    );
+    assert!(
+        a.head_path(0, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("not attention")
+    );
 }

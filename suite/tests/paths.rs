@@ -15,7 +15,7 @@ use common::{gaussian_matrix, rng};
 use nalgebra::{DMatrix, DVector};
 use proptest::prelude::*;
 use seq_oracle::{AttnOptions, AttnParams, BilinearParams, Block, LinearParams, SeqNet};
-use tensor_similarity::{Error, TensorSimilarity};
+use tensor_similarity::{Error, FamilySimilarity, RecursiveSimilarity, TensorSimilarity};
 
 const TOL: f64 = 1e-10;
 
@@ -289,4 +289,38 @@ proptest! {
         prop_assert!((sum - total).abs() <= 1e-10 * scale, "sum {sum}, ⟨A,B⟩ {total}");
         prop_assert!((found.total.to_f64() - total).abs() <= 1e-12 * scale);
     }
+}
+
+#[test]
+fn one_family_as_a_metric_is_the_families_diagonal() {
+    let n = 2;
+    let mut r = rng(1500);
+    let o = AttnOptions {
+        alpha: Some(0.5),
+        skip: Some(1.0),
+        ..AttnOptions::default()
+    };
+    let mut nets = Vec::new();
+    for _ in 0..3 {
+        let middle = vec![attention(&mut r, 3, &o), attention(&mut r, 3, &o)];
+        nets.push(seq_library::model(&wrapped(&mut r, 3, middle)));
+    }
+    let metric = TensorSimilarity::new().with_context(n).unwrap();
+    let all = metric.paths(&nets[0], &nets[1]).unwrap();
+    for (i, family) in all.families.iter().enumerate() {
+        let one = FamilySimilarity::new(metric.clone(), family.clone());
+        let sim = one.similarity(&nets[0], &nets[1]).unwrap();
+        assert!((sim - all.cosine[(i, i)]).abs() < TOL, "{family:?}: {sim}");
+        let inner = one.inner_product(&nets[0], &nets[1]).unwrap().to_f64();
+        let scale = (all.norms_a[i].to_f64() * all.norms_b[i].to_f64()).sqrt();
+        assert!((inner - all.inner[(i, i)].to_f64()).abs() < TOL * scale);
+        // Across a run: the matrix of one family.
+        let m = tensor_similarity::matrix::similarity_matrix(&one, &nets, || {}).unwrap();
+        assert!((m[(0, 1)] - sim).abs() < TOL);
+        assert_eq!(m[(2, 2)], 1.0);
+    }
+    let err = FamilySimilarity::new(metric, vec![0])
+        .similarity(&nets[0], &nets[1])
+        .unwrap_err();
+    assert!(err.to_string().contains("block 0 does not split"), "{err}");
 }

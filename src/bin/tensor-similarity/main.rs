@@ -52,7 +52,7 @@ use rayon::prelude::*;
 use tensor_similarity::io::{self, ConfigSource, LoadOptions};
 use tensor_similarity::{Error, Mask, MemoryLimit, Model, Real, Side, Spelling};
 
-use metric::{CLOSURE_NOTE, InnerMetric, Metric, Sampling, Settings, Values};
+use metric::{CLOSURE_NOTE, InnerMetric, Metric, Part, Sampling, Settings, Values};
 use selection::OutputList;
 
 /// Exact, symmetry-invariant similarity of tensor-based networks
@@ -287,6 +287,16 @@ enum Command {
         /// Keep the files in the order given instead of natural order.
         #[arg(long)]
         keep_order: bool,
+        /// The matrix of one head path across the models (SPEC §9): the
+        /// attention block's chain index and the head, e.g. 1:0. Tensor
+        /// metric.
+        #[arg(long, value_name = "BLOCK:H", value_parser = parse_head, conflicts_with_all = ["family", "outputs", "outputs_each"])]
+        head: Option<(usize, usize)>,
+        /// The matrix of one path family across the models (SPEC §9): the
+        /// chain indices of the splitting blocks whose active part is on
+        /// the path, e.g. 1,2 (none: the direct path). Tensor metric.
+        #[arg(long, value_name = "S", value_parser = parse_family, conflicts_with_all = ["outputs", "outputs_each"])]
+        family: Option<FamilyArg>,
         /// The precision the models are computed in.
         #[arg(long, value_enum, default_value_t = Precision::F64)]
         precision: Precision,
@@ -649,6 +659,39 @@ fn parse_work(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `--head BLOCK:H`.
+fn parse_head(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(b, h)| Some((b.trim().parse().ok()?, h.trim().parse().ok()?)));
+    parsed.ok_or_else(|| {
+        format!("{text:?} is not BLOCK:H (an attention block's chain index and a head, e.g. 1:0)")
+    })
+}
+
+/// `--family S`: the chain indices (one value, not a list of arguments).
+#[derive(Clone, Debug)]
+struct FamilyArg(Vec<usize>);
+
+/// `--family S`: chain indices, comma-separated; empty or `none` for the
+/// direct path.
+fn parse_family(text: &str) -> Result<FamilyArg, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "none" || text == "∅" {
+        return Ok(FamilyArg(Vec::new()));
+    }
+    text.split(',')
+        .map(|k| {
+            k.trim().parse().map_err(|_| {
+                format!(
+                    "{text:?} is not a family: chain indices, comma-separated (e.g. 1,2), or none"
+                )
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(FamilyArg)
+}
+
 /// The library's memory limit from `--max-memory`.
 fn memory_limit(max_memory: Option<u64>) -> MemoryLimit {
     max_memory.map_or(MemoryLimit::Machine, MemoryLimit::Bytes)
@@ -680,6 +723,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     work: max_work,
                     outputs: None,
                     sampling,
+                    part: Part::Whole,
                 },
                 outputs.as_ref(),
                 precision,
@@ -721,6 +765,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     work: max_work,
                     outputs: None,
                     sampling,
+                    part: Part::Whole,
                 },
                 outputs.as_ref(),
                 precision,
@@ -750,6 +795,8 @@ fn run(command: Command) -> Result<(), Failure> {
             outputs,
             outputs_each,
             keep_order,
+            head,
+            family,
             precision,
             max_memory,
             max_work,
@@ -767,6 +814,11 @@ fn run(command: Command) -> Result<(), Failure> {
                 context,
                 outputs: outputs.as_ref(),
                 each: outputs_each,
+                part: match (&head, &family) {
+                    (Some((block, h)), _) => Part::Head(*block, *h),
+                    (None, Some(family)) => Part::Family(&family.0),
+                    (None, None) => Part::Whole,
+                },
                 precision,
                 limit: memory_limit(max_memory),
                 work: max_work,
@@ -1101,6 +1153,8 @@ struct MatrixJob<'a> {
     outputs: Option<&'a OutputList>,
     /// `--outputs-each`: one matrix per output.
     each: bool,
+    /// `--head` or `--family`: the part of the models compared.
+    part: Part<'a>,
     precision: Precision,
     limit: MemoryLimit,
     /// The tensor metric's work limit, in multiply–adds.
@@ -1205,6 +1259,7 @@ fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
             work: job.work,
             outputs: outputs.as_deref(),
             sampling: job.sampling,
+            part: job.part,
         };
         let values = job.metric.matrix(&models, &settings, || bar.inc(1));
         if suffix.is_none() {
@@ -1226,7 +1281,10 @@ fn matrix_in<T: Real>(job: &MatrixJob) -> Result<(), Failure> {
                 Some(format!("outputs {}", list.spaced())),
                 Some(format!("outputs {}", list.bracketed())),
             ),
-            (None, None) => (None, None),
+            (None, None) => match job.part {
+                Part::Whole => (None, None),
+                part => (Some(part.to_string()), Some(part.to_string())),
+            },
         };
         // A Monte Carlo estimate: its draws and its largest standard error
         // (the whole matrix of them is FILE-se.csv beside -o FILE.csv).

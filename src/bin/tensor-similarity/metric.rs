@@ -7,8 +7,9 @@ use std::sync::Arc;
 use nalgebra::DMatrix;
 use tensor_similarity::matrix::{pairwise_matrix, similarity_matrix};
 use tensor_similarity::{
-    CpBlock, CpFactors, Error, Full, GaussianMonteCarlo, GaussianSimilarity, Linear, MemoryLimit,
-    Model, Real, RecursiveSimilarity, Result, TensorSimilarity, weight_cosine,
+    CpBlock, CpFactors, Error, FamilySimilarity, Full, GaussianMonteCarlo, GaussianSimilarity,
+    HeadPathSimilarity, Linear, MemoryLimit, Model, Real, RecursiveSimilarity, Result,
+    TensorSimilarity, weight_cosine,
 };
 
 /// The one line on stderr (and the note in a matrix's CSV header) whenever
@@ -88,6 +89,34 @@ pub struct Settings<'a> {
     pub outputs: Option<&'a [usize]>,
     /// The draws of `gaussian-mc`.
     pub sampling: Sampling,
+    /// The part of the models compared (tensor metric).
+    pub part: Part<'a>,
+}
+
+/// What of the models a comparison reads (SPEC §9).
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Part<'a> {
+    /// The whole models.
+    #[default]
+    Whole,
+    /// One head path: the attention block's chain index, the head.
+    Head(usize, usize),
+    /// One path family: the splitting blocks' chain indices.
+    Family(&'a [usize]),
+}
+
+impl std::fmt::Display for Part<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Whole => write!(f, "whole models"),
+            Part::Head(block, head) => write!(f, "head path {block}:{head}"),
+            Part::Family([]) => write!(f, "family ∅"),
+            Part::Family(s) => {
+                let inside: Vec<String> = s.iter().map(usize::to_string).collect();
+                write!(f, "family {{{}}}", inside.join(","))
+            }
+        }
+    }
 }
 
 /// A value the command line reports: a similarity, with its standard error
@@ -155,7 +184,17 @@ impl Metric {
             work,
             outputs,
             sampling,
+            part,
         } = *settings;
+        if !matches!(part, Part::Whole) && self != Metric::Tensor {
+            return Err(Error::InvalidOption {
+                what: "--head / --family",
+                reason: format!(
+                    "head paths and path families are the tensor metric's (SPEC §9), not {}'s",
+                    self.name()
+                ),
+            });
+        }
         if outputs.is_some() && !self.takes_outputs() {
             return Err(Error::InvalidOption {
                 what: "--outputs",
@@ -177,7 +216,15 @@ impl Metric {
                 if let Some(outputs) = outputs {
                     metric = metric.with_output_selection(outputs.to_vec());
                 }
-                Kernel::Recursive(Box::new(metric))
+                match part {
+                    Part::Whole => Kernel::Recursive(Box::new(metric)),
+                    Part::Head(block, head) => {
+                        Kernel::Recursive(Box::new(HeadPathSimilarity::new(metric, block, head)))
+                    }
+                    Part::Family(family) => {
+                        Kernel::Recursive(Box::new(FamilySimilarity::new(metric, family.to_vec())))
+                    }
+                }
             }
             Metric::Gaussian | Metric::GaussianClosure => {
                 let metric = self.gaussian().with_max_memory(limit);

@@ -237,6 +237,42 @@ pub(crate) fn gram_step_with_heads<T: Real>(
     step::gram_step_with_heads(a, b, g, context).map(Some)
 }
 
+/// Head `head`'s part of the attention block `block` (SPEC §9): its
+/// attention term alone (`r = 0`, no `o` bias, the other heads' `O` columns
+/// zero). An error if the block is not attention or has no such head.
+pub(crate) fn head_part<T: Real>(
+    block: &dyn TensorBlock<T>,
+    head: usize,
+) -> Result<std::sync::Arc<dyn TensorBlock<T>>> {
+    let any: &dyn core::any::Any = block;
+    let Some(a) = any.downcast_ref::<Attention<T>>() else {
+        return Err(Error::InvalidOption {
+            what: "head path",
+            reason: format!("the block is a {} block, not attention", block.kind()),
+        });
+    };
+    if head >= a.heads() {
+        return Err(Error::InvalidOption {
+            what: "head path",
+            reason: format!(
+                "head {head} does not exist; the block has {} heads",
+                a.heads()
+            ),
+        });
+    }
+    let ev = a.value_width();
+    let mut o = a.weight(Role::O).clone();
+    for c in (0..o.ncols()).filter(|c| c / ev != head) {
+        o.column_mut(c).fill(T::zero());
+    }
+    a.to_builder()
+        .o(o)
+        .o_bias(None)
+        .skip(0.0)
+        .build()?
+        .into_shared()
+}
+
 /// Whether a block is attention (it has heads).
 pub(crate) fn is_attention<T: Real>(block: &dyn TensorBlock<T>) -> bool {
     let any: &dyn core::any::Any = block;
