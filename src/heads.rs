@@ -21,6 +21,7 @@ use nalgebra::DMatrix;
 
 use crate::block::{TensorBlock, gram_step_with_heads, head_part, is_attention};
 use crate::error::{Error, Result};
+use crate::gaussian::GaussianSimilarity;
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, Stream, TensorSimilarity, cosine, normalise};
 use crate::resources::check_work;
@@ -43,6 +44,10 @@ pub struct HeadPaths {
     /// zero (a head whose `O` columns are zero, or a later block without
     /// a skip term), where the cosine is undefined.
     pub cosine: DMatrix<f64>,
+    /// Whether the values are exact: always for the tensor metric; for the
+    /// Gaussian metric where SPEC §3 is (the first attention block), a
+    /// Gaussian closure elsewhere.
+    pub exact: bool,
 }
 
 impl HeadPaths {
@@ -63,6 +68,7 @@ impl HeadPaths {
     ///     norms_a: vec![LogScaled::ZERO; 2],
     ///     norms_b: vec![LogScaled::ZERO; 2],
     ///     cosine: dmatrix![0.1, 0.9; 0.8, 0.2],
+    ///     exact: true,
     /// };
     /// let (matching, mean) = paths.best_matching();
     /// assert_eq!(matching, vec![Some(1), Some(0)]);
@@ -247,22 +253,13 @@ impl TensorSimilarity {
             .map(|((&block, inner), (aa, bb))| {
                 let norms_a: Vec<LogScaled> = (0..aa.nrows()).map(|h| aa[(h, h)]).collect();
                 let norms_b: Vec<LogScaled> = (0..bb.nrows()).map(|h| bb[(h, h)]).collect();
-                let mut cos = DMatrix::from_element(inner.nrows(), inner.ncols(), f64::NAN);
-                for h in 0..inner.nrows() {
-                    for h2 in 0..inner.ncols() {
-                        match cosine(inner[(h, h2)], norms_a[h], norms_b[h2]) {
-                            Ok(c) => cos[(h, h2)] = c,
-                            Err(Error::ZeroNorm(_)) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
                 Ok(HeadPaths {
                     block,
+                    cosine: cosines(&inner, &norms_a, &norms_b)?,
                     inner,
                     norms_a,
                     norms_b,
-                    cosine: cos,
+                    exact: true,
                 })
             })
             .collect()
@@ -360,6 +357,17 @@ impl<T: Real> Model<T> {
     /// [`matrix`](crate::matrix) of one head across a run
     /// ([`HeadPathSimilarity`]).
     pub fn head_path(&self, block: usize, head: usize) -> Result<Model<T>> {
+        self.path_of_head(block, head, |later| later.skip_part())
+    }
+
+    /// [`head_path`](Self::head_path) with `skip(later)` in place of each
+    /// later block but the last.
+    fn path_of_head(
+        &self,
+        block: usize,
+        head: usize,
+        skip: impl Fn(&dyn TensorBlock<T>) -> Result<Option<std::sync::Arc<dyn TensorBlock<T>>>>,
+    ) -> Result<Model<T>> {
         let blocks = self.blocks();
         let Some(at) = blocks.get(block) else {
             return Err(Error::InvalidOption {
@@ -377,7 +385,7 @@ impl<T: Real> Model<T> {
             if k == last {
                 path.push(later.clone());
             } else {
-                path.push(later.skip_part()?.ok_or_else(|| Error::InvalidOption {
+                path.push(skip(&**later)?.ok_or_else(|| Error::InvalidOption {
                     what: "head path",
                     reason: format!(
                         "block {k} (a {} block) has no skip term: the path of a head before it \
@@ -520,5 +528,129 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+/// The cosines of head paths from their inner products and norms: NaN where
+/// a norm is zero.
+fn cosines(
+    inner: &DMatrix<LogScaled>,
+    norms_a: &[LogScaled],
+    norms_b: &[LogScaled],
+) -> Result<DMatrix<f64>> {
+    let mut cos = DMatrix::from_element(inner.nrows(), inner.ncols(), f64::NAN);
+    for h in 0..inner.nrows() {
+        for h2 in 0..inner.ncols() {
+            match cosine(inner[(h, h2)], norms_a[h], norms_b[h2]) {
+                Ok(c) => cos[(h, h2)] = c,
+                Err(Error::ZeroNorm(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(cos)
+}
+
+/// A block's skip term as the Gaussian metric reads it: a function. The
+/// skip part of attention or of a bilinear block is `r·x` at every
+/// position, a linear block `r·I` (so that a path through it stays exact
+/// where SPEC §3 is); another kind's skip part as it says.
+fn skip_function<T: Real>(
+    block: &dyn TensorBlock<T>,
+) -> Result<Option<std::sync::Arc<dyn TensorBlock<T>>>> {
+    let any: &dyn core::any::Any = block;
+    let r = if let Some(att) = any.downcast_ref::<crate::block::Attention<T>>() {
+        att.skip()
+    } else if let Some(bilinear) = any.downcast_ref::<crate::block::Bilinear<T>>() {
+        bilinear.skip()
+    } else {
+        return block.skip_part();
+    };
+    if r == 0.0 {
+        return Ok(None);
+    }
+    let d = block.input_width();
+    let identity = DMatrix::<T>::identity(d, d) * crate::scalar::from_f64::<T>(r);
+    Ok(Some(std::sync::Arc::new(crate::block::Linear::new(
+        identity, None,
+    )?)))
+}
+
+impl GaussianSimilarity {
+    /// The head paths of `a` and `b` at every attention block (SPEC §9)
+    /// under the Gaussian metric: [`TensorSimilarity::heads`]' matrices
+    /// with `E[f_A·f_B]` for the tensor inner product, each head path a
+    /// model of its own ([`Model::head_path`], with each later block's skip
+    /// term `r·x` as the linear block it is as a function). Exact where
+    /// SPEC §3 is (a
+    /// path with one block of order ≥ 2 besides linear ones: the first
+    /// attention block of a chain of attention blocks with linear ends), a
+    /// Gaussian closure elsewhere; [`HeadPaths::exact`] says which. The
+    /// metric's memory limit applies to each head path's products.
+    ///
+    /// Each path has one head at its attention block, and a step's
+    /// configurations grow as the product of the two blocks' heads, so
+    /// the `H_A·H_B` products cost about one full comparison's step there.
+    pub fn heads<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<HeadPaths>> {
+        a.check_comparable(b)?;
+        let blocks: Vec<usize> = (0..a.depth())
+            .filter(|&i| is_attention(&*a.blocks()[i]))
+            .collect();
+        if blocks.is_empty() {
+            return Err(Error::InvalidOption {
+                what: "head paths",
+                reason: "model A has no attention block".into(),
+            });
+        }
+        let heads = |m: &Model<T>, i: usize| -> Result<Vec<Model<T>>> {
+            let count = match m.blocks().get(i) {
+                Some(block) if is_attention(&**block) => {
+                    let any: &dyn core::any::Any = &**block;
+                    match any.downcast_ref::<crate::block::Attention<T>>() {
+                        Some(att) => att.heads(),
+                        None => 0,
+                    }
+                }
+                _ => 0,
+            };
+            if count == 0 {
+                return Err(Error::InvalidBlock(format!(
+                    "block {i} of one model is attention and of the other is not"
+                )));
+            }
+            (0..count)
+                .map(|h| m.path_of_head(i, h, skip_function))
+                .collect()
+        };
+        blocks
+            .iter()
+            .map(|&i| {
+                let (pa, pb) = (heads(a, i)?, heads(b, i)?);
+                let norms_a = pa
+                    .iter()
+                    .map(|p| self.squared_norm(p))
+                    .collect::<Result<Vec<_>>>()?;
+                let norms_b = pb
+                    .iter()
+                    .map(|p| self.squared_norm(p))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut inner = DMatrix::from_element(pa.len(), pb.len(), LogScaled::ZERO);
+                for (h, x) in pa.iter().enumerate() {
+                    for (h2, y) in pb.iter().enumerate() {
+                        inner[(h, h2)] = self.inner_product(x, y)?;
+                    }
+                }
+                let exact = pa.iter().all(|x| pb.iter().all(|y| self.is_exact(x, y)));
+                let cosine = cosines(&inner, &norms_a, &norms_b)?;
+                Ok(HeadPaths {
+                    block: i,
+                    inner,
+                    norms_a,
+                    norms_b,
+                    cosine,
+                    exact,
+                })
+            })
+            .collect()
     }
 }

@@ -430,7 +430,11 @@ impl TensorSimilarity {
             for v in (0..size).filter(|v| v & !bits == 0) {
                 let flips = (bits & !u).count_ones() + (bits & !v).count_ones();
                 let x = p[u * size + v];
-                sum = if flips.is_multiple_of(2) { sum + x } else { sum - x };
+                sum = if flips.is_multiple_of(2) {
+                    sum + x
+                } else {
+                    sum - x
+                };
             }
         }
         Ok(sum)

@@ -643,9 +643,10 @@ fn log_rows(m: &nalgebra::DMatrix<LogScaled>) -> Vec<Vec<Log>> {
         .collect()
 }
 
-/// The head paths of `a` and `b`: per attention block, a dict of `block`,
-/// `shape`, `cosine` (row-major bytes, NaN where undefined), `inner`
-/// (rows of `(sign, ln |x|)`), `norms_a` and `norms_b` (lists of pairs).
+/// The head paths of `a` and `b` (tensor or Gaussian metric): per
+/// attention block, a dict of `block`, `shape`, `cosine` (row-major bytes,
+/// NaN where undefined), `inner` (rows of `(sign, ln |x|)`), `norms_a` and
+/// `norms_b` (lists of pairs), `exact`.
 #[pyfunction]
 pub fn heads<'py>(
     py: Python<'py>,
@@ -653,10 +654,16 @@ pub fn heads<'py>(
     a: PyRef<'_, NativeModel>,
     b: PyRef<'_, NativeModel>,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-    let m = tensor_only(&metric, "heads")?;
     metric.check_context([&a.model, &b.model])?;
     let (a, b) = (a.model.clone(), b.model.clone());
-    let found = py.detach(|| m.heads(&a, &b)).map_err(to_py)?;
+    let found = match &metric.kernel {
+        Kernel::Gaussian(g) => py.detach(|| g.heads(&a, &b)),
+        _ => {
+            let m = tensor_only(&metric, "heads")?;
+            py.detach(|| m.heads(&a, &b))
+        }
+    }
+    .map_err(to_py)?;
     found
         .iter()
         .map(|p| {
@@ -673,6 +680,7 @@ pub fn heads<'py>(
                 "norms_b",
                 p.norms_b.iter().map(|&x| log(x)).collect::<Vec<_>>(),
             )?;
+            d.set_item("exact", p.exact)?;
             Ok(d)
         })
         .collect()

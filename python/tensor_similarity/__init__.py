@@ -1093,6 +1093,33 @@ class _InnerProductMetric(Metric):
         return np.array(norms, dtype=np.float64).reshape(len(natives), 2)
 
 
+    # The head paths of the tensor and Gaussian metrics (SPEC §9).
+    def head_paths(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> list:
+        """The head paths of ``a`` and ``b`` (SPEC §9; ``"tensor"``, or
+        ``"gaussian"``: exact at the first attention block, a closure
+        elsewhere, each :class:`HeadPaths` saying which): one per attention
+        block, in chain order; see :func:`head_paths`."""
+        load = self._load_options(load_options)
+        na, nb = _model(a, load), _model(b, load)
+        found = _native.heads(self._for([na, nb]), na, nb)
+        return [
+            HeadPaths(
+                block=d["block"],
+                cosine=np.frombuffer(d["cosine"], dtype=np.float64).reshape(d["shape"]).copy(),
+                inner=_unlog_rows(d["inner"]),
+                norms_a=_unlog_rows([d["norms_a"]])[0],
+                norms_b=_unlog_rows([d["norms_b"]])[0],
+                exact=d["exact"],
+            )
+            for d in found
+        ]
+
+    def heads(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> list:
+        """The ``H_A × H_B`` cosine matrix of each attention block's head
+        paths, in chain order; see :func:`heads`."""
+        return [p.cosine for p in self.head_paths(a, b, **load_options)]
+
+
 class TensorMetric(_InnerProductMetric):
     """The tensor similarity (SPEC §2): the cosine of the symmetrised
     end-to-end tensors, exact, invariant to the models' symmetries.
@@ -1164,28 +1191,6 @@ class TensorMetric(_InnerProductMetric):
         )
 
 
-    def head_paths(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> list:
-        """The head paths of ``a`` and ``b`` (SPEC §9): one :class:`HeadPaths`
-        per attention block, in chain order; see :func:`head_paths`."""
-        load = self._load_options(load_options)
-        na, nb = _model(a, load), _model(b, load)
-        found = _native.heads(self._for([na, nb]), na, nb)
-        return [
-            HeadPaths(
-                block=d["block"],
-                cosine=np.frombuffer(d["cosine"], dtype=np.float64).reshape(d["shape"]).copy(),
-                inner=_unlog_rows(d["inner"]),
-                norms_a=_unlog_rows([d["norms_a"]])[0],
-                norms_b=_unlog_rows([d["norms_b"]])[0],
-            )
-            for d in found
-        ]
-
-    def heads(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> list:
-        """The ``H_A × H_B`` cosine matrix of each attention block's head
-        paths, in chain order; see :func:`heads`."""
-        return [p.cosine for p in self.head_paths(a, b, **load_options)]
-
     def paths(self, a: Union[Model, PathLike], b: Union[Model, PathLike], **load_options: Any) -> "PathFamilies":
         """The path families of ``a`` and ``b`` (SPEC §9); see :func:`paths`."""
         load = self._load_options(load_options)
@@ -1231,6 +1236,9 @@ class HeadPaths(NamedTuple):
     norms_a: np.ndarray
     #: ``⟨B_h', B_h'⟩`` per head of B.
     norms_b: np.ndarray
+    #: Whether the values are exact (the Gaussian metric: a closure beyond
+    #: the first attention block).
+    exact: bool
 
 
 class PathFamilies(NamedTuple):
@@ -1851,6 +1859,13 @@ def _tensor_metric(metric: Union[str, Metric], options: Mapping[str, Any], what:
     return m
 
 
+def _head_metric(metric: Union[str, Metric], options: Mapping[str, Any], what: str) -> "_InnerProductMetric":
+    m = _as_metric(metric, options)
+    if not isinstance(m, (TensorMetric, GaussianMetric)):
+        raise OptionError(f"{what} is the tensor or Gaussian metric's (SPEC §9), not \"{m.kind}\"'s")
+    return m
+
+
 def head_paths(
     a: Union[Model, PathLike], b: Union[Model, PathLike], metric: Union[str, Metric] = "tensor", **options: Any
 ) -> list:
@@ -1862,9 +1877,11 @@ def head_paths(
     skip, no ``o`` bias), only the skip terms of the blocks after it, and
     the last block. Its cosine matrix with B's head paths is ``H_A × H_B``;
     a permutation of one model's heads permutes its rows or columns, so a
-    head that became another is found, not assumed. Options as for
-    :func:`similarity` (the tensor metric's: ``context`` is required for
-    sequence models).
+    head that became another is found, not assumed. ``metric``:
+    ``"tensor"`` (default) or ``"gaussian"`` (exact at the first attention
+    block, a closure elsewhere, each :class:`HeadPaths` saying which).
+    Options as for :func:`similarity` (``context`` is required for sequence
+    models).
 
     >>> import tensor_similarity as ts
     >>> run = "tests/files/torch/runs/tiny_lm/checkpoints"   # doctest: +SKIP
@@ -1872,7 +1889,7 @@ def head_paths(
     [1, 2]
     """
     metric_options, load = _split_options(options)
-    return _tensor_metric(metric, metric_options, "head_paths").head_paths(a, b, **load)
+    return _head_metric(metric, metric_options, "head_paths").head_paths(a, b, **load)
 
 
 def heads(
@@ -1882,7 +1899,7 @@ def heads(
     array per attention block, in chain order (NaN where a head path is
     zero)."""
     metric_options, load = _split_options(options)
-    return _tensor_metric(metric, metric_options, "heads").heads(a, b, **load)
+    return _head_metric(metric, metric_options, "heads").heads(a, b, **load)
 
 
 def paths(

@@ -71,8 +71,11 @@ class Metric:
         output_weights: Optional[_Array] = None,
         positions: Optional[Sequence[int]] = None,
         max_memory: Optional[int] = None,
+        max_work: Optional[float] = None,
         samples: Optional[int] = None,
         seed: Optional[int] = None,
+        head: Optional[tuple[int, int]] = None,
+        family: Optional[Sequence[int]] = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -145,3 +148,13 @@ def tile(
     col_norms: Optional[Sequence[_Log]] = None,
     progress: Optional[Callable[[], object]] = None,
 ) -> bytes: ...
+def heads(metric: Metric, a: NativeModel, b: NativeModel) -> list[dict]:
+    """Per attention block: ``block``, ``shape``, ``cosine`` (row-major
+    ``float64`` bytes), ``inner`` (rows of ``(sign, ln |x|)``), ``norms_a``,
+    ``norms_b``, ``exact``."""
+    ...
+def paths(metric: Metric, a: NativeModel, b: NativeModel) -> dict:
+    """``blocks``, ``families``, ``cosine`` (row-major ``float64`` bytes),
+    ``inner`` (rows of ``(sign, ln |x|)``), ``total`` (``(sign, ln |x|)``),
+    ``similarity``."""
+    ...

@@ -60,8 +60,8 @@ def test_path_families_sum_to_the_inner_product():
 
 def test_heads_and_paths_are_the_tensor_metrics():
     a, b = lm(6), lm(7)
-    with pytest.raises(ts.OptionError, match="tensor metric"):
-        ts.heads(a, b, "gaussian", context=2)
+    with pytest.raises(ts.OptionError, match="tensor or Gaussian metric"):
+        ts.heads(a, b, "gaussian-mc", context=2)
     with pytest.raises(ts.OptionError, match="tensor metric"):
         ts.paths(a, b, "weight")
     with pytest.raises(ts.TensorSimilarityError, match="context"):
@@ -102,3 +102,13 @@ def test_one_head_or_one_family_across_a_run():
         metric.heads(run[0], run[1])
     with pytest.raises(TypeError, match="head="):
         ts.TensorMetric(context=3, head=1)
+
+
+def test_gaussian_head_paths_say_where_they_are_exact():
+    a, b = lm(20), lm(21)
+    found = ts.head_paths(a, b, "gaussian", context=2)
+    assert [p.exact for p in found] == [True, False]
+    assert all(p.exact for p in ts.head_paths(a, b, context=2))
+    # The first block's, from the head path models' own Gaussian products.
+    one = ts.head_paths(lm(20, layers=1), lm(21, layers=1), "gaussian", context=2)
+    assert one[0].exact and one[0].cosine.shape == (3, 3)

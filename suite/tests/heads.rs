@@ -20,7 +20,10 @@ use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use seq_oracle::{AttnOptions, AttnParams, BilinearParams, Block, LinearParams, SeqNet};
 use std::cmp::Ordering;
-use tensor_similarity::{HeadPathSimilarity, RecursiveSimilarity, TensorSimilarity};
+use tensor_similarity::{
+    GaussianMonteCarlo, GaussianSimilarity, HeadPathSimilarity, RecursiveSimilarity,
+    TensorSimilarity,
+};
 
 const TOL: f64 = 1e-10;
 
@@ -359,4 +362,49 @@ fn the_head_path_models_agree_with_the_step() {
             .to_string()
             .contains("not attention")
     );
+}
+
+#[test]
+fn gaussian_head_paths_are_exact_at_the_first_attention_block() {
+    // The Gaussian inner products of the first block's head paths against
+    // Monte Carlo on the head paths built here by SPEC §9's words: within 5
+    // standard errors (the estimate is unbiased; its error is estimated from
+    // its batch means). The second block's are a closure, and say so.
+    let n = 2;
+    let mut r = rng(960);
+    let o = AttnOptions {
+        alpha: Some(0.6),
+        skip: Some(1.0),
+        ..AttnOptions::default()
+    };
+    let middle = vec![attention(&mut r, 3, &o), attention(&mut r, 3, &o)];
+    let a = wrapped(&mut r, 2, 3, middle);
+    let middle = vec![attention(&mut r, 3, &o), attention(&mut r, 3, &o)];
+    let b = wrapped(&mut r, 2, 3, middle);
+    let gaussian = GaussianSimilarity::new().with_context(n).unwrap();
+    let found = gaussian
+        .heads(&seq_library::model(&a), &seq_library::model(&b))
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(found[0].exact && !found[1].exact);
+    let mc = GaussianMonteCarlo::new(200_000, 7)
+        .unwrap()
+        .with_context(n)
+        .unwrap();
+    for h in 0..2 {
+        for h2 in 0..2 {
+            let (pa, pb) = (
+                seq_library::model(&head_path(&a, 1, h)),
+                seq_library::model(&head_path(&b, 1, h2)),
+            );
+            let e = mc.estimate(&pa, &pb).unwrap();
+            let exact = found[0].inner[(h, h2)].to_f64();
+            let se = e.product_standard_errors[0];
+            assert!(
+                (e.inner_product - exact).abs() < 5.0 * se,
+                "heads ({h}, {h2}): exact {exact}, Monte Carlo {} ± {se}",
+                e.inner_product
+            );
+        }
+    }
 }

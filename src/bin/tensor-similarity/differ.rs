@@ -43,7 +43,13 @@ fn inner_rows(m: &DMatrix<LogScaled>) -> Value {
 }
 
 /// `heads --json`: one entry per attention block under `"layers"`.
-pub fn heads_json(a: &str, b: &str, context: Option<usize>, found: &[HeadPaths]) -> Value {
+pub fn heads_json(
+    a: &str,
+    b: &str,
+    metric: &str,
+    context: Option<usize>,
+    found: &[HeadPaths],
+) -> Value {
     let layers: Vec<Value> = found
         .iter()
         .map(|p| {
@@ -51,10 +57,11 @@ pub fn heads_json(a: &str, b: &str, context: Option<usize>, found: &[HeadPaths])
                 "block": p.block,
                 "cosine": rows(&p.cosine),
                 "inner": inner_rows(&p.inner),
+                "exact": p.exact,
             })
         })
         .collect();
-    json!({ "a": a, "b": b, "metric": "tensor", "context": context, "layers": layers })
+    json!({ "a": a, "b": b, "metric": metric, "context": context, "layers": layers })
 }
 
 /// A family's name: `∅`, `{1}`, `{1,2}` (chain indices).
@@ -141,8 +148,9 @@ pub fn heads_text(found: &[HeadPaths]) -> String {
         let rows: Vec<String> = (0..p.cosine.nrows()).map(|h| format!("A{h}")).collect();
         let cols: Vec<String> = (0..p.cosine.ncols()).map(|h| format!("B{h}")).collect();
         out.push_str(&format!(
-            "block {}: head paths, cosine (A's heads in rows, B's in columns)\n",
-            p.block
+            "block {}: head paths, cosine (A's heads in rows, B's in columns){}\n",
+            p.block,
+            if p.exact { "" } else { ", a Gaussian closure" }
         ));
         out.push_str(&table(&rows, &cols, |i, j| cosine_cell(p.cosine[(i, j)])));
         out.push_str(&format!("block {}: inner products ⟨A_h, B_h'⟩\n", p.block));

@@ -391,6 +391,10 @@ struct Differ {
     a: PathBuf,
     /// The second model.
     b: PathBuf,
+    /// The metric: tensor, or for `heads` gaussian (exact at the first
+    /// attention block, a closure elsewhere, and said).
+    #[arg(long, value_enum, default_value_t = DifferMetric::Tensor)]
+    metric: DifferMetric,
     /// Positions compared, for sequence models (required for them).
     #[arg(long, value_name = "N")]
     context: Option<usize>,
@@ -412,6 +416,13 @@ struct Differ {
     /// attention block).
     #[arg(long, value_name = "FILE.png")]
     plot: Option<PathBuf>,
+}
+
+/// The metrics of `heads` and `paths`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DifferMetric {
+    Tensor,
+    Gaussian,
 }
 
 /// Why a command stopped: an error to report, or a reader that closed
@@ -562,6 +573,10 @@ fn check_arguments(command: &Command) {
                 ));
             }
         }
+        Command::Paths { pair } if pair.metric == DifferMetric::Gaussian => argument_error(
+            "paths --metric gaussian: path families are the tensor metric's (SPEC §9); heads \
+             takes --metric gaussian",
+        ),
         Command::Heads { .. } | Command::Paths { .. } | Command::Inspect { .. } => {}
     }
 }
@@ -875,8 +890,19 @@ fn differ(pair: &Differ, by_head: bool) -> Result<(), Failure> {
         Precision::F32 => differ_in::<f32>(pair, &paths, by_head)?,
     };
     let (a, b) = (pair.a.display().to_string(), pair.b.display().to_string());
+    if let Found::Heads(h) = &found
+        && h.iter().any(|p| !p.exact)
+    {
+        eprintln!("{CLOSURE_NOTE} (the head paths of a block marked exact: false)");
+    }
+    let metric_name = match pair.metric {
+        DifferMetric::Tensor => "tensor",
+        DifferMetric::Gaussian => "gaussian",
+    };
     let text = match (&found, pair.json) {
-        (Found::Heads(h), true) => differ::heads_json(&a, &b, pair.context, h).to_string() + "\n",
+        (Found::Heads(h), true) => {
+            differ::heads_json(&a, &b, metric_name, pair.context, h).to_string() + "\n"
+        }
         (Found::Heads(h), false) => differ::heads_text(h),
         (Found::Paths(p), true) => differ::paths_json(&a, &b, pair.context, p).to_string() + "\n",
         (Found::Paths(p), false) => differ::paths_text(p),
@@ -890,7 +916,7 @@ fn differ(pair: &Differ, by_head: bool) -> Result<(), Failure> {
         };
         let title = format!(
             "{}, {what}",
-            plot::title("tensor", pair.context, None, precision)
+            plot::title(metric_name, pair.context, None, precision)
         );
         let panels = match &found {
             Found::Heads(h) => differ::heads_panels(h),
@@ -924,10 +950,17 @@ fn differ_in<T: Real>(pair: &Differ, paths: &[PathBuf], by_head: bool) -> Result
     });
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let (a, b) = (&files[0].model, &files[1].model);
-    let found = if by_head {
-        metric.heads(a, b).map(Found::Heads)
-    } else {
-        metric.paths(a, b).map(Found::Paths)
+    let found = match (by_head, pair.metric) {
+        (true, DifferMetric::Tensor) => metric.heads(a, b).map(Found::Heads),
+        (true, DifferMetric::Gaussian) => {
+            let mut gaussian = tensor_similarity::GaussianSimilarity::new()
+                .with_max_memory(memory_limit(pair.max_memory));
+            if let Some(n) = pair.context {
+                gaussian = gaussian.with_context(n).map_err(|e| message(&e))?;
+            }
+            gaussian.heads(a, b).map(Found::Heads)
+        }
+        (false, _) => metric.paths(a, b).map(Found::Paths),
     };
     spinner.finish_and_clear();
     found.map_err(|e| message(&e))
