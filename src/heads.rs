@@ -479,58 +479,6 @@ impl<T: Real> RecursiveSimilarity<T> for HeadPathSimilarity {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::hungarian;
-
-    /// Every permutation of `0..n`.
-    fn permutations(n: usize) -> Vec<Vec<usize>> {
-        if n == 0 {
-            return vec![vec![]];
-        }
-        let mut out = Vec::new();
-        for p in permutations(n - 1) {
-            for at in 0..=p.len() {
-                let mut q = p.clone();
-                q.insert(at, n - 1);
-                out.push(q);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn the_assignment_is_the_best_of_every_permutation() {
-        let mut seed = 7u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
-        for n in 1..=6 {
-            for _ in 0..20 {
-                let cost: Vec<f64> = (0..n * n).map(|_| next()).collect();
-                let c = |i: usize, j: usize| cost[i * n + j];
-                let found = hungarian(n, c);
-                let total = |p: &[usize]| p.iter().enumerate().map(|(i, &j)| c(i, j)).sum::<f64>();
-                let best = permutations(n)
-                    .iter()
-                    .map(|p| total(p))
-                    .fold(f64::INFINITY, f64::min);
-                let mut sorted = found.clone();
-                sorted.sort_unstable();
-                assert_eq!(sorted, (0..n).collect::<Vec<_>>());
-                assert!(
-                    (total(&found) - best).abs() < 1e-12,
-                    "{n}: {} {best}",
-                    total(&found)
-                );
-            }
-        }
-    }
-}
-
 /// The cosines of head paths from their inner products and norms: NaN where
 /// a norm is zero.
 fn cosines(
@@ -652,5 +600,57 @@ impl GaussianSimilarity {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hungarian;
+
+    /// Every permutation of `0..n`.
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![vec![]];
+        }
+        let mut out = Vec::new();
+        for p in permutations(n - 1) {
+            for at in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(at, n - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_assignment_is_the_best_of_every_permutation() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for n in 1..=6 {
+            for _ in 0..20 {
+                let cost: Vec<f64> = (0..n * n).map(|_| next()).collect();
+                let c = |i: usize, j: usize| cost[i * n + j];
+                let found = hungarian(n, c);
+                let total = |p: &[usize]| p.iter().enumerate().map(|(i, &j)| c(i, j)).sum::<f64>();
+                let best = permutations(n)
+                    .iter()
+                    .map(|p| total(p))
+                    .fold(f64::INFINITY, f64::min);
+                let mut sorted = found.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+                assert!(
+                    (total(&found) - best).abs() < 1e-12,
+                    "{n}: {} {best}",
+                    total(&found)
+                );
+            }
+        }
     }
 }
