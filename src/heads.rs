@@ -75,12 +75,19 @@ impl HeadPaths {
     /// assert!((mean - 0.85).abs() < 1e-12);
     /// ```
     pub fn best_matching(&self) -> (Vec<Option<usize>>, f64) {
-        let (ha, hb) = self.cosine.shape();
+        best_matching(&self.cosine)
+    }
+}
+
+/// [`HeadPaths::best_matching`] of a cosine matrix.
+fn best_matching(cosine: &DMatrix<f64>) -> (Vec<Option<usize>>, f64) {
+    {
+        let (ha, hb) = cosine.shape();
         let size = ha.max(hb);
         // Costs to minimise: −cosine; a padding row or column costs 0.
         let cost = |i: usize, j: usize| -> f64 {
             if i < ha && j < hb {
-                let c = self.cosine[(i, j)];
+                let c = cosine[(i, j)];
                 if c.is_nan() { 1.0 } else { -c }
             } else {
                 0.0
@@ -165,7 +172,115 @@ fn hungarian(size: usize, cost: impl Fn(usize, usize) -> f64) -> Vec<usize> {
     column_of
 }
 
+/// Which head became which across a run, at one attention block: what
+/// [`TensorSimilarity::head_matching`] returns for each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadMatching {
+    /// The block's index in the chain (0-based).
+    pub block: usize,
+    /// `N × N`: the mean cosine of the best matching of model `i`'s heads
+    /// with model `j`'s ([`HeadPaths::best_matching`]); 1 on the diagonal.
+    pub mean: DMatrix<f64>,
+    /// `matching[i][j][h]`: the head of model `j` that head `h` of model
+    /// `i` is matched with (`None` where `j` has fewer heads); the identity
+    /// for `i = j`.
+    pub matching: Vec<Vec<Vec<Option<usize>>>>,
+}
+
 impl TensorSimilarity {
+    /// Which head became which across a run (SPEC §9): for every pair of
+    /// `models` and each attention block, the [`heads`](Self::heads)
+    /// matrix's best one-to-one matching and its mean cosine, so that head
+    /// permutations between checkpoints are found, not assumed. The
+    /// `N(N−1)/2` pairs run in parallel; `progress` is called after each.
+    /// An error if the models' attention blocks are not at the same chain
+    /// indices, or as [`heads`](Self::heads).
+    ///
+    /// ```
+    /// use nalgebra::DMatrix;
+    /// use tensor_similarity::{Attention, Linear, Model, TensorSimilarity};
+    ///
+    /// let w = |rows: usize, cols: usize, seed: f64| {
+    ///     DMatrix::from_fn(rows, cols, |i, j| ((seed + (3 * i + 5 * j) as f64) * 0.7).sin())
+    /// };
+    /// let model = |seed: f64| -> Result<Model, tensor_similarity::Error> {
+    ///     Model::builder()
+    ///         .block(Linear::new(w(3, 2, 0.0), None)?)
+    ///         .block(Attention::builder(2, w(4, 3, seed), w(4, 3, seed + 1.0), w(4, 3, seed + 2.0),
+    ///             w(4, 3, seed + 3.0), w(4, 3, seed + 4.0), w(3, 4, seed + 5.0)).skip(1.0).build()?)
+    ///         .block(Linear::new(w(2, 3, 9.0), None)?)
+    ///         .build()
+    /// };
+    /// let run = [model(1.0)?, model(1.1)?, model(4.0)?];
+    /// let metric = TensorSimilarity::new().with_context(2)?;
+    /// let found = metric.head_matching(&run, || {})?;
+    /// assert_eq!(found[0].block, 1);
+    /// assert_eq!(found[0].mean[(1, 1)], 1.0);
+    /// assert_eq!(found[0].matching[0][0], vec![Some(0), Some(1)]);
+    /// # Ok::<(), tensor_similarity::Error>(())
+    /// ```
+    pub fn head_matching<T: Real>(
+        &self,
+        models: &[Model<T>],
+        progress: impl Fn() + Sync,
+    ) -> Result<Vec<HeadMatching>> {
+        use rayon::prelude::*;
+        let n = models.len();
+        let Some(first) = models.first() else {
+            return Ok(Vec::new());
+        };
+        let pairs: Vec<(usize, usize)> = (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .collect();
+        let found: Vec<Vec<HeadPaths>> = pairs
+            .par_iter()
+            .map(|&(i, j)| {
+                let paths = self.heads(&models[i], &models[j]);
+                progress();
+                paths
+            })
+            .collect::<Result<_>>()?;
+        let heads_of = |m: &Model<T>, block: usize| -> usize {
+            let any: &dyn core::any::Any = &*m.blocks()[block];
+            any.downcast_ref::<crate::block::Attention<T>>()
+                .map_or(0, |a| a.heads())
+        };
+        let blocks: Vec<usize> = (0..first.depth())
+            .filter(|&k| is_attention(&*first.blocks()[k]))
+            .collect();
+        let mut out: Vec<HeadMatching> = blocks
+            .iter()
+            .map(|&block| HeadMatching {
+                block,
+                mean: DMatrix::identity(n, n),
+                matching: (0..n)
+                    .map(|i| {
+                        (0..n)
+                            .map(|j| {
+                                if i == j {
+                                    (0..heads_of(&models[i], block)).map(Some).collect()
+                                } else {
+                                    Vec::new()
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            })
+            .collect();
+        for (&(i, j), paths) in pairs.iter().zip(&found) {
+            for (slot, p) in out.iter_mut().zip(paths) {
+                let (forward, mean) = best_matching(&p.cosine);
+                let (backward, _) = best_matching(&p.cosine.transpose());
+                slot.mean[(i, j)] = mean;
+                slot.mean[(j, i)] = mean;
+                slot.matching[i][j] = forward;
+                slot.matching[j][i] = backward;
+            }
+        }
+        Ok(out)
+    }
+
     /// The head paths of `a` and `b` at every attention block (SPEC §9):
     /// one [`HeadPaths`] per attention block of `a`, in chain order. The
     /// models may differ in heads and widths; at each such position both

@@ -118,7 +118,7 @@ pub use gaussian::{
     DEFAULT_EXACT_WORK, GaussianMonteCarlo, GaussianReport, GaussianSimilarity, JointMoments,
     MAX_EXACT_DEGREE, Moments, MonteCarloEstimate, MonteCarloMatrix,
 };
-pub use heads::{HeadPathSimilarity, HeadPaths};
+pub use heads::{HeadMatching, HeadPathSimilarity, HeadPaths};
 pub use model::{Model, ModelBuilder};
 pub use padded::pad;
 pub use paths::{FamilySimilarity, MAX_SPLITTING_BLOCKS, PathFamilies};

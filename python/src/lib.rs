@@ -54,5 +54,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(metric::tile, m)?)?;
     m.add_function(wrap_pyfunction!(metric::heads, m)?)?;
     m.add_function(wrap_pyfunction!(metric::paths, m)?)?;
+    m.add_function(wrap_pyfunction!(metric::head_matching, m)?)?;
     Ok(())
 }

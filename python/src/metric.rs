@@ -709,3 +709,34 @@ pub fn paths<'py>(
     d.set_item("similarity", found.similarity)?;
     Ok(d)
 }
+
+/// Which head became which across a run: per attention block, a dict of
+/// `block`, `mean` (row-major `N × N` bytes: the mean cosine of each pair's
+/// best head matching) and `matching` (`[i][j][h]`: the head of model `j`
+/// that head `h` of model `i` is matched with, or `None`).
+#[pyfunction]
+#[pyo3(signature = (metric, models, progress=None))]
+pub fn head_matching<'py>(
+    py: Python<'py>,
+    metric: PyRef<'py, Metric>,
+    models: Vec<PyRef<'py, NativeModel>>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let m = tensor_only(&metric, "head_matching")?;
+    let models = self::models(&models);
+    metric.check_context(&models)?;
+    let tick = ticker(progress);
+    let found = py
+        .detach(|| m.head_matching(&models, &tick))
+        .map_err(to_py)?;
+    found
+        .iter()
+        .map(|f| {
+            let d = PyDict::new(py);
+            d.set_item("block", f.block)?;
+            d.set_item("mean", to_bytes(py, &f.mean))?;
+            d.set_item("matching", &f.matching)?;
+            Ok(d)
+        })
+        .collect()
+}

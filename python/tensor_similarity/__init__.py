@@ -78,6 +78,7 @@ __all__ = [
     "MonteCarloEstimate",
     "MonteCarloMatrix",
     "HeadPaths",
+    "HeadMatching",
     "PathFamilies",
     "WeightMetric",
     "TensorSimilarityError",
@@ -102,6 +103,7 @@ __all__ = [
     "tile",
     "heads",
     "head_paths",
+    "head_matching",
     "paths",
     "__version__",
 ]
@@ -1241,6 +1243,20 @@ class HeadPaths(NamedTuple):
     exact: bool
 
 
+class HeadMatching(NamedTuple):
+    """Which head became which across a run, at one attention block (SPEC
+    §9), from :func:`head_matching`."""
+
+    #: The block's index in the chain (0-based).
+    block: int
+    #: ``N × N``: the mean cosine of the best one-to-one matching of model
+    #: ``i``'s head paths with model ``j``'s; 1 on the diagonal.
+    mean: np.ndarray
+    #: ``matching[i][j][h]``: the head of model ``j`` that head ``h`` of
+    #: model ``i`` is matched with (``None`` where ``j`` has fewer heads).
+    matching: list
+
+
 class PathFamilies(NamedTuple):
     """The path families of two models (SPEC §9), from :func:`paths`."""
 
@@ -1916,3 +1932,35 @@ def paths(
     """
     metric_options, load = _split_options(options)
     return _tensor_metric(metric, metric_options, "paths").paths(a, b, **load)
+
+
+def head_matching(
+    models: Iterable[Union[Model, PathLike]], metric: Union[str, Metric] = "tensor", *, progress: bool = True,
+    **options: Any,
+) -> list:
+    """Which head became which across a run (SPEC §9): for every pair of
+    ``models`` and each attention block, the best one-to-one matching of
+    their head paths (the Hungarian method on :func:`heads`' cosines) and
+    its mean cosine, as one :class:`HeadMatching` per attention block.
+    Head permutations between checkpoints are found, not assumed. Options
+    as for :func:`matrix` (the tensor metric's); ``progress`` shows a bar.
+    """
+    metric_options, load = _split_options(options)
+    m = _tensor_metric(metric, metric_options, "head_matching")
+    natives = _models(models, m._load_options(load), "head_matching")
+    native = m._for(natives)
+    n = len(natives)
+    bar = _progress(progress, n * (n - 1) // 2, "head matching")
+    try:
+        found = _native.head_matching(native, natives, None if bar is None else bar.update)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [
+        HeadMatching(
+            block=d["block"],
+            mean=np.frombuffer(d["mean"], dtype=np.float64).reshape(n, n).copy(),
+            matching=d["matching"],
+        )
+        for d in found
+    ]

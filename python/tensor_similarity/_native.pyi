@@ -158,3 +158,10 @@ def paths(metric: Metric, a: NativeModel, b: NativeModel) -> dict:
     ``inner`` (rows of ``(sign, ln |x|)``), ``total`` (``(sign, ln |x|)``),
     ``similarity``."""
     ...
+def head_matching(
+    metric: Metric, models: Sequence[NativeModel], progress: Optional[Callable[[], object]] = None
+) -> list[dict]:
+    """Per attention block: ``block``, ``mean`` (row-major ``N × N``
+    ``float64`` bytes), ``matching`` (``[i][j][h]``: a head of model ``j``,
+    or ``None``)."""
+    ...

@@ -112,3 +112,16 @@ def test_gaussian_head_paths_say_where_they_are_exact():
     # The first block's, from the head path models' own Gaussian products.
     one = ts.head_paths(lm(20, layers=1), lm(21, layers=1), "gaussian", context=2)
     assert one[0].exact and one[0].cosine.shape == (3, 3)
+
+
+def test_head_matching_finds_a_permutation_across_a_run():
+    run = [lm(30, layers=1), lm(31, layers=1), lm(30, layers=1, permute_heads=True)]
+    (found,) = ts.head_matching(run, context=2, progress=False)
+    assert isinstance(found, ts.HeadMatching) and found.block == 1
+    assert found.mean.shape == (3, 3)
+    np.testing.assert_allclose(found.mean.diagonal(), 1.0)
+    assert found.mean[0, 2] == pytest.approx(1.0, abs=1e-9)
+    assert found.mean[0, 1] < 1 - 1e-6
+    # The third model is the first with its three heads in reverse order.
+    assert found.matching[0][2] == [2, 1, 0] and found.matching[2][0] == [2, 1, 0]
+    assert found.matching[1][1] == [0, 1, 2]

@@ -2653,6 +2653,44 @@ fn heads_and_paths_of_a_training_run() {
     let out = run(&["matrix", s(&early), "--head", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
+    // Which head became which: matrix --head-matching, one CSV of mean
+    // cosines and one of matchings per attention block.
+    let csv = dir.path().join("match.csv");
+    let png = dir.path().join("match.png");
+    let out = run(&[
+        "matrix",
+        s(&early),
+        s(&late),
+        "--context",
+        "4",
+        "--head-matching",
+        "-o",
+        s(&csv),
+        "--plot",
+        s(&png),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (k, heads) in heads.iter().enumerate() {
+        let block = heads.block;
+        let mean =
+            std::fs::read_to_string(dir.path().join(format!("match_block{block}.csv"))).unwrap();
+        let rows = noted(
+            &mean,
+            &format!("head matching at block {block}: mean cosine of the best head matching"),
+        );
+        let (matching, want) = heads.best_matching();
+        assert!((rows[0][1] - want).abs() < 1e-12, "block {k}");
+        assert_eq!(rows[1][1], 1.0);
+        let text =
+            std::fs::read_to_string(dir.path().join(format!("match_block{block}_matching.csv")))
+                .unwrap();
+        let cell = text.lines().nth(1).unwrap().split(',').nth(2).unwrap();
+        let expected: Vec<String> = matching.iter().map(|h| h.unwrap().to_string()).collect();
+        assert_eq!(cell, expected.join(" "));
+        let plot = std::fs::read(dir.path().join(format!("match_block{block}.png"))).unwrap();
+        assert_eq!(&plot[1..4], b"PNG");
+    }
+
     // Errors: no context for a sequence model; no attention block.
     let out = run(&["heads", s(&early), s(&late)]);
     assert_eq!(out.status.code(), Some(1));

@@ -297,6 +297,14 @@ enum Command {
         /// the path, e.g. 1,2 (none: the direct path). Tensor metric.
         #[arg(long, value_name = "S", value_parser = parse_family, conflicts_with_all = ["outputs", "outputs_each"])]
         family: Option<FamilyArg>,
+        /// Which head became which (SPEC §9): for each attention block, the
+        /// matrix of the mean cosine of the best one-to-one matching of
+        /// every pair's head paths, and (FILE_block{i}_matching.csv, or
+        /// after it on stdout) the matchings; -o FILE.csv is written as
+        /// FILE_block{i}.csv, --plot P.png as P_block{i}.png. Tensor
+        /// metric.
+        #[arg(long, conflicts_with_all = ["head", "family", "outputs", "outputs_each"])]
+        head_matching: bool,
         /// The precision the models are computed in.
         #[arg(long, value_enum, default_value_t = Precision::F64)]
         precision: Precision,
@@ -812,6 +820,7 @@ fn run(command: Command) -> Result<(), Failure> {
             keep_order,
             head,
             family,
+            head_matching,
             precision,
             max_memory,
             max_work,
@@ -821,6 +830,29 @@ fn run(command: Command) -> Result<(), Failure> {
         } => {
             if !keep_order {
                 files.sort_by(|x, y| natural_order(&x.to_string_lossy(), &y.to_string_lossy()));
+            }
+            if head_matching {
+                if metric != Metric::Tensor {
+                    argument_error(&format!(
+                        "matrix --head-matching with --metric {}: head paths are the tensor metric's \
+                         (SPEC §9)",
+                        metric.name()
+                    ));
+                }
+                let job = HeadsJob {
+                    files: &files,
+                    context,
+                    limit: memory_limit(max_memory),
+                    work: max_work,
+                    options: loading.options(),
+                    config: loading.config.as_deref(),
+                    csv: output.as_deref(),
+                    plot: plot.as_deref(),
+                };
+                return match precision {
+                    Precision::F64 => head_matching_in::<f64>(&job),
+                    Precision::F32 => head_matching_in::<f32>(&job),
+                };
             }
             let job = MatrixJob {
                 files: &files,
@@ -864,6 +896,148 @@ fn run(command: Command) -> Result<(), Failure> {
             };
             print_out(&text)
         }
+    }
+}
+
+/// `matrix --head-matching`: what to read and write.
+struct HeadsJob<'a> {
+    files: &'a [PathBuf],
+    context: Option<usize>,
+    limit: MemoryLimit,
+    work: f64,
+    options: LoadOptions,
+    config: Option<&'a Path>,
+    csv: Option<&'a Path>,
+    plot: Option<&'a Path>,
+}
+
+/// `path` with `_block{block}` (and `tail`) before its extension.
+fn block_suffixed(path: &Path, block: usize, tail: &str) -> PathBuf {
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(format!("_block{block}{tail}"));
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
+}
+
+/// `matrix --head-matching`, computed in `T`: for each attention block, the mean
+/// cosine of each pair's best head matching, and the matchings.
+fn head_matching_in<T: Real>(job: &HeadsJob) -> Result<(), Failure> {
+    let inputs: Vec<&Path> = job
+        .files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(job.config)
+        .collect();
+    let loaded = load_files::<T>(job.files, &job.options)?;
+    let without_norms = norms_notice(job.files, &loaded);
+    check_context(job.context, job.files.iter().zip(&loaded))?;
+    let models: Vec<Model<T>> = loaded.into_iter().map(|f| f.model).collect();
+    let blocks: Vec<usize> = match models.first() {
+        Some(m) => (0..m.depth())
+            .filter(|&k| m.blocks()[k].kind() == "attention")
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut claimed = Outputs::default();
+    let targets: Vec<PathBuf> = blocks
+        .iter()
+        .flat_map(|&b| {
+            job.csv
+                .iter()
+                .flat_map(move |p| [block_suffixed(p, b, ""), block_suffixed(p, b, "_matching")])
+                .chain(job.plot.iter().map(move |p| block_suffixed(p, b, "")))
+        })
+        .collect();
+    claim_outputs(&mut claimed, &targets, &inputs)?;
+    let mut metric = tensor_similarity::TensorSimilarity::new()
+        .with_max_memory(job.limit)
+        .with_max_work(job.work);
+    if let Some(n) = job.context {
+        metric = metric.with_context(n).map_err(|e| message(&e))?;
+    }
+    let n = models.len();
+    let bar = indicatif::ProgressBar::new((n * n.saturating_sub(1) / 2) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} pairs (eta {eta})",
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let found = metric.head_matching(&models, || bar.inc(1));
+    bar.finish_and_clear();
+    let found = found.map_err(|e| message(&e))?;
+    let labels: Vec<String> = job.files.iter().map(|f| stem(f)).collect();
+    let rows: Vec<String> = job.files.iter().map(|f| f.display().to_string()).collect();
+    let norms_note = if without_norms {
+        "; without norms: --ignore-norms"
+    } else {
+        ""
+    };
+    let mut stdout = String::new();
+    for f in &found {
+        let corner = format!(
+            "model (head matching at block {}: mean cosine of the best head matching{norms_note})",
+            f.block
+        );
+        let csv = to_csv(&corner, &labels, &rows, &f.mean);
+        // The matchings: for the row's model's heads in order, the heads
+        // of the column's model they are matched with (- for none).
+        let mut matching = format!(
+            "model (head matching at block {}: the column's head matched with each head of the row's \
+             model)",
+            f.block
+        );
+        for l in &labels {
+            matching.push(',');
+            matching.push_str(l);
+        }
+        matching.push('\n');
+        for (i, row) in rows.iter().enumerate() {
+            matching.push_str(row);
+            for j in 0..n {
+                let cell: Vec<String> = f.matching[i][j]
+                    .iter()
+                    .map(|h| h.map_or("-".to_owned(), |h| h.to_string()))
+                    .collect();
+                matching.push(',');
+                matching.push_str(&cell.join(" "));
+            }
+            matching.push('\n');
+        }
+        match job.csv {
+            Some(path) => {
+                claimed.write(&block_suffixed(path, f.block, ""), csv.as_bytes())?;
+                claimed.write(
+                    &block_suffixed(path, f.block, "_matching"),
+                    matching.as_bytes(),
+                )?;
+            }
+            None => {
+                stdout.push_str(&csv);
+                stdout.push('\n');
+                stdout.push_str(&matching);
+                stdout.push('\n');
+            }
+        }
+        if let Some(path) = job.plot {
+            let title = format!(
+                "{}, head matching at block {}",
+                plot::title("tensor", job.context, None, None),
+                f.block
+            );
+            claimed.write_with(&block_suffixed(path, f.block, ""), |temporary| {
+                plot::heatmap(temporary, &labels, &f.mean, &title)
+            })?;
+        }
+    }
+    if stdout.is_empty() {
+        Ok(())
+    } else {
+        print_out(stdout.trim_end_matches('\n'))?;
+        print_out("\n")
     }
 }
 
