@@ -286,6 +286,22 @@ impl TensorSimilarity {
     /// models may differ in heads and widths; at each such position both
     /// must be attention.
     ///
+    /// The path of head `h` of block `i` keeps the blocks before `i`, head
+    /// `h`'s attention term alone at `i` (`r = 0`, no `o` bias), the skip
+    /// parts of the later blocks ([`TensorBlock::skip_part`]) and the last
+    /// block. The attention step of block `i` sums its pair sums over head
+    /// pairs, `Z(p, q) = Σ_{h,h'} Z_{hh'}(p, q)`; kept by head pair, the
+    /// step's output for the paths of heads `h` and `h'` is
+    ///
+    /// ```text
+    /// G'_{hh'}[(p,o), (q,o')] = α_A α_B / (120 c_A c_B) · (O_A,h Z_{hh'}(p,q) O_B,h'ᵀ)_{o o'}
+    /// G'_{hh'}[(p,o), 0]      = (α_A / c_A) (O_A,h z_A,h[p])_o,   G'_{hh'}[0, 0] = Ĝ_00⁵
+    /// ```
+    ///
+    /// (`z_h[p]` head `h`'s score-weighted values on the mean legs), which
+    /// the recursion carries through the later skip parts to the readout:
+    /// `⟨A_h, B_h'⟩` for every pair from the one step `similarity` runs.
+    ///
     /// Exact, and invariant under the symmetries of the metric: a
     /// permutation of one model's heads permutes the rows (or columns).
     /// The same memory and work limits as

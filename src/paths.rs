@@ -213,6 +213,21 @@ impl TensorSimilarity {
     /// The path families of `a` and `b` (SPEC §9): the inner products and
     /// cosines of every pair of families, which sum to `⟨A, B⟩`.
     ///
+    /// A block with a skip term splits into its skip part
+    /// ([`TensorBlock::skip_part`]) and its active part; the family `S` is
+    /// the set of splitting blocks whose active part is on the path. With
+    /// `T(U)` the model whose splitting blocks outside `U` keep only their
+    /// skip parts,
+    ///
+    /// ```text
+    /// ⟨T_A^S, T_B^S'⟩ = Σ_{U⊆S} Σ_{U'⊆S'} (−1)^{|S|−|U|+|S'|−|U'|} ⟨T_A(U), T_B(U')⟩.
+    /// ```
+    ///
+    /// The `4^m` products on the right share their prefixes: the recursion
+    /// walks the choices (full or skip part, per splitting block and model)
+    /// depth first, so the `j`-th splitting block takes `4^(j−1)` full
+    /// steps and at most `m + 1` states are held.
+    ///
     /// The splitting blocks (attention blocks, and blocks with a skip term)
     /// must sit at the same chain indices in both models. An error if there
     /// are none, if there are more than [`MAX_SPLITTING_BLOCKS`], if a block
