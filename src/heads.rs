@@ -240,14 +240,7 @@ impl TensorSimilarity {
                 paths
             })
             .collect::<Result<_>>()?;
-        let heads_of = |m: &Model<T>, block: usize| -> usize {
-            let any: &dyn core::any::Any = &*m.blocks()[block];
-            any.downcast_ref::<crate::block::Attention<T>>()
-                .map_or(0, |a| a.heads())
-        };
-        let blocks: Vec<usize> = (0..first.depth())
-            .filter(|&k| is_attention(&*first.blocks()[k]))
-            .collect();
+        let blocks = attention_blocks(first)?;
         let mut out: Vec<HeadMatching> = blocks
             .iter()
             .map(|&block| HeadMatching {
@@ -258,7 +251,7 @@ impl TensorSimilarity {
                         (0..n)
                             .map(|j| {
                                 if i == j {
-                                    (0..heads_of(&models[i], block)).map(Some).collect()
+                                    (0..head_count(&models[i], block)).map(Some).collect()
                                 } else {
                                     Vec::new()
                                 }
@@ -346,15 +339,7 @@ impl TensorSimilarity {
         let n = self.context_for(a, b)?;
         self.check_estimate(|n| self.similarity_bytes(a, b, n), n)?;
         check_work(|n| self.similarity_work(a, b, n), n, self.max_work())?;
-        let blocks: Vec<usize> = (0..a.depth())
-            .filter(|&i| is_attention(&*a.blocks()[i]))
-            .collect();
-        if blocks.is_empty() {
-            return Err(Error::InvalidOption {
-                what: "head paths",
-                reason: "model A has no attention block".into(),
-            });
-        }
+        let blocks = attention_blocks(a)?;
         // The three products at once when each is small, as `similarity`
         // runs them.
         let (ab, (aa, bb)) = if self.products_at_once(a, b, n) {
@@ -610,6 +595,31 @@ impl<T: Real> RecursiveSimilarity<T> for HeadPathSimilarity {
     }
 }
 
+/// The chain indices of `model`'s attention blocks; an error if it has
+/// none.
+fn attention_blocks<T: Real>(model: &Model<T>) -> Result<Vec<usize>> {
+    let blocks: Vec<usize> = (0..model.depth())
+        .filter(|&i| is_attention(&*model.blocks()[i]))
+        .collect();
+    if blocks.is_empty() {
+        return Err(Error::InvalidOption {
+            what: "head paths",
+            reason: "model A has no attention block".into(),
+        });
+    }
+    Ok(blocks)
+}
+
+/// The heads of the attention block at chain index `block` (0 if there is
+/// none there).
+fn head_count<T: Real>(model: &Model<T>, block: usize) -> usize {
+    model.blocks().get(block).map_or(0, |b| {
+        let any: &dyn core::any::Any = &**b;
+        any.downcast_ref::<crate::block::Attention<T>>()
+            .map_or(0, |a| a.heads())
+    })
+}
+
 /// The cosines of head paths from their inner products and norms: NaN where
 /// a norm is zero.
 fn cosines(
@@ -672,26 +682,9 @@ impl GaussianSimilarity {
     /// the `H_A·H_B` products cost about one full comparison's step there.
     pub fn heads<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<HeadPaths>> {
         a.check_comparable(b)?;
-        let blocks: Vec<usize> = (0..a.depth())
-            .filter(|&i| is_attention(&*a.blocks()[i]))
-            .collect();
-        if blocks.is_empty() {
-            return Err(Error::InvalidOption {
-                what: "head paths",
-                reason: "model A has no attention block".into(),
-            });
-        }
+        let blocks = attention_blocks(a)?;
         let heads = |m: &Model<T>, i: usize| -> Result<Vec<Model<T>>> {
-            let count = match m.blocks().get(i) {
-                Some(block) if is_attention(&**block) => {
-                    let any: &dyn core::any::Any = &**block;
-                    match any.downcast_ref::<crate::block::Attention<T>>() {
-                        Some(att) => att.heads(),
-                        None => 0,
-                    }
-                }
-                _ => 0,
-            };
+            let count = head_count(m, i);
             if count == 0 {
                 return Err(Error::InvalidBlock(format!(
                     "block {i} of one model is attention and of the other is not"
