@@ -107,15 +107,24 @@ fn mul_opt<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DMatrix<T>>) -> Option<DM
     }
 }
 
-/// `tr(A B)` without forming `A B`: `Σ_ij A[i,j] Bᵀ[i,j]` over a blocked
-/// copy of `Bᵀ`, so that both are read in memory order, summed in eight
-/// lanes (a single running sum is bound by the latency of one addition).
-fn trace_of_product<T: Real>(a: &DMatrix<T>, b: &DMatrix<T>) -> T {
-    let (rows, cols) = a.shape();
-    debug_assert_eq!(b.shape(), (cols, rows));
-    let mut bt = vec![T::zero(); rows * cols];
-    crate::linalg::transpose_to(b.as_slice(), cols, rows, &mut bt);
-    dot(a.as_slice(), &bt)
+/// `tr(P · J M' J)` for two matrices of one shape between nodes `ν`, `μ`
+/// (`2e_ν × 2e_μ`), `J` swapping each node's two legs:
+/// `Σ_{i,k} P[i,k] M[J i, J k]`. With `M = N(ν,μ)` and `J Mᵀ J = N(μ,ν)`,
+/// this is the trace of a product that ends on the reverse of `M`, read
+/// without a transposed copy: the swapped halves of each column of `M` are
+/// contiguous, summed in eight lanes, column by column in order.
+fn trace_reversed<T: Real>(p: &DMatrix<T>, m: &DMatrix<T>) -> T {
+    let (rows, cols) = p.shape();
+    debug_assert_eq!(m.shape(), (rows, cols));
+    let (hr, hc) = (rows / 2, cols / 2);
+    let (p, m) = (p.as_slice(), m.as_slice());
+    let mut sum = T::zero();
+    for k in 0..cols {
+        let jk = if k < hc { k + hc } else { k - hc };
+        let (pc, mc) = (&p[k * rows..(k + 1) * rows], &m[jk * rows..(jk + 1) * rows]);
+        sum += dot(&pc[..hr], &mc[hr..]) + dot(&pc[hr..], &mc[..hr]);
+    }
+    sum
 }
 
 /// `Σ x_i y_i` in eight lanes, added pairwise at the end: a fixed order,
@@ -188,9 +197,10 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
     }
     // Cycles. A cycle and its reverse have equal traces (`N(ν,μ) = J N(μ,ν)ᵀ J`,
     // `J` swapping a node's two legs), so a cycle of three or four nodes is
-    // taken once, from its smallest node and towards the smaller of its
-    // neighbours; a cycle of two nodes is its own reverse, so the halving
-    // stays. Products `N(x,y) N(y,z)` are shared between cycles.
+    // taken once; a cycle of two nodes is its own reverse, so the halving
+    // stays. Each trace ends on the reverse of a matrix already at hand
+    // ([`trace_reversed`]), and products `N(x,y) N(y,z)` are shared
+    // between cycles.
     let mut products: Vec<Option<Option<DMatrix<T>>>> = vec![None; k * k * k];
     let tr = &inp.transfer;
     let product = |products: &mut Vec<Option<Option<DMatrix<T>>>>, x: usize, y: usize, z: usize| {
@@ -198,20 +208,23 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
             .get_or_insert_with(|| mul_opt(&tr[x * k + y], &tr[y * k + z]))
             .is_some()
     };
+    // tr(N(a,b) N(b,a)), N(b,a) being the reverse of N(a,b).
     for a in 0..k {
         for b in a + 1..k {
-            if let (Some(x), Some(y)) = (transfer(a, b), transfer(b, a)) {
-                kappa[1 << a | 1 << b] += half * trace_of_product(x, y);
+            if let Some(x) = transfer(a, b) {
+                kappa[1 << a | 1 << b] += half * trace_reversed(x, x);
             }
         }
     }
     let at = |x: usize, y: usize, z: usize| (x * k + y) * k + z;
     if k == 4 {
+        // tr(N(0,x) N(x,y) · N(y,z) N(z,0)): the second product is the
+        // reverse of N(0,z) N(z,y), a product from node 0 as the first.
         for (x, y, z) in [(1, 2, 3), (1, 3, 2), (2, 1, 3)] {
-            if product(&mut products, 0, x, y) && product(&mut products, y, z, 0) {
-                let (p, q) = (&products[at(0, x, y)], &products[at(y, z, 0)]);
+            if product(&mut products, 0, x, y) && product(&mut products, 0, z, y) {
+                let (p, q) = (&products[at(0, x, y)], &products[at(0, z, y)]);
                 if let (Some(Some(p)), Some(Some(q))) = (p, q) {
-                    kappa[15] += trace_of_product(p, q);
+                    kappa[15] += trace_reversed(p, q);
                 }
             }
         }
@@ -219,21 +232,12 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
     for a in 0..k {
         for b in a + 1..k {
             for c in b + 1..k {
-                // tr(N(a,b) N(b,c) N(c,a)), from a product already formed if any.
-                let value = match (&products[at(a, b, c)], &products[at(b, c, a)]) {
-                    (Some(p), _) => p.as_ref().zip(transfer(c, a).as_ref()),
-                    (None, Some(p)) => p.as_ref().zip(transfer(a, b).as_ref()),
-                    (None, None) => {
-                        product(&mut products, a, b, c);
-                        products[at(a, b, c)]
-                            .as_ref()
-                            .and_then(|p| p.as_ref())
-                            .zip(transfer(c, a).as_ref())
-                    }
-                }
-                .map(|(p, n)| trace_of_product(p, n));
-                if let Some(v) = value {
-                    kappa[1 << a | 1 << b | 1 << c] += v;
+                // tr(N(a,b) N(b,c) · N(c,a)), N(c,a) the reverse of N(a,c),
+                // from the product N(a,b) N(b,c) (formed above for a = 0).
+                product(&mut products, a, b, c);
+                let p = products[at(a, b, c)].as_ref().and_then(|p| p.as_ref());
+                if let (Some(p), Some(m)) = (p, transfer(a, c)) {
+                    kappa[1 << a | 1 << b | 1 << c] += trace_reversed(p, m);
                 }
             }
         }
