@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::gaussian::GaussianSimilarity;
 use crate::model::Model;
 use crate::recursion::{RecursiveSimilarity, Stream, TensorSimilarity, cosine, normalise};
-use crate::resources::check_work;
+use crate::resources::{check_work, flat_entries, scalars};
 use crate::scalar::{LogScaled, Real};
 
 /// The head paths of one attention block: what
@@ -337,7 +337,25 @@ impl TensorSimilarity {
     /// ```
     pub fn heads<T: Real>(&self, a: &Model<T>, b: &Model<T>) -> Result<Vec<HeadPaths>> {
         let n = self.context_for(a, b)?;
-        self.check_estimate(|n| self.similarity_bytes(a, b, n), n)?;
+        // Besides a similarity's products: each product's kept pair sums
+        // (`n² H_A e_v H_B e_v`) and one head pair's Gram matrix at a time.
+        let kept = |n: usize| -> f64 {
+            let mut most: f64 = 0.0;
+            for (x, y) in a.blocks().iter().zip(b.blocks()) {
+                let (hx, hy) = (head_width(&**x), head_width(&**y));
+                if hx > 0 && hy > 0 {
+                    let z = (n * n) as f64 * hx as f64 * hy as f64;
+                    most = most.max(z + flat_entries(n, x.output_width(), y.output_width()));
+                }
+            }
+            scalars::<T>(most)
+                * if self.products_at_once(a, b, n) {
+                    3.0
+                } else {
+                    1.0
+                }
+        };
+        self.check_estimate(|n| self.similarity_bytes(a, b, n) + kept(n), n)?;
         check_work(|n| self.similarity_work(a, b, n), n, self.max_work())?;
         let blocks = attention_blocks(a)?;
         // The three products at once when each is small, as `similarity`
@@ -608,6 +626,13 @@ fn attention_blocks<T: Real>(model: &Model<T>) -> Result<Vec<usize>> {
         });
     }
     Ok(blocks)
+}
+
+/// `H e_v` of an attention block (0 for another kind).
+fn head_width<T: Real>(block: &dyn TensorBlock<T>) -> usize {
+    let any: &dyn core::any::Any = block;
+    any.downcast_ref::<crate::block::Attention<T>>()
+        .map_or(0, |a| a.heads() * a.value_width())
 }
 
 /// The heads of the attention block at chain index `block` (0 if there is

@@ -811,6 +811,8 @@ def _native_metric(kind: str, options: Mapping[str, Any], width: Optional[int]) 
             or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in h)
         ):
             raise TypeError(f"head= is (block, head), two ints, not {h!r}")
+        if h[0] < 0 or h[1] < 0:
+            raise OptionError(f"head={tuple(h)!r}: a block's chain index and a head, both ≥ 0")
         kw["head"] = (int(h[0]), int(h[1]))
     if "family" in kw:
         f = kw["family"]
@@ -819,6 +821,8 @@ def _native_metric(kind: str, options: Mapping[str, Any], width: Optional[int]) 
         f = list(f)
         if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in f):
             raise TypeError(f"family= is a list of chain indices (ints), not {f!r}")
+        if any(x < 0 for x in f):
+            raise OptionError(f"family={f!r}: chain indices are ≥ 0")
         kw["family"] = [int(x) for x in f]
     if "context" in kw:
         c = kw["context"]

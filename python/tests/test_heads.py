@@ -102,6 +102,10 @@ def test_one_head_or_one_family_across_a_run():
         metric.heads(run[0], run[1])
     with pytest.raises(TypeError, match="head="):
         ts.TensorMetric(context=3, head=1)
+    with pytest.raises(ts.OptionError, match="≥ 0"):
+        ts.TensorMetric(context=3, head=(1, -1))
+    with pytest.raises(ts.OptionError, match="≥ 0"):
+        ts.TensorMetric(context=3, family=[-2])
 
 
 def test_gaussian_head_paths_say_where_they_are_exact():

@@ -408,3 +408,20 @@ fn gaussian_head_paths_are_exact_at_the_first_attention_block() {
         }
     }
 }
+
+#[test]
+fn a_memory_limit_is_checked_before_any_step() {
+    let mut r = rng(970);
+    let o = AttnOptions::default();
+    let middle = vec![attention(&mut r, 3, &o)];
+    let a = seq_library::model(&wrapped(&mut r, 2, 3, middle));
+    let tight = TensorSimilarity::new()
+        .with_context(3)
+        .unwrap()
+        .with_max_memory(tensor_similarity::MemoryLimit::Bytes(1000));
+    let err = tight.heads(&a, &a).unwrap_err();
+    assert!(
+        matches!(err, tensor_similarity::Error::MemoryLimit { .. }),
+        "{err}"
+    );
+}
