@@ -15,21 +15,87 @@
 //! path between singletons is enumerated from both ends and halved; a cycle
 //! is taken once (its reverse has the same trace), a two-node cycle halved.
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::{DMatrix, DMatrixViewMut, DVector};
 
+use crate::linalg::gemm;
 use crate::scalar::{Real, from_f64};
 
 /// The most score nodes one sum takes: two per model.
 pub(super) const MAX_NODES: usize = 4;
 
+/// A matrix whose storage outlives one sum: a caller summing thousands of
+/// configuration pairs refills the same few hundred kilobytes instead of
+/// allocating and zeroing them per pair. `set` says whether it holds a
+/// value for the present sum; unset, it is zero and products skip it.
+pub(super) struct Slot<T: Real> {
+    matrix: DMatrix<T>,
+    set: bool,
+}
+
+impl<T: Real> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            matrix: DMatrix::zeros(0, 0),
+            set: false,
+        }
+    }
+}
+
+impl<T: Real> Slot<T> {
+    /// The value, `None` when zero.
+    pub(super) fn get(&self) -> Option<&DMatrix<T>> {
+        self.set.then_some(&self.matrix)
+    }
+
+    /// Marks the slot zero (its storage kept).
+    pub(super) fn clear(&mut self) {
+        self.set = false;
+    }
+
+    /// The storage at `rows × cols`, marked set. Its entries are what the
+    /// last sum left: the caller overwrites every one.
+    pub(super) fn reuse(&mut self, rows: usize, cols: usize) -> &mut DMatrix<T> {
+        if self.matrix.shape() != (rows, cols) {
+            self.matrix = DMatrix::zeros(rows, cols);
+        }
+        self.set = true;
+        &mut self.matrix
+    }
+
+    /// A slot holding `m` (for building inputs in tests).
+    #[cfg(test)]
+    fn of(m: Option<DMatrix<T>>) -> Self {
+        match m {
+            Some(matrix) => Self { matrix, set: true },
+            None => Self::default(),
+        }
+    }
+}
+
+/// `v` resized to `len` (contents unspecified when it was another length).
+pub(super) fn resized<T: Real>(v: &mut DVector<T>, len: usize) -> &mut DVector<T> {
+    if v.len() != len {
+        *v = DVector::zeros(len);
+    }
+    v
+}
+
+/// `m` reshaped to `rows × cols` (contents unspecified when it was another shape).
+fn reshaped<T: Real>(m: &mut DMatrix<T>, rows: usize, cols: usize) -> &mut DMatrix<T> {
+    if m.shape() != (rows, cols) {
+        *m = DMatrix::zeros(rows, cols);
+    }
+    m
+}
+
 /// The legs' moments for one choice of configurations, in the block forms
 /// of the [module documentation](self). Nodes are numbered `0 … k−1`; node
 /// `ν` has legs `q_ν` (rows `0 … e_ν` of its stacked index) and `k_ν` (rows
-/// `e_ν … 2e_ν`).
+/// `e_ν … 2e_ν`). A caller refills one value for every sum it takes.
 pub(super) struct Inputs<T: Real> {
-    /// `N(ν, μ)` for `ν ≠ μ` at `ν·k + μ` (`2e_ν × 2e_μ`); `None` when it is
+    /// `N(ν, μ)` for `ν ≠ μ` at `ν·k + μ` (`2e_ν × 2e_μ`); unset when it is
     /// zero (legs at independent positions), so that products skip it.
-    pub(super) transfer: Vec<Option<DMatrix<T>>>,
+    pub(super) transfer: Vec<Slot<T>>,
     /// `[μ_q; μ_k]`: a path that starts on a singleton leg of `ν`.
     pub(super) start: Vec<DVector<T>>,
     /// `[μ_k; μ_q]`: a path that enters `ν` and ends on its other leg.
@@ -37,23 +103,95 @@ pub(super) struct Inputs<T: Real> {
     /// `κ({ν}) = μ_q·μ_k + tr C(q, k)`.
     pub(super) single: Vec<T>,
     /// The ends, at most two: for each, its mean `μ_ε` and `E(ε, ν) =
-    /// [C(ε, q_ν) C(ε, k_ν)]` (`w_ε × 2e_ν`, `None` when zero).
+    /// [C(ε, q_ν) C(ε, k_ν)]` (`w_ε × 2e_ν`, unset when zero).
     pub(super) ends: Vec<End<T>>,
     /// With two ends: `C(ε_A, ε_B)` and `Ē(ν, ε_B) = [C(k_ν, ε_B); C(q_ν, ε_B)]`
-    /// (`2e_ν × w_B`, `None` when zero).
+    /// (`2e_ν × w_B`, unset when zero).
     pub(super) between: Option<Between<T>>,
+}
+
+impl<T: Real> Default for Inputs<T> {
+    fn default() -> Self {
+        Self {
+            transfer: Vec::new(),
+            start: Vec::new(),
+            stop: Vec::new(),
+            single: Vec::new(),
+            ends: Vec::new(),
+            between: None,
+        }
+    }
 }
 
 /// One end of the sum.
 pub(super) struct End<T: Real> {
     pub(super) mean: DVector<T>,
-    pub(super) to_node: Vec<Option<DMatrix<T>>>,
+    pub(super) to_node: Vec<Slot<T>>,
+}
+
+impl<T: Real> Default for End<T> {
+    fn default() -> Self {
+        Self {
+            mean: DVector::zeros(0),
+            to_node: Vec::new(),
+        }
+    }
 }
 
 /// What a path from the first end to the second needs.
 pub(super) struct Between<T: Real> {
     pub(super) direct: DMatrix<T>,
-    pub(super) from_node: Vec<Option<DMatrix<T>>>,
+    pub(super) from_node: Vec<Slot<T>>,
+}
+
+impl<T: Real> Default for Between<T> {
+    fn default() -> Self {
+        Self {
+            direct: DMatrix::zeros(0, 0),
+            from_node: Vec::new(),
+        }
+    }
+}
+
+/// The scratch of [`moment_into`], kept by a caller across its sums.
+pub(super) struct Workspace<T: Real> {
+    /// `r(seq)`, per sequence.
+    stop: Vec<Slot<T>>,
+    /// `N(x,y) N(y,z)` at `(x·k + y)·k + z`, and whether it was formed.
+    products: Vec<Slot<T>>,
+    formed: Vec<bool>,
+    kappa: Vec<T>,
+    z: Vec<T>,
+    /// `u_A`, `u_B`: the paths from each end to a singleton, per set.
+    to_singleton: [DMatrix<T>; 2],
+    /// One node's `r(seq)` side by side, and `E(ε, ν)` times them.
+    columns: DMatrix<T>,
+    through: DMatrix<T>,
+    /// The subset weights: `Ω` (two ends) or `Z(N∖S)` (one end).
+    weights: DMatrix<T>,
+    /// `u_B Ω`.
+    weighted: DMatrix<T>,
+    /// `V(μ, U)` at `μ << k | U`.
+    paths: Vec<Slot<T>>,
+}
+
+impl<T: Real> Default for Workspace<T> {
+    fn default() -> Self {
+        let empty = || DMatrix::zeros(0, 0);
+        Self {
+            stop: Vec::new(),
+            products: Vec::new(),
+            formed: Vec::new(),
+            kappa: Vec::new(),
+            z: Vec::new(),
+            to_singleton: [empty(), empty()],
+            columns: empty(),
+            through: empty(),
+            weights: empty(),
+            weighted: empty(),
+            paths: Vec::new(),
+        }
+    }
 }
 
 /// A sequence of distinct nodes, as the suffix trees below walk them.
@@ -100,13 +238,6 @@ fn sequences(k: usize) -> Vec<Seq> {
     seqs
 }
 
-fn mul_opt<T: Real>(a: &Option<DMatrix<T>>, b: &Option<DMatrix<T>>) -> Option<DMatrix<T>> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(crate::linalg::mul(a, b)),
-        _ => None,
-    }
-}
-
 /// `tr(P · J M' J)` for two matrices of one shape between nodes `ν`, `μ`
 /// (`2e_ν × 2e_μ`), `J` swapping each node's two legs:
 /// `Σ_{i,k} P[i,k] M[J i, J k]`. With `M = N(ν,μ)` and `J Mᵀ J = N(μ,ν)`,
@@ -146,54 +277,133 @@ fn dot<T: Real>(x: &[T], y: &[T]) -> T {
     ((a + b) + (c + d)) + ((e + f) + (g + h))
 }
 
-/// `v` as a one-column matrix.
-fn as_column<T: Real>(v: &DVector<T>) -> DMatrix<T> {
-    DMatrix::from_column_slice(v.len(), 1, v.as_slice())
+/// `N(x,y) N(y,z)` into its slot once per sum; whether it is nonzero.
+fn product<T: Real>(
+    ws: &mut Workspace<T>,
+    transfer: &[Slot<T>],
+    k: usize,
+    (x, y, z): (usize, usize, usize),
+) -> bool {
+    let at = (x * k + y) * k + z;
+    if !ws.formed[at] {
+        ws.formed[at] = true;
+        match (transfer[x * k + y].get(), transfer[y * k + z].get()) {
+            (Some(a), Some(b)) => {
+                gemm(
+                    T::one(),
+                    a,
+                    b,
+                    T::zero(),
+                    ws.products[at].reuse(a.nrows(), b.ncols()),
+                );
+            }
+            _ => ws.products[at].clear(),
+        }
+    }
+    ws.products[at].get().is_some()
 }
 
-/// `[v_1 … v_m]`, the vectors as the columns of one matrix.
-fn columns<'a, T: Real>(rows: usize, vectors: impl Iterator<Item = &'a DMatrix<T>>) -> DMatrix<T> {
-    let data: Vec<T> = vectors.flat_map(|v| v.as_slice().iter().copied()).collect();
-    let cols = data.len() / rows.max(1);
-    DMatrix::from_vec(rows, cols, data)
+/// `u_ε(S)`, the paths from an end to a singleton through exactly `S`, as
+/// the columns of `u` (column `S`): for each first node `ν`, one product
+/// `E(ε, ν) · [r(seq) for the sequences from ν]`.
+fn paths_to_singleton<T: Real>(
+    end: &End<T>,
+    stop: &[Slot<T>],
+    seqs: &[Seq],
+    k: usize,
+    columns: &mut DMatrix<T>,
+    through: &mut DMatrix<T>,
+    u: &mut DMatrix<T>,
+) {
+    let w = end.mean.len();
+    reshaped(u, w, 1 << k).fill(T::zero());
+    u.column_mut(0).copy_from(&end.mean);
+    for (nu, e) in end.to_node.iter().enumerate() {
+        let Some(e) = e.get() else { continue };
+        let from = || (0..seqs.len()).filter(|&i| seqs[i].first == nu && stop[i].get().is_some());
+        let count = from().count();
+        if count == 0 {
+            continue;
+        }
+        let rows = e.ncols();
+        let cols = reshaped(columns, rows, count);
+        for (c, i) in from().enumerate() {
+            let r = stop[i].get().expect("filtered on set");
+            cols.column_mut(c).copy_from(&r.column(0));
+        }
+        gemm(T::one(), e, &*cols, T::zero(), reshaped(through, w, count));
+        for (c, i) in from().enumerate() {
+            let mut dst = u.column_mut(seqs[i].set);
+            dst += through.column(c);
+        }
+    }
 }
 
 /// `E[ε_A ε_Bᵀ Π_ν S_ν]` (`w_A × w_B`) with two ends, `E[ε_A Π_ν S_ν]`
-/// (`w_A × 1`) with one, `E[Π_ν S_ν]` (`1 × 1`) with none.
+/// (`w_A × 1`) with one, `E[Π_ν S_ν]` (`1 × 1`) with none, in a new matrix
+/// (the sums' tests; the callers use [`moment_into`]).
+#[cfg(test)]
 pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
+    let rows = inp.ends.first().map_or(1, |e| e.mean.len());
+    let cols = inp.ends.get(1).map_or(1, |e| e.mean.len());
+    let mut out = DMatrix::zeros(rows, cols);
+    moment_into(
+        inp,
+        &mut Workspace::default(),
+        T::one(),
+        &mut out.columns_mut(0, cols),
+    );
+    out
+}
+
+/// `out += α ·` the moment of [`moment`], with `ws`'s storage.
+pub(super) fn moment_into<T: Real>(
+    inp: &Inputs<T>,
+    ws: &mut Workspace<T>,
+    alpha: T,
+    out: &mut DMatrixViewMut<'_, T>,
+) {
     let k = inp.start.len();
     debug_assert!(k <= MAX_NODES);
     let all = (1usize << k) - 1;
     let seqs = sequences_of(k);
-    let transfer = |from: usize, to: usize| &inp.transfer[from * k + to];
+    let transfer = |from: usize, to: usize| inp.transfer[from * k + to].get();
     let half: T = from_f64(0.5);
 
-    // Paths that end on a singleton, from their first node: r(seq).
-    // Held as one-column matrices, so that each step is a product by the
-    // GEMM engine (nalgebra's own matrix–vector product is several times
-    // slower at these widths).
-    let mut stop: Vec<Option<DMatrix<T>>> = Vec::with_capacity(seqs.len());
-    for s in seqs {
-        let v = match s.tail {
-            None => Some(as_column(&inp.stop[s.first])),
-            Some(t) => mul_opt(transfer(s.first, seqs[t].first), &stop[t]),
-        };
-        stop.push(v);
+    // Paths that end on a singleton, from their first node: r(seq), held
+    // as one-column matrices, so that each step is a product by the GEMM
+    // engine (nalgebra's own matrix–vector product is several times slower
+    // at these widths). A tail comes before its sequence.
+    ws.stop.resize_with(seqs.len(), Slot::default);
+    for (i, s) in seqs.iter().enumerate() {
+        let (done, rest) = ws.stop.split_at_mut(i);
+        let slot = &mut rest[0];
+        match s.tail {
+            None => {
+                let v = &inp.stop[s.first];
+                slot.reuse(v.len(), 1).column_mut(0).copy_from(v);
+            }
+            Some(t) => match (transfer(s.first, seqs[t].first), done[t].get()) {
+                (Some(n), Some(r)) => gemm(T::one(), n, r, T::zero(), slot.reuse(n.nrows(), 1)),
+                _ => slot.clear(),
+            },
+        }
     }
 
     // κ(S): scalar paths (both directions) and cycles (from the smallest
     // node, both directions), halved.
-    let mut kappa = vec![T::zero(); 1 << k];
+    ws.kappa.clear();
+    ws.kappa.resize(1 << k, T::zero());
     for (i, s) in seqs.iter().enumerate() {
         if s.tail.is_none() {
             continue;
         }
-        if let Some(r) = &stop[i] {
-            kappa[s.set] += half * dot(inp.start[s.first].as_slice(), r.as_slice());
+        if let Some(r) = ws.stop[i].get() {
+            ws.kappa[s.set] += half * dot(inp.start[s.first].as_slice(), r.as_slice());
         }
     }
     for (i, &v) in inp.single.iter().enumerate() {
-        kappa[1 << i] = v;
+        ws.kappa[1 << i] = v;
     }
     // Cycles. A cycle and its reverse have equal traces (`N(ν,μ) = J N(μ,ν)ᵀ J`,
     // `J` swapping a node's two legs), so a cycle of three or four nodes is
@@ -201,30 +411,27 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
     // stays. Each trace ends on the reverse of a matrix already at hand
     // ([`trace_reversed`]), and products `N(x,y) N(y,z)` are shared
     // between cycles.
-    let mut products: Vec<Option<Option<DMatrix<T>>>> = vec![None; k * k * k];
-    let tr = &inp.transfer;
-    let product = |products: &mut Vec<Option<Option<DMatrix<T>>>>, x: usize, y: usize, z: usize| {
-        products[(x * k + y) * k + z]
-            .get_or_insert_with(|| mul_opt(&tr[x * k + y], &tr[y * k + z]))
-            .is_some()
-    };
+    ws.products.resize_with(k * k * k, Slot::default);
+    ws.formed.clear();
+    ws.formed.resize(k * k * k, false);
+    let at = |x: usize, y: usize, z: usize| (x * k + y) * k + z;
     // tr(N(a,b) N(b,a)), N(b,a) being the reverse of N(a,b).
     for a in 0..k {
         for b in a + 1..k {
             if let Some(x) = transfer(a, b) {
-                kappa[1 << a | 1 << b] += half * trace_reversed(x, x);
+                ws.kappa[1 << a | 1 << b] += half * trace_reversed(x, x);
             }
         }
     }
-    let at = |x: usize, y: usize, z: usize| (x * k + y) * k + z;
     if k == 4 {
         // tr(N(0,x) N(x,y) · N(y,z) N(z,0)): the second product is the
         // reverse of N(0,z) N(z,y), a product from node 0 as the first.
         for (x, y, z) in [(1, 2, 3), (1, 3, 2), (2, 1, 3)] {
-            if product(&mut products, 0, x, y) && product(&mut products, 0, z, y) {
-                let (p, q) = (&products[at(0, x, y)], &products[at(0, z, y)]);
-                if let (Some(Some(p)), Some(Some(q))) = (p, q) {
-                    kappa[15] += trace_reversed(p, q);
+            if product(ws, &inp.transfer, k, (0, x, y)) && product(ws, &inp.transfer, k, (0, z, y))
+            {
+                let (p, q) = (&ws.products[at(0, x, y)], &ws.products[at(0, z, y)]);
+                if let (Some(p), Some(q)) = (p.get(), q.get()) {
+                    ws.kappa[15] += trace_reversed(p, q);
                 }
             }
         }
@@ -234,17 +441,18 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
             for c in b + 1..k {
                 // tr(N(a,b) N(b,c) · N(c,a)), N(c,a) the reverse of N(a,c),
                 // from the product N(a,b) N(b,c) (formed above for a = 0).
-                product(&mut products, a, b, c);
-                let p = products[at(a, b, c)].as_ref().and_then(|p| p.as_ref());
-                if let (Some(p), Some(m)) = (p, transfer(a, c)) {
-                    kappa[1 << a | 1 << b | 1 << c] += trace_reversed(p, m);
+                product(ws, &inp.transfer, k, (a, b, c));
+                if let (Some(p), Some(m)) = (ws.products[at(a, b, c)].get(), transfer(a, c)) {
+                    ws.kappa[1 << a | 1 << b | 1 << c] += trace_reversed(p, m);
                 }
             }
         }
     }
 
     // Z(R) = Σ over set partitions of R of Π κ(block).
-    let mut z = vec![T::zero(); 1 << k];
+    let (kappa, z) = (&ws.kappa, &mut ws.z);
+    z.clear();
+    z.resize(1 << k, T::zero());
     z[0] = T::one();
     for r in 1..=all {
         let low = r & r.wrapping_neg();
@@ -261,58 +469,45 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
         }
         z[r] = acc;
     }
-
-    // u_ε(S): paths from an end to a singleton through exactly S, as the
-    // columns of one matrix (column S): for each first node ν, one product
-    // E(ε, ν) · [r(seq) for the sequences from ν].
-    let paths_to_singleton = |end: &End<T>| -> DMatrix<T> {
-        let w = end.mean.len();
-        let mut u = DMatrix::zeros(w, 1 << k);
-        u.column_mut(0).copy_from(&end.mean);
-        for (nu, e) in end.to_node.iter().enumerate() {
-            let Some(e) = e else { continue };
-            let from: Vec<usize> = (0..seqs.len())
-                .filter(|&i| seqs[i].first == nu && stop[i].is_some())
-                .collect();
-            if from.is_empty() {
-                continue;
-            }
-            let r = columns(e.ncols(), from.iter().filter_map(|&i| stop[i].as_ref()));
-            let p = crate::linalg::mul(e, &r);
-            for (c, &i) in from.iter().enumerate() {
-                let mut dst = u.column_mut(seqs[i].set);
-                dst += p.column(c);
-            }
-        }
-        u
-    };
+    let z = &ws.z;
 
     match inp.ends.as_slice() {
-        [] => DMatrix::from_element(1, 1, z[all]),
+        [] => out[(0, 0)] += alpha * z[all],
         [end] => {
-            let u = paths_to_singleton(end);
-            let weights = DMatrix::from_fn(1 << k, 1, |s, _| z[all & !s]);
-            crate::linalg::mul(&u, &weights)
+            let [u, _] = &mut ws.to_singleton;
+            paths_to_singleton(end, &ws.stop, seqs, k, &mut ws.columns, &mut ws.through, u);
+            let weights = reshaped(&mut ws.weights, 1 << k, 1);
+            for s in 0..1 << k {
+                weights[s] = z[all & !s];
+            }
+            gemm(alpha, &*u, &*weights, T::one(), out);
         }
         [ea, eb] => {
             let between = inp
                 .between
                 .as_ref()
                 .expect("two ends come with their covariances");
-            let (ua, ub) = (paths_to_singleton(ea), paths_to_singleton(eb));
+            let [ua, ub] = &mut ws.to_singleton;
+            paths_to_singleton(ea, &ws.stop, seqs, k, &mut ws.columns, &mut ws.through, ua);
+            paths_to_singleton(eb, &ws.stop, seqs, k, &mut ws.columns, &mut ws.through, ub);
             // Σ_{S∩S'=∅} u_A(S) u_B(S')ᵀ Z(N∖S∖S') = u_A Vᵀ with
             // V[:, S] = Σ_{S' ⊆ N∖S} Z(N∖S∖S') u_B(S') = u_B · Ω[:, S].
-            let omega = DMatrix::from_fn(1 << k, 1 << k, |sb, sa| {
+            let omega = reshaped(&mut ws.weights, 1 << k, 1 << k);
+            for sa in 0..1 << k {
                 let free = all & !sa;
-                if sb & !free == 0 {
-                    z[free & !sb]
-                } else {
-                    T::zero()
+                for sb in 0..1 << k {
+                    omega[(sb, sa)] = if sb & !free == 0 {
+                        z[free & !sb]
+                    } else {
+                        T::zero()
+                    };
                 }
-            });
-            let v = crate::linalg::mul(&ub, &omega);
-            let mut out = between.direct.clone() * z[all];
-            crate::linalg::gemm_nt(T::one(), &ua, &v, T::one(), &mut out);
+            }
+            let v = reshaped(&mut ws.weighted, ub.nrows(), 1 << k);
+            gemm(T::one(), &*ub, &*omega, T::zero(), v);
+            let direct = alpha * z[all];
+            out.zip_apply(&between.direct, |o, d| *o += direct * d);
+            crate::linalg::gemm_nt(alpha, &*ua, &*v, T::one(), out);
             // Paths from ε_A to ε_B: R(seq) = N(ν1,ν2) … Ē(ν_j, ε_B), weighted
             // by Z of the nodes they leave, summed per first node. Summed
             // over the sequences that share a start and a set of nodes
@@ -324,31 +519,39 @@ pub(super) fn moment<T: Real>(inp: &Inputs<T>) -> DMatrix<T> {
             // k(k−1)2^(k−2) products (48 for four nodes) against one per
             // sequence of two or more nodes (60), and the weights ride on
             // the products' accumulation.
-            let mut paths: Vec<Option<DMatrix<T>>> = vec![None; k << k];
+            ws.paths.resize_with(k << k, Slot::default);
             for used in (0..=all).rev() {
                 for mu in (0..k).filter(|&m| used & 1 << m == 0) {
                     let with = used | 1 << mu;
-                    let mut acc = between.from_node[mu].as_ref().map(|e| e * z[all & !with]);
+                    // Taken out while the products read the other slots
+                    // (a swap with an empty matrix: nothing allocated).
+                    let mut acc = std::mem::take(&mut ws.paths[mu << k | used]);
+                    acc.clear();
+                    if let Some(e) = between.from_node[mu].get() {
+                        let m = acc.reuse(e.nrows(), e.ncols());
+                        let weight = z[all & !with];
+                        m.zip_apply(e, |m, e| *m = e * weight);
+                    }
                     for lambda in (0..k).filter(|&l| with & 1 << l == 0) {
                         if let (Some(n), Some(next)) =
-                            (transfer(mu, lambda), &paths[lambda << k | with])
+                            (transfer(mu, lambda), ws.paths[lambda << k | with].get())
                         {
-                            let acc =
-                                acc.get_or_insert_with(|| DMatrix::zeros(n.nrows(), next.ncols()));
-                            crate::linalg::gemm(T::one(), n, next, T::one(), acc);
+                            let beta = if acc.get().is_some() {
+                                T::one()
+                            } else {
+                                T::zero()
+                            };
+                            gemm(T::one(), n, next, beta, acc.reuse(n.nrows(), next.ncols()));
                         }
                     }
-                    paths[mu << k | used] = acc;
+                    ws.paths[mu << k | used] = acc;
                 }
             }
-            let weighted: Vec<Option<DMatrix<T>>> =
-                (0..k).map(|nu| paths[nu << k].take()).collect();
-            for (nu, w) in weighted.iter().enumerate() {
-                if let (Some(e), Some(w)) = (&ea.to_node[nu], w) {
-                    crate::linalg::gemm(T::one(), e, w, T::one(), &mut out);
+            for nu in 0..k {
+                if let (Some(e), Some(w)) = (ea.to_node[nu].get(), ws.paths[nu << k].get()) {
+                    gemm(alpha, e, w, T::one(), out);
                 }
             }
-            out
         }
         _ => unreachable!("at most two ends"),
     }
@@ -447,14 +650,14 @@ mod tests {
         let stack_cols =
             |l: DMatrix<f64>, r: DMatrix<f64>| stack_rows(l.transpose(), r.transpose()).transpose();
         let k = nodes.len();
-        let mut transfer = vec![None; k * k];
+        let mut transfer: Vec<Slot<f64>> = (0..k * k).map(|_| Slot::default()).collect();
         for (a, &(qa, ka)) in nodes.iter().enumerate() {
             for (b, &(qb, kb)) in nodes.iter().enumerate() {
                 if a != b {
-                    transfer[a * k + b] = Some(stack_rows(
+                    transfer[a * k + b] = Slot::of(Some(stack_rows(
                         stack_cols(block(ka, qb), block(ka, kb)),
                         stack_cols(block(qa, qb), block(qa, kb)),
-                    ));
+                    )));
                 }
             }
         }
@@ -465,7 +668,7 @@ mod tests {
             mean: mean(e),
             to_node: nodes
                 .iter()
-                .map(|&(q, k)| Some(stack_cols(block(e, q), block(e, k))))
+                .map(|&(q, k)| Slot::of(Some(stack_cols(block(e, q), block(e, k)))))
                 .collect(),
         };
         Inputs {
@@ -487,7 +690,7 @@ mod tests {
                 direct: block(ends[0], ends[1]),
                 from_node: nodes
                     .iter()
-                    .map(|&(q, k)| Some(stack_rows(block(k, ends[1]), block(q, ends[1]))))
+                    .map(|&(q, k)| Slot::of(Some(stack_rows(block(k, ends[1]), block(q, ends[1])))))
                     .collect(),
             }),
         }
@@ -525,6 +728,51 @@ mod tests {
         }
     }
 
+    /// One workspace kept across sums of other shapes, node counts and
+    /// zero blocks gives the bits of a fresh one: nothing a sum reads is
+    /// left over from the last.
+    #[test]
+    fn a_kept_workspace_gives_the_sums_of_a_fresh_one() {
+        let mut seed = 11;
+        let width = [2, 2, 1, 1, 2, 2, 1, 1, 2, 3];
+        let mut offset = vec![0];
+        for w in width {
+            offset.push(offset.last().unwrap() + w);
+        }
+        let dim = *offset.last().unwrap();
+        let f = DMatrix::from_fn(dim, dim, |_, _| lcg(&mut seed));
+        let c = &f * f.transpose() * 0.5;
+        let mu = DVector::from_fn(dim, |_, _| lcg(&mut seed));
+        let nodes = [(0, 1), (2, 3), (4, 5), (6, 7)];
+        let mut cases = Vec::new();
+        for (k, ends) in [
+            (4, vec![8, 9]),
+            (2, vec![8]),
+            (4, vec![9, 8]),
+            (3, vec![8, 9]),
+            (4, vec![]),
+            (4, vec![8, 9]),
+        ] {
+            cases.push(inputs(&nodes[..k], &ends, &width, &offset, &mu, &c));
+        }
+        // A sum whose transfers and end blocks are partly zero, after sums
+        // that set them.
+        let mut sparse = inputs(&nodes, &[8, 9], &width, &offset, &mu, &c);
+        for at in [1, 6, 11] {
+            sparse.transfer[at].clear();
+        }
+        sparse.ends[0].to_node[2].clear();
+        sparse.between.as_mut().unwrap().from_node[1].clear();
+        cases.push(sparse);
+        let mut ws = Workspace::default();
+        for (i, inp) in cases.iter().enumerate() {
+            let fresh = moment(inp);
+            let mut kept = DMatrix::zeros(fresh.nrows(), fresh.ncols());
+            moment_into(inp, &mut ws, 1.0, &mut kept.columns_mut(0, fresh.ncols()));
+            assert_eq!(kept, fresh, "case {i}");
+        }
+    }
+
     #[test]
     fn zero_blocks_are_skipped_exactly() {
         let mut seed = 5;
@@ -541,10 +789,10 @@ mod tests {
         let mut inp = inputs(&nodes, &[4, 5], &width, &offset, &mu, &c);
         let dense = moment(&inp);
         // Dropping a block that is zero gives the same sum.
-        let zeroed = |m: &mut Option<DMatrix<f64>>| *m = m.as_ref().map(|m| m * 0.0);
-        zeroed(&mut inp.transfer[1]);
+        let m = inp.transfer[1].get().expect("dense inputs") * 0.0;
+        inp.transfer[1] = Slot::of(Some(m));
         let with_zero = moment(&inp);
-        inp.transfer[1] = None;
+        inp.transfer[1].clear();
         let skipped = moment(&inp);
         assert!((&with_zero - &skipped).amax() < 1e-14);
         assert!((&dense - &with_zero).amax() > 1e-6);

@@ -4,13 +4,14 @@
 //! is two score nodes and a value leg; every pair of configurations of the
 //! two models is one [`chain`](super::chain) sum over legs whose means and
 //! covariances come from tables `F_A(p) Ĉ_AB[p, q] F_B(q)ᵀ` per pair of
-//! positions and heads. `Cov(z_A, z_B)` is the second moment less
-//! `E[z_A] E[z_B]ᵀ`; the step is exact when its input is Gaussian.
+//! positions and heads. Each pair adds its own covariance, its second
+//! moment less the product of its means, so that a pair of independent
+//! legs is skipped; the step is exact when its input is Gaussian.
 
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 
-use super::chain::{self, Between, End, Inputs};
+use super::chain::{self, Between, End, Inputs, Slot, Workspace};
 use super::layer::{Attention, Role};
 use crate::error::Result;
 use crate::gaussian::moments::{JointMoments, Moments};
@@ -130,7 +131,9 @@ enum Leg {
 /// The covariance tables of two models `X`, `Y` (or one with itself), per
 /// pair of positions `(p, q)` and of heads `(h, h')`: one small contiguous
 /// matrix each, so that the sums of one pair of heads read a few hundred
-/// kilobytes, not the whole table.
+/// kilobytes, not the whole table. Pairs of independent positions hold
+/// nothing; a table of one model with itself holds `p ≤ q` only (the rest
+/// are the transposes, `Ĉ` being symmetric).
 struct Tables<T: Real> {
     /// `F_X,h(p)[:, 1:] Ĉ_XY[p,q] F_Y,h'(q)[:, 1:]ᵀ` at `((p·n + q)·H_X + h)·H_Y + h'`.
     forms: Vec<DMatrix<T>>,
@@ -141,19 +144,34 @@ struct Tables<T: Real> {
     /// Whether `Ĉ_XY[p,q]` is zero (independent positions), at `p·n + q`.
     zero: Vec<bool>,
     heads: [usize; 2],
+    /// A model with itself: the pairs `p > q` are read as `(q, p)` transposed.
+    mirrored: bool,
 }
 
 impl<T: Real> Tables<T> {
-    fn new(x: &Side<'_, T>, y: &Side<'_, T>, cov: &DMatrix<T>, n: usize) -> Self {
+    /// The tables of `x` and `y` on `cov = Ĉ_XY`; `mirrored` when `y` is `x`
+    /// and `cov` its own covariance.
+    fn new(x: &Side<'_, T>, y: &Side<'_, T>, cov: &DMatrix<T>, n: usize, mirrored: bool) -> Self {
         let (dx, dy) = (x.width, y.width);
         let (hx, hy) = (x.heads, y.heads);
         type Items<T> = (Vec<DMatrix<T>>, Vec<DMatrix<T>>, Vec<DMatrix<T>>, bool);
+        let empty = || DMatrix::zeros(0, 0);
         let items: Vec<Items<T>> = (0..n * n)
             .into_par_iter()
+            .with_max_len(1)
             .map(|pq| {
                 let (p, q) = (pq / n, pq % n);
                 let c = cov.view((1 + p * dx, 1 + q * dy), (dx, dy));
                 let zero = c.iter().all(|v| *v == T::zero());
+                if zero || (mirrored && p > q) {
+                    // Never read: `view` answers zero, or reads (q, p).
+                    return (
+                        (0..hx * hy).map(|_| empty()).collect(),
+                        (0..hy).map(|_| empty()).collect(),
+                        (0..hx).map(|_| empty()).collect(),
+                        zero,
+                    );
+                }
                 let input_forms: Vec<DMatrix<T>> = (0..hy)
                     .map(|h2| mul_nt(&c, &y.forms[q * hy + h2].columns(1, dy)))
                     .collect();
@@ -175,6 +193,7 @@ impl<T: Real> Tables<T> {
             form_inputs: Vec::with_capacity(n * n * hx),
             zero: Vec::with_capacity(n * n),
             heads: [hx, hy],
+            mirrored,
         };
         for (f, i, fi, z) in items {
             t.forms.extend(f);
@@ -203,7 +222,7 @@ impl<T: Real> Product<'_, T> {
         }
     }
 
-    fn mean(&self, leg: Leg) -> DVector<T> {
+    fn mean(&self, leg: Leg) -> nalgebra::DVectorView<'_, T> {
         match leg {
             Leg::Form {
                 side,
@@ -213,11 +232,12 @@ impl<T: Real> Product<'_, T> {
                 pos,
             } => {
                 let me = self.sides[side];
-                me.means[pos * me.heads + head]
-                    .rows(row, width)
-                    .into_owned()
+                me.means[pos * me.heads + head].rows(row, width)
             }
-            Leg::Input { side, pos } => self.sides[side].input_means[pos].clone(),
+            Leg::Input { side, pos } => {
+                let m = &self.sides[side].input_means[pos];
+                m.rows(0, m.len())
+            }
         }
     }
 
@@ -227,9 +247,6 @@ impl<T: Real> Product<'_, T> {
         let side = |l: Leg| match l {
             Leg::Form { side, .. } | Leg::Input { side, .. } => side,
         };
-        let pos = |l: Leg| match l {
-            Leg::Form { pos, .. } | Leg::Input { pos, .. } => pos,
-        };
         if side(a) == 1 && side(b) == 0 {
             return self.view(b, a).map(|(v, t)| (v, !t));
         }
@@ -238,9 +255,27 @@ impl<T: Real> Product<'_, T> {
             (0, 1) => self.xy,
             _ => self.yy,
         };
-        let at = pos(a) * self.n + pos(b);
+        Self::lookup(t, self.n, a, b)
+    }
+
+    /// `C(a, b)` from table `t`, `a` on its rows' side and `b` on its
+    /// columns', as [`Self::view`] answers.
+    fn lookup(
+        t: &Tables<T>,
+        n: usize,
+        a: Leg,
+        b: Leg,
+    ) -> Option<(nalgebra::DMatrixView<'_, T>, bool)> {
+        let pos = |l: Leg| match l {
+            Leg::Form { pos, .. } | Leg::Input { pos, .. } => pos,
+        };
+        let at = pos(a) * n + pos(b);
         if t.zero[at] {
             return None;
+        }
+        if t.mirrored && pos(a) > pos(b) {
+            // One model with itself: (q, p) holds the transpose.
+            return Self::lookup(t, n, b, a).map(|(v, tr)| (v, !tr));
         }
         let [hx, hy] = t.heads;
         Some((
@@ -294,6 +329,15 @@ impl<T: Real> Product<'_, T> {
         }
     }
 
+    /// Copies `C(a, b)` into `dst`, or zeros; whether it is nonzero.
+    fn fill_or_zero(&self, a: Leg, b: Leg, mut dst: nalgebra::DMatrixViewMut<'_, T>) -> bool {
+        let nonzero = self.fill(a, b, &mut dst);
+        if !nonzero {
+            dst.fill(T::zero());
+        }
+        nonzero
+    }
+
     /// `tr C(a, b)`.
     fn trace(&self, a: Leg, b: Leg) -> T {
         self.view(a, b).map_or(T::zero(), |(v, _)| {
@@ -301,98 +345,117 @@ impl<T: Real> Product<'_, T> {
         })
     }
 
-    /// `[C(a, c) C(a, d)]`, `None` when both are zero.
-    fn beside(&self, a: Leg, c: Leg, d: Leg) -> Option<DMatrix<T>> {
+    /// `[C(a, c) C(a, d)]` into `slot`, unset when both are zero.
+    fn beside(&self, a: Leg, c: Leg, d: Leg, slot: &mut Slot<T>) {
         let (wa, wc, wd) = (self.width(a), self.width(c), self.width(d));
-        let mut m = DMatrix::zeros(wa, wc + wd);
-        let l = self.fill(a, c, &mut m.columns_mut(0, wc));
-        let r = self.fill(a, d, &mut m.columns_mut(wc, wd));
-        (l || r).then_some(m)
+        let m = slot.reuse(wa, wc + wd);
+        let l = self.fill_or_zero(a, c, m.columns_mut(0, wc));
+        let r = self.fill_or_zero(a, d, m.columns_mut(wc, wd));
+        if !(l || r) {
+            slot.clear();
+        }
     }
 
-    /// `[C(a, e); C(b, e)]`, `None` when both are zero.
-    fn above(&self, a: Leg, b: Leg, e: Leg) -> Option<DMatrix<T>> {
+    /// `[C(a, e); C(b, e)]` into `slot`, unset when both are zero.
+    fn above(&self, a: Leg, b: Leg, e: Leg, slot: &mut Slot<T>) {
         let (wa, wb, we) = (self.width(a), self.width(b), self.width(e));
-        let mut m = DMatrix::zeros(wa + wb, we);
-        let t = self.fill(a, e, &mut m.rows_mut(0, wa));
-        let u = self.fill(b, e, &mut m.rows_mut(wa, wb));
-        (t || u).then_some(m)
+        let m = slot.reuse(wa + wb, we);
+        let t = self.fill_or_zero(a, e, m.rows_mut(0, wa));
+        let u = self.fill_or_zero(b, e, m.rows_mut(wa, wb));
+        if !(t || u) {
+            slot.clear();
+        }
     }
 
-    /// The chain inputs for these nodes and ends.
-    fn inputs(&self, nodes: &[(Leg, Leg)], ends: &[Leg]) -> Inputs<T> {
+    /// The chain inputs for these nodes and ends, refilled in `inp`'s
+    /// storage (every entry written).
+    fn inputs(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>) {
         let k = nodes.len();
-        let mut transfer = vec![None; k * k];
+        inp.transfer.resize_with(k * k, Slot::default);
         for (a, &(qa, ka)) in nodes.iter().enumerate() {
             for (b, &(qb, kb)) in nodes.iter().enumerate() {
+                let slot = &mut inp.transfer[a * k + b];
                 if a == b {
+                    slot.clear();
                     continue;
                 }
                 let (ea, eb) = (self.width(qa), self.width(qb));
-                let mut m = DMatrix::zeros(2 * ea, 2 * eb);
+                let m = slot.reuse(2 * ea, 2 * eb);
                 let mut any = false;
                 for (r0, x) in [(0, ka), (ea, qa)] {
                     for (c0, y) in [(0, qb), (eb, kb)] {
-                        any |= self.fill(x, y, &mut m.view_mut((r0, c0), (ea, eb)));
+                        any |= self.fill_or_zero(x, y, m.view_mut((r0, c0), (ea, eb)));
                     }
                 }
-                if any {
-                    transfer[a * k + b] = Some(m);
+                if !any {
+                    slot.clear();
                 }
             }
         }
-        let stack = |x: DVector<T>, y: DVector<T>| {
-            DVector::from_iterator(x.len() + y.len(), x.iter().chain(y.iter()).copied())
+        let stack = |x: nalgebra::DVectorView<'_, T>,
+                     y: nalgebra::DVectorView<'_, T>,
+                     v: &mut DVector<T>| {
+            let v = chain::resized(v, x.len() + y.len());
+            v.rows_mut(0, x.len()).copy_from(&x);
+            v.rows_mut(x.len(), y.len()).copy_from(&y);
         };
-        let start = nodes
-            .iter()
-            .map(|&(q, kk)| stack(self.mean(q), self.mean(kk)))
-            .collect();
-        let stop = nodes
-            .iter()
-            .map(|&(q, kk)| stack(self.mean(kk), self.mean(q)))
-            .collect();
-        let single = nodes
-            .iter()
-            .map(|&(q, kk)| self.mean(q).dot(&self.mean(kk)) + self.trace(q, kk))
-            .collect();
-        let end = |e: Leg| End {
-            mean: self.mean(e),
-            to_node: nodes.iter().map(|&(q, kk)| self.beside(e, q, kk)).collect(),
-        };
-        let between = (ends.len() == 2).then(|| {
-            let (ea, eb) = (ends[0], ends[1]);
-            let mut direct = DMatrix::zeros(self.width(ea), self.width(eb));
-            self.fill(ea, eb, &mut direct.view_mut((0, 0), direct.shape()));
-            Between {
-                direct,
-                from_node: nodes.iter().map(|&(q, kk)| self.above(kk, q, eb)).collect(),
+        inp.start.resize_with(k, || DVector::zeros(0));
+        inp.stop.resize_with(k, || DVector::zeros(0));
+        inp.single.resize(k, T::zero());
+        for (i, &(q, kk)) in nodes.iter().enumerate() {
+            stack(self.mean(q), self.mean(kk), &mut inp.start[i]);
+            stack(self.mean(kk), self.mean(q), &mut inp.stop[i]);
+            inp.single[i] = self.mean(q).dot(&self.mean(kk)) + self.trace(q, kk);
+        }
+        inp.ends.resize_with(ends.len(), End::default);
+        for (end, &e) in inp.ends.iter_mut().zip(ends) {
+            let m = self.mean(e);
+            chain::resized(&mut end.mean, m.len()).copy_from(&m);
+            end.to_node.resize_with(k, Slot::default);
+            for (slot, &(q, kk)) in end.to_node.iter_mut().zip(nodes) {
+                self.beside(e, q, kk, slot);
             }
-        });
-        Inputs {
-            transfer,
-            start,
-            stop,
-            single,
-            ends: ends.iter().map(|&e| end(e)).collect(),
-            between,
+        }
+        if let [ea, eb] = *ends {
+            let between = inp.between.get_or_insert_with(Between::default);
+            let (wa, wb) = (self.width(ea), self.width(eb));
+            if between.direct.shape() != (wa, wb) {
+                between.direct = DMatrix::zeros(wa, wb);
+            }
+            self.fill_or_zero(ea, eb, between.direct.columns_mut(0, wb));
+            between.from_node.resize_with(k, Slot::default);
+            for (slot, &(q, kk)) in between.from_node.iter_mut().zip(nodes) {
+                self.above(kk, q, eb, slot);
+            }
+        } else {
+            inp.between = None;
         }
     }
 
+    /// Whether every leg at positions `px` of `X` is independent of every
+    /// leg at positions `py` of `Y`.
+    fn independent(&self, px: [usize; 2], py: [usize; 2]) -> bool {
+        px.iter()
+            .all(|&p| py.iter().all(|&q| self.xy.zero[p * self.n + q]))
+    }
+
     /// `Cov(Y_X[s], Y_Y[s'])` for all `s, s'`, flattened and padded (row
-    /// and column 0 zero), given each side's `E[z[s]]`.
+    /// and column 0 zero), given each side's means.
     fn output_covariance(
         &self,
-        ez: [&[DVector<T>]; 2],
+        means: [&Means<T>; 2],
         cov_xy: &DMatrix<T>,
         sym: bool,
     ) -> DMatrix<T> {
         let n = self.n;
+        let ez = [&means[0].per_position[..], &means[1].per_position[..]];
         let [x, y] = self.sides;
         let (hx, hy) = (x.heads * x.ev, y.heads * y.ev);
 
-        // Σ over configuration pairs of E[z z'ᵀ], per query pair (s, s'),
-        // summed in place: one task per head and query position (h, s) of
+        // Σ over configuration pairs of Cov(z, z') = E[z z'ᵀ] − E[z] E[z']ᵀ,
+        // per query pair (s, s'); zero, and skipped, for pairs whose legs
+        // are independent (positions that no earlier block mixed, as in a
+        // first attention layer). Summed in place: one task per head and query position (h, s) of
         // X (a contiguous run of its configurations) owns rows h of every
         // Z(s, ·) and sums its pairs in order, so that the result does not
         // depend on the thread count and nothing grows as the n⁴ pairs. A
@@ -415,30 +478,38 @@ impl<T: Real> Product<'_, T> {
         let rows: Vec<Rows<T>> = runs
             .into_par_iter()
             .with_max_len(1)
-            .map(|run| {
-                let (h, s, _, _) = x.configs[run.start];
-                // Rows h of Z(s, s') for every s', side by side: e_v × n H' e_v'.
-                let mut strict = DMatrix::<T>::zeros(x.ev, n * hy);
-                let mut diagonal = DMatrix::<T>::zeros(x.ev, if sym { hy } else { 0 });
-                for i in run {
-                    let (_, _, t, wx) = x.configs[i];
-                    let (nodes_x, v_x) = x.legs(0, (h, s, t));
-                    let first = if sym { i } else { 0 };
-                    for j in first..y.configs.len() {
-                        let (h2, s2, t2, wy) = y.configs[j];
-                        let (nodes_y, v_y) = y.legs(1, (h2, s2, t2));
-                        let nodes = [nodes_x[0], nodes_x[1], nodes_y[0], nodes_y[1]];
-                        let m = chain::moment(&self.inputs(&nodes, &[v_x, v_y]));
-                        let mut blk = if sym && j == i {
-                            diagonal.columns_mut(h2 * y.ev, y.ev)
-                        } else {
-                            strict.columns_mut(s2 * hy + h2 * y.ev, y.ev)
-                        };
-                        blk.zip_apply(&m, |z, m| *z += m * (wx * wy));
+            .map_init(
+                || (Inputs::default(), Workspace::default()),
+                |(inp, ws), run| {
+                    let (h, s, _, _) = x.configs[run.start];
+                    // Rows h of Z(s, s') for every s', side by side: e_v × n H' e_v'.
+                    let mut strict = DMatrix::<T>::zeros(x.ev, n * hy);
+                    let mut diagonal = DMatrix::<T>::zeros(x.ev, if sym { hy } else { 0 });
+                    for i in run {
+                        let (_, _, t, wx) = x.configs[i];
+                        let (nodes_x, v_x) = x.legs(0, (h, s, t));
+                        let first = if sym { i } else { 0 };
+                        for j in first..y.configs.len() {
+                            let (h2, s2, t2, wy) = y.configs[j];
+                            if self.independent([s, t], [s2, t2]) {
+                                continue;
+                            }
+                            let (nodes_y, v_y) = y.legs(1, (h2, s2, t2));
+                            let nodes = [nodes_x[0], nodes_x[1], nodes_y[0], nodes_y[1]];
+                            self.inputs(&nodes, &[v_x, v_y], inp);
+                            let mut blk = if sym && j == i {
+                                diagonal.columns_mut(h2 * y.ev, y.ev)
+                            } else {
+                                strict.columns_mut(s2 * hy + h2 * y.ev, y.ev)
+                            };
+                            chain::moment_into(inp, ws, wx * wy, &mut blk);
+                            let (mx, my) = (&means[0].per_config[i], &means[1].per_config[j]);
+                            blk.ger(-T::one(), mx, my, T::one());
+                        }
                     }
-                }
-                (h, s, strict, diagonal)
-            })
+                    (h, s, strict, diagonal)
+                },
+            )
             .collect();
         let mut zz = vec![DMatrix::<T>::zeros(hx, hy); n * n];
         for (h, s, strict, diagonal) in &rows {
@@ -462,11 +533,6 @@ impl<T: Real> Product<'_, T> {
             }
         }
         drop(rows);
-        for s in 0..n {
-            for s2 in 0..n {
-                zz[s * n + s2].ger(-T::one(), &ez[0][s], &ez[1][s2], T::one());
-            }
-        }
 
         // The skip: Cov(X_X[s], z_Y[s']) and Cov(z_X[s], X_Y[s']).
         let (rx, ry) = (x.block.skip(), y.block.skip());
@@ -480,13 +546,14 @@ impl<T: Real> Product<'_, T> {
                 .into_par_iter()
                 .flat_map_iter(|s| {
                     let mut row = vec![DMatrix::<T>::zeros(d, ho); n];
+                    let (mut inp, mut ws) = (Inputs::default(), Workspace::default());
                     for j in 0..other.configs.len() {
                         let (h, s2, t, w) = other.configs[j];
                         let (nodes, v) = other.legs(1 - side, (h, s2, t));
                         let input = Leg::Input { side, pos: s };
-                        let m = chain::moment(&self.inputs(&nodes, &[input, v]));
+                        self.inputs(&nodes, &[input, v], &mut inp);
                         let mut blk = row[s2].columns_mut(h * other.ev, other.ev);
-                        blk.zip_apply(&m, |z, m| *z += m * w);
+                        chain::moment_into(&inp, &mut ws, w, &mut blk);
                     }
                     row
                 })
@@ -513,54 +580,81 @@ impl<T: Real> Product<'_, T> {
                 .map(|i| yx[(i % n) * n + i / n].transpose())
                 .collect::<Vec<_>>()
         });
-
         let (ox, oy) = (x.block.weight(Role::O), y.block.weight(Role::O));
         let (ax, ay): (T, T) = (from_f64(x.block.scale()), from_f64(y.block.scale()));
         let kx4 = x.constant * x.constant * x.constant * x.constant;
         let ky4 = y.constant * y.constant * y.constant * y.constant;
         let (rx, ry): (T, T) = (from_f64(rx), from_f64(ry));
         let (outx, outy) = (ox.nrows(), oy.nrows());
-        let mut cov = DMatrix::zeros(n * outx + 1, n * outy + 1);
-        for s in 0..n {
-            for s2 in 0..n {
-                let mut blk = cov.view_mut((1 + s * outx, 1 + s2 * outy), (outx, outy));
-                let oz = mul(ox, &zz[s * n + s2]);
+        // Each block (s, s') by its own task, copied in after: the same
+        // products in the same order on any number of threads.
+        let blocks: Vec<DMatrix<T>> = (0..n * n)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|at| {
+                let (s, s2) = (at / n, at % n);
+                let mut blk = DMatrix::zeros(outx, outy);
+                let oz = mul(ox, &zz[at]);
                 gemm_nt(ax * ay, &oz, oy, T::zero(), &mut blk);
                 if let Some(xz) = &xz {
-                    gemm_nt(rx * kx4 * ay, &xz[s * n + s2], oy, T::one(), &mut blk);
+                    gemm_nt(rx * kx4 * ay, &xz[at], oy, T::one(), &mut blk);
                 }
                 if let Some(zx) = &zx {
-                    gemm(ax * ry * ky4, ox, &zx[s * n + s2], T::one(), &mut blk);
+                    gemm(ax * ry * ky4, ox, &zx[at], T::one(), &mut blk);
                 }
                 if rx != T::zero() && ry != T::zero() {
                     let c = cov_xy.view((1 + s * x.width, 1 + s2 * y.width), (x.width, y.width));
                     blk.zip_apply(&c, |o, c| *o += rx * ry * kx4 * ky4 * c);
                 }
-            }
+                blk
+            })
+            .collect();
+        let mut cov = DMatrix::zeros(n * outx + 1, n * outy + 1);
+        for (at, blk) in blocks.iter().enumerate() {
+            let (s, s2) = (at / n, at % n);
+            cov.view_mut((1 + s * outx, 1 + s2 * outy), (outx, outy))
+                .copy_from(blk);
         }
         cov
     }
 }
 
-/// `E[z[s]]` for every query position: the five-leg Wick sums of each
-/// configuration, weighted.
-fn mean_scores<T: Real>(product: &Product<'_, T>, side: usize) -> Vec<DVector<T>> {
+/// The means of one side's attention output.
+struct Means<T: Real> {
+    /// `E[z[s]]` per query position (`H e_v`).
+    per_position: Vec<DVector<T>>,
+    /// `(W[s,t]/c) E[z_h(s,t)]` per configuration, in the order of `configs`.
+    per_config: Vec<DVector<T>>,
+}
+
+/// The means of `z`: the five-leg Wick sums of each configuration,
+/// weighted, and their sums per query position.
+fn mean_scores<T: Real>(product: &Product<'_, T>, side: usize) -> Means<T> {
     let me = product.sides[side];
     let n = product.n;
-    let items: Vec<(usize, usize, DMatrix<T>)> = me
+    let per_config: Vec<DVector<T>> = me
         .configs
         .par_iter()
-        .map(|&(h, s, t, w)| {
-            let (nodes, v) = me.legs(side, (h, s, t));
-            (s, h, chain::moment(&product.inputs(&nodes, &[v])) * w)
-        })
+        .map_init(
+            || (Inputs::default(), Workspace::default()),
+            |(inp, ws), &(h, s, t, w)| {
+                let (nodes, v) = me.legs(side, (h, s, t));
+                product.inputs(&nodes, &[v], inp);
+                let mut m = DMatrix::zeros(me.ev, 1);
+                chain::moment_into(inp, ws, w, &mut m.columns_mut(0, 1));
+                DVector::from_column_slice(m.as_slice())
+            },
+        )
         .collect();
-    let mut ez = vec![DVector::zeros(me.heads * me.ev); n];
-    for (s, h, m) in items {
-        let mut blk = ez[s].rows_mut(h * me.ev, me.ev);
-        blk += m.column(0);
+    let mut per_position = vec![DVector::zeros(me.heads * me.ev); n];
+    for (&(h, s, _, _), m) in me.configs.iter().zip(&per_config) {
+        let mut blk = per_position[s].rows_mut(h * me.ev, me.ev);
+        blk += m;
     }
-    ez
+    Means {
+        per_position,
+        per_config,
+    }
 }
 
 /// `m'[s] = r κ⁴ m̂[s] + α (O E[z[s]] + κ⁵ b_o)`, padded with `κ⁵`.
@@ -597,7 +691,7 @@ pub(super) fn step<T: Real>(
     let n = state.context();
     let state = state.joint();
     let sa = Side::new(a, state.a(), n)?;
-    let aa = Tables::new(&sa, &sa, &state.a().cov, n);
+    let aa = Tables::new(&sa, &sa, &state.a().cov, n, true);
     let self_product = |side: &Side<'_, T>, t: &Tables<T>, cov: &DMatrix<T>| {
         let p = Product {
             sides: [side, side],
@@ -606,18 +700,18 @@ pub(super) fn step<T: Real>(
             yy: t,
             n,
         };
-        let ez = mean_scores(&p, 0);
-        let c = p.output_covariance([&ez, &ez], cov, true);
-        (ez, c)
+        let means = mean_scores(&p, 0);
+        let c = p.output_covariance([&means, &means], cov, true);
+        (means, c)
     };
     let (ez_a, cov_a) = self_product(&sa, &aa, &state.a().cov);
-    let side_a = Moments::new(output_mean(&sa, &ez_a), cov_a, n)?;
+    let side_a = Moments::new(output_mean(&sa, &ez_a.per_position), cov_a, n)?;
     let Some(b) = b else {
         return Ok(JointMoments::same(side_a));
     };
     let sb = Side::new(b, state.b(), n)?;
-    let bb = Tables::new(&sb, &sb, &state.b().cov, n);
-    let ab = Tables::new(&sa, &sb, state.cross(), n);
+    let bb = Tables::new(&sb, &sb, &state.b().cov, n, true);
+    let ab = Tables::new(&sa, &sb, state.cross(), n, false);
     let (ez_b, cov_b) = self_product(&sb, &bb, &state.b().cov);
     let cross = Product {
         sides: [&sa, &sb],
@@ -629,7 +723,7 @@ pub(super) fn step<T: Real>(
     .output_covariance([&ez_a, &ez_b], state.cross(), false);
     JointMoments::new(
         side_a,
-        Moments::new(output_mean(&sb, &ez_b), cov_b, n)?,
+        Moments::new(output_mean(&sb, &ez_b.per_position), cov_b, n)?,
         cross,
     )
 }
