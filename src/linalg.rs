@@ -187,6 +187,51 @@ pub(crate) fn transpose_to<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &m
     }
 }
 
+/// `dst[r0 + c, c0 + i] = src[row + i, col + c]` for `i < rows`, `c < cols`:
+/// the transpose of a `rows × cols` block of a column-major matrix with
+/// leading dimension `ls` into a block of another with leading dimension
+/// `ld`. By 8 × 8 tiles held in registers, as [`transpose_to`], so that
+/// reads and writes are eight contiguous values each.
+#[inline(always)]
+pub(crate) fn transpose_block<T: Copy>(
+    src: &[T],
+    ls: usize,
+    (row, col): (usize, usize),
+    (rows, cols): (usize, usize),
+    dst: &mut [T],
+    ld: usize,
+    (r0, c0): (usize, usize),
+) {
+    const K: usize = 8;
+    let (whole_rows, whole_cols) = (rows - rows % K, cols - cols % K);
+    for i in (0..whole_rows).step_by(K) {
+        for c in (0..whole_cols).step_by(K) {
+            let mut tile = [[src[0]; K]; K];
+            for (k, column) in tile.iter_mut().enumerate() {
+                let at = (col + c + k) * ls + row + i;
+                column.copy_from_slice(&src[at..at + K]);
+            }
+            for r in 0..K {
+                let at = (c0 + i + r) * ld + r0 + c;
+                for (out, column) in dst[at..at + K].iter_mut().zip(&tile) {
+                    *out = column[r];
+                }
+            }
+        }
+    }
+    // The edges: the columns past the last whole tile, then the rows.
+    for i in 0..whole_rows {
+        for c in whole_cols..cols {
+            dst[(c0 + i) * ld + r0 + c] = src[(col + c) * ls + row + i];
+        }
+    }
+    for i in whole_rows..rows {
+        for c in 0..cols {
+            dst[(c0 + i) * ld + r0 + c] = src[(col + c) * ls + row + i];
+        }
+    }
+}
+
 /// A matrix operand as faer sees it: pointer, shape, strides (in elements),
 /// transposed on request by swapping them.
 #[derive(Clone, Copy)]
@@ -367,6 +412,24 @@ mod tests {
     use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
 
     use super::*;
+
+    #[test]
+    fn transpose_block_matches_the_definition() {
+        let (ls, ld) = (23, 19);
+        let src: Vec<f64> = (0..ls * 21).map(|v| v as f64).collect();
+        for (rows, cols) in [(16, 8), (9, 17), (3, 2), (8, 8), (0, 5)] {
+            let (row, col, r0, c0) = (4, 2, 1, 1);
+            let mut dst = vec![-1.0; ld * 20];
+            transpose_block(&src, ls, (row, col), (rows, cols), &mut dst, ld, (r0, c0));
+            let mut want = vec![-1.0; ld * 20];
+            for i in 0..rows {
+                for c in 0..cols {
+                    want[(c0 + i) * ld + r0 + c] = src[(col + c) * ls + row + i];
+                }
+            }
+            assert_eq!(dst, want, "{rows} × {cols}");
+        }
+    }
 
     /// `α A B + β C` by the triple loop, in f64.
     fn naive(

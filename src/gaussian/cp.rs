@@ -202,7 +202,7 @@ pub(crate) fn read_out_linear<T: Real>(
     let (ua, ub) = (rows(fa), rows(fb));
     let inner =
         |ux: &DMatrix<T>, uy: &DMatrix<T>, x: &Moments<T>, y: &Moments<T>, c: &DMatrix<T>| {
-            let gram = ux.transpose() * uy;
+            let gram = crate::linalg::mul_tn(ux, uy);
             let (mx, my) = (ux.ncols() - 1, uy.ncols() - 1);
             let mut block = DMatrix::zeros(mx + 1, my + 1);
             let mut value = T::zero();
@@ -216,9 +216,15 @@ pub(crate) fn read_out_linear<T: Real>(
             LogScaled::from_scaled(to_f64(value) * x.multiplicity(), x.ln_scale + y.ln_scale)
         };
     let (a, b) = (state.a(), state.b());
-    [
-        inner(&ua, &ub, a, b, state.cross()),
-        inner(&ua, &ua, a, a, &a.cov),
-        inner(&ub, &ub, b, b, &b.cov),
-    ]
+    // The three Gram matrices `U_Xᵀ U_Y` (vocabulary-long sums) at once.
+    let (cross, (ra, rb)) = rayon::join(
+        || inner(&ua, &ub, a, b, state.cross()),
+        || {
+            rayon::join(
+                || inner(&ua, &ua, a, a, &a.cov),
+                || inner(&ub, &ub, b, b, &b.cov),
+            )
+        },
+    );
+    [cross, ra, rb]
 }

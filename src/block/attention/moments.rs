@@ -205,6 +205,31 @@ impl<T: Real> Tables<T> {
     }
 }
 
+/// A block of one table matrix: `rows × cols` from `(row, col)`.
+struct Block<'a, T: Real> {
+    matrix: &'a DMatrix<T>,
+    row: usize,
+    col: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a, T: Real> Block<'a, T> {
+    fn new(
+        matrix: &'a DMatrix<T>,
+        (row, col): (usize, usize),
+        (rows, cols): (usize, usize),
+    ) -> Self {
+        Self {
+            matrix,
+            row,
+            col,
+            rows,
+            cols,
+        }
+    }
+}
+
 /// The sides and tables of one product `⟨X, Y⟩`: `X` is side 0, `Y` side 1.
 struct Product<'a, T: Real> {
     sides: [&'a Side<'a, T>; 2],
@@ -241,14 +266,14 @@ impl<T: Real> Product<'_, T> {
         }
     }
 
-    /// `C(a, b)` as a view of its table, `None` when it is zero; with
-    /// `transposed`, the view holds `C(b, a)` (the tables keep one order).
-    fn view(&self, a: Leg, b: Leg) -> Option<(nalgebra::DMatrixView<'_, T>, bool)> {
+    /// `C(a, b)` as a block of its table, `None` when it is zero; with
+    /// `transposed`, the block holds `C(b, a)` (the tables keep one order).
+    fn block(&self, a: Leg, b: Leg) -> Option<(Block<'_, T>, bool)> {
         let side = |l: Leg| match l {
             Leg::Form { side, .. } | Leg::Input { side, .. } => side,
         };
         if side(a) == 1 && side(b) == 0 {
-            return self.view(b, a).map(|(v, t)| (v, !t));
+            return self.block(b, a).map(|(v, t)| (v, !t));
         }
         let t = match (side(a), side(b)) {
             (0, 0) => self.xx,
@@ -259,13 +284,8 @@ impl<T: Real> Product<'_, T> {
     }
 
     /// `C(a, b)` from table `t`, `a` on its rows' side and `b` on its
-    /// columns', as [`Self::view`] answers.
-    fn lookup(
-        t: &Tables<T>,
-        n: usize,
-        a: Leg,
-        b: Leg,
-    ) -> Option<(nalgebra::DMatrixView<'_, T>, bool)> {
+    /// columns', as [`Self::block`] answers.
+    fn lookup(t: &Tables<T>, n: usize, a: Leg, b: Leg) -> Option<(Block<'_, T>, bool)> {
         let pos = |l: Leg| match l {
             Leg::Form { pos, .. } | Leg::Input { pos, .. } => pos,
         };
@@ -278,6 +298,7 @@ impl<T: Real> Product<'_, T> {
             return Self::lookup(t, n, b, a).map(|(v, tr)| (v, !tr));
         }
         let [hx, hy] = t.heads;
+        let whole = |m: &DMatrix<T>| (m.nrows(), m.ncols());
         Some((
             match (a, b) {
                 (
@@ -293,19 +314,25 @@ impl<T: Real> Product<'_, T> {
                         width: wb,
                         ..
                     },
-                ) => t.forms[(at * hx + ha) * hy + hb].view((ra, rb), (wa, wb)),
+                ) => Block::new(&t.forms[(at * hx + ha) * hy + hb], (ra, rb), (wa, wb)),
                 (
                     Leg::Input { .. },
                     Leg::Form {
                         head, row, width, ..
                     },
-                ) => t.input_forms[at * hy + head].columns(row, width),
+                ) => {
+                    let m = &t.input_forms[at * hy + head];
+                    Block::new(m, (0, row), (whole(m).0, width))
+                }
                 (
                     Leg::Form {
                         head, row, width, ..
                     },
                     Leg::Input { .. },
-                ) => t.form_inputs[at * hx + head].rows(row, width),
+                ) => {
+                    let m = &t.form_inputs[at * hx + head];
+                    Block::new(m, (row, 0), (width, whole(m).1))
+                }
                 (Leg::Input { .. }, Leg::Input { .. }) => {
                     unreachable!("the sums never pair two inputs")
                 }
@@ -314,66 +341,109 @@ impl<T: Real> Product<'_, T> {
         ))
     }
 
-    /// Copies `C(a, b)` into `dst`; false (and `dst` untouched) when it is zero.
-    fn fill(&self, a: Leg, b: Leg, dst: &mut nalgebra::DMatrixViewMut<'_, T>) -> bool {
-        match self.view(a, b) {
-            Some((v, false)) => {
-                dst.copy_from(&v);
+    /// Copies `C(a, b)` into `dst` at `(r0, c0)`, or zeros there; whether
+    /// it is nonzero. Columns are copied as slices (a `memcpy` each), a
+    /// transposed block column by column into rows.
+    #[inline(always)]
+    fn fill_or_zero(&self, a: Leg, b: Leg, dst: &mut DMatrix<T>, (r0, c0): (usize, usize)) -> bool {
+        let ld = dst.nrows();
+        let d = dst.as_mut_slice();
+        match self.block(a, b) {
+            Some((blk, transposed)) => {
+                let ls = blk.matrix.nrows();
+                let src = blk.matrix.as_slice();
+                if transposed {
+                    // Column c of the block is row c of C(a, b).
+                    crate::linalg::transpose_block(
+                        src,
+                        ls,
+                        (blk.row, blk.col),
+                        (blk.rows, blk.cols),
+                        d,
+                        ld,
+                        (r0, c0),
+                    );
+                } else {
+                    for c in 0..blk.cols {
+                        let from = &src[(blk.col + c) * ls + blk.row..][..blk.rows];
+                        d[(c0 + c) * ld + r0..][..blk.rows].copy_from_slice(from);
+                    }
+                }
                 true
             }
-            Some((v, true)) => {
-                dst.tr_copy_from(&v);
-                true
+            None => {
+                let (rows, cols) = (self.width(a), self.width(b));
+                for c in 0..cols {
+                    d[(c0 + c) * ld + r0..][..rows].fill(T::zero());
+                }
+                false
             }
-            None => false,
         }
-    }
-
-    /// Copies `C(a, b)` into `dst`, or zeros; whether it is nonzero.
-    fn fill_or_zero(&self, a: Leg, b: Leg, mut dst: nalgebra::DMatrixViewMut<'_, T>) -> bool {
-        let nonzero = self.fill(a, b, &mut dst);
-        if !nonzero {
-            dst.fill(T::zero());
-        }
-        nonzero
     }
 
     /// `tr C(a, b)`.
     fn trace(&self, a: Leg, b: Leg) -> T {
-        self.view(a, b).map_or(T::zero(), |(v, _)| {
+        self.block(a, b).map_or(T::zero(), |(blk, _)| {
+            let v = blk.matrix.view((blk.row, blk.col), (blk.rows, blk.cols));
             (0..v.nrows().min(v.ncols())).fold(T::zero(), |acc, i| acc + v[(i, i)])
         })
     }
 
     /// `[C(a, c) C(a, d)]` into `slot`, unset when both are zero.
+    #[inline(always)]
     fn beside(&self, a: Leg, c: Leg, d: Leg, slot: &mut Slot<T>) {
         let (wa, wc, wd) = (self.width(a), self.width(c), self.width(d));
         let m = slot.reuse(wa, wc + wd);
-        let l = self.fill_or_zero(a, c, m.columns_mut(0, wc));
-        let r = self.fill_or_zero(a, d, m.columns_mut(wc, wd));
+        let l = self.fill_or_zero(a, c, m, (0, 0));
+        let r = self.fill_or_zero(a, d, m, (0, wc));
         if !(l || r) {
             slot.clear();
         }
     }
 
     /// `[C(a, e); C(b, e)]` into `slot`, unset when both are zero.
+    #[inline(always)]
     fn above(&self, a: Leg, b: Leg, e: Leg, slot: &mut Slot<T>) {
         let (wa, wb, we) = (self.width(a), self.width(b), self.width(e));
         let m = slot.reuse(wa + wb, we);
-        let t = self.fill_or_zero(a, e, m.rows_mut(0, wa));
-        let u = self.fill_or_zero(b, e, m.rows_mut(wa, wb));
+        let t = self.fill_or_zero(a, e, m, (0, 0));
+        let u = self.fill_or_zero(b, e, m, (wa, 0));
         if !(t || u) {
             slot.clear();
         }
     }
 
     /// The chain inputs for these nodes and ends, refilled in `inp`'s
-    /// storage (every entry written).
-    fn inputs(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>) {
+    /// storage (every entry written); the copies compiled for AVX2 where
+    /// the CPU has it (see [`super::avx2`]). The first `kept` nodes and
+    /// the first end are those `inp` holds from the last call, with the
+    /// same nodes and ends after them: what only they read is kept (one
+    /// configuration of `X` against every one of `Y`).
+    fn inputs(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>, kept: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx2() {
+            // SAFETY: the CPU has AVX2, checked by `avx2`.
+            unsafe { self.inputs_avx2(nodes, ends, inp, kept) };
+            return;
+        }
+        self.inputs_body(nodes, ends, inp, kept);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn inputs_avx2(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>, kept: usize) {
+        self.inputs_body(nodes, ends, inp, kept);
+    }
+
+    #[inline(always)]
+    fn inputs_body(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>, kept: usize) {
         let k = nodes.len();
         inp.transfer.resize_with(k * k, Slot::default);
         for (a, &(qa, ka)) in nodes.iter().enumerate() {
             for (b, &(qb, kb)) in nodes.iter().enumerate() {
+                if a < kept && b < kept {
+                    continue;
+                }
                 let slot = &mut inp.transfer[a * k + b];
                 if a == b {
                     slot.clear();
@@ -384,7 +454,7 @@ impl<T: Real> Product<'_, T> {
                 let mut any = false;
                 for (r0, x) in [(0, ka), (ea, qa)] {
                     for (c0, y) in [(0, qb), (eb, kb)] {
-                        any |= self.fill_or_zero(x, y, m.view_mut((r0, c0), (ea, eb)));
+                        any |= self.fill_or_zero(x, y, m, (r0, c0));
                     }
                 }
                 if !any {
@@ -402,17 +472,21 @@ impl<T: Real> Product<'_, T> {
         inp.start.resize_with(k, || DVector::zeros(0));
         inp.stop.resize_with(k, || DVector::zeros(0));
         inp.single.resize(k, T::zero());
-        for (i, &(q, kk)) in nodes.iter().enumerate() {
+        for (i, &(q, kk)) in nodes.iter().enumerate().skip(kept) {
             stack(self.mean(q), self.mean(kk), &mut inp.start[i]);
             stack(self.mean(kk), self.mean(q), &mut inp.stop[i]);
             inp.single[i] = self.mean(q).dot(&self.mean(kk)) + self.trace(q, kk);
         }
         inp.ends.resize_with(ends.len(), End::default);
-        for (end, &e) in inp.ends.iter_mut().zip(ends) {
-            let m = self.mean(e);
-            chain::resized(&mut end.mean, m.len()).copy_from(&m);
+        for (i, (end, &e)) in inp.ends.iter_mut().zip(ends).enumerate() {
+            // The first end with the kept nodes: kept too.
+            let skip = if i == 0 { kept } else { 0 };
+            if skip == 0 {
+                let m = self.mean(e);
+                chain::resized(&mut end.mean, m.len()).copy_from(&m);
+            }
             end.to_node.resize_with(k, Slot::default);
-            for (slot, &(q, kk)) in end.to_node.iter_mut().zip(nodes) {
+            for (slot, &(q, kk)) in end.to_node.iter_mut().zip(nodes).skip(skip) {
                 self.beside(e, q, kk, slot);
             }
         }
@@ -422,7 +496,7 @@ impl<T: Real> Product<'_, T> {
             if between.direct.shape() != (wa, wb) {
                 between.direct = DMatrix::zeros(wa, wb);
             }
-            self.fill_or_zero(ea, eb, between.direct.columns_mut(0, wb));
+            self.fill_or_zero(ea, eb, &mut between.direct, (0, 0));
             between.from_node.resize_with(k, Slot::default);
             for (slot, &(q, kk)) in between.from_node.iter_mut().zip(nodes) {
                 self.above(kk, q, eb, slot);
@@ -479,8 +553,8 @@ impl<T: Real> Product<'_, T> {
             .into_par_iter()
             .with_max_len(1)
             .map_init(
-                || (Inputs::default(), Workspace::default()),
-                |(inp, ws), run| {
+                || (Inputs::default(), Workspace::default(), None),
+                |(inp, ws, held), run| {
                     let (h, s, _, _) = x.configs[run.start];
                     // Rows h of Z(s, s') for every s', side by side: e_v × n H' e_v'.
                     let mut strict = DMatrix::<T>::zeros(x.ev, n * hy);
@@ -496,7 +570,10 @@ impl<T: Real> Product<'_, T> {
                             }
                             let (nodes_y, v_y) = y.legs(1, (h2, s2, t2));
                             let nodes = [nodes_x[0], nodes_x[1], nodes_y[0], nodes_y[1]];
-                            self.inputs(&nodes, &[v_x, v_y], inp);
+                            // `inp` holds X's configuration `held` from the last pair.
+                            let kept = if *held == Some(i) { 2 } else { 0 };
+                            self.inputs(&nodes, &[v_x, v_y], inp, kept);
+                            *held = Some(i);
                             let mut blk = if sym && j == i {
                                 diagonal.columns_mut(h2 * y.ev, y.ev)
                             } else {
@@ -551,7 +628,7 @@ impl<T: Real> Product<'_, T> {
                         let (h, s2, t, w) = other.configs[j];
                         let (nodes, v) = other.legs(1 - side, (h, s2, t));
                         let input = Leg::Input { side, pos: s };
-                        self.inputs(&nodes, &[input, v], &mut inp);
+                        self.inputs(&nodes, &[input, v], &mut inp, 0);
                         let mut blk = row[s2].columns_mut(h * other.ev, other.ev);
                         chain::moment_into(&inp, &mut ws, w, &mut blk);
                     }
@@ -639,7 +716,7 @@ fn mean_scores<T: Real>(product: &Product<'_, T>, side: usize) -> Means<T> {
             || (Inputs::default(), Workspace::default()),
             |(inp, ws), &(h, s, t, w)| {
                 let (nodes, v) = me.legs(side, (h, s, t));
-                product.inputs(&nodes, &[v], inp);
+                product.inputs(&nodes, &[v], inp, 0);
                 let mut m = DMatrix::zeros(me.ev, 1);
                 chain::moment_into(inp, ws, w, &mut m.columns_mut(0, 1));
                 DVector::from_column_slice(m.as_slice())

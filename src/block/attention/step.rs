@@ -915,26 +915,12 @@ struct Task<'a, T: Real> {
 /// operations in the same order, so the same bits either way.
 fn pair_task<T: Real>(task: &Task<'_, T>, rows: &mut DMatrix<T>, mirror: Option<&mut DMatrix<T>>) {
     #[cfg(target_arch = "x86_64")]
-    if !baseline_forced() && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
+    if super::avx2() {
+        // SAFETY: the CPU has AVX2, checked by `avx2`.
         unsafe { pair_task_avx2(task, rows, mirror) };
         return;
     }
     pair_task_body(task, rows, mirror);
-}
-
-/// Tests run the baseline code on a machine with AVX2 by this switch.
-#[cfg(test)]
-static FORCE_BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-#[cfg(all(test, target_arch = "x86_64"))]
-fn baseline_forced() -> bool {
-    FORCE_BASELINE.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-#[cfg(all(not(test), target_arch = "x86_64"))]
-fn baseline_forced() -> bool {
-    false
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1401,9 +1387,9 @@ mod tests {
         use std::sync::atomic::Ordering::Relaxed;
         let steps = cross_and_self(4, 5, Mask::None);
         let fast = steps();
-        FORCE_BASELINE.store(true, Relaxed);
+        super::super::LANES_AT_MOST.store(128, Relaxed);
         let baseline = steps();
-        FORCE_BASELINE.store(false, Relaxed);
+        super::super::LANES_AT_MOST.store(512, Relaxed);
         assert_eq!(fast, baseline);
     }
 
