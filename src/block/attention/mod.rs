@@ -15,6 +15,7 @@
 
 mod chain;
 mod heads;
+mod lanes;
 mod layer;
 mod moments;
 #[cfg(test)]
@@ -23,35 +24,6 @@ mod step;
 
 pub(crate) use heads::HeadTerms;
 
-/// Whether to run the sums' own arithmetic compiled for AVX2: where the CPU
-/// has it, and tests have not forced the baseline. The baseline target
-/// compiles the traces, scaled sums and copies around the small products
-/// to two-lane SSE2; AVX2 without FMA does the same operations in the same
-/// order, so the same bits either way (tested in `step.rs` and `chain.rs`).
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    #[cfg(test)]
-    if LANES_AT_MOST.load(std::sync::atomic::Ordering::Relaxed) < 256 {
-        return false;
-    }
-    std::arch::is_x86_feature_detected!("avx2")
-}
-
-/// Whether the CPU also has AVX-512F (where [`avx2`] holds): the Wick sums'
-/// own arithmetic in 512-bit lanes, the same bits again.
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    #[cfg(test)]
-    if LANES_AT_MOST.load(std::sync::atomic::Ordering::Relaxed) < 512 {
-        return false;
-    }
-    std::arch::is_x86_feature_detected!("avx512f")
-}
-
-/// Tests run the narrower code on a machine with wider vectors by this
-/// switch: the widest vector (bits) the sums may use; 128 is the baseline.
-#[cfg(test)]
-static LANES_AT_MOST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(512);
 pub use layer::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};
 
 use nalgebra::DMatrix;

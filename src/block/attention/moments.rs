@@ -415,13 +415,13 @@ impl<T: Real> Product<'_, T> {
 
     /// The chain inputs for these nodes and ends, refilled in `inp`'s
     /// storage (every entry written); the copies compiled for AVX2 where
-    /// the CPU has it (see [`super::avx2`]). The first `kept` nodes and
+    /// the CPU has it (see [`super::lanes::avx2`]). The first `kept` nodes and
     /// the first end are those `inp` holds from the last call, with the
     /// same nodes and ends after them: what only they read is kept (one
     /// configuration of `X` against every one of `Y`).
     fn inputs(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>, kept: usize) {
         #[cfg(target_arch = "x86_64")]
-        if super::avx2() {
+        if super::lanes::avx2() {
             // SAFETY: the CPU has AVX2, checked by `avx2`.
             unsafe { self.inputs_avx2(nodes, ends, inp, kept) };
             return;
@@ -439,6 +439,7 @@ impl<T: Real> Product<'_, T> {
     fn inputs_body(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>, kept: usize) {
         let k = nodes.len();
         inp.transfer.resize_with(k * k, Slot::default);
+        inp.blocks.resize(k * k, 0);
         for (a, &(qa, ka)) in nodes.iter().enumerate() {
             for (b, &(qb, kb)) in nodes.iter().enumerate() {
                 if a < kept && b < kept {
@@ -451,13 +452,16 @@ impl<T: Real> Product<'_, T> {
                 }
                 let (ea, eb) = (self.width(qa), self.width(qb));
                 let m = slot.reuse(2 * ea, 2 * eb);
-                let mut any = false;
-                for (r0, x) in [(0, ka), (ea, qa)] {
-                    for (c0, y) in [(0, qb), (eb, kb)] {
-                        any |= self.fill_or_zero(x, y, m, (r0, c0));
+                let mut blocks = 0;
+                for (r, (r0, x)) in [(0, ka), (ea, qa)].into_iter().enumerate() {
+                    for (c, (c0, y)) in [(0, qb), (eb, kb)].into_iter().enumerate() {
+                        if self.fill_or_zero(x, y, m, (r0, c0)) {
+                            blocks |= 1 << (2 * r + c);
+                        }
                     }
                 }
-                if !any {
+                inp.blocks[a * k + b] = blocks;
+                if blocks == 0 {
                     slot.clear();
                 }
             }

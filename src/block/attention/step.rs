@@ -915,7 +915,7 @@ struct Task<'a, T: Real> {
 /// operations in the same order, so the same bits either way.
 fn pair_task<T: Real>(task: &Task<'_, T>, rows: &mut DMatrix<T>, mirror: Option<&mut DMatrix<T>>) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx2() {
+    if super::lanes::avx2() {
         // SAFETY: the CPU has AVX2, checked by `avx2`.
         unsafe { pair_task_avx2(task, rows, mirror) };
         return;
@@ -1387,9 +1387,9 @@ mod tests {
         use std::sync::atomic::Ordering::Relaxed;
         let steps = cross_and_self(4, 5, Mask::None);
         let fast = steps();
-        super::super::LANES_AT_MOST.store(128, Relaxed);
+        super::super::lanes::LANES_AT_MOST.store(128, Relaxed);
         let baseline = steps();
-        super::super::LANES_AT_MOST.store(512, Relaxed);
+        super::super::lanes::LANES_AT_MOST.store(512, Relaxed);
         assert_eq!(fast, baseline);
     }
 
