@@ -146,7 +146,6 @@ where
 /// contiguous writes of `dst` (1.1–1.7·10⁹ `f32`/s at the kernel's shapes).
 pub(crate) fn transpose_to<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     const BLOCK: usize = 128;
-    const K: usize = 8;
     assert!(
         src.len() == rows * cols && dst.len() == rows * cols,
         "transpose_to: {} and {} values for {rows} × {cols}",
@@ -157,32 +156,7 @@ pub(crate) fn transpose_to<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &m
         let i1 = (i0 + BLOCK).min(rows);
         for j0 in (0..cols).step_by(BLOCK) {
             let j1 = (j0 + BLOCK).min(cols);
-            for i in (i0..i1).step_by(K) {
-                let mut j = j0;
-                if i + K <= i1 {
-                    while j + K <= j1 {
-                        let mut tile = [[src[i]; K]; K];
-                        for (k, column) in tile.iter_mut().enumerate() {
-                            let at = (j + k) * rows + i;
-                            column.copy_from_slice(&src[at..at + K]);
-                        }
-                        for r in 0..K {
-                            let at = (i + r) * cols + j;
-                            for (out, column) in dst[at..at + K].iter_mut().zip(&tile) {
-                                *out = column[r];
-                            }
-                        }
-                        j += K;
-                    }
-                }
-                // The edges: rows of the last partial tile, columns past the
-                // last whole one.
-                for ii in i..(i + K).min(i1) {
-                    for jj in j..j1 {
-                        dst[jj + ii * cols] = src[ii + jj * rows];
-                    }
-                }
-            }
+            transpose_block(src, rows, (i0, j0), (i1 - i0, j1 - j0), dst, cols, (j0, i0));
         }
     }
 }
@@ -190,8 +164,8 @@ pub(crate) fn transpose_to<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &m
 /// `dst[r0 + c, c0 + i] = src[row + i, col + c]` for `i < rows`, `c < cols`:
 /// the transpose of a `rows × cols` block of a column-major matrix with
 /// leading dimension `ls` into a block of another with leading dimension
-/// `ld`. By 8 × 8 tiles held in registers, as [`transpose_to`], so that
-/// reads and writes are eight contiguous values each.
+/// `ld`. By 8 × 8 tiles held in registers, so that reads and writes are
+/// eight contiguous values each ([`transpose_to`] walks its blocks so).
 #[inline(always)]
 pub(crate) fn transpose_block<T: Copy>(
     src: &[T],

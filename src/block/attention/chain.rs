@@ -56,11 +56,8 @@ impl<T: Real> Slot<T> {
     /// last sum left: the caller overwrites every one.
     #[inline(always)]
     pub(super) fn reuse(&mut self, rows: usize, cols: usize) -> &mut DMatrix<T> {
-        if self.matrix.shape() != (rows, cols) {
-            self.matrix = DMatrix::zeros(rows, cols);
-        }
         self.set = true;
-        &mut self.matrix
+        reshaped(&mut self.matrix, rows, cols)
     }
 
     /// A slot holding `m` (for building inputs in tests).
@@ -84,7 +81,7 @@ pub(super) fn resized<T: Real>(v: &mut DVector<T>, len: usize) -> &mut DVector<T
 
 /// `m` reshaped to `rows × cols` (contents unspecified when it was another shape).
 #[inline(always)]
-fn reshaped<T: Real>(m: &mut DMatrix<T>, rows: usize, cols: usize) -> &mut DMatrix<T> {
+pub(super) fn reshaped<T: Real>(m: &mut DMatrix<T>, rows: usize, cols: usize) -> &mut DMatrix<T> {
     if m.shape() != (rows, cols) {
         *m = DMatrix::zeros(rows, cols);
     }
@@ -245,35 +242,24 @@ fn dot<T: Real>(x: &[T], y: &[T]) -> T {
 }
 
 /// `y ← N x`, or `y += N x` with `accumulate`, for a transfer `N` whose
-/// zero blocks (`blocks`) are skipped where [`by_blocks`]: sixteen rows at a time held in
-/// registers across the columns, each entry summing its products in
-/// column order (the same bits at every vector width). The GEMM engine's
-/// matrix–vector path costs a call and a store per column at these sizes
-/// (`2e × 2e`).
+/// zero blocks (`blocks`) are skipped as by [`by_blocks`]: sixteen rows at
+/// a time held in registers across the columns, each entry summing its
+/// products in column order (the same bits at every vector width). The
+/// GEMM engine's matrix–vector path costs a call and a store per column
+/// at these sizes (`2e × 2e`).
 #[inline(always)]
 fn gemv<T: Real>(n: &DMatrix<T>, blocks: u8, x: &[T], y: &mut [T], accumulate: bool) {
     let (rows, cols) = n.shape();
     debug_assert!(x.len() == cols && y.len() == rows);
-    if !by_blocks(n, blocks) {
-        gemv_block(n.as_slice(), rows, (0, 0), x, y, accumulate);
-        return;
-    }
-    // Zero blocks skipped, as [`mul_blocks`].
     let (hr, hc) = (rows / 2, cols / 2);
-    for r in 0..2 {
-        let y = &mut y[r * hr..(r + 1) * hr];
-        let mut written = accumulate;
-        for c in 0..2 {
-            if blocks & 1 << (2 * r + c) != 0 {
-                let x = &x[c * hc..(c + 1) * hc];
-                gemv_block(n.as_slice(), rows, (r * hr, c * hc), x, y, written);
-                written = true;
-            }
+    by_blocks(n, blocks, accumulate, |part, accumulate| match part {
+        Part::Whole => gemv_block(n.as_slice(), rows, (0, 0), x, y, accumulate),
+        Part::Block(r, c) => {
+            let (x, y) = (&x[c * hc..][..hc], &mut y[r * hr..][..hr]);
+            gemv_block(n.as_slice(), rows, (r * hr, c * hc), x, y, accumulate);
         }
-        if !written {
-            y.fill(T::zero());
-        }
-    }
+        Part::Zero(r) => y[r * hr..][..hr].fill(T::zero()),
+    });
 }
 
 /// `y ← A x` or `y += A x` for the block of `y.len() × x.len()` at
@@ -316,18 +302,48 @@ fn gemv_block<T: Real>(
 #[cfg(test)]
 const DENSE: u8 = 0b1111;
 
-/// Whether products by transfer `n` go block by block: where at most two
-/// of its blocks are nonzero and its halves are at least 16 wide (a call,
-/// or a loop, per block of a few rows costs more than it saves).
+/// One product of a walk of [`by_blocks`].
+enum Part {
+    /// The whole transfer.
+    Whole,
+    /// Block `(r, c)` into block row `r` of the result.
+    Block(usize, usize),
+    /// Block row `r` of the result is zero.
+    Zero(usize),
+}
+
+/// A product by transfer `n`, whose zero blocks are `blocks` (as
+/// [`Inputs::blocks`]), as the parts `part(p, accumulate)` to take: the
+/// whole unless at most two blocks are nonzero and its halves are at least
+/// 16 wide (below that, a call or a loop per block costs more than it
+/// saves); then each nonzero block in order, the first of a block row
+/// overwriting it unless `accumulate`, and a zero block row when
+/// overwriting one that has none.
 #[inline(always)]
-fn by_blocks<T: Real>(n: &DMatrix<T>, blocks: u8) -> bool {
-    blocks.count_ones() <= 2 && n.nrows().min(n.ncols()) >= 32
+fn by_blocks<T: Real>(
+    n: &DMatrix<T>,
+    blocks: u8,
+    accumulate: bool,
+    mut part: impl FnMut(Part, bool),
+) {
+    if blocks.count_ones() > 2 || n.nrows().min(n.ncols()) < 32 {
+        part(Part::Whole, accumulate);
+        return;
+    }
+    for r in 0..2 {
+        let mut written = accumulate;
+        for c in (0..2).filter(|c| blocks & 1 << (2 * r + c) != 0) {
+            part(Part::Block(r, c), written);
+            written = true;
+        }
+        if !written {
+            part(Part::Zero(r), false);
+        }
+    }
 }
 
 /// `out ← n x`, or `out += n x` with `accumulate`, for a transfer `n` whose
-/// zero blocks (`blocks`, as [`Inputs::blocks`]) are skipped: one product
-/// per nonzero block on the halves where [`by_blocks`], else one product of
-/// the whole.
+/// zero blocks are skipped as by [`by_blocks`].
 #[inline(always)]
 fn mul_blocks<T: Real>(
     n: &DMatrix<T>,
@@ -336,33 +352,18 @@ fn mul_blocks<T: Real>(
     accumulate: bool,
     out: &mut DMatrix<T>,
 ) {
-    if !by_blocks(n, blocks) {
-        let beta = if accumulate { T::one() } else { T::zero() };
-        gemm(T::one(), n, x, beta, out);
-        return;
-    }
     let (hr, hc) = (n.nrows() / 2, n.ncols() / 2);
-    for r in 0..2 {
-        let mut rows = out.rows_mut(r * hr, hr);
-        let mut written = accumulate;
-        for c in 0..2 {
-            if blocks & 1 << (2 * r + c) == 0 {
-                continue;
+    by_blocks(n, blocks, accumulate, |part, accumulate| {
+        let beta = if accumulate { T::one() } else { T::zero() };
+        match part {
+            Part::Whole => gemm(T::one(), n, x, beta, out),
+            Part::Block(r, c) => {
+                let (a, b) = (n.view((r * hr, c * hc), (hr, hc)), x.rows(c * hc, hc));
+                gemm(T::one(), &a, &b, beta, &mut out.rows_mut(r * hr, hr));
             }
-            let beta = if written { T::one() } else { T::zero() };
-            gemm(
-                T::one(),
-                &n.view((r * hr, c * hc), (hr, hc)),
-                &x.rows(c * hc, hc),
-                beta,
-                &mut rows,
-            );
-            written = true;
+            Part::Zero(r) => out.rows_mut(r * hr, hr).fill(T::zero()),
         }
-        if !written {
-            rows.fill(T::zero());
-        }
-    }
+    });
 }
 
 /// `N(x,y) N(y,z)` into its slot once per sum; whether it is nonzero.
@@ -487,7 +488,7 @@ fn moment_avx2<T: Real>(
     moment_body(inp, ws, alpha, out);
 }
 
-/// [`moment_into`]'s sum, inlined into each of its two compilations.
+/// [`moment_into`]'s sum, inlined into each of its compilations.
 #[inline(always)]
 fn moment_body<T: Real>(
     inp: &Inputs<T>,

@@ -7,25 +7,31 @@
 //! (tested in `step.rs` and `chain.rs`).
 
 /// Whether to run the sums' own arithmetic compiled for AVX2: where the CPU
-/// has it, and tests have not forced a narrower width.
+/// has it, and tests allow 256-bit vectors.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn avx2() -> bool {
-    #[cfg(test)]
-    if LANES_AT_MOST.load(std::sync::atomic::Ordering::Relaxed) < 256 {
-        return false;
-    }
-    std::arch::is_x86_feature_detected!("avx2")
+    allowed(256) && std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// Whether the CPU also has AVX-512F (asked where [`avx2`] holds): the
-/// Wick sums' own arithmetic in 512-bit lanes.
+/// Whether the CPU also has AVX-512F (asked where [`avx2`] holds), and
+/// tests allow 512-bit vectors: the Wick sums' own arithmetic in 512-bit
+/// lanes.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn avx512() -> bool {
+    allowed(512) && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether vectors of `bits` may be used: always, but in tests that ask
+/// for narrower ones ([`LANES_AT_MOST`]).
+#[cfg(target_arch = "x86_64")]
+fn allowed(bits: usize) -> bool {
     #[cfg(test)]
-    if LANES_AT_MOST.load(std::sync::atomic::Ordering::Relaxed) < 512 {
-        return false;
+    return LANES_AT_MOST.load(std::sync::atomic::Ordering::Relaxed) >= bits;
+    #[cfg(not(test))]
+    {
+        let _ = bits;
+        true
     }
-    std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// Tests run the narrower code on a machine with wider vectors by this

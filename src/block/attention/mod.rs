@@ -23,7 +23,6 @@ mod reference;
 mod step;
 
 pub(crate) use heads::HeadTerms;
-
 pub use layer::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};
 
 use nalgebra::DMatrix;

@@ -415,8 +415,8 @@ impl<T: Real> Product<'_, T> {
 
     /// The chain inputs for these nodes and ends, refilled in `inp`'s
     /// storage (every entry written); the copies compiled for AVX2 where
-    /// the CPU has it (see [`super::lanes::avx2`]). The first `kept` nodes and
-    /// the first end are those `inp` holds from the last call, with the
+    /// the CPU has it (see [`super::lanes::avx2`]). The first `kept` nodes
+    /// and the first end are those `inp` holds from the last call, with the
     /// same nodes and ends after them: what only they read is kept (one
     /// configuration of `X` against every one of `Y`).
     fn inputs(&self, nodes: &[(Leg, Leg)], ends: &[Leg], inp: &mut Inputs<T>, kept: usize) {
@@ -496,11 +496,8 @@ impl<T: Real> Product<'_, T> {
         }
         if let [ea, eb] = *ends {
             let between = inp.between.get_or_insert_with(Between::default);
-            let (wa, wb) = (self.width(ea), self.width(eb));
-            if between.direct.shape() != (wa, wb) {
-                between.direct = DMatrix::zeros(wa, wb);
-            }
-            self.fill_or_zero(ea, eb, &mut between.direct, (0, 0));
+            let direct = chain::reshaped(&mut between.direct, self.width(ea), self.width(eb));
+            self.fill_or_zero(ea, eb, direct, (0, 0));
             between.from_node.resize_with(k, Slot::default);
             for (slot, &(q, kk)) in between.from_node.iter_mut().zip(nodes) {
                 self.above(kk, q, eb, slot);
@@ -533,10 +530,11 @@ impl<T: Real> Product<'_, T> {
         // Σ over configuration pairs of Cov(z, z') = E[z z'ᵀ] − E[z] E[z']ᵀ,
         // per query pair (s, s'); zero, and skipped, for pairs whose legs
         // are independent (positions that no earlier block mixed, as in a
-        // first attention layer). Summed in place: one task per head and query position (h, s) of
-        // X (a contiguous run of its configurations) owns rows h of every
-        // Z(s, ·) and sums its pairs in order, so that the result does not
-        // depend on the thread count and nothing grows as the n⁴ pairs. A
+        // first attention layer). Summed in place: one task per head and
+        // query position (h, s) of X (a contiguous run of its
+        // configurations) owns rows h of every Z(s, ·) and sums its pairs
+        // in order, so that the result does not depend on the thread count
+        // and nothing grows as the n⁴ pairs. A
         // self product (`sym`) takes each unordered pair once: the pairs
         // j > i go to `strict`, the pairs j = i to `diagonal`, and
         // Z(a, b) = strict(a, b) + strict(b, a)ᵀ + diagonal(a, b).
