@@ -75,6 +75,26 @@ pub(crate) fn gemm_tn<T, SA, SB, SC>(
     product(alpha, a, true, b, false, beta, c);
 }
 
+/// `c ← α op(a) op(b) + β c`, `op(x)` being `xᵀ` where its flag is set
+/// (read in place through swapped strides).
+#[track_caller]
+pub(crate) fn gemm_op<T, SA, SB, SC>(
+    alpha: T,
+    a: &Matrix<T, Dyn, Dyn, SA>,
+    ta: bool,
+    b: &Matrix<T, Dyn, Dyn, SB>,
+    tb: bool,
+    beta: T,
+    c: &mut Matrix<T, Dyn, Dyn, SC>,
+) where
+    T: Real,
+    SA: Storage<T, Dyn, Dyn>,
+    SB: Storage<T, Dyn, Dyn>,
+    SC: StorageMut<T, Dyn, Dyn>,
+{
+    product(alpha, a, ta, b, tb, beta, c);
+}
+
 /// `a b` (or with `bᵀ`) as a new matrix: the allocating form.
 #[track_caller]
 pub(crate) fn mul<T, SA, SB>(

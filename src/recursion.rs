@@ -761,7 +761,7 @@ pub(crate) fn normalise<T: Real>(
     mut ln_scale: f64,
     position: usize,
 ) -> Result<(Stream<T>, f64)> {
-    let largest = next.amax();
+    let (largest, output) = largest_entries(&next);
     if !largest.is_finite() || !ln_scale.is_finite() {
         return Err(Error::NumericalBreakdown {
             block: position,
@@ -775,7 +775,11 @@ pub(crate) fn normalise<T: Real>(
             .for_each(|chunk| chunk.iter_mut().for_each(|x| *x /= largest));
         ln_scale += to_f64(largest).ln();
     }
-    check_resolved(&next, position)?;
+    if largest > T::zero() {
+        // Division by a positive number is monotone, rounding included: the
+        // largest quotient is the quotient of the largest.
+        check_resolved::<T>(to_f64(output / largest), position)?;
+    }
     Ok((Stream::Dense(next), ln_scale))
 }
 
@@ -904,17 +908,50 @@ impl TensorSimilarity {
     }
 }
 
+/// The largest magnitude of `g`'s entries and of its output part
+/// `g[1:,1:]` (zero if empty), in one pass over its columns in parallel (a
+/// maximum is exact: the same bits in any order); NaN if an entry is NaN.
+fn largest_entries<T: Real>(g: &DMatrix<T>) -> (T, T) {
+    let height = g.nrows();
+    if height == 0 {
+        return (T::zero(), T::zero());
+    }
+    let nan = |x: T| x.partial_cmp(&x).is_none();
+    // NaN, once met, stays.
+    let larger = |a: T, b: T| if !nan(a) && (nan(b) || b > a) { b } else { a };
+    g.as_slice()
+        .par_chunks(height)
+        .enumerate()
+        .map(|(j, column)| {
+            let mut output = T::zero();
+            let mut all = column[0].abs();
+            for x in &column[1..] {
+                let x = x.abs();
+                all = larger(all, x);
+                output = larger(output, x);
+            }
+            if j == 0 {
+                output = T::zero();
+            }
+            if nan(all) {
+                output = all;
+            }
+            (all, output)
+        })
+        .reduce(
+            || (T::zero(), T::zero()),
+            |(a, b), (c, d)| (larger(a, c), larger(b, d)),
+        )
+}
+
 /// An error if the output part `G[1:,1:]` of a normalised Gram matrix has
 /// fallen so far below its constant part `G[0,0]` that it is about to
 /// leave `T`'s normal range (deep stacks of contractive blocks without
 /// biases: the constant keeps weight 1 while the map shrinks). One scale
 /// cannot hold both; going on would lose its digits to subnormals and then
-/// read a norm of exactly zero, which would be false.
-fn check_resolved<T: Real>(g: &DMatrix<T>, position: usize) -> Result<()> {
-    if g.nrows() < 2 || g.ncols() < 2 {
-        return Ok(());
-    }
-    let output = to_f64(g.view((1, 1), (g.nrows() - 1, g.ncols() - 1)).amax());
+/// read a norm of exactly zero, which would be false. `output` is the
+/// largest magnitude in `G[1:,1:]`.
+fn check_resolved<T: Real>(output: f64, position: usize) -> Result<()> {
     if output > 0.0 && output < smallest_resolved::<T>() {
         return Err(Error::NumericalBreakdown {
             block: position,
@@ -1090,5 +1127,55 @@ fn check_metric(what: &'static str, m: &DMatrix<f64>) -> Result<()> {
             reason: format!("diagonal entry {i} is negative"),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass maxima against nalgebra's `amax` of the whole matrix and
+    /// of `G[1:,1:]`, on shapes with one row, one column, and many columns
+    /// (several parallel chunks).
+    #[test]
+    fn largest_entries_are_the_whole_and_output_maxima() {
+        for (r, c) in [(1, 1), (1, 5), (5, 1), (3, 4), (70, 300)] {
+            let g = DMatrix::from_fn(r, c, |i, j| ((i * 31 + j * 17) % 23) as f64 - 11.5);
+            let (all, output) = largest_entries(&g);
+            assert_eq!(all, g.amax());
+            let expected = if r > 1 && c > 1 {
+                g.view((1, 1), (r - 1, c - 1)).amax()
+            } else {
+                0.0
+            };
+            assert_eq!(output, expected, "{r} × {c}");
+        }
+    }
+
+    /// A NaN anywhere, the first entry included, is a breakdown, not a
+    /// matrix normalised around it.
+    #[test]
+    fn a_nan_entry_is_a_breakdown() {
+        for at in [(0, 0), (0, 3), (4, 0), (2, 2), (69, 299)] {
+            let mut g = DMatrix::from_element(70, 300, 1.0);
+            g[at] = f64::NAN;
+            let err = normalise(g, 0.0, 3).map(|_| ()).unwrap_err();
+            assert!(
+                matches!(err, Error::NumericalBreakdown { block: 3, .. }),
+                "{at:?}: {err}"
+            );
+        }
+    }
+
+    /// Normalised: the largest entry is 1 and its log moved to the scale.
+    #[test]
+    fn normalise_moves_the_largest_entry_to_the_scale() {
+        let g = DMatrix::from_fn(9, 9, |i, j| (i + 2 * j) as f64 - 7.0);
+        let (Stream::Dense(n), s) = normalise(g.clone(), 1.5, 0).unwrap() else {
+            panic!("a dense state");
+        };
+        assert_eq!(n.amax(), 1.0);
+        assert_eq!(s, 1.5 + 17f64.ln());
+        assert_eq!(n, g / 17.0);
     }
 }

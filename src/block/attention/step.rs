@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use super::heads::HeadTerms;
 use super::layer::{Attention, Mask, Role};
 use crate::error::{Error, Result};
-use crate::linalg::{gemm, gemm_nt, gemm_tn, mul, mul_nt};
+use crate::linalg::{gemm, gemm_nt, gemm_op, gemm_tn, mul, mul_nt};
 use crate::padded::padded_block;
 use crate::resources::{flat_entries, flat_width, zeros};
 use crate::scalar::{Real, from_f64};
@@ -119,7 +119,7 @@ impl<'a, T: Real> Side<'a, T> {
     fn linearize(
         &self,
         m: &[DVector<T>],
-        dirs: Option<&[DMatrix<T>]>,
+        dirs: Option<&[DMatrixView<'_, T>]>,
     ) -> (DMatrix<T>, Vec<DMatrix<T>>, DMatrix<T>) {
         let n = m.len();
         let k = dirs.map_or(0, |d| d[0].ncols());
@@ -298,7 +298,8 @@ fn tiled_scalars(shapes: &Shapes, n: usize, tile: usize) -> f64 {
 /// positions (see [`TensorBlock::gram_step_work`]): the cost model of the
 /// [attention guide](crate::guide::attention#cost-model), term by term,
 /// with the key rows a tile makes again. Counted as a cross step (a self
-/// step does about half its pair contraction), so on the high side.
+/// step does about half its pair contraction and `n(n+1)/2` of the `n²`
+/// products `X`, and no `T2 × T1` pass), so on the high side.
 pub(super) fn work<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64 {
     let shapes = Shapes::of(a, b);
     let nf = n as f64;
@@ -336,10 +337,12 @@ pub(super) fn work<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64
 ///
 /// The per-position-pair products `Y = F_A(p) Ĝ[p,q]` and `Ỹ = Ĝ[p,q] F_B(q)ᵀ`
 /// live only while one column (or row) of position pairs is processed: what
-/// is kept is `X = Y F_B(q)ᵀ`, one matrix per pair of positions and heads.
-/// The attention pairs then run one task per query position and head of `A`,
-/// each summing its own rows of `Z` in a fixed order, so that the result does
-/// not depend on the number of threads.
+/// is kept is `X = Y F_B(q)ᵀ`, one matrix per pair of positions and heads
+/// (in a self product, per unordered pair of positions: `X(q,p) =
+/// X(p,q)ᵀ`). The attention pairs
+/// then run one task per query position and head of `A`, each summing its
+/// own rows of `Z` in a fixed order, so that the result does not depend on
+/// the number of threads.
 pub(super) fn gram_step<T: Real>(
     a: &Attention<T>,
     b: Option<&Attention<T>>,
@@ -395,7 +398,9 @@ fn step<T: Real>(
         (flat_width(n, da)?, flat_width(n, db)?),
     )?;
     let sa = Side::new(a, n)?;
-    let sb = Side::new(b.unwrap_or(a), n)?;
+    // A self product's B is A.
+    let sb_own = b.map(|b| Side::new(b, n)).transpose()?;
+    let sb = sb_own.as_ref().unwrap_or(&sa);
     let same = b.is_none();
 
     // Mean legs m = F G e_0 on each side: A's from the padded column 0 of
@@ -517,14 +522,19 @@ fn step<T: Real>(
 
     // T1 × T2 (A's attention with one leg on a column of G, B's skip input),
     // one column q of position pairs at a time, a few columns at once: Y(·,q)
-    // gives the directions, and, when X is held whole, X(·,q) per head pair;
-    // then it is dropped. Each column adds into its own columns of `out`.
+    // gives the directions, and, when X is held whole, X(·,q) (in a self
+    // product X(p,q) for p ≤ q only); then it is dropped. Each column adds
+    // into its own columns of `out`.
     let mut products = Products::new(n, (sa.heads, sb.heads));
     // A block with `α = 0` (a skip part, SPEC §9) has no attention term:
     // no pass below that reads it runs.
     let (active_a, active_b) = (a.scale() != 0.0, sb.block.scale() != 0.0);
     let t1_t1 = active_a && active_b;
     let t1_t2 = active_a && rb != T::zero();
+    // In a self product T2 × T1 at (p, q) is T1 × T2 at (q, p) transposed
+    // (one block, Ĝ symmetric), and `out` is symmetrised at the end: T1 × T2
+    // counted twice stands for both, and T2 × T1 is not made.
+    let t1_t2_weight = if same { rb + rb } else { rb };
     // Nothing to make column by column when X is tiled and B has no skip.
     if (whole && t1_t1) || t1_t2 {
         let height = out.nrows();
@@ -535,22 +545,27 @@ fn step<T: Real>(
             if batch.is_empty() {
                 break;
             }
-            let xs: Vec<Option<Vec<Vec<DMatrix<T>>>>> = batch
+            let xs: Vec<Option<Vec<Entry<T>>>> = batch
                 .into_par_iter()
                 .map(|(q, column)| {
                     let ys: Vec<DMatrix<T>> =
                         (0..n).into_par_iter().map(|p| pairs.y(p, q)).collect();
-                    let x =
-                        (whole && t1_t1).then(|| ys.par_iter().map(|y| pairs.x(y, q)).collect());
+                    // A self product's X(p,q) below the diagonal is
+                    // X(q,p)ᵀ (one block, Ĝ symmetric): read transposed.
+                    let x = (whole && t1_t1).then(|| {
+                        ys.par_iter()
+                            .enumerate()
+                            .map(|(p, y)| (!same || p <= q).then(|| (pairs.x(y, q), false)))
+                            .collect()
+                    });
                     if t1_t2 {
-                        let dirs: Vec<DMatrix<T>> =
-                            ys.iter().map(|y| y.columns(1, db).into_owned()).collect();
-                        drop(ys);
+                        let dirs: Vec<DMatrixView<'_, T>> =
+                            ys.iter().map(|y| y.columns(1, db)).collect();
                         let psi = sa.linearize(&ma, Some(&dirs)).1;
                         let mut column = nalgebra::DMatrixViewMut::from_slice(column, height, ob);
                         for (p, psi) in psi.iter().enumerate() {
                             let mut blk = column.view_mut((1 + p * oa, 0), (oa, ob));
-                            add_scaled(&mut blk, rb, psi);
+                            add_scaled(&mut blk, t1_t2_weight, psi);
                         }
                     }
                     x
@@ -563,7 +578,7 @@ fn step<T: Real>(
     }
     // T2 × T1: B's attention with one leg on a row of G (A's skip input),
     // one row p of position pairs at a time, a few rows at once.
-    if ra != T::zero() && active_b {
+    if ra != T::zero() && active_b && !same {
         for first in (0..n).step_by(in_flight) {
             let rows_at_once = first..(first + in_flight).min(n);
             let psis: Vec<Vec<DMatrix<T>>> = rows_at_once
@@ -573,7 +588,8 @@ fn step<T: Real>(
                     let dirs: Vec<DMatrix<T>> = (0..n)
                         .map(|q| mul_nt(&sb.legs[q], &pairs.block(p, q).rows(1, da)))
                         .collect();
-                    sb.linearize(&mb, Some(&dirs)).1
+                    let views: Vec<DMatrixView<'_, T>> = dirs.iter().map(|d| d.as_view()).collect();
+                    sb.linearize(&mb, Some(&views)).1
                 })
                 .collect();
             for (p, psi) in rows_at_once.zip(&psis) {
@@ -606,12 +622,15 @@ fn step<T: Real>(
     for start in starts {
         let queries = start..(start + rows).min(n);
         if !whole {
-            let held: Vec<_> = queries.clone().map(|p| (p, pairs.x_row(p, n))).collect();
+            let held: Vec<_> = queries
+                .clone()
+                .map(|p| (p, pairs.x_row(p, n, same)))
+                .collect();
             for (p, row) in held {
                 products.hold(p, row);
             }
         }
-        let mut sums = PairSums::new(&sa, &sb, queries.clone(), n, same);
+        let mut sums = PairSums::new(&sa, sb, queries.clone(), n, same);
         // The key positions any query of the tile reads, in ascending order:
         // runs inside the tile use its rows; each key outside is made alone.
         let keys: Vec<usize> = (0..n)
@@ -625,11 +644,11 @@ fn step<T: Real>(
                 while end < keys.len() && queries.contains(&keys[end]) {
                     end += 1;
                 }
-                attention_pairs(&sa, &sb, &products, t..keys[end - 1] + 1, &mut sums);
+                attention_pairs(&sa, sb, &products, t..keys[end - 1] + 1, &mut sums);
                 i = end;
             } else {
-                products.hold(t, pairs.x_row(t, n));
-                attention_pairs(&sa, &sb, &products, t..t + 1, &mut sums);
+                products.hold(t, pairs.x_row(t, n, same));
+                attention_pairs(&sa, sb, &products, t..t + 1, &mut sums);
                 products.release(t);
                 i += 1;
             }
@@ -639,23 +658,22 @@ fn step<T: Real>(
             .clone()
             .flat_map(|p| (if same { p..n } else { 0..n }).map(move |q| (p, q)))
             .collect();
-        #[allow(clippy::type_complexity)]
-        let folded: Vec<(DMatrix<T>, Option<DMatrix<T>>, Option<DMatrix<T>>)> = tile_pairs
+        // In a self product the block at (q, p) is the one at (p, q)
+        // transposed (Z(q,p) = Z(p,q)ᵀ), and `out` is symmetrised at the
+        // end: the block at (p, q), q > p, counted twice stands for both.
+        let double = coef + coef;
+        let folded: Vec<(DMatrix<T>, Option<DMatrix<T>>)> = tile_pairs
             .par_iter()
             .map(|&(p, q)| {
                 let mut zpq = DMatrix::<T>::zeros(sa.heads * sa.ev, sb.heads * sb.ev);
                 sums.block(p, q, &mut zpq);
-                let fold = |z: &DMatrix<T>| {
-                    let mut ozo = DMatrix::zeros(oa, ob);
-                    gemm_nt(coef, &mul(o_a, z), o_b, T::zero(), &mut ozo);
-                    ozo
-                };
-                // Z(q,p) = Z(p,q)ᵀ.
-                let mirrored = (same && q > p).then(|| fold(&zpq.transpose()));
-                (fold(&zpq), mirrored, keep_heads.then_some(zpq))
+                let mut ozo = DMatrix::zeros(oa, ob);
+                let scale = if same && q > p { double } else { coef };
+                gemm_nt(scale, &mul(o_a, &zpq), o_b, T::zero(), &mut ozo);
+                (ozo, keep_heads.then_some(zpq))
             })
             .collect();
-        for (&(p, q), (ozo, mirrored, zpq)) in tile_pairs.iter().zip(folded) {
+        for (&(p, q), (ozo, zpq)) in tile_pairs.iter().zip(folded) {
             if let Some(zpq) = zpq {
                 if same && q > p {
                     kept_z[q * n + p] = zpq.transpose();
@@ -664,10 +682,6 @@ fn step<T: Real>(
             }
             let mut blk = out.view_mut((1 + p * oa, 1 + q * ob), (oa, ob));
             blk += ozo;
-            if let Some(ozo) = mirrored {
-                let mut blk = out.view_mut((1 + q * oa, 1 + p * ob), (oa, ob));
-                blk += ozo;
-            }
         }
         if !whole {
             for p in queries {
@@ -753,24 +767,40 @@ impl<T: Real> PairProducts<'_, T> {
             .collect()
     }
 
-    /// Row `p` of `X`: `X(p,q)` for every `q`, `[(q H_A + h) H_B + h']`.
-    fn x_row(&self, p: usize, n: usize) -> Vec<DMatrix<T>> {
-        let by_q: Vec<Vec<DMatrix<T>>> = (0..n)
+    /// Row `p` of `X`: `X(p,q)` for every `q`, as [`Products`] holds it
+    /// (in a self product, `X(q,p)` for `q < p`, to be read transposed:
+    /// the same bits as `X` held whole).
+    fn x_row(&self, p: usize, n: usize, same: bool) -> Vec<Entry<T>> {
+        (0..n)
             .into_par_iter()
-            .map(|q| self.x(&self.y(p, q), q))
-            .collect();
-        by_q.into_iter().flatten().collect()
+            .map(|q| {
+                Some(if same && q < p {
+                    (self.x(&self.y(q, p), p), true)
+                } else {
+                    (self.x(&self.y(p, q), q), false)
+                })
+            })
+            .collect()
     }
 }
 
 /// The rows of `X` held: `X(p,q) = F_A(p) Ĝ[p,q] F_B(q)ᵀ` per pair of
 /// positions and heads, each a small contiguous matrix over the five legs
-/// of both heads, so that the pair contraction reads compact memory.
+/// of both heads, so that the pair contraction reads compact memory. In a
+/// self product `X(q,p) = X(p,q)ᵀ` (one block, `Ĝ` symmetric), so only one
+/// of the two is made.
 struct Products<T: Real> {
-    /// `rows[p][(q H_A + h) H_B + h']` for the rows held.
-    rows: Vec<Option<Vec<DMatrix<T>>>>,
+    /// `rows[p][q]` for the rows held: `(X(p,q), false)`, or in a self
+    /// product `(X(q,p), true)`, read transposed; `None` where a self
+    /// product reads `X(q,p)` from row `q`.
+    rows: Vec<Option<Vec<Entry<T>>>>,
     heads: (usize, usize),
 }
+
+/// An entry of [`Products`]: one position pair's matrices per head pair
+/// (`[h H' + h']` of the pair it holds) and whether they are read
+/// transposed.
+type Entry<T> = Option<(Vec<DMatrix<T>>, bool)>;
 
 impl<T: Real> Products<T> {
     fn new(n: usize, heads: (usize, usize)) -> Self {
@@ -780,14 +810,14 @@ impl<T: Real> Products<T> {
         }
     }
 
-    /// Appends column `q` (the next) of every row: `x[p][h H_B + h']`.
-    fn push_column(&mut self, x: Vec<Vec<DMatrix<T>>>) {
+    /// Appends column `q` (the next) of every row: `x[p]`.
+    fn push_column(&mut self, x: Vec<Entry<T>>) {
         for (row, x) in self.rows.iter_mut().zip(x) {
-            row.get_or_insert_with(Vec::new).extend(x);
+            row.get_or_insert_with(Vec::new).push(x);
         }
     }
 
-    fn hold(&mut self, p: usize, row: Vec<DMatrix<T>>) {
+    fn hold(&mut self, p: usize, row: Vec<Entry<T>>) {
         self.rows[p] = Some(row);
     }
 
@@ -795,12 +825,20 @@ impl<T: Real> Products<T> {
         self.rows[p] = None;
     }
 
-    fn get(&self, p: usize, q: usize, h: usize, h2: usize) -> &DMatrix<T> {
-        let (ha, hb) = self.heads;
-        let row = self.rows[p]
-            .as_ref()
-            .expect("the step holds every row of X it reads");
-        &row[(q * ha + h) * hb + h2]
+    /// `X(p,q)` of heads `(h, h')` as a matrix `m` held and whether it is
+    /// `mᵀ`.
+    fn get(&self, p: usize, q: usize, h: usize, h2: usize) -> (&DMatrix<T>, bool) {
+        let held = |p: usize, q: usize| self.rows[p].as_ref().and_then(|row| row[q].as_ref());
+        let hb = self.heads.1;
+        match held(p, q) {
+            Some((x, false)) => (&x[h * hb + h2], false),
+            // X(q,p) of heads (h', h): a self product, H = H'.
+            Some((x, true)) => (&x[h2 * hb + h], true),
+            None => match held(q, p) {
+                Some((x, false)) => (&x[h2 * hb + h], true),
+                _ => unreachable!("the step holds every product of X it reads"),
+            },
+        }
     }
 }
 
@@ -1026,13 +1064,40 @@ struct Blocks<'a, T: Real> {
 
 impl<T: Real> Blocks<'_, T> {
     /// `X_{l,l'} = U^A_l(p) Ĝ[p,q] U^B_{l'}(q)ᵀ` for this head pair, `w_A(l) × w_B(l')`.
-    fn x(&self, l: usize, l2: usize) -> DMatrixView<'_, T> {
+    fn x(&self, l: usize, l2: usize) -> Op<'_, T> {
         let p = self.pos_a[usize::from(!AT_QUERY[l])];
         let q = self.pos_b[usize::from(!AT_QUERY[l2])];
-        self.products.get(p, q, self.h, self.h2).view(
-            (self.sa.head_row(l), self.sb.head_row(l2)),
-            (self.sa.leg_width(l), self.sb.leg_width(l2)),
-        )
+        let (rows, cols) = (self.sa.head_row(l), self.sb.head_row(l2));
+        let (wa, wb) = (self.sa.leg_width(l), self.sb.leg_width(l2));
+        match self.products.get(p, q, self.h, self.h2) {
+            (x, false) => Op {
+                m: x.view((rows, cols), (wa, wb)),
+                t: false,
+            },
+            // A self product: A's and B's legs have one layout.
+            (x, true) => Op {
+                m: x.view((cols, rows), (wb, wa)),
+                t: true,
+            },
+        }
+    }
+}
+
+/// A block of `X` as held: `m`, or `mᵀ` when `t`.
+struct Op<'a, T: Real> {
+    m: DMatrixView<'a, T>,
+    t: bool,
+}
+
+impl<T: Real> Op<'_, T> {
+    /// `⟨self, other⟩`, the sum of the entrywise products.
+    #[inline(always)]
+    fn dot(&self, other: &Self) -> T {
+        if self.t == other.t {
+            return self.m.dot(&other.m);
+        }
+        // ⟨aᵀ, b⟩ = Σ_ij a[j,i] b[i,j].
+        self.m.tr_dot(&other.m)
     }
 }
 
@@ -1064,8 +1129,11 @@ impl<T: Real> Scratch<T> {
 fn node_pair<T: Real>(b: &Blocks<'_, T>, nu: usize, x2: usize, y2: usize, out: &mut DMatrix<T>) {
     let (l1, l2) = (2 * nu, 2 * nu + 1);
     let (one, zero) = (T::one(), T::zero());
-    gemm_tn(one, &b.x(l1, x2), &b.x(l2, y2), zero, out);
-    gemm_tn(one, &b.x(l2, x2), &b.x(l1, y2), one, out);
+    let product = |x: Op<'_, T>, y: Op<'_, T>, beta: T, out: &mut DMatrix<T>| {
+        gemm_op(one, &x.m, !x.t, &y.m, y.t, beta, out);
+    };
+    product(b.x(l1, x2), b.x(l2, y2), zero, out);
+    product(b.x(l2, x2), b.x(l1, y2), one, out);
 }
 
 /// `tr E_ν(x', y')` for `x', y'` in one B node (they share its index).
@@ -1102,7 +1170,12 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>) {
             scalar += s.cross[i].dot(&s.cross[4 + j]);
         }
     }
-    s.m.copy_from(&b.x(4, 4));
+    let v = b.x(4, 4);
+    if v.t {
+        s.m.tr_copy_from(&v.m);
+    } else {
+        s.m.copy_from(&v.m);
+    }
     s.m *= scalar;
 
     // σ(V) = z', a score leg: the path enters B node(z') and leaves by u.
@@ -1126,7 +1199,8 @@ fn network_sum<T: Real>(b: &Blocks<'_, T>, s: &mut Scratch<T>) {
                 }
             }
         }
-        gemm(one, &b.x(4, z2), &s.r, one, &mut s.m);
+        let v = b.x(4, z2);
+        gemm_op(one, &v.m, v.t, &s.r, false, one, &mut s.m);
     }
 }
 
