@@ -38,7 +38,7 @@ pub(crate) fn gemm<T, SA, SB, SC>(
     SB: Storage<T, Dyn, Dyn>,
     SC: StorageMut<T, Dyn, Dyn>,
 {
-    product(alpha, a, false, b, false, beta, c);
+    gemm_op(alpha, a, false, b, false, beta, c);
 }
 
 /// `c ← α a bᵀ + β c`, reading `b` in place through swapped strides.
@@ -55,7 +55,7 @@ pub(crate) fn gemm_nt<T, SA, SB, SC>(
     SB: Storage<T, Dyn, Dyn>,
     SC: StorageMut<T, Dyn, Dyn>,
 {
-    product(alpha, a, false, b, true, beta, c);
+    gemm_op(alpha, a, false, b, true, beta, c);
 }
 
 /// `c ← α aᵀ b + β c`, reading `a` in place through swapped strides.
@@ -72,27 +72,7 @@ pub(crate) fn gemm_tn<T, SA, SB, SC>(
     SB: Storage<T, Dyn, Dyn>,
     SC: StorageMut<T, Dyn, Dyn>,
 {
-    product(alpha, a, true, b, false, beta, c);
-}
-
-/// `c ← α op(a) op(b) + β c`, `op(x)` being `xᵀ` where its flag is set
-/// (read in place through swapped strides).
-#[track_caller]
-pub(crate) fn gemm_op<T, SA, SB, SC>(
-    alpha: T,
-    a: &Matrix<T, Dyn, Dyn, SA>,
-    ta: bool,
-    b: &Matrix<T, Dyn, Dyn, SB>,
-    tb: bool,
-    beta: T,
-    c: &mut Matrix<T, Dyn, Dyn, SC>,
-) where
-    T: Real,
-    SA: Storage<T, Dyn, Dyn>,
-    SB: Storage<T, Dyn, Dyn>,
-    SC: StorageMut<T, Dyn, Dyn>,
-{
-    product(alpha, a, ta, b, tb, beta, c);
+    gemm_op(alpha, a, true, b, false, beta, c);
 }
 
 /// `a b` (or with `bᵀ`) as a new matrix: the allocating form.
@@ -270,8 +250,11 @@ impl<T: Real> Operand<T> {
     }
 }
 
+/// `c ← α op(a) op(b) + β c`, `op(x)` being `xᵀ` where its flag is set
+/// (read in place through swapped strides): the one product the others
+/// name.
 #[track_caller]
-fn product<T, SA, SB, SC>(
+pub(crate) fn gemm_op<T, SA, SB, SC>(
     alpha: T,
     a: &Matrix<T, Dyn, Dyn, SA>,
     ta: bool,

@@ -560,7 +560,8 @@ fn at_block(e: Error, position: usize) -> Error {
 
 /// An estimate of the peak bytes of one pass on `n` positions: the moments
 /// (`A`, `B` and their cross moments; one position's until a block mixes
-/// positions) in and out of the largest step, with the step's own tables. In
+/// positions) in and out of the largest step, with the step's own tables,
+/// and the models' parameters. In
 /// `f64`, on the high side (see [`crate::resources`]).
 fn bytes<T: Real>(a: &Model<T>, b: &Model<T>, same: bool, n: usize) -> f64 {
     let sides = if same { 1.0 } else { 3.0 };
@@ -591,7 +592,9 @@ fn bytes<T: Real>(a: &Model<T>, b: &Model<T>, same: bool, n: usize) -> f64 {
         };
         peak = peak.max(states + step);
     }
-    scalars::<T>(peak)
+    // The models themselves, held throughout.
+    let parameters = a.parameter_count() + if same { 0 } else { b.parameter_count() };
+    scalars::<T>(peak + parameters as f64)
 }
 
 /// An error for a block whose order the Wick expansion does not take.

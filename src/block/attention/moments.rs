@@ -146,6 +146,9 @@ struct Tables<T: Real> {
     heads: [usize; 2],
     /// A model with itself: the pairs `p > q` are read as `(q, p)` transposed.
     mirrored: bool,
+    /// Only the pairs of a head with itself are held, `forms` at
+    /// `(p·n + q)·H + h`, and no input tables ([`Tables::into_diagonal`]).
+    diagonal: bool,
 }
 
 impl<T: Real> Tables<T> {
@@ -194,6 +197,7 @@ impl<T: Real> Tables<T> {
             zero: Vec::with_capacity(n * n),
             heads: [hx, hy],
             mirrored,
+            diagonal: false,
         };
         for (f, i, fi, z) in items {
             t.forms.extend(f);
@@ -202,6 +206,29 @@ impl<T: Real> Tables<T> {
             t.zero.push(z);
         }
         t
+    }
+
+    /// A model's tables with itself kept for what the cross product reads
+    /// of them: the covariances of one configuration's own legs, one head
+    /// with itself. The rest (`H² − H` of every `H²` head pairs, and the
+    /// input tables) is dropped, so that the cross product's own tables
+    /// are made beside `1/H` of each side's instead of all of them.
+    fn into_diagonal(mut self) -> Self {
+        let [h, h2] = self.heads;
+        debug_assert!(self.mirrored && h == h2, "a model's tables with itself");
+        let pairs = self.zero.len();
+        let mut forms = Vec::with_capacity(pairs * h);
+        // Head pair (k, k) of each position pair is its entry k (H + 1).
+        for (i, m) in std::mem::take(&mut self.forms).into_iter().enumerate() {
+            if (i % (h * h)) % (h + 1) == 0 {
+                forms.push(m);
+            }
+        }
+        self.forms = forms;
+        self.input_forms = Vec::new();
+        self.form_inputs = Vec::new();
+        self.diagonal = true;
+        self
     }
 }
 
@@ -301,6 +328,23 @@ impl<T: Real> Product<'_, T> {
         let whole = |m: &DMatrix<T>| (m.nrows(), m.ncols());
         Some((
             match (a, b) {
+                (
+                    Leg::Form {
+                        head: ha,
+                        row: ra,
+                        width: wa,
+                        ..
+                    },
+                    Leg::Form {
+                        head: hb,
+                        row: rb,
+                        width: wb,
+                        ..
+                    },
+                ) if t.diagonal => {
+                    debug_assert_eq!(ha, hb, "one configuration's legs share its head");
+                    Block::new(&t.forms[at * hx + ha], (ra, rb), (wa, wb))
+                }
                 (
                     Leg::Form {
                         head: ha,
@@ -788,10 +832,15 @@ pub(super) fn step<T: Real>(
     let Some(b) = b else {
         return Ok(JointMoments::same(side_a));
     };
+    // One model's whole tables at a time: each self product's, then the
+    // cross product's beside the heads' own pairs of both (all it reads of
+    // them).
+    let aa = aa.into_diagonal();
     let sb = Side::new(b, state.b(), n)?;
     let bb = Tables::new(&sb, &sb, &state.b().cov, n, true);
-    let ab = Tables::new(&sa, &sb, state.cross(), n, false);
     let (ez_b, cov_b) = self_product(&sb, &bb, &state.b().cov);
+    let bb = bb.into_diagonal();
+    let ab = Tables::new(&sa, &sb, state.cross(), n, false);
     let cross = Product {
         sides: [&sa, &sb],
         xx: &aa,
@@ -808,9 +857,10 @@ pub(super) fn step<T: Real>(
 }
 
 /// An estimate of the scalars of [`step`] beyond its input and output
-/// moments on `n` positions: the covariance tables of each pair of sides and
-/// the moments of the largest set of configuration pairs (see
-/// [`crate::resources`]).
+/// moments on `n` positions: the covariance tables it holds at once (one
+/// pair of sides' whole, beside the heads' own pairs of the self tables
+/// made before) and the moments of the largest set of configuration pairs
+/// (see [`crate::resources`]).
 pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> f64 {
     let nf = n as f64;
     let per_matrix = 96.0 / size_of::<T>() as f64;
@@ -849,10 +899,22 @@ pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> 
     let rows = |(hx, _, evx, _): (f64, f64, f64, f64), (hy, _, evy, _): (f64, f64, f64, f64)| {
         nf * nf * hx * evx * hy * evy
     };
+    // A model's tables with itself kept for the cross product: one head
+    // with itself (`Tables::into_diagonal`).
+    let diagonal = |(h, l, _, _): (f64, f64, f64, f64)| nf * nf * (h * l * l + per_matrix * h);
+    // One whole set of tables at a time: A's, then B's beside A's heads'
+    // own, then the cross product's beside both sides' own.
+    let held = tables(sx, sx)
+        .max(diagonal(sx) + tables(sy, sy))
+        .max(diagonal(sx) + diagonal(sy) + tables(sx, sy));
+    // Beside them all along: each side's leg forms per position and head,
+    // and the output blocks `(s, s')` before they are copied out.
+    let forms = |(h, l, _, d): (f64, f64, f64, f64)| nf * h * l * (d + 1.0);
+    let outputs = nf * nf * a.output_width() as f64 * b.output_width() as f64;
     let threads = rayon::current_num_threads() as f64;
-    tables(sx, sy)
-        + tables(sx, sx)
-        + tables(sy, sy)
+    held + forms(sx)
+        + forms(sy)
+        + outputs
         + rows(sx, sy).max(rows(sx, sx)).max(rows(sy, sy))
         + threads * scratch
 }
