@@ -341,24 +341,15 @@ impl<T: Real> Product<'_, T> {
                         width: wb,
                         ..
                     },
-                ) if t.diagonal => {
-                    debug_assert_eq!(ha, hb, "one configuration's legs share its head");
-                    Block::new(&t.forms[at * hx + ha], (ra, rb), (wa, wb))
+                ) => {
+                    let at = if t.diagonal {
+                        debug_assert_eq!(ha, hb, "one configuration's legs share its head");
+                        at * hx + ha
+                    } else {
+                        (at * hx + ha) * hy + hb
+                    };
+                    Block::new(&t.forms[at], (ra, rb), (wa, wb))
                 }
-                (
-                    Leg::Form {
-                        head: ha,
-                        row: ra,
-                        width: wa,
-                        ..
-                    },
-                    Leg::Form {
-                        head: hb,
-                        row: rb,
-                        width: wb,
-                        ..
-                    },
-                ) => Block::new(&t.forms[(at * hx + ha) * hy + hb], (ra, rb), (wa, wb)),
                 (
                     Leg::Input { .. },
                     Leg::Form {
