@@ -424,28 +424,28 @@ impl<T: Real> Product<'_, T> {
         })
     }
 
-    /// `[C(a, c) C(a, d)]` into `slot`, unset when both are zero.
+    /// The blocks `C(x, y)` of `parts` (`(x, y, (r0, c0))`) into `slot`'s
+    /// storage at `rows × cols`, zeros where one is zero (the parts cover
+    /// it): bit `i` of the answer says part `i` is nonzero, and the slot is
+    /// unset when none is.
     #[inline(always)]
-    fn beside(&self, a: Leg, c: Leg, d: Leg, slot: &mut Slot<T>) {
-        let (wa, wc, wd) = (self.width(a), self.width(c), self.width(d));
-        let m = slot.reuse(wa, wc + wd);
-        let l = self.fill_or_zero(a, c, m, (0, 0));
-        let r = self.fill_or_zero(a, d, m, (0, wc));
-        if !(l || r) {
+    fn fill_parts(
+        &self,
+        slot: &mut Slot<T>,
+        (rows, cols): (usize, usize),
+        parts: &[(Leg, Leg, (usize, usize))],
+    ) -> u8 {
+        let m = slot.reuse(rows, cols);
+        let mut nonzero = 0;
+        for (i, &(x, y, at)) in parts.iter().enumerate() {
+            if self.fill_or_zero(x, y, m, at) {
+                nonzero |= 1 << i;
+            }
+        }
+        if nonzero == 0 {
             slot.clear();
         }
-    }
-
-    /// `[C(a, e); C(b, e)]` into `slot`, unset when both are zero.
-    #[inline(always)]
-    fn above(&self, a: Leg, b: Leg, e: Leg, slot: &mut Slot<T>) {
-        let (wa, wb, we) = (self.width(a), self.width(b), self.width(e));
-        let m = slot.reuse(wa + wb, we);
-        let t = self.fill_or_zero(a, e, m, (0, 0));
-        let u = self.fill_or_zero(b, e, m, (wa, 0));
-        if !(t || u) {
-            slot.clear();
-        }
+        nonzero
     }
 
     /// The chain inputs for these nodes and ends, refilled in `inp`'s
@@ -485,20 +485,19 @@ impl<T: Real> Product<'_, T> {
                     slot.clear();
                     continue;
                 }
+                // Part 2r + c is block (r, c): rows (k_a, q_a), columns
+                // (q_b, k_b), as `Inputs::blocks` numbers them.
                 let (ea, eb) = (self.width(qa), self.width(qb));
-                let m = slot.reuse(2 * ea, 2 * eb);
-                let mut blocks = 0;
-                for (r, (r0, x)) in [(0, ka), (ea, qa)].into_iter().enumerate() {
-                    for (c, (c0, y)) in [(0, qb), (eb, kb)].into_iter().enumerate() {
-                        if self.fill_or_zero(x, y, m, (r0, c0)) {
-                            blocks |= 1 << (2 * r + c);
-                        }
-                    }
-                }
-                inp.blocks[a * k + b] = blocks;
-                if blocks == 0 {
-                    slot.clear();
-                }
+                inp.blocks[a * k + b] = self.fill_parts(
+                    slot,
+                    (2 * ea, 2 * eb),
+                    &[
+                        (ka, qb, (0, 0)),
+                        (ka, kb, (0, eb)),
+                        (qa, qb, (ea, 0)),
+                        (qa, kb, (ea, eb)),
+                    ],
+                );
             }
         }
         let stack = |x: nalgebra::DVectorView<'_, T>,
@@ -525,8 +524,12 @@ impl<T: Real> Product<'_, T> {
                 chain::resized(&mut end.mean, m.len()).copy_from(&m);
             }
             end.to_node.resize_with(k, Slot::default);
+            let we = self.width(e);
             for (slot, &(q, kk)) in end.to_node.iter_mut().zip(nodes).skip(skip) {
-                self.beside(e, q, kk, slot);
+                // [C(e, q) C(e, k)].
+                let wq = self.width(q);
+                let parts = [(e, q, (0, 0)), (e, kk, (0, wq))];
+                self.fill_parts(slot, (we, wq + self.width(kk)), &parts);
             }
         }
         if let [ea, eb] = *ends {
@@ -534,8 +537,12 @@ impl<T: Real> Product<'_, T> {
             let direct = chain::reshaped(&mut between.direct, self.width(ea), self.width(eb));
             self.fill_or_zero(ea, eb, direct, (0, 0));
             between.from_node.resize_with(k, Slot::default);
+            let wb = self.width(eb);
             for (slot, &(q, kk)) in between.from_node.iter_mut().zip(nodes) {
-                self.above(kk, q, eb, slot);
+                // [C(k, ε_B); C(q, ε_B)].
+                let wk = self.width(kk);
+                let parts = [(kk, eb, (0, 0)), (q, eb, (wk, 0))];
+                self.fill_parts(slot, (wk + self.width(q), wb), &parts);
             }
         } else {
             inp.between = None;
@@ -908,4 +915,89 @@ pub(super) fn scalars<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> 
         + outputs
         + rows(sx, sy).max(rows(sx, sx)).max(rows(sy, sy))
         + threads * scratch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(seed: usize, i: usize, j: usize) -> f64 {
+        let x = (seed * 7919 + i * 104_729 + j * 1_299_709) % 10_007;
+        x as f64 / 10_007.0 - 0.5
+    }
+
+    /// The transfers' nonzero-block bits (`Inputs::blocks`, which the sums'
+    /// block products trust) against the transfers themselves, for every
+    /// pair of configurations of a block whose last position is independent
+    /// of the others: each bit `2r + c` set exactly when block `(r, c)` has
+    /// a nonzero entry, and an unset transfer when none has.
+    #[test]
+    fn block_bits_mark_the_nonzero_blocks_of_each_transfer() {
+        let (n, d, heads, e) = (3, 4, 2, 2);
+        let w = |seed: usize, r: usize, c: usize| DMatrix::from_fn(r, c, |i, j| value(seed, i, j));
+        let he = heads * e;
+        let block = Attention::builder(
+            heads,
+            w(1, he, d),
+            w(2, he, d),
+            w(3, he, d),
+            w(4, he, d),
+            w(5, he, d),
+            w(6, d, he),
+        )
+        .build()
+        .unwrap();
+        // Positions 0 and 1 correlated, position 2 independent of both.
+        let f = w(7, n * d, n * d);
+        let mut cov = DMatrix::zeros(n * d + 1, n * d + 1);
+        cov.view_mut((1, 1), (n * d, n * d))
+            .copy_from(&(&f * f.transpose()));
+        for i in 0..2 * d {
+            for j in 2 * d..n * d {
+                cov[(1 + i, 1 + j)] = 0.0;
+                cov[(1 + j, 1 + i)] = 0.0;
+            }
+        }
+        let mut mean = DVector::from_fn(n * d + 1, |i, _| value(8, i, 0));
+        mean[0] = 1.0;
+        let moments = Moments::new(mean, cov, n).unwrap();
+        let side = Side::new(&block, &moments, n).unwrap();
+        let t = Tables::new(&side, &side, &moments.cov, n, true);
+        let p = Product {
+            sides: [&side, &side],
+            xx: &t,
+            xy: &t,
+            yy: &t,
+            n,
+        };
+        let mut inp = Inputs::default();
+        let (mut partial, mut unset) = (0, 0);
+        for &(h, s, tt, _) in &side.configs {
+            let (nodes_x, v_x) = side.legs(0, (h, s, tt));
+            for &(h2, s2, t2, _) in &side.configs {
+                let (nodes_y, v_y) = side.legs(1, (h2, s2, t2));
+                let nodes = [nodes_x[0], nodes_x[1], nodes_y[0], nodes_y[1]];
+                p.inputs(&nodes, &[v_x, v_y], &mut inp, 0);
+                for a in 0..4 {
+                    for b in (0..4).filter(|&b| b != a) {
+                        let bits = inp.blocks[a * 4 + b];
+                        let Some(m) = inp.transfer[a * 4 + b].get() else {
+                            assert_eq!(bits, 0, "an unset transfer has no nonzero block");
+                            unset += 1;
+                            continue;
+                        };
+                        let (hr, hc) = (m.nrows() / 2, m.ncols() / 2);
+                        for (r, c) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let nonzero =
+                                m.view((r * hr, c * hc), (hr, hc)).iter().any(|v| *v != 0.0);
+                            assert_eq!(bits >> (2 * r + c) & 1 == 1, nonzero, "block ({r}, {c})");
+                        }
+                        partial += usize::from(bits.count_ones() < 4);
+                    }
+                }
+            }
+        }
+        // The fixture has transfers of every kind.
+        assert!(partial > 0 && unset > 0, "{partial} partial, {unset} unset");
+    }
 }
