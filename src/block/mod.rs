@@ -47,9 +47,9 @@ pub(crate) mod kernel;
 mod linear;
 pub(crate) mod positionwise;
 
-#[doc(hidden)]
-pub use attention::gram_step_in_tiles;
 pub use attention::{Attention, AttentionBuilder, DEFAULT_ROTARY_BASE, Mask, Role};
+#[doc(hidden)]
+pub use attention::{gram_step_in_tiles, moment_step_in_tiles};
 pub(crate) use attention::{gram_step_with_heads, head_part, is_attention};
 pub use bilinear::{Bilinear, BilinearBuilder};
 pub use check::check_block;

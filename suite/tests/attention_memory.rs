@@ -11,13 +11,19 @@
 //! twice the Gram states of the comparison's three products,
 //! `3 n² (d+1)²` scalars.
 //!
+//! The Gaussian metric's step at context 16: with its covariance tables by
+//! rows of one query position (and one key row beside them), the peak is
+//! what it holds beside the step's moments (the heads' own pairs of both
+//! models, two rows), a fraction of the whole tables'.
+//!
 //! One test in this binary: the allocator counts the whole process.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use nalgebra::{DMatrix, DVector};
-use tensor_similarity::block::gram_step_in_tiles;
+use tensor_similarity::block::{gram_step_in_tiles, moment_step_in_tiles};
+use tensor_similarity::gaussian::{JointMoments, Moments};
 use tensor_similarity::{Attention, Mask, TensorBlock};
 
 struct Counting;
@@ -134,9 +140,10 @@ fn case() -> Case {
 }
 
 #[test]
-fn one_attention_step_at_context_32() {
+fn one_attention_step_of_each_metric() {
     holds_its_products_once(&case());
     in_tiles_within_twice_the_gram_states(&case());
+    gaussian_tables_in_tiles(&case());
 }
 
 fn holds_its_products_once(case: &Case) {
@@ -215,4 +222,71 @@ fn in_tiles_within_twice_the_gram_states(case: &Case) {
             "{name}: peak {peak} bytes above twice the Gram states ({bound})"
         );
     }
+}
+
+/// Joint moments of both models' streams on `n` positions, every position
+/// correlated with every other (as after an attention layer).
+fn joint_moments(n: usize, d: usize) -> JointMoments<f64> {
+    let f = matrix(5, 2 * n * d, 2 * n * d);
+    let c = &f * f.transpose();
+    let flat = n * d + 1;
+    let padded = |r: usize, col: usize| {
+        let mut m = DMatrix::zeros(flat, flat);
+        m.view_mut((1, 1), (n * d, n * d))
+            .copy_from(&c.view((r, col), (n * d, n * d)));
+        m
+    };
+    let mean = |seed: usize| {
+        let mut m = matrix(seed, flat, 1).column(0).into_owned();
+        m[0] = 1.0;
+        m
+    };
+    let side = |seed: usize, at: usize| Moments::new(mean(seed), padded(at, at), n).unwrap();
+    JointMoments::new(side(6, 0), side(7, n * d), padded(0, n * d)).unwrap()
+}
+
+/// The Gaussian step at context 16 with its tables by rows of one query
+/// position: the same bits as whole, and a peak within 1.5 × what it holds
+/// at once beside the moments (the heads' own tables of both models, two
+/// rows of the cross tables), below half the whole tables' peak.
+fn gaussian_tables_in_tiles(case: &Case) {
+    let Case {
+        d,
+        heads,
+        e,
+        ref a,
+        ref b,
+        ref pool,
+        ..
+    } = *case;
+    let n = 16;
+    let input = joint_moments(n, d);
+    let (whole, whole_peak) =
+        peak_of(|| pool.install(|| moment_step_in_tiles(a, Some(b), &input, n)));
+    let whole = whole.unwrap();
+    let (tiled, peak) = peak_of(|| pool.install(|| moment_step_in_tiles(a, Some(b), &input, 1)));
+    assert_eq!(tiled.unwrap(), whole, "tiles change no bit");
+    // Leg rows per head (four e-wide, one value), one item per position
+    // pair: every head pair's forms and the input tables.
+    let legs = (5 * e) as f64;
+    let item = (heads * heads) as f64 * legs * legs + 2.0 * (heads * d) as f64 * legs;
+    let own = (n * (n + 1) / 2 * heads) as f64 * legs * legs;
+    let rows = 2.0 * n as f64 * item;
+    let flat = (n * d + 1) as f64;
+    let moments = 2.0 * 3.0 * flat * flat;
+    let held = (2.0 * own + rows + moments) * 8.0;
+    println!(
+        "Gaussian, context {n}: whole {:.2} MB, tiles of one query {:.2} MB, held {:.2} MB",
+        whole_peak as f64 / 1e6,
+        peak as f64 / 1e6,
+        held / 1e6
+    );
+    assert!(
+        (peak as f64) <= 1.5 * held,
+        "peak {peak} bytes, more than 1.5 × the tables and moments held ({held})"
+    );
+    assert!(
+        2 * peak <= whole_peak,
+        "tiles of one: {peak} bytes, not half the whole tables' {whole_peak}"
+    );
 }

@@ -222,6 +222,21 @@ pub fn gram_step_in_tiles<T: Real>(
     step::gram_step_in_tiles(a, b, g, context, query_tile)
 }
 
+/// Not part of the API (hidden, may change in any release): the attention
+/// block's Gaussian moment step (`b = None`: the self step) with the rows of
+/// its covariance tables for `query_tile` query positions held at once,
+/// whatever the step would choose itself, for the repository's memory test.
+/// The tile size changes no bit of the result.
+#[doc(hidden)]
+pub fn moment_step_in_tiles<T: Real>(
+    a: &Attention<T>,
+    b: Option<&Attention<T>>,
+    input: &JointMoments<T>,
+    query_tile: usize,
+) -> Result<JointMoments<T>> {
+    moments::step_in_tiles(a, b, input, query_tile)
+}
+
 /// The step of two attention blocks (`b = None`: the self step) and what
 /// their head paths read; `None` when `a` is not attention. (SPEC §9.)
 pub(crate) fn gram_step_with_heads<T: Real>(

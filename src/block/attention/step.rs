@@ -236,7 +236,7 @@ impl Shapes {
 /// positions. A tile makes the key rows outside it again, so tiles cost
 /// `O(n³ L² d)` more per-leg multiply–adds, which only pays where the
 /// memory matters.
-const WHOLE_PRODUCTS_UP_TO: f64 = (1u64 << 27) as f64;
+pub(super) const WHOLE_PRODUCTS_UP_TO: f64 = (1u64 << 27) as f64;
 
 /// Columns (or rows) of position pairs [`gram_step`] makes at once in its
 /// linearised passes.
