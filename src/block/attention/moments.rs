@@ -13,9 +13,11 @@ use rayon::prelude::*;
 
 use super::chain::{self, Between, End, Inputs, Slot, Workspace};
 use super::layer::{Attention, Role};
+use super::step::{WHOLE_PRODUCTS_UP_TO, key_runs, rows_within};
 use crate::error::Result;
 use crate::gaussian::moments::{JointMoments, Moments};
 use crate::linalg::{gemm, gemm_nt, mul, mul_nt};
+use crate::resources::flat_entries;
 use crate::scalar::{Real, from_f64};
 
 /// One model's block and what its configurations read.
@@ -970,23 +972,15 @@ fn output_covariance<T: Real>(
                     .any(|k| k.configs.clone().any(|i| x.configs[i].2 == t))
             })
             .collect();
-        let mut i = 0;
-        while i < keys.len() {
-            let t = keys[i];
-            let mut end = i + 1;
-            if queries.contains(&t) {
-                while end < keys.len() && queries.contains(&keys[end]) {
-                    end += 1;
-                }
-            } else {
-                xy.make_rows(x, y, cov_xy, t..t + 1, true);
+        for (run, outside) in key_runs(&keys, &queries) {
+            if outside {
+                xy.make_rows(x, y, cov_xy, run.clone(), true);
             }
             let product = Product { sides, own, xy, n };
-            product.pair_sums(&mut tasks, t..keys[end - 1] + 1, means, sym);
-            if !queries.contains(&t) {
-                xy.release(t..t + 1);
+            product.pair_sums(&mut tasks, run.clone(), means, sym);
+            if outside {
+                xy.release(run);
             }
-            i = end;
         }
         // The tasks' sums into Z and Y's skip blocks, each block made when
         // first reached (a self product's mirrored half reaches the rows of
@@ -1364,21 +1358,21 @@ fn own_item_scalars(x: Shape) -> f64 {
 /// equal size: as many tiles, fewer rows held and fewer key rows made again
 /// than a full tile and a short last one.
 fn query_tile<T: Real>(a: &Attention<T>, b: &Attention<T>, n: usize) -> usize {
+    let moments = |x: &Attention<T>, y: &Attention<T>| {
+        flat_entries(n, x.input_width(), y.input_width())
+            + flat_entries(n, x.output_width(), y.output_width())
+    };
+    let budget = WHOLE_PRODUCTS_UP_TO.max(moments(a, a) + moments(b, b) + moments(a, b));
     let (sx, sy) = (Shape::of(a), Shape::of(b));
-    let nf = n as f64;
-    let flat = |w: f64| nf * w + 1.0;
-    let moments = |x: Shape, y: Shape| flat(x.d) * flat(y.d) + flat(x.out) * flat(y.out);
-    let budget =
-        super::step::WHOLE_PRODUCTS_UP_TO.max(moments(sx, sx) + moments(sy, sy) + moments(sx, sy));
     let item = item_scalars(sx, sx)
         .max(item_scalars(sy, sy))
         .max(item_scalars(sx, sy));
-    let row = nf * item;
-    if nf * row <= budget {
-        return n;
+    let most = rows_within(budget, n as f64 * item, n);
+    if most >= n {
+        n
+    } else {
+        n.div_ceil(n.div_ceil(most))
     }
-    let most = ((budget / row) as usize).saturating_sub(1).clamp(1, n);
-    n.div_ceil(n.div_ceil(most))
 }
 
 /// An estimate of the scalars of [`step`] beyond its input and output
@@ -1459,22 +1453,11 @@ mod tests {
     /// a nonzero entry, and an unset transfer when none has.
     #[test]
     fn block_bits_mark_the_nonzero_blocks_of_each_transfer() {
-        let (n, d, heads, e) = (3, 4, 2, 2);
-        let w = |seed: usize, r: usize, c: usize| DMatrix::from_fn(r, c, |i, j| value(seed, i, j));
-        let he = heads * e;
-        let block = Attention::builder(
-            heads,
-            w(1, he, d),
-            w(2, he, d),
-            w(3, he, d),
-            w(4, he, d),
-            w(5, he, d),
-            w(6, d, he),
-        )
-        .build()
-        .unwrap();
+        let (n, d) = (3, 4);
+        // Two heads of 2, causal; the skip is not read by the transfers.
+        let block = random_block(0, d, 2, (2, 2), crate::Mask::Causal, false, false);
         // Positions 0 and 1 correlated, position 2 independent of both.
-        let f = w(7, n * d, n * d);
+        let f = DMatrix::from_fn(n * d, n * d, |i, j| value(7, i, j));
         let mut cov = DMatrix::zeros(n * d + 1, n * d + 1);
         cov.view_mut((1, 1), (n * d, n * d))
             .copy_from(&(&f * f.transpose()));
@@ -1662,7 +1645,7 @@ mod tests {
             let tile = query_tile(&lm, &lm, n);
             let row = n as f64 * item_scalars(shape, shape);
             let flat = (n * d + 1) as f64;
-            let budget = super::super::step::WHOLE_PRODUCTS_UP_TO.max(6.0 * flat * flat);
+            let budget = WHOLE_PRODUCTS_UP_TO.max(6.0 * flat * flat);
             assert!((tile + 1) as f64 * row <= budget, "n = {n}, tile {tile}");
             assert!(n as f64 * row > budget, "n = {n}: whole would not fit");
             let (tiled, whole) = (

@@ -246,8 +246,41 @@ const COLUMNS_AT_ONCE: usize = 4;
 /// `n` when `X` fits the budget above; else as many as fit in it beside the
 /// one key row made at a time (at least one).
 fn query_tile(shapes: &Shapes, n: usize) -> usize {
-    let budget = WHOLE_PRODUCTS_UP_TO.max(shapes.grams(n));
-    let row = shapes.x_row(n);
+    rows_within(
+        WHOLE_PRODUCTS_UP_TO.max(shapes.grams(n)),
+        shapes.x_row(n),
+        n,
+    )
+}
+
+/// A tile's keys (ascending) as the ranges its tasks sum at once: each run
+/// of keys inside the tile, whose rows the tile holds, and each key outside
+/// alone (`true`: its row is made for it and dropped after).
+pub(super) fn key_runs(
+    keys: &[usize],
+    queries: &core::ops::Range<usize>,
+) -> Vec<(core::ops::Range<usize>, bool)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < keys.len() {
+        let t = keys[i];
+        let mut end = i + 1;
+        if queries.contains(&t) {
+            while end < keys.len() && queries.contains(&keys[end]) {
+                end += 1;
+            }
+        }
+        runs.push((t..keys[end - 1] + 1, !queries.contains(&t)));
+        i = end;
+    }
+    runs
+}
+
+/// Of `n` rows of `row` scalars each, how many query rows a step holds
+/// within `budget`: all `n` when they all fit; else as many as fit beside
+/// the one key row made at a time (at least one). The tensor step's tiles
+/// and the Gaussian step's (see `moments::query_tile`) follow it.
+pub(super) fn rows_within(budget: f64, row: f64, n: usize) -> usize {
     if n as f64 * row <= budget {
         n
     } else {
@@ -636,21 +669,13 @@ fn step<T: Real>(
         let keys: Vec<usize> = (0..n)
             .filter(|&t| queries.clone().any(|s| sa.mask[(s, t)] != 0.0))
             .collect();
-        let mut i = 0;
-        while i < keys.len() {
-            let t = keys[i];
-            if queries.contains(&t) {
-                let mut end = i;
-                while end < keys.len() && queries.contains(&keys[end]) {
-                    end += 1;
-                }
-                attention_pairs(&sa, sb, &products, t..keys[end - 1] + 1, &mut sums);
-                i = end;
-            } else {
-                products.hold(t, pairs.x_row(t, n, same));
-                attention_pairs(&sa, sb, &products, t..t + 1, &mut sums);
-                products.release(t);
-                i += 1;
+        for (run, outside) in key_runs(&keys, &queries) {
+            if outside {
+                products.hold(run.start, pairs.x_row(run.start, n, same));
+            }
+            attention_pairs(&sa, sb, &products, run.clone(), &mut sums);
+            if outside {
+                products.release(run.start);
             }
         }
         // O_A Z(p,q) O_Bᵀ for the tile's pairs in parallel, added in order.
